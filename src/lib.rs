@@ -1,0 +1,31 @@
+//! # ondorse-bridge
+//!
+//! Connects Salesforce Accounts to Ondorse KYC/KYB portals and brings the
+//! compliance decisions back. Read `ARCHITECTURE.md` first; this is the tour
+//! of the modules, in the order data flows through them.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML configuration and the secrets it names.
+//! - [`mapping`]: YAML mapping files (what CRM admins edit): parsing with
+//!   positions, templates, validation, and the pure planner.
+//! - [`salesforce`]: OAuth, SOQL queries, describe, composite updates.
+//! - [`ondorse`]: portals, applications, webhook envelopes and signatures.
+//! - [`store`]: the sled ledger; the only module that touches sled.
+//! - [`sync`]: intake, portal creation, write-back, decisions, reconcile.
+//! - [`server`]: the public webhook listener and the admin listener.
+//! - [`sandbox`]: faithful simulators of both APIs, for tests, the demo and
+//!   benchmarks.
+//! - [`cli`]: one module per command; `main.rs` only dispatches.
+//! - [`telemetry`]: logs and metrics.
+
+pub mod cli;
+pub mod config;
+pub mod mapping;
+pub mod ondorse;
+pub mod salesforce;
+pub mod sandbox;
+pub mod server;
+pub mod store;
+pub mod sync;
+pub mod telemetry;

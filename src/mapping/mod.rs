@@ -1,0 +1,1 @@
+//! Mapping files: parse (YAML with positions), templates, validate, plan.

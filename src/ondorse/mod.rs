@@ -1,0 +1,1 @@
+//! The Ondorse API client, its tolerant models, and webhook envelopes.

@@ -1,0 +1,8 @@
+//! Faithful simulators of both APIs, served over real HTTP on loopback.
+//!
+//! They follow `contracts/salesforce.md` and `contracts/ondorse.md` (formats,
+//! errors, pagination, tokens, limits) and carry fault switches, so tests,
+//! the demo and benchmarks exercise the real clients against real sockets.
+
+pub mod ondorse;
+pub mod salesforce;

@@ -1,0 +1,1 @@
+//! Sandbox Ondorse: portals, applications, reviews and webhook delivery, faults.

@@ -1,0 +1,1 @@
+//! Sandbox Salesforce: token endpoint, query, describe, composite updates, faults.

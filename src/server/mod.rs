@@ -1,0 +1,1 @@
+//! The HTTP listeners: public (webhooks) and admin (health, metrics, /admin).

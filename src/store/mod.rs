@@ -1,0 +1,1 @@
+//! The sled ledger: cursors, links, intents, inbox, journal, dead letters.

@@ -1,0 +1,1 @@
+//! The sync engine: intake, portals, write-back, decisions, reconcile.
