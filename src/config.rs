@@ -5,7 +5,7 @@
 //! collected before failing, so an operator fixes a file in one pass. Secrets
 //! are read from `*_file` keys into [`SecretString`] at once and never printed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -171,11 +171,23 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ),
     (
         "ondorse",
-        &["base_url", "api_key_file", "auth_header", "auth_scheme", "portal_base_url"],
+        &[
+            "base_url",
+            "api_key_file",
+            "auth_header",
+            "auth_scheme",
+            "portal_base_url",
+        ],
     ),
     (
         "webhooks",
-        &["listen", "path_secret_file", "allowed_ips", "trusted_proxies", "signing_secret_file"],
+        &[
+            "listen",
+            "path_secret_file",
+            "allowed_ips",
+            "trusted_proxies",
+            "signing_secret_file",
+        ],
     ),
     ("admin", &["listen", "token_file"]),
     ("store", &["path"]),
@@ -216,10 +228,19 @@ impl Config {
     }
 
     /// [`Config::load`] with the credentials directory given explicitly.
-    pub fn load_with(path: &Path, credentials_directory: Option<&Path>) -> Result<Config, ConfigErrors> {
-        let single = |message: String| ConfigErrors { problems: vec![message] };
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| single(format!("{}: cannot read the configuration file: {error}", path.display())))?;
+    pub fn load_with(
+        path: &Path,
+        credentials_directory: Option<&Path>,
+    ) -> Result<Config, ConfigErrors> {
+        let single = |message: String| ConfigErrors {
+            problems: vec![message],
+        };
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            single(format!(
+                "{}: cannot read the configuration file: {error}",
+                path.display()
+            ))
+        })?;
         let positions = Positions::of(path, &text)?;
         let merged = config::Config::builder()
             .add_source(config::File::from_str(&text, config::FileFormat::Toml))
@@ -227,10 +248,9 @@ impl Config {
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator(ENV_SEPARATOR)
                     .separator(ENV_SEPARATOR)
-                    .list_separator(",")
-                    .with_list_parse_key("webhooks.allowed_ips")
-                    .with_list_parse_key("webhooks.trusted_proxies")
-                    .try_parsing(true),
+                    // Values stay text (`63.0` must not become the number 63);
+                    // lists are comma-separated text, split where they are read.
+                    .try_parsing(false),
             )
             .build()
             .map_err(|error| single(format!("{}: {error}", path.display())))?;
@@ -241,6 +261,7 @@ impl Config {
             file: path.to_path_buf(),
             positions,
             sections: BTreeMap::new(),
+            from_environment: HashSet::new(),
             secrets_base,
             credentials_directory: credentials_directory.is_some(),
             problems: Vec::new(),
@@ -264,7 +285,9 @@ impl Config {
         if loader.problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigErrors { problems: loader.problems })
+            Err(ConfigErrors {
+                problems: loader.problems,
+            })
         }
     }
 }
@@ -296,9 +319,15 @@ impl Positions {
         };
         for (section, value) in document.get_ref() {
             let section_name = section.get_ref().to_string();
+            // Point at the `[` of the header rather than at the name inside it.
+            let start = section.span().start;
+            let start = text[..start]
+                .rfind('[')
+                .filter(|bracket| text[*bracket + 1..start].trim().is_empty())
+                .unwrap_or(start);
             positions
                 .sections
-                .insert(section_name.clone(), line_column(text, section.span().start));
+                .insert(section_name.clone(), line_column(text, start));
             if let toml::de::DeValue::Table(table) = value.get_ref() {
                 for (key, _) in table {
                     positions.keys.insert(
@@ -316,7 +345,11 @@ impl Positions {
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |tail| tail.chars().count()) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |tail| tail.chars().count())
+        + 1;
     (line, column)
 }
 
@@ -325,6 +358,8 @@ struct Loader {
     file: PathBuf,
     positions: Positions,
     sections: BTreeMap<String, config::Map<String, config::Value>>,
+    /// (section, key) pairs whose value came from an environment variable.
+    from_environment: HashSet<(String, String)>,
     secrets_base: PathBuf,
     credentials_directory: bool,
     problems: Vec<String>,
@@ -338,7 +373,8 @@ impl Loader {
         {
             Ok(names) => names,
             Err(error) => {
-                self.problems.push(format!("{}: {error}", self.file.display()));
+                self.problems
+                    .push(format!("{}: {error}", self.file.display()));
                 return;
             }
         };
@@ -355,6 +391,11 @@ impl Loader {
             }
             match merged.get_table(&section) {
                 Ok(table) => {
+                    for (key, value) in &table {
+                        if value.origin() == Some(ENVIRONMENT_ORIGIN) {
+                            self.from_environment.insert((section.clone(), key.clone()));
+                        }
+                    }
                     self.sections.insert(section, table);
                 }
                 Err(error) => {
@@ -369,13 +410,19 @@ impl Loader {
     fn section_location(&self, section: &str) -> String {
         match self.positions.sections.get(section) {
             Some((line, column)) => format!("{}:{line}:{column}", self.file.display()),
-            None => format!("environment {ENV_PREFIX}{ENV_SEPARATOR}{}{ENV_SEPARATOR}*", section.to_uppercase()),
+            None => format!(
+                "environment {ENV_PREFIX}{ENV_SEPARATOR}{}{ENV_SEPARATOR}*",
+                section.to_uppercase()
+            ),
         }
     }
 
     /// Where a key's value came from: `file:line:column` or the variable name.
-    fn location(&self, section: &str, key: &str, from_environment: bool) -> String {
-        if from_environment {
+    fn location(&self, section: &str, key: &str) -> String {
+        if self
+            .from_environment
+            .contains(&(section.to_owned(), key.to_owned()))
+        {
             return format!(
                 "environment {ENV_PREFIX}{ENV_SEPARATOR}{}{ENV_SEPARATOR}{}",
                 section.to_uppercase(),
@@ -393,14 +440,14 @@ impl Loader {
         }
     }
 
-    fn problem(&mut self, section: &str, key: &str, from_environment: bool, message: impl std::fmt::Display) {
-        let location = self.location(section, key, from_environment);
+    fn problem(&mut self, section: &str, key: &str, message: impl std::fmt::Display) {
+        let location = self.location(section, key);
         self.problems
             .push(format!("{location}: [{section}] {key}: {message}"));
     }
 
     fn missing(&mut self, section: &str, key: &str, why: &str) {
-        let location = self.location(section, key, false);
+        let location = self.location(section, key);
         self.problems
             .push(format!("{location}: [{section}] {key} is required ({why})"));
     }
@@ -412,21 +459,21 @@ impl Loader {
     /// A string value, or `None` when absent or of the wrong type (recorded).
     fn string(&mut self, section: &str, key: &str) -> Option<String> {
         let value = self.take(section, key)?;
-        let from_environment = value.origin() == Some(ENVIRONMENT_ORIGIN);
         match value.kind {
             config::ValueKind::String(text) => Some(text),
             config::ValueKind::I64(number) => Some(number.to_string()),
             config::ValueKind::U64(number) => Some(number.to_string()),
             config::ValueKind::Float(number) => Some(number.to_string()),
             other => {
-                self.problem(section, key, from_environment, format!("expected text, found {other}"));
+                self.problem(section, key, format!("expected text, found {other}"));
                 None
             }
         }
     }
 
     fn string_or(&mut self, section: &str, key: &str, default: &str) -> String {
-        self.string(section, key).unwrap_or_else(|| default.to_owned())
+        self.string(section, key)
+            .unwrap_or_else(|| default.to_owned())
     }
 
     fn required_string(&mut self, section: &str, key: &str, why: &str) -> Option<String> {
@@ -434,11 +481,15 @@ impl Loader {
         match value {
             Some(text) if !text.trim().is_empty() => Some(text),
             Some(_) => {
-                self.problem(section, key, false, format!("must not be empty ({why})"));
+                self.problem(section, key, format!("must not be empty ({why})"));
                 None
             }
             None => {
-                if !self.problems.iter().any(|problem| problem.contains(&format!("[{section}] {key}:"))) {
+                if !self
+                    .problems
+                    .iter()
+                    .any(|problem| problem.contains(&format!("[{section}] {key}:")))
+                {
                     self.missing(section, key, why);
                 }
                 None
@@ -450,16 +501,23 @@ impl Loader {
         let Some(value) = self.take(section, key) else {
             return default;
         };
-        let from_environment = value.origin() == Some(ENVIRONMENT_ORIGIN);
         let shown = value.to_string();
         match value.into_int() {
             Ok(number) if (0..=maximum as i64).contains(&number) => number as u64,
             Ok(number) => {
-                self.problem(section, key, from_environment, format!("{number} is out of range 0..={maximum}"));
+                self.problem(
+                    section,
+                    key,
+                    format!("{number} is out of range 0..={maximum}"),
+                );
                 default
             }
             Err(_) => {
-                self.problem(section, key, from_environment, format!("expected a whole number, found {shown:?}"));
+                self.problem(
+                    section,
+                    key,
+                    format!("expected a whole number, found {shown:?}"),
+                );
                 default
             }
         }
@@ -474,11 +532,15 @@ impl Loader {
                 text.trim_end_matches('/').to_owned()
             }
             Ok(_) => {
-                self.problem(section, key, false, format!("{text:?} must be an http or https URL"));
+                self.problem(
+                    section,
+                    key,
+                    format!("{text:?} must be an http or https URL"),
+                );
                 text
             }
             Err(error) => {
-                self.problem(section, key, false, format!("{text:?} is not a URL: {error}"));
+                self.problem(section, key, format!("{text:?} is not a URL: {error}"));
                 text
             }
         }
@@ -490,7 +552,6 @@ impl Loader {
             self.problem(
                 section,
                 key,
-                false,
                 format!("{text:?} is not an address with a port like 127.0.0.1:8700: {error}"),
             );
             default.parse().expect("default listen addresses are valid")
@@ -501,19 +562,26 @@ impl Loader {
         let Some(value) = self.take(section, key) else {
             return Vec::new();
         };
-        let from_environment = value.origin() == Some(ENVIRONMENT_ORIGIN);
-        let items = match value.kind {
-            config::ValueKind::Array(items) => items,
-            config::ValueKind::String(text) if text.trim().is_empty() => Vec::new(),
+        let items: Vec<String> = match value.kind {
+            config::ValueKind::Array(items) => items.iter().map(ToString::to_string).collect(),
+            // From the environment: "10.0.0.0/8,192.0.2.7".
+            config::ValueKind::String(text) => text
+                .split(',')
+                .filter(|item| !item.trim().is_empty())
+                .map(str::to_owned)
+                .collect(),
             other => {
-                self.problem(section, key, from_environment, format!("expected a list of addresses, found {other}"));
+                self.problem(
+                    section,
+                    key,
+                    format!("expected a list of addresses, found {other}"),
+                );
                 return Vec::new();
             }
         };
         let mut networks = Vec::new();
         for item in items {
-            let text = item.to_string();
-            let text = text.trim();
+            let text = item.trim();
             let parsed = text
                 .parse::<IpNet>()
                 .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
@@ -522,7 +590,6 @@ impl Loader {
                 Err(_) => self.problem(
                     section,
                     key,
-                    from_environment,
                     format!("{text:?} is neither an IP address nor a network like 203.0.113.0/24"),
                 ),
             }
@@ -553,7 +620,11 @@ impl Loader {
                     }
                 }
                 if secret.is_empty() {
-                    self.problem(section, key, false, format!("the secret file {} is empty", path.display()));
+                    self.problem(
+                        section,
+                        key,
+                        format!("the secret file {} is empty", path.display()),
+                    );
                     return None;
                 }
                 Some(SecretString::from(secret))
@@ -562,15 +633,22 @@ impl Loader {
                 self.problem(
                     section,
                     key,
-                    false,
-                    format!("cannot read the secret file {}{where_from}: {error}", path.display()),
+                    format!(
+                        "cannot read the secret file {}{where_from}: {error}",
+                        path.display()
+                    ),
                 );
                 None
             }
         }
     }
 
-    fn required_secret_file(&mut self, section: &str, key: &str, why: &str) -> Option<SecretString> {
+    fn required_secret_file(
+        &mut self,
+        section: &str,
+        key: &str,
+        why: &str,
+    ) -> Option<SecretString> {
         let present = self
             .sections
             .get(section)
@@ -588,69 +666,110 @@ impl Loader {
         let login_url = self.url(SECTION, "login_url", Some(login_url));
         let api_version = self.string_or(SECTION, "api_version", DEFAULT_API_VERSION);
         let api_version = api_version.trim_start_matches(['v', 'V']).to_owned();
-        let version_ok = api_version
-            .split_once('.')
-            .is_some_and(|(major, minor)| {
-                !major.is_empty()
-                    && !minor.is_empty()
-                    && major.chars().all(|c| c.is_ascii_digit())
-                    && minor.chars().all(|c| c.is_ascii_digit())
-            });
+        let version_ok = api_version.split_once('.').is_some_and(|(major, minor)| {
+            !major.is_empty()
+                && !minor.is_empty()
+                && major.chars().all(|c| c.is_ascii_digit())
+                && minor.chars().all(|c| c.is_ascii_digit())
+        });
         if !version_ok {
-            self.problem(SECTION, "api_version", false, format!("{api_version:?} is not a version like 62.0"));
+            self.problem(
+                SECTION,
+                "api_version",
+                format!("{api_version:?} is not a version like 62.0"),
+            );
         }
         let flow = self.string_or(SECTION, "auth", "jwt_bearer");
-        let client_id = self.required_string(SECTION, "client_id", "the connected app's consumer key");
+        let client_id =
+            self.required_string(SECTION, "client_id", "the connected app's consumer key");
         let username = self.string(SECTION, "username");
         let audience = self.string(SECTION, "audience");
         let audience = self.url(SECTION, "audience", audience);
         let auth = match flow.as_str() {
             "jwt_bearer" => {
                 if username.is_none() {
-                    self.missing(SECTION, "username", "the integration user, subject of the JWT");
+                    self.missing(
+                        SECTION,
+                        "username",
+                        "the integration user, subject of the JWT",
+                    );
                 }
-                let private_key = self.required_secret_file(SECTION, "private_key_file", "the connected app's RSA key in PEM");
+                let private_key = self.required_secret_file(
+                    SECTION,
+                    "private_key_file",
+                    "the connected app's RSA key in PEM",
+                );
                 self.ignore(SECTION, &["client_secret_file", "refresh_token_file"]);
                 SalesforceAuth::JwtBearer {
                     client_id: client_id.unwrap_or_default(),
                     username: username.unwrap_or_default(),
-                    audience: if audience.is_empty() { login_url.clone() } else { audience },
+                    audience: if audience.is_empty() {
+                        login_url.clone()
+                    } else {
+                        audience
+                    },
                     private_key: private_key.unwrap_or_else(|| SecretString::from(String::new())),
                 }
             }
             "client_credentials" => {
-                let client_secret = self.required_secret_file(SECTION, "client_secret_file", "the connected app's consumer secret");
+                let client_secret = self.required_secret_file(
+                    SECTION,
+                    "client_secret_file",
+                    "the connected app's consumer secret",
+                );
                 self.ignore(SECTION, &["private_key_file", "refresh_token_file"]);
                 SalesforceAuth::ClientCredentials {
                     client_id: client_id.unwrap_or_default(),
-                    client_secret: client_secret.unwrap_or_else(|| SecretString::from(String::new())),
+                    client_secret: client_secret
+                        .unwrap_or_else(|| SecretString::from(String::new())),
                 }
             }
             "refresh_token" => {
-                let client_secret = self.required_secret_file(SECTION, "client_secret_file", "the connected app's consumer secret");
-                let refresh_token = self.required_secret_file(SECTION, "refresh_token_file", "the refresh token of the integration user");
+                let client_secret = self.required_secret_file(
+                    SECTION,
+                    "client_secret_file",
+                    "the connected app's consumer secret",
+                );
+                let refresh_token = self.required_secret_file(
+                    SECTION,
+                    "refresh_token_file",
+                    "the refresh token of the integration user",
+                );
                 self.ignore(SECTION, &["private_key_file"]);
                 SalesforceAuth::RefreshToken {
                     client_id: client_id.unwrap_or_default(),
-                    client_secret: client_secret.unwrap_or_else(|| SecretString::from(String::new())),
-                    refresh_token: refresh_token.unwrap_or_else(|| SecretString::from(String::new())),
+                    client_secret: client_secret
+                        .unwrap_or_else(|| SecretString::from(String::new())),
+                    refresh_token: refresh_token
+                        .unwrap_or_else(|| SecretString::from(String::new())),
                 }
             }
             other => {
                 self.problem(
                     SECTION,
                     "auth",
-                    false,
                     format!("unknown flow {other:?}; expected jwt_bearer, client_credentials or refresh_token"),
                 );
-                self.ignore(SECTION, &["private_key_file", "client_secret_file", "refresh_token_file"]);
+                self.ignore(
+                    SECTION,
+                    &[
+                        "private_key_file",
+                        "client_secret_file",
+                        "refresh_token_file",
+                    ],
+                );
                 SalesforceAuth::ClientCredentials {
                     client_id: client_id.unwrap_or_default(),
                     client_secret: SecretString::from(String::new()),
                 }
             }
         };
-        let api_budget_percent = self.unsigned(SECTION, "api_budget_percent", u64::from(DEFAULT_API_BUDGET_PERCENT), 100) as u8;
+        let api_budget_percent = self.unsigned(
+            SECTION,
+            "api_budget_percent",
+            u64::from(DEFAULT_API_BUDGET_PERCENT),
+            100,
+        ) as u8;
         SalesforceConfig {
             login_url,
             api_version,
@@ -668,12 +787,24 @@ impl Loader {
 
     fn ondorse(&mut self) -> OndorseConfig {
         const SECTION: &str = "ondorse";
-        let base_url = self.required_string(SECTION, "base_url", "the Ondorse API base URL; it has no default");
+        let base_url = self.required_string(
+            SECTION,
+            "base_url",
+            "the Ondorse API base URL; it has no default",
+        );
         let base_url = self.url(SECTION, "base_url", base_url);
-        let api_key = self.required_secret_file(SECTION, "api_key_file", "the file holding the Ondorse API key");
+        let api_key = self.required_secret_file(
+            SECTION,
+            "api_key_file",
+            "the file holding the Ondorse API key",
+        );
         let auth_header = self.string_or(SECTION, "auth_header", DEFAULT_AUTH_HEADER);
         if http::HeaderName::from_bytes(auth_header.as_bytes()).is_err() {
-            self.problem(SECTION, "auth_header", false, format!("{auth_header:?} is not a valid HTTP header name"));
+            self.problem(
+                SECTION,
+                "auth_header",
+                format!("{auth_header:?} is not a valid HTTP header name"),
+            );
         }
         let auth_scheme = self.string_or(SECTION, "auth_scheme", DEFAULT_AUTH_SCHEME);
         let portal_base_url = self.string_or(SECTION, "portal_base_url", DEFAULT_PORTAL_BASE_URL);
@@ -690,17 +821,22 @@ impl Loader {
     fn webhooks(&mut self) -> WebhooksConfig {
         const SECTION: &str = "webhooks";
         let listen = self.socket_address(SECTION, "listen", DEFAULT_WEBHOOKS_LISTEN);
-        let path_secret = self.required_secret_file(SECTION, "path_secret_file", "the secret path segment Ondorse posts to");
+        let path_secret = self.required_secret_file(
+            SECTION,
+            "path_secret_file",
+            "the secret path segment Ondorse posts to",
+        );
         if let Some(secret) = &path_secret {
             use secrecy::ExposeSecret;
             let secret = secret.expose_secret();
             if secret.chars().count() < MIN_PATH_SECRET_LENGTH
-                || !secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                || !secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 self.problem(
                     SECTION,
                     "path_secret_file",
-                    false,
                     format!(
                         "the path secret must be at least {MIN_PATH_SECRET_LENGTH} URL-safe characters (letters, digits, - and _), e.g. the output of `openssl rand -hex 16`"
                     ),
@@ -722,7 +858,8 @@ impl Loader {
     fn admin(&mut self) -> AdminConfig {
         const SECTION: &str = "admin";
         let listen = self.socket_address(SECTION, "listen", DEFAULT_ADMIN_LISTEN);
-        let token = self.required_secret_file(SECTION, "token_file", "the bearer token of the admin API");
+        let token =
+            self.required_secret_file(SECTION, "token_file", "the bearer token of the admin API");
         AdminConfig {
             listen,
             token: token.unwrap_or_else(|| SecretString::from(String::new())),
@@ -737,7 +874,12 @@ impl Loader {
         self.check_cron(SECTION, "reconcile", &reconcile);
         // A day is far more than any transaction stays open.
         const MAX_OVERLAP_SECONDS: u64 = 24 * 60 * 60;
-        let overlap = self.unsigned(SECTION, "overlap_seconds", DEFAULT_OVERLAP_SECONDS, MAX_OVERLAP_SECONDS);
+        let overlap = self.unsigned(
+            SECTION,
+            "overlap_seconds",
+            DEFAULT_OVERLAP_SECONDS,
+            MAX_OVERLAP_SECONDS,
+        );
         ScheduleConfig {
             poll,
             reconcile,
@@ -750,28 +892,25 @@ impl Loader {
             self.problem(
                 section,
                 key,
-                false,
                 format!("{expression:?} is not a cron expression with seconds (e.g. \"*/30 * * * * *\"): {error}"),
             );
         }
     }
 
     fn report_unknown_keys(&mut self) {
-        let leftovers: Vec<(String, String, bool)> = self
+        let leftovers: Vec<(String, String)> = self
             .sections
             .iter()
             .flat_map(|(section, table)| {
-                table.iter().map(move |(key, value)| {
-                    (section.clone(), key.clone(), value.origin() == Some(ENVIRONMENT_ORIGIN))
-                })
+                table.keys().map(move |key| (section.clone(), key.clone()))
             })
             .collect();
-        for (section, key, from_environment) in leftovers {
+        for (section, key) in leftovers {
             let known = KNOWN_KEYS
                 .iter()
                 .find(|(name, _)| *name == section)
                 .map_or(&[][..], |(_, keys)| *keys);
-            let location = self.location(&section, &key, from_environment);
+            let location = self.location(&section, &key);
             self.problems.push(format!(
                 "{location}: unknown key [{section}] {key}{}",
                 did_you_mean(&key, known)
