@@ -1,1 +1,2 @@
 //! The Ondorse API client, its tolerant models, and webhook envelopes.
+pub mod webhook;

@@ -1,1 +1,172 @@
-//! The sled ledger: cursors, links, intents, inbox, journal, dead letters.
+//! The sled ledger: the only module that names sled.
+//!
+//! Everything the daemon must not forget across a crash lives here: the
+//! webhook inbox and the event ids already seen (this module), and, as
+//! sibling modules, the sync engine's cursors, links, intents, write-backs,
+//! dead letters and journal.
+//!
+//! # Conventions for a keyspace
+//!
+//! - One sled [`sled::Tree`] per keyspace, named by a `*_TREE` constant and
+//!   opened in [`Store::open`]; its operations are an `impl Store` block in
+//!   its own file (see `inbox.rs`).
+//! - Keys and values go through the private `codec`: JSON values, big-endian
+//!   `u64` keys for ordered sequences (numbered by [`sled::Db::generate_id`],
+//!   monotonic across restarts), `\0`-joined composite keys, instants as
+//!   big-endian milliseconds.
+//! - Writes that must be atomic together use one sled transaction over the
+//!   trees involved.
+//! - **Durability is explicit.** A write is on disk only after
+//!   [`Store::flush`] returns. Anything acknowledged to the outside world
+//!   (a webhook 200, a moved cursor, a portal intent before its POST) awaits
+//!   `flush` first. Concurrent callers share one fsync (group commit), so
+//!   awaiting it per write is cheap under load.
+//! - Operations are synchronous except those that flush: sled reads and
+//!   unflushed writes are memory-speed.
+
+use std::path::{Path, PathBuf};
+
+mod codec;
+mod flush;
+mod inbox;
+
+pub use inbox::{Accepted, InboxItem, InboxKind, SEEN_EVENT_RETENTION};
+
+/// Keyspace: pending inbox items, by sequence.
+const INBOX_TREE: &str = "inbox";
+/// Keyspace: Ondorse event ids already accepted, with when they arrived.
+const SEEN_EVENTS_TREE: &str = "seen_events";
+
+/// A handle on the ledger; cheap to clone, shared by every task.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: std::sync::Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    db: sled::Db,
+    inbox: sled::Tree,
+    seen_events: sled::Tree,
+    group_commit: flush::GroupCommit,
+}
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store at {path} is in use by another process (is the daemon running? use its admin API)"
+    )]
+    InUse { path: PathBuf },
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("the store failed to {operation}: {source}")]
+    Database {
+        operation: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("the store could not flush to disk: {0}")]
+    Flush(#[source] sled::Error),
+    #[error("the store's flush task stopped: {0}")]
+    FlushTask(String),
+    #[error("cannot encode a value for the store keyspace {keyspace}: {source}")]
+    Encode {
+        keyspace: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the store keyspace {keyspace} holds an unreadable entry at key {key}: {reason}")]
+    Corrupt {
+        keyspace: &'static str,
+        key: String,
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// True when trying again later may succeed (an I/O hiccup), false when
+    /// the data or the setup is wrong.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            StoreError::Database { source, .. } | StoreError::Flush(source) => {
+                matches!(source, sled::Error::Io(_))
+            }
+            StoreError::FlushTask(_) => true,
+            StoreError::InUse { .. }
+            | StoreError::Open { .. }
+            | StoreError::Encode { .. }
+            | StoreError::Corrupt { .. } => false,
+        }
+    }
+
+    fn database(operation: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
+        move |source| StoreError::Database { operation, source }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in the directory `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(path).open().map_err(|source| {
+            // sled reports a held lock as a bare I/O error; recognise it so
+            // the operator learns what to do.
+            let message = source.to_string();
+            if message.contains("could not acquire lock") {
+                StoreError::InUse {
+                    path: path.to_owned(),
+                }
+            } else {
+                StoreError::Open {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+        let open_tree = |name: &str| {
+            db.open_tree(name).map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let inbox = open_tree(INBOX_TREE)?;
+        let seen_events = open_tree(SEEN_EVENTS_TREE)?;
+        tracing::debug!(path = %path.display(), "store opened");
+        Ok(Store {
+            inner: std::sync::Arc::new(Inner {
+                path: path.to_owned(),
+                group_commit: flush::GroupCommit::new(db.clone()),
+                db,
+                inbox,
+                seen_events,
+            }),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Returns once every write made before this call is on disk.
+    ///
+    /// Concurrent callers share one fsync (group commit): a caller is
+    /// released by the first flush that started after it called.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.group_commit.flush().await
+    }
+
+    /// A fresh number from sled's monotonic generator: unique and increasing
+    /// across restarts, not contiguous.
+    fn next_sequence(&self) -> Result<u64, StoreError> {
+        self.inner
+            .db
+            .generate_id()
+            .map_err(StoreError::database("generate a sequence number"))
+    }
+}

@@ -1,0 +1,193 @@
+//! The webhook inbox: events and hints stored durably before they are
+//! answered, then worked off by the sync engine, oldest first.
+//!
+//! Ondorse delivers at least once and retries for about 27 h, so each
+//! accepted `event_id` is remembered in a second keyspace for
+//! [`SEEN_EVENT_RETENTION`]; a replay inside that window is answered as a
+//! duplicate without being stored again. The check and the insert are one
+//! transaction, so two concurrent deliveries of one event store it once.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::codec;
+use super::{INBOX_TREE, SEEN_EVENTS_TREE, Store, StoreError};
+use crate::ondorse::webhook::WebhookEnvelope;
+
+/// How long an accepted event id is remembered. Ondorse retries a delivery
+/// for about 27 h (15 retries, backoff capped at 4 h); 48 h covers that with
+/// room for clock skew and a daemon that was down for a while.
+pub const SEEN_EVENT_RETENTION: Duration = Duration::from_secs(48 * 60 * 60);
+
+/// The answer to [`Store::accept_webhook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Newly stored under this inbox sequence.
+    Stored { sequence: u64 },
+    /// The event id was accepted before; nothing was written.
+    Duplicate,
+}
+
+/// One unit of pending work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxItem {
+    /// Position in the inbox: increasing in arrival order, across restarts.
+    pub sequence: u64,
+    pub received_at: DateTime<Utc>,
+    pub kind: InboxKind,
+}
+
+/// What arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+pub enum InboxKind {
+    /// An Ondorse event; events of ignorable types (see
+    /// [`crate::ondorse::webhook::EventType::is_ignorable`]) are kept too,
+    /// for the record, and skipped by the engine.
+    Webhook(WebhookEnvelope),
+    /// A Salesforce Flow asking for these Accounts to be read now.
+    SalesforceHint { ids: Vec<String> },
+}
+
+/// The stored form of an inbox entry (the sequence is the key).
+#[derive(Serialize, Deserialize)]
+struct StoredItem {
+    received_at: DateTime<Utc>,
+    #[serde(flatten)]
+    kind: InboxKind,
+}
+
+impl Store {
+    /// Stores an Ondorse event unless its id was seen, and returns once the
+    /// outcome is on disk.
+    pub async fn accept_webhook(
+        &self,
+        envelope: &WebhookEnvelope,
+        received_at: DateTime<Utc>,
+    ) -> Result<Accepted, StoreError> {
+        let item = StoredItem {
+            received_at,
+            kind: InboxKind::Webhook(envelope.clone()),
+        };
+        let value = codec::encode_value(INBOX_TREE, &item)?;
+        let seen_key = envelope.event_id.as_bytes();
+        let seen_value = codec::encode_instant(received_at);
+        let outcome = (&self.inner.inbox, &self.inner.seen_events).transaction(|(inbox, seen)| {
+            if seen.get(seen_key)?.is_some() {
+                return Ok(Accepted::Duplicate);
+            }
+            seen.insert(seen_key, &seen_value[..])?;
+            let sequence = inbox.generate_id()?;
+            inbox.insert(&codec::sequence_key(sequence), value.as_slice())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(Accepted::Stored { sequence })
+        });
+        let accepted = outcome.map_err(|error| match error {
+            TransactionError::Abort(error) => error,
+            TransactionError::Storage(source) => StoreError::Database {
+                operation: "store a webhook",
+                source,
+            },
+        })?;
+        // A duplicate is flushed too: the first delivery may have been
+        // answered with an error before its own flush finished, and this
+        // answer promises the event is on disk.
+        self.flush().await?;
+        Ok(accepted)
+    }
+
+    /// Stores a Salesforce push hint and returns its sequence once on disk.
+    pub async fn accept_salesforce_hint(
+        &self,
+        ids: Vec<String>,
+        received_at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let value = codec::encode_value(
+            INBOX_TREE,
+            &StoredItem {
+                received_at,
+                kind: InboxKind::SalesforceHint { ids },
+            },
+        )?;
+        let sequence = self.next_sequence()?;
+        self.inner
+            .inbox
+            .insert(codec::sequence_key(sequence), value)
+            .map_err(StoreError::database("store a salesforce hint"))?;
+        self.flush().await?;
+        Ok(sequence)
+    }
+
+    /// Up to `limit` items not yet completed, oldest first.
+    pub fn inbox_pending(&self, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
+        self.inner
+            .inbox
+            .iter()
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry.map_err(StoreError::database("read the inbox"))?;
+                let sequence = codec::decode_sequence_key(INBOX_TREE, &key)?;
+                let stored: StoredItem = codec::decode_value(INBOX_TREE, &key, &value)?;
+                Ok(InboxItem {
+                    sequence,
+                    received_at: stored.received_at,
+                    kind: stored.kind,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks an item done (it leaves the inbox). Durable at the next
+    /// [`Store::flush`]; until then a crash hands it out again, which the
+    /// engine tolerates because processing an item is idempotent.
+    pub fn complete_inbox_item(&self, sequence: u64) -> Result<(), StoreError> {
+        self.inner
+            .inbox
+            .remove(codec::sequence_key(sequence))
+            .map_err(StoreError::database("complete an inbox item"))?;
+        Ok(())
+    }
+
+    /// How many items are pending. Counts the entries, so it costs as much
+    /// as the inbox is deep; fine for a gauge, not for a hot loop.
+    pub fn inbox_depth(&self) -> Result<u64, StoreError> {
+        let mut depth = 0;
+        for entry in self.inner.inbox.iter().keys() {
+            entry.map_err(StoreError::database("count the inbox"))?;
+            depth += 1;
+        }
+        Ok(depth)
+    }
+
+    /// Forgets event ids accepted more than [`SEEN_EVENT_RETENTION`] before
+    /// `now`; returns how many were dropped.
+    pub fn prune_seen_events(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let retention = chrono::Duration::from_std(SEEN_EVENT_RETENTION)
+            .expect("the retention is a few days, well inside chrono's range");
+        let cutoff = now - retention;
+        let mut dropped = 0;
+        for entry in self.inner.seen_events.iter() {
+            let (key, value) = entry.map_err(StoreError::database("read the seen event ids"))?;
+            let received_at = codec::decode_instant(SEEN_EVENTS_TREE, &key, &value)?;
+            if received_at >= cutoff {
+                continue;
+            }
+            // Only if unchanged: never drop an id that was just re-accepted.
+            let swapped = self
+                .inner
+                .seen_events
+                .compare_and_swap(&key, Some(&value), None::<&[u8]>)
+                .map_err(StoreError::database("prune the seen event ids"))?;
+            if swapped.is_ok() {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            tracing::info!(dropped, "pruned seen webhook event ids");
+        }
+        Ok(dropped)
+    }
+}
