@@ -27,15 +27,39 @@
 use std::path::{Path, PathBuf};
 
 mod codec;
+mod cursors;
+mod dead_letters;
 mod flush;
 mod inbox;
+mod journal;
+mod links;
+mod writebacks;
 
+pub use cursors::Cursor;
+pub use dead_letters::DeadLetter;
 pub use inbox::{Accepted, InboxItem, InboxKind, SEEN_EVENT_RETENTION};
+pub use journal::JournalEntry;
+pub use links::{Link, PortalRecord};
+pub use writebacks::{Fields, PendingWrite, WriteSettlement};
 
 /// Keyspace: pending inbox items, by sequence.
 const INBOX_TREE: &str = "inbox";
 /// Keyspace: Ondorse event ids already accepted, with when they arrived.
 const SEEN_EVENTS_TREE: &str = "seen_events";
+/// Keyspace: intake cursor per mapping.
+const CURSORS_TREE: &str = "cursors";
+/// Keyspace: link per (Account, mapping): intent, portal, application.
+const LINKS_TREE: &str = "links";
+/// Keyspace: application id → link key.
+const APPLICATIONS_TREE: &str = "applications";
+/// Keyspace: pending write-back per Account.
+const WRITES_TREE: &str = "writes";
+/// Keyspace: field values we believe Salesforce holds, per Account.
+const KNOWN_FIELDS_TREE: &str = "known_fields";
+/// Keyspace: refused write-backs, by sequence.
+const DEAD_LETTERS_TREE: &str = "dead_letters";
+/// Keyspace: per-Account journal, `account \0 sequence`.
+const JOURNAL_TREE: &str = "journal";
 
 /// A handle on the ledger; cheap to clone, shared by every task.
 #[derive(Clone, Debug)]
@@ -49,6 +73,13 @@ struct Inner {
     db: sled::Db,
     inbox: sled::Tree,
     seen_events: sled::Tree,
+    cursors: sled::Tree,
+    links: sled::Tree,
+    applications: sled::Tree,
+    writes: sled::Tree,
+    known_fields: sled::Tree,
+    dead_letters: sled::Tree,
+    journal: sled::Tree,
     group_commit: flush::GroupCommit,
 }
 
@@ -136,6 +167,13 @@ impl Store {
         };
         let inbox = open_tree(INBOX_TREE)?;
         let seen_events = open_tree(SEEN_EVENTS_TREE)?;
+        let cursors = open_tree(CURSORS_TREE)?;
+        let links = open_tree(LINKS_TREE)?;
+        let applications = open_tree(APPLICATIONS_TREE)?;
+        let writes = open_tree(WRITES_TREE)?;
+        let known_fields = open_tree(KNOWN_FIELDS_TREE)?;
+        let dead_letters = open_tree(DEAD_LETTERS_TREE)?;
+        let journal = open_tree(JOURNAL_TREE)?;
         tracing::debug!(path = %path.display(), "store opened");
         Ok(Store {
             inner: std::sync::Arc::new(Inner {
@@ -144,6 +182,13 @@ impl Store {
                 db,
                 inbox,
                 seen_events,
+                cursors,
+                links,
+                applications,
+                writes,
+                known_fields,
+                dead_letters,
+                journal,
             }),
         })
     }

@@ -1,0 +1,134 @@
+//! Links: one per (mapping, Account), from the durable intent recorded
+//! before `POST /api/portals` to the portal, its application and what we
+//! last wrote back. A link whose `portal` is `None` is a pending intent.
+//!
+//! Keyed `account_id \0 mapping`, so everything about one Account is one
+//! prefix scan; a second keyspace maps application ids to link keys.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::codec;
+use super::{LINKS_TREE, Store, StoreError};
+use crate::salesforce::model::Record;
+
+/// What the bridge knows about one Account in one mapping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    pub mapping: String,
+    pub account_id: String,
+    /// Sent as `Idempotency-Key` with every attempt of the portal POST, so a
+    /// retry after a lost answer returns the first portal.
+    pub idempotency_key: String,
+    pub intent_at: DateTime<Utc>,
+    /// The portal once Ondorse created it; `None` while the intent is pending.
+    pub portal: Option<PortalRecord>,
+    pub application_id: Option<String>,
+    /// True once the application has a final decision (approved/rejected):
+    /// reconcile stops re-fetching it.
+    #[serde(default)]
+    pub decision_final: bool,
+    /// The Account as last read from Salesforce (the mapping's query fields),
+    /// for templates rendered later (decisions) and for change detection.
+    pub account: Record,
+    /// Portal creation attempts that failed, and the last failure.
+    #[serde(default)]
+    pub portal_attempts: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// The portal Ondorse answered, as templates see it (`portal.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortalRecord {
+    pub id: String,
+    pub url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// The whole answer, unknown fields included.
+    pub answer: serde_json::Value,
+}
+
+fn link_key(account_id: &str, mapping: &str) -> Vec<u8> {
+    codec::composite_key(&[account_id, mapping])
+}
+
+impl Store {
+    /// The link of `account_id` in `mapping`.
+    pub fn link(&self, mapping: &str, account_id: &str) -> Result<Option<Link>, StoreError> {
+        let key = link_key(account_id, mapping);
+        self.inner
+            .links
+            .get(&key)
+            .map_err(StoreError::database("read a link"))?
+            .map(|bytes| codec::decode_value(LINKS_TREE, &key, &bytes))
+            .transpose()
+    }
+
+    /// Writes a link and, when it has one, its application index entry, in
+    /// one transaction; durable at the next [`Store::flush`].
+    pub fn put_link(&self, link: &Link) -> Result<(), StoreError> {
+        let key = link_key(&link.account_id, &link.mapping);
+        let value = codec::encode_value(LINKS_TREE, link)?;
+        let outcome = (&self.inner.links, &self.inner.applications).transaction(|(links, applications)| {
+            links.insert(key.as_slice(), value.as_slice())?;
+            if let Some(application_id) = &link.application_id {
+                applications.insert(application_id.as_bytes(), key.as_slice())?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        });
+        outcome.map_err(|error| match error {
+            TransactionError::Abort(error) => error,
+            TransactionError::Storage(source) => StoreError::Database {
+                operation: "write a link",
+                source,
+            },
+        })
+    }
+
+    /// The link an application belongs to, through the application index.
+    pub fn link_by_application(&self, application_id: &str) -> Result<Option<Link>, StoreError> {
+        let Some(key) = self
+            .inner
+            .applications
+            .get(application_id.as_bytes())
+            .map_err(StoreError::database("read the application index"))?
+        else {
+            return Ok(None);
+        };
+        self.inner
+            .links
+            .get(&key)
+            .map_err(StoreError::database("read a link"))?
+            .map(|bytes| codec::decode_value(LINKS_TREE, &key, &bytes))
+            .transpose()
+    }
+
+    /// Every link of one Account (one per mapping that picked it up).
+    pub fn links_of_account(&self, account_id: &str) -> Result<Vec<Link>, StoreError> {
+        let mut prefix = account_id.as_bytes().to_vec();
+        prefix.push(codec::KEY_SEPARATOR);
+        self.inner
+            .links
+            .scan_prefix(prefix)
+            .map(|entry| {
+                let (key, value) = entry.map_err(StoreError::database("read links"))?;
+                codec::decode_value(LINKS_TREE, &key, &value)
+            })
+            .collect()
+    }
+
+    /// Every link for which `keep` is true, in key order.
+    pub fn links_where(&self, mut keep: impl FnMut(&Link) -> bool) -> Result<Vec<Link>, StoreError> {
+        let mut links = Vec::new();
+        for entry in self.inner.links.iter() {
+            let (key, value) = entry.map_err(StoreError::database("read links"))?;
+            let link: Link = codec::decode_value(LINKS_TREE, &key, &value)?;
+            if keep(&link) {
+                links.push(link);
+            }
+        }
+        Ok(links)
+    }
+}

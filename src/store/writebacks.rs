@@ -1,0 +1,208 @@
+//! Write-backs waiting for Salesforce, coalesced per Account, and the field
+//! values we believe Salesforce holds (read by intake, or written by us), so
+//! only changed fields are sent.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::codec;
+use super::{KNOWN_FIELDS_TREE, Store, StoreError, WRITES_TREE};
+
+/// Field API name → value, as sent to Salesforce.
+pub type Fields = serde_json::Map<String, serde_json::Value>;
+
+/// The fields waiting to be written to one Account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingWrite {
+    pub account_id: String,
+    pub fields: Fields,
+    /// The mappings that asked for these fields (for dead letters and status).
+    pub mappings: BTreeSet<String>,
+    pub queued_at: DateTime<Utc>,
+    /// Failed attempts so far; drives the backoff.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Not to be tried before this instant (backoff after a retriable failure).
+    pub not_before: DateTime<Utc>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// What became of an attempted write, for [`Store::settle_write`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteSettlement {
+    /// Salesforce holds these values now.
+    Written,
+    /// Gone for good (dead-lettered elsewhere): drop these values.
+    Abandoned,
+    /// Try again after `not_before`.
+    Retry {
+        not_before: DateTime<Utc>,
+        error: String,
+    },
+}
+
+fn transaction_error(operation: &'static str) -> impl FnOnce(TransactionError<StoreError>) -> StoreError {
+    move |error| match error {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(source) => StoreError::Database { operation, source },
+    }
+}
+
+impl Store {
+    /// The field values we believe Salesforce holds for an Account.
+    pub fn known_fields(&self, account_id: &str) -> Result<Fields, StoreError> {
+        let key = account_id.as_bytes();
+        Ok(self
+            .inner
+            .known_fields
+            .get(key)
+            .map_err(StoreError::database("read known fields"))?
+            .map(|bytes| codec::decode_value(KNOWN_FIELDS_TREE, key, &bytes))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Records values read from Salesforce (they win over what we wrote).
+    pub fn remember_fields(&self, account_id: &str, fields: &Fields) -> Result<(), StoreError> {
+        let key = account_id.as_bytes();
+        let mut known = self.known_fields(account_id)?;
+        for (name, value) in fields {
+            known.insert(name.clone(), value.clone());
+        }
+        let value = codec::encode_value(KNOWN_FIELDS_TREE, &known)?;
+        self.inner
+            .known_fields
+            .insert(key, value)
+            .map_err(StoreError::database("remember fields"))?;
+        Ok(())
+    }
+
+    /// The write pending for an Account, if any.
+    pub fn pending_write(&self, account_id: &str) -> Result<Option<PendingWrite>, StoreError> {
+        let key = account_id.as_bytes();
+        self.inner
+            .writes
+            .get(key)
+            .map_err(StoreError::database("read a pending write"))?
+            .map(|bytes| codec::decode_value(WRITES_TREE, key, &bytes))
+            .transpose()
+    }
+
+    /// Adds fields to the Account's pending write (later values win; the
+    /// write becomes due at once). Durable at the next [`Store::flush`].
+    pub fn queue_write(&self, account_id: &str, mapping: &str, fields: &Fields, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let key = account_id.as_bytes();
+        self.inner
+            .writes
+            .transaction(|writes| {
+                let mut pending = match writes.get(key)? {
+                    Some(bytes) => codec::decode_value(WRITES_TREE, key, &bytes).map_err(ConflictableTransactionError::Abort)?,
+                    None => PendingWrite {
+                        account_id: account_id.to_owned(),
+                        fields: Fields::new(),
+                        mappings: BTreeSet::new(),
+                        queued_at: now,
+                        attempts: 0,
+                        not_before: now,
+                        last_error: None,
+                    },
+                };
+                for (name, value) in fields {
+                    pending.fields.insert(name.clone(), value.clone());
+                }
+                pending.mappings.insert(mapping.to_owned());
+                pending.not_before = pending.not_before.min(now);
+                let value = codec::encode_value(WRITES_TREE, &pending).map_err(ConflictableTransactionError::Abort)?;
+                writes.insert(key, value)?;
+                Ok(())
+            })
+            .map_err(transaction_error("queue a write"))
+    }
+
+    /// Up to `limit` pending writes due at `now`, in Account Id order.
+    pub fn due_writes(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingWrite>, StoreError> {
+        let mut due = Vec::new();
+        for entry in self.inner.writes.iter() {
+            let (key, value) = entry.map_err(StoreError::database("read pending writes"))?;
+            let pending: PendingWrite = codec::decode_value(WRITES_TREE, &key, &value)?;
+            if pending.not_before <= now {
+                due.push(pending);
+                if due.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(due)
+    }
+
+    /// The earliest `not_before` among pending writes.
+    pub fn next_write_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let mut earliest: Option<DateTime<Utc>> = None;
+        for entry in self.inner.writes.iter() {
+            let (key, value) = entry.map_err(StoreError::database("read pending writes"))?;
+            let pending: PendingWrite = codec::decode_value(WRITES_TREE, &key, &value)?;
+            earliest = Some(earliest.map_or(pending.not_before, |current| current.min(pending.not_before)));
+        }
+        Ok(earliest)
+    }
+
+    /// How many Accounts have a write pending.
+    pub fn pending_write_count(&self) -> usize {
+        self.inner.writes.len()
+    }
+
+    /// Settles an attempted write. Fields queued again meanwhile with other
+    /// values stay pending; the rest leave the queue (or wait, on retry).
+    pub fn settle_write(&self, attempted: &PendingWrite, settlement: &WriteSettlement) -> Result<(), StoreError> {
+        let key = attempted.account_id.as_bytes();
+        (&self.inner.writes, &self.inner.known_fields)
+            .transaction(|(writes, known_fields)| {
+                let abort = ConflictableTransactionError::Abort;
+                let Some(bytes) = writes.get(key)? else {
+                    return Ok(());
+                };
+                let mut pending: PendingWrite = codec::decode_value(WRITES_TREE, key, &bytes).map_err(abort)?;
+                match settlement {
+                    WriteSettlement::Written | WriteSettlement::Abandoned => {
+                        pending
+                            .fields
+                            .retain(|name, value| attempted.fields.get(name) != Some(value));
+                        pending.attempts = 0;
+                        pending.last_error = None;
+                    }
+                    WriteSettlement::Retry { not_before, error } => {
+                        pending.attempts = attempted.attempts + 1;
+                        pending.not_before = *not_before;
+                        pending.last_error = Some(error.clone());
+                    }
+                }
+                if *settlement == WriteSettlement::Written {
+                    let mut known: Fields = match known_fields.get(key)? {
+                        Some(bytes) => codec::decode_value(KNOWN_FIELDS_TREE, key, &bytes).map_err(abort)?,
+                        None => Fields::new(),
+                    };
+                    for (name, value) in &attempted.fields {
+                        known.insert(name.clone(), value.clone());
+                    }
+                    let value = codec::encode_value(KNOWN_FIELDS_TREE, &known).map_err(abort)?;
+                    known_fields.insert(key, value)?;
+                }
+                if pending.fields.is_empty() {
+                    writes.remove(key)?;
+                } else {
+                    let value = codec::encode_value(WRITES_TREE, &pending).map_err(abort)?;
+                    writes.insert(key, value)?;
+                }
+                Ok(())
+            })
+            .map_err(transaction_error("settle a write"))
+    }
+}
