@@ -1,0 +1,199 @@
+//! Intake: Accounts that match a mapping's `select` become portal intents.
+//!
+//! Each poll reads `SystemModstamp >= cursor - overlap` in cursor order,
+//! page by page. A page's new Accounts are recorded as durable intents and
+//! their portals created before the cursor moves past the page, so a crash
+//! at any point re-reads the page instead of skipping it.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::plan::{self, record_fields};
+use super::{Engine, SyncError, now};
+use crate::mapping::Mapping;
+use crate::salesforce::model::Record;
+use crate::salesforce::soql;
+use crate::store::{Cursor, Link};
+
+/// What one intake run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IntakeReport {
+    /// Matching Accounts read (the overlap re-reads some each time).
+    pub accounts_seen: usize,
+    /// New intents recorded.
+    pub intents: usize,
+    /// Portals created (new intents and older pending ones).
+    pub portals_created: usize,
+    /// Portal creations that failed and wait for a retry.
+    pub portals_failed: usize,
+    pub pages: usize,
+}
+
+impl IntakeReport {
+    fn add(&mut self, other: IntakeReport) {
+        self.accounts_seen += other.accounts_seen;
+        self.intents += other.intents;
+        self.portals_created += other.portals_created;
+        self.portals_failed += other.portals_failed;
+        self.pages += other.pages;
+    }
+}
+
+impl Engine {
+    /// Polls every mapping once; a failing mapping does not stop the others.
+    pub async fn poll_all(&self) -> Vec<(String, Result<IntakeReport, SyncError>)> {
+        let mappings = self.mappings();
+        let mut results = Vec::new();
+        for mapping in mappings.iter() {
+            let result = self.poll(&mapping.name).await;
+            if let Err(error) = &result {
+                tracing::warn!(mapping = %mapping.name, %error, "poll failed");
+            }
+            results.push((mapping.name.clone(), result));
+        }
+        results
+    }
+
+    /// One poll of one mapping, from its cursor (minus the overlap).
+    pub async fn poll(&self, mapping_name: &str) -> Result<IntakeReport, SyncError> {
+        let overlap = chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
+        let since = self
+            .store
+            .cursor(mapping_name)?
+            .map_or(DateTime::<Utc>::UNIX_EPOCH, |cursor| cursor.system_modstamp - overlap);
+        self.intake_since(mapping_name, since, true).await
+    }
+
+    /// Reads every matching Account modified since `since`. With
+    /// `move_cursor`, the cursor follows the pages (never backwards).
+    pub async fn intake_since(
+        &self,
+        mapping_name: &str,
+        since: DateTime<Utc>,
+        move_cursor: bool,
+    ) -> Result<IntakeReport, SyncError> {
+        let mapping = self.mapping(mapping_name)?;
+        let _intake = self.intake_lock.lock().await;
+        let mut pages = self.salesforce.query(plan::intake_query(&mapping, since));
+        let mut report = IntakeReport::default();
+        while let Some(records) = pages.next_page().await? {
+            report.pages += 1;
+            let last = records.last().and_then(cursor_of);
+            report.add(self.intake_records(&mapping, records).await?);
+            if move_cursor && let Some(last) = last {
+                let current = self.store.cursor(&mapping.name)?;
+                if current.as_ref().is_none_or(|current| {
+                    (current.system_modstamp, &current.id) < (last.system_modstamp, &last.id)
+                }) {
+                    self.store.set_cursor(&mapping.name, &last)?;
+                    self.store.flush().await?;
+                }
+            }
+        }
+        tracing::info!(
+            mapping = %mapping.name,
+            accounts_seen = report.accounts_seen,
+            intents = report.intents,
+            portals_created = report.portals_created,
+            portals_failed = report.portals_failed,
+            "intake finished"
+        );
+        Ok(report)
+    }
+
+    /// Reads chosen Accounts now (push hints, `resync --account`), in every
+    /// mapping whose `select` they match; no cursor moves.
+    pub async fn intake_accounts(&self, ids: &[String]) -> Result<IntakeReport, SyncError> {
+        // Well below SOQL's 100,000-character limit even with 18-char Ids.
+        const IDS_PER_QUERY: usize = 500;
+        let ids: Vec<String> = ids.iter().filter(|id| soql::is_valid_id(id)).cloned().collect();
+        let mut report = IntakeReport::default();
+        if ids.is_empty() {
+            return Ok(report);
+        }
+        let _intake = self.intake_lock.lock().await;
+        for mapping in self.mappings().iter() {
+            for chunk in ids.chunks(IDS_PER_QUERY) {
+                let mut pages = self.salesforce.query(plan::accounts_query(mapping, chunk));
+                while let Some(records) = pages.next_page().await? {
+                    report.pages += 1;
+                    report.add(self.intake_records(mapping, records).await?);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// The work of one page: remember what Salesforce holds, record intents
+    /// for new Accounts (flushed), then create their portals.
+    async fn intake_records(&self, mapping: &Mapping, records: Vec<Record>) -> Result<IntakeReport, SyncError> {
+        let mut report = IntakeReport {
+            accounts_seen: records.len(),
+            ..IntakeReport::default()
+        };
+        let mut intents = Vec::new();
+        for record in records {
+            let Some(account_id) = record.get("Id").and_then(|id| id.as_str()).map(str::to_owned) else {
+                tracing::warn!(mapping = %mapping.name, "a record without Id was skipped");
+                continue;
+            };
+            self.store.remember_fields(&account_id, &record_fields(&record))?;
+            match self.store.link(&mapping.name, &account_id)? {
+                Some(mut link) => {
+                    // Fresh data for later templates (decisions).
+                    link.account = record;
+                    self.store.put_link(&link)?;
+                }
+                None => {
+                    let intent_at = now();
+                    let link = Link {
+                        idempotency_key: plan::idempotency_key(&mapping.name, &account_id, intent_at),
+                        mapping: mapping.name.clone(),
+                        account_id: account_id.clone(),
+                        intent_at,
+                        portal: None,
+                        application_id: None,
+                        decision_final: false,
+                        account: record,
+                        portal_attempts: 0,
+                        last_error: None,
+                    };
+                    self.store.put_link(&link)?;
+                    self.journal(
+                        &account_id,
+                        Some(&mapping.name),
+                        "intent_recorded",
+                        format!("matched `{}`; a portal will be created", mapping.name),
+                        json!({ "idempotency_key": link.idempotency_key, "fields": record_fields(&link.account) }),
+                    )?;
+                    tracing::info!(account_id = %account_id, mapping = %mapping.name, "portal intent recorded");
+                    intents.push(link);
+                }
+            }
+        }
+        report.intents = intents.len();
+        // The intents must survive a crash before any POST goes out.
+        self.store.flush().await?;
+        let created = self.create_portals(mapping, intents).await?;
+        report.portals_created = created.created;
+        report.portals_failed = created.failed;
+        Ok(report)
+    }
+
+    pub(super) fn mapping(&self, name: &str) -> Result<std::sync::Arc<Mapping>, SyncError> {
+        self.mappings()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SyncError::UnknownMapping(name.to_owned()))
+    }
+}
+
+/// The cursor position of a record: its `SystemModstamp` and `Id`.
+fn cursor_of(record: &Record) -> Option<Cursor> {
+    let id = record.get("Id")?.as_str()?;
+    let stamp = record.get("SystemModstamp")?.as_str()?;
+    Some(Cursor {
+        system_modstamp: soql::parse_datetime(stamp).ok()?,
+        id: id.to_owned(),
+    })
+}

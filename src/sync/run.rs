@@ -1,0 +1,268 @@
+//! The engine loop: cron schedules (tokio-cron-scheduler) for poll and
+//! reconcile, wake-ups for the inbox and the writer, and the health of the
+//! schedules (a slot that passed without firing means a stalled scheduler).
+//!
+//! Cron jobs only signal; the work runs in the engine's own tasks, so a long
+//! poll never piles up behind itself and every step stays callable without
+//! the scheduler.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use super::{Engine, now};
+use crate::config::{ScheduleConfig, parse_schedule};
+
+/// How late a slot may fire before its schedule counts as stalled: the
+/// scheduler polls the clock about every half second.
+const SLOT_GRACE: Duration = Duration::from_secs(5);
+
+/// One cron schedule and what it has done.
+#[derive(Debug)]
+pub struct ScheduleHealth {
+    pub name: &'static str,
+    pub expression: String,
+    cron: croner::Cron,
+    started_at: DateTime<Utc>,
+    state: Mutex<ScheduleState>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleState {
+    pub last_fired: Option<DateTime<Utc>>,
+    pub last_finished: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+impl ScheduleHealth {
+    fn new(name: &'static str, expression: &str) -> Result<ScheduleHealth, croner::errors::CronError> {
+        Ok(ScheduleHealth {
+            name,
+            expression: expression.to_owned(),
+            cron: parse_schedule(expression)?,
+            started_at: now(),
+            state: Mutex::new(ScheduleState::default()),
+        })
+    }
+
+    pub fn state(&self) -> ScheduleState {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ScheduleState)) {
+        change(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// The slot that should have fired by now and did not, if any.
+    pub fn missed_slot(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let since = self.state().last_fired.unwrap_or(self.started_at);
+        let due = self.cron.find_next_occurrence(&since, false).ok()?;
+        let grace = chrono::Duration::from_std(SLOT_GRACE).unwrap_or_default();
+        (at > due + grace).then_some(due)
+    }
+}
+
+/// The schedules of a running engine, for readiness, watchdog and status.
+#[derive(Debug)]
+pub struct Schedules {
+    pub poll: ScheduleHealth,
+    pub reconcile: ScheduleHealth,
+}
+
+impl Schedules {
+    /// True while every schedule fires on time.
+    pub fn alive(&self, at: DateTime<Utc>) -> bool {
+        self.poll.missed_slot(at).is_none() && self.reconcile.missed_slot(at).is_none()
+    }
+}
+
+/// A started engine: its schedules and its tasks.
+pub struct RunningEngine {
+    pub schedules: Arc<Schedules>,
+    scheduler: JobScheduler,
+    tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl RunningEngine {
+    /// Stops taking work, lets each task finish its current step (up to
+    /// `grace`), and returns.
+    pub async fn stop(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        if let Err(error) = self.scheduler.shutdown().await {
+            tracing::warn!(%error, "the scheduler did not shut down cleanly");
+        }
+        let drained = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(grace_seconds = grace.as_secs(), "sync tasks still busy at shutdown; stopping them");
+            self.tasks.abort_all();
+        }
+    }
+}
+
+impl Engine {
+    /// Starts the schedules and the loops. The first poll and reconcile run
+    /// at once, so a restart catches up without waiting for a slot.
+    pub async fn start(self: Arc<Self>, schedule: &ScheduleConfig) -> anyhow::Result<RunningEngine> {
+        let schedules = Arc::new(Schedules {
+            poll: ScheduleHealth::new("poll", &schedule.poll)?,
+            reconcile: ScheduleHealth::new("reconcile", &schedule.reconcile)?,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let poll_due = Arc::new(Notify::new());
+        let reconcile_due = Arc::new(Notify::new());
+        let scheduler = JobScheduler::new().await?;
+        for (expression, due) in [(&schedule.poll, &poll_due), (&schedule.reconcile, &reconcile_due)] {
+            let due = due.clone();
+            let schedules = schedules.clone();
+            let is_poll = Arc::ptr_eq(&due, &poll_due);
+            scheduler
+                .add(Job::new_async(expression.as_str(), move |_, _| {
+                    let due = due.clone();
+                    let schedules = schedules.clone();
+                    Box::pin(async move {
+                        let health = if is_poll { &schedules.poll } else { &schedules.reconcile };
+                        health.update(|state| state.last_fired = Some(now()));
+                        due.notify_one();
+                    })
+                })?)
+                .await?;
+        }
+        scheduler.start().await?;
+        poll_due.notify_one();
+        reconcile_due.notify_one();
+
+        let mut tasks = JoinSet::new();
+        let engine = self.clone();
+        let health = schedules.clone();
+        tasks.spawn(on_signal(poll_due, stopped.clone(), move || {
+            let engine = engine.clone();
+            let health = health.clone();
+            async move {
+                let results = engine.poll_all().await;
+                let error = results
+                    .into_iter()
+                    .find_map(|(mapping, result)| result.err().map(|error| format!("{mapping}: {error}")));
+                health.poll.update(|state| {
+                    state.last_finished = Some(now());
+                    state.last_error = error;
+                });
+            }
+        }));
+        let engine = self.clone();
+        let health = schedules.clone();
+        tasks.spawn(on_signal(reconcile_due, stopped.clone(), move || {
+            let engine = engine.clone();
+            let health = health.clone();
+            async move {
+                let error = engine.reconcile().await.err().map(|error| error.to_string());
+                if let Some(error) = &error {
+                    tracing::warn!(%error, "reconcile failed");
+                }
+                health.reconcile.update(|state| {
+                    state.last_finished = Some(now());
+                    state.last_error = error;
+                });
+            }
+        }));
+        tasks.spawn(self.clone().inbox_loop(stopped.clone()));
+        tasks.spawn(self.clone().writer_loop(stopped));
+        Ok(RunningEngine {
+            schedules,
+            scheduler,
+            tasks,
+            stop,
+        })
+    }
+
+    async fn inbox_loop(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        loop {
+            match self.process_inbox().await {
+                Ok(report) if report.deferred > 0 => {
+                    // Ondorse or Salesforce is unreachable: do not spin.
+                    if wait_or_stop(&mut stopped, self.settings.retry_base, None).await {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(report) if report.items > 0 => continue,
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "inbox processing failed"),
+            }
+            if wait_or_stop(&mut stopped, self.settings.inbox_interval, Some(&self.inbox_wake)).await {
+                return;
+            }
+        }
+    }
+
+    async fn writer_loop(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        loop {
+            if let Err(error) = self.write_pass(false).await {
+                tracing::error!(%error, "write-back pass failed");
+            }
+            // Sleep until the next write is due (a lingering partial batch or
+            // a backoff), or until new writes are queued.
+            let wait = match self.store.next_write_due() {
+                Ok(Some(due)) => {
+                    let linger = chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
+                    let due = due.max(now() - linger) + linger;
+                    (due - now()).to_std().unwrap_or(Duration::from_millis(10))
+                }
+                Ok(None) => self.settings.inbox_interval,
+                Err(error) => {
+                    tracing::error!(%error, "cannot read pending writes");
+                    self.settings.retry_base
+                }
+            };
+            if wait_or_stop(&mut stopped, wait.max(Duration::from_millis(10)), Some(&self.writes_queued)).await {
+                // Last chance for what is already due.
+                if let Err(error) = self.flush_writes().await {
+                    tracing::warn!(%error, "final write-back pass failed");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Runs `step` each time `due` is notified, until stopped.
+async fn on_signal<F, Fut>(due: Arc<Notify>, mut stopped: watch::Receiver<bool>, step: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            _ = due.notified() => step().await,
+            _ = stopped.changed() => return,
+        }
+        if *stopped.borrow() {
+            return;
+        }
+    }
+}
+
+/// Waits `timeout` (or a wake-up); true when the engine is stopping.
+async fn wait_or_stop(stopped: &mut watch::Receiver<bool>, timeout: Duration, wake: Option<&Notify>) -> bool {
+    if *stopped.borrow() {
+        return true;
+    }
+    let woken = async {
+        match wake {
+            Some(wake) => wake.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(timeout) => false,
+        _ = woken => false,
+        _ = stopped.changed() => true,
+    }
+}
