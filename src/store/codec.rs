@@ -15,7 +15,10 @@ use serde::de::DeserializeOwned;
 use super::StoreError;
 
 /// Separator between the parts of a composite key.
-#[allow(dead_code, reason = "for the sync engine's keyspaces keyed by mapping and Account")]
+#[allow(
+    dead_code,
+    reason = "for the sync engine's keyspaces keyed by mapping and Account"
+)]
 pub(crate) const KEY_SEPARATOR: u8 = 0;
 
 pub(crate) fn encode_value<T: Serialize>(
@@ -52,7 +55,10 @@ pub(crate) fn decode_sequence_key(keyspace: &'static str, key: &[u8]) -> Result<
 }
 
 /// `parts` joined with [`KEY_SEPARATOR`].
-#[allow(dead_code, reason = "for the sync engine's keyspaces keyed by mapping and Account")]
+#[allow(
+    dead_code,
+    reason = "for the sync engine's keyspaces keyed by mapping and Account"
+)]
 pub(crate) fn composite_key(parts: &[&str]) -> Vec<u8> {
     let mut key = Vec::with_capacity(parts.iter().map(|part| part.len() + 1).sum());
     for (index, part) in parts.iter().enumerate() {
