@@ -5,8 +5,9 @@
 //! collected before failing, so an operator fixes a file in one pass. Secrets
 //! are read from `*_file` keys into [`SecretString`] at once and never printed.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -131,6 +132,72 @@ pub struct ScheduleConfig {
     pub overlap: Duration,
 }
 
+// Defaults of SPEC §5. Operators' files rely on them: change none lightly.
+pub const DEFAULT_LOGIN_URL: &str = "https://login.salesforce.com";
+pub const DEFAULT_API_VERSION: &str = "62.0";
+pub const DEFAULT_API_BUDGET_PERCENT: u8 = 50;
+pub const DEFAULT_AUTH_HEADER: &str = "Authorization";
+pub const DEFAULT_AUTH_SCHEME: &str = "Bearer";
+pub const DEFAULT_PORTAL_BASE_URL: &str = "https://collect.ondorse.co";
+pub const DEFAULT_WEBHOOKS_LISTEN: &str = "127.0.0.1:8700";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8701";
+pub const DEFAULT_STORE_PATH: &str = "/var/lib/ondorse-bridge";
+pub const DEFAULT_MAPPINGS_DIR: &str = "/etc/ondorse-bridge/mappings";
+pub const DEFAULT_POLL_SCHEDULE: &str = "*/30 * * * * *";
+pub const DEFAULT_RECONCILE_SCHEDULE: &str = "0 */10 * * * *";
+/// Salesforce stamps a row when its transaction starts and commits it up to
+/// minutes later; 15 minutes of overlap covers long transactions.
+pub const DEFAULT_OVERLAP_SECONDS: u64 = 15 * 60;
+/// Shortest accepted webhook path secret: it is the first defence of the
+/// public listener, so it must not be guessable.
+pub const MIN_PATH_SECRET_LENGTH: usize = 16;
+
+/// Every section and key the product knows (SPEC §5).
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    (
+        "salesforce",
+        &[
+            "login_url",
+            "api_version",
+            "auth",
+            "client_id",
+            "username",
+            "audience",
+            "private_key_file",
+            "client_secret_file",
+            "refresh_token_file",
+            "api_budget_percent",
+        ],
+    ),
+    (
+        "ondorse",
+        &[
+            "base_url",
+            "api_key_file",
+            "auth_header",
+            "auth_scheme",
+            "portal_base_url",
+        ],
+    ),
+    (
+        "webhooks",
+        &[
+            "listen",
+            "path_secret_file",
+            "allowed_ips",
+            "trusted_proxies",
+            "signing_secret_file",
+        ],
+    ),
+    ("admin", &["listen", "token_file"]),
+    ("store", &["path"]),
+    ("mappings", &["dir"]),
+    ("schedule", &["poll", "reconcile", "overlap_seconds"]),
+];
+
+/// What `config` writes as the origin of values that came from the environment.
+const ENVIRONMENT_ORIGIN: &str = "the environment";
+
 /// Every problem found in a configuration, reported together.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigErrors {
@@ -153,11 +220,722 @@ impl std::error::Error for ConfigErrors {}
 
 impl Config {
     /// Reads the file at `path`, applies environment overrides, reads the
-    /// secret files, and validates everything.
-    pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
-        let _ = path;
-        Err(ConfigErrors {
-            problems: vec!["configuration loading is not built yet".to_owned()],
+    /// secret files, and validates everything. Relative secret file names
+    /// are looked up in `$CREDENTIALS_DIRECTORY`, else next to the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let credentials_directory = std::env::var_os(CREDENTIALS_DIRECTORY_ENV).map(PathBuf::from);
+        Self::load_with(path, credentials_directory.as_deref())
+    }
+
+    /// [`Config::load`] with the credentials directory given explicitly.
+    pub fn load_with(
+        path: &Path,
+        credentials_directory: Option<&Path>,
+    ) -> Result<Config, ConfigErrors> {
+        let single = |message: String| ConfigErrors {
+            problems: vec![message],
+        };
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            single(format!(
+                "{}: cannot read the configuration file: {error}",
+                path.display()
+            ))
+        })?;
+        let positions = Positions::of(path, &text)?;
+        let merged = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator(ENV_SEPARATOR)
+                    .separator(ENV_SEPARATOR)
+                    // Values stay text (`63.0` must not become the number 63);
+                    // lists are comma-separated text, split where they are read.
+                    .try_parsing(false),
+            )
+            .build()
+            .map_err(|error| single(format!("{}: {error}", path.display())))?;
+        let secrets_base = credentials_directory
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
+        let mut loader = Loader {
+            file: path.to_path_buf(),
+            positions,
+            sections: BTreeMap::new(),
+            from_environment: HashSet::new(),
+            secrets_base,
+            credentials_directory: credentials_directory.is_some(),
+            problems: Vec::new(),
+        };
+        loader.split_sections(merged);
+        let config = Config {
+            source: path.to_path_buf(),
+            salesforce: loader.salesforce(),
+            ondorse: loader.ondorse(),
+            webhooks: loader.webhooks(),
+            admin: loader.admin(),
+            store: StoreConfig {
+                path: PathBuf::from(loader.string_or("store", "path", DEFAULT_STORE_PATH)),
+            },
+            mappings: MappingsConfig {
+                dir: PathBuf::from(loader.string_or("mappings", "dir", DEFAULT_MAPPINGS_DIR)),
+            },
+            schedule: loader.schedule(),
+        };
+        loader.report_unknown_keys();
+        if loader.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors {
+                problems: loader.problems,
+            })
+        }
+    }
+}
+
+/// Line and column (1-based) of every key in the file, for messages.
+struct Positions {
+    keys: HashMap<(String, String), (usize, usize)>,
+    sections: HashMap<String, (usize, usize)>,
+}
+
+impl Positions {
+    fn of(path: &Path, text: &str) -> Result<Positions, ConfigErrors> {
+        let document = toml::de::DeTable::parse(text).map_err(|error| {
+            let (line, column) = error
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((1, 1));
+            ConfigErrors {
+                problems: vec![format!(
+                    "{}:{line}:{column}: {}",
+                    path.display(),
+                    error.message().trim_end()
+                )],
+            }
+        })?;
+        let mut positions = Positions {
+            keys: HashMap::new(),
+            sections: HashMap::new(),
+        };
+        for (section, value) in document.get_ref() {
+            let section_name = section.get_ref().to_string();
+            // Point at the `[` of the header rather than at the name inside it.
+            let start = section.span().start;
+            let start = text[..start]
+                .rfind('[')
+                .filter(|bracket| text[*bracket + 1..start].trim().is_empty())
+                .unwrap_or(start);
+            positions
+                .sections
+                .insert(section_name.clone(), line_column(text, start));
+            if let toml::de::DeValue::Table(table) = value.get_ref() {
+                for (key, _) in table {
+                    positions.keys.insert(
+                        (section_name.clone(), key.get_ref().to_string()),
+                        line_column(text, key.span().start),
+                    );
+                }
+            }
+        }
+        Ok(positions)
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |tail| tail.chars().count())
+        + 1;
+    (line, column)
+}
+
+/// Walks the merged values section by section, recording every problem.
+struct Loader {
+    file: PathBuf,
+    positions: Positions,
+    sections: BTreeMap<String, config::Map<String, config::Value>>,
+    /// (section, key) pairs whose value came from an environment variable.
+    from_environment: HashSet<(String, String)>,
+    secrets_base: PathBuf,
+    credentials_directory: bool,
+    problems: Vec<String>,
+}
+
+impl Loader {
+    fn split_sections(&mut self, merged: config::Config) {
+        let names = match merged
+            .clone()
+            .try_deserialize::<BTreeMap<String, serde::de::IgnoredAny>>()
+        {
+            Ok(names) => names,
+            Err(error) => {
+                self.problems
+                    .push(format!("{}: {error}", self.file.display()));
+                return;
+            }
+        };
+        for section in names.into_keys() {
+            let known = KNOWN_KEYS.iter().any(|(name, _)| *name == section);
+            if !known {
+                let names: Vec<&str> = KNOWN_KEYS.iter().map(|(name, _)| *name).collect();
+                let location = self.section_location(&section);
+                self.problems.push(format!(
+                    "{location}: unknown section [{section}]{}",
+                    did_you_mean(&section, &names)
+                ));
+                continue;
+            }
+            match merged.get_table(&section) {
+                Ok(table) => {
+                    for (key, value) in &table {
+                        if value.origin() == Some(ENVIRONMENT_ORIGIN) {
+                            self.from_environment.insert((section.clone(), key.clone()));
+                        }
+                    }
+                    self.sections.insert(section, table);
+                }
+                Err(error) => {
+                    let location = self.section_location(&section);
+                    self.problems
+                        .push(format!("{location}: [{section}] must be a table: {error}"));
+                }
+            }
+        }
+    }
+
+    fn section_location(&self, section: &str) -> String {
+        match self.positions.sections.get(section) {
+            Some((line, column)) => format!("{}:{line}:{column}", self.file.display()),
+            None => format!(
+                "environment {ENV_PREFIX}{ENV_SEPARATOR}{}{ENV_SEPARATOR}*",
+                section.to_uppercase()
+            ),
+        }
+    }
+
+    /// Where a key's value came from: `file:line:column` or the variable name.
+    fn location(&self, section: &str, key: &str) -> String {
+        if self
+            .from_environment
+            .contains(&(section.to_owned(), key.to_owned()))
+        {
+            return format!(
+                "environment {ENV_PREFIX}{ENV_SEPARATOR}{}{ENV_SEPARATOR}{}",
+                section.to_uppercase(),
+                key.to_uppercase()
+            );
+        }
+        let position = self
+            .positions
+            .keys
+            .get(&(section.to_owned(), key.to_owned()))
+            .or_else(|| self.positions.sections.get(section));
+        match position {
+            Some((line, column)) => format!("{}:{line}:{column}", self.file.display()),
+            None => self.file.display().to_string(),
+        }
+    }
+
+    fn problem(&mut self, section: &str, key: &str, message: impl std::fmt::Display) {
+        let location = self.location(section, key);
+        self.problems
+            .push(format!("{location}: [{section}] {key}: {message}"));
+    }
+
+    fn missing(&mut self, section: &str, key: &str, why: &str) {
+        let location = self.location(section, key);
+        self.problems
+            .push(format!("{location}: [{section}] {key} is required ({why})"));
+    }
+
+    fn take(&mut self, section: &str, key: &str) -> Option<config::Value> {
+        self.sections.get_mut(section)?.remove(key)
+    }
+
+    /// A string value, or `None` when absent or of the wrong type (recorded).
+    fn string(&mut self, section: &str, key: &str) -> Option<String> {
+        let value = self.take(section, key)?;
+        match value.kind {
+            config::ValueKind::String(text) => Some(text),
+            config::ValueKind::I64(number) => Some(number.to_string()),
+            config::ValueKind::U64(number) => Some(number.to_string()),
+            config::ValueKind::Float(number) => Some(number.to_string()),
+            other => {
+                self.problem(section, key, format!("expected text, found {other}"));
+                None
+            }
+        }
+    }
+
+    fn string_or(&mut self, section: &str, key: &str, default: &str) -> String {
+        self.string(section, key)
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    fn required_string(&mut self, section: &str, key: &str, why: &str) -> Option<String> {
+        let value = self.string(section, key);
+        match value {
+            Some(text) if !text.trim().is_empty() => Some(text),
+            Some(_) => {
+                self.problem(section, key, format!("must not be empty ({why})"));
+                None
+            }
+            None => {
+                if !self
+                    .problems
+                    .iter()
+                    .any(|problem| problem.contains(&format!("[{section}] {key}:")))
+                {
+                    self.missing(section, key, why);
+                }
+                None
+            }
+        }
+    }
+
+    fn unsigned(&mut self, section: &str, key: &str, default: u64, maximum: u64) -> u64 {
+        let Some(value) = self.take(section, key) else {
+            return default;
+        };
+        let shown = value.to_string();
+        match value.into_int() {
+            Ok(number) if (0..=maximum as i64).contains(&number) => number as u64,
+            Ok(number) => {
+                self.problem(
+                    section,
+                    key,
+                    format!("{number} is out of range 0..={maximum}"),
+                );
+                default
+            }
+            Err(_) => {
+                self.problem(
+                    section,
+                    key,
+                    format!("expected a whole number, found {shown:?}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn url(&mut self, section: &str, key: &str, text: Option<String>) -> String {
+        let Some(text) = text else {
+            return String::new();
+        };
+        match reqwest::Url::parse(&text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                text.trim_end_matches('/').to_owned()
+            }
+            Ok(_) => {
+                self.problem(
+                    section,
+                    key,
+                    format!("{text:?} must be an http or https URL"),
+                );
+                text
+            }
+            Err(error) => {
+                self.problem(section, key, format!("{text:?} is not a URL: {error}"));
+                text
+            }
+        }
+    }
+
+    fn socket_address(&mut self, section: &str, key: &str, default: &str) -> SocketAddr {
+        let text = self.string_or(section, key, default);
+        text.parse().unwrap_or_else(|error| {
+            self.problem(
+                section,
+                key,
+                format!("{text:?} is not an address with a port like 127.0.0.1:8700: {error}"),
+            );
+            default.parse().expect("default listen addresses are valid")
         })
     }
+
+    fn networks(&mut self, section: &str, key: &str) -> Vec<IpNet> {
+        let Some(value) = self.take(section, key) else {
+            return Vec::new();
+        };
+        let items: Vec<String> = match value.kind {
+            config::ValueKind::Array(items) => items.iter().map(ToString::to_string).collect(),
+            // From the environment: "10.0.0.0/8,192.0.2.7".
+            config::ValueKind::String(text) => text
+                .split(',')
+                .filter(|item| !item.trim().is_empty())
+                .map(str::to_owned)
+                .collect(),
+            other => {
+                self.problem(
+                    section,
+                    key,
+                    format!("expected a list of addresses, found {other}"),
+                );
+                return Vec::new();
+            }
+        };
+        let mut networks = Vec::new();
+        for item in items {
+            let text = item.trim();
+            let parsed = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(network) => networks.push(network),
+                Err(_) => self.problem(
+                    section,
+                    key,
+                    format!("{text:?} is neither an IP address nor a network like 203.0.113.0/24"),
+                ),
+            }
+        }
+        networks
+    }
+
+    /// Reads the secret named by a `*_file` key, if the key is present.
+    fn secret_file(&mut self, section: &str, key: &str) -> Option<SecretString> {
+        let name = self.string(section, key)?;
+        if name.trim().is_empty() {
+            return None;
+        }
+        let path = self.secrets_base.join(&name);
+        let where_from = if Path::new(&name).is_absolute() {
+            String::new()
+        } else if self.credentials_directory {
+            format!(" (relative names are read from ${CREDENTIALS_DIRECTORY_ENV})")
+        } else {
+            " (relative names are read next to the configuration file)".to_owned()
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(mut secret) => {
+                if secret.ends_with('\n') {
+                    secret.pop();
+                    if secret.ends_with('\r') {
+                        secret.pop();
+                    }
+                }
+                if secret.is_empty() {
+                    self.problem(
+                        section,
+                        key,
+                        format!("the secret file {} is empty", path.display()),
+                    );
+                    return None;
+                }
+                Some(SecretString::from(secret))
+            }
+            Err(error) => {
+                self.problem(
+                    section,
+                    key,
+                    format!(
+                        "cannot read the secret file {}{where_from}: {error}",
+                        path.display()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn required_secret_file(
+        &mut self,
+        section: &str,
+        key: &str,
+        why: &str,
+    ) -> Option<SecretString> {
+        let present = self
+            .sections
+            .get(section)
+            .is_some_and(|table| table.contains_key(key));
+        if !present {
+            self.missing(section, key, why);
+            return None;
+        }
+        self.secret_file(section, key)
+    }
+
+    fn salesforce(&mut self) -> SalesforceConfig {
+        const SECTION: &str = "salesforce";
+        let login_url = self.string_or(SECTION, "login_url", DEFAULT_LOGIN_URL);
+        let login_url = self.url(SECTION, "login_url", Some(login_url));
+        let api_version = self.string_or(SECTION, "api_version", DEFAULT_API_VERSION);
+        let api_version = api_version.trim_start_matches(['v', 'V']).to_owned();
+        let version_ok = api_version.split_once('.').is_some_and(|(major, minor)| {
+            !major.is_empty()
+                && !minor.is_empty()
+                && major.chars().all(|c| c.is_ascii_digit())
+                && minor.chars().all(|c| c.is_ascii_digit())
+        });
+        if !version_ok {
+            self.problem(
+                SECTION,
+                "api_version",
+                format!("{api_version:?} is not a version like 62.0"),
+            );
+        }
+        let flow = self.string_or(SECTION, "auth", "jwt_bearer");
+        let client_id =
+            self.required_string(SECTION, "client_id", "the connected app's consumer key");
+        let username = self.string(SECTION, "username");
+        let audience = self.string(SECTION, "audience");
+        let audience = self.url(SECTION, "audience", audience);
+        let auth = match flow.as_str() {
+            "jwt_bearer" => {
+                if username.is_none() {
+                    self.missing(
+                        SECTION,
+                        "username",
+                        "the integration user, subject of the JWT",
+                    );
+                }
+                let private_key = self.required_secret_file(
+                    SECTION,
+                    "private_key_file",
+                    "the connected app's RSA key in PEM",
+                );
+                self.ignore(SECTION, &["client_secret_file", "refresh_token_file"]);
+                SalesforceAuth::JwtBearer {
+                    client_id: client_id.unwrap_or_default(),
+                    username: username.unwrap_or_default(),
+                    audience: if audience.is_empty() {
+                        login_url.clone()
+                    } else {
+                        audience
+                    },
+                    private_key: private_key.unwrap_or_else(|| SecretString::from(String::new())),
+                }
+            }
+            "client_credentials" => {
+                let client_secret = self.required_secret_file(
+                    SECTION,
+                    "client_secret_file",
+                    "the connected app's consumer secret",
+                );
+                self.ignore(SECTION, &["private_key_file", "refresh_token_file"]);
+                SalesforceAuth::ClientCredentials {
+                    client_id: client_id.unwrap_or_default(),
+                    client_secret: client_secret
+                        .unwrap_or_else(|| SecretString::from(String::new())),
+                }
+            }
+            "refresh_token" => {
+                let client_secret = self.required_secret_file(
+                    SECTION,
+                    "client_secret_file",
+                    "the connected app's consumer secret",
+                );
+                let refresh_token = self.required_secret_file(
+                    SECTION,
+                    "refresh_token_file",
+                    "the refresh token of the integration user",
+                );
+                self.ignore(SECTION, &["private_key_file"]);
+                SalesforceAuth::RefreshToken {
+                    client_id: client_id.unwrap_or_default(),
+                    client_secret: client_secret
+                        .unwrap_or_else(|| SecretString::from(String::new())),
+                    refresh_token: refresh_token
+                        .unwrap_or_else(|| SecretString::from(String::new())),
+                }
+            }
+            other => {
+                self.problem(
+                    SECTION,
+                    "auth",
+                    format!("unknown flow {other:?}; expected jwt_bearer, client_credentials or refresh_token"),
+                );
+                self.ignore(
+                    SECTION,
+                    &[
+                        "private_key_file",
+                        "client_secret_file",
+                        "refresh_token_file",
+                    ],
+                );
+                SalesforceAuth::ClientCredentials {
+                    client_id: client_id.unwrap_or_default(),
+                    client_secret: SecretString::from(String::new()),
+                }
+            }
+        };
+        let api_budget_percent = self.unsigned(
+            SECTION,
+            "api_budget_percent",
+            u64::from(DEFAULT_API_BUDGET_PERCENT),
+            100,
+        ) as u8;
+        SalesforceConfig {
+            login_url,
+            api_version,
+            auth,
+            api_budget_percent,
+        }
+    }
+
+    /// Keys that belong to another auth flow: accepted, unused.
+    fn ignore(&mut self, section: &str, keys: &[&str]) {
+        for key in keys {
+            self.take(section, key);
+        }
+    }
+
+    fn ondorse(&mut self) -> OndorseConfig {
+        const SECTION: &str = "ondorse";
+        let base_url = self.required_string(
+            SECTION,
+            "base_url",
+            "the Ondorse API base URL; it has no default",
+        );
+        let base_url = self.url(SECTION, "base_url", base_url);
+        let api_key = self.required_secret_file(
+            SECTION,
+            "api_key_file",
+            "the file holding the Ondorse API key",
+        );
+        let auth_header = self.string_or(SECTION, "auth_header", DEFAULT_AUTH_HEADER);
+        if http::HeaderName::from_bytes(auth_header.as_bytes()).is_err() {
+            self.problem(
+                SECTION,
+                "auth_header",
+                format!("{auth_header:?} is not a valid HTTP header name"),
+            );
+        }
+        let auth_scheme = self.string_or(SECTION, "auth_scheme", DEFAULT_AUTH_SCHEME);
+        let portal_base_url = self.string_or(SECTION, "portal_base_url", DEFAULT_PORTAL_BASE_URL);
+        let portal_base_url = self.url(SECTION, "portal_base_url", Some(portal_base_url));
+        OndorseConfig {
+            base_url,
+            api_key: api_key.unwrap_or_else(|| SecretString::from(String::new())),
+            auth_header,
+            auth_scheme,
+            portal_base_url,
+        }
+    }
+
+    fn webhooks(&mut self) -> WebhooksConfig {
+        const SECTION: &str = "webhooks";
+        let listen = self.socket_address(SECTION, "listen", DEFAULT_WEBHOOKS_LISTEN);
+        let path_secret = self.required_secret_file(
+            SECTION,
+            "path_secret_file",
+            "the secret path segment Ondorse posts to",
+        );
+        if let Some(secret) = &path_secret {
+            use secrecy::ExposeSecret;
+            let secret = secret.expose_secret();
+            if secret.chars().count() < MIN_PATH_SECRET_LENGTH
+                || !secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                self.problem(
+                    SECTION,
+                    "path_secret_file",
+                    format!(
+                        "the path secret must be at least {MIN_PATH_SECRET_LENGTH} URL-safe characters (letters, digits, - and _), e.g. the output of `openssl rand -hex 16`"
+                    ),
+                );
+            }
+        }
+        let allowed_ips = self.networks(SECTION, "allowed_ips");
+        let trusted_proxies = self.networks(SECTION, "trusted_proxies");
+        let signing_secret = self.secret_file(SECTION, "signing_secret_file");
+        WebhooksConfig {
+            listen,
+            path_secret: path_secret.unwrap_or_else(|| SecretString::from(String::new())),
+            allowed_ips,
+            trusted_proxies,
+            signing_secret,
+        }
+    }
+
+    fn admin(&mut self) -> AdminConfig {
+        const SECTION: &str = "admin";
+        let listen = self.socket_address(SECTION, "listen", DEFAULT_ADMIN_LISTEN);
+        let token =
+            self.required_secret_file(SECTION, "token_file", "the bearer token of the admin API");
+        AdminConfig {
+            listen,
+            token: token.unwrap_or_else(|| SecretString::from(String::new())),
+        }
+    }
+
+    fn schedule(&mut self) -> ScheduleConfig {
+        const SECTION: &str = "schedule";
+        let poll = self.string_or(SECTION, "poll", DEFAULT_POLL_SCHEDULE);
+        self.check_cron(SECTION, "poll", &poll);
+        let reconcile = self.string_or(SECTION, "reconcile", DEFAULT_RECONCILE_SCHEDULE);
+        self.check_cron(SECTION, "reconcile", &reconcile);
+        // A day is far more than any transaction stays open.
+        const MAX_OVERLAP_SECONDS: u64 = 24 * 60 * 60;
+        let overlap = self.unsigned(
+            SECTION,
+            "overlap_seconds",
+            DEFAULT_OVERLAP_SECONDS,
+            MAX_OVERLAP_SECONDS,
+        );
+        ScheduleConfig {
+            poll,
+            reconcile,
+            overlap: Duration::from_secs(overlap),
+        }
+    }
+
+    fn check_cron(&mut self, section: &str, key: &str, expression: &str) {
+        if let Err(error) = parse_schedule(expression) {
+            self.problem(
+                section,
+                key,
+                format!("{expression:?} is not a cron expression with seconds (e.g. \"*/30 * * * * *\"): {error}"),
+            );
+        }
+    }
+
+    fn report_unknown_keys(&mut self) {
+        let leftovers: Vec<(String, String)> = self
+            .sections
+            .iter()
+            .flat_map(|(section, table)| {
+                table.keys().map(move |key| (section.clone(), key.clone()))
+            })
+            .collect();
+        for (section, key) in leftovers {
+            let known = KNOWN_KEYS
+                .iter()
+                .find(|(name, _)| *name == section)
+                .map_or(&[][..], |(_, keys)| *keys);
+            let location = self.location(&section, &key);
+            self.problems.push(format!(
+                "{location}: unknown key [{section}] {key}{}",
+                did_you_mean(&key, known)
+            ));
+        }
+    }
+}
+
+/// Parses a cron expression with seconds the way the scheduler will.
+pub fn parse_schedule(expression: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(expression)
+}
+
+/// `"; did you mean `x`?"` when a known name is close enough, else nothing.
+pub fn did_you_mean(name: &str, candidates: &[&str]) -> String {
+    // Beyond this distance a suggestion is more confusing than helpful.
+    const MAX_DISTANCE: usize = 3;
+    candidates
+        .iter()
+        .map(|candidate| (strsim::levenshtein(name, candidate), candidate))
+        .filter(|(distance, _)| *distance <= MAX_DISTANCE)
+        .min()
+        .map(|(_, candidate)| format!("; did you mean `{candidate}`?"))
+        .unwrap_or_default()
 }

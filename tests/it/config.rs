@@ -1,0 +1,196 @@
+//! Configuration loading as an operator meets it: defaults, overrides,
+//! secret files, and every mistake reported at once with its position.
+
+use std::path::Path;
+
+use ondorse_bridge::config::{Config, SalesforceAuth};
+use secrecy::ExposeSecret;
+
+use crate::support::config::{ConfigSettings, PATH_SECRET, write_config};
+
+const FAKE_PEM: &str = "-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n";
+
+/// `file:line:column` of the first occurrence of `needle` in the written file.
+fn position_of(dir: &Path, needle: &str) -> String {
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in the file"));
+    let line = text[..offset].matches('\n').count() + 1;
+    let column = offset - text[..offset].rfind('\n').map_or(0, |newline| newline + 1) + 1;
+    format!("{}:{line}:{column}", path.display())
+}
+
+fn load(dir: &Path, extra: &str) -> Result<Config, String> {
+    let mut settings = ConfigSettings::in_dir(dir);
+    settings.extra = extra.to_owned();
+    let files = write_config(dir, &settings, FAKE_PEM);
+    Config::load_with(&files.path, None).map_err(|errors| errors.to_string())
+}
+
+#[test]
+fn a_complete_file_loads_with_defaults_and_secrets_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(dir.path(), "").expect("valid configuration");
+    assert_eq!(config.salesforce.api_version, "62.0");
+    assert_eq!(config.salesforce.api_budget_percent, 50);
+    assert_eq!(config.ondorse.auth_header, "Authorization");
+    assert_eq!(config.ondorse.auth_scheme, "Bearer");
+    assert_eq!(config.ondorse.portal_base_url, "https://collect.ondorse.co");
+    assert_eq!(config.schedule.poll, "*/30 * * * * *");
+    assert_eq!(config.schedule.overlap.as_secs(), 900);
+    assert_eq!(config.webhooks.path_secret.expose_secret(), PATH_SECRET);
+    match &config.salesforce.auth {
+        SalesforceAuth::JwtBearer {
+            audience,
+            private_key,
+            ..
+        } => {
+            assert_eq!(
+                audience, "https://login.salesforce.com",
+                "audience defaults to login_url"
+            );
+            assert_eq!(private_key.expose_secret(), FAKE_PEM.trim_end_matches('\n'));
+        }
+        other => panic!("expected the JWT flow, got {other:?}"),
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(dir.path(), "").unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains(PATH_SECRET), "path secret leaked: {shown}");
+    assert!(!shown.contains("not-a-real-key"), "private key leaked");
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[schedule]\npoll = \"every minute\"\npolll = \"x\"\n\n[colour]\nred = 1\n";
+    let message = load(dir.path(), extra).unwrap_err();
+    let poll = position_of(dir.path(), "poll =");
+    let polll = position_of(dir.path(), "polll");
+    let colour = position_of(dir.path(), "[colour]");
+    assert!(
+        message.contains(&format!(
+            "{poll}: [schedule] poll: \"every minute\" is not a cron expression"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "{polll}: unknown key [schedule] polll; did you mean `poll`?"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("{colour}: unknown section [colour]")),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 3, "{message}");
+}
+
+#[test]
+fn a_missing_secret_file_names_the_key_and_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = ConfigSettings::in_dir(dir.path());
+    settings.salesforce_auth = "refresh_token".to_owned();
+    let files = write_config(dir.path(), &settings, FAKE_PEM);
+    std::fs::remove_file(dir.path().join("sf-refresh-token")).unwrap();
+    std::fs::remove_file(dir.path().join("ondorse-api-key")).unwrap();
+    let message = Config::load_with(&files.path, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("[salesforce] refresh_token_file: cannot read the secret file"),
+        "{message}"
+    );
+    assert!(message.contains("sf-refresh-token"), "{message}");
+    assert!(
+        message.contains("[ondorse] api_key_file: cannot read the secret file"),
+        "{message}"
+    );
+}
+
+#[test]
+fn relative_secret_names_are_read_from_the_credentials_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = tempfile::tempdir().unwrap();
+    let settings = ConfigSettings::in_dir(dir.path());
+    let files = write_config(dir.path(), &settings, FAKE_PEM);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "config.toml" && entry.path().is_file() {
+            std::fs::rename(entry.path(), credentials.path().join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::write(credentials.path().join("admin-token"), "from-credentials\n").unwrap();
+    let config =
+        Config::load_with(&files.path, Some(credentials.path())).expect("loads from credentials");
+    assert_eq!(config.admin.token.expose_secret(), "from-credentials");
+}
+
+#[test]
+fn a_toml_syntax_error_points_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let message = load(dir.path(), "[schedule\npoll = 1\n").unwrap_err();
+    let header = position_of(dir.path(), "[schedule");
+    let line = header.rsplit(':').nth(1).unwrap();
+    assert!(
+        message.contains(&format!("config.toml:{line}:")),
+        "{message}"
+    );
+    assert!(message.contains("unclosed table"), "{message}");
+}
+
+#[test]
+fn wrong_values_say_what_would_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = ConfigSettings::in_dir(dir.path());
+    settings.salesforce_auth = "jwt".to_owned();
+    settings.webhooks_listen = "localhost".to_owned();
+    settings.ondorse_base_url = "api.ondorse.example".to_owned();
+    let files = write_config(dir.path(), &settings, FAKE_PEM);
+    let message = Config::load_with(&files.path, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("[salesforce] auth: unknown flow \"jwt\"; expected jwt_bearer, client_credentials or refresh_token"),
+        "{message}"
+    );
+    assert!(
+        message.contains("[webhooks] listen: \"localhost\" is not an address with a port"),
+        "{message}"
+    );
+    assert!(
+        message.contains("[ondorse] base_url: \"api.ondorse.example\" is not a URL"),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 3, "{message}");
+}
+
+#[test]
+fn environment_overrides_win_and_are_named_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = ConfigSettings::in_dir(dir.path());
+    let files = write_config(dir.path(), &settings, FAKE_PEM);
+    // The only test that sets these variables; names are unique to it.
+    // SAFETY: no other test reads or writes these variables.
+    unsafe {
+        std::env::set_var("ONDORSE_BRIDGE__SALESFORCE__API_VERSION", "63.0");
+        std::env::set_var("ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT", "250");
+    }
+    let result = Config::load_with(&files.path, None);
+    unsafe {
+        std::env::remove_var("ONDORSE_BRIDGE__SALESFORCE__API_VERSION");
+        std::env::remove_var("ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT");
+    }
+    let message = result.unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "environment ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT: [salesforce] api_budget_percent: 250 is out of range 0..=100"
+    );
+}
