@@ -3,3 +3,4 @@
 
 mod config;
 mod support;
+mod webhooks;
