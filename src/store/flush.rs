@@ -115,3 +115,63 @@ impl Shared {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl GroupCommit {
+        fn started(&self) -> u64 {
+            self.shared.state.lock().unwrap().started
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_flushes() {
+        const CALLERS: u64 = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let group_commit = Arc::new(GroupCommit::new(db.clone()));
+        let callers: Vec<_> = (0..CALLERS)
+            .map(|index| {
+                let group_commit = Arc::clone(&group_commit);
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.insert(index.to_be_bytes(), &b"value"[..]).unwrap();
+                    group_commit.flush().await
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.unwrap().unwrap();
+        }
+        let started = group_commit.started();
+        assert!(
+            (1..CALLERS / 2).contains(&started),
+            "{CALLERS} callers should share far fewer flushes, {started} were started"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_after_a_finished_flush_gets_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let group_commit = GroupCommit::new(sled::open(dir.path()).unwrap());
+        group_commit.flush().await.unwrap();
+        group_commit.flush().await.unwrap();
+        assert_eq!(group_commit.started(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_leader_does_not_stall_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let group_commit = Arc::new(GroupCommit::new(sled::open(dir.path()).unwrap()));
+        // Polled once (it starts a flush), then dropped while the flush runs.
+        let cancelled = tokio::time::timeout(std::time::Duration::ZERO, group_commit.flush()).await;
+        assert!(cancelled.is_err(), "an fsync is not instantaneous");
+        assert_eq!(group_commit.started(), 1);
+        tokio::time::timeout(std::time::Duration::from_secs(10), group_commit.flush())
+            .await
+            .expect("the next caller is released")
+            .unwrap();
+    }
+}

@@ -2,4 +2,6 @@
 //! the sandboxes and checks what Salesforce and Ondorse end up holding.
 
 mod config;
+mod store;
 mod support;
+mod webhooks;

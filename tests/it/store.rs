@@ -1,0 +1,239 @@
+//! The store as the daemon and the operator meet it: ordering across
+//! reopen, the deduplication window, exclusive opening, group commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ondorse_bridge::ondorse::webhook::{WebhookEnvelope, parse_envelope};
+use ondorse_bridge::store::{Accepted, InboxKind, SEEN_EVENT_RETENTION, Store, StoreError};
+
+fn envelope(event_id: &str) -> WebhookEnvelope {
+    parse_envelope(
+        format!(r#"{{"event_id":"{event_id}","type":"application.updated","data":{{"object":{{"id":"app_1"}}}}}}"#)
+            .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
+}
+
+fn event_ids(store: &Store) -> Vec<String> {
+    store
+        .inbox_pending(usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|item| match item.kind {
+            InboxKind::Webhook(envelope) => envelope.event_id,
+            InboxKind::SalesforceHint { ids } => ids.join("+"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn inbox_order_and_sequences_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let received = at("2026-11-26T09:00:00Z");
+    let mut sequences = Vec::new();
+    {
+        let store = Store::open(&path).unwrap();
+        for index in 0..5 {
+            match store
+                .accept_webhook(&envelope(&format!("evt_{index}")), received)
+                .await
+                .unwrap()
+            {
+                Accepted::Stored { sequence } => sequences.push(sequence),
+                Accepted::Duplicate => panic!("evt_{index} is new"),
+            }
+        }
+        sequences.push(
+            store
+                .accept_salesforce_hint(vec!["001xx000003DGb2AAG".to_owned()], received)
+                .await
+                .unwrap(),
+        );
+        store.complete_inbox_item(sequences[1]).unwrap();
+        store.flush().await.unwrap();
+        assert!(
+            sequences.windows(2).all(|pair| pair[0] < pair[1]),
+            "{sequences:?}"
+        );
+    }
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        event_ids(&store),
+        ["evt_0", "evt_2", "evt_3", "evt_4", "001xx000003DGb2AAG"]
+    );
+    assert_eq!(store.inbox_depth().unwrap(), 5);
+    let pending = store.inbox_pending(2).unwrap();
+    assert_eq!(
+        pending.iter().map(|item| item.sequence).collect::<Vec<_>>(),
+        [sequences[0], sequences[2]]
+    );
+    assert_eq!(pending[0].received_at, received);
+    // New work after the reopen still sorts after the old.
+    let Accepted::Stored { sequence } = store
+        .accept_webhook(&envelope("evt_5"), received)
+        .await
+        .unwrap()
+    else {
+        panic!("evt_5 is new");
+    };
+    assert!(sequence > *sequences.last().unwrap());
+    assert_eq!(event_ids(&store).last().map(String::as_str), Some("evt_5"));
+    // Completed items stay completed, and their ids stay known.
+    assert_eq!(
+        store
+            .accept_webhook(&envelope("evt_1"), received)
+            .await
+            .unwrap(),
+        Accepted::Duplicate
+    );
+}
+
+#[tokio::test]
+async fn seen_event_ids_are_forgotten_only_after_the_retention_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let first = at("2026-11-26T09:00:00Z");
+    let retention = chrono::Duration::from_std(SEEN_EVENT_RETENTION).unwrap();
+    assert!(
+        retention >= chrono::Duration::hours(27),
+        "Ondorse retries for about 27 h"
+    );
+
+    store
+        .accept_webhook(&envelope("evt_old"), first)
+        .await
+        .unwrap();
+    store
+        .accept_webhook(&envelope("evt_recent"), first + chrono::Duration::hours(30))
+        .await
+        .unwrap();
+
+    // Just inside the window: nothing is dropped, a retry is a duplicate.
+    let inside = first + retention - chrono::Duration::seconds(1);
+    assert_eq!(store.prune_seen_events(inside).unwrap(), 0);
+    assert_eq!(
+        store
+            .accept_webhook(&envelope("evt_old"), inside)
+            .await
+            .unwrap(),
+        Accepted::Duplicate
+    );
+
+    // Past it: only the old id goes, and the event would be stored again.
+    let past = first + retention + chrono::Duration::seconds(1);
+    assert_eq!(store.prune_seen_events(past).unwrap(), 1);
+    assert_eq!(
+        store
+            .accept_webhook(&envelope("evt_recent"), past)
+            .await
+            .unwrap(),
+        Accepted::Duplicate
+    );
+    assert!(matches!(
+        store
+            .accept_webhook(&envelope("evt_old"), past)
+            .await
+            .unwrap(),
+        Accepted::Stored { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_are_all_released_with_their_writes_durable() {
+    const WRITERS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path).unwrap();
+    let received = Utc::now();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|index| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .accept_webhook(&envelope(&format!("evt_{index:03}")), received)
+                    .await
+            })
+        })
+        .collect();
+    let all = futures::future::join_all(writers);
+    let results = tokio::time::timeout(Duration::from_secs(20), all)
+        .await
+        .expect("every writer is released");
+    for result in results {
+        assert!(matches!(result.unwrap().unwrap(), Accepted::Stored { .. }));
+    }
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let mut ids = event_ids(&store);
+    ids.sort();
+    assert_eq!(
+        ids,
+        (0..WRITERS)
+            .map(|index| format!("evt_{index:03}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_event_store_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+    let deliveries: Vec<_> = (0..50)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .accept_webhook(&envelope("evt_same"), Utc::now())
+                    .await
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for delivery in deliveries {
+        if let Accepted::Stored { .. } = delivery.await.unwrap().unwrap() {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1);
+    assert_eq!(event_ids(&store), ["evt_same"]);
+}
+
+#[test]
+fn a_store_in_use_says_so_and_names_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let _held = Store::open(&path).unwrap();
+    let error = Store::open(&path).unwrap_err();
+    assert!(matches!(error, StoreError::InUse { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "the store at {} is in use by another process (is the daemon running? use its admin API)",
+            path.display()
+        )
+    );
+    assert!(!error.is_retriable());
+}
+
+#[test]
+fn a_store_that_cannot_be_created_names_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let path = blocker.join("store");
+    let error = Store::open(&path).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("cannot open the store at {}: ", path.display())),
+        "{error}"
+    );
+}
