@@ -4,10 +4,12 @@
 //!   `GET /api/applications/{id}`.
 //! - [`model`]: portals and applications, read tolerantly.
 //! - [`error`]: [`OndorseError`], which knows whether a retry can help.
+//! - [`webhook`]: webhook envelopes and `Ondorse-Signature`.
 
 pub mod client;
 pub mod error;
 pub mod model;
+pub mod webhook;
 
 pub use client::OndorseClient;
 pub use error::OndorseError;
