@@ -90,12 +90,13 @@ impl OndorseClient {
             .pop_if_empty()
             .push("api");
 
-        let auth_header = HeaderName::from_bytes(config.auth_header.trim().as_bytes()).map_err(
-            |error| OndorseError::InvalidConfig {
-                key: "ondorse.auth_header",
-                reason: format!("{:?} is not a header name: {error}", config.auth_header),
-            },
-        )?;
+        let auth_header =
+            HeaderName::from_bytes(config.auth_header.trim().as_bytes()).map_err(|error| {
+                OndorseError::InvalidConfig {
+                    key: "ondorse.auth_header",
+                    reason: format!("{:?} is not a header name: {error}", config.auth_header),
+                }
+            })?;
         let scheme = config.auth_scheme.trim();
         let key = config.api_key.expose_secret().trim();
         let auth_value = if scheme.is_empty() {
@@ -144,11 +145,10 @@ impl OndorseClient {
         idempotency_key: &str,
     ) -> Result<Portal, OndorseError> {
         let url = self.url(&["portals"]);
-        let idempotency = HeaderValue::from_str(idempotency_key).map_err(|_| {
-            OndorseError::Validation {
+        let idempotency =
+            HeaderValue::from_str(idempotency_key).map_err(|_| OndorseError::Validation {
                 detail: format!("idempotency key {idempotency_key:?} is not a valid header value"),
-            }
-        })?;
+            })?;
         let portal: Portal = self
             .call("portal", "portal", || {
                 self.request(Method::POST, url.clone())
@@ -342,7 +342,10 @@ mod tests {
         assert!(error.to_string().contains("ondorse.base_url"), "{error}");
         let error = OndorseClient::new(&config("https://x", "bad header")).unwrap_err();
         assert!(error.to_string().contains("ondorse.auth_header"), "{error}");
-        let debug = format!("{:?}", OndorseClient::new(&config("https://x", "X-Key")).unwrap());
+        let debug = format!(
+            "{:?}",
+            OndorseClient::new(&config("https://x", "X-Key")).unwrap()
+        );
         assert!(!debug.contains("s3cr3t"), "{debug}");
     }
 }

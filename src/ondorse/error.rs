@@ -155,7 +155,10 @@ mod tests {
 
     #[test]
     fn detail_shapes_are_flattened() {
-        assert_eq!(error_detail(br#"{"detail":"Invalid API key"}"#), "Invalid API key");
+        assert_eq!(
+            error_detail(br#"{"detail":"Invalid API key"}"#),
+            "Invalid API key"
+        );
         assert_eq!(
             error_detail(
                 br#"{"detail":[{"loc":["body","default_custom_fields"],"msg":"value is not a valid dict","type":"type_error.dict"},{"loc":["body","redirect_url",0],"msg":"bad url","type":"x"}]}"#
@@ -163,7 +166,10 @@ mod tests {
             "body.default_custom_fields: value is not a valid dict; body.redirect_url.0: bad url"
         );
         assert_eq!(error_detail(br#"{"detail":{"code":7}}"#), r#"{"code":7}"#);
-        assert_eq!(error_detail(b"<html>bad gateway</html>"), "<html>bad gateway</html>");
+        assert_eq!(
+            error_detail(b"<html>bad gateway</html>"),
+            "<html>bad gateway</html>"
+        );
         assert_eq!(error_detail(b""), "<empty body>");
     }
 

@@ -278,7 +278,9 @@ impl Application {
         );
         object.insert(
             "status_execution".to_owned(),
-            self.status_execution.clone().map_or(Value::Null, Value::from),
+            self.status_execution
+                .clone()
+                .map_or(Value::Null, Value::from),
         );
         object.insert(
             "risk_level".to_owned(),
@@ -353,7 +355,8 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let decided = |review: Value| application(json!({"id": "a", "status_review": review})).decision();
+        let decided =
+            |review: Value| application(json!({"id": "a", "status_review": review})).decision();
         assert_eq!(decided(json!("approved")), Decision::Approved);
         assert_eq!(decided(json!("Rejected")), Decision::Rejected);
         assert_eq!(decided(Value::Null), Decision::Pending(None));
@@ -376,10 +379,14 @@ mod tests {
         assert_eq!(template["risk_level"], json!(1));
         assert_eq!(template["risk_score"], json!(42.5));
         assert_eq!(template["business"]["organization_name"], json!("Acme"));
-        assert_eq!(template["custom_fields"]["salesforce_account_id"], json!("001"));
+        assert_eq!(
+            template["custom_fields"]["salesforce_account_id"],
+            json!("001")
+        );
         // Serialising gives the wire form back, risk level as an integer.
         let round_trip: Application =
-            serde_json::from_value(serde_json::to_value(&app).expect("serialises")).expect("decodes");
+            serde_json::from_value(serde_json::to_value(&app).expect("serialises"))
+                .expect("decodes");
         assert_eq!(round_trip, app);
     }
 

@@ -60,8 +60,7 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     }
     if let Some(status) = shared.faults.take_failure() {
         counters.failed_requests.fetch_add(1, Ordering::Relaxed);
-        let status =
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         // The application answers 500 in JSON; gateways (502/503/504)
         // answer with an empty body.
         return if status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -134,11 +134,17 @@ async fn deliver(shared: Arc<Shared>, delivery: Delivery) {
     };
     let Some(url) = shared.webhook_url() else {
         tracing::debug!(event_id = %delivery.event_id, "sandbox ondorse has no webhook url; delivery dropped");
-        shared.counters.deliveries_abandoned.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .deliveries_abandoned
+            .fetch_add(1, Ordering::Relaxed);
         shared.finish_delivery();
         return;
     };
-    shared.counters.deliveries_attempted.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .deliveries_attempted
+        .fetch_add(1, Ordering::Relaxed);
     let mut request = shared
         .http
         .post(&url)
@@ -169,12 +175,18 @@ async fn deliver(shared: Arc<Shared>, delivery: Delivery) {
 
     match outcome {
         Ok(()) => {
-            shared.counters.deliveries_succeeded.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .deliveries_succeeded
+                .fetch_add(1, Ordering::Relaxed);
             shared.finish_delivery();
         }
         Err(error) if delivery.attempt >= shared.options.max_retries => {
             tracing::warn!(event_id = %delivery.event_id, attempts = delivery.attempt + 1, %error, "sandbox ondorse gave up on a webhook");
-            shared.counters.deliveries_abandoned.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .deliveries_abandoned
+                .fetch_add(1, Ordering::Relaxed);
             shared.finish_delivery();
         }
         Err(error) => {

@@ -60,6 +60,8 @@ pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_DELIVERY_CONCURRENCY: usize = 16;
 /// Default share of automatic reviews that approve.
 pub const DEFAULT_APPROVE_RATIO: f64 = 0.8;
+/// Default seed: any fixed value makes runs repeatable.
+pub const DEFAULT_SEED: u64 = 42;
 /// Longest extra delay given to a first delivery when `reorder` is on:
 /// long enough to overtake neighbours, short enough for tests.
 pub const REORDER_WINDOW: Duration = Duration::from_millis(50);
@@ -119,7 +121,7 @@ impl Default for OndorseSandboxOptions {
             submit_after: None,
             review_after: None,
             approve_ratio: DEFAULT_APPROVE_RATIO,
-            seed: 0x0dd0_45e,
+            seed: DEFAULT_SEED,
             retry_base: DEFAULT_RETRY_BASE,
             retry_cap: DEFAULT_RETRY_CAP,
             max_retries: ONDORSE_MAX_RETRIES,
@@ -196,7 +198,9 @@ struct Faults {
 /// Takes one from a countdown; `false` when it is already zero.
 fn take_one(countdown: &AtomicUsize) -> bool {
     countdown
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(1))
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+            left.checked_sub(1)
+        })
         .is_ok()
 }
 
@@ -259,7 +263,9 @@ impl Shared {
             .create_portal(body, key, &self.options.portal_base_url);
         match &outcome {
             PortalOutcome::Created(portal) => {
-                self.counters.portals_created.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .portals_created
+                    .fetch_add(1, Ordering::Relaxed);
                 if let (Some(delay), Some(id)) = (self.options.submit_after, portal["id"].as_str())
                 {
                     self.timers.schedule(delay, Job::Submit(id.to_owned()));
@@ -306,7 +312,13 @@ impl Shared {
         );
     }
 
-    fn review(&self, application_id: &str, decision: &str, risk_level: i64, risk_score: Option<f64>) {
+    fn review(
+        &self,
+        application_id: &str,
+        decision: &str,
+        risk_level: i64,
+        risk_score: Option<f64>,
+    ) {
         let mut state = self.lock();
         if state.review(application_id, decision, risk_level, risk_score) {
             let event = state.event("application.review_updated", application_id);
@@ -425,8 +437,8 @@ impl OndorseSandbox {
         });
 
         let (shutdown, shutdown_signal) = oneshot::channel::<()>();
-        let app = api::router(shared.clone())
-            .into_make_service_with_connect_info::<ConnectionHandle>();
+        let app =
+            api::router(shared.clone()).into_make_service_with_connect_info::<ConnectionHandle>();
         tokio::spawn(async move {
             let served = axum::serve(KillableListener(listener), app)
                 .with_graceful_shutdown(async move {
@@ -459,7 +471,11 @@ impl OndorseSandbox {
 
     /// Where later events go; `None` stops delivering new events.
     pub fn set_webhook_url(&self, url: Option<String>) {
-        *self.shared.webhook_url.lock().expect("webhook url poisoned") = url;
+        *self
+            .shared
+            .webhook_url
+            .lock()
+            .expect("webhook url poisoned") = url;
     }
 
     /// Every portal as stored: the answer's fields plus every request key.

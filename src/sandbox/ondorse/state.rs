@@ -151,7 +151,11 @@ impl State {
     }
 
     pub(super) fn applications(&self) -> Vec<Value> {
-        self.applications.iter().cloned().map(Value::Object).collect()
+        self.applications
+            .iter()
+            .cloned()
+            .map(Value::Object)
+            .collect()
     }
 
     pub(super) fn application(&self, id: &str) -> Option<Value> {
