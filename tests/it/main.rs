@@ -3,5 +3,7 @@
 
 mod config;
 mod store;
+mod ondorse_client;
+mod sandbox_ondorse;
 mod support;
 mod webhooks;

@@ -2,3 +2,5 @@
 
 pub mod config;
 pub mod daemon;
+//! Shared test helpers: sandboxes, temp stores, waiting on conditions.
+pub mod ondorse;

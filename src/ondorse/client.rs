@@ -1,0 +1,351 @@
+//! The Ondorse API client: portals and applications.
+//!
+//! One `reqwest` client (connection pool) per [`OndorseClient`]; clones share
+//! it. The API key lives in a [`SecretString`] and is sent as a sensitive
+//! header, so it never shows in `Debug` output or logs.
+//!
+//! Retries: a 429 is retried here, at most [`RATE_LIMIT_RETRIES`] times,
+//! sleeping the server's `Retry-After` (capped at [`MAX_RETRY_AFTER`]) or an
+//! exponential backoff when it gives none. Server errors, timeouts and
+//! dropped connections are *not* retried here: for `create_portal` the caller
+//! (the sync engine) owns the durable intent and retries with the same
+//! `Idempotency-Key`, so a portal whose answer was lost is returned, not
+//! created twice. Every error says whether retrying can help
+//! ([`OndorseError::is_retriable`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::config::OndorseConfig;
+
+use super::error::{OndorseError, error_detail, excerpt};
+use super::model::{Application, Portal};
+
+/// Time to establish a TCP (and TLS) connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for a whole request, answer body included. Ondorse answers in well
+/// under a second; 30 s tolerates a slow moment without hanging the engine.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a 429 is retried inside one call before giving up with
+/// [`OndorseError::RateLimited`]; the caller's own backoff takes over then.
+pub const RATE_LIMIT_RETRIES: usize = 3;
+/// Longest `Retry-After` we sleep inside one call; longer waits belong to
+/// the caller's scheduling, not to a request in flight.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// First backoff step after a 429 without `Retry-After`.
+pub const RATE_LIMIT_BASE_DELAY: Duration = Duration::from_millis(500);
+/// Header that makes `POST /api/portals` safe to repeat.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+
+/// A cheap-to-clone handle on the Ondorse API.
+#[derive(Clone)]
+pub struct OndorseClient {
+    http: reqwest::Client,
+    /// `{base_url}/api`, ready for path segments.
+    api_base: Url,
+    auth_header: HeaderName,
+    /// Key with its scheme prefix (`Bearer <key>`), or the bare key.
+    auth_value: Arc<SecretString>,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for OndorseClient {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("OndorseClient")
+            .field("api_base", &self.api_base.as_str())
+            .field("auth_header", &self.auth_header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OndorseClient {
+    /// Builds a client from `[ondorse]`; fails on an unusable base URL or
+    /// header name, never on network conditions.
+    pub fn new(config: &OndorseConfig) -> Result<OndorseClient, OndorseError> {
+        let mut api_base =
+            Url::parse(config.base_url.trim()).map_err(|error| OndorseError::InvalidConfig {
+                key: "ondorse.base_url",
+                reason: format!("{:?} is not a url: {error}", config.base_url),
+            })?;
+        if !matches!(api_base.scheme(), "http" | "https") || api_base.cannot_be_a_base() {
+            return Err(OndorseError::InvalidConfig {
+                key: "ondorse.base_url",
+                reason: format!("{:?} must be an http(s) url", config.base_url),
+            });
+        }
+        api_base
+            .path_segments_mut()
+            .map_err(|()| OndorseError::InvalidConfig {
+                key: "ondorse.base_url",
+                reason: format!("{:?} cannot take a path", config.base_url),
+            })?
+            .pop_if_empty()
+            .push("api");
+
+        let auth_header =
+            HeaderName::from_bytes(config.auth_header.trim().as_bytes()).map_err(|error| {
+                OndorseError::InvalidConfig {
+                    key: "ondorse.auth_header",
+                    reason: format!("{:?} is not a header name: {error}", config.auth_header),
+                }
+            })?;
+        let scheme = config.auth_scheme.trim();
+        let key = config.api_key.expose_secret().trim();
+        let auth_value = if scheme.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{scheme} {key}")
+        };
+        if HeaderValue::from_str(&auth_value).is_err() {
+            return Err(OndorseError::InvalidConfig {
+                key: "ondorse.api_key_file",
+                reason: "the api key (with its scheme) is not a valid header value".to_owned(),
+            });
+        }
+
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("ondorse-bridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| OndorseError::InvalidConfig {
+                key: "ondorse",
+                reason: format!("cannot build the http client: {error}"),
+            })?;
+
+        Ok(OndorseClient {
+            http,
+            api_base,
+            auth_header,
+            auth_value: Arc::new(SecretString::from(auth_value)),
+            request_timeout: REQUEST_TIMEOUT,
+        })
+    }
+
+    /// The same client with another per-request timeout (tests, benchmarks).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> OndorseClient {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// `POST /api/portals` with `Idempotency-Key`. A repeated key returns
+    /// the first portal when the server honours it. Not retried here on
+    /// server errors or transport failures: retry with the same key.
+    pub async fn create_portal(
+        &self,
+        body: &Map<String, Value>,
+        idempotency_key: &str,
+    ) -> Result<Portal, OndorseError> {
+        let url = self.url(&["portals"]);
+        let idempotency =
+            HeaderValue::from_str(idempotency_key).map_err(|_| OndorseError::Validation {
+                detail: format!("idempotency key {idempotency_key:?} is not a valid header value"),
+            })?;
+        let portal: Portal = self
+            .call("portal", "portal", || {
+                self.request(Method::POST, url.clone())
+                    .header(IDEMPOTENCY_KEY_HEADER, idempotency.clone())
+                    .json(body)
+            })
+            .await?;
+        tracing::debug!(portal_id = %portal.id, idempotency_key, "ondorse portal created");
+        Ok(portal)
+    }
+
+    /// `GET /api/applications/{id}`; `id` is encoded as one path segment.
+    pub async fn get_application(&self, id: &str) -> Result<Application, OndorseError> {
+        let url = self.url(&["applications", id]);
+        self.call("application", &format!("application {id:?}"), || {
+            self.request(Method::GET, url.clone())
+        })
+        .await
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.api_base.clone();
+        url.path_segments_mut()
+            .expect("the base url was checked to take a path in new()")
+            .extend(segments);
+        url
+    }
+
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let mut auth = HeaderValue::from_str(self.auth_value.expose_secret())
+            .expect("the auth header value was checked in new()");
+        auth.set_sensitive(true);
+        self.http
+            .request(method, url)
+            .timeout(self.request_timeout)
+            .header(self.auth_header.clone(), auth)
+    }
+
+    /// Sends the request built by `build`, retrying 429s only, and decodes
+    /// a 2xx body as `T`. `what` names the answer for decode errors,
+    /// `resource` the thing a 404 is about.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        resource: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<T, OndorseError> {
+        let attempt = || async { self.send_once(what, resource, build()).await };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(RATE_LIMIT_BASE_DELAY)
+                    .with_max_delay(MAX_RETRY_AFTER)
+                    .with_max_times(RATE_LIMIT_RETRIES)
+                    .with_jitter(),
+            )
+            .when(|error| matches!(error, OndorseError::RateLimited { .. }))
+            .adjust(|error, backoff| {
+                backoff.map(|backoff| {
+                    error
+                        .retry_after()
+                        .map_or(backoff, |asked| asked.min(MAX_RETRY_AFTER))
+                })
+            })
+            .notify(|error, delay| {
+                tracing::warn!(
+                    what,
+                    delay_ms = delay.as_millis() as u64,
+                    error = %error,
+                    "ondorse rate limit; retrying"
+                );
+            })
+            .await
+    }
+
+    async fn send_once<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        resource: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, OndorseError> {
+        let (client, request) = request.build_split();
+        let request = request.map_err(|source| OndorseError::Transport {
+            url: self.api_base.to_string(),
+            source,
+        })?;
+        let url = request.url().to_string();
+        let transport = |source: reqwest::Error| {
+            if source.is_timeout() {
+                OndorseError::Timeout {
+                    url: url.clone(),
+                    timeout: self.request_timeout,
+                }
+            } else {
+                OndorseError::Transport {
+                    url: url.clone(),
+                    source,
+                }
+            }
+        };
+        let response = client.execute(request).await.map_err(transport)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response.bytes().await.map_err(transport)?;
+        tracing::debug!(%url, status = status.as_u16(), "ondorse answered");
+
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|error| OndorseError::Decode {
+                what,
+                reason: error.to_string(),
+                excerpt: excerpt(&body),
+            });
+        }
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => OndorseError::Unauthorized {
+                status: status.as_u16(),
+                detail: error_detail(&body),
+            },
+            StatusCode::NOT_FOUND => OndorseError::NotFound {
+                what: resource.to_owned(),
+                detail: error_detail(&body),
+            },
+            StatusCode::UNPROCESSABLE_ENTITY => OndorseError::Validation {
+                detail: error_detail(&body),
+            },
+            StatusCode::TOO_MANY_REQUESTS => OndorseError::RateLimited { retry_after },
+            status if status.is_server_error() => OndorseError::Server {
+                status: status.as_u16(),
+                body_excerpt: error_detail(&body),
+            },
+            status => OndorseError::Client {
+                status: status.as_u16(),
+                detail: error_detail(&body),
+            },
+        })
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delay = date.signed_duration_since(chrono::Utc::now());
+    Some(delay.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    fn config(base_url: &str, header: &str) -> OndorseConfig {
+        OndorseConfig {
+            base_url: base_url.to_owned(),
+            api_key: SecretString::from("s3cr3t"),
+            auth_header: header.to_owned(),
+            auth_scheme: "Bearer".to_owned(),
+            portal_base_url: "https://collect.ondorse.co".to_owned(),
+        }
+    }
+
+    #[test]
+    fn urls_keep_a_base_path_and_encode_ids() {
+        let client = OndorseClient::new(&config("https://example.test/prefix/", "Authorization"))
+            .expect("client builds");
+        assert_eq!(
+            client.url(&["applications", "app 1/2"]).as_str(),
+            "https://example.test/prefix/api/applications/app%201%2F2"
+        );
+    }
+
+    #[test]
+    fn bad_configuration_is_named() {
+        let error = OndorseClient::new(&config("ftp://x", "Authorization")).unwrap_err();
+        assert!(error.to_string().contains("ondorse.base_url"), "{error}");
+        let error = OndorseClient::new(&config("https://x", "bad header")).unwrap_err();
+        assert!(error.to_string().contains("ondorse.auth_header"), "{error}");
+        let debug = format!(
+            "{:?}",
+            OndorseClient::new(&config("https://x", "X-Key")).unwrap()
+        );
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+    }
+}
