@@ -1,4 +1,18 @@
 //! The Salesforce REST client: OAuth flows, SOQL queries streamed page by
 //! page, describe, and sObject Collections updates.
+//!
+//! - [`auth`]: the three OAuth flows and single-flight token renewal.
+//! - [`client`]: [`SalesforceClient`] and [`QueryPages`].
+//! - [`soql`]: literals (quoting, datetimes) and Id shapes.
+//! - [`error`]: [`SalesforceError`] per call, [`RecordError`] per record.
+//! - [`model`]: what goes over the wire: records, describe, usage.
 
+mod auth;
+pub mod client;
+pub mod error;
 pub mod model;
+pub mod soql;
+
+pub use client::{ClientSettings, QueryPages, SalesforceClient};
+pub use error::{Disposition, RecordError, SalesforceError};
+pub use model::{ApiUsage, Record, RecordOutcome, RecordUpdate, SObjectDescribe};

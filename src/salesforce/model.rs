@@ -100,3 +100,125 @@ pub struct PicklistValue {
     #[serde(default)]
     pub active: bool,
 }
+
+/// One page of `GET .../query` or `.../query/{locator}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryAnswer {
+    /// Rows matching the whole query, not just this page.
+    pub total_size: u64,
+    pub done: bool,
+    /// A path on `instance_url` for the next page; present while `!done`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_records_url: Option<String>,
+    pub records: Vec<Record>,
+}
+
+/// Fields to set on one record in an sObject Collections update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordUpdate {
+    /// The record Id (15 or 18 characters).
+    pub id: String,
+    /// Field API name → value; `null` clears the field.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What happened to one record of an update, in the order sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordOutcome {
+    /// The Id we sent (Salesforce omits it on failures).
+    pub id: String,
+    pub result: Result<(), Vec<crate::salesforce::error::RecordError>>,
+}
+
+impl RecordOutcome {
+    /// `None` on success; otherwise the strongest disposition among the
+    /// errors: a gone record beats a permanent error, which beats a lock.
+    pub fn disposition(&self) -> Option<crate::salesforce::error::Disposition> {
+        use crate::salesforce::error::Disposition;
+        let errors = self.result.as_ref().err()?;
+        // A refusal without any error detail is still a refusal: permanent.
+        Some(
+            errors
+                .iter()
+                .map(|error| error.disposition())
+                .max_by_key(|disposition| match disposition {
+                    Disposition::Retry => 0,
+                    Disposition::Permanent => 1,
+                    Disposition::Gone => 2,
+                })
+                .unwrap_or(Disposition::Permanent),
+        )
+    }
+}
+
+/// The org's daily API usage, from `Sforce-Limit-Info` or `/limits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiUsage {
+    /// Calls made in the rolling 24 hours.
+    pub used: u64,
+    /// The org's allowance for those 24 hours.
+    pub max: u64,
+}
+
+impl ApiUsage {
+    /// `used / max`; an org with no allowance at all counts as full.
+    pub fn ratio(&self) -> f64 {
+        if self.max == 0 {
+            1.0
+        } else {
+            self.used as f64 / self.max as f64
+        }
+    }
+
+    /// Reads a `Sforce-Limit-Info` header value: `api-usage=18/15000`,
+    /// possibly with more `; key=value` parts around it.
+    pub fn from_limit_info(header: &str) -> Option<ApiUsage> {
+        header.split([';', ',']).find_map(|part| {
+            let (used, max) = part.trim().strip_prefix("api-usage=")?.split_once('/')?;
+            Some(ApiUsage {
+                used: used.trim().parse().ok()?,
+                max: max.trim().parse().ok()?,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_info_headers() {
+        let cases = [
+            ("api-usage=18/15000", Some((18, 15000))),
+            (
+                "api-usage=25/5000; per-app-api-usage=17/250(appName=sample-app)",
+                Some((25, 5000)),
+            ),
+            (
+                "per-app-api-usage=17/250(appName=x); api-usage=3/100",
+                Some((3, 100)),
+            ),
+            ("api-usage=abc/100", None),
+            ("", None),
+        ];
+        for (header, expected) in cases {
+            let parsed = ApiUsage::from_limit_info(header).map(|usage| (usage.used, usage.max));
+            assert_eq!(parsed, expected, "{header}");
+        }
+    }
+
+    #[test]
+    fn usage_ratio() {
+        assert_eq!(
+            ApiUsage {
+                used: 7500,
+                max: 15000
+            }
+            .ratio(),
+            0.5
+        );
+        assert_eq!(ApiUsage { used: 0, max: 0 }.ratio(), 1.0);
+    }
+}

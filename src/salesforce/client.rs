@@ -1,0 +1,638 @@
+//! [`SalesforceClient`]: SOQL queries page by page, describe, sObject
+//! Collections updates and the org's API usage, over one reqwest client.
+//!
+//! Every call goes to the `instance_url` of the current token. A `401`
+//! renews the token (one request for all concurrent callers) and replays
+//! the call once; there is no other retry here: the sync engine owns the
+//! retry policy and asks [`SalesforceError::is_retriable`].
+
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::SalesforceConfig;
+use crate::salesforce::auth::Authenticator;
+use crate::salesforce::error::{RecordError, SalesforceError, codes, excerpt, transport_reason};
+use crate::salesforce::model::{
+    ApiUsage, QueryAnswer, Record, RecordOutcome, RecordUpdate, SObjectDescribe,
+};
+
+/// The most records one `PATCH /composite/sobjects` accepts.
+pub const MAX_RECORDS_PER_UPDATE: usize = 200;
+/// The longest SOQL statement Salesforce accepts, in characters.
+pub const MAX_SOQL_LENGTH: usize = 100_000;
+/// Time to open a TCP (and TLS) connection before giving up.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for a whole call, body included. Generous because a 200-record
+/// update runs the org's triggers and flows, and a 2,000-row query page
+/// with relationship fields can take tens of seconds on a busy org.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Ask for the largest pages Salesforce serves (a hint it may ignore).
+const QUERY_BATCH_HINT: &str = "batchSize=2000";
+const QUERY_OPTIONS_HEADER: &str = "sforce-query-options";
+const LIMIT_INFO_HEADER: &str = "sforce-limit-info";
+const USER_AGENT: &str = concat!("ondorse-bridge/", env!("CARGO_PKG_VERSION"));
+
+/// Timeouts of the client; tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSettings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// A Salesforce org, as the integration user sees it. Cheap to clone: all
+/// clones share one connection pool, one token and one usage reading.
+#[derive(Clone)]
+pub struct SalesforceClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    auth: Authenticator,
+    /// Without the `v`: `62.0`.
+    api_version: String,
+    /// The last `Sforce-Limit-Info` seen, whatever the call and its outcome.
+    api_usage: SyncMutex<Option<ApiUsage>>,
+}
+
+impl std::fmt::Debug for SalesforceClient {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SalesforceClient")
+            .field("token_url", &self.inner.auth.token_url())
+            .field("flow", &self.inner.auth.flow_name())
+            .field("client_id", &self.inner.auth.client_id())
+            .field("instance_url", &self.instance_url())
+            .field("api_version", &self.inner.api_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SalesforceClient {
+    /// A client with the default timeouts. Sends nothing yet; a JWT key is
+    /// checked now.
+    pub fn new(config: &SalesforceConfig) -> Result<SalesforceClient, SalesforceError> {
+        SalesforceClient::with_settings(config, ClientSettings::default())
+    }
+
+    pub fn with_settings(
+        config: &SalesforceConfig,
+        settings: ClientSettings,
+    ) -> Result<SalesforceClient, SalesforceError> {
+        let http = reqwest::Client::builder()
+            // The token endpoint must not be followed anywhere (the contract),
+            // and the REST API never redirects a correct request.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|error| {
+                SalesforceError::Configuration(format!(
+                    "cannot build the http client: {}",
+                    transport_reason(error)
+                ))
+            })?;
+        let auth = Authenticator::new(http.clone(), config)?;
+        Ok(SalesforceClient {
+            inner: Arc::new(Inner {
+                http,
+                auth,
+                api_version: config.api_version.trim_start_matches('v').to_owned(),
+                api_usage: SyncMutex::new(None),
+            }),
+        })
+    }
+
+    /// Gets a new token now, to prove the credentials at startup or in
+    /// `check --online`.
+    pub async fn authenticate(&self) -> Result<(), SalesforceError> {
+        let current = self.inner.auth.current();
+        self.inner.auth.renew(current.as_ref()).await.map(drop)
+    }
+
+    /// The rows matching `soql`, fetched lazily page by page.
+    pub fn query(&self, soql: impl Into<String>) -> QueryPages {
+        QueryPages::new(self.clone(), soql.into(), "query")
+    }
+
+    /// Like [`SalesforceClient::query`], deleted and archived rows included
+    /// (`IsDeleted = true`).
+    pub fn query_all(&self, soql: impl Into<String>) -> QueryPages {
+        QueryPages::new(self.clone(), soql.into(), "queryAll")
+    }
+
+    /// The fields of `sobject` as the integration user sees them.
+    pub async fn describe(&self, sobject: &str) -> Result<SObjectDescribe, SalesforceError> {
+        check_sobject_name(sobject)?;
+        let path = format!("{}/sobjects/{sobject}/describe", self.data_path());
+        let endpoint = format!("GET {path}");
+        let body = self
+            .execute(&endpoint, |instance_url| {
+                self.inner.http.get(format!("{instance_url}{path}"))
+            })
+            .await?;
+        decode(&endpoint, &body)
+    }
+
+    /// Sets fields on up to [`MAX_RECORDS_PER_UPDATE`] records with one
+    /// `PATCH /composite/sobjects` (`allOrNone: false`): each record
+    /// succeeds or fails alone, and the outcomes come back in input order.
+    ///
+    /// More records fail with [`SalesforceError::TooManyRecords`] and no
+    /// records send nothing.
+    pub async fn update_records(
+        &self,
+        sobject: &str,
+        records: &[RecordUpdate],
+    ) -> Result<Vec<RecordOutcome>, SalesforceError> {
+        check_sobject_name(sobject)?;
+        if records.len() > MAX_RECORDS_PER_UPDATE {
+            return Err(SalesforceError::TooManyRecords {
+                count: records.len(),
+            });
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = serde_json::json!({
+            "allOrNone": false,
+            "records": records.iter().map(|record| {
+                let mut fields = serde_json::Map::new();
+                fields.insert("attributes".to_owned(), serde_json::json!({ "type": sobject }));
+                fields.insert("id".to_owned(), record.id.clone().into());
+                fields.extend(record.fields.iter().map(|(name, value)| (name.clone(), value.clone())));
+                serde_json::Value::Object(fields)
+            }).collect::<Vec<_>>(),
+        });
+        let path = format!("{}/composite/sobjects", self.data_path());
+        let endpoint = format!("PATCH {path}");
+        let answer = self
+            .execute(&endpoint, |instance_url| {
+                self.inner
+                    .http
+                    .patch(format!("{instance_url}{path}"))
+                    .json(&body)
+            })
+            .await?;
+        let results: Vec<CompositeResult> = decode(&endpoint, &answer)?;
+        if results.len() != records.len() {
+            return Err(SalesforceError::Decode {
+                what: format!(
+                    "{endpoint}: {} results for {} records",
+                    results.len(),
+                    records.len()
+                ),
+                excerpt: excerpt(&answer),
+            });
+        }
+        let outcomes: Vec<RecordOutcome> = records
+            .iter()
+            .zip(results)
+            .map(|(record, result)| RecordOutcome {
+                id: record.id.clone(),
+                result: if result.success {
+                    Ok(())
+                } else {
+                    Err(result.errors)
+                },
+            })
+            .collect();
+        tracing::debug!(
+            sobject,
+            records = outcomes.len(),
+            failed = outcomes
+                .iter()
+                .filter(|outcome| outcome.result.is_err())
+                .count(),
+            "salesforce records updated"
+        );
+        Ok(outcomes)
+    }
+
+    /// The org's daily API usage from `GET /limits` (which is itself a call).
+    pub async fn limits(&self) -> Result<ApiUsage, SalesforceError> {
+        let path = format!("{}/limits", self.data_path());
+        let endpoint = format!("GET {path}");
+        let body = self
+            .execute(&endpoint, |instance_url| {
+                self.inner.http.get(format!("{instance_url}{path}"))
+            })
+            .await?;
+        let limits: Limits = decode(&endpoint, &body)?;
+        let daily = limits.daily_api_requests;
+        let usage = ApiUsage {
+            used: daily.max.saturating_sub(daily.remaining),
+            max: daily.max,
+        };
+        *self.lock_api_usage() = Some(usage);
+        Ok(usage)
+    }
+
+    /// The usage from the last `Sforce-Limit-Info` header (or `limits()`),
+    /// `None` before the first call.
+    pub fn api_usage(&self) -> Option<ApiUsage> {
+        *self.lock_api_usage()
+    }
+
+    /// The org's API host from the current token, `None` before the first one.
+    pub fn instance_url(&self) -> Option<String> {
+        self.inner.auth.instance_url()
+    }
+
+    /// `/services/data/v62.0`
+    fn data_path(&self) -> String {
+        format!("/services/data/v{}", self.inner.api_version)
+    }
+
+    fn lock_api_usage(&self) -> std::sync::MutexGuard<'_, Option<ApiUsage>> {
+        self.inner
+            .api_usage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends the request `build` makes for the current `instance_url`,
+    /// renewing the token and replaying once on `401`, and returns the body
+    /// of a 2xx answer or the classified error.
+    async fn execute(
+        &self,
+        endpoint: &str,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<Bytes, SalesforceError> {
+        let mut session = self.inner.auth.session().await?;
+        let mut replayed = false;
+        loop {
+            let started = Instant::now();
+            let response = build(&session.instance_url)
+                .bearer_auth(session.access_token.expose_secret())
+                .send()
+                .await
+                .map_err(|error| transport(endpoint, error))?;
+            let status = response.status();
+            if let Some(usage) = response
+                .headers()
+                .get(LIMIT_INFO_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(ApiUsage::from_limit_info)
+            {
+                *self.lock_api_usage() = Some(usage);
+            }
+            let location = response
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            let body = response
+                .bytes()
+                .await
+                .map_err(|error| transport(endpoint, error))?;
+            tracing::debug!(
+                endpoint,
+                status = status.as_u16(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "salesforce call"
+            );
+            if status.is_success() {
+                return Ok(body);
+            }
+            if status == http::StatusCode::UNAUTHORIZED && !replayed {
+                tracing::info!(
+                    endpoint,
+                    "salesforce session expired or revoked; renewing the token and replaying once"
+                );
+                session = self.inner.auth.renew(Some(&session)).await?;
+                replayed = true;
+                continue;
+            }
+            return Err(classify(endpoint, status, location.as_deref(), &body));
+        }
+    }
+}
+
+/// A query being read page by page; nothing is sent before the first
+/// [`QueryPages::next_page`].
+///
+/// After an error the position is kept: calling `next_page` again retries
+/// the same page, except after [`SalesforceError::InvalidQueryLocator`],
+/// where the query has to be restarted from the caller's own cursor.
+pub struct QueryPages {
+    client: SalesforceClient,
+    next: NextPage,
+    total_size: Option<u64>,
+}
+
+enum NextPage {
+    First {
+        soql: String,
+        /// `query` or `queryAll`.
+        resource: &'static str,
+    },
+    /// The `nextRecordsUrl` path of the page to read next.
+    Locator(String),
+    Done,
+}
+
+impl std::fmt::Debug for QueryPages {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let next = match &self.next {
+            NextPage::First { resource, .. } => format!("first page of {resource}"),
+            NextPage::Locator(path) => path.clone(),
+            NextPage::Done => "done".to_owned(),
+        };
+        formatter
+            .debug_struct("QueryPages")
+            .field("next", &next)
+            .field("total_size", &self.total_size)
+            .finish()
+    }
+}
+
+impl QueryPages {
+    fn new(client: SalesforceClient, soql: String, resource: &'static str) -> QueryPages {
+        QueryPages {
+            client,
+            next: NextPage::First { soql, resource },
+            total_size: None,
+        }
+    }
+
+    /// The next page of rows, or `None` once the query is exhausted.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Record>>, SalesforceError> {
+        let client = &self.client;
+        let http = &client.inner.http;
+        let (endpoint, body) = match &self.next {
+            NextPage::Done => return Ok(None),
+            NextPage::First { soql, resource } => {
+                if soql.chars().count() > MAX_SOQL_LENGTH {
+                    return Err(SalesforceError::InvalidArgument {
+                        what: "soql statement (too long)",
+                        value: format!(
+                            "{} characters, at most {MAX_SOQL_LENGTH}",
+                            soql.chars().count()
+                        ),
+                    });
+                }
+                let path = format!("{}/{resource}", client.data_path());
+                let endpoint = format!("GET {path}");
+                let body = client
+                    .execute(&endpoint, |instance_url| {
+                        http.get(format!("{instance_url}{path}"))
+                            .query(&[("q", soql)])
+                            .header(QUERY_OPTIONS_HEADER, QUERY_BATCH_HINT)
+                    })
+                    .await?;
+                (endpoint, body)
+            }
+            NextPage::Locator(path) => {
+                let endpoint = format!("GET {path}");
+                let body = client
+                    .execute(&endpoint, |instance_url| {
+                        http.get(format!("{instance_url}{path}"))
+                            .header(QUERY_OPTIONS_HEADER, QUERY_BATCH_HINT)
+                    })
+                    .await?;
+                (endpoint, body)
+            }
+        };
+        let answer: QueryAnswer = decode(&endpoint, &body)?;
+        self.next = match (answer.done, answer.next_records_url) {
+            (true, _) => NextPage::Done,
+            // A path on instance_url: an absolute URL would send our token
+            // to a host the token answer did not name.
+            (false, Some(path)) if path.starts_with('/') => NextPage::Locator(path),
+            (false, other) => {
+                return Err(SalesforceError::Decode {
+                    what: format!(
+                        "{endpoint}: a page that is not done needs a nextRecordsUrl path"
+                    ),
+                    excerpt: format!("nextRecordsUrl = {other:?}"),
+                });
+            }
+        };
+        self.total_size = Some(answer.total_size);
+        tracing::debug!(
+            endpoint,
+            rows = answer.records.len(),
+            total_size = answer.total_size,
+            done = answer.done,
+            "salesforce query page"
+        );
+        Ok(Some(answer.records))
+    }
+
+    /// Rows matching the whole query, known after the first page.
+    pub fn total_size(&self) -> Option<u64> {
+        self.total_size
+    }
+}
+
+/// One entry of an sObject Collections answer.
+#[derive(Deserialize)]
+struct CompositeResult {
+    success: bool,
+    #[serde(default)]
+    errors: Vec<RecordError>,
+}
+
+/// The part of `GET /limits` we read.
+#[derive(Deserialize)]
+struct Limits {
+    #[serde(rename = "DailyApiRequests")]
+    daily_api_requests: DailyLimit,
+}
+
+#[derive(Deserialize)]
+struct DailyLimit {
+    #[serde(rename = "Max")]
+    max: u64,
+    #[serde(rename = "Remaining")]
+    remaining: u64,
+}
+
+/// One entry of a REST error answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RestError {
+    #[serde(default)]
+    message: String,
+    error_code: String,
+    #[serde(default)]
+    fields: Vec<String>,
+}
+
+/// A REST error answer: an array, or (seen on some endpoints) one object.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RestErrors {
+    Many(Vec<RestError>),
+    One(RestError),
+}
+
+/// The error for a non-2xx answer.
+fn classify(
+    endpoint: &str,
+    status: http::StatusCode,
+    location: Option<&str>,
+    body: &[u8],
+) -> SalesforceError {
+    let first = match serde_json::from_slice::<RestErrors>(body) {
+        Ok(RestErrors::Many(errors)) => errors.into_iter().next(),
+        Ok(RestErrors::One(error)) => Some(error),
+        Err(_) => None,
+    };
+    match first {
+        Some(error) if error.error_code == codes::REQUEST_LIMIT_EXCEEDED => {
+            SalesforceError::RequestLimitExceeded {
+                message: error.message,
+            }
+        }
+        Some(error) if error.error_code == codes::INVALID_QUERY_LOCATOR => {
+            SalesforceError::InvalidQueryLocator {
+                message: error.message,
+            }
+        }
+        Some(error) => SalesforceError::Api {
+            endpoint: endpoint.to_owned(),
+            status: status.as_u16(),
+            code: error.error_code,
+            message: error.message,
+            fields: error.fields,
+        },
+        None if status.is_server_error() => SalesforceError::Server {
+            endpoint: endpoint.to_owned(),
+            status: status.as_u16(),
+            body_excerpt: excerpt(body),
+        },
+        None => SalesforceError::Decode {
+            what: match location {
+                Some(target) => format!("{endpoint} (status {status}, redirect to {target})"),
+                None => format!("{endpoint} (status {status})"),
+            },
+            excerpt: excerpt(body),
+        },
+    }
+}
+
+fn decode<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, SalesforceError> {
+    serde_json::from_slice(body).map_err(|error| SalesforceError::Decode {
+        what: format!("{endpoint} ({error})"),
+        excerpt: excerpt(body),
+    })
+}
+
+fn transport(endpoint: &str, error: reqwest::Error) -> SalesforceError {
+    SalesforceError::Transport {
+        endpoint: endpoint.to_owned(),
+        timed_out: error.is_timeout(),
+        reason: transport_reason(error),
+    }
+}
+
+/// SObject API names go into paths: letters, digits and underscores only.
+fn check_sobject_name(sobject: &str) -> Result<(), SalesforceError> {
+    let valid = !sobject.is_empty()
+        && sobject
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(SalesforceError::InvalidArgument {
+            what: "sobject name",
+            value: sobject.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_error_answers() {
+        let status = |code: u16| http::StatusCode::from_u16(code).unwrap();
+        let limit = classify(
+            "GET /q",
+            status(403),
+            None,
+            br#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#,
+        );
+        assert!(matches!(
+            limit,
+            SalesforceError::RequestLimitExceeded { .. }
+        ));
+        assert!(limit.is_retriable());
+
+        let malformed = classify(
+            "GET /q",
+            status(400),
+            None,
+            br#"[{"message":"unexpected token: FROM","errorCode":"MALFORMED_QUERY"}]"#,
+        );
+        assert_eq!(malformed.error_code(), Some("MALFORMED_QUERY"));
+        assert!(!malformed.is_retriable());
+
+        let field = classify(
+            "GET /q",
+            status(400),
+            None,
+            br#"{"message":"No such column","errorCode":"INVALID_FIELD","fields":["Foo__c"]}"#,
+        );
+        assert!(
+            matches!(&field, SalesforceError::Api { fields, .. } if fields == &["Foo__c".to_owned()])
+        );
+
+        let locator = classify(
+            "GET /q/1",
+            status(400),
+            None,
+            br#"[{"message":"invalid query locator","errorCode":"INVALID_QUERY_LOCATOR"}]"#,
+        );
+        assert!(matches!(
+            locator,
+            SalesforceError::InvalidQueryLocator { .. }
+        ));
+
+        let html = classify(
+            "GET /q",
+            status(503),
+            None,
+            b"<html>Service Unavailable</html>",
+        );
+        assert!(matches!(&html, SalesforceError::Server { status: 503, .. }));
+        assert!(html.is_retriable());
+
+        let redirect = classify("GET /q", status(302), Some("https://elsewhere"), b"");
+        assert!(
+            redirect
+                .to_string()
+                .contains("redirect to https://elsewhere"),
+            "{redirect}"
+        );
+        assert!(!redirect.is_retriable());
+    }
+
+    #[test]
+    fn sobject_names_are_checked_before_going_into_a_path() {
+        assert!(check_sobject_name("Account").is_ok());
+        assert!(check_sobject_name("KYC_Case__c").is_ok());
+        for bad in ["", "Account/../limits", "Account?x=1", "Acc ount"] {
+            assert!(check_sobject_name(bad).is_err(), "{bad}");
+        }
+    }
+}
