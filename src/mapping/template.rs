@@ -1,0 +1,256 @@
+//! Templates: `{{ expression }}` values, evaluated with minijinja.
+//!
+//! A template that is one single expression keeps the type of its value
+//! (null, number, boolean, text), so an application without a risk score
+//! clears a field instead of writing "none". Anything else renders to text,
+//! where null and undefined render as nothing.
+
+use std::collections::BTreeSet;
+use std::sync::LazyLock;
+
+use minijinja::value::{Serde, Value as TemplateValue};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use serde_json::Value;
+
+use super::diagnostic::Position;
+
+/// Names that templates read but that are not Account fields.
+pub const CONTEXT_ROOTS: &[&str] = &["portal", "application", "collect", "now"];
+
+/// The one environment every template runs in: builtin filters and tests,
+/// no HTML escaping (nothing here is HTML), undefined values that chain
+/// (`{{ Owner.Email }}` is empty when `Owner` is null or absent) and render
+/// as nothing, like null.
+static ENVIRONMENT: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut environment = Environment::new();
+    environment.set_undefined_behavior(UndefinedBehavior::Chainable);
+    environment.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    environment.set_formatter(|output, state, value| {
+        let shown = if value.is_none() { &TemplateValue::UNDEFINED } else { value };
+        minijinja::escape_formatter(output, state, shown)
+    });
+    environment
+});
+
+/// A checked template and where it was written.
+#[derive(Debug, Clone)]
+pub struct Template {
+    source: String,
+    /// The inner expression when the template is exactly one `{{ ... }}`.
+    expression: Option<String>,
+    /// Where the template text starts in the file.
+    origin: Position,
+    /// Whether `source` appears verbatim in the file from `origin`, so an
+    /// offset into it maps to an exact file position (false for escaped or
+    /// folded YAML strings, where positions fall back to `origin`).
+    verbatim: bool,
+}
+
+/// A template problem, with its byte range in the template source.
+#[derive(Debug, Clone)]
+pub struct TemplateError {
+    pub message: String,
+    pub range: Option<std::ops::Range<usize>>,
+}
+
+impl Template {
+    /// Compiles `source` and runs it once against an empty context, so syntax
+    /// errors and unknown filters, tests or functions surface at load time
+    /// rather than when the first Account flows through.
+    pub fn compile(source: &str, origin: Position, verbatim: bool) -> Result<Template, TemplateError> {
+        let expression = single_expression(source);
+        match &expression {
+            Some(expression) => {
+                let compiled = ENVIRONMENT.compile_expression(expression).map_err(|error| {
+                    // Offsets in the expression are relative to the inner
+                    // text; shift them back into the template source.
+                    let shift = source.find(expression.as_str()).unwrap_or_default();
+                    template_error(&error, shift)
+                })?;
+                rehearse(compiled.eval(TemplateValue::UNDEFINED).map(drop), source, expression)?;
+            }
+            None => {
+                let compiled = ENVIRONMENT.template_from_str(source).map_err(|error| template_error(&error, 0))?;
+                rehearse(compiled.render(TemplateValue::UNDEFINED).map(drop), source, source)?;
+            }
+        }
+        Ok(Template {
+            source: source.to_owned(),
+            expression,
+            origin,
+            verbatim,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn position(&self) -> Position {
+        self.origin
+    }
+
+    /// The file position of byte `offset` of the template source.
+    pub fn position_at(&self, offset: usize) -> Position {
+        position_in(&self.source, self.origin, self.verbatim, offset)
+    }
+
+    /// Every variable path the template reads (`Name`, `Owner.Email`,
+    /// `application.risk_level`), with the position of its first use.
+    pub fn variables(&self) -> Vec<(String, Position)> {
+        let names: BTreeSet<String> = match &self.expression {
+            Some(expression) => ENVIRONMENT
+                .compile_expression(expression)
+                .map(|compiled| compiled.undeclared_variables(true))
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            None => ENVIRONMENT
+                .template_from_str(&self.source)
+                .map(|compiled| compiled.undeclared_variables(true))
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        };
+        names
+            .into_iter()
+            .map(|name| {
+                let offset = self.source.find(name.as_str()).unwrap_or_default();
+                let position = self.position_at(offset);
+                (name, position)
+            })
+            .collect()
+    }
+
+    /// Evaluates against `context`: the typed value of a single expression,
+    /// else the rendered text.
+    pub fn evaluate(&self, context: &Value) -> Result<Value, TemplateError> {
+        let context = TemplateValue::from(Serde(context));
+        match &self.expression {
+            Some(expression) => {
+                let shift = self.source.find(expression.as_str()).unwrap_or_default();
+                let compiled = ENVIRONMENT
+                    .compile_expression(expression)
+                    .map_err(|error| template_error(&error, shift))?;
+                let value = compiled.eval(context).map_err(|error| template_error(&error, shift))?;
+                serde_json::to_value(&value).map_err(|error| TemplateError {
+                    message: format!("the value of `{expression}` cannot be written: {error}"),
+                    range: None,
+                })
+            }
+            None => ENVIRONMENT
+                .render_str(&self.source, context)
+                .map(Value::String)
+                .map_err(|error| template_error(&error, 0)),
+        }
+    }
+}
+
+/// The file position of byte `offset` of a template `source` written from
+/// `origin`; see [`Template`] for `verbatim`.
+pub fn position_in(source: &str, origin: Position, verbatim: bool, offset: usize) -> Position {
+    if !verbatim {
+        return origin;
+    }
+    let inner = Position::of_offset(source, offset);
+    if inner.line == 1 {
+        Position {
+            line: origin.line,
+            column: origin.column + inner.column - 1,
+        }
+    } else {
+        Position {
+            line: origin.line + inner.line - 1,
+            column: inner.column,
+        }
+    }
+}
+
+/// Whether a YAML string is a template rather than fixed text.
+pub fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%") || text.contains("{#")
+}
+
+/// The inner expression of a template that is exactly one `{{ ... }}`
+/// (surrounding whitespace and `-` whitespace control allowed).
+fn single_expression(source: &str) -> Option<String> {
+    let inner = source.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    let is_single = !inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%") && !inner.contains("{#");
+    (is_single && !inner.trim().is_empty()).then(|| inner.trim().to_owned())
+}
+
+/// The first run of a template, against nothing: only problems that no
+/// Account could avoid (an unknown filter, test or function) are reported;
+/// everything else depends on the data and is left to the real run.
+fn rehearse(outcome: Result<(), minijinja::Error>, source: &str, evaluated: &str) -> Result<(), TemplateError> {
+    match outcome {
+        Err(error) if matches!(error.kind(), ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction) => {
+            let shift = source.find(evaluated).unwrap_or_default();
+            let range = error.range().map(|range| range.start + shift..range.end + shift);
+            let name = range.clone().and_then(|range| source.get(range)).unwrap_or_default();
+            let what = match error.kind() {
+                ErrorKind::UnknownFilter => "filter",
+                ErrorKind::UnknownTest => "test",
+                _ => "function",
+            };
+            Err(TemplateError {
+                message: format!("unknown {what} `{name}` (see the minijinja builtin {what}s)"),
+                range,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn template_error(error: &minijinja::Error, shift: usize) -> TemplateError {
+    let detail = error.detail().map(str::to_owned).unwrap_or_else(|| error.kind().to_string());
+    TemplateError {
+        message: format!("template error: {detail}"),
+        range: error.range().map(|range| range.start + shift..range.end + shift),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(source: &str) -> Template {
+        Template::compile(source, Position::START, true).unwrap()
+    }
+
+    #[test]
+    fn single_expressions_are_recognised() {
+        assert_eq!(single_expression("{{ a.b }}").as_deref(), Some("a.b"));
+        assert_eq!(single_expression("  {{- a | upper -}} ").as_deref(), Some("a | upper"));
+        assert_eq!(single_expression("{{ a }} {{ b }}"), None);
+        assert_eq!(single_expression("x {{ a }}"), None);
+        assert_eq!(single_expression("{{ }}"), None);
+    }
+
+    #[test]
+    fn single_expressions_keep_their_type() {
+        let context = serde_json::json!({"application": {"risk_score": null, "risk_level": 0, "ok": true}});
+        assert_eq!(template("{{ application.risk_score }}").evaluate(&context).unwrap(), Value::Null);
+        assert_eq!(template("{{ application.risk_level }}").evaluate(&context).unwrap(), serde_json::json!(0));
+        assert_eq!(template("{{ application.ok }}").evaluate(&context).unwrap(), Value::Bool(true));
+        assert_eq!(template("{{ missing.deeper }}").evaluate(&context).unwrap(), Value::Null);
+    }
+
+    #[test]
+    fn text_templates_render_null_as_nothing() {
+        let context = serde_json::json!({"Owner": null, "application": {"risk_score": null}});
+        let rendered = template("score={{ application.risk_score }} owner={{ Owner.Email }}").evaluate(&context);
+        assert_eq!(rendered.unwrap(), Value::String("score= owner=".into()));
+    }
+
+    #[test]
+    fn positions_inside_a_verbatim_template() {
+        let origin = Position { line: 4, column: 10 };
+        let compiled = Template::compile("a {{ Name }}", origin, true).unwrap();
+        assert_eq!(compiled.variables(), vec![("Name".to_owned(), Position { line: 4, column: 15 })]);
+        let folded = Template::compile("a {{ Name }}", origin, false).unwrap();
+        assert_eq!(folded.variables(), vec![("Name".to_owned(), origin)]);
+    }
+}
