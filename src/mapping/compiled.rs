@@ -290,6 +290,16 @@ impl Mapping {
         self.writeback.get(&moment).is_some_and(|rules| !rules.is_empty())
     }
 
+    /// The `default_custom_fields` key that carries the Account Id (its
+    /// template is exactly `{{ Id }}`): how an Ondorse application is traced
+    /// back to its Account when our own link table does not know it yet.
+    pub fn account_id_custom_field(&self) -> Option<&str> {
+        self.custom_fields.iter().find_map(|(key, source)| match source {
+            Source::Template(template) if template.expression() == Some("Id") => Some(key.as_str()),
+            _ => None,
+        })
+    }
+
     fn templates(&self) -> impl Iterator<Item = &Template> {
         let portal = self
             .redirect_url

@@ -82,6 +82,11 @@ impl Template {
         })
     }
 
+    /// The expression, trimmed, when the template is one single `{{ ... }}`.
+    pub fn expression(&self) -> Option<&str> {
+        self.expression.as_deref().map(str::trim)
+    }
+
     pub fn source(&self) -> &str {
         &self.source
     }

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
@@ -196,32 +196,34 @@ impl OndorseClient {
         resource: &str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<T, OndorseError> {
-        let attempt = || async { self.send_once(what, resource, build()).await };
-        attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(RATE_LIMIT_BASE_DELAY)
-                    .with_max_delay(MAX_RETRY_AFTER)
-                    .with_max_times(RATE_LIMIT_RETRIES)
-                    .with_jitter(),
-            )
-            .when(|error| matches!(error, OndorseError::RateLimited { .. }))
-            .adjust(|error, backoff| {
-                backoff.map(|backoff| {
-                    error
-                        .retry_after()
-                        .map_or(backoff, |asked| asked.min(MAX_RETRY_AFTER))
-                })
-            })
-            .notify(|error, delay| {
-                tracing::warn!(
-                    what,
-                    delay_ms = delay.as_millis() as u64,
-                    error = %error,
-                    "ondorse rate limit; retrying"
-                );
-            })
-            .await
+        // A plain loop over backon's delays rather than `Retryable`: a
+        // closure returning a borrowing future is not provably `Send`, and
+        // callers run inside spawned tasks.
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(RATE_LIMIT_BASE_DELAY)
+            .with_max_delay(MAX_RETRY_AFTER)
+            .with_max_times(RATE_LIMIT_RETRIES)
+            .with_jitter()
+            .build();
+        loop {
+            let error = match self.send_once(what, resource, build()).await {
+                Err(error @ OndorseError::RateLimited { .. }) => error,
+                other => return other,
+            };
+            let Some(backoff) = delays.next() else {
+                return Err(error);
+            };
+            let delay = error
+                .retry_after()
+                .map_or(backoff, |asked| asked.min(MAX_RETRY_AFTER));
+            tracing::warn!(
+                what,
+                delay_ms = delay.as_millis() as u64,
+                error = %error,
+                "ondorse rate limit; retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
     }
 
     async fn send_once<T: DeserializeOwned>(

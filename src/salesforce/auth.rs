@@ -277,9 +277,16 @@ impl Authenticator {
         refresh_token: &mut Option<SecretString>,
     ) -> Result<TokenAnswer, SalesforceError> {
         let http = &self.http;
-        let send = |request: oauth2::HttpRequest| async move {
-            let request = reqwest::Request::try_from(request).map_err(transport_error)?;
-            send_token_request(http, request).await
+        // The closure owns its client handle: a future borrowing from the
+        // closure is not provably `Send`, and tokens are fetched from
+        // spawned tasks.
+        let owned_http = self.http.clone();
+        let send = move |request: oauth2::HttpRequest| {
+            let http = owned_http.clone();
+            async move {
+                let request = reqwest::Request::try_from(request).map_err(transport_error)?;
+                send_token_request(&http, request).await
+            }
         };
         let result = match &self.flow {
             Flow::JwtBearer(jwt) => {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
 use super::{Engine, SyncError, now};
@@ -78,9 +78,12 @@ impl Engine {
             }
         }
         let mut fetches = futures::stream::iter(applications)
-            .map(|(application_id, (sequences, collect_opened))| async move {
-                let outcome = self.refresh_application(&application_id, collect_opened).await;
-                (application_id, sequences, outcome)
+            .map(|(application_id, (sequences, collect_opened))| {
+                async move {
+                    let outcome = self.refresh_application(&application_id, collect_opened).await;
+                    (application_id, sequences, outcome)
+                }
+                .boxed()
             })
             .buffer_unordered(self.settings.fetch_concurrency.max(1));
         while let Some((application_id, sequences, outcome)) = fetches.next().await {

@@ -2,8 +2,8 @@
 //! `Idempotency-Key`, retried on transient failures; the link and the
 //! `on_portal_created` write-back recorded on success.
 
-use backon::{ExponentialBuilder, Retryable};
-use futures::StreamExt;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
 use super::plan;
@@ -28,7 +28,7 @@ impl Engine {
     pub(super) async fn create_portals(&self, mapping: &Mapping, intents: Vec<Link>) -> Result<PortalsReport, SyncError> {
         let mut report = PortalsReport::default();
         let mut outcomes = futures::stream::iter(intents)
-            .map(|link| self.create_portal(mapping, link))
+            .map(|link| self.create_portal(mapping, link).boxed())
             .buffer_unordered(self.settings.portal_concurrency.max(1));
         while let Some(outcome) = outcomes.next().await {
             match outcome? {
@@ -55,12 +55,7 @@ impl Engine {
                 return Ok(false);
             }
         };
-        let create = || self.ondorse.create_portal(&body, &link.idempotency_key);
-        let answer = create
-            .retry(ExponentialBuilder::default().with_max_times(PORTAL_ATTEMPTS - 1))
-            .when(|error| error.is_retriable())
-            .adjust(|error, delay| error.retry_after().or(delay))
-            .await;
+        let answer = self.post_portal(&body, &link.idempotency_key).await;
         let portal = match answer {
             Ok(portal) => portal,
             Err(error) => {
@@ -83,6 +78,28 @@ impl Engine {
         self.store.put_link(&link)?;
         self.queue_moment(mapping, &link, Moment::PortalCreated, None, None).await?;
         Ok(true)
+    }
+
+    /// The POST, retried on transient failures with the same key (a lost
+    /// answer then returns the portal created the first time).
+    async fn post_portal(
+        &self,
+        body: &serde_json::Map<String, Value>,
+        idempotency_key: &str,
+    ) -> Result<Portal, crate::ondorse::OndorseError> {
+        let mut delays = ExponentialBuilder::default()
+            .with_max_times(PORTAL_ATTEMPTS - 1)
+            .build();
+        loop {
+            let error = match self.ondorse.create_portal(body, idempotency_key).await {
+                Err(error) if error.is_retriable() => error,
+                other => return other,
+            };
+            let Some(delay) = delays.next() else {
+                return Err(error);
+            };
+            tokio::time::sleep(error.retry_after().unwrap_or(delay)).await;
+        }
     }
 
     fn portal_failed(&self, link: &mut Link, error: String) -> Result<(), SyncError> {

@@ -2,7 +2,7 @@
 //! portal, undecided applications are re-fetched and written back if they
 //! changed, old webhook ids are forgotten.
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::decisions::Refreshed;
 use super::{Engine, SyncError, now};
@@ -26,12 +26,16 @@ impl Engine {
             report.intents_retried += intents.len();
             report.portals_created += self.create_portals(mapping, intents).await?.created;
         }
-        let undecided = self
+        let undecided: Vec<String> = self
             .store
-            .links_where(|link| !link.decision_final && link.application_id.is_some())?;
+            .links_where(|link| !link.decision_final && link.application_id.is_some())?
+            .into_iter()
+            .filter_map(|link| link.application_id)
+            .collect();
         let mut checks = futures::stream::iter(undecided)
-            .filter_map(|link| async move { link.application_id })
-            .map(|application_id| async move { (self.refresh_application(&application_id, false).await, application_id) })
+            .map(|application_id| {
+                async move { (self.refresh_application(&application_id, false).await, application_id) }.boxed()
+            })
             .buffer_unordered(self.settings.fetch_concurrency.max(1));
         while let Some((outcome, application_id)) = checks.next().await {
             match outcome {
