@@ -16,11 +16,13 @@
 //! - [`server`]: the public webhook listener and the admin listener.
 //! - [`sandbox`]: faithful simulators of both APIs, for tests, the demo and
 //!   benchmarks.
+//! - [`daemon`]: the composition `run` starts (store, listeners, engine).
 //! - [`cli`]: one module per command; `main.rs` only dispatches.
 //! - [`telemetry`]: logs and metrics.
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod mapping;
 pub mod ondorse;
 pub mod salesforce;

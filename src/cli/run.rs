@@ -1,84 +1,28 @@
-//! `ondorse-bridge run`: the daemon.
-//!
-//! A small composition: open the store, listen for webhooks, and on SIGTERM
-//! or SIGINT stop accepting, let requests in flight finish (within
-//! [`SHUTDOWN_GRACE`]), flush the store and return.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! `ondorse-bridge run`: the daemon, until SIGTERM or SIGINT.
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::Notify;
 
 use crate::cli::Failure;
 use crate::config::Config;
-use crate::server::public::{self, PublicState};
-use crate::store::Store;
-
-/// How long requests in flight may take to finish after a stop is asked.
-/// systemd's default stop timeout is 90 s; a webhook answer takes
-/// milliseconds, so 10 s only matters for a stuck sender.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+use crate::daemon::{Daemon, StartError};
+use crate::sync::EngineSettings;
 
 pub async fn run(config: Config) -> Result<(), Failure> {
     // Installed first: until then a SIGTERM would kill the process outright.
     let mut signals = StopSignals::listen()?;
-    let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
-    let listen = config.webhooks.listen;
-    let listener = TcpListener::bind(listen)
+    let mut daemon = Daemon::start(&config, EngineSettings::default())
         .await
-        .with_context(|| format!("cannot listen for webhooks on {listen}"))?;
-    let address = listener
-        .local_addr()
-        .context("the webhook listener has no address")?;
-    tracing::info!(%address, store = %config.store.path.display(), "listening for webhooks");
-
-    let state = PublicState {
-        store: store.clone(),
-        config: Arc::new(config.webhooks.clone()),
-        inbox_wake: Arc::new(Notify::new()),
-    };
-    let stop = Arc::new(Notify::new());
-    let stopped = Arc::clone(&stop);
-    let mut server = tokio::spawn(public::serve(listener, state, async move {
-        stopped.notified().await
-    }));
-
+        .map_err(|error| match error {
+            StartError::Mappings(diagnostics) => Failure::Invalid(diagnostics.to_string()),
+            StartError::Runtime(error) => Failure::Runtime(error),
+        })?;
     let signal_name = tokio::select! {
         name = signals.recv() => name,
-        // The server ends on its own only when it fails.
-        outcome = &mut server => {
-            outcome.context("the webhook listener task panicked")?
-                .context("the webhook listener failed")?;
-            return Err(anyhow::anyhow!("the webhook listener stopped unexpectedly").into());
-        }
+        error = daemon.listener_failed() => return Err(error.into()),
     };
-    tracing::info!(
-        signal = signal_name,
-        "stopping: finishing requests in flight"
-    );
-    // `notify_one` keeps a permit, so the stop is not lost if the server has
-    // not polled its shutdown future yet.
-    stop.notify_one();
-    match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-        Ok(outcome) => outcome
-            .context("the webhook listener task panicked")?
-            .context("the webhook listener failed")?,
-        Err(_) => {
-            server.abort();
-            tracing::warn!(
-                grace_seconds = SHUTDOWN_GRACE.as_secs(),
-                "requests still in flight after the grace period were cut off"
-            );
-        }
-    }
-    store
-        .flush()
-        .await
-        .context("cannot flush the store while stopping")?;
-    tracing::info!("stopped");
+    tracing::info!(signal = signal_name, "stopping: finishing work in flight");
+    daemon.stop().await?;
     Ok(())
 }
 

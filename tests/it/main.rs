@@ -6,4 +6,5 @@ mod store;
 mod ondorse_client;
 mod sandbox_ondorse;
 mod support;
+mod sync;
 mod webhooks;

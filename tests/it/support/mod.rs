@@ -1,6 +1,6 @@
-//! Shared test helpers: sandboxes, configuration files, waiting on conditions.
+//! Shared test helpers: sandboxes, configuration files, the daemon, waiting on conditions.
 
 pub mod config;
 pub mod daemon;
-//! Shared test helpers: sandboxes, temp stores, waiting on conditions.
 pub mod ondorse;
+pub mod world;

@@ -1,0 +1,132 @@
+//! The daemon as a value: everything `run` starts, in the order that makes
+//! it safe, and stops in the reverse order. `run`, `demo` and the tests all
+//! go through [`Daemon::start`], so they exercise the same composition.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::mapping::{self, Diagnostics};
+use crate::ondorse::OndorseClient;
+use crate::salesforce::SalesforceClient;
+use crate::server::public::{self, PublicState};
+use crate::store::Store;
+use crate::sync::{Engine, EngineSettings, RunningEngine};
+
+/// How long work in flight may take to finish after a stop is asked.
+/// systemd's default stop timeout is 90 s; a webhook answer takes
+/// milliseconds and a Salesforce call is bounded by the client's timeout.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Why the daemon did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The mapping files are invalid: the operator must fix them (exit 2).
+    #[error("{0}")]
+    Mappings(Diagnostics),
+    #[error(transparent)]
+    Runtime(#[from] anyhow::Error),
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub engine: Arc<Engine>,
+    store: Store,
+    webhook_address: SocketAddr,
+    running: RunningEngine,
+    public_stop: Arc<Notify>,
+    public_server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Daemon {
+    /// Opens the store, validates the mappings, binds the webhook listener
+    /// and starts the engine. Nothing is polled before all of it succeeded.
+    pub async fn start(config: &Config, settings: EngineSettings) -> Result<Daemon, StartError> {
+        let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
+        let mappings = mapping::load_dir(&config.mappings.dir).map_err(StartError::Mappings)?;
+        let salesforce = SalesforceClient::new(&config.salesforce).map_err(anyhow::Error::from)?;
+        let ondorse = OndorseClient::new(&config.ondorse).map_err(anyhow::Error::from)?;
+
+        let listen = config.webhooks.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen for webhooks on {listen}"))?;
+        let webhook_address = listener.local_addr().context("the webhook listener has no address")?;
+        let inbox_wake = Arc::new(Notify::new());
+        let state = PublicState {
+            store: store.clone(),
+            config: Arc::new(config.webhooks.clone()),
+            inbox_wake: inbox_wake.clone(),
+        };
+        let public_stop = Arc::new(Notify::new());
+        let stopped = public_stop.clone();
+        let public_server = tokio::spawn(public::serve(listener, state, async move { stopped.notified().await }));
+        tracing::info!(address = %webhook_address, store = %config.store.path.display(), mappings = mappings.len(), "listening for webhooks");
+
+        let engine = Arc::new(Engine::new(
+            salesforce,
+            ondorse,
+            store.clone(),
+            mappings,
+            config.ondorse.portal_base_url.clone(),
+            EngineSettings {
+                overlap: config.schedule.overlap,
+                ..settings
+            },
+            inbox_wake,
+        ));
+        let running = engine.clone().start(&config.schedule).await?;
+        Ok(Daemon {
+            engine,
+            store,
+            webhook_address,
+            running,
+            public_stop,
+            public_server,
+        })
+    }
+
+    /// Where the webhook listener is bound (useful with port 0).
+    pub fn webhook_address(&self) -> SocketAddr {
+        self.webhook_address
+    }
+
+    /// Resolves when the webhook listener stopped on its own (a failure).
+    pub async fn listener_failed(&mut self) -> anyhow::Error {
+        match (&mut self.public_server).await {
+            Ok(Ok(())) => anyhow::anyhow!("the webhook listener stopped unexpectedly"),
+            Ok(Err(error)) => anyhow::Error::from(error).context("the webhook listener failed"),
+            Err(error) => anyhow::Error::from(error).context("the webhook listener task panicked"),
+        }
+    }
+
+    /// Stops taking work, lets work in flight finish (bounded), flushes.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        // `notify_one` keeps a permit: the stop is not lost if the server
+        // has not polled its shutdown future yet.
+        self.public_stop.notify_one();
+        self.running.stop(SHUTDOWN_GRACE).await;
+        let mut server = self.public_server;
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+            Ok(outcome) => outcome
+                .context("the webhook listener task panicked")?
+                .context("the webhook listener failed")?,
+            Err(_) => {
+                server.abort();
+                tracing::warn!(
+                    grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                    "requests still in flight after the grace period were cut off"
+                );
+            }
+        }
+        self.store.flush().await.context("cannot flush the store while stopping")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

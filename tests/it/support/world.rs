@@ -1,0 +1,182 @@
+//! Both sandboxes, a configuration that points at them, and the real
+//! daemon: the world end-to-end tests run in.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ondorse_bridge::config::Config;
+use ondorse_bridge::daemon::Daemon;
+use ondorse_bridge::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
+use ondorse_bridge::sandbox::salesforce::{
+    SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
+};
+use ondorse_bridge::sync::{Engine, EngineSettings};
+use serde_json::{Map, Value, json};
+
+use crate::support::config::{ConfigSettings, ONDORSE_API_KEY, write_config};
+
+/// Longest an end-to-end condition may take on a loaded 2-core machine.
+pub const E2E_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The repository's mapping examples: the tests run exactly what ships.
+pub fn repository_mappings() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings")
+}
+
+/// Copies the shipped mapping files into `dir`.
+pub fn copy_mappings(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("create the mappings dir");
+    for entry in std::fs::read_dir(repository_mappings()).expect("read mappings/") {
+        let path = entry.expect("mappings entry").path();
+        if path.extension().is_some_and(|extension| extension == "yaml") {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).expect("copy a mapping");
+        }
+    }
+}
+
+/// Engine settings with production logic and test-sized delays.
+pub fn quick_settings() -> EngineSettings {
+    EngineSettings {
+        write_linger: Duration::from_millis(50),
+        retry_base: Duration::from_millis(50),
+        retry_cap: Duration::from_millis(400),
+        inbox_interval: Duration::from_millis(100),
+        ..EngineSettings::default()
+    }
+}
+
+/// Both sandboxes and a configuration for them, in a temp dir.
+pub struct World {
+    pub salesforce: SalesforceSandbox,
+    pub ondorse: OndorseSandbox,
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    /// Sandboxes with their defaults, except what `ondorse` changes.
+    pub async fn start(ondorse: OndorseSandboxOptions) -> World {
+        World::start_with(SalesforceSandboxOptions::default(), ondorse, "").await
+    }
+
+    pub async fn start_with(
+        salesforce_options: SalesforceSandboxOptions,
+        ondorse_options: OndorseSandboxOptions,
+        extra_config: &str,
+    ) -> World {
+        let keys = generate_jwt_key_pair();
+        let salesforce = SalesforceSandbox::start(SalesforceSandboxOptions {
+            jwt_public_key_pem: Some(keys.public_key_pem.clone()),
+            ..salesforce_options
+        })
+        .await
+        .expect("sandbox salesforce starts");
+        let ondorse = OndorseSandbox::start(OndorseSandboxOptions {
+            api_key: ONDORSE_API_KEY.to_owned(),
+            ..ondorse_options
+        })
+        .await
+        .expect("sandbox ondorse starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = ConfigSettings::in_dir(dir.path());
+        settings.salesforce_login_url = salesforce.login_url();
+        settings.ondorse_base_url = ondorse.base_url();
+        settings.extra = extra_config.to_owned();
+        copy_mappings(&settings.mappings_dir);
+        let files = write_config(dir.path(), &settings, &keys.private_key_pem);
+        let config = Config::load_with(&files.path, None).expect("the test configuration is valid");
+        World {
+            salesforce,
+            ondorse,
+            config,
+            config_path: files.path,
+            dir,
+        }
+    }
+
+    /// Starts the real daemon in-process and points Ondorse's webhooks at it.
+    pub async fn daemon(&self) -> Daemon {
+        let daemon = Daemon::start(&self.config, quick_settings())
+            .await
+            .expect("the daemon starts");
+        self.ondorse.set_webhook_url(Some(self.webhook_url(daemon.webhook_address())));
+        daemon
+    }
+
+    /// The webhook URL of a daemon listening on `address`.
+    pub fn webhook_url(&self, address: std::net::SocketAddr) -> String {
+        format!(
+            "http://{address}/webhooks/ondorse/{}",
+            crate::support::config::PATH_SECRET
+        )
+    }
+
+    /// The engine of a daemon that is not started: tests drive its steps.
+    pub fn engine(&self) -> Arc<Engine> {
+        use ondorse_bridge::mapping;
+        use ondorse_bridge::ondorse::OndorseClient;
+        use ondorse_bridge::salesforce::SalesforceClient;
+        use ondorse_bridge::store::Store;
+        let store = Store::open(&self.config.store.path).expect("open the store");
+        Arc::new(Engine::new(
+            SalesforceClient::new(&self.config.salesforce).expect("salesforce client"),
+            OndorseClient::new(&self.config.ondorse).expect("ondorse client"),
+            store,
+            mapping::load_dir(&self.config.mappings.dir).expect("shipped mappings load"),
+            self.config.ondorse.portal_base_url.clone(),
+            quick_settings(),
+            Arc::new(tokio::sync::Notify::new()),
+        ))
+    }
+
+    /// Seeds `count` Accounts of a given `Type` (Customer matches the
+    /// business mapping) and returns their Ids.
+    pub fn seed(&self, count: usize, account_type: &str, seed: u64) -> Vec<String> {
+        let accounts = SalesforceSandbox::generate_accounts(count, seed)
+            .into_iter()
+            .map(|mut account| {
+                account.insert("Type".to_owned(), json!(account_type));
+                account
+            })
+            .collect();
+        self.salesforce.insert_accounts(accounts)
+    }
+
+    /// A field of a Salesforce Account as the sandbox holds it.
+    pub fn field(&self, account_id: &str, field: &str) -> Value {
+        self.salesforce
+            .account(account_id)
+            .and_then(|account| account.get(field).cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Portals per Salesforce Account Id, as Ondorse holds them.
+    pub fn portals_by_account(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for portal in self.ondorse.portals() {
+            if let Some(id) = portal
+                .pointer("/default_custom_fields/salesforce_account_id")
+                .and_then(Value::as_str)
+            {
+                *counts.entry(id.to_owned()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Waits (async) until `condition` holds, or panics naming `what`.
+pub async fn eventually(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let until = tokio::time::Instant::now() + deadline;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < until, "timed out after {deadline:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Fields of an Account as a JSON map, for seeding.
+pub fn fields(value: Value) -> Map<String, Value> {
+    value.as_object().cloned().expect("an object")
+}
