@@ -5,6 +5,7 @@ mod config;
 mod store;
 mod ondorse_client;
 mod sandbox_ondorse;
+mod sandbox_salesforce;
 mod support;
 mod sync;
 mod webhooks;

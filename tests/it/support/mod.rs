@@ -3,4 +3,5 @@
 pub mod config;
 pub mod daemon;
 pub mod ondorse;
+pub mod salesforce;
 pub mod world;

@@ -1,0 +1,515 @@
+//! The org behind both listeners: records, schema, sessions, query cursors,
+//! faults and counters, behind one lock. Every operation here is synchronous
+//! and quick; the HTTP layer never holds the lock across an `.await`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde_json::{Map, Value, json};
+use sha2::Sha256;
+
+use super::data::{
+    self, ACCOUNT_PREFIX, LOCATOR_PREFIX, ORG_PREFIX, ObjectSchema, RecordError, Row, Table,
+    USER_PREFIX,
+};
+use super::faults::Faults;
+use super::seed;
+use super::soql::{self, Schemas, SoqlError, Target};
+use super::{SalesforceSandboxOptions, SalesforceSandboxStats};
+
+/// Salesforce keeps at most this many query cursors open per user; opening
+/// one more closes the oldest, whose `nextRecordsUrl` then fails.
+const MAX_OPEN_LOCATORS: usize = 10;
+/// Length of the random part of access and refresh tokens.
+const TOKEN_RANDOM_CHARACTERS: usize = 88;
+/// The Id serial of the org itself.
+const ORG_SERIAL: u64 = 1;
+/// Serial of the integration user; seeded users follow it.
+pub(crate) const INTEGRATION_USER_SERIAL: u64 = 1;
+
+/// A query result kept for its `nextRecordsUrl` pages.
+#[derive(Debug)]
+struct Snapshot {
+    records: Arc<Vec<Value>>,
+    page_size: usize,
+}
+
+/// Refusals of a query or a cursor page.
+#[derive(Debug)]
+pub(crate) enum QueryFailure {
+    Soql(SoqlError),
+    InvalidLocator(String),
+}
+
+/// Everything the org holds.
+pub(crate) struct Org {
+    pub(crate) options: SalesforceSandboxOptions,
+    pub(crate) login_url: String,
+    pub(crate) instance_url: String,
+    /// 18-char Id of the organization (`00D...`).
+    pub(crate) org_id: String,
+    /// 18-char Id of the user every session belongs to.
+    pub(crate) integration_user_id: String,
+    pub(crate) account_schema: ObjectSchema,
+    pub(crate) user_schema: ObjectSchema,
+    pub(crate) accounts: Table,
+    pub(crate) users: Table,
+    next_account_serial: u64,
+    next_locator_serial: u64,
+    /// Access tokens that still open a session.
+    access_tokens: HashSet<String>,
+    /// Refresh tokens that still work.
+    refresh_tokens: HashSet<String>,
+    /// Open cursors, oldest first.
+    locators: VecDeque<(String, Snapshot)>,
+    pub(crate) faults: Faults,
+    /// Today's `DailyApiRequests` consumption.
+    pub(crate) api_usage: u64,
+    pub(crate) stats: SalesforceSandboxStats,
+}
+
+impl Org {
+    pub(crate) fn new(
+        options: SalesforceSandboxOptions,
+        login_url: String,
+        instance_url: String,
+    ) -> Org {
+        let mut users = Table::new();
+        let integration_user_id = data::make_id(USER_PREFIX, INTEGRATION_USER_SERIAL);
+        let mut integration_user = Row::new();
+        integration_user.insert("Id".into(), json!(integration_user_id));
+        integration_user.insert("Name".into(), json!("Integration User"));
+        integration_user.insert("Email".into(), json!(options.username));
+        integration_user.insert("Username".into(), json!(options.username));
+        integration_user.insert("IsActive".into(), json!(true));
+        users.insert(integration_user_id.clone(), integration_user);
+        for user in seed::seeded_users() {
+            let id = user["Id"]
+                .as_str()
+                .expect("seeded users have Ids")
+                .to_owned();
+            users.insert(id, user);
+        }
+        let refresh_tokens = options.refresh_tokens.iter().cloned().collect();
+        Org {
+            options,
+            login_url,
+            instance_url,
+            org_id: data::make_id(ORG_PREFIX, ORG_SERIAL),
+            integration_user_id,
+            account_schema: data::account_schema(),
+            user_schema: data::user_schema(),
+            accounts: Table::new(),
+            users,
+            next_account_serial: 1,
+            next_locator_serial: 1,
+            access_tokens: HashSet::new(),
+            refresh_tokens,
+            locators: VecDeque::new(),
+            faults: Faults::default(),
+            api_usage: 0,
+            stats: SalesforceSandboxStats::default(),
+        }
+    }
+
+    // -- sessions ----------------------------------------------------------
+
+    fn random_token(&self) -> String {
+        rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(TOKEN_RANDOM_CHARACTERS)
+            .map(char::from)
+            .collect()
+    }
+
+    /// A new session, answered like the token endpoint does. `with_refresh`
+    /// adds a refresh token (refresh-token flow with rotation).
+    pub(crate) fn issue_session(&mut self, refresh_token: Option<String>) -> Value {
+        let access_token = format!("{}!AR{}", &self.org_id[..15], self.random_token());
+        self.access_tokens.insert(access_token.clone());
+        let issued_at = chrono::Utc::now().timestamp_millis().to_string();
+        let id = format!(
+            "{}/id/{}/{}",
+            self.login_url, self.org_id, self.integration_user_id
+        );
+        // Salesforce signs `id + issued_at` with the consumer secret.
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.options.client_secret.as_bytes())
+            .expect("HMAC accepts keys of any length");
+        mac.update(id.as_bytes());
+        mac.update(issued_at.as_bytes());
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let mut answer = Map::new();
+        answer.insert("access_token".into(), json!(access_token));
+        if let Some(refresh_token) = refresh_token {
+            answer.insert("refresh_token".into(), json!(refresh_token));
+        }
+        answer.insert("signature".into(), json!(signature));
+        answer.insert("scope".into(), json!("api"));
+        answer.insert("instance_url".into(), json!(self.instance_url));
+        answer.insert("id".into(), json!(id));
+        answer.insert("token_type".into(), json!("Bearer"));
+        answer.insert("issued_at".into(), json!(issued_at));
+        Value::Object(answer)
+    }
+
+    /// Uses a refresh token: `Some(new token to hand out)` when rotation is
+    /// on, `Some(None)` when valid without rotation, `None` when refused.
+    pub(crate) fn redeem_refresh_token(&mut self, token: &str) -> Option<Option<String>> {
+        if !self.refresh_tokens.contains(token) {
+            return None;
+        }
+        if !self.options.rotate_refresh_tokens {
+            return Some(None);
+        }
+        self.refresh_tokens.remove(token);
+        let fresh = format!("5Aep861{}", self.random_token());
+        self.refresh_tokens.insert(fresh.clone());
+        Some(Some(fresh))
+    }
+
+    pub(crate) fn session_is_valid(&self, token: &str) -> bool {
+        self.access_tokens.contains(token)
+    }
+
+    pub(crate) fn expire_sessions(&mut self) {
+        self.access_tokens.clear();
+    }
+
+    // -- queries -----------------------------------------------------------
+
+    /// Runs a SOQL query and answers its first page; the rest of the result
+    /// is kept as it is now, for `nextRecordsUrl`.
+    pub(crate) fn query(
+        &mut self,
+        text: &str,
+        include_deleted: bool,
+        page_size: usize,
+    ) -> Result<Value, QueryFailure> {
+        let schemas = Schemas {
+            account: &self.account_schema,
+            user: &self.user_schema,
+        };
+        let query = soql::compile(text, &schemas).map_err(QueryFailure::Soql)?;
+        let table = match query.target {
+            Target::Account => &self.accounts,
+            Target::User => &self.users,
+        };
+        let mut rows: Vec<&Row> = table
+            .values()
+            .filter(|row| include_deleted || row.get("IsDeleted") != Some(&Value::Bool(true)))
+            .filter(|row| query.matches(row, &self.users))
+            .collect();
+        query.sort(&mut rows, &self.users);
+        if let Some(limit) = query.limit {
+            rows.truncate(limit);
+        }
+        let api_version = self.options.api_version.clone();
+        let records: Vec<Value> = rows
+            .iter()
+            .map(|row| query.render(row, &self.users, &api_version))
+            .collect();
+        let records = Arc::new(records);
+        if records.len() <= page_size {
+            return Ok(page_body(&records, 0, records.len(), None));
+        }
+        // Locators look like 15-char Ids: `01gSb00000000001`.
+        let locator = data::make_id(LOCATOR_PREFIX, self.next_locator_serial)[..15].to_owned();
+        self.next_locator_serial += 1;
+        if self.locators.len() >= MAX_OPEN_LOCATORS {
+            self.locators.pop_front();
+        }
+        self.locators.push_back((
+            locator.clone(),
+            Snapshot {
+                records: Arc::clone(&records),
+                page_size,
+            },
+        ));
+        let next = self.next_records_url(&locator, page_size);
+        Ok(page_body(&records, 0, page_size, Some(next)))
+    }
+
+    fn next_records_url(&self, locator: &str, offset: usize) -> String {
+        format!(
+            "/services/data/v{}/query/{locator}-{offset}",
+            self.options.api_version
+        )
+    }
+
+    /// A follow-up page: `locator_and_offset` is the last segment of a
+    /// `nextRecordsUrl` (`01gSb0000000001-2000`).
+    pub(crate) fn query_more(&mut self, locator_and_offset: &str) -> Result<Value, QueryFailure> {
+        let invalid = || {
+            QueryFailure::InvalidLocator(format!(
+                "invalid query locator: {locator_and_offset} (expired, closed, or never issued); \
+                 run the query again"
+            ))
+        };
+        let (locator, offset) = locator_and_offset.split_once('-').ok_or_else(invalid)?;
+        let offset: usize = offset.parse().map_err(|_| invalid())?;
+        let (records, page_size) = self
+            .locators
+            .iter()
+            .find(|(id, _)| id == locator)
+            .map(|(_, snapshot)| (Arc::clone(&snapshot.records), snapshot.page_size))
+            .ok_or_else(invalid)?;
+        if offset > records.len() {
+            return Err(invalid());
+        }
+        let end = (offset + page_size).min(records.len());
+        let next = (end < records.len()).then(|| self.next_records_url(locator, end));
+        Ok(page_body(&records, offset, end, next))
+    }
+
+    pub(crate) fn expire_locators(&mut self) {
+        self.locators.clear();
+    }
+
+    // -- writes ------------------------------------------------------------
+
+    /// Checks and stages one update of one Account; `staged` holds rows
+    /// changed earlier in the same request, which later records see.
+    pub(crate) fn stage_update(
+        &mut self,
+        raw_id: &str,
+        fields: &Map<String, Value>,
+        staged: &mut HashMap<String, Row>,
+    ) -> Result<String, RecordError> {
+        let id = data::normalize_id(raw_id)
+            .filter(|id| id.starts_with(ACCOUNT_PREFIX))
+            .ok_or_else(|| {
+                RecordError::new(
+                    "MALFORMED_ID",
+                    format!("Account ID: id value of incorrect type: {raw_id}"),
+                    &["Id"],
+                )
+            })?;
+        let current = staged
+            .get(&id)
+            .or_else(|| self.accounts.get(&id))
+            .ok_or_else(|| {
+                RecordError::new(
+                    "NOT_FOUND",
+                    format!("The requested resource does not exist: Account {id}"),
+                    &[],
+                )
+            })?;
+        if current.get("IsDeleted") == Some(&Value::Bool(true)) {
+            return Err(RecordError::new(
+                "ENTITY_IS_DELETED",
+                "entity is deleted",
+                &[],
+            ));
+        }
+        let mut updated = current.clone();
+        for (name, value) in fields {
+            if name == "attributes" {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("Id") {
+                // The record's own Id may travel in the body; another one may not.
+                if value.as_str().and_then(data::normalize_id).as_deref() == Some(id.as_str()) {
+                    continue;
+                }
+                return Err(RecordError::new(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    "Unable to create/update fields: Id. Please check the security settings of this field and verify that it is read/write for your profile or permission set.",
+                    &["Id"],
+                ));
+            }
+            let field = self.account_schema.field(name).ok_or_else(|| {
+                RecordError::new(
+                    "INVALID_FIELD",
+                    format!("No such column '{name}' on sobject of type Account"),
+                    &[name.as_str()],
+                )
+            })?;
+            if !field.updateable || field.calculated {
+                return Err(RecordError::new(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    format!(
+                        "Unable to create/update fields: {}. Please check the security settings of this field and verify that it is read/write for your profile or permission set.",
+                        field.name
+                    ),
+                    &[field.name.as_str()],
+                ));
+            }
+            let stored = data::coerce_write(field, value)?;
+            if field.field_type == data::FieldType::Reference
+                && let Some(target) = stored.as_str()
+                && !self.users.contains_key(target)
+            {
+                return Err(RecordError::new(
+                    "INVALID_CROSS_REFERENCE_KEY",
+                    format!("invalid cross reference id: {target}"),
+                    &[field.name.as_str()],
+                ));
+            }
+            updated.insert(field.name.clone(), stored);
+        }
+        if let Some(error) = self.faults.write_fault(&id) {
+            return Err(error);
+        }
+        touch(&mut updated);
+        staged.insert(id.clone(), updated);
+        Ok(id)
+    }
+
+    /// Makes staged rows the stored ones.
+    pub(crate) fn commit(&mut self, staged: HashMap<String, Row>) {
+        self.stats.records_updated += staged.len() as u64;
+        self.accounts.extend(staged);
+    }
+
+    // -- test setup --------------------------------------------------------
+
+    /// Stores Accounts as a data load would; see `SalesforceSandbox::insert_accounts`.
+    pub(crate) fn insert_accounts(&mut self, accounts: Vec<Map<String, Value>>) -> Vec<String> {
+        let mut ids = Vec::with_capacity(accounts.len());
+        for fields in accounts {
+            let id = match fields.get("Id").or_else(|| fields.get("id")) {
+                Some(Value::String(given)) => data::normalize_id(given)
+                    .unwrap_or_else(|| panic!("insert_accounts: malformed Account Id {given:?}")),
+                Some(other) => panic!("insert_accounts: Id must be a string, got {other}"),
+                None => {
+                    let id = data::make_id(ACCOUNT_PREFIX, self.next_account_serial);
+                    self.next_account_serial += 1;
+                    id
+                }
+            };
+            let now = data::now_stamp();
+            let mut row: Row = self
+                .account_schema
+                .fields()
+                .iter()
+                .map(|field| (field.name.clone(), Value::Null))
+                .collect();
+            row.insert("Id".into(), json!(id));
+            row.insert("IsDeleted".into(), json!(false));
+            row.insert("OwnerId".into(), json!(self.integration_user_id));
+            for stamp in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
+                row.insert(stamp.into(), json!(now));
+            }
+            let stamped = fields
+                .keys()
+                .any(|name| name.eq_ignore_ascii_case("SystemModstamp"));
+            self.apply_fields(&mut row, &fields, "insert_accounts");
+            if stamped {
+                // A late commit: the row carries the stamp of its transaction.
+                for stamp in ["CreatedDate", "LastModifiedDate"] {
+                    if !fields.keys().any(|name| name.eq_ignore_ascii_case(stamp)) {
+                        row.insert(stamp.into(), row["SystemModstamp"].clone());
+                    }
+                }
+            }
+            if row["Name"].is_null() {
+                panic!("insert_accounts: Account {id} needs a Name (a required field)");
+            }
+            data::apply_account_formulas(&mut row);
+            self.accounts.insert(id.clone(), row);
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Sets fields without API permission checks (setup and UI edits), but
+    /// with type checks; panics with a clear message on a bad field.
+    fn apply_fields(&self, row: &mut Row, fields: &Map<String, Value>, caller: &str) {
+        for (name, value) in fields {
+            if name.eq_ignore_ascii_case("Id") || name == "attributes" {
+                continue;
+            }
+            let field = self.account_schema.field(name).unwrap_or_else(|| {
+                panic!("{caller}: no field {name:?} on Account (see describe for the names)")
+            });
+            if field.calculated {
+                panic!(
+                    "{caller}: {} is a formula field and cannot be set",
+                    field.name
+                );
+            }
+            let stored = data::coerce_write(field, value).unwrap_or_else(|error| {
+                panic!(
+                    "{caller}: {} = {value}: {} {}",
+                    field.name, error.code, error.message
+                )
+            });
+            row.insert(field.name.clone(), stored);
+        }
+    }
+
+    pub(crate) fn edit_account(&mut self, id: &str, fields: &Map<String, Value>) {
+        let id =
+            data::normalize_id(id).unwrap_or_else(|| panic!("edit_account: malformed Id {id:?}"));
+        let mut row = self
+            .accounts
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| panic!("edit_account: no Account {id}"));
+        self.apply_fields(&mut row, fields, "edit_account");
+        touch(&mut row);
+        self.accounts.insert(id, row);
+    }
+
+    pub(crate) fn delete_account(&mut self, id: &str) {
+        let id =
+            data::normalize_id(id).unwrap_or_else(|| panic!("delete_account: malformed Id {id:?}"));
+        let row = self
+            .accounts
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("delete_account: no Account {id}"));
+        row.insert("IsDeleted".into(), json!(true));
+        touch(row);
+    }
+
+    /// A stored Account with every field describe still lists.
+    pub(crate) fn account_view(&self, id: &str) -> Option<Map<String, Value>> {
+        let id = data::normalize_id(id)?;
+        let row = self.accounts.get(&id)?;
+        Some(
+            self.account_schema
+                .fields()
+                .iter()
+                .map(|field| {
+                    (
+                        field.name.clone(),
+                        row.get(&field.name).cloned().unwrap_or(Value::Null),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// `{"DailyApiRequests":{"Max":..,"Remaining":..}}` and friends.
+    pub(crate) fn limits(&self) -> Value {
+        let max = self.options.daily_api_limit;
+        json!({
+            "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(self.api_usage)},
+            "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
+        })
+    }
+}
+
+/// A write happened now: bump the modification stamps, recompute formulas.
+fn touch(row: &mut Row) {
+    let now = data::now_stamp();
+    row.insert("LastModifiedDate".into(), json!(now));
+    row.insert("SystemModstamp".into(), json!(now));
+    data::apply_account_formulas(row);
+}
+
+fn page_body(records: &[Value], start: usize, end: usize, next: Option<String>) -> Value {
+    let mut body = Map::new();
+    body.insert("totalSize".into(), json!(records.len()));
+    body.insert("done".into(), json!(next.is_none()));
+    if let Some(next) = next {
+        body.insert("nextRecordsUrl".into(), json!(next));
+    }
+    body.insert("records".into(), Value::Array(records[start..end].to_vec()));
+    Value::Object(body)
+}
