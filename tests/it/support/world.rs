@@ -12,7 +12,7 @@ use ondorse_bridge::sandbox::salesforce::{
     SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
 };
 use ondorse_bridge::sync::{Engine, EngineSettings};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::support::config::{ConfigSettings, ONDORSE_API_KEY, write_config};
 
@@ -52,7 +52,8 @@ pub struct World {
     pub ondorse: OndorseSandbox,
     pub config: Config,
     pub config_path: PathBuf,
-    pub dir: tempfile::TempDir,
+    /// Holds the configuration, secrets and store; removed on drop.
+    _dir: tempfile::TempDir,
 }
 
 impl World {
@@ -92,7 +93,7 @@ impl World {
             ondorse,
             config,
             config_path: files.path,
-            dir,
+            _dir: dir,
         }
     }
 
@@ -176,7 +177,3 @@ pub async fn eventually(what: &str, deadline: Duration, mut condition: impl FnMu
     }
 }
 
-/// Fields of an Account as a JSON map, for seeding.
-pub fn fields(value: Value) -> Map<String, Value> {
-    value.as_object().cloned().expect("an object")
-}
