@@ -57,7 +57,9 @@ impl Daemon {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen for webhooks on {listen}"))?;
-        let webhook_address = listener.local_addr().context("the webhook listener has no address")?;
+        let webhook_address = listener
+            .local_addr()
+            .context("the webhook listener has no address")?;
         let inbox_wake = Arc::new(Notify::new());
         let state = PublicState {
             store: store.clone(),
@@ -66,7 +68,9 @@ impl Daemon {
         };
         let public_stop = Arc::new(Notify::new());
         let stopped = public_stop.clone();
-        let public_server = tokio::spawn(public::serve(listener, state, async move { stopped.notified().await }));
+        let public_server = tokio::spawn(public::serve(listener, state, async move {
+            stopped.notified().await
+        }));
         tracing::info!(address = %webhook_address, store = %config.store.path.display(), mappings = mappings.len(), "listening for webhooks");
 
         let engine = Arc::new(Engine::new(
@@ -90,6 +94,11 @@ impl Daemon {
             public_stop,
             public_server,
         })
+    }
+
+    /// The cron schedules and their health.
+    pub fn schedules(&self) -> &Arc<crate::sync::Schedules> {
+        &self.running.schedules
     }
 
     /// Where the webhook listener is bound (useful with port 0).
@@ -125,7 +134,10 @@ impl Daemon {
                 );
             }
         }
-        self.store.flush().await.context("cannot flush the store while stopping")?;
+        self.store
+            .flush()
+            .await
+            .context("cannot flush the store while stopping")?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Config};
 
 pub mod check;
+pub mod demo;
 pub mod run;
 
 /// Exit status for bad usage, configuration or mapping (SPEC §4).
@@ -40,6 +41,12 @@ pub enum Command {
     Run,
     /// Validate the configuration and every mapping file.
     Check,
+    /// Sandbox Salesforce + sandbox Ondorse + the real daemon, on loopback.
+    Demo {
+        /// How many Accounts to seed in the sandbox Salesforce.
+        #[arg(long, default_value_t = 200)]
+        accounts: usize,
+    },
 }
 
 /// Why a command failed, and so which exit status it gets.
@@ -81,5 +88,6 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Run => run::run(cli.load_config()?).await,
         Command::Check => check::check(&cli),
+        Command::Demo { accounts } => demo::demo(*accounts).await,
     }
 }

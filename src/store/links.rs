@@ -71,13 +71,14 @@ impl Store {
     pub fn put_link(&self, link: &Link) -> Result<(), StoreError> {
         let key = link_key(&link.account_id, &link.mapping);
         let value = codec::encode_value(LINKS_TREE, link)?;
-        let outcome = (&self.inner.links, &self.inner.applications).transaction(|(links, applications)| {
-            links.insert(key.as_slice(), value.as_slice())?;
-            if let Some(application_id) = &link.application_id {
-                applications.insert(application_id.as_bytes(), key.as_slice())?;
-            }
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        });
+        let outcome =
+            (&self.inner.links, &self.inner.applications).transaction(|(links, applications)| {
+                links.insert(key.as_slice(), value.as_slice())?;
+                if let Some(application_id) = &link.application_id {
+                    applications.insert(application_id.as_bytes(), key.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            });
         outcome.map_err(|error| match error {
             TransactionError::Abort(error) => error,
             TransactionError::Storage(source) => StoreError::Database {
@@ -120,7 +121,10 @@ impl Store {
     }
 
     /// Every link for which `keep` is true, in key order.
-    pub fn links_where(&self, mut keep: impl FnMut(&Link) -> bool) -> Result<Vec<Link>, StoreError> {
+    pub fn links_where(
+        &self,
+        mut keep: impl FnMut(&Link) -> bool,
+    ) -> Result<Vec<Link>, StoreError> {
         let mut links = Vec::new();
         for entry in self.inner.links.iter() {
             let (key, value) = entry.map_err(StoreError::database("read links"))?;

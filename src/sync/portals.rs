@@ -25,7 +25,11 @@ pub(super) struct PortalsReport {
 
 impl Engine {
     /// Creates the portals of pending intents, a bounded number at a time.
-    pub(super) async fn create_portals(&self, mapping: &Mapping, intents: Vec<Link>) -> Result<PortalsReport, SyncError> {
+    pub(super) async fn create_portals(
+        &self,
+        mapping: &Mapping,
+        intents: Vec<Link>,
+    ) -> Result<PortalsReport, SyncError> {
         let mut report = PortalsReport::default();
         let mut outcomes = futures::stream::iter(intents)
             .map(|link| self.create_portal(mapping, link).boxed())
@@ -70,13 +74,18 @@ impl Engine {
             &account_id,
             Some(&mapping.name),
             "portal_created",
-            format!("portal {} created: {}", record.id, record.url.as_deref().unwrap_or("(no url)")),
+            format!(
+                "portal {} created: {}",
+                record.id,
+                record.url.as_deref().unwrap_or("(no url)")
+            ),
             json!({ "request": body, "answer": record.answer }),
         )?;
         link.portal = Some(record);
         link.last_error = None;
         self.store.put_link(&link)?;
-        self.queue_moment(mapping, &link, Moment::PortalCreated, None, None).await?;
+        self.queue_moment(mapping, &link, Moment::PortalCreated, None, None)
+            .await?;
         Ok(true)
     }
 
@@ -110,7 +119,10 @@ impl Engine {
             &link.account_id,
             Some(&link.mapping),
             "portal_failed",
-            format!("portal creation failed (attempt {}): {error}", link.portal_attempts),
+            format!(
+                "portal creation failed (attempt {}): {error}",
+                link.portal_attempts
+            ),
             Value::Null,
         )?;
         Ok(())
@@ -187,13 +199,17 @@ impl Engine {
                 &link.account_id,
                 Some(&mapping.name),
                 "dead_lettered",
-                format!("{} not written: {} (dead letter {id})", refused.field, refused.message),
+                format!(
+                    "{} not written: {} (dead letter {id})",
+                    refused.field, refused.message
+                ),
                 json!({ "code": refused.code, "field": refused.field, "value": refused.value }),
             )?;
             tracing::warn!(account_id = %link.account_id, mapping = %mapping.name, field = %refused.field, message = %refused.message, "field refused before sending");
         }
         if !planned.changed.is_empty() {
-            self.store.queue_write(&link.account_id, &mapping.name, &planned.changed, now())?;
+            self.store
+                .queue_write(&link.account_id, &mapping.name, &planned.changed, now())?;
             self.journal(
                 &link.account_id,
                 Some(&mapping.name),

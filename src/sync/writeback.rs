@@ -40,7 +40,11 @@ impl Engine {
             }
             let full = due.len() == BATCH_SIZE;
             let linger = chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
-            let oldest = due.iter().map(|pending| pending.queued_at).min().unwrap_or_else(now);
+            let oldest = due
+                .iter()
+                .map(|pending| pending.queued_at)
+                .min()
+                .unwrap_or_else(now);
             if !full && !force && now() - oldest < linger {
                 break;
             }
@@ -52,7 +56,11 @@ impl Engine {
         Ok(report)
     }
 
-    async fn write_batch(&self, batch: Vec<PendingWrite>, report: &mut WriteReport) -> Result<(), SyncError> {
+    async fn write_batch(
+        &self,
+        batch: Vec<PendingWrite>,
+        report: &mut WriteReport,
+    ) -> Result<(), SyncError> {
         let updates: Vec<RecordUpdate> = batch
             .iter()
             .map(|pending| RecordUpdate {
@@ -66,7 +74,8 @@ impl Engine {
                 for (pending, outcome) in batch.iter().zip(outcomes) {
                     match outcome.result {
                         Ok(()) => {
-                            self.store.settle_write(pending, &WriteSettlement::Written)?;
+                            self.store
+                                .settle_write(pending, &WriteSettlement::Written)?;
                             self.journal(
                                 &pending.account_id,
                                 None,
@@ -83,7 +92,12 @@ impl Engine {
             Err(error) if error.is_retriable() => {
                 tracing::warn!(records = batch.len(), %error, "write-back call failed; retrying later");
                 for pending in &batch {
-                    self.retry_or_give_up(pending, &error.to_string(), error.error_code().unwrap_or("CALL_FAILED"), report)?;
+                    self.retry_or_give_up(
+                        pending,
+                        &error.to_string(),
+                        error.error_code().unwrap_or("CALL_FAILED"),
+                        report,
+                    )?;
                 }
             }
             Err(error) => {
@@ -98,9 +112,19 @@ impl Engine {
         Ok(())
     }
 
-    fn record_failed(&self, pending: &PendingWrite, errors: &[RecordError], report: &mut WriteReport) -> Result<(), SyncError> {
-        let retriable = !errors.is_empty() && errors.iter().all(|error| error.disposition() == Disposition::Retry);
-        let code = errors.first().map_or("UNKNOWN", |error| error.status_code.as_str());
+    fn record_failed(
+        &self,
+        pending: &PendingWrite,
+        errors: &[RecordError],
+        report: &mut WriteReport,
+    ) -> Result<(), SyncError> {
+        let retriable = !errors.is_empty()
+            && errors
+                .iter()
+                .all(|error| error.disposition() == Disposition::Retry);
+        let code = errors
+            .first()
+            .map_or("UNKNOWN", |error| error.status_code.as_str());
         let message = errors
             .iter()
             .map(|error| format!("{}: {}", error.status_code, error.message))
@@ -113,9 +137,18 @@ impl Engine {
         }
     }
 
-    fn retry_or_give_up(&self, pending: &PendingWrite, message: &str, code: &str, report: &mut WriteReport) -> Result<(), SyncError> {
+    fn retry_or_give_up(
+        &self,
+        pending: &PendingWrite,
+        message: &str,
+        code: &str,
+        report: &mut WriteReport,
+    ) -> Result<(), SyncError> {
         if pending.attempts + 1 >= self.settings.max_write_attempts {
-            let message = format!("still failing after {} attempts: {message}", pending.attempts + 1);
+            let message = format!(
+                "still failing after {} attempts: {message}",
+                pending.attempts + 1
+            );
             return self.dead_letter(pending, code, &message, report);
         }
         let not_before = self.retry_at(pending.attempts);
@@ -130,7 +163,10 @@ impl Engine {
             &pending.account_id,
             None,
             "write_retry",
-            format!("Salesforce answered {message}; retrying at {}", not_before.to_rfc3339()),
+            format!(
+                "Salesforce answered {message}; retrying at {}",
+                not_before.to_rfc3339()
+            ),
             json!({ "code": code, "attempt": pending.attempts + 1 }),
         )?;
         tracing::info!(account_id = %pending.account_id, %code, attempt = pending.attempts + 1, "write-back will be retried");
@@ -138,7 +174,13 @@ impl Engine {
         Ok(())
     }
 
-    fn dead_letter(&self, pending: &PendingWrite, code: &str, message: &str, report: &mut WriteReport) -> Result<(), SyncError> {
+    fn dead_letter(
+        &self,
+        pending: &PendingWrite,
+        code: &str,
+        message: &str,
+        report: &mut WriteReport,
+    ) -> Result<(), SyncError> {
         let id = self.store.add_dead_letter(
             &pending.account_id,
             pending.mappings.iter().cloned().collect(),
@@ -147,7 +189,8 @@ impl Engine {
             message,
             now(),
         )?;
-        self.store.settle_write(pending, &WriteSettlement::Abandoned)?;
+        self.store
+            .settle_write(pending, &WriteSettlement::Abandoned)?;
         self.journal(
             &pending.account_id,
             None,

@@ -2,10 +2,10 @@
 //! the sandboxes and checks what Salesforce and Ondorse end up holding.
 
 mod config;
-mod store;
 mod ondorse_client;
 mod sandbox_ondorse;
 mod sandbox_salesforce;
+mod store;
 mod support;
 mod sync;
 mod webhooks;
