@@ -106,7 +106,11 @@ pub fn load_dir(dir: &Path) -> Result<MappingSet, Diagnostics> {
 /// Reads one file, refusing an oversized one before reading it whole.
 fn read_mapping(path: &Path) -> Result<Mapping, Diagnostics> {
     let unreadable = |error: std::io::Error| {
-        Diagnostics::from(Diagnostic::new(path, Position::START, format!("cannot read the file: {error}")))
+        Diagnostics::from(Diagnostic::new(
+            path,
+            Position::START,
+            format!("cannot read the file: {error}"),
+        ))
     };
     let size = std::fs::metadata(path).map_err(unreadable)?.len();
     if size > MAX_MAPPING_FILE_BYTES as u64 {
@@ -124,13 +128,23 @@ fn read_mapping(path: &Path) -> Result<Mapping, Diagnostics> {
 }
 
 fn mapping_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostics> {
-    let whole_dir = |message: String| Diagnostics::from(Diagnostic::new(dir, Position::START, message));
-    let entries = std::fs::read_dir(dir)
-        .map_err(|error| whole_dir(format!("cannot read the mapping directory {}: {error}", dir.display())))?;
+    let whole_dir =
+        |message: String| Diagnostics::from(Diagnostic::new(dir, Position::START, message));
+    let entries = std::fs::read_dir(dir).map_err(|error| {
+        whole_dir(format!(
+            "cannot read the mapping directory {}: {error}",
+            dir.display()
+        ))
+    })?;
     let mut files = Vec::new();
     for entry in entries {
         let path = entry
-            .map_err(|error| whole_dir(format!("cannot read the mapping directory {}: {error}", dir.display())))?
+            .map_err(|error| {
+                whole_dir(format!(
+                    "cannot read the mapping directory {}: {error}",
+                    dir.display()
+                ))
+            })?
             .path();
         let is_mapping = path
             .extension()
@@ -141,7 +155,10 @@ fn mapping_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostics> {
         }
     }
     if files.is_empty() {
-        return Err(whole_dir(format!("no mapping files in {} (expected *.yaml)", dir.display())));
+        return Err(whole_dir(format!(
+            "no mapping files in {} (expected *.yaml)",
+            dir.display()
+        )));
     }
     files.sort();
     Ok(files)

@@ -34,6 +34,7 @@ pub struct MappingFile {
     #[serde(default)]
     pub name: Option<Located<String>>,
     /// The Salesforce object to read. Only `Account` is supported.
+    #[schemars(extend("enum" = [SUPPORTED_OBJECT]))]
     pub object: Located<String>,
     /// SOQL condition (the part after `WHERE`) choosing the Accounts that
     /// need KYC, e.g. `Type = 'Customer' AND KYC_Status__c = null`.
@@ -142,7 +143,9 @@ pub struct FieldBlock {
 
 /// A key written without a value (`default:`) or as `null` is still present:
 /// it means "clear the field", unlike a missing key.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Located<Scalar>>, D::Error> {
+fn present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Located<Scalar>>, D::Error> {
     Located::deserialize(deserializer).map(Some)
 }
 
@@ -339,7 +342,9 @@ impl<'de> Deserialize<'de> for FieldValue {
             type Value = FieldValue;
 
             fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-                formatter.write_str("a template, a fixed value, or a block with `value`, `map` and `default`")
+                formatter.write_str(
+                    "a template, a fixed value, or a block with `value`, `map` and `default`",
+                )
             }
 
             fn visit_bool<E: de::Error>(self, value: bool) -> Result<FieldValue, E> {
@@ -375,7 +380,8 @@ impl<'de> Deserialize<'de> for FieldValue {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldValue, A::Error> {
-                FieldBlock::deserialize(de::value::MapAccessDeserializer::new(map)).map(FieldValue::Block)
+                FieldBlock::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(FieldValue::Block)
             }
         }
 
@@ -411,7 +417,8 @@ impl<'de> Deserialize<'de> for PortalSpec {
             type Value = PortalSpec;
 
             fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-                formatter.write_str("a mapping with `type`, `redirect_url` and `default_custom_fields`")
+                formatter
+                    .write_str("a mapping with `type`, `redirect_url` and `default_custom_fields`")
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PortalSpec, A::Error> {

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_saphyr::{Error as YamlError, MessageFormatter, UserMessageFormatter};
 use serde_json::Value;
+use serde_saphyr::{Error as YamlError, MessageFormatter, UserMessageFormatter};
 
 use super::compiled::{FieldRule, Mapping, Moment, Source};
 use super::diagnostic::{Diagnostic, Diagnostics, Position, suggestion};
 use super::model::{
-    FieldBlock, FieldValue, Located, MappingFile, OrderedMap, PORTAL_KEYS, SUPPORTED_OBJECT, SUPPORTED_VERSION,
-    Scalar,
+    FieldBlock, FieldValue, Located, MappingFile, OrderedMap, PORTAL_KEYS, SUPPORTED_OBJECT,
+    SUPPORTED_VERSION, Scalar,
 };
 use super::template::{CONTEXT_ROOTS, Template, is_template, position_in};
 
@@ -62,7 +62,11 @@ fn tab_indentation(path: &Path, text: &str) -> Diagnostics {
                 line: index + 1,
                 column: indentation[..column].chars().count() + 1,
             };
-            diagnostics.push(Diagnostic::new(path, position, "tab character in indentation; indent with spaces"));
+            diagnostics.push(Diagnostic::new(
+                path,
+                position,
+                "tab character in indentation; indent with spaces",
+            ));
         }
     }
     diagnostics
@@ -77,22 +81,44 @@ fn yaml_diagnostic(path: &Path, error: &YamlError) -> Diagnostic {
             line: location.line() as usize,
             column: location.column() as usize,
         });
-    let message = match error {
-        YamlError::SerdeUnknownField { field, expected, .. } => unknown_key(field, expected),
-        YamlError::SerdeUnknownVariant { variant, expected, .. } => {
+    let (position, message) = match error {
+        // The parser notices a missing top-level key at the end of the
+        // document; the top of the file is where it belongs.
+        YamlError::SerdeMissingField { field, .. } if *field == "version" => (
+            Position::START,
+            format!(
+                "missing key `version`; add `version: {SUPPORTED_VERSION}` at the top of the file"
+            ),
+        ),
+        YamlError::SerdeMissingField { field, .. } if TOP_LEVEL_REQUIRED.contains(field) => (
+            Position::START,
+            format!("missing key `{field}` (required at the top level)"),
+        ),
+        other => (position, yaml_message(other)),
+    };
+    Diagnostic::new(path, position, message)
+}
+
+/// Keys every mapping file must have at its top level.
+const TOP_LEVEL_REQUIRED: &[&str] = &["version", "object", "select", "portal"];
+
+fn yaml_message(error: &YamlError) -> String {
+    match error {
+        YamlError::SerdeUnknownField {
+            field, expected, ..
+        } => unknown_key(field, expected),
+        YamlError::SerdeUnknownVariant {
+            variant, expected, ..
+        } => {
             let mut message = format!("unknown value `{variant}`, expected {}", one_of(expected));
             if let Some(near) = suggestion(variant, expected.iter().copied()) {
                 message.push_str(&format!("; did you mean `{near}`?"));
             }
             message
         }
-        YamlError::SerdeMissingField { field, .. } if *field == "version" => {
-            format!("missing key `version`; add `version: {SUPPORTED_VERSION}` at the top of the file")
-        }
         YamlError::SerdeMissingField { field, .. } => format!("missing key `{field}`"),
         other => UserMessageFormatter.format_message(other).into_owned(),
-    };
-    Diagnostic::new(path, position, message)
+    }
 }
 
 fn unknown_key(key: &str, expected: &[&str]) -> String {
@@ -142,14 +168,21 @@ impl Builder<'_> {
                 (name.value.clone(), name.position)
             }
             None => (
-                self.path.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
+                self.path
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
                 Position::START,
             ),
         };
         if file.object.value != SUPPORTED_OBJECT {
             self.problem(
                 file.object.position,
-                format!("object `{}` is not supported; use `{SUPPORTED_OBJECT}`", file.object.value),
+                format!(
+                    "object `{}` is not supported; use `{SUPPORTED_OBJECT}`",
+                    file.object.value
+                ),
             );
         }
         if file.select.value.trim().is_empty() {
@@ -206,15 +239,15 @@ impl Builder<'_> {
     }
 
     fn problem(&mut self, position: Position, message: impl Into<String>) {
-        self.diagnostics.push(Diagnostic::new(self.path, position, message));
+        self.diagnostics
+            .push(Diagnostic::new(self.path, position, message));
     }
 
     fn check_name(&mut self, name: &Located<String>) {
         let valid = !name.value.is_empty()
-            && name
-                .value
-                .chars()
-                .all(|character| character.is_ascii_alphanumeric() || character == '_' || character == '-');
+            && name.value.chars().all(|character| {
+                character.is_ascii_alphanumeric() || character == '_' || character == '-'
+            });
         if !valid {
             self.problem(
                 name.position,
@@ -226,14 +259,23 @@ impl Builder<'_> {
         }
     }
 
-    fn sources(&mut self, entries: &OrderedMap<Located<Scalar>>, scope: Scope) -> Vec<(String, Source)> {
+    fn sources(
+        &mut self,
+        entries: &OrderedMap<Located<Scalar>>,
+        scope: Scope,
+    ) -> Vec<(String, Source)> {
         entries
             .iter()
             .filter_map(|(key, value)| Some((key.value.clone(), self.source(value, scope)?)))
             .collect()
     }
 
-    fn field_rule(&mut self, moment: Moment, field: &Located<String>, value: &Located<FieldValue>) -> Option<FieldRule> {
+    fn field_rule(
+        &mut self,
+        moment: Moment,
+        field: &Located<String>,
+        value: &Located<FieldValue>,
+    ) -> Option<FieldRule> {
         if !is_field_name(&field.value) {
             self.problem(
                 field.position,
@@ -263,7 +305,12 @@ impl Builder<'_> {
         }
     }
 
-    fn block_rule(&mut self, field: &Located<String>, block: &FieldBlock, scope: Scope) -> Option<FieldRule> {
+    fn block_rule(
+        &mut self,
+        field: &Located<String>,
+        block: &FieldBlock,
+        scope: Scope,
+    ) -> Option<FieldRule> {
         let value = self.source(&block.value, scope);
         let map = block.map.as_ref().map(|map| {
             map.iter()
@@ -314,7 +361,10 @@ impl Builder<'_> {
         // or quoted without escapes); else at the start of the YAML value.
         let raw = self.text.get(value.span.clone()).unwrap_or_default();
         let (origin, verbatim) = match raw.find(text.as_str()) {
-            Some(start) => (Position::of_offset(self.text, value.span.start + start), true),
+            Some(start) => (
+                Position::of_offset(self.text, value.span.start + start),
+                true,
+            ),
             None => (value.position, false),
         };
         match Template::compile(text, origin, verbatim) {
@@ -338,7 +388,8 @@ impl Builder<'_> {
         for (variable, position) in template.variables() {
             let root = variable.split('.').next().unwrap_or_default();
             if root != "now" && CONTEXT_ROOTS.contains(&root) && !allowed.contains(&root) {
-                let available: Vec<String> = allowed.iter().map(|name| format!("`{name}`")).collect();
+                let available: Vec<String> =
+                    allowed.iter().map(|name| format!("`{name}`")).collect();
                 let available = if available.is_empty() {
                     String::from("Account fields and `now`")
                 } else {
@@ -356,6 +407,8 @@ impl Builder<'_> {
 /// A Salesforce field API name: a letter, then letters, digits and `_`.
 fn is_field_name(name: &str) -> bool {
     let mut characters = name.chars();
-    characters.next().is_some_and(|first| first.is_ascii_alphabetic())
+    characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic())
         && characters.all(|character| character.is_ascii_alphanumeric() || character == '_')
 }

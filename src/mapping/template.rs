@@ -26,7 +26,11 @@ static ENVIRONMENT: LazyLock<Environment<'static>> = LazyLock::new(|| {
     environment.set_undefined_behavior(UndefinedBehavior::Chainable);
     environment.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     environment.set_formatter(|output, state, value| {
-        let shown = if value.is_none() { &TemplateValue::UNDEFINED } else { value };
+        let shown = if value.is_none() {
+            &TemplateValue::UNDEFINED
+        } else {
+            value
+        };
         minijinja::escape_formatter(output, state, shown)
     });
     environment
@@ -57,21 +61,37 @@ impl Template {
     /// Compiles `source` and runs it once against an empty context, so syntax
     /// errors and unknown filters, tests or functions surface at load time
     /// rather than when the first Account flows through.
-    pub fn compile(source: &str, origin: Position, verbatim: bool) -> Result<Template, TemplateError> {
+    pub fn compile(
+        source: &str,
+        origin: Position,
+        verbatim: bool,
+    ) -> Result<Template, TemplateError> {
         let expression = single_expression(source);
         match &expression {
             Some(expression) => {
-                let compiled = ENVIRONMENT.compile_expression(expression).map_err(|error| {
-                    // Offsets in the expression are relative to the inner
-                    // text; shift them back into the template source.
-                    let shift = source.find(expression.as_str()).unwrap_or_default();
-                    template_error(&error, shift)
-                })?;
-                rehearse(compiled.eval(TemplateValue::UNDEFINED).map(drop), source, expression)?;
+                let compiled = ENVIRONMENT
+                    .compile_expression(expression)
+                    .map_err(|error| {
+                        // Offsets in the expression are relative to the inner
+                        // text; shift them back into the template source.
+                        let shift = source.find(expression.as_str()).unwrap_or_default();
+                        template_error(&error, shift)
+                    })?;
+                rehearse(
+                    compiled.eval(TemplateValue::UNDEFINED).map(drop),
+                    source,
+                    expression,
+                )?;
             }
             None => {
-                let compiled = ENVIRONMENT.template_from_str(source).map_err(|error| template_error(&error, 0))?;
-                rehearse(compiled.render(TemplateValue::UNDEFINED).map(drop), source, source)?;
+                let compiled = ENVIRONMENT
+                    .template_from_str(source)
+                    .map_err(|error| template_error(&error, 0))?;
+                rehearse(
+                    compiled.render(TemplateValue::UNDEFINED).map(drop),
+                    source,
+                    source,
+                )?;
             }
         }
         Ok(Template {
@@ -132,7 +152,9 @@ impl Template {
                 let compiled = ENVIRONMENT
                     .compile_expression(expression)
                     .map_err(|error| template_error(&error, shift))?;
-                let value = compiled.eval(context).map_err(|error| template_error(&error, shift))?;
+                let value = compiled
+                    .eval(context)
+                    .map_err(|error| template_error(&error, shift))?;
                 serde_json::to_value(&value).map_err(|error| TemplateError {
                     message: format!("the value of `{expression}` cannot be written: {error}"),
                     range: None,
@@ -177,19 +199,36 @@ fn single_expression(source: &str) -> Option<String> {
     let inner = source.trim().strip_prefix("{{")?.strip_suffix("}}")?;
     let inner = inner.strip_prefix('-').unwrap_or(inner);
     let inner = inner.strip_suffix('-').unwrap_or(inner);
-    let is_single = !inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%") && !inner.contains("{#");
+    let is_single = !inner.contains("{{")
+        && !inner.contains("}}")
+        && !inner.contains("{%")
+        && !inner.contains("{#");
     (is_single && !inner.trim().is_empty()).then(|| inner.trim().to_owned())
 }
 
 /// The first run of a template, against nothing: only problems that no
 /// Account could avoid (an unknown filter, test or function) are reported;
 /// everything else depends on the data and is left to the real run.
-fn rehearse(outcome: Result<(), minijinja::Error>, source: &str, evaluated: &str) -> Result<(), TemplateError> {
+fn rehearse(
+    outcome: Result<(), minijinja::Error>,
+    source: &str,
+    evaluated: &str,
+) -> Result<(), TemplateError> {
     match outcome {
-        Err(error) if matches!(error.kind(), ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction) => {
+        Err(error)
+            if matches!(
+                error.kind(),
+                ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
+            ) =>
+        {
             let shift = source.find(evaluated).unwrap_or_default();
-            let range = error.range().map(|range| range.start + shift..range.end + shift);
-            let name = range.clone().and_then(|range| source.get(range)).unwrap_or_default();
+            let range = error
+                .range()
+                .map(|range| range.start + shift..range.end + shift);
+            let name = range
+                .clone()
+                .and_then(|range| source.get(range))
+                .unwrap_or_default();
             let what = match error.kind() {
                 ErrorKind::UnknownFilter => "filter",
                 ErrorKind::UnknownTest => "test",
@@ -205,10 +244,15 @@ fn rehearse(outcome: Result<(), minijinja::Error>, source: &str, evaluated: &str
 }
 
 fn template_error(error: &minijinja::Error, shift: usize) -> TemplateError {
-    let detail = error.detail().map(str::to_owned).unwrap_or_else(|| error.kind().to_string());
+    let detail = error
+        .detail()
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.kind().to_string());
     TemplateError {
         message: format!("template error: {detail}"),
-        range: error.range().map(|range| range.start + shift..range.end + shift),
+        range: error
+            .range()
+            .map(|range| range.start + shift..range.end + shift),
     }
 }
 
@@ -223,7 +267,10 @@ mod tests {
     #[test]
     fn single_expressions_are_recognised() {
         assert_eq!(single_expression("{{ a.b }}").as_deref(), Some("a.b"));
-        assert_eq!(single_expression("  {{- a | upper -}} ").as_deref(), Some("a | upper"));
+        assert_eq!(
+            single_expression("  {{- a | upper -}} ").as_deref(),
+            Some("a | upper")
+        );
         assert_eq!(single_expression("{{ a }} {{ b }}"), None);
         assert_eq!(single_expression("x {{ a }}"), None);
         assert_eq!(single_expression("{{ }}"), None);
@@ -231,25 +278,55 @@ mod tests {
 
     #[test]
     fn single_expressions_keep_their_type() {
-        let context = serde_json::json!({"application": {"risk_score": null, "risk_level": 0, "ok": true}});
-        assert_eq!(template("{{ application.risk_score }}").evaluate(&context).unwrap(), Value::Null);
-        assert_eq!(template("{{ application.risk_level }}").evaluate(&context).unwrap(), serde_json::json!(0));
-        assert_eq!(template("{{ application.ok }}").evaluate(&context).unwrap(), Value::Bool(true));
-        assert_eq!(template("{{ missing.deeper }}").evaluate(&context).unwrap(), Value::Null);
+        let context =
+            serde_json::json!({"application": {"risk_score": null, "risk_level": 0, "ok": true}});
+        assert_eq!(
+            template("{{ application.risk_score }}")
+                .evaluate(&context)
+                .unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            template("{{ application.risk_level }}")
+                .evaluate(&context)
+                .unwrap(),
+            serde_json::json!(0)
+        );
+        assert_eq!(
+            template("{{ application.ok }}").evaluate(&context).unwrap(),
+            Value::Bool(true)
+        );
+        assert_eq!(
+            template("{{ missing.deeper }}").evaluate(&context).unwrap(),
+            Value::Null
+        );
     }
 
     #[test]
     fn text_templates_render_null_as_nothing() {
         let context = serde_json::json!({"Owner": null, "application": {"risk_score": null}});
-        let rendered = template("score={{ application.risk_score }} owner={{ Owner.Email }}").evaluate(&context);
+        let rendered = template("score={{ application.risk_score }} owner={{ Owner.Email }}")
+            .evaluate(&context);
         assert_eq!(rendered.unwrap(), Value::String("score= owner=".into()));
     }
 
     #[test]
     fn positions_inside_a_verbatim_template() {
-        let origin = Position { line: 4, column: 10 };
+        let origin = Position {
+            line: 4,
+            column: 10,
+        };
         let compiled = Template::compile("a {{ Name }}", origin, true).unwrap();
-        assert_eq!(compiled.variables(), vec![("Name".to_owned(), Position { line: 4, column: 15 })]);
+        assert_eq!(
+            compiled.variables(),
+            vec![(
+                "Name".to_owned(),
+                Position {
+                    line: 4,
+                    column: 15
+                }
+            )]
+        );
         let folded = Template::compile("a {{ Name }}", origin, false).unwrap();
         assert_eq!(folded.variables(), vec![("Name".to_owned(), origin)]);
     }

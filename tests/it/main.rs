@@ -1,4 +1,5 @@
 //! The one integration-test binary. Every test talks real HTTP on loopback to
 //! the sandboxes and checks what Salesforce and Ondorse end up holding.
 
+mod mappings;
 mod support;
