@@ -5,7 +5,8 @@
 //! each moment (`writeback`). Values are minijinja templates.
 //!
 //! - [`model`]: the format as serde types; also the JSON Schema source.
-//! - [`parse`]: strict parsing with `file:line:column` diagnostics.
+//! - [`parse`]: strict parsing with `file:line:column` diagnostics; the
+//!   key check (`strict`) walks the file against the generated schema.
 //! - [`template`]: evaluation; one expression keeps its type.
 //! - [`compiled`]: the checked [`Mapping`] the engine runs (pure).
 //! - [`convert`]: values to Salesforce field types from describe.
@@ -26,6 +27,7 @@ pub mod convert;
 pub mod diagnostic;
 pub mod model;
 pub mod parse;
+mod strict;
 pub mod template;
 
 pub use compiled::{Mapping, Moment, RenderError, WritebackContext, WrittenField};

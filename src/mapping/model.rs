@@ -67,9 +67,6 @@ pub struct PortalSpec {
     pub extra: OrderedMap<Located<Scalar>>,
 }
 
-/// Key names of [`PortalSpec`] other than the passed-through ones.
-pub const PORTAL_KEYS: &[&str] = &["type", "redirect_url", "default_custom_fields"];
-
 /// Who the portal onboards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

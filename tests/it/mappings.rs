@@ -83,11 +83,27 @@ fn bad_files_are_reported_at_their_position() {
         ),
         (
             with("type: business", "type: buisness"),
-            "flow.yaml:5:9: unknown value `buisness`, expected one of `business` or `person`; did you mean `business`?",
+            "flow.yaml:5:9: unknown value `buisness` for `type`, expected one of `business` or `person`; did you mean `business`?",
         ),
         (
             VALID.replacen("version: 1\n", "", 1),
             "flow.yaml:1:1: missing key `version`; add `version: 1` at the top of the file",
+        ),
+        (
+            with("  type: business\n", ""),
+            "flow.yaml:5:3: missing key `type` under `portal`",
+        ),
+        (
+            with("object: Account", "object: Account\ncolour: red"),
+            "flow.yaml:3:1: unknown key `colour`, expected one of `version`, `name`, `object`, `select`, `portal` or `writeback`",
+        ),
+        (
+            with("select: \"Type = 'Customer'\"", "select: [Type, Customer]"),
+            "flow.yaml:3:9: `select` cannot be a list",
+        ),
+        (
+            with("version: 1", "version: one"),
+            "flow.yaml:1:10: invalid u32",
         ),
         (
             with("version: 1", "version: 2"),
@@ -95,7 +111,7 @@ fn bad_files_are_reported_at_their_position() {
         ),
         (
             with("object: Account", "object: Contact"),
-            "flow.yaml:2:9: object `Contact` is not supported; use `Account`",
+            "flow.yaml:2:9: unknown value `Contact` for `object`, expected `Account`",
         ),
         (
             with("{{ application.status_review }}", "{{ collect.url }}"),
@@ -108,6 +124,30 @@ fn bad_files_are_reported_at_their_position() {
             ),
             "flow.yaml:13:24: `map` outputs and `default` are fixed values, not templates; put the template in `value`",
         ),
+        (
+            String::new(),
+            "flow.yaml:1:1: the file is empty; a mapping starts with `version: 1`",
+        ),
+        (
+            "just text".to_owned(),
+            "flow.yaml:1:1: a mapping file must hold `key: value` lines, not a single value",
+        ),
+        (
+            "- a\n- b\n".to_owned(),
+            "flow.yaml:1:1: a mapping file cannot be a list",
+        ),
+        (
+            with("      map: { approved: Approved }", "      map: [approved]"),
+            "flow.yaml:13:12: `map` cannot be a list",
+        ),
+        (
+            with("    KYC_Status__c:\n", "    KYC Status:\n"),
+            "flow.yaml:11:5: `KYC Status` is not a Salesforce field API name (letters, digits and `_`, e.g. `KYC_Status__c`)",
+        ),
+        (
+            with("object: Account", "object: Account\nname: Business Flow"),
+            "flow.yaml:3:7: name `Business Flow` may only use letters, digits, `_` and `-` (it names the flow in logs and metrics)",
+        ),
     ];
     for (yaml, expected) in cases {
         check(&yaml, expected);
@@ -116,6 +156,17 @@ fn bad_files_are_reported_at_their_position() {
 
 #[test]
 fn every_problem_of_a_file_is_reported_at_once() {
+    // Every misspelt key, whatever its depth.
+    let yaml = with("  redirect_url:", "  redirect_ur:")
+        .replace("writeback:", "writebak:")
+        .replace("object: Account", "objetc: Account");
+    check(
+        &yaml,
+        "flow.yaml:2:1: unknown key `objetc`; did you mean `object`?\n\
+         flow.yaml:6:3: unknown key `redirect_ur`; did you mean `redirect_url`?\n\
+         flow.yaml:9:1: unknown key `writebak`; did you mean `writeback`?",
+    );
+    // Every problem of the content, once the shape is right.
     let yaml =
         with("version: 1", "version: 3").replace("_id: \"{{ Id }}\"", "_id: \"{{ Id | nope }}\"");
     check(
