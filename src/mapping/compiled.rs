@@ -236,7 +236,7 @@ impl Mapping {
     /// Every Account field a template reads, at each place it is read.
     pub fn read_fields_with_positions(&self) -> Vec<(String, Position)> {
         self.templates()
-            .flat_map(|template| template.variables())
+            .flat_map(|template| template.variables().iter().cloned())
             .filter(|(name, _)| {
                 let root = name.split('.').next().unwrap_or_default();
                 !CONTEXT_ROOTS.contains(&root)

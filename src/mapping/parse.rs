@@ -107,26 +107,8 @@ fn yaml_diagnostic(path: &Path, error: &YamlError) -> Diagnostic {
             line: location.line() as usize,
             column: location.column() as usize,
         });
-    let (position, message) = match error {
-        // The parser notices a missing top-level key at the end of the
-        // document; the top of the file is where it belongs.
-        YamlError::SerdeMissingField { field, .. } if *field == "version" => (
-            Position::START,
-            format!(
-                "missing key `version`; add `version: {SUPPORTED_VERSION}` at the top of the file"
-            ),
-        ),
-        YamlError::SerdeMissingField { field, .. } if TOP_LEVEL_REQUIRED.contains(field) => (
-            Position::START,
-            format!("missing key `{field}` (required at the top level)"),
-        ),
-        other => (position, yaml_message(other)),
-    };
-    Diagnostic::new(path, position, message)
+    Diagnostic::new(path, position, yaml_message(error))
 }
-
-/// Keys every mapping file must have at its top level.
-const TOP_LEVEL_REQUIRED: &[&str] = &["version", "object", "select", "portal"];
 
 fn yaml_message(error: &YamlError) -> String {
     match error {
@@ -396,7 +378,7 @@ impl Builder<'_> {
                     format!("Account fields, {} and `now`", available.join(", "))
                 };
                 self.problem(
-                    position,
+                    *position,
                     format!("`{root}` is not available in {place}; available there: {available}"),
                 );
             }

@@ -44,10 +44,9 @@ pub struct Template {
     expression: Option<String>,
     /// Where the template text starts in the file.
     origin: Position,
-    /// Whether `source` appears verbatim in the file from `origin`, so an
-    /// offset into it maps to an exact file position (false for escaped or
-    /// folded YAML strings, where positions fall back to `origin`).
-    verbatim: bool,
+    /// Every variable path read, with the position of its first use;
+    /// computed once, since query building asks for them on every poll.
+    variables: Vec<(String, Position)>,
 }
 
 /// A template problem, with its byte range in the template source.
@@ -60,14 +59,17 @@ pub struct TemplateError {
 impl Template {
     /// Compiles `source` and runs it once against an empty context, so syntax
     /// errors and unknown filters, tests or functions surface at load time
-    /// rather than when the first Account flows through.
+    /// rather than when the first Account flows through. `verbatim` says
+    /// whether `source` appears as is in the file from `origin` (false for
+    /// escaped or folded YAML strings), so that an offset into it maps to an
+    /// exact file position; otherwise positions fall back to `origin`.
     pub fn compile(
         source: &str,
         origin: Position,
         verbatim: bool,
     ) -> Result<Template, TemplateError> {
         let expression = single_expression(source);
-        match &expression {
+        let names: BTreeSet<String> = match &expression {
             Some(expression) => {
                 let compiled = ENVIRONMENT
                     .compile_expression(expression)
@@ -82,6 +84,7 @@ impl Template {
                     source,
                     expression,
                 )?;
+                compiled.undeclared_variables(true).into_iter().collect()
             }
             None => {
                 let compiled = ENVIRONMENT
@@ -92,13 +95,21 @@ impl Template {
                     source,
                     source,
                 )?;
+                compiled.undeclared_variables(true).into_iter().collect()
             }
-        }
+        };
+        let variables = names
+            .into_iter()
+            .map(|name| {
+                let offset = source.find(name.as_str()).unwrap_or_default();
+                (name, position_in(source, origin, verbatim, offset))
+            })
+            .collect();
         Ok(Template {
             source: source.to_owned(),
             expression,
             origin,
-            verbatim,
+            variables,
         })
     }
 
@@ -110,36 +121,10 @@ impl Template {
         self.origin
     }
 
-    /// The file position of byte `offset` of the template source.
-    pub fn position_at(&self, offset: usize) -> Position {
-        position_in(&self.source, self.origin, self.verbatim, offset)
-    }
-
     /// Every variable path the template reads (`Name`, `Owner.Email`,
     /// `application.risk_level`), with the position of its first use.
-    pub fn variables(&self) -> Vec<(String, Position)> {
-        let names: BTreeSet<String> = match &self.expression {
-            Some(expression) => ENVIRONMENT
-                .compile_expression(expression)
-                .map(|compiled| compiled.undeclared_variables(true))
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-            None => ENVIRONMENT
-                .template_from_str(&self.source)
-                .map(|compiled| compiled.undeclared_variables(true))
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-        };
-        names
-            .into_iter()
-            .map(|name| {
-                let offset = self.source.find(name.as_str()).unwrap_or_default();
-                let position = self.position_at(offset);
-                (name, position)
-            })
-            .collect()
+    pub fn variables(&self) -> &[(String, Position)] {
+        &self.variables
     }
 
     /// Evaluates against `context`: the typed value of a single expression,
@@ -328,6 +313,6 @@ mod tests {
             )]
         );
         let folded = Template::compile("a {{ Name }}", origin, false).unwrap();
-        assert_eq!(folded.variables(), vec![("Name".to_owned(), origin)]);
+        assert_eq!(folded.variables(), [("Name".to_owned(), origin)]);
     }
 }

@@ -189,8 +189,7 @@ fn a_directory_loads_as_a_whole() {
     assert_eq!(
         error.to_string(),
         format!(
-            "{}:1:1: no mapping files in {} (expected *.yaml)",
-            dir.path().display(),
+            "no mapping files in {} (expected *.yaml)",
             dir.path().display()
         )
     );
@@ -222,6 +221,7 @@ fn a_directory_loads_as_a_whole() {
     std::fs::remove_file(&second).unwrap();
     std::fs::remove_file(&broken).unwrap();
     let set = mapping::load_dir(dir.path()).unwrap();
+    assert_eq!(set.len(), 1);
     assert_eq!(set.names().collect::<Vec<_>>(), ["flow"]);
 }
 
