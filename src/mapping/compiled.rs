@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::diagnostic::Position;
@@ -39,14 +40,15 @@ pub struct Mapping {
     pub(crate) writeback: BTreeMap<Moment, Vec<FieldRule>>,
 }
 
-/// When fields are written back (the keys under `writeback:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// When fields are written back (the keys under `writeback:`); serialized
+/// as those keys, so stored work and journals read like the mapping file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Moment {
-    /// `on_portal_created`
+    #[serde(rename = "on_portal_created")]
     PortalCreated,
-    /// `on_application`
+    #[serde(rename = "on_application")]
     Application,
-    /// `on_collect_opened`
+    #[serde(rename = "on_collect_opened")]
     CollectOpened,
 }
 

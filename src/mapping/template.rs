@@ -12,7 +12,7 @@ use minijinja::value::{Serde, Value as TemplateValue};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
-use super::diagnostic::Position;
+use super::diagnostic::{Position, suggestion};
 
 /// Names that templates read but that are not Account fields.
 pub const CONTEXT_ROOTS: &[&str] = &["portal", "application", "collect", "now"];
@@ -210,22 +210,120 @@ fn rehearse(
             let range = error
                 .range()
                 .map(|range| range.start + shift..range.end + shift);
+            // The range covers the name, or for a function the whole call.
             let name = range
                 .clone()
                 .and_then(|range| source.get(range))
                 .unwrap_or_default();
-            let what = match error.kind() {
-                ErrorKind::UnknownFilter => "filter",
-                ErrorKind::UnknownTest => "test",
-                _ => "function",
+            let name = name
+                .split(|character: char| !(character.is_alphanumeric() || character == '_'))
+                .next()
+                .unwrap_or_default();
+            let (what, near) = match error.kind() {
+                ErrorKind::UnknownFilter => ("filter", builtin_near(name, FILTERS, "{{ 1 | %s }}")),
+                ErrorKind::UnknownTest => ("test", builtin_near(name, TESTS, "{{ 1 is %s }}")),
+                _ => ("function", builtin_near(name, FUNCTIONS, "{{ %s() }}")),
             };
-            Err(TemplateError {
-                message: format!("unknown {what} `{name}` (see the minijinja builtin {what}s)"),
-                range,
-            })
+            let message = match near {
+                Some(near) => format!("unknown {what} `{name}`; did you mean `{near}`?"),
+                None => format!("unknown {what} `{name}` (see the minijinja builtin {what}s)"),
+            };
+            Err(TemplateError { message, range })
         }
         _ => Ok(()),
     }
+}
+
+/// Names offered as "did you mean" for a misspelt filter, test or function.
+/// Only those this build really has are offered (see [`builtin_near`]), so
+/// the lists cannot mislead if minijinja changes.
+const FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "count",
+    "default",
+    "dictsort",
+    "escape",
+    "first",
+    "float",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+];
+const TESTS: &[&str] = &[
+    "boolean",
+    "defined",
+    "divisibleby",
+    "endingwith",
+    "eq",
+    "even",
+    "false",
+    "float",
+    "ge",
+    "gt",
+    "in",
+    "integer",
+    "iterable",
+    "le",
+    "lower",
+    "lt",
+    "mapping",
+    "ne",
+    "none",
+    "number",
+    "odd",
+    "sameas",
+    "sequence",
+    "startingwith",
+    "string",
+    "true",
+    "undefined",
+    "upper",
+];
+const FUNCTIONS: &[&str] = &["dict", "namespace", "range"];
+
+/// The builtin closest to a misspelt `name`, among `candidates` that the
+/// environment knows (`probe` is a template using the candidate at `%s`).
+fn builtin_near(name: &str, candidates: &[&'static str], probe: &str) -> Option<&'static str> {
+    let known = candidates.iter().copied().filter(|candidate| {
+        let outcome = ENVIRONMENT.render_str(&probe.replace("%s", candidate), ());
+        !matches!(
+            outcome.map_err(|error| error.kind()),
+            Err(ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction)
+        )
+    });
+    suggestion(name, known)
 }
 
 fn template_error(error: &minijinja::Error, shift: usize) -> TemplateError {
@@ -293,6 +391,33 @@ mod tests {
         let rendered = template("score={{ application.risk_score }} owner={{ Owner.Email }}")
             .evaluate(&context);
         assert_eq!(rendered.unwrap(), Value::String("score= owner=".into()));
+    }
+
+    #[test]
+    fn unknown_filters_tests_and_functions_are_caught_before_any_data() {
+        let message = |source: &str| {
+            Template::compile(source, Position::START, true)
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            message("{{ Name | uper }}"),
+            "unknown filter `uper`; did you mean `upper`?"
+        );
+        assert_eq!(
+            message("a {{ Name is defnied }}"),
+            "unknown test `defnied`; did you mean `defined`?"
+        );
+        assert_eq!(
+            message("{{ rnage(3) }}"),
+            "unknown function `rnage`; did you mean `range`?"
+        );
+        assert_eq!(
+            message("{{ Name | frobnicate }}"),
+            "unknown filter `frobnicate` (see the minijinja builtin filters)"
+        );
+        // Data-dependent failures are left to the real run.
+        assert!(Template::compile("{{ Name + 1 }}", Position::START, true).is_ok());
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn bad_files_are_reported_at_their_position() {
                 "\"{{ application.status_review }}\"",
                 "\"{{ application.status_review | uper }}\"",
             ),
-            "flow.yaml:12:46: unknown filter `uper` (see the minijinja builtin filters)",
+            "flow.yaml:12:46: unknown filter `uper`; did you mean `upper`?",
         ),
         (
             with("type: business", "type: buisness"),
