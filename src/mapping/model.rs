@@ -43,7 +43,7 @@ pub struct MappingFile {
     pub portal: PortalSpec,
     /// Account fields written back, per moment.
     #[serde(default)]
-    pub writeback: WritebackSpec,
+    pub writeback: Option<WritebackSpec>,
 }
 
 /// The body of `POST /api/portals`. Keys other than those below are passed
@@ -233,7 +233,10 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
             }
 
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                // `default_custom_fields:` with nothing under it: an empty map.
+                Ok(OrderedMap::default())
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(OrderedMap::default())
             }
 
@@ -246,7 +249,9 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
             }
         }
 
-        deserializer.deserialize_map(OrderedMapVisitor(PhantomData))
+        // `any`, not `map`: a key with nothing under it (every entry
+        // commented out) is an empty map, not an error.
+        deserializer.deserialize_any(OrderedMapVisitor(PhantomData))
     }
 }
 

@@ -191,10 +191,11 @@ impl Builder<'_> {
         let portal_extra = self.sources(&portal.extra, Scope::Portal);
 
         let mut writeback = BTreeMap::new();
+        let spec = file.writeback.unwrap_or_default();
         let moments = [
-            (Moment::PortalCreated, &file.writeback.on_portal_created),
-            (Moment::Application, &file.writeback.on_application),
-            (Moment::CollectOpened, &file.writeback.on_collect_opened),
+            (Moment::PortalCreated, &spec.on_portal_created),
+            (Moment::Application, &spec.on_application),
+            (Moment::CollectOpened, &spec.on_collect_opened),
         ];
         for (moment, fields) in moments {
             let rules = fields

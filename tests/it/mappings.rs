@@ -148,6 +148,19 @@ fn bad_files_are_reported_at_their_position() {
             with("object: Account", "object: Account\nname: Business Flow"),
             "flow.yaml:3:7: name `Business Flow` may only use letters, digits, `_` and `-` (it names the flow in logs and metrics)",
         ),
+        // A key with every entry commented out is empty, not an error.
+        (format!("{VALID}  on_portal_created:\n"), ""),
+        (
+            with(
+                "  default_custom_fields:\n    salesforce_account_id: \"{{ Id }}\"\n",
+                "  default_custom_fields:\n",
+            ),
+            "",
+        ),
+        (
+            format!("{}writeback:\n", VALID.split("writeback:").next().unwrap()),
+            "",
+        ),
     ];
     for (yaml, expected) in cases {
         check(&yaml, expected);
@@ -539,6 +552,32 @@ fn written_fields_carry_their_fixed_values_for_online_checks() {
         .find(|(field, _)| field == "Owner.Email")
         .unwrap();
     assert_eq!((owner.1.line, owner.1.column), (26, 22));
+}
+
+#[test]
+fn an_empty_default_clears_the_field() {
+    let yaml = with(
+        "      map: { approved: Approved }\n",
+        "      map: { approved: Approved }\n      default:\n",
+    );
+    let mapping = parse_mapping(Path::new("flow.yaml"), &yaml).unwrap();
+    let account = business_account();
+    let application = json!({"status_review": "on_hold"});
+    let context = WritebackContext {
+        account: &account,
+        portal: None,
+        application: Some(&application),
+        collect: None,
+        now: Utc::now(),
+    };
+    let written = mapping.writeback(Moment::Application, &context).unwrap();
+    assert_eq!(written["KYC_Status__c"], Value::Null);
+    let field = &mapping.written_fields()[0];
+    assert_eq!(
+        field.fixed_values.last().map(|(value, _)| value),
+        Some(&Value::Null)
+    );
+    assert!(!field.may_write_rendered);
 }
 
 #[test]
