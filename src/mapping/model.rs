@@ -1,5 +1,5 @@
 //! The mapping file format, as serde types. These same types are what the
-//! parser deserializes and what [`json_schema`] describes, so the editor's
+//! parser deserializes and what [`json_schema()`] describes, so the editor's
 //! schema and `check` cannot disagree. Doc comments become the schema's
 //! descriptions: they are written for CRM admins.
 
