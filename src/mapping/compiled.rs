@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::diagnostic::Position;
@@ -39,14 +40,15 @@ pub struct Mapping {
     pub(crate) writeback: BTreeMap<Moment, Vec<FieldRule>>,
 }
 
-/// When fields are written back (the keys under `writeback:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// When fields are written back (the keys under `writeback:`); serialized
+/// as those keys, so stored work and journals read like the mapping file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Moment {
-    /// `on_portal_created`
+    #[serde(rename = "on_portal_created")]
     PortalCreated,
-    /// `on_application`
+    #[serde(rename = "on_application")]
     Application,
-    /// `on_collect_opened`
+    #[serde(rename = "on_collect_opened")]
     CollectOpened,
 }
 
@@ -167,6 +169,21 @@ pub(crate) fn map_key(value: &Value) -> Option<String> {
     }
 }
 
+/// `value` with every null member of every object removed.
+fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(members) => Value::Object(
+            members
+                .into_iter()
+                .filter(|(_, member)| !member.is_null())
+                .map(|(name, member)| (name, without_nulls(member)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
+}
+
 /// A Salesforce field a mapping writes, for online checks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WrittenField {
@@ -221,7 +238,7 @@ impl Mapping {
     /// Every Account field a template reads, at each place it is read.
     pub fn read_fields_with_positions(&self) -> Vec<(String, Position)> {
         self.templates()
-            .flat_map(|template| template.variables())
+            .flat_map(|template| template.variables().iter().cloned())
             .filter(|(name, _)| {
                 let root = name.split('.').next().unwrap_or_default();
                 !CONTEXT_ROOTS.contains(&root)
@@ -357,6 +374,9 @@ impl Mapping {
 
     /// The template context: Account fields at the top level, then the
     /// named values (which win over an Account field of the same name).
+    /// Nulls are left out: to a template, a field Salesforce returns empty
+    /// and a field it does not return are the same, so `default('unknown')`
+    /// applies to both.
     fn context<const N: usize>(
         &self,
         account: &Record,
@@ -365,13 +385,16 @@ impl Mapping {
     ) -> Value {
         let mut context = account.clone();
         for (name, value) in named {
-            context.insert(name.to_owned(), value.cloned().unwrap_or(Value::Null));
+            match value {
+                Some(value) => context.insert(name.to_owned(), value.clone()),
+                None => context.remove(name),
+            };
         }
         context.insert(
             "now".to_owned(),
             Value::String(now.to_rfc3339_opts(SecondsFormat::Millis, true)),
         );
-        Value::Object(context)
+        without_nulls(Value::Object(context))
     }
 
     fn render(&self, key: &str, source: &Source, context: &Value) -> Result<Value, RenderError> {

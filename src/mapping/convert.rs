@@ -22,7 +22,8 @@ const MULTIPICKLIST_SEPARATOR: char = ';';
 pub struct ConversionError {
     pub field: String,
     pub field_type: String,
-    pub value: Value,
+    /// The refused value, as JSON text.
+    pub value: String,
     /// What is wrong and what would fit.
     pub reason: String,
 }
@@ -34,7 +35,7 @@ pub fn convert_value(value: &Value, field: &FieldDescribe) -> Result<Value, Conv
     let fail = |reason: String| ConversionError {
         field: field.name.clone(),
         field_type: field.field_type.clone(),
-        value: value.clone(),
+        value: value.to_string(),
         reason,
     };
     let is_text_type = matches!(

@@ -37,7 +37,9 @@ impl fmt::Display for Position {
 }
 
 /// One problem in one mapping file. Displays as `file:line:column: message`,
-/// the form editors and terminals turn into a link.
+/// the form editors and terminals turn into a link. A problem with no place
+/// inside a file (an empty directory, an unreadable file) has line 0 and
+/// displays as its message alone, which names the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub file: PathBuf,
@@ -56,6 +58,17 @@ impl Diagnostic {
         }
     }
 
+    /// A problem with a whole file or directory rather than a place in it;
+    /// `message` must name the path.
+    pub fn whole(path: &Path, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+        }
+    }
+
     pub fn position(&self) -> Position {
         Position {
             line: self.line,
@@ -66,6 +79,9 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return formatter.write_str(&self.message);
+        }
         write!(
             formatter,
             "{}:{}:{}: {}",

@@ -10,9 +10,9 @@ use serde_saphyr::{Error as YamlError, MessageFormatter, UserMessageFormatter};
 use super::compiled::{FieldRule, Mapping, Moment, Source};
 use super::diagnostic::{Diagnostic, Diagnostics, Position, suggestion};
 use super::model::{
-    FieldBlock, FieldValue, Located, MappingFile, OrderedMap, PORTAL_KEYS, SUPPORTED_OBJECT,
-    SUPPORTED_VERSION, Scalar,
+    FieldBlock, FieldValue, Located, MappingFile, OrderedMap, SUPPORTED_VERSION, Scalar,
 };
+use super::strict::{self, Node, one_of};
 use super::template::{CONTEXT_ROOTS, Template, is_template, position_in};
 
 /// Largest mapping file read. Real ones are a few KiB; anything near this
@@ -34,6 +34,18 @@ pub fn parse_mapping(path: &Path, text: &str) -> Result<Mapping, Diagnostics> {
         )
         .into());
     }
+    let has_content = text.lines().any(|line| {
+        let line = line.trim();
+        !line.is_empty() && !line.starts_with('#')
+    });
+    if !has_content {
+        return Err(Diagnostic::new(
+            path,
+            Position::START,
+            format!("the file is empty; a mapping starts with `version: {SUPPORTED_VERSION}`"),
+        )
+        .into());
+    }
     let tabs = tab_indentation(path, text);
     if !tabs.is_empty() {
         return Err(tabs);
@@ -41,6 +53,17 @@ pub fn parse_mapping(path: &Path, text: &str) -> Result<Mapping, Diagnostics> {
     // Only `true` and `false` are booleans: `yes`, `no`, `on` stay text, so
     // a picklist value `No` is not silently turned into `false`.
     let options = serde_saphyr::options! { strict_booleans: true };
+    let document: Located<Node> = serde_saphyr::from_str_with_options(text, options.clone())
+        .map_err(|error| Diagnostics::from(yaml_diagnostic(path, &error)))?;
+    let problems = strict::check(&document);
+    if !problems.is_empty() {
+        return Err(Diagnostics(
+            problems
+                .into_iter()
+                .map(|(position, message)| Diagnostic::new(path, position, message))
+                .collect(),
+        ));
+    }
     let file: MappingFile = serde_saphyr::from_str_with_options(text, options)
         .map_err(|error| Diagnostics::from(yaml_diagnostic(path, &error)))?;
     Builder {
@@ -56,6 +79,9 @@ pub fn parse_mapping(path: &Path, text: &str) -> Result<Mapping, Diagnostics> {
 fn tab_indentation(path: &Path, text: &str) -> Diagnostics {
     let mut diagnostics = Diagnostics::default();
     for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
         let indentation = &line[..line.len() - line.trim_start().len()];
         if let Some(column) = indentation.find('\t') {
             let position = Position {
@@ -81,7 +107,11 @@ fn yaml_diagnostic(path: &Path, error: &YamlError) -> Diagnostic {
             line: location.line() as usize,
             column: location.column() as usize,
         });
-    let message = match error {
+    Diagnostic::new(path, position, yaml_message(error))
+}
+
+fn yaml_message(error: &YamlError) -> String {
+    match error {
         YamlError::SerdeUnknownField {
             field, expected, ..
         } => unknown_key(field, expected),
@@ -94,30 +124,15 @@ fn yaml_diagnostic(path: &Path, error: &YamlError) -> Diagnostic {
             }
             message
         }
-        YamlError::SerdeMissingField { field, .. } if *field == "version" => {
-            format!(
-                "missing key `version`; add `version: {SUPPORTED_VERSION}` at the top of the file"
-            )
-        }
         YamlError::SerdeMissingField { field, .. } => format!("missing key `{field}`"),
         other => UserMessageFormatter.format_message(other).into_owned(),
-    };
-    Diagnostic::new(path, position, message)
+    }
 }
 
 fn unknown_key(key: &str, expected: &[&str]) -> String {
     match suggestion(key, expected.iter().copied()) {
         Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
         None => format!("unknown key `{key}`, expected {}", one_of(expected)),
-    }
-}
-
-fn one_of(names: &[&str]) -> String {
-    let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
-    match quoted.as_slice() {
-        [single] => single.clone(),
-        [rest @ .., last] => format!("one of {} or {last}", rest.join(", ")),
-        [] => "nothing here".to_owned(),
     }
 }
 
@@ -160,15 +175,6 @@ impl Builder<'_> {
                 Position::START,
             ),
         };
-        if file.object.value != SUPPORTED_OBJECT {
-            self.problem(
-                file.object.position,
-                format!(
-                    "object `{}` is not supported; use `{SUPPORTED_OBJECT}`",
-                    file.object.value
-                ),
-            );
-        }
         if file.select.value.trim().is_empty() {
             self.problem(
                 file.select.position,
@@ -182,21 +188,14 @@ impl Builder<'_> {
             .as_ref()
             .and_then(|value| self.source(value, Scope::Portal));
         let custom_fields = self.sources(&portal.default_custom_fields, Scope::Portal);
-        for (key, _) in portal.extra.iter() {
-            if let Some(near) = suggestion(&key.value, PORTAL_KEYS.iter().copied()) {
-                self.problem(
-                    key.position,
-                    format!("unknown key `{}`; did you mean `{near}`?", key.value),
-                );
-            }
-        }
         let portal_extra = self.sources(&portal.extra, Scope::Portal);
 
         let mut writeback = BTreeMap::new();
+        let spec = file.writeback.unwrap_or_default();
         let moments = [
-            (Moment::PortalCreated, &file.writeback.on_portal_created),
-            (Moment::Application, &file.writeback.on_application),
-            (Moment::CollectOpened, &file.writeback.on_collect_opened),
+            (Moment::PortalCreated, &spec.on_portal_created),
+            (Moment::Application, &spec.on_application),
+            (Moment::CollectOpened, &spec.on_collect_opened),
         ];
         for (moment, fields) in moments {
             let rules = fields
@@ -380,7 +379,7 @@ impl Builder<'_> {
                     format!("Account fields, {} and `now`", available.join(", "))
                 };
                 self.problem(
-                    position,
+                    *position,
                     format!("`{root}` is not available in {place}; available there: {available}"),
                 );
             }

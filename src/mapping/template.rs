@@ -12,7 +12,7 @@ use minijinja::value::{Serde, Value as TemplateValue};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
-use super::diagnostic::Position;
+use super::diagnostic::{Position, suggestion};
 
 /// Names that templates read but that are not Account fields.
 pub const CONTEXT_ROOTS: &[&str] = &["portal", "application", "collect", "now"];
@@ -44,10 +44,9 @@ pub struct Template {
     expression: Option<String>,
     /// Where the template text starts in the file.
     origin: Position,
-    /// Whether `source` appears verbatim in the file from `origin`, so an
-    /// offset into it maps to an exact file position (false for escaped or
-    /// folded YAML strings, where positions fall back to `origin`).
-    verbatim: bool,
+    /// Every variable path read, with the position of its first use;
+    /// computed once, since query building asks for them on every poll.
+    variables: Vec<(String, Position)>,
 }
 
 /// A template problem, with its byte range in the template source.
@@ -60,14 +59,17 @@ pub struct TemplateError {
 impl Template {
     /// Compiles `source` and runs it once against an empty context, so syntax
     /// errors and unknown filters, tests or functions surface at load time
-    /// rather than when the first Account flows through.
+    /// rather than when the first Account flows through. `verbatim` says
+    /// whether `source` appears as is in the file from `origin` (false for
+    /// escaped or folded YAML strings), so that an offset into it maps to an
+    /// exact file position; otherwise positions fall back to `origin`.
     pub fn compile(
         source: &str,
         origin: Position,
         verbatim: bool,
     ) -> Result<Template, TemplateError> {
         let expression = single_expression(source);
-        match &expression {
+        let names: BTreeSet<String> = match &expression {
             Some(expression) => {
                 let compiled = ENVIRONMENT
                     .compile_expression(expression)
@@ -82,6 +84,7 @@ impl Template {
                     source,
                     expression,
                 )?;
+                compiled.undeclared_variables(true).into_iter().collect()
             }
             None => {
                 let compiled = ENVIRONMENT
@@ -92,13 +95,21 @@ impl Template {
                     source,
                     source,
                 )?;
+                compiled.undeclared_variables(true).into_iter().collect()
             }
-        }
+        };
+        let variables = names
+            .into_iter()
+            .map(|name| {
+                let offset = source.find(name.as_str()).unwrap_or_default();
+                (name, position_in(source, origin, verbatim, offset))
+            })
+            .collect();
         Ok(Template {
             source: source.to_owned(),
             expression,
             origin,
-            verbatim,
+            variables,
         })
     }
 
@@ -115,36 +126,10 @@ impl Template {
         self.origin
     }
 
-    /// The file position of byte `offset` of the template source.
-    pub fn position_at(&self, offset: usize) -> Position {
-        position_in(&self.source, self.origin, self.verbatim, offset)
-    }
-
     /// Every variable path the template reads (`Name`, `Owner.Email`,
     /// `application.risk_level`), with the position of its first use.
-    pub fn variables(&self) -> Vec<(String, Position)> {
-        let names: BTreeSet<String> = match &self.expression {
-            Some(expression) => ENVIRONMENT
-                .compile_expression(expression)
-                .map(|compiled| compiled.undeclared_variables(true))
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-            None => ENVIRONMENT
-                .template_from_str(&self.source)
-                .map(|compiled| compiled.undeclared_variables(true))
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-        };
-        names
-            .into_iter()
-            .map(|name| {
-                let offset = self.source.find(name.as_str()).unwrap_or_default();
-                let position = self.position_at(offset);
-                (name, position)
-            })
-            .collect()
+    pub fn variables(&self) -> &[(String, Position)] {
+        &self.variables
     }
 
     /// Evaluates against `context`: the typed value of a single expression,
@@ -230,22 +215,120 @@ fn rehearse(
             let range = error
                 .range()
                 .map(|range| range.start + shift..range.end + shift);
+            // The range covers the name, or for a function the whole call.
             let name = range
                 .clone()
                 .and_then(|range| source.get(range))
                 .unwrap_or_default();
-            let what = match error.kind() {
-                ErrorKind::UnknownFilter => "filter",
-                ErrorKind::UnknownTest => "test",
-                _ => "function",
+            let name = name
+                .split(|character: char| !(character.is_alphanumeric() || character == '_'))
+                .next()
+                .unwrap_or_default();
+            let (what, near) = match error.kind() {
+                ErrorKind::UnknownFilter => ("filter", builtin_near(name, FILTERS, "{{ 1 | %s }}")),
+                ErrorKind::UnknownTest => ("test", builtin_near(name, TESTS, "{{ 1 is %s }}")),
+                _ => ("function", builtin_near(name, FUNCTIONS, "{{ %s() }}")),
             };
-            Err(TemplateError {
-                message: format!("unknown {what} `{name}` (see the minijinja builtin {what}s)"),
-                range,
-            })
+            let message = match near {
+                Some(near) => format!("unknown {what} `{name}`; did you mean `{near}`?"),
+                None => format!("unknown {what} `{name}` (see the minijinja builtin {what}s)"),
+            };
+            Err(TemplateError { message, range })
         }
         _ => Ok(()),
     }
+}
+
+/// Names offered as "did you mean" for a misspelt filter, test or function.
+/// Only those this build really has are offered (see [`builtin_near`]), so
+/// the lists cannot mislead if minijinja changes.
+const FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "count",
+    "default",
+    "dictsort",
+    "escape",
+    "first",
+    "float",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+];
+const TESTS: &[&str] = &[
+    "boolean",
+    "defined",
+    "divisibleby",
+    "endingwith",
+    "eq",
+    "even",
+    "false",
+    "float",
+    "ge",
+    "gt",
+    "in",
+    "integer",
+    "iterable",
+    "le",
+    "lower",
+    "lt",
+    "mapping",
+    "ne",
+    "none",
+    "number",
+    "odd",
+    "sameas",
+    "sequence",
+    "startingwith",
+    "string",
+    "true",
+    "undefined",
+    "upper",
+];
+const FUNCTIONS: &[&str] = &["dict", "namespace", "range"];
+
+/// The builtin closest to a misspelt `name`, among `candidates` that the
+/// environment knows (`probe` is a template using the candidate at `%s`).
+fn builtin_near(name: &str, candidates: &[&'static str], probe: &str) -> Option<&'static str> {
+    let known = candidates.iter().copied().filter(|candidate| {
+        let outcome = ENVIRONMENT.render_str(&probe.replace("%s", candidate), ());
+        !matches!(
+            outcome.map_err(|error| error.kind()),
+            Err(ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction)
+        )
+    });
+    suggestion(name, known)
 }
 
 fn template_error(error: &minijinja::Error, shift: usize) -> TemplateError {
@@ -316,6 +399,33 @@ mod tests {
     }
 
     #[test]
+    fn unknown_filters_tests_and_functions_are_caught_before_any_data() {
+        let message = |source: &str| {
+            Template::compile(source, Position::START, true)
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            message("{{ Name | uper }}"),
+            "unknown filter `uper`; did you mean `upper`?"
+        );
+        assert_eq!(
+            message("a {{ Name is defnied }}"),
+            "unknown test `defnied`; did you mean `defined`?"
+        );
+        assert_eq!(
+            message("{{ rnage(3) }}"),
+            "unknown function `rnage`; did you mean `range`?"
+        );
+        assert_eq!(
+            message("{{ Name | frobnicate }}"),
+            "unknown filter `frobnicate` (see the minijinja builtin filters)"
+        );
+        // Data-dependent failures are left to the real run.
+        assert!(Template::compile("{{ Name + 1 }}", Position::START, true).is_ok());
+    }
+
+    #[test]
     fn positions_inside_a_verbatim_template() {
         let origin = Position {
             line: 4,
@@ -333,6 +443,6 @@ mod tests {
             )]
         );
         let folded = Template::compile("a {{ Name }}", origin, false).unwrap();
-        assert_eq!(folded.variables(), vec![("Name".to_owned(), origin)]);
+        assert_eq!(folded.variables(), [("Name".to_owned(), origin)]);
     }
 }

@@ -2,6 +2,7 @@
 //! the sandboxes and checks what Salesforce and Ondorse end up holding.
 
 mod config;
+mod mappings;
 mod ondorse_client;
 mod sandbox_ondorse;
 mod sandbox_salesforce;
