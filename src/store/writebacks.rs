@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
+};
 
 use super::codec;
 use super::{KNOWN_FIELDS_TREE, Store, StoreError, WRITES_TREE};
@@ -46,7 +49,40 @@ pub enum WriteSettlement {
     },
 }
 
-fn transaction_error(
+/// Merges `fields` into an Account's pending write, inside a transaction.
+pub(super) fn merge_write(
+    writes: &TransactionalTree,
+    account_id: &str,
+    mapping: &str,
+    fields: &Fields,
+    now: DateTime<Utc>,
+) -> ConflictableTransactionResult<(), StoreError> {
+    let key = account_id.as_bytes();
+    let mut pending = match writes.get(key)? {
+        Some(bytes) => codec::decode_value(WRITES_TREE, key, &bytes)
+            .map_err(ConflictableTransactionError::Abort)?,
+        None => PendingWrite {
+            account_id: account_id.to_owned(),
+            fields: Fields::new(),
+            mappings: BTreeSet::new(),
+            queued_at: now,
+            attempts: 0,
+            not_before: now,
+            last_error: None,
+        },
+    };
+    for (name, value) in fields {
+        pending.fields.insert(name.clone(), value.clone());
+    }
+    pending.mappings.insert(mapping.to_owned());
+    pending.not_before = pending.not_before.min(now);
+    let value =
+        codec::encode_value(WRITES_TREE, &pending).map_err(ConflictableTransactionError::Abort)?;
+    writes.insert(key, value)?;
+    Ok(())
+}
+
+pub(super) fn transaction_error(
     operation: &'static str,
 ) -> impl FnOnce(TransactionError<StoreError>) -> StoreError {
     move |error| match error {
@@ -107,33 +143,9 @@ impl Store {
         if fields.is_empty() {
             return Ok(());
         }
-        let key = account_id.as_bytes();
         self.inner
             .writes
-            .transaction(|writes| {
-                let mut pending = match writes.get(key)? {
-                    Some(bytes) => codec::decode_value(WRITES_TREE, key, &bytes)
-                        .map_err(ConflictableTransactionError::Abort)?,
-                    None => PendingWrite {
-                        account_id: account_id.to_owned(),
-                        fields: Fields::new(),
-                        mappings: BTreeSet::new(),
-                        queued_at: now,
-                        attempts: 0,
-                        not_before: now,
-                        last_error: None,
-                    },
-                };
-                for (name, value) in fields {
-                    pending.fields.insert(name.clone(), value.clone());
-                }
-                pending.mappings.insert(mapping.to_owned());
-                pending.not_before = pending.not_before.min(now);
-                let value = codec::encode_value(WRITES_TREE, &pending)
-                    .map_err(ConflictableTransactionError::Abort)?;
-                writes.insert(key, value)?;
-                Ok(())
-            })
+            .transaction(|writes| merge_write(writes, account_id, mapping, fields, now))
             .map_err(transaction_error("queue a write"))
     }
 

@@ -12,7 +12,7 @@ use super::{Engine, SyncError, now};
 use crate::mapping::Moment;
 use crate::ondorse::webhook::EventType;
 use crate::ondorse::{Application, OndorseError};
-use crate::store::{InboxKind, Link};
+use crate::store::{Fields, InboxKind, Link};
 
 /// Inbox items taken per pass.
 const INBOX_BATCH: usize = 500;
@@ -184,27 +184,33 @@ impl Engine {
         )?;
         link.application_id = Some(application.id.clone());
         link.decision_final = application.is_final();
-        self.store.put_link(&link)?;
-        self.queue_moment(
-            &mapping,
-            &link,
-            Moment::Application,
-            Some(&template_value),
-            None,
-        )
-        .await?;
+        let mut fields = self
+            .plan_moment(
+                &mapping,
+                &link,
+                Moment::Application,
+                Some(&template_value),
+                None,
+                &Fields::new(),
+            )
+            .await?;
         // A late `collect.opened` must not overwrite a final decision.
         if collect_opened && !application.is_final() {
             let collect = self.collect_of(&template_value);
-            self.queue_moment(
-                &mapping,
-                &link,
-                Moment::CollectOpened,
-                Some(&template_value),
-                collect.as_ref(),
-            )
-            .await?;
+            let collect_fields = self
+                .plan_moment(
+                    &mapping,
+                    &link,
+                    Moment::CollectOpened,
+                    Some(&template_value),
+                    collect.as_ref(),
+                    &fields,
+                )
+                .await?;
+            fields.extend(collect_fields);
         }
+        // The link (decision final or not) and its fields land together.
+        self.commit_link(&link, Moment::Application, fields)?;
         tracing::info!(account_id = %link.account_id, mapping = %link.mapping, application_id, decision = ?application.status_review, "application refreshed");
         Ok(Refreshed::Applied)
     }

@@ -10,7 +10,7 @@ use super::plan;
 use super::{Engine, SyncError, now};
 use crate::mapping::{Mapping, Moment, WritebackContext};
 use crate::ondorse::Portal;
-use crate::store::{Link, PortalRecord};
+use crate::store::{Fields, Link, PortalRecord};
 
 /// Attempts of one portal POST within a step; later steps (reconcile) try
 /// again, with the same key, while the intent stays pending.
@@ -83,9 +83,17 @@ impl Engine {
         )?;
         link.portal = Some(record);
         link.last_error = None;
-        self.store.put_link(&link)?;
-        self.queue_moment(mapping, &link, Moment::PortalCreated, None, None)
+        let planned = self
+            .plan_moment(
+                mapping,
+                &link,
+                Moment::PortalCreated,
+                None,
+                None,
+                &Fields::new(),
+            )
             .await?;
+        self.commit_link(&link, Moment::PortalCreated, planned)?;
         Ok(true)
     }
 
@@ -144,18 +152,21 @@ impl Engine {
         }
     }
 
-    /// Plans one write-back moment for a link and queues what changed;
-    /// refused fields become dead letters at once.
-    pub(super) async fn queue_moment(
+    /// Plans one write-back moment for a link: the fields that differ from
+    /// what Salesforce holds (with pending writes and `overlay` applied);
+    /// refused fields become dead letters at once. Queues nothing: the caller
+    /// commits the fields with the link ([`Engine::commit_link`]).
+    pub(super) async fn plan_moment(
         &self,
         mapping: &Mapping,
         link: &Link,
         moment: Moment,
         application: Option<&Value>,
         collect: Option<&Value>,
-    ) -> Result<(), SyncError> {
+        overlay: &Fields,
+    ) -> Result<Fields, SyncError> {
         if !mapping.writes_at(moment) {
-            return Ok(());
+            return Ok(Fields::new());
         }
         let describe = self.describe().await?;
         // What Salesforce will hold once pending writes land.
@@ -163,6 +174,7 @@ impl Engine {
         if let Some(pending) = self.store.pending_write(&link.account_id)? {
             known.extend(pending.fields);
         }
+        known.extend(overlay.clone());
         let context = WritebackContext {
             account: &link.account,
             portal: link.portal.as_ref().map(|portal| &portal.answer),
@@ -181,11 +193,11 @@ impl Engine {
                     Value::Null,
                 )?;
                 tracing::warn!(account_id = %link.account_id, mapping = %mapping.name, %error, "write-back not rendered");
-                return Ok(());
+                return Ok(Fields::new());
             }
         };
         for refused in &planned.refused {
-            let mut fields = crate::store::Fields::new();
+            let mut fields = Fields::new();
             fields.insert(refused.field.clone(), refused.value.clone());
             let id = self.store.add_dead_letter(
                 &link.account_id,
@@ -207,15 +219,24 @@ impl Engine {
             )?;
             tracing::warn!(account_id = %link.account_id, mapping = %mapping.name, field = %refused.field, message = %refused.message, "field refused before sending");
         }
-        if !planned.changed.is_empty() {
-            self.store
-                .queue_write(&link.account_id, &mapping.name, &planned.changed, now())?;
+        Ok(planned.changed)
+    }
+
+    /// Stores a link and the write-back planned for it in one transaction.
+    pub(super) fn commit_link(
+        &self,
+        link: &Link,
+        moment: Moment,
+        fields: Fields,
+    ) -> Result<(), SyncError> {
+        self.store.put_link_and_queue(link, Some(&fields), now())?;
+        if !fields.is_empty() {
             self.journal(
                 &link.account_id,
-                Some(&mapping.name),
+                Some(&link.mapping),
                 "write_queued",
-                format!("{moment}: {} field(s) to write", planned.changed.len()),
-                json!({ "fields": planned.changed, "unchanged": planned.unchanged }),
+                format!("{moment}: {} field(s) to write", fields.len()),
+                json!({ "fields": fields }),
             )?;
         }
         Ok(())
