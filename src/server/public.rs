@@ -146,9 +146,9 @@ async fn ondorse_webhook(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut source = None;
+    let source = client_address(peer.ip(), &headers, &state.config.trusted_proxies);
     let outcome = async {
-        let body = admit(&state, &secret, peer, &headers, body, &mut source).await?;
+        let body = admit(&state, &secret, source, &headers, body).await?;
         if let Some(signing_secret) = &state.config.signing_secret {
             let header = headers
                 .get(SIGNATURE_HEADER)
@@ -185,7 +185,7 @@ async fn ondorse_webhook(
             tracing::info!(
                 endpoint = Endpoint::Ondorse.as_str(),
                 status = 200,
-                source = source.map(|address: IpAddr| address.to_string()),
+                source = source.map(|address| address.to_string()),
                 event_id = %envelope.event_id,
                 event_type = %kind,
                 ignorable = kind.is_ignorable(),
@@ -213,9 +213,9 @@ async fn salesforce_hint(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut source = None;
+    let source = client_address(peer.ip(), &headers, &state.config.trusted_proxies);
     let outcome = async {
-        let body = admit(&state, &secret, peer, &headers, body, &mut source).await?;
+        let body = admit(&state, &secret, source, &headers, body).await?;
         let hint: HintBody = serde_json::from_slice(&body).map_err(|error| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
@@ -239,7 +239,7 @@ async fn salesforce_hint(
             tracing::info!(
                 endpoint = Endpoint::Salesforce.as_str(),
                 status = 200,
-                source = source.map(|address: IpAddr| address.to_string()),
+                source = source.map(|address| address.to_string()),
                 ids = count,
                 sequence,
                 outcome = "stored",
@@ -252,14 +252,14 @@ async fn salesforce_hint(
 }
 
 /// The checks both endpoints share, in order: size, path secret, source
-/// address; then the body, read within the size and time limits.
+/// address (`None`: unreadable); then the body, read within the size and
+/// time limits.
 async fn admit(
     state: &PublicState,
     secret: &str,
-    peer: SocketAddr,
+    source: Option<IpAddr>,
     headers: &HeaderMap,
     body: Body,
-    source: &mut Option<IpAddr>,
 ) -> Result<bytes::Bytes, Refusal> {
     let too_large = || {
         Refusal::new(
@@ -280,10 +280,8 @@ async fn admit(
             "the path secret does not match",
         ));
     }
-    let client = client_address(peer.ip(), headers, &state.config.trusted_proxies);
-    *source = client;
     let allowed = &state.config.allowed_ips;
-    match client {
+    match source {
         Some(address) if allowed.is_empty() || allowed.iter().any(|net| net.contains(&address)) => {
         }
         Some(address) => {

@@ -17,12 +17,10 @@ use tokio::sync::watch;
 
 use super::StoreError;
 
-#[derive(Debug)]
 pub(crate) struct GroupCommit {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
 struct Shared {
     db: sled::Db,
     state: Mutex<State>,
@@ -30,7 +28,6 @@ struct Shared {
     finished: watch::Sender<u64>,
 }
 
-#[derive(Debug)]
 struct State {
     /// Generations are numbered from 1; this is the last one started.
     started: u64,
