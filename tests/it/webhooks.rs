@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
 use crate::support::config::PATH_SECRET;
-use crate::support::daemon::{Daemon, free_address, write_daemon_config};
+use crate::support::daemon::{Daemon, free_address, run_command, write_daemon_config};
 
 const SIGNING_SECRET: &str = "whsec_current";
 
@@ -536,12 +536,7 @@ fn a_second_daemon_on_the_same_store_is_told_why_it_cannot_start() {
     let config = write_daemon_config(dir.path(), address);
     let daemon = Daemon::start(&config, address);
 
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let output = run_command(&config).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is in use by another process"), "{stderr}");
