@@ -21,6 +21,9 @@ use crate::store::Store;
 /// systemd's default stop timeout is 90 s; a webhook answer takes
 /// milliseconds, so 10 s only matters for a stuck sender.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often event ids older than the deduplication window are forgotten.
+/// The window is two days, so hourly keeps the keyspace near its floor.
+pub const SEEN_EVENT_PRUNE_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
 pub async fn run(config: Config) -> Result<(), Failure> {
     // Installed first: until then a SIGTERM would kill the process outright.
@@ -46,6 +49,8 @@ pub async fn run(config: Config) -> Result<(), Failure> {
         stopped.notified().await
     }));
 
+    let pruner = tokio::spawn(prune_seen_events(store.clone()));
+
     let signal_name = tokio::select! {
         name = signals.recv() => name,
         // The server ends on its own only when it fails.
@@ -59,6 +64,7 @@ pub async fn run(config: Config) -> Result<(), Failure> {
         signal = signal_name,
         "stopping: finishing requests in flight"
     );
+    pruner.abort();
     // `notify_one` keeps a permit, so the stop is not lost if the server has
     // not polled its shutdown future yet.
     stop.notify_one();
@@ -80,6 +86,31 @@ pub async fn run(config: Config) -> Result<(), Failure> {
         .context("cannot flush the store while stopping")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Forgets old webhook event ids now and every [`SEEN_EVENT_PRUNE_INTERVAL`].
+/// A failure is logged and retried at the next tick: until then the ids
+/// only take space.
+async fn prune_seen_events(store: Store) {
+    let mut ticks = tokio::time::interval(SEEN_EVENT_PRUNE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        // A scan of the whole keyspace: off the async workers.
+        let pruning = store.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || pruning.prune_seen_events(chrono::Utc::now()))
+                .await;
+        match outcome {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot prune old webhook event ids; will retry")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the webhook event id pruning task failed; will retry")
+            }
+        }
+    }
 }
 
 /// SIGTERM (systemd) and SIGINT (a terminal), which both mean "stop".
