@@ -1,8 +1,9 @@
 //! `ondorse-bridge run`: the daemon.
 //!
-//! A small composition: open the store, listen for webhooks, and on SIGTERM
-//! or SIGINT stop accepting, let requests in flight finish (within
-//! [`SHUTDOWN_GRACE`]), flush the store and return.
+//! A small composition: open the store, listen for webhooks, prune old
+//! webhook event ids hourly, and on SIGTERM or SIGINT stop accepting, let
+//! requests in flight finish (within [`SHUTDOWN_GRACE`]), flush the store
+//! and return.
 
 use std::sync::Arc;
 use std::time::Duration;
