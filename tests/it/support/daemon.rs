@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use ondorse_bridge::config::{CREDENTIALS_DIRECTORY_ENV, ENV_PREFIX};
+
 use crate::support::config::{ConfigSettings, write_config};
 
 /// Long enough for a cold daemon start on a loaded 2-core CI machine.
@@ -46,6 +48,26 @@ pub fn write_daemon_config(dir: &Path, address: SocketAddr) -> PathBuf {
     write_config(dir, &settings, PLACEHOLDER_PEM).path
 }
 
+/// `ondorse-bridge run --config <config>`, with an environment of its own.
+pub fn run_command(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"));
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    // Configuration overrides set by a concurrent test in this process
+    // (see tests/it/config.rs) must not reach the daemon.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with(ENV_PREFIX) {
+            command.env_remove(name);
+        }
+    }
+    command.env_remove(CREDENTIALS_DIRECTORY_ENV);
+    command
+}
+
 /// `ondorse-bridge run` as a child process; killed when dropped.
 pub struct Daemon {
     child: Child,
@@ -57,12 +79,7 @@ impl Daemon {
     pub fn start(config: &Path, address: SocketAddr) -> Daemon {
         let log = config.with_file_name(format!("daemon-{}.log", address.port()));
         let log_file = std::fs::File::create(&log).expect("create the daemon log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+        let child = run_command(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
