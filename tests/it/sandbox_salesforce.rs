@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::support::salesforce::{access_token, fields, start_salesforce, start_seeded_salesforce};
+use crate::support::salesforce::{
+    access_token, fields, start_salesforce, start_salesforce_with_jwt, start_seeded_salesforce,
+};
 
 const VERSION: &str = "v62.0";
 
@@ -434,6 +436,51 @@ async fn jwt_bearer_checks_signature_issuer_audience_expiry_and_user() {
     ];
     for (assertion, error, description) in cases {
         assert_refused(&exchange(assertion).await, error, description);
+    }
+}
+
+#[tokio::test]
+async fn the_seeded_jwt_helper_signs_what_the_sandbox_accepts() {
+    let (sandbox, keys) = start_salesforce_with_jwt(SalesforceSandboxOptions::default()).await;
+    let assertion = jwt(
+        &keys.private_key_pem,
+        Algorithm::RS256,
+        json!({"iss": "sandbox-client-id", "sub": "integration@example.com", "aud": sandbox.login_url(), "exp": now() + 60}),
+    );
+    let answer = token_answer(
+        &sandbox.login_url(),
+        &[("grant_type", JWT_GRANT), ("assertion", &assertion)],
+    )
+    .await;
+    assert_token_success(&answer, &sandbox);
+    assert!(
+        !format!("{keys:?}").contains("PRIVATE"),
+        "Debug hides the private key"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_sandbox_stops_answering() {
+    let sandbox = start_salesforce(SalesforceSandboxOptions::default()).await;
+    let api = Api::new(&sandbox).await;
+    assert_eq!(api.get("/limits").await.status, StatusCode::OK);
+    drop(sandbox);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let outcome = api
+            .http
+            .get(api.url("/limits"))
+            .bearer_auth(&api.token)
+            .send()
+            .await;
+        if outcome.is_err() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped sandbox still answers"
+        );
+        tokio::task::yield_now().await;
     }
 }
 

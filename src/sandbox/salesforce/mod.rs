@@ -33,7 +33,7 @@ use axum::Router;
 use axum::routing::{get, patch, post};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 pub use auth::{JwtKeyPair, generate_jwt_key_pair};
 pub use seed::sales_user_ids;
@@ -150,7 +150,10 @@ pub struct SalesforceSandbox {
     shared: Shared,
     login_url: String,
     instance_url: String,
-    servers: Vec<JoinHandle<()>>,
+    /// Dropping it (with the handle) tells both listeners to stop: they
+    /// finish in-flight requests and close idle keep-alive connections, so
+    /// a client sees the org go away instead of a half-alive server.
+    _shutdown: watch::Sender<()>,
 }
 
 impl std::fmt::Debug for SalesforceSandbox {
@@ -160,14 +163,6 @@ impl std::fmt::Debug for SalesforceSandbox {
             .field("login_url", &self.login_url)
             .field("instance_url", &self.instance_url)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for SalesforceSandbox {
-    fn drop(&mut self) {
-        for server in &self.servers {
-            server.abort();
-        }
     }
 }
 
@@ -185,16 +180,19 @@ impl SalesforceSandbox {
                 instance_url.clone(),
             ))),
         };
-        let servers = vec![
-            serve(login_listener, login_router(shared.clone())),
-            serve(instance_listener, instance_router(shared.clone())),
-        ];
+        let (shutdown, stopped) = watch::channel(());
+        serve(
+            login_listener,
+            login_router(shared.clone()),
+            stopped.clone(),
+        );
+        serve(instance_listener, instance_router(shared.clone()), stopped);
         tracing::debug!(%login_url, %instance_url, "sandbox salesforce listening");
         Ok(SalesforceSandbox {
             shared,
             login_url,
             instance_url,
-            servers,
+            _shutdown: shutdown,
         })
     }
 
@@ -337,12 +335,18 @@ impl SalesforceSandbox {
     }
 }
 
-fn serve(listener: TcpListener, router: Router) -> JoinHandle<()> {
+/// Serves `router` until the sandbox handle is dropped.
+fn serve(listener: TcpListener, router: Router, mut stopped: watch::Receiver<()>) {
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
+        // `changed` fails once the sender (owned by the handle) is gone.
+        let handle_dropped = async move { while stopped.changed().await.is_ok() {} };
+        if let Err(error) = axum::serve(listener, router)
+            .with_graceful_shutdown(handle_dropped)
+            .await
+        {
             tracing::warn!(%error, "sandbox salesforce listener stopped");
         }
-    })
+    });
 }
 
 /// `login.salesforce.com`: the token endpoint only.

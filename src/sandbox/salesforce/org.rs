@@ -360,9 +360,9 @@ impl Org {
         Ok(id)
     }
 
-    /// Makes staged rows the stored ones.
-    pub(crate) fn commit(&mut self, staged: HashMap<String, Row>) {
-        self.stats.records_updated += staged.len() as u64;
+    /// Makes staged rows the stored ones; `writes` record writes succeeded.
+    pub(crate) fn commit(&mut self, staged: HashMap<String, Row>, writes: usize) {
+        self.stats.records_updated += writes as u64;
         self.accounts.extend(staged);
     }
 

@@ -46,7 +46,7 @@ fn record_error_response(status: StatusCode, error: &RecordError) -> Response {
 /// and version; then stamps `Sforce-Limit-Info` on the answer.
 pub(crate) async fn gate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
     shared.delay().await;
-    let usage_before = {
+    let (used, max) = {
         let mut org = shared.lock();
         if org.faults.take_failing_request() {
             return (
@@ -96,11 +96,10 @@ pub(crate) async fn gate(State(shared): State<Shared>, request: Request, next: N
             );
             return with_limit_info(response, org.api_usage, org.options.daily_api_limit);
         }
-        org.api_usage
+        (org.api_usage, org.options.daily_api_limit)
     };
     let response = next.run(request).await;
-    let max = shared.lock().options.daily_api_limit;
-    with_limit_info(response, usage_before, max)
+    with_limit_info(response, used, max)
 }
 
 fn with_limit_info(mut response: Response, used: u64, max: u64) -> Response {
@@ -259,7 +258,7 @@ pub(crate) async fn update_one(
     let mut staged = HashMap::new();
     match org.stage_update(&id, &fields, &mut staged) {
         Ok(_) => {
-            org.commit(staged);
+            org.commit(staged, 1);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(error) => {
@@ -338,10 +337,10 @@ pub(crate) async fn update_collection(State(shared): State<Shared>, body: Bytes)
         };
         outcomes.push(outcome);
     }
-    let failed = outcomes.iter().any(Result::is_err);
-    let rolled_back = all_or_none && failed;
+    let succeeded = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    let rolled_back = all_or_none && succeeded < outcomes.len();
     if !rolled_back {
-        org.commit(staged);
+        org.commit(staged, succeeded);
     }
     let results: Vec<Value> = outcomes
         .into_iter()

@@ -1614,6 +1614,35 @@ mod tests {
     }
 
     #[test]
+    fn relationship_fields_nest_and_a_missing_target_is_null() {
+        let mut users = Table::new();
+        let owner = data::make_id(data::USER_PREFIX, 9);
+        users.insert(
+            owner.clone(),
+            row(json!({"Id": owner, "Email": "o@example.com", "Name": "O"})),
+        );
+        let query = check("SELECT Owner.Email, Name, Owner.Name FROM Account").unwrap();
+        let owned = row(json!({"Id": "001Sb00000000001AAA", "Name": "A", "OwnerId": owner}));
+        let rendered = query.render(&owned, &users, "62.0");
+        assert_eq!(
+            serde_json::to_string(&rendered).unwrap(),
+            serde_json::to_string(&json!({
+                "attributes": {"type": "Account", "url": "/services/data/v62.0/sobjects/Account/001Sb00000000001AAA"},
+                "Owner": {
+                    "attributes": {"type": "User", "url": format!("/services/data/v62.0/sobjects/User/{owner}")},
+                    "Email": "o@example.com",
+                    "Name": "O",
+                },
+                "Name": "A",
+            }))
+            .unwrap(),
+            "keys keep the select order"
+        );
+        let orphan = row(json!({"Id": "001Sb00000000002AAA", "Name": "B", "OwnerId": null}));
+        assert_eq!(query.render(&orphan, &users, "62.0")["Owner"], Value::Null);
+    }
+
+    #[test]
     fn like_backtracks() {
         let text: Vec<char> = "abcabcabd".chars().collect();
         let pattern = |text: &str| {

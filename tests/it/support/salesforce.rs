@@ -1,7 +1,9 @@
 //! Starting a sandbox Salesforce for tests, seeded or not, and talking to it
 //! with plain HTTP where a test needs a raw answer.
 
-use ondorse_bridge::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
+use ondorse_bridge::sandbox::salesforce::{
+    JwtKeyPair, SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
+};
 use serde_json::{Map, Value};
 
 /// A sandbox org with these options, listening on loopback.
@@ -48,4 +50,18 @@ pub async fn access_token(http: &reqwest::Client, sandbox: &SalesforceSandbox) -
         .as_str()
         .unwrap_or_else(|| panic!("no access_token in {answer}"))
         .to_owned()
+}
+
+/// A sandbox org that accepts JWT bearer assertions signed by the returned
+/// key pair (for the default consumer key and integration user).
+pub async fn start_salesforce_with_jwt(
+    options: SalesforceSandboxOptions,
+) -> (SalesforceSandbox, JwtKeyPair) {
+    let keys = generate_jwt_key_pair();
+    let sandbox = start_salesforce(SalesforceSandboxOptions {
+        jwt_public_key_pem: Some(keys.public_key_pem.clone()),
+        ..options
+    })
+    .await;
+    (sandbox, keys)
 }
