@@ -7,6 +7,7 @@
 //! compares the instants; the SOQL evaluator relies on that.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
@@ -14,7 +15,9 @@ use serde_json::{Map, Value, json};
 /// One stored record: canonical field names to wire-form values.
 pub(crate) type Row = Map<String, Value>;
 /// Records by 18-char Id; the order is Id order, which SOQL falls back to.
-pub(crate) type Table = BTreeMap<String, Row>;
+/// Rows are shared with open query cursors and replaced, never mutated in
+/// place, so a cursor keeps the rows as they were when it was opened.
+pub(crate) type Table = BTreeMap<String, Arc<Row>>;
 
 /// Key prefix of Account Ids.
 pub(crate) const ACCOUNT_PREFIX: &str = "001";

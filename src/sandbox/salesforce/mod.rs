@@ -233,11 +233,7 @@ impl SalesforceSandbox {
 
     /// Every stored Account, deleted ones included, in Id order.
     pub fn accounts(&self) -> Vec<Map<String, Value>> {
-        let org = self.org();
-        org.accounts
-            .keys()
-            .filter_map(|id| org.account_view(id))
-            .collect()
+        self.org().account_views()
     }
 
     /// A human edit in the UI: no permission checks, bumps `SystemModstamp`.

@@ -14,6 +14,7 @@
 //! `INVALID_FIELD`, `INVALID_TYPE`), with the row and column of the token.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -1202,49 +1203,46 @@ impl Query {
             .is_none_or(|filter| evaluate(filter, row, related))
     }
 
+    /// Whether the query has an ORDER BY clause.
+    pub(crate) fn is_sorted(&self) -> bool {
+        !self.order.is_empty()
+    }
+
     /// Sorts rows by the ORDER BY clause; the sort is stable, so rows that tie
     /// keep their Id order (the table's order).
-    pub(crate) fn sort(&self, rows: &mut [&Row], related: &Table) {
+    pub(crate) fn sort(&self, rows: &mut Vec<Arc<Row>>, related: &Table) {
         if self.order.is_empty() {
             return;
         }
-        rows.sort_by(|left, right| {
-            for sort in &self.order {
-                let left_value = column_value(left, &sort.column.column, related);
-                let right_value = column_value(right, &sort.column.column, related);
-                let ordering = match (left_value.is_null(), right_value.is_null()) {
-                    (true, true) => Ordering::Equal,
-                    // Null placement is independent of the direction.
-                    (true, false) => {
-                        if sort.nulls_last {
-                            Ordering::Greater
-                        } else {
-                            Ordering::Less
-                        }
-                    }
-                    (false, true) => {
-                        if sort.nulls_last {
-                            Ordering::Less
-                        } else {
-                            Ordering::Greater
-                        }
-                    }
-                    (false, false) => {
-                        let ordering =
-                            compare_values(left_value, right_value, sort.column.field_type);
-                        if sort.descending {
-                            ordering.reverse()
-                        } else {
-                            ordering
-                        }
-                    }
-                };
-                if ordering != Ordering::Equal {
-                    return ordering;
-                }
-            }
-            Ordering::Equal
+        // Keys are read (and text folded) once per row, not per comparison.
+        let keys: Vec<Vec<SortKey<'_>>> = rows
+            .iter()
+            .map(|row| {
+                self.order
+                    .iter()
+                    .map(|sort| {
+                        SortKey::of(
+                            column_value(row, &sort.column.column, related),
+                            sort.column.field_type,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut permutation: Vec<usize> = (0..rows.len()).collect();
+        permutation.sort_by(|&left, &right| {
+            self.order
+                .iter()
+                .zip(keys[left].iter().zip(&keys[right]))
+                .map(|(sort, (left, right))| sort.compare(left, right))
+                .find(|ordering| ordering.is_ne())
+                .unwrap_or(Ordering::Equal)
         });
+        let sorted = permutation
+            .into_iter()
+            .map(|index| Arc::clone(&rows[index]))
+            .collect();
+        *rows = sorted;
     }
 
     /// The record as the query answers it: `attributes`, then the selected
@@ -1385,20 +1383,56 @@ fn compare(value: &Value, op: CompareOp, operand: &Operand) -> bool {
     }
 }
 
-/// Orders two non-null stored values of one field.
-fn compare_values(left: &Value, right: &Value, field_type: FieldType) -> Ordering {
-    match (left, right) {
-        (Value::String(left), Value::String(right)) if field_type.is_text() => left
-            .chars()
-            .flat_map(char::to_lowercase)
-            .cmp(right.chars().flat_map(char::to_lowercase)),
-        (Value::String(left), Value::String(right)) => left.cmp(right),
-        (Value::Number(left), Value::Number(right)) => left
-            .as_f64()
-            .partial_cmp(&right.as_f64())
-            .unwrap_or(Ordering::Equal),
-        (Value::Bool(left), Value::Bool(right)) => left.cmp(right),
-        _ => Ordering::Equal,
+/// One ORDER BY value of one row, ready to compare.
+#[derive(Debug)]
+enum SortKey<'a> {
+    Null,
+    /// Text fields sort case-insensitively: folded once.
+    Folded(String),
+    Stored(&'a Value),
+}
+
+impl<'a> SortKey<'a> {
+    fn of(value: &'a Value, field_type: FieldType) -> SortKey<'a> {
+        match value {
+            Value::Null => SortKey::Null,
+            Value::String(text) if field_type.is_text() => SortKey::Folded(text.to_lowercase()),
+            other => SortKey::Stored(other),
+        }
+    }
+}
+
+impl Sort {
+    /// Orders two keys: nulls where the clause puts them (whatever the
+    /// direction), others by value, reversed when descending.
+    fn compare(&self, left: &SortKey<'_>, right: &SortKey<'_>) -> Ordering {
+        let nulls = if self.nulls_last {
+            Ordering::Greater
+        } else {
+            Ordering::Less
+        };
+        let ordering = match (left, right) {
+            (SortKey::Null, SortKey::Null) => return Ordering::Equal,
+            (SortKey::Null, _) => return nulls,
+            (_, SortKey::Null) => return nulls.reverse(),
+            (SortKey::Folded(left), SortKey::Folded(right)) => left.cmp(right),
+            (SortKey::Stored(Value::String(left)), SortKey::Stored(Value::String(right))) => {
+                left.cmp(right)
+            }
+            (SortKey::Stored(Value::Number(left)), SortKey::Stored(Value::Number(right))) => left
+                .as_f64()
+                .partial_cmp(&right.as_f64())
+                .unwrap_or(Ordering::Equal),
+            (SortKey::Stored(Value::Bool(left)), SortKey::Stored(Value::Bool(right))) => {
+                left.cmp(right)
+            }
+            _ => Ordering::Equal,
+        };
+        if self.descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
     }
 }
 
@@ -1619,7 +1653,9 @@ mod tests {
         let owner = data::make_id(data::USER_PREFIX, 9);
         users.insert(
             owner.clone(),
-            row(json!({"Id": owner, "Email": "o@example.com", "Name": "O"})),
+            Arc::new(row(
+                json!({"Id": owner, "Email": "o@example.com", "Name": "O"}),
+            )),
         );
         let query = check("SELECT Owner.Email, Name, Owner.Name FROM Account").unwrap();
         let owned = row(json!({"Id": "001Sb00000000001AAA", "Name": "A", "OwnerId": owner}));
