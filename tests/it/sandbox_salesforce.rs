@@ -485,6 +485,23 @@ async fn a_dropped_sandbox_stops_answering() {
 }
 
 #[tokio::test]
+async fn a_bad_jwt_key_is_refused_at_start() {
+    let refused = SalesforceSandbox::start(SalesforceSandboxOptions {
+        jwt_public_key_pem: Some(
+            "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n".into(),
+        ),
+        ..SalesforceSandboxOptions::default()
+    })
+    .await
+    .expect_err("a garbage key must not start");
+    assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(
+        refused.to_string().contains("jwt_public_key_pem"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
 async fn jwt_bearer_is_refused_without_a_key() {
     let keys = generate_jwt_key_pair();
     let sandbox = start_salesforce(SalesforceSandboxOptions::default()).await;

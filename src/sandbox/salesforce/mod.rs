@@ -167,15 +167,22 @@ impl std::fmt::Debug for SalesforceSandbox {
 }
 
 impl SalesforceSandbox {
-    /// Binds both listeners on `127.0.0.1:0` and starts serving.
+    /// Binds both listeners on `127.0.0.1:0` and starts serving; fails with
+    /// `InvalidInput` when `jwt_public_key_pem` is not an RSA public key.
     pub async fn start(options: SalesforceSandboxOptions) -> std::io::Result<SalesforceSandbox> {
         let login_listener = TcpListener::bind("127.0.0.1:0").await?;
         let instance_listener = TcpListener::bind("127.0.0.1:0").await?;
         let login_url = format!("http://{}", login_listener.local_addr()?);
         let instance_url = format!("http://{}", instance_listener.local_addr()?);
+        let jwt_key = options
+            .jwt_public_key_pem
+            .as_deref()
+            .map(auth::verification_key)
+            .transpose()?;
         let shared = Shared {
             org: Arc::new(Mutex::new(Org::new(
                 options,
+                jwt_key,
                 login_url.clone(),
                 instance_url.clone(),
             ))),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use jsonwebtoken::DecodingKey;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::{Map, Value, json};
@@ -51,6 +52,8 @@ pub(crate) enum QueryFailure {
 /// Everything the org holds.
 pub(crate) struct Org {
     pub(crate) options: SalesforceSandboxOptions,
+    /// The connected app's certificate, from `options.jwt_public_key_pem`.
+    pub(crate) jwt_key: Option<DecodingKey>,
     pub(crate) login_url: String,
     pub(crate) instance_url: String,
     /// 18-char Id of the organization (`00D...`).
@@ -78,6 +81,7 @@ pub(crate) struct Org {
 impl Org {
     pub(crate) fn new(
         options: SalesforceSandboxOptions,
+        jwt_key: Option<DecodingKey>,
         login_url: String,
         instance_url: String,
     ) -> Org {
@@ -100,6 +104,7 @@ impl Org {
         let refresh_tokens = options.refresh_tokens.iter().cloned().collect();
         Org {
             options,
+            jwt_key,
             login_url,
             instance_url,
             org_id: data::make_id(ORG_PREFIX, ORG_SERIAL),
