@@ -285,7 +285,9 @@ impl SalesforceSandbox {
         self.org().expire_sessions();
     }
 
-    /// The next `count` REST requests (not token calls) answer 503 with HTML.
+    /// The next `count` REST requests (not token calls) answer 503 with an
+    /// HTML page, as an overloaded pod does: they never reach the API, so
+    /// they carry no `Sforce-Limit-Info` and use none of the allowance.
     pub fn fail_next_requests(&self, count: usize) {
         self.org().faults.failing_requests = count;
     }

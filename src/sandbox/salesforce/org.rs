@@ -134,8 +134,8 @@ impl Org {
             .collect()
     }
 
-    /// A new session, answered like the token endpoint does. `with_refresh`
-    /// adds a refresh token (refresh-token flow with rotation).
+    /// A new session, answered like the token endpoint does; a rotated
+    /// `refresh_token` is handed out with it.
     pub(crate) fn issue_session(&mut self, refresh_token: Option<String>) -> Value {
         let access_token = format!("{}!AR{}", &self.org_id[..15], self.random_token());
         self.access_tokens.insert(access_token.clone());
@@ -401,11 +401,7 @@ impl Org {
                 Some(Value::String(given)) => data::normalize_id(given)
                     .unwrap_or_else(|| panic!("insert_accounts: malformed Account Id {given:?}")),
                 Some(other) => panic!("insert_accounts: Id must be a string, got {other}"),
-                None => {
-                    let id = data::make_id(ACCOUNT_PREFIX, self.next_account_serial);
-                    self.next_account_serial += 1;
-                    id
-                }
+                None => self.next_account_id(),
             };
             let now = data::now_stamp();
             let mut row: Row = self
@@ -440,6 +436,17 @@ impl Org {
             ids.push(id);
         }
         ids
+    }
+
+    /// A fresh Account Id, skipping any a test inserted explicitly.
+    fn next_account_id(&mut self) -> String {
+        loop {
+            let id = data::make_id(ACCOUNT_PREFIX, self.next_account_serial);
+            self.next_account_serial += 1;
+            if !self.accounts.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// Sets fields without API permission checks (setup and UI edits), but
@@ -518,12 +525,11 @@ impl Org {
             .collect()
     }
 
-    /// `{"DailyApiRequests":{"Max":..,"Remaining":..}}` and friends.
+    /// `GET /limits`: the part of it the sandbox tracks.
     pub(crate) fn limits(&self) -> Value {
         let max = self.options.daily_api_limit;
         json!({
             "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(self.api_usage)},
-            "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
         })
     }
 }
