@@ -738,6 +738,63 @@ async fn cursor_pages_come_from_a_snapshot_and_can_expire() {
 }
 
 #[tokio::test]
+async fn push_hints_read_accounts_by_id_and_query_all_pages_too() {
+    let sandbox = start_salesforce(SalesforceSandboxOptions {
+        page_size: 100,
+        ..SalesforceSandboxOptions::default()
+    })
+    .await;
+    let ids = sandbox.insert_accounts(SalesforceSandbox::generate_accounts(250, 12));
+    let api = Api::new(&sandbox).await;
+    // 15- and 18-char Ids name the same records.
+    let wanted = format!(
+        "'{}', '{}', '{}'",
+        &ids[3][..15],
+        ids[200],
+        "001Sb00000ZZZZZ"
+    );
+    let body = api
+        .query(&format!(
+            "SELECT Id FROM Account WHERE Id IN ({wanted}) ORDER BY Id"
+        ))
+        .await;
+    let found: Vec<&str> = body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| record["Id"].as_str().unwrap())
+        .collect();
+    assert_eq!(found, vec![ids[3].as_str(), ids[200].as_str()]);
+    let bad = api
+        .query_answer("SELECT Id FROM Account WHERE Id = 'not-an-id'")
+        .await;
+    assert_eq!(bad.error_code(), "INVALID_QUERY_FILTER_OPERATOR");
+
+    sandbox.delete_account(&ids[0]);
+    let first = send(
+        api.http
+            .get(api.url("/queryAll"))
+            .query(&[("q", "SELECT Id, IsDeleted FROM Account")])
+            .bearer_auth(&api.token),
+    )
+    .await;
+    assert_eq!(first.body["totalSize"], json!(250));
+    let next = first.body["nextRecordsUrl"].as_str().unwrap().to_owned();
+    let second = api.get_absolute(&next).await;
+    assert_eq!(
+        second.limit_info(),
+        Some("api-usage=4/1000000"),
+        "cursor pages count and report usage"
+    );
+    assert_eq!(second.body["records"].as_array().unwrap().len(), 100);
+    sandbox.expire_tokens();
+    let expired = api
+        .get_absolute(second.body["nextRecordsUrl"].as_str().unwrap())
+        .await;
+    assert_eq!(expired.error_code(), "INVALID_SESSION_ID");
+}
+
+#[tokio::test]
 async fn late_commits_appear_with_their_old_stamp() {
     let sandbox = start_salesforce(SalesforceSandboxOptions::default()).await;
     let api = Api::new(&sandbox).await;

@@ -228,16 +228,14 @@ impl FieldDef {
         field.insert("label".into(), json!(self.label));
         field.insert("type".into(), json!(self.field_type.describe_name()));
         field.insert("length".into(), json!(self.length));
-        field.insert("precision".into(), json!(self.precision));
+        // Integers give their size as `digits`; other numbers as precision/scale.
+        let (precision, digits) = match self.field_type {
+            FieldType::Int => (0, self.precision),
+            _ => (self.precision, 0),
+        };
+        field.insert("precision".into(), json!(precision));
         field.insert("scale".into(), json!(self.scale));
-        field.insert(
-            "digits".into(),
-            json!(if self.field_type == FieldType::Int {
-                9
-            } else {
-                0
-            }),
-        );
+        field.insert("digits".into(), json!(digits));
         field.insert("custom".into(), json!(self.is_custom()));
         field.insert("nillable".into(), json!(self.nillable));
         field.insert(
@@ -712,11 +710,23 @@ pub(crate) fn coerce_write(field: &FieldDef, value: &Value) -> Result<Value, Rec
 
 fn coerce_number(field: &FieldDef, number: f64) -> Result<Value, RecordError> {
     let name = field.name.as_str();
+    let out_of_range =
+        |value: f64| value.abs() >= 10f64.powi(field.precision.saturating_sub(field.scale) as i32);
     if field.field_type == FieldType::Int {
-        if number.fract() != 0.0 || number.abs() > f64::from(i32::MAX) {
+        if number.fract() != 0.0 {
             return Err(RecordError::new(
                 "INVALID_TYPE_ON_FIELD_IN_RECORD",
                 format!("{}: value not of required type: {number}", field.label),
+                &[name],
+            ));
+        }
+        if out_of_range(number) {
+            return Err(RecordError::new(
+                "NUMBER_OUTSIDE_VALID_RANGE",
+                format!(
+                    "{}: value outside of valid range on numeric field: {number}",
+                    field.label
+                ),
                 &[name],
             ));
         }
@@ -724,8 +734,7 @@ fn coerce_number(field: &FieldDef, number: f64) -> Result<Value, RecordError> {
     }
     let factor = 10f64.powi(field.scale as i32);
     let rounded = (number * factor).round() / factor;
-    let integer_digits = field.precision.saturating_sub(field.scale) as i32;
-    if rounded.abs() >= 10f64.powi(integer_digits) {
+    if out_of_range(rounded) {
         return Err(RecordError::new(
             "NUMBER_OUTSIDE_VALID_RANGE",
             format!(
@@ -861,6 +870,18 @@ mod tests {
         assert_eq!(
             coerce_write(score, &json!(1000)).unwrap_err().code,
             "NUMBER_OUTSIDE_VALID_RANGE"
+        );
+        let employees = schema.field("NumberOfEmployees").unwrap();
+        assert_eq!(coerce_write(employees, &json!("120")), Ok(json!(120)));
+        assert_eq!(
+            coerce_write(employees, &json!(100_000_000))
+                .unwrap_err()
+                .code,
+            "NUMBER_OUTSIDE_VALID_RANGE"
+        );
+        assert_eq!(
+            coerce_write(employees, &json!(1.5)).unwrap_err().code,
+            "INVALID_TYPE_ON_FIELD_IN_RECORD"
         );
         assert_eq!(
             coerce_write(score, &json!("high")).unwrap_err().code,
