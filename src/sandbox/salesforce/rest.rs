@@ -13,10 +13,10 @@ use serde_json::{Map, Value, json};
 
 use super::Shared;
 use super::data::RecordError;
-use super::org::QueryFailure;
+use super::org::{Org, QueryFailure};
 
 /// sObject Collections take at most this many records per request.
-pub(crate) const MAX_COLLECTION_RECORDS: usize = 200;
+const MAX_COLLECTION_RECORDS: usize = 200;
 /// Bounds of the `Sforce-Query-Options: batchSize` hint.
 const MIN_BATCH_SIZE: usize = 200;
 const MAX_BATCH_SIZE: usize = 2000;
@@ -26,7 +26,7 @@ const UNAVAILABLE_PAGE: &str = "<html><head><title>Service Unavailable</title></
 Please try again later.</p></body></html>";
 
 /// A REST error answer: `[{"message", "errorCode", "fields"?}]`.
-pub(crate) fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
+fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         Json(json!([{"message": message, "errorCode": code}])),
@@ -46,67 +46,119 @@ fn record_error_response(status: StatusCode, error: &RecordError) -> Response {
 /// and version; then stamps `Sforce-Limit-Info` on the answer.
 pub(crate) async fn gate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
     shared.delay().await;
-    let (used, max) = {
-        let mut org = shared.lock();
-        if org.faults.take_failing_request() {
-            return (
+    let admitted = admit(&mut shared.lock(), &request);
+    match admitted {
+        Ok(usage) => usage.stamp(next.run(request).await),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// The day's API usage as `Sforce-Limit-Info` reports it.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    used: u64,
+    max: u64,
+}
+
+impl Usage {
+    fn of(org: &Org) -> Usage {
+        Usage {
+            used: org.api_usage,
+            max: org.options.daily_api_limit,
+        }
+    }
+
+    fn stamp(self, mut response: Response) -> Response {
+        let value = HeaderValue::from_str(&format!("api-usage={}/{}", self.used, self.max))
+            .expect("digits and a slash make a valid header value");
+        response.headers_mut().insert("Sforce-Limit-Info", value);
+        response
+    }
+}
+
+/// Why the gate answers in a request's place.
+#[derive(Debug)]
+enum Refusal {
+    /// An injected 5xx: the pod never reached the API, so no JSON, no
+    /// usage and no header.
+    Unavailable,
+    InvalidSession(Usage),
+    LimitExceeded(Usage),
+    UnknownVersion {
+        usage: Usage,
+        expected: String,
+        requested: String,
+    },
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
                 UNAVAILABLE_PAGE,
             )
-                .into_response();
-        }
-        let token = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("OAuth "))
-            })
-            .map(str::trim);
-        if !token.is_some_and(|token| org.session_is_valid(token)) {
-            let response = api_error(
+                .into_response(),
+            Refusal::InvalidSession(usage) => usage.stamp(api_error(
                 StatusCode::UNAUTHORIZED,
                 "INVALID_SESSION_ID",
                 "Session expired or invalid",
-            );
-            return with_limit_info(response, org.api_usage, org.options.daily_api_limit);
-        }
-        if org.api_usage >= org.options.daily_api_limit {
-            let response = api_error(
+            )),
+            Refusal::LimitExceeded(usage) => usage.stamp(api_error(
                 StatusCode::FORBIDDEN,
                 "REQUEST_LIMIT_EXCEEDED",
                 "TotalRequests Limit exceeded.",
-            );
-            return with_limit_info(response, org.api_usage, org.options.daily_api_limit);
-        }
-        org.api_usage += 1;
-        org.stats.api_requests += 1;
-        let expected = format!("v{}", org.options.api_version);
-        let version = request.uri().path().split('/').nth(3).unwrap_or_default();
-        if version != expected {
-            let response = api_error(
+            )),
+            Refusal::UnknownVersion {
+                usage,
+                expected,
+                requested,
+            } => usage.stamp(api_error(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
                 &format!(
-                    "The requested resource does not exist: this org serves API version {expected}, not {version:?}"
+                    "The requested resource does not exist: this org serves API version {expected}, not {requested:?}"
                 ),
-            );
-            return with_limit_info(response, org.api_usage, org.options.daily_api_limit);
+            )),
         }
-        (org.api_usage, org.options.daily_api_limit)
-    };
-    let response = next.run(request).await;
-    with_limit_info(response, used, max)
+    }
 }
 
-fn with_limit_info(mut response: Response, used: u64, max: u64) -> Response {
-    let value = HeaderValue::from_str(&format!("api-usage={used}/{max}"))
-        .expect("digits and a slash make a valid header value");
-    response.headers_mut().insert("Sforce-Limit-Info", value);
-    response
+/// Lets a request through (counting it against the allowance), or says why not.
+fn admit(org: &mut Org, request: &Request) -> Result<Usage, Refusal> {
+    if org.faults.take_failing_request() {
+        return Err(Refusal::Unavailable);
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("OAuth "))
+        })
+        .map(str::trim);
+    if !token.is_some_and(|token| org.session_is_valid(token)) {
+        return Err(Refusal::InvalidSession(Usage::of(org)));
+    }
+    if org.api_usage >= org.options.daily_api_limit {
+        return Err(Refusal::LimitExceeded(Usage::of(org)));
+    }
+    org.api_usage += 1;
+    org.stats.api_requests += 1;
+    let expected = format!("v{}", org.options.api_version);
+    // `/services/data/{version}/...`
+    let requested = request.uri().path().split('/').nth(3).unwrap_or_default();
+    if requested != expected {
+        return Err(Refusal::UnknownVersion {
+            usage: Usage::of(org),
+            expected,
+            requested: requested.to_owned(),
+        });
+    }
+    Ok(Usage::of(org))
 }
 
 /// Unknown paths under `/services/data`.
