@@ -296,9 +296,70 @@ impl Org {
 
     // -- writes ------------------------------------------------------------
 
+    /// `PATCH .../sobjects/Account/{id}`.
+    pub(crate) fn update_account(
+        &mut self,
+        id: &str,
+        fields: &Map<String, Value>,
+    ) -> Result<(), RecordError> {
+        let mut staged = HashMap::new();
+        self.stage_update(id, fields, &mut staged)?;
+        self.commit(staged, 1);
+        Ok(())
+    }
+
+    /// `PATCH .../composite/sobjects`: one outcome per record, in order.
+    /// With `all_or_none`, one failure rolls every record back and the
+    /// others report `ALL_OR_NONE_OPERATION_ROLLED_BACK`.
+    pub(crate) fn update_accounts(
+        &mut self,
+        records: &[Value],
+        all_or_none: bool,
+    ) -> Vec<Result<String, RecordError>> {
+        let mut staged = HashMap::new();
+        let outcomes: Vec<Result<String, RecordError>> = records
+            .iter()
+            .map(|record| {
+                let fields = record.as_object().ok_or_else(|| {
+                    RecordError::new(
+                        "JSON_PARSER_ERROR",
+                        "each record must be a JSON object",
+                        &[],
+                    )
+                })?;
+                check_record_type(fields)?;
+                match fields.get("id").or_else(|| fields.get("Id")) {
+                    Some(Value::String(id)) => self.stage_update(id, fields, &mut staged),
+                    _ => Err(RecordError::new(
+                        "MISSING_ARGUMENT",
+                        "Id not specified in an update call",
+                        &[],
+                    )),
+                }
+            })
+            .collect();
+        let succeeded = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+        if !all_or_none || succeeded == outcomes.len() {
+            self.commit(staged, succeeded);
+            return outcomes;
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.and_then(|_| {
+                    Err(RecordError::new(
+                        "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                        "Record rolled back because not all records were valid and the request was using AllOrNone header",
+                        &[],
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// Checks and stages one update of one Account; `staged` holds rows
     /// changed earlier in the same request, which later records see.
-    pub(crate) fn stage_update(
+    fn stage_update(
         &mut self,
         raw_id: &str,
         fields: &Map<String, Value>,
@@ -385,7 +446,7 @@ impl Org {
     }
 
     /// Makes staged rows the stored ones; `writes` record writes succeeded.
-    pub(crate) fn commit(&mut self, staged: HashMap<String, Row>, writes: usize) {
+    fn commit(&mut self, staged: HashMap<String, Row>, writes: usize) {
         self.stats.records_updated += writes as u64;
         self.accounts
             .extend(staged.into_iter().map(|(id, row)| (id, Arc::new(row))));
@@ -531,6 +592,27 @@ impl Org {
         json!({
             "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(self.api_usage)},
         })
+    }
+}
+
+/// A collection record's `attributes.type` must name Account.
+fn check_record_type(fields: &Map<String, Value>) -> Result<(), RecordError> {
+    match fields
+        .get("attributes")
+        .and_then(|attributes| attributes.get("type"))
+        .and_then(Value::as_str)
+    {
+        Some(kind) if kind.eq_ignore_ascii_case("Account") => Ok(()),
+        Some(kind) => Err(RecordError::new(
+            "INVALID_TYPE",
+            format!("sObject type '{kind}' is not supported by the sandbox; it writes Accounts"),
+            &[],
+        )),
+        None => Err(RecordError::new(
+            "INVALID_TYPE",
+            "Must send a concrete entity type: attributes.type is missing",
+            &[],
+        )),
     }
 }
 

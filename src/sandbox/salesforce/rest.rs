@@ -306,13 +306,9 @@ pub(crate) async fn update_one(
             );
         }
     };
-    let mut org = shared.lock();
-    let mut staged = HashMap::new();
-    match org.stage_update(&id, &fields, &mut staged) {
-        Ok(_) => {
-            org.commit(staged, 1);
-            StatusCode::NO_CONTENT.into_response()
-        }
+    let outcome = shared.lock().update_account(&id, &fields);
+    match outcome {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => {
             let status = if error.code == "NOT_FOUND" {
                 StatusCode::NOT_FOUND
@@ -365,74 +361,16 @@ pub(crate) async fn update_collection(State(shared): State<Shared>, body: Bytes)
             ),
         );
     }
-    let mut org = shared.lock();
-    let mut staged = HashMap::new();
-    let mut outcomes = Vec::with_capacity(records.len());
-    for record in records {
-        let outcome = match record.as_object() {
-            None => Err(RecordError::new(
-                "JSON_PARSER_ERROR",
-                "each record must be a JSON object",
-                &[],
-            )),
-            Some(fields) => match record_type(fields) {
-                Err(error) => Err(error),
-                Ok(()) => match fields.get("id").or_else(|| fields.get("Id")) {
-                    Some(Value::String(id)) => org.stage_update(id, fields, &mut staged),
-                    _ => Err(RecordError::new(
-                        "MISSING_ARGUMENT",
-                        "Id not specified in an update call",
-                        &[],
-                    )),
-                },
-            },
-        };
-        outcomes.push(outcome);
-    }
-    let succeeded = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
-    let rolled_back = all_or_none && succeeded < outcomes.len();
-    if !rolled_back {
-        org.commit(staged, succeeded);
-    }
+    let outcomes = shared.lock().update_accounts(records, all_or_none);
     let results: Vec<Value> = outcomes
         .into_iter()
         .map(|outcome| match outcome {
-            Ok(_) if rolled_back => failure_result(&RecordError::new(
-                "ALL_OR_NONE_OPERATION_ROLLED_BACK",
-                "Record rolled back because not all records were valid and the request was using AllOrNone header",
-                &[],
-            )),
             Ok(id) => json!({"id": id, "success": true, "errors": []}),
-            Err(error) => failure_result(&error),
+            Err(error) => json!({
+                "success": false,
+                "errors": [{"statusCode": error.code, "message": error.message, "fields": error.fields}],
+            }),
         })
         .collect();
     Json(Value::Array(results)).into_response()
-}
-
-/// A record's `attributes.type` must name Account.
-fn record_type(fields: &Map<String, Value>) -> Result<(), RecordError> {
-    match fields
-        .get("attributes")
-        .and_then(|attributes| attributes.get("type"))
-        .and_then(Value::as_str)
-    {
-        Some(kind) if kind.eq_ignore_ascii_case("Account") => Ok(()),
-        Some(kind) => Err(RecordError::new(
-            "INVALID_TYPE",
-            format!("sObject type '{kind}' is not supported by the sandbox; it writes Accounts"),
-            &[],
-        )),
-        None => Err(RecordError::new(
-            "INVALID_TYPE",
-            "Must send a concrete entity type: attributes.type is missing",
-            &[],
-        )),
-    }
-}
-
-fn failure_result(error: &RecordError) -> Value {
-    json!({
-        "success": false,
-        "errors": [{"statusCode": error.code, "message": error.message, "fields": error.fields}],
-    })
 }
