@@ -5,15 +5,18 @@
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ondorse_bridge::config::SalesforceAuth;
 use ondorse_bridge::sandbox::salesforce::{
     SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair, sales_user_ids,
 };
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::support::salesforce::{
-    access_token, fields, start_salesforce, start_salesforce_with_jwt, start_seeded_salesforce,
+    access_token, client_credentials_config, fields, jwt_config, start_salesforce,
+    start_salesforce_with_jwt, start_seeded_salesforce,
 };
 
 const VERSION: &str = "v62.0";
@@ -457,6 +460,52 @@ async fn the_seeded_jwt_helper_signs_what_the_sandbox_accepts() {
         !format!("{keys:?}").contains("PRIVATE"),
         "Debug hides the private key"
     );
+}
+
+#[tokio::test]
+async fn the_client_configs_from_the_helpers_are_accepted() {
+    let (sandbox, keys) = start_salesforce_with_jwt(SalesforceSandboxOptions::default()).await;
+    let config = client_credentials_config(&sandbox);
+    let SalesforceAuth::ClientCredentials {
+        client_id,
+        client_secret,
+    } = &config.auth
+    else {
+        panic!("expected client credentials, got {:?}", config.auth);
+    };
+    let answer = token_answer(
+        &config.login_url,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", client_secret.expose_secret()),
+        ],
+    )
+    .await;
+    assert_token_success(&answer, &sandbox);
+
+    let config = jwt_config(&sandbox, &keys);
+    let SalesforceAuth::JwtBearer {
+        client_id,
+        username,
+        audience,
+        private_key,
+    } = &config.auth
+    else {
+        panic!("expected JWT bearer, got {:?}", config.auth);
+    };
+    let assertion = jwt(
+        private_key.expose_secret(),
+        Algorithm::RS256,
+        json!({"iss": client_id, "sub": username, "aud": audience, "exp": now() + 60}),
+    );
+    let answer = token_answer(
+        &config.login_url,
+        &[("grant_type", JWT_GRANT), ("assertion", &assertion)],
+    )
+    .await;
+    assert_token_success(&answer, &sandbox);
+    assert_eq!(config.api_version, "62.0");
 }
 
 #[tokio::test]

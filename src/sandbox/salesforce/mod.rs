@@ -214,6 +214,11 @@ impl SalesforceSandbox {
         self.instance_url.clone()
     }
 
+    /// The options the sandbox was started with (credentials for clients).
+    pub fn options(&self) -> SalesforceSandboxOptions {
+        self.org().options.clone()
+    }
+
     /// Accepted JWT `aud` values.
     pub fn jwt_audiences(&self) -> Vec<String> {
         audiences(&self.login_url)
