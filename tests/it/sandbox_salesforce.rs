@@ -871,6 +871,25 @@ async fn late_commits_appear_with_their_old_stamp() {
         ))
         .await;
     assert_eq!(overlapping["totalSize"], json!(1));
+
+    sandbox.edit_account(
+        &ids[0],
+        fields(json!({"Phone": "+33 1 00", "SystemModstamp": stamp.to_rfc3339()})),
+    );
+    let edited = sandbox.account(&ids[0]).unwrap();
+    assert_eq!(
+        edited["SystemModstamp"],
+        json!(expected),
+        "a late edit keeps its stamp"
+    );
+    assert_eq!(edited["LastModifiedDate"], json!(expected));
+    assert_eq!(edited["Phone"], json!("+33 1 00"));
+    sandbox.edit_account(&ids[0], fields(json!({"Phone": "+33 1 01"})));
+    let stamped_now = sandbox.account(&ids[0]).unwrap()["SystemModstamp"].clone();
+    assert!(
+        stamped_now.as_str().unwrap() > expected.as_str(),
+        "a plain edit stamps now: {stamped_now}"
+    );
 }
 
 #[tokio::test]

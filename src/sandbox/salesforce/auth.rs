@@ -118,7 +118,14 @@ pub(crate) async fn token(
     };
     match grant(&mut org, host, &headers, &form) {
         Ok(session) => Json(session).into_response(),
-        Err(refused) => refused.into_response(),
+        Err(refused) => {
+            tracing::debug!(
+                error = refused.error,
+                description = refused.description,
+                "sandbox salesforce refused a token request"
+            );
+            refused.into_response()
+        }
     }
 }
 

@@ -248,7 +248,9 @@ impl SalesforceSandbox {
         self.org().account_views()
     }
 
-    /// A human edit in the UI: no permission checks, bumps `SystemModstamp`.
+    /// A human edit in the UI: no permission checks, bumps `SystemModstamp`
+    /// (to now, or to the `SystemModstamp` given, which simulates an edit
+    /// whose transaction commits late).
     pub fn edit_account(&self, id: &str, fields: Map<String, Value>) {
         self.org().edit_account(id, &fields);
     }

@@ -544,8 +544,17 @@ impl Org {
             .get(&id)
             .map(|row| Row::clone(row))
             .unwrap_or_else(|| panic!("edit_account: no Account {id}"));
-        self.apply_fields(&mut row, fields, "edit_account");
         touch(&mut row);
+        // An explicit SystemModstamp is a late commit: the edit's transaction
+        // started then, so both stamps say so.
+        self.apply_fields(&mut row, fields, "edit_account");
+        if fields
+            .keys()
+            .any(|name| name.eq_ignore_ascii_case("SystemModstamp"))
+        {
+            let stamp = row["SystemModstamp"].clone();
+            row.insert("LastModifiedDate".into(), stamp);
+        }
         self.accounts.insert(id, Arc::new(row));
     }
 

@@ -49,7 +49,10 @@ pub(crate) async fn gate(State(shared): State<Shared>, request: Request, next: N
     let admitted = admit(&mut shared.lock(), &request);
     match admitted {
         Ok(usage) => usage.stamp(next.run(request).await),
-        Err(refusal) => refusal.into_response(),
+        Err(refusal) => {
+            tracing::debug!(path = %request.uri().path(), ?refusal, "sandbox salesforce refused a request");
+            refusal.into_response()
+        }
     }
 }
 
