@@ -54,7 +54,7 @@ const PUBLIC_AUDIENCES: [&str; 2] = [
 ];
 
 /// How the sandbox org is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SalesforceSandboxOptions {
     /// Connected app consumer key: JWT `iss`, `client_id` of the other flows.
     pub client_id: String,
@@ -75,6 +75,25 @@ pub struct SalesforceSandboxOptions {
     pub page_size: usize,
     /// e.g. `62.0`; other versions in a path answer 404 `NOT_FOUND`.
     pub api_version: String,
+}
+
+/// Debug output leaves the secrets out, even fake ones: habits travel.
+impl std::fmt::Debug for SalesforceSandboxOptions {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SalesforceSandboxOptions")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("username", &self.username)
+            .field("jwt_public_key_pem", &self.jwt_public_key_pem.is_some())
+            .field("unapproved_usernames", &self.unapproved_usernames)
+            .field("refresh_tokens", &self.refresh_tokens.len())
+            .field("rotate_refresh_tokens", &self.rotate_refresh_tokens)
+            .field("daily_api_limit", &self.daily_api_limit)
+            .field("page_size", &self.page_size)
+            .field("api_version", &self.api_version)
+            .finish()
+    }
 }
 
 impl Default for SalesforceSandboxOptions {
