@@ -970,6 +970,23 @@ async fn soql_filters_sort_and_limit() {
             .await;
         assert_eq!(names(body), *expected, "{condition}");
     }
+    // The keyset predicate a cursor (SystemModstamp, Id) resumes with.
+    let tied = api
+        .query(
+            "SELECT Id, Name FROM Account WHERE SystemModstamp = 2026-11-25T12:00:00Z ORDER BY Id",
+        )
+        .await;
+    let first_tied = tied["records"][0]["Id"].as_str().unwrap().to_owned();
+    let resumed = api
+        .query(&format!(
+            "SELECT Name FROM Account WHERE SystemModstamp > 2026-11-25T12:00:00Z \
+             OR (SystemModstamp = 2026-11-25T12:00:00Z AND Id > '{first_tied}') ORDER BY SystemModstamp, Id"
+        ))
+        .await;
+    assert_eq!(
+        names(resumed),
+        vec![tied["records"][1]["Name"].as_str().unwrap().to_owned()]
+    );
     let limited = api.query("SELECT Id FROM Account LIMIT 2").await;
     assert_eq!(limited["totalSize"], json!(2));
 }
