@@ -30,6 +30,10 @@ pub enum StartError {
     /// The mapping files are invalid: the operator must fix them (exit 2).
     #[error("{0}")]
     Mappings(Diagnostics),
+    /// The configuration passed loading but a client refuses it (an
+    /// unreadable key, a bad URL): the operator must fix it (exit 2).
+    #[error("{0}")]
+    Configuration(String),
     #[error(transparent)]
     Runtime(#[from] anyhow::Error),
 }
@@ -50,8 +54,12 @@ impl Daemon {
     pub async fn start(config: &Config, settings: EngineSettings) -> Result<Daemon, StartError> {
         let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
         let mappings = mapping::load_dir(&config.mappings.dir).map_err(StartError::Mappings)?;
-        let salesforce = SalesforceClient::new(&config.salesforce).map_err(anyhow::Error::from)?;
-        let ondorse = OndorseClient::new(&config.ondorse).map_err(anyhow::Error::from)?;
+        let salesforce = SalesforceClient::new(&config.salesforce).map_err(|error| {
+            StartError::Configuration(format!("{}: {error}", config.source.display()))
+        })?;
+        let ondorse = OndorseClient::new(&config.ondorse).map_err(|error| {
+            StartError::Configuration(format!("{}: {error}", config.source.display()))
+        })?;
 
         let listen = config.webhooks.listen;
         let listener = TcpListener::bind(listen)

@@ -79,6 +79,7 @@ pub async fn demo(accounts: usize) -> Result<(), Failure> {
         .await
         .map_err(|error| match error {
             StartError::Mappings(diagnostics) => Failure::Invalid(diagnostics.to_string()),
+            StartError::Configuration(message) => Failure::Invalid(message),
             StartError::Runtime(error) => Failure::Runtime(error),
         })?;
     ondorse.set_webhook_url(Some(format!(

@@ -15,6 +15,7 @@ pub async fn run(config: Config) -> Result<(), Failure> {
         .await
         .map_err(|error| match error {
             StartError::Mappings(diagnostics) => Failure::Invalid(diagnostics.to_string()),
+            StartError::Configuration(message) => Failure::Invalid(message),
             StartError::Runtime(error) => Failure::Runtime(error),
         })?;
     let signal_name = tokio::select! {

@@ -16,10 +16,6 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 /// Between two looks at a condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// A PEM-shaped key: the daemon does not use Salesforce in these tests.
-const PLACEHOLDER_PEM: &str =
-    "-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n";
-
 /// Polls `condition` until it holds, or panics with `what` after `deadline`.
 pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -44,8 +40,12 @@ pub fn free_address() -> SocketAddr {
 pub fn write_daemon_config(dir: &Path, address: SocketAddr) -> PathBuf {
     let mut settings = ConfigSettings::in_dir(dir);
     settings.webhooks_listen = address.to_string();
-    std::fs::create_dir_all(&settings.mappings_dir).expect("create the mappings dir");
-    write_config(dir, &settings, PLACEHOLDER_PEM).path
+    // The daemon refuses to start without valid mappings: give it the shipped ones.
+    crate::support::world::copy_mappings(&settings.mappings_dir);
+    // A real key: the daemon checks it at start (Salesforce itself is not
+    // reachable in these tests, which only exercise the webhook listener).
+    let keys = ondorse_bridge::sandbox::salesforce::generate_jwt_key_pair();
+    write_config(dir, &settings, &keys.private_key_pem).path
 }
 
 /// `ondorse-bridge run --config <config>`, with an environment of its own.
