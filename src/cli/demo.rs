@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::cli::Failure;
 use crate::config::{Config, SalesforceAuth};
-use crate::daemon::{Daemon, StartError};
+use crate::daemon::Daemon;
 use crate::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
 use crate::sandbox::salesforce::{
     SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
@@ -75,13 +75,7 @@ pub async fn demo(accounts: usize) -> Result<(), Failure> {
     println!("  sandbox Ondorse     {}", ondorse.base_url());
 
     let config = demo_config(scratch.path(), &keys.private_key_pem, &salesforce, &ondorse)?;
-    let daemon = Daemon::start(&config, EngineSettings::default())
-        .await
-        .map_err(|error| match error {
-            StartError::Mappings(diagnostics) => Failure::Invalid(diagnostics.to_string()),
-            StartError::Configuration(message) => Failure::Invalid(message),
-            StartError::Runtime(error) => Failure::Runtime(error),
-        })?;
+    let daemon = Daemon::start(&config, EngineSettings::default()).await?;
     ondorse.set_webhook_url(Some(format!(
         "http://{}/webhooks/ondorse/{DEMO_PATH_SECRET}",
         daemon.webhook_address()

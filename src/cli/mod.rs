@@ -69,6 +69,17 @@ impl Failure {
     }
 }
 
+impl From<crate::daemon::StartError> for Failure {
+    fn from(error: crate::daemon::StartError) -> Failure {
+        use crate::daemon::StartError;
+        match error {
+            StartError::Mappings(diagnostics) => Failure::Invalid(diagnostics.to_string()),
+            StartError::Configuration(message) => Failure::Invalid(message),
+            StartError::Runtime(error) => Failure::Runtime(error),
+        }
+    }
+}
+
 impl Cli {
     /// The configuration path: `--config`, then `ONDORSE_BRIDGE_CONFIG`, then the default.
     pub fn config_path(&self) -> PathBuf {
