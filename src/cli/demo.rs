@@ -3,38 +3,20 @@
 //! real daemon between them, with the repository's demo configuration and
 //! mapping files; it shows what happened.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde_json::Value;
 
 use crate::cli::Failure;
-use crate::config::{Config, SalesforceAuth};
 use crate::daemon::Daemon;
 use crate::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
-use crate::sandbox::salesforce::{
-    SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
-};
+use crate::sandbox::salesforce::SalesforceSandbox;
+use crate::sandbox::world::{SandboxWorld, SandboxWorldOptions};
 use crate::store::Link;
 use crate::sync::EngineSettings;
 
-/// The demo configuration and mappings, as shipped in the repository.
-const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
-const DEMO_MAPPINGS: &[(&str, &str)] = &[
-    (
-        "business-onboarding.yaml",
-        include_str!("../../mappings/business-onboarding.yaml"),
-    ),
-    (
-        "person-onboarding.yaml",
-        include_str!("../../mappings/person-onboarding.yaml"),
-    ),
-];
 /// Seed of the generated Accounts: the same demo every time.
 const DEMO_SEED: u64 = 2026;
-/// The demo's Ondorse API key (a sandbox key, nothing real).
-const DEMO_API_KEY: &str = "demo-ondorse-key";
 /// How long the simulated clients and reviewers take.
 const SUBMIT_AFTER: Duration = Duration::from_millis(400);
 const REVIEW_AFTER: Duration = Duration::from_millis(900);
@@ -44,50 +26,41 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn demo(accounts: usize) -> Result<(), Failure> {
     let started = Instant::now();
-    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
     println!(
         "ondorse-bridge demo: {accounts} Accounts, a sandbox Salesforce, a sandbox Ondorse and the real daemon, on loopback"
     );
-
-    let keys = generate_jwt_key_pair();
-    let salesforce = SalesforceSandbox::start(SalesforceSandboxOptions {
-        client_id: "demo-connected-app".to_owned(),
-        jwt_public_key_pem: Some(keys.public_key_pem.clone()),
-        ..SalesforceSandboxOptions::default()
+    let world = SandboxWorld::start(SandboxWorldOptions {
+        ondorse: OndorseSandboxOptions {
+            submit_after: Some(SUBMIT_AFTER),
+            review_after: Some(REVIEW_AFTER),
+            duplicate_ratio: 0.1,
+            reorder: true,
+            ..OndorseSandboxOptions::default()
+        },
+        ..SandboxWorldOptions::default()
     })
-    .await
-    .context("cannot start the sandbox Salesforce")?;
-    let ondorse = OndorseSandbox::start(OndorseSandboxOptions {
-        api_key: DEMO_API_KEY.to_owned(),
-        submit_after: Some(SUBMIT_AFTER),
-        review_after: Some(REVIEW_AFTER),
-        duplicate_ratio: 0.1,
-        reorder: true,
-        ..OndorseSandboxOptions::default()
-    })
-    .await
-    .context("cannot start the sandbox Ondorse")?;
-    salesforce.insert_accounts(SalesforceSandbox::generate_accounts(accounts, DEMO_SEED));
+    .await?;
+    world
+        .salesforce
+        .insert_accounts(SalesforceSandbox::generate_accounts(accounts, DEMO_SEED));
     println!(
         "  sandbox Salesforce  {}  ({accounts} Accounts seeded)",
-        salesforce.instance_url()
+        world.salesforce.instance_url()
     );
-    println!("  sandbox Ondorse     {}", ondorse.base_url());
-
-    let config = demo_config(scratch.path(), &keys.private_key_pem, &salesforce, &ondorse)?;
-    let daemon = Daemon::start(&config, EngineSettings::default()).await?;
-    ondorse.set_webhook_url(Some(format!(
-        "http://{}/webhooks/ondorse/{DEMO_PATH_SECRET}",
-        daemon.webhook_address()
-    )));
+    println!("  sandbox Ondorse     {}", world.ondorse.base_url());
     println!(
-        "  daemon              webhooks on {}, store in {}",
-        daemon.webhook_address(),
-        config.store.path.display()
+        "  configuration       {} (from config/demo.toml and mappings/)",
+        world.config_path.display()
+    );
+
+    let daemon = world.start_daemon(EngineSettings::default()).await?;
+    println!(
+        "  daemon              webhooks on {}",
+        daemon.webhook_address()
     );
     println!();
 
-    let settled = watch_progress(&daemon, &salesforce).await;
+    let settled = watch_progress(&daemon, &world.salesforce).await;
     let elapsed = started.elapsed();
     let links = daemon
         .engine
@@ -99,7 +72,13 @@ pub async fn demo(accounts: usize) -> Result<(), Failure> {
         .store()
         .dead_letters()
         .map_err(anyhow::Error::from)?;
-    summary(&links, dead_letters.len(), &salesforce, &ondorse, elapsed);
+    summary(
+        &links,
+        dead_letters.len(),
+        &world.salesforce,
+        &world.ondorse,
+        elapsed,
+    );
     if let Some(link) = links.iter().find(|link| link.decision_final) {
         explain_one(&daemon, link)?;
     }
@@ -112,50 +91,6 @@ pub async fn demo(accounts: usize) -> Result<(), Failure> {
         .into());
     }
     Ok(())
-}
-
-const DEMO_PATH_SECRET: &str = "demo-webhook-path-secret-0123456789";
-
-/// Writes the shipped demo configuration, mappings and secrets into
-/// `scratch`, loads them like `run` would, and points them at the sandboxes.
-fn demo_config(
-    scratch: &Path,
-    private_key_pem: &str,
-    salesforce: &SalesforceSandbox,
-    ondorse: &OndorseSandbox,
-) -> Result<Config, Failure> {
-    let write = |path: &Path, content: &str| {
-        std::fs::write(path, content).with_context(|| format!("cannot write {}", path.display()))
-    };
-    let credentials = scratch.join("credentials");
-    let mappings = scratch.join("mappings");
-    for directory in [&credentials, &mappings] {
-        std::fs::create_dir_all(directory)
-            .with_context(|| format!("cannot create {}", directory.display()))?;
-    }
-    for (name, secret) in [
-        ("sf-jwt-key.pem", private_key_pem),
-        ("ondorse-api-key", DEMO_API_KEY),
-        ("webhook-path-secret", DEMO_PATH_SECRET),
-        ("admin-token", "demo-admin-token"),
-    ] {
-        write(&credentials.join(name), secret)?;
-    }
-    for (name, text) in DEMO_MAPPINGS {
-        write(&mappings.join(name), text)?;
-    }
-    let path = scratch.join("config.toml");
-    write(&path, DEMO_CONFIG)?;
-    let mut config = Config::load_with(&path, Some(&credentials))
-        .map_err(|errors| Failure::Invalid(errors.to_string()))?;
-    config.salesforce.login_url = salesforce.login_url();
-    if let SalesforceAuth::JwtBearer { audience, .. } = &mut config.salesforce.auth {
-        *audience = salesforce.login_url();
-    }
-    config.ondorse.base_url = ondorse.base_url();
-    config.store.path = scratch.join("store");
-    config.mappings.dir = mappings;
-    Ok(config)
 }
 
 /// Prints a progress line every second until every linked Account has its
