@@ -62,13 +62,13 @@ impl SandboxWorld {
         let keys = generate_jwt_key_pair();
         let salesforce = SalesforceSandbox::start(SalesforceSandboxOptions {
             jwt_public_key_pem: Some(keys.public_key_pem.clone()),
-            ..options.salesforce
+            ..options.salesforce.clone()
         })
         .await
         .context("cannot start the sandbox Salesforce")?;
         let ondorse = OndorseSandbox::start(OndorseSandboxOptions {
             api_key: API_KEY.to_owned(),
-            ..options.ondorse
+            ..options.ondorse.clone()
         })
         .await
         .context("cannot start the sandbox Ondorse")?;
