@@ -26,6 +26,7 @@ pub mod compiled;
 pub mod convert;
 pub mod diagnostic;
 pub mod model;
+pub mod online;
 pub mod parse;
 mod strict;
 pub mod template;

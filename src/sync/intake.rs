@@ -45,8 +45,18 @@ impl Engine {
         let mappings = self.mappings();
         let mut results = Vec::new();
         for mapping in mappings.iter() {
+            // A mapping paused by schema drift keeps its cursor until the
+            // org matches it again (see `reload`).
+            if !self.may_poll(mapping).await {
+                let reason = self.mapping_health().paused().remove(&mapping.name).map(|pause| pause.reason);
+                let reason = reason.unwrap_or_else(|| format!("mapping `{}` is paused", mapping.name));
+                results.push((mapping.name.clone(), Err(SyncError::MappingPaused(reason))));
+                continue;
+            }
             let result = self.poll(&mapping.name).await;
-            if let Err(error) = &result {
+            if let Err(error) = &result
+                && !self.pause_on_query_drift(mapping, error).await
+            {
                 tracing::warn!(mapping = %mapping.name, %error, "poll failed");
             }
             results.push((mapping.name.clone(), result));

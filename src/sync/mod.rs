@@ -25,12 +25,14 @@ mod intake;
 pub mod plan;
 mod portals;
 mod reconcile;
+pub mod reload;
 mod run;
 mod writeback;
 
 pub use decisions::InboxReport;
 pub use intake::IntakeReport;
 pub use reconcile::ReconcileReport;
+pub use reload::{MappingHealth, Pause, ReloadOutcome, ReloadStatus};
 pub use run::{RunningEngine, ScheduleHealth, ScheduleState, Schedules};
 pub use writeback::WriteReport;
 
@@ -86,6 +88,9 @@ pub enum SyncError {
     Ondorse(#[from] crate::ondorse::OndorseError),
     #[error("no mapping named `{0}` is loaded")]
     UnknownMapping(String),
+    /// The mapping no longer matches the org (schema drift); see [`reload`].
+    #[error("{0}")]
+    MappingPaused(String),
 }
 
 impl SyncError {
@@ -95,7 +100,7 @@ impl SyncError {
             SyncError::Store(error) => error.is_retriable(),
             SyncError::Salesforce(error) => error.is_retriable(),
             SyncError::Ondorse(error) => error.is_retriable(),
-            SyncError::UnknownMapping(_) => false,
+            SyncError::UnknownMapping(_) | SyncError::MappingPaused(_) => false,
         }
     }
 }
@@ -119,6 +124,8 @@ pub struct Engine {
     /// One intake at a time (scheduled poll, hint, resync), so a cursor is
     /// never moved by two runs at once.
     intake_lock: tokio::sync::Mutex<()>,
+    /// Refused reloads and mappings paused by schema drift, for `status`.
+    health: reload::MappingHealth,
 }
 
 impl Engine {
@@ -142,6 +149,7 @@ impl Engine {
             writes_queued: Notify::new(),
             inbox_wake,
             intake_lock: tokio::sync::Mutex::new(()),
+            health: reload::MappingHealth::default(),
         }
     }
 

@@ -85,7 +85,11 @@ impl Engine {
                             )?;
                             report.written += 1;
                         }
-                        Err(errors) => self.record_failed(pending, &errors, report)?,
+                        Err(errors) => {
+                            let mappings: Vec<String> = pending.mappings.iter().cloned().collect();
+                            self.pause_on_write_drift(&mappings, &errors).await;
+                            self.record_failed(pending, &errors, report)?
+                        }
                     }
                 }
             }

@@ -1,0 +1,240 @@
+//! Mappings checked against the org itself (`check --online`, reload,
+//! schema drift): what only Salesforce's describe metadata and its SOQL
+//! parser can prove.
+//!
+//! [`OrgMetadata::fetch`] gathers the describes a set of mappings needs
+//! (Account, and every object a relationship path reaches, such as User for
+//! `Owner.Email`); [`check_fields`] is then pure, so the daemon can re-run
+//! it on a fresh describe without touching anything else; [`check_select`]
+//! asks Salesforce to parse each `select`.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::diagnostic::{Diagnostic, Diagnostics, Position, suggestion};
+use super::{Mapping, MappingSet, convert_value};
+use crate::salesforce::model::{FieldDescribe, SObjectDescribe};
+use crate::salesforce::{SalesforceClient, SalesforceError};
+
+/// The describes of the objects some mappings read and write, by lowercase
+/// object name (Salesforce names are case-insensitive).
+#[derive(Debug, Clone, Default)]
+pub struct OrgMetadata {
+    objects: BTreeMap<String, SObjectDescribe>,
+}
+
+impl OrgMetadata {
+    /// Fetches the describe of every mapping's object and of each object a
+    /// relationship path reaches. A path through a missing relationship is
+    /// left for [`check_fields`] to report.
+    pub async fn fetch(client: &SalesforceClient, mappings: &MappingSet) -> Result<OrgMetadata, SalesforceError> {
+        let mut metadata = OrgMetadata::default();
+        for mapping in mappings.iter() {
+            metadata.fetch_for(client, mapping).await?;
+        }
+        Ok(metadata)
+    }
+
+    /// Adds what one mapping needs (describes already held are not fetched again).
+    pub async fn fetch_for(&mut self, client: &SalesforceClient, mapping: &Mapping) -> Result<(), SalesforceError> {
+        self.ensure(client, &mapping.object).await?;
+        for (path, _) in mapping.read_fields_with_positions() {
+            let mut object = mapping.object.clone();
+            let segments: Vec<&str> = path.split('.').collect();
+            for relationship in &segments[..segments.len() - 1] {
+                let Some(target) = self
+                    .object(&object)
+                    .and_then(|describe| describe.relationship(relationship))
+                    .and_then(|field| field.reference_to.first().cloned())
+                else {
+                    break;
+                };
+                self.ensure(client, &target).await?;
+                object = target;
+            }
+        }
+        Ok(())
+    }
+
+    /// Metadata made of describes already at hand (tests, the engine's cache).
+    pub fn from_describes(describes: impl IntoIterator<Item = SObjectDescribe>) -> OrgMetadata {
+        OrgMetadata {
+            objects: describes
+                .into_iter()
+                .map(|describe| (describe.name.to_ascii_lowercase(), describe))
+                .collect(),
+        }
+    }
+
+    /// The describe of `object`, when fetched.
+    pub fn object(&self, object: &str) -> Option<&SObjectDescribe> {
+        self.objects.get(&object.to_ascii_lowercase())
+    }
+
+    async fn ensure(&mut self, client: &SalesforceClient, object: &str) -> Result<(), SalesforceError> {
+        let key = object.to_ascii_lowercase();
+        if !self.objects.contains_key(&key) {
+            let describe = client.describe(object).await?;
+            self.objects.insert(key, describe);
+        }
+        Ok(())
+    }
+}
+
+/// Every field problem of `mapping` against the org: read fields that do not
+/// exist (relationship paths followed), written fields that do not exist or
+/// cannot be written, and fixed values that do not fit their field.
+pub fn check_fields(mapping: &Mapping, metadata: &OrgMetadata) -> Diagnostics {
+    let mut diagnostics = Diagnostics::default();
+    let file = &mapping.file;
+    let Some(root) = metadata.object(&mapping.object) else {
+        diagnostics.push(Diagnostic::new(
+            file,
+            Position::START,
+            format!("the org shows no object `{}` to the integration user", mapping.object),
+        ));
+        return diagnostics;
+    };
+    for (path, position) in mapping.read_fields_with_positions() {
+        if let Err(message) = resolve_read(&path, root, metadata) {
+            diagnostics.push(Diagnostic::new(file, position, message));
+        }
+    }
+    for written in mapping.written_fields() {
+        let Some(field) = root.field(&written.field) else {
+            let message = format!(
+                "{} has no field `{}` (or the integration user cannot see it){}",
+                root.name,
+                written.field,
+                did_you_mean(&written.field, root.fields.iter().map(|field| field.name.as_str()))
+            );
+            diagnostics.push(Diagnostic::new(file, written.position, message));
+            continue;
+        };
+        if field.calculated {
+            diagnostics.push(Diagnostic::new(
+                file,
+                written.position,
+                format!(
+                    "`{}` is a formula field (calculated): Salesforce computes it and nobody can write it; write the fields it is computed from, or remove it",
+                    field.name
+                ),
+            ));
+            continue;
+        }
+        if !field.updateable {
+            diagnostics.push(Diagnostic::new(
+                file,
+                written.position,
+                format!(
+                    "`{}` is read-only for the integration user; grant edit access to it (field-level security) or remove it",
+                    field.name
+                ),
+            ));
+            continue;
+        }
+        for (value, position) in &written.fixed_values {
+            if let Err(message) = check_fixed_value(value, field) {
+                diagnostics.push(Diagnostic::new(file, *position, message));
+            }
+        }
+    }
+    diagnostics
+}
+
+/// Asks Salesforce to parse `mapping.select` (`SELECT Id FROM Account WHERE
+/// (<select>) LIMIT 1`). `Ok(Some(_))` is Salesforce refusing it; `Err` is
+/// Salesforce not answering, which proves nothing about the mapping.
+pub async fn check_select(client: &SalesforceClient, mapping: &Mapping) -> Result<Option<Diagnostic>, SalesforceError> {
+    let soql = format!("SELECT Id FROM {} WHERE ({}) LIMIT 1", mapping.object, mapping.select);
+    match client.query(soql).next_page().await {
+        Ok(_) => Ok(None),
+        Err(SalesforceError::Api { code, message, .. }) => Ok(Some(Diagnostic::new(
+            &mapping.file,
+            mapping.select_position,
+            format!("`select` is not valid SOQL; Salesforce answered {code}: {message}"),
+        ))),
+        Err(error) => Err(error),
+    }
+}
+
+/// Everything `check --online` proves, for every mapping, all problems at once.
+pub async fn check_online(client: &SalesforceClient, mappings: &MappingSet) -> Result<Diagnostics, SalesforceError> {
+    let metadata = OrgMetadata::fetch(client, mappings).await?;
+    let mut diagnostics = Diagnostics::default();
+    for mapping in mappings.iter() {
+        diagnostics.extend(check_fields(mapping, &metadata));
+        if let Some(problem) = check_select(client, mapping).await? {
+            diagnostics.push(problem);
+        }
+    }
+    diagnostics.0.sort_by(|left, right| {
+        (&left.file, left.line, left.column).cmp(&(&right.file, right.line, right.column))
+    });
+    Ok(diagnostics)
+}
+
+/// Follows `Owner.Email` through `Owner`'s `referenceTo`; the message names
+/// the segment that does not resolve and the nearest real name.
+fn resolve_read(path: &str, root: &SObjectDescribe, metadata: &OrgMetadata) -> Result<(), String> {
+    let segments: Vec<&str> = path.split('.').collect();
+    let (last, relationships) = segments.split_last().unwrap_or((&"", &[]));
+    let mut object = root;
+    for relationship in relationships {
+        let Some(reference) = object.relationship(relationship) else {
+            let names = object.fields.iter().filter_map(|field| field.relationship_name.as_deref());
+            return Err(format!(
+                "{} has no relationship `{relationship}` (in `{path}`){}",
+                object.name,
+                did_you_mean(relationship, names)
+            ));
+        };
+        let target = reference.reference_to.first().and_then(|target| metadata.object(target));
+        let Some(target) = target else {
+            return Err(format!(
+                "cannot follow `{relationship}` in `{path}`: the org shows no describe of {}",
+                reference.reference_to.join(" or ")
+            ));
+        };
+        object = target;
+    }
+    if object.field(last).is_some() {
+        return Ok(());
+    }
+    let mut message = format!(
+        "{} has no field `{last}`{} (or the integration user cannot see it)",
+        object.name,
+        if relationships.is_empty() { String::new() } else { format!(" (in `{path}`)") },
+    );
+    message.push_str(&did_you_mean(last, object.fields.iter().map(|field| field.name.as_str())));
+    Err(message)
+}
+
+/// A fixed value (a literal, a `map` output, a `default`) must fit the
+/// field; a picklist value must be active even when the picklist is not
+/// restricted, since an inactive value is one the org retired.
+fn check_fixed_value(value: &Value, field: &FieldDescribe) -> Result<(), String> {
+    if matches!(field.field_type.as_str(), "picklist" | "multipicklist")
+        && let Some(text) = value.as_str()
+        && !field.active_picklist_values().any(|active| active == text)
+    {
+        let active: Vec<&str> = field.active_picklist_values().collect();
+        let retired = field.picklist_values.iter().any(|entry| entry.value == text);
+        return Err(format!(
+            "`{text}` is {} value of picklist `{}`; active values: {}{}",
+            if retired { "an inactive" } else { "not a" },
+            field.name,
+            active.join(", "),
+            did_you_mean(text, active.iter().copied()),
+        ));
+    }
+    convert_value(value, field).map(drop).map_err(|error| error.to_string())
+}
+
+/// ` (did you mean `X`?)`, or nothing when no candidate is close.
+fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    suggestion(word, candidates)
+        .map(|near| format!("; did you mean `{near}`?"))
+        .unwrap_or_default()
+}
