@@ -3,6 +3,7 @@
 //! go through [`Daemon::start`], so they exercise the same composition.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,8 @@ use crate::ondorse::OndorseClient;
 use crate::salesforce::SalesforceClient;
 use crate::server::public::{self, PublicState};
 use crate::store::Store;
-use crate::sync::{Engine, EngineSettings, RunningEngine};
+use crate::sync::reload::{WATCH_INTERVAL, directory_fingerprint};
+use crate::sync::{Engine, EngineSettings, ReloadOutcome, RunningEngine};
 
 /// How long work in flight may take to finish after a stop is asked.
 /// systemd's default stop timeout is 90 s; a webhook answer takes
@@ -46,6 +48,10 @@ pub struct Daemon {
     running: RunningEngine,
     public_stop: Arc<Notify>,
     public_server: JoinHandle<std::io::Result<()>>,
+    /// Where the mappings are reloaded from (SIGHUP, file changes).
+    mappings_dir: PathBuf,
+    /// Reloads the mappings when a file in `mappings_dir` changes.
+    mappings_watch: JoinHandle<()>,
 }
 
 impl Daemon {
@@ -94,7 +100,10 @@ impl Daemon {
             inbox_wake,
         ));
         let running = engine.clone().start(&config.schedule).await?;
+        let mappings_watch = tokio::spawn(watch_mappings(engine.clone(), config.mappings.dir.clone()));
         Ok(Daemon {
+            mappings_dir: config.mappings.dir.clone(),
+            mappings_watch,
             engine,
             store,
             webhook_address,
@@ -107,6 +116,12 @@ impl Daemon {
     /// The cron schedules and their health.
     pub fn schedules(&self) -> &Arc<crate::sync::Schedules> {
         &self.running.schedules
+    }
+
+    /// Re-validates the mapping directory and puts it in force if valid
+    /// (SIGHUP); an invalid one is refused and the previous set keeps running.
+    pub async fn reload_mappings(&self) -> ReloadOutcome {
+        self.engine.reload_mappings(&self.mappings_dir).await
     }
 
     /// Where the webhook listener is bound (useful with port 0).
@@ -128,6 +143,7 @@ impl Daemon {
         // `notify_one` keeps a permit: the stop is not lost if the server
         // has not polled its shutdown future yet.
         self.public_stop.notify_one();
+        self.mappings_watch.abort();
         self.running.stop(SHUTDOWN_GRACE).await;
         let mut server = self.public_server;
         match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
@@ -148,5 +164,26 @@ impl Daemon {
             .context("cannot flush the store while stopping")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Reloads the mappings when the directory changes: a change is acted on
+/// once the directory has stayed the same for one [`WATCH_INTERVAL`], so an
+/// editor's save in several steps makes one reload, not several.
+async fn watch_mappings(engine: Arc<Engine>, dir: PathBuf) {
+    let mut in_force = directory_fingerprint(&dir);
+    let mut seen = in_force.clone();
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let now = directory_fingerprint(&dir);
+        if now != seen {
+            seen = now;
+            continue;
+        }
+        if now != in_force {
+            tracing::info!(dir = %dir.display(), "mapping files changed; reloading");
+            engine.reload_mappings(&dir).await;
+            in_force = now;
+        }
     }
 }

@@ -13,6 +13,8 @@ use crate::config::{self, Config};
 
 pub mod check;
 pub mod demo;
+pub mod mappings;
+pub mod preview;
 pub mod run;
 
 /// Exit status for bad usage, configuration or mapping (SPEC §4).
@@ -40,7 +42,25 @@ pub enum Command {
     /// Run the daemon (systemd runs this).
     Run,
     /// Validate the configuration and every mapping file.
-    Check,
+    Check {
+        /// Also authenticate and check every field and `select` against the org.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Show what one Account would send to Ondorse and get written back; writes nothing.
+    Preview {
+        /// The mapping's `name`.
+        #[arg(long, value_name = "NAME")]
+        mapping: String,
+        /// The Salesforce Account Id (001...).
+        #[arg(long, value_name = "ID")]
+        account: String,
+    },
+    /// Tools for mapping files.
+    Mappings {
+        #[command(subcommand)]
+        command: mappings::MappingsCommand,
+    },
     /// Sandbox Salesforce + sandbox Ondorse + the real daemon, on loopback.
     Demo {
         /// How many Accounts to seed in the sandbox Salesforce.
@@ -98,7 +118,9 @@ impl Cli {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Run => run::run(cli.load_config()?).await,
-        Command::Check => check::check(&cli),
+        Command::Check { online } => check::check(&cli, *online).await,
+        Command::Preview { mapping, account } => preview::preview(&cli, mapping, account).await,
+        Command::Mappings { command } => mappings::mappings(command),
         Command::Demo { accounts } => demo::demo(*accounts).await,
     }
 }

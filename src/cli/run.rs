@@ -1,4 +1,5 @@
-//! `ondorse-bridge run`: the daemon, until SIGTERM or SIGINT.
+//! `ondorse-bridge run`: the daemon, until SIGTERM or SIGINT; SIGHUP
+//! reloads the mappings.
 
 use anyhow::Context;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -11,10 +12,17 @@ use crate::sync::EngineSettings;
 pub async fn run(config: Config) -> Result<(), Failure> {
     // Installed first: until then a SIGTERM would kill the process outright.
     let mut signals = StopSignals::listen()?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut daemon = Daemon::start(&config, EngineSettings::default()).await?;
-    let signal_name = tokio::select! {
-        name = signals.recv() => name,
-        error = daemon.listener_failed() => return Err(error.into()),
+    let signal_name = loop {
+        tokio::select! {
+            name = signals.recv() => break name,
+            error = daemon.listener_failed() => return Err(error.into()),
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the mappings");
+                daemon.reload_mappings().await;
+            }
+        }
     };
     tracing::info!(signal = signal_name, "stopping: finishing work in flight");
     daemon.stop().await?;
