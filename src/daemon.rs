@@ -100,7 +100,8 @@ impl Daemon {
             inbox_wake,
         ));
         let running = engine.clone().start(&config.schedule).await?;
-        let mappings_watch = tokio::spawn(watch_mappings(engine.clone(), config.mappings.dir.clone()));
+        let mappings_watch =
+            tokio::spawn(watch_mappings(engine.clone(), config.mappings.dir.clone()));
         Ok(Daemon {
             mappings_dir: config.mappings.dir.clone(),
             mappings_watch,

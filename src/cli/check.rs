@@ -7,7 +7,8 @@ use crate::salesforce::SalesforceClient;
 
 pub async fn check(cli: &Cli, online: bool) -> Result<(), Failure> {
     let config = cli.load_config()?;
-    let mappings = mapping::load_dir(&config.mappings.dir).map_err(|diagnostics| Failure::Invalid(diagnostics.to_string()))?;
+    let mappings = mapping::load_dir(&config.mappings.dir)
+        .map_err(|diagnostics| Failure::Invalid(diagnostics.to_string()))?;
     let names: Vec<&str> = mappings.names().collect();
     println!("configuration {} is valid", cli.config_path().display());
     println!(
@@ -21,13 +22,15 @@ pub async fn check(cli: &Cli, online: bool) -> Result<(), Failure> {
     }
     let salesforce = SalesforceClient::new(&config.salesforce)
         .map_err(|error| Failure::Invalid(format!("{}: {error}", config.source.display())))?;
-    salesforce
-        .authenticate()
-        .await
-        .map_err(|error| anyhow::Error::from(error).context("cannot authenticate to Salesforce for the online checks"))?;
+    salesforce.authenticate().await.map_err(|error| {
+        anyhow::Error::from(error)
+            .context("cannot authenticate to Salesforce for the online checks")
+    })?;
     let problems = online::check_online(&salesforce, &mappings)
         .await
-        .map_err(|error| anyhow::Error::from(error).context("the online checks could not finish"))?;
+        .map_err(|error| {
+            anyhow::Error::from(error).context("the online checks could not finish")
+        })?;
     if !problems.is_empty() {
         return Err(Failure::Invalid(format!(
             "{problems}\n{} problem(s) found against the org",

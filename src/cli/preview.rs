@@ -24,7 +24,8 @@ pub const SAMPLE_APPLICATION_ID: &str = "app_sample";
 
 pub async fn preview(cli: &Cli, mapping_name: &str, account_id: &str) -> Result<(), Failure> {
     let config = cli.load_config()?;
-    let mappings = mapping::load_dir(&config.mappings.dir).map_err(|diagnostics| Failure::Invalid(diagnostics.to_string()))?;
+    let mappings = mapping::load_dir(&config.mappings.dir)
+        .map_err(|diagnostics| Failure::Invalid(diagnostics.to_string()))?;
     let Some(mapping) = mappings.get(mapping_name).cloned() else {
         let hint = suggestion(mapping_name, mappings.names())
             .map(|near| format!("did you mean `{near}`? "))
@@ -43,7 +44,10 @@ pub async fn preview(cli: &Cli, mapping_name: &str, account_id: &str) -> Result<
     }
     let salesforce = SalesforceClient::new(&config.salesforce)
         .map_err(|error| Failure::Invalid(format!("{}: {error}", config.source.display())))?;
-    let describe = salesforce.describe(ACCOUNT).await.map_err(anyhow::Error::from)?;
+    let describe = salesforce
+        .describe(ACCOUNT)
+        .await
+        .map_err(anyhow::Error::from)?;
     let (account, matches) = read_account(&salesforce, &mapping, account_id).await?;
     let stored = StoredLink::read(&config, &mapping.name, account_id);
     let output = render(&config, &mapping, &account, matches, &stored, &describe).await?;
@@ -52,7 +56,11 @@ pub async fn preview(cli: &Cli, mapping_name: &str, account_id: &str) -> Result<
 }
 
 /// The Account with the mapping's fields, and whether it matches `select`.
-async fn read_account(salesforce: &SalesforceClient, mapping: &Mapping, account_id: &str) -> Result<(Record, bool), Failure> {
+async fn read_account(
+    salesforce: &SalesforceClient,
+    mapping: &Mapping,
+    account_id: &str,
+) -> Result<(Record, bool), Failure> {
     let ids = [account_id.to_owned()];
     let selected = first_record(salesforce, plan::accounts_query(mapping, &ids)).await?;
     if let Some(account) = selected {
@@ -73,8 +81,15 @@ async fn read_account(salesforce: &SalesforceClient, mapping: &Mapping, account_
     }
 }
 
-async fn first_record(salesforce: &SalesforceClient, soql: String) -> Result<Option<Record>, Failure> {
-    let page = salesforce.query(soql).next_page().await.map_err(anyhow::Error::from)?;
+async fn first_record(
+    salesforce: &SalesforceClient,
+    soql: String,
+) -> Result<Option<Record>, Failure> {
+    let page = salesforce
+        .query(soql)
+        .next_page()
+        .await
+        .map_err(anyhow::Error::from)?;
     Ok(page.and_then(|records| records.into_iter().next()))
 }
 
@@ -96,7 +111,8 @@ impl StoredLink {
             Ok(store) => store,
             Err(StoreError::InUse { .. }) => {
                 return StoredLink::Unavailable(
-                    "the daemon holds the store, so its link to this Account is not read here".to_owned(),
+                    "the daemon holds the store, so its link to this Account is not read here"
+                        .to_owned(),
                 );
             }
             Err(error) => return StoredLink::Unavailable(error.to_string()),
@@ -117,7 +133,10 @@ async fn render(
     stored: &StoredLink,
     describe: &SObjectDescribe,
 ) -> Result<String, Failure> {
-    let account_id = account.get("Id").and_then(Value::as_str).unwrap_or_default();
+    let account_id = account
+        .get("Id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let link = match stored {
         StoredLink::Found(link) => Some(link.as_ref()),
         _ => None,
@@ -134,21 +153,30 @@ async fn render(
         out,
         "{}",
         match (matches, link.and_then(|link| link.portal.as_ref())) {
-            (_, Some(portal)) => format!("already has portal {} (created {})", portal.id, portal.created_at.to_rfc3339()),
-            (true, None) => "matches `select`: the daemon creates its portal at the next poll".to_owned(),
-            (false, None) => "does NOT match `select`: the daemon would not create a portal for it".to_owned(),
+            (_, Some(portal)) => format!(
+                "already has portal {} (created {})",
+                portal.id,
+                portal.created_at.to_rfc3339()
+            ),
+            (true, None) =>
+                "matches `select`: the daemon creates its portal at the next poll".to_owned(),
+            (false, None) =>
+                "does NOT match `select`: the daemon would not create a portal for it".to_owned(),
         }
     );
     if let StoredLink::Unavailable(why) = stored {
         let _ = writeln!(out, "note: {why}");
     }
 
-    let body = mapping.portal_body(account).map_err(|error| Failure::Invalid(error.to_string()))?;
+    let body = mapping
+        .portal_body(account)
+        .map_err(|error| Failure::Invalid(error.to_string()))?;
     let _ = writeln!(out, "\nPOST /api/portals");
     let _ = writeln!(out, "{}", pretty(&Value::Object(body)));
 
     let base = config.ondorse.portal_base_url.trim_end_matches('/');
-    let sample_portal = json!({ "id": "portal_sample", "link": "sample", "url": format!("{base}/portals/sample") });
+    let sample_portal =
+        json!({ "id": "portal_sample", "link": "sample", "url": format!("{base}/portals/sample") });
     let (portal, portal_source) = match link.and_then(|link| link.portal.as_ref()) {
         Some(portal) => (portal.answer.clone(), format!("portal {}", portal.id)),
         None => (sample_portal, "a sample portal".to_owned()),
@@ -180,12 +208,23 @@ async fn render(
                     let _ = writeln!(out, "  set {field} = {value}");
                 }
                 if !planned.unchanged.is_empty() {
-                    let _ = writeln!(out, "  unchanged (not sent): {}", planned.unchanged.join(", "));
+                    let _ = writeln!(
+                        out,
+                        "  unchanged (not sent): {}",
+                        planned.unchanged.join(", ")
+                    );
                 }
                 for refused in &planned.refused {
-                    let _ = writeln!(out, "  REFUSED {} ({}): {}", refused.field, refused.code, refused.message);
+                    let _ = writeln!(
+                        out,
+                        "  REFUSED {} ({}): {}",
+                        refused.field, refused.code, refused.message
+                    );
                 }
-                if planned.changed.is_empty() && planned.unchanged.is_empty() && planned.refused.is_empty() {
+                if planned.changed.is_empty()
+                    && planned.unchanged.is_empty()
+                    && planned.refused.is_empty()
+                {
                     let _ = writeln!(out, "  nothing to write");
                 }
             }
@@ -194,25 +233,47 @@ async fn render(
             }
         }
     }
-    let _ = writeln!(out, "\npreview only: nothing was sent to Ondorse and nothing was written to Salesforce");
+    let _ = writeln!(
+        out,
+        "\npreview only: nothing was sent to Ondorse and nothing was written to Salesforce"
+    );
     Ok(out)
 }
 
 /// The linked application as Ondorse has it now, else a sample one.
-async fn application_of(config: &Config, link: Option<&Link>, now: DateTime<Utc>, out: &mut String) -> (Value, String) {
+async fn application_of(
+    config: &Config,
+    link: Option<&Link>,
+    now: DateTime<Utc>,
+    out: &mut String,
+) -> (Value, String) {
     if let Some(application_id) = link.and_then(|link| link.application_id.as_deref()) {
         let fetched = match OndorseClient::new(&config.ondorse) {
-            Ok(client) => client.get_application(application_id).await.map_err(|error| error.to_string()),
+            Ok(client) => client
+                .get_application(application_id)
+                .await
+                .map_err(|error| error.to_string()),
             Err(error) => Err(error.to_string()),
         };
         match fetched {
-            Ok(application) => return (application.template_value(), format!("application {application_id} as Ondorse has it now")),
+            Ok(application) => {
+                return (
+                    application.template_value(),
+                    format!("application {application_id} as Ondorse has it now"),
+                );
+            }
             Err(error) => {
-                let _ = writeln!(out, "note: cannot read the linked application {application_id} ({error}); using a sample");
+                let _ = writeln!(
+                    out,
+                    "note: cannot read the linked application {application_id} ({error}); using a sample"
+                );
             }
         }
     }
-    (sample_application(now), format!("the sample application {SAMPLE_APPLICATION_ID}"))
+    (
+        sample_application(now),
+        format!("the sample application {SAMPLE_APPLICATION_ID}"),
+    )
 }
 
 /// A decided application, as templates see one (`application.*`).

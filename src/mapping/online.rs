@@ -8,7 +8,7 @@
 //! it on a fresh describe without touching anything else; [`check_select`]
 //! asks Salesforce to parse each `select`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, btree_map};
 
 use serde_json::Value;
 
@@ -28,7 +28,10 @@ impl OrgMetadata {
     /// Fetches the describe of every mapping's object and of each object a
     /// relationship path reaches. A path through a missing relationship is
     /// left for [`check_fields`] to report.
-    pub async fn fetch(client: &SalesforceClient, mappings: &MappingSet) -> Result<OrgMetadata, SalesforceError> {
+    pub async fn fetch(
+        client: &SalesforceClient,
+        mappings: &MappingSet,
+    ) -> Result<OrgMetadata, SalesforceError> {
         let mut metadata = OrgMetadata::default();
         for mapping in mappings.iter() {
             metadata.fetch_for(client, mapping).await?;
@@ -37,7 +40,11 @@ impl OrgMetadata {
     }
 
     /// Adds what one mapping needs (describes already held are not fetched again).
-    pub async fn fetch_for(&mut self, client: &SalesforceClient, mapping: &Mapping) -> Result<(), SalesforceError> {
+    pub async fn fetch_for(
+        &mut self,
+        client: &SalesforceClient,
+        mapping: &Mapping,
+    ) -> Result<(), SalesforceError> {
         self.ensure(client, &mapping.object).await?;
         for (path, _) in mapping.read_fields_with_positions() {
             let mut object = mapping.object.clone();
@@ -72,11 +79,14 @@ impl OrgMetadata {
         self.objects.get(&object.to_ascii_lowercase())
     }
 
-    async fn ensure(&mut self, client: &SalesforceClient, object: &str) -> Result<(), SalesforceError> {
+    async fn ensure(
+        &mut self,
+        client: &SalesforceClient,
+        object: &str,
+    ) -> Result<(), SalesforceError> {
         let key = object.to_ascii_lowercase();
-        if !self.objects.contains_key(&key) {
-            let describe = client.describe(object).await?;
-            self.objects.insert(key, describe);
+        if let btree_map::Entry::Vacant(slot) = self.objects.entry(key) {
+            slot.insert(client.describe(object).await?);
         }
         Ok(())
     }
@@ -92,7 +102,10 @@ pub fn check_fields(mapping: &Mapping, metadata: &OrgMetadata) -> Diagnostics {
         diagnostics.push(Diagnostic::new(
             file,
             Position::START,
-            format!("the org shows no object `{}` to the integration user", mapping.object),
+            format!(
+                "the org shows no object `{}` to the integration user",
+                mapping.object
+            ),
         ));
         return diagnostics;
     };
@@ -107,7 +120,10 @@ pub fn check_fields(mapping: &Mapping, metadata: &OrgMetadata) -> Diagnostics {
                 "{} has no field `{}` (or the integration user cannot see it){}",
                 root.name,
                 written.field,
-                did_you_mean(&written.field, root.fields.iter().map(|field| field.name.as_str()))
+                did_you_mean(
+                    &written.field,
+                    root.fields.iter().map(|field| field.name.as_str())
+                )
             );
             diagnostics.push(Diagnostic::new(file, written.position, message));
             continue;
@@ -146,8 +162,14 @@ pub fn check_fields(mapping: &Mapping, metadata: &OrgMetadata) -> Diagnostics {
 /// Asks Salesforce to parse `mapping.select` (`SELECT Id FROM Account WHERE
 /// (<select>) LIMIT 1`). `Ok(Some(_))` is Salesforce refusing it; `Err` is
 /// Salesforce not answering, which proves nothing about the mapping.
-pub async fn check_select(client: &SalesforceClient, mapping: &Mapping) -> Result<Option<Diagnostic>, SalesforceError> {
-    let soql = format!("SELECT Id FROM {} WHERE ({}) LIMIT 1", mapping.object, mapping.select);
+pub async fn check_select(
+    client: &SalesforceClient,
+    mapping: &Mapping,
+) -> Result<Option<Diagnostic>, SalesforceError> {
+    let soql = format!(
+        "SELECT Id FROM {} WHERE ({}) LIMIT 1",
+        mapping.object, mapping.select
+    );
     match client.query(soql).next_page().await {
         Ok(_) => Ok(None),
         Err(SalesforceError::Api { code, message, .. }) => Ok(Some(Diagnostic::new(
@@ -160,7 +182,10 @@ pub async fn check_select(client: &SalesforceClient, mapping: &Mapping) -> Resul
 }
 
 /// Everything `check --online` proves, for every mapping, all problems at once.
-pub async fn check_online(client: &SalesforceClient, mappings: &MappingSet) -> Result<Diagnostics, SalesforceError> {
+pub async fn check_online(
+    client: &SalesforceClient,
+    mappings: &MappingSet,
+) -> Result<Diagnostics, SalesforceError> {
     let metadata = OrgMetadata::fetch(client, mappings).await?;
     let mut diagnostics = Diagnostics::default();
     for mapping in mappings.iter() {
@@ -183,14 +208,20 @@ fn resolve_read(path: &str, root: &SObjectDescribe, metadata: &OrgMetadata) -> R
     let mut object = root;
     for relationship in relationships {
         let Some(reference) = object.relationship(relationship) else {
-            let names = object.fields.iter().filter_map(|field| field.relationship_name.as_deref());
+            let names = object
+                .fields
+                .iter()
+                .filter_map(|field| field.relationship_name.as_deref());
             return Err(format!(
                 "{} has no relationship `{relationship}` (in `{path}`){}",
                 object.name,
                 did_you_mean(relationship, names)
             ));
         };
-        let target = reference.reference_to.first().and_then(|target| metadata.object(target));
+        let target = reference
+            .reference_to
+            .first()
+            .and_then(|target| metadata.object(target));
         let Some(target) = target else {
             return Err(format!(
                 "cannot follow `{relationship}` in `{path}`: the org shows no describe of {}",
@@ -205,9 +236,16 @@ fn resolve_read(path: &str, root: &SObjectDescribe, metadata: &OrgMetadata) -> R
     let mut message = format!(
         "{} has no field `{last}`{} (or the integration user cannot see it)",
         object.name,
-        if relationships.is_empty() { String::new() } else { format!(" (in `{path}`)") },
+        if relationships.is_empty() {
+            String::new()
+        } else {
+            format!(" (in `{path}`)")
+        },
     );
-    message.push_str(&did_you_mean(last, object.fields.iter().map(|field| field.name.as_str())));
+    message.push_str(&did_you_mean(
+        last,
+        object.fields.iter().map(|field| field.name.as_str()),
+    ));
     Err(message)
 }
 
@@ -220,7 +258,10 @@ fn check_fixed_value(value: &Value, field: &FieldDescribe) -> Result<(), String>
         && !field.active_picklist_values().any(|active| active == text)
     {
         let active: Vec<&str> = field.active_picklist_values().collect();
-        let retired = field.picklist_values.iter().any(|entry| entry.value == text);
+        let retired = field
+            .picklist_values
+            .iter()
+            .any(|entry| entry.value == text);
         return Err(format!(
             "`{text}` is {} value of picklist `{}`; active values: {}{}",
             if retired { "an inactive" } else { "not a" },
@@ -229,7 +270,9 @@ fn check_fixed_value(value: &Value, field: &FieldDescribe) -> Result<(), String>
             did_you_mean(text, active.iter().copied()),
         ));
     }
-    convert_value(value, field).map(drop).map_err(|error| error.to_string())
+    convert_value(value, field)
+        .map(drop)
+        .map_err(|error| error.to_string())
 }
 
 /// ` (did you mean `X`?)`, or nothing when no candidate is close.

@@ -48,8 +48,13 @@ impl Engine {
             // A mapping paused by schema drift keeps its cursor until the
             // org matches it again (see `reload`).
             if !self.may_poll(mapping).await {
-                let reason = self.mapping_health().paused().remove(&mapping.name).map(|pause| pause.reason);
-                let reason = reason.unwrap_or_else(|| format!("mapping `{}` is paused", mapping.name));
+                let reason = self
+                    .mapping_health()
+                    .paused()
+                    .remove(&mapping.name)
+                    .map(|pause| pause.reason);
+                let reason =
+                    reason.unwrap_or_else(|| format!("mapping `{}` is paused", mapping.name));
                 results.push((mapping.name.clone(), Err(SyncError::MappingPaused(reason))));
                 continue;
             }

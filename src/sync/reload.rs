@@ -68,12 +68,18 @@ pub struct MappingHealth {
 
 impl MappingHealth {
     pub fn reload_status(&self) -> ReloadStatus {
-        self.reload.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.reload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Paused mappings by name.
     pub fn paused(&self) -> BTreeMap<String, Pause> {
-        self.paused.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.paused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn pause(&self, mapping: &str, reason: String) {
@@ -95,7 +101,10 @@ impl MappingHealth {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReloadOutcome {
     /// The new set is in force.
-    Applied { mappings: usize, checked_online: bool },
+    Applied {
+        mappings: usize,
+        checked_online: bool,
+    },
     /// The directory is invalid; the previous set keeps running.
     Refused(Diagnostics),
 }
@@ -132,9 +141,18 @@ impl Engine {
                 self.forget_describe().await;
                 // The new set passed the checks (or nobody could check it):
                 // give every paused mapping its chance again.
-                std::mem::take(&mut *self.health.paused.lock().unwrap_or_else(PoisonError::into_inner));
+                std::mem::take(
+                    &mut *self
+                        .health
+                        .paused
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner),
+                );
                 tracing::info!(mappings, checked_online, dir = %dir.display(), "mappings reloaded");
-                ReloadOutcome::Applied { mappings, checked_online }
+                ReloadOutcome::Applied {
+                    mappings,
+                    checked_online,
+                }
             }
             Err(diagnostics) => {
                 for diagnostic in diagnostics.iter() {
@@ -145,7 +163,11 @@ impl Engine {
                 ReloadOutcome::Refused(diagnostics)
             }
         };
-        *self.health.reload.lock().unwrap_or_else(PoisonError::into_inner) = status;
+        *self
+            .health
+            .reload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = status;
         outcome
     }
 
@@ -163,7 +185,8 @@ impl Engine {
                 true
             }
             Ok(problems) => {
-                self.health.pause(&mapping.name, pause_reason(mapping, &problems.to_string()));
+                self.health
+                    .pause(&mapping.name, pause_reason(mapping, &problems.to_string()));
                 false
             }
             Err(error) => {
@@ -203,17 +226,24 @@ impl Engine {
         self.forget_describe().await;
         let set = self.mappings();
         for name in mappings {
-            let Some(mapping) = set.get(name) else { continue };
+            let Some(mapping) = set.get(name) else {
+                continue;
+            };
             let written = mapping.written_fields();
             for error in &drifted {
                 let Some(field) = error.fields.iter().find(|field| {
-                    written.iter().any(|written| written.field.eq_ignore_ascii_case(field))
+                    written
+                        .iter()
+                        .any(|written| written.field.eq_ignore_ascii_case(field))
                 }) else {
                     continue;
                 };
                 self.pause_with(
                     mapping,
-                    format!("Salesforce refused writing `{field}`: {}: {}", error.status_code, error.message),
+                    format!(
+                        "Salesforce refused writing `{field}`: {}: {}",
+                        error.status_code, error.message
+                    ),
                 );
             }
         }

@@ -37,10 +37,15 @@ fn text(bytes: &[u8]) -> String {
 /// `file:line:column` of the first `needle` in `path` (1-based, in characters).
 fn position(path: &Path, needle: &str) -> String {
     let content = std::fs::read_to_string(path).expect("read the mapping");
-    let offset = content.find(needle).unwrap_or_else(|| panic!("{needle:?} not in {}", path.display()));
+    let offset = content
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in {}", path.display()));
     let before = &content[..offset];
     let line = before.matches('\n').count() + 1;
-    let column = before[before.rfind('\n').map_or(0, |newline| newline + 1)..].chars().count() + 1;
+    let column = before[before.rfind('\n').map_or(0, |newline| newline + 1)..]
+        .chars()
+        .count()
+        + 1;
     format!("{}:{line}:{column}", path.display())
 }
 
@@ -48,9 +53,13 @@ fn position(path: &Path, needle: &str) -> String {
 /// over the world's copy; returns its path.
 fn edit_business(world: &World, edits: &[(&str, &str)]) -> std::path::PathBuf {
     let path = world.config.mappings.dir.join(format!("{BUSINESS}.yaml"));
-    let mut content = std::fs::read_to_string(repository_mappings().join(format!("{BUSINESS}.yaml"))).unwrap();
+    let mut content =
+        std::fs::read_to_string(repository_mappings().join(format!("{BUSINESS}.yaml"))).unwrap();
     for (from, to) in edits {
-        assert!(content.contains(from), "{from:?} not in the shipped mapping");
+        assert!(
+            content.contains(from),
+            "{from:?} not in the shipped mapping"
+        );
         content = content.replacen(from, to, 1);
     }
     std::fs::write(&path, content).expect("write the edited mapping");
@@ -58,7 +67,13 @@ fn edit_business(world: &World, edits: &[(&str, &str)]) -> std::path::PathBuf {
 }
 
 /// Like `World::seed`, for an org that no longer has `removed_field`.
-fn seed_without(world: &World, count: usize, account_type: &str, seed: u64, removed_field: &str) -> Vec<String> {
+fn seed_without(
+    world: &World,
+    count: usize,
+    account_type: &str,
+    seed: u64,
+    removed_field: &str,
+) -> Vec<String> {
     let accounts = SalesforceSandbox::generate_accounts(count, seed)
         .into_iter()
         .map(|mut account| {
@@ -75,10 +90,17 @@ async fn check_online_passes_on_the_shipped_examples() {
     let world = World::start(OndorseSandboxOptions::default()).await;
     let output = cli(&world, &["check", "--online"]).await;
     let stdout = text(&output.stdout);
-    assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        text(&output.stderr)
+    );
     assert!(stdout.contains("2 mapping(s)"), "{stdout}");
     assert!(stdout.contains("checked online"), "{stdout}");
-    assert!(world.salesforce.stats().describe_requests >= 2, "Account and User were described");
+    assert!(
+        world.salesforce.stats().describe_requests >= 2,
+        "Account and User were described"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,14 +109,23 @@ async fn check_online_reports_every_org_problem_with_its_position_at_once() {
     let path = edit_business(
         &world,
         &[
-            ("{{ BillingCountryCode | upper }}", "{{ BillingCountryCod | upper }}"),
-            ("owner_email: \"{{ Owner.Email }}\"", "owner_email: \"{{ Owner.Emial }}\""),
+            (
+                "{{ BillingCountryCode | upper }}",
+                "{{ BillingCountryCod | upper }}",
+            ),
+            (
+                "owner_email: \"{{ Owner.Email }}\"",
+                "owner_email: \"{{ Owner.Emial }}\"",
+            ),
             ("approved: Approved", "approved: Legacy"),
             (
                 "select: \"Type = 'Customer' AND KYC_Status__c = null\"",
                 "select: \"Type = 'Customer' AND AND KYC_Status__c = null\"",
             ),
-            ("    KYC_Status__c: Portal sent", "    KYC_Status__c: Portal sent\n    KYC_Score_Band__c: High"),
+            (
+                "    KYC_Status__c: Portal sent",
+                "    KYC_Status__c: Portal sent\n    KYC_Score_Band__c: High",
+            ),
         ],
     );
     // Offline, the file is fine: only the org can tell.
@@ -113,7 +144,10 @@ async fn check_online_reports_every_org_problem_with_its_position_at_once() {
             "{}: User has no field `Emial` (in `Owner.Emial`) (or the integration user cannot see it); did you mean `Email`?",
             position(&path, "Owner.Emial }}")
         ),
-        format!("{}: `Legacy` is an inactive value of picklist `KYC_Status__c`", position(&path, "Legacy")),
+        format!(
+            "{}: `Legacy` is an inactive value of picklist `KYC_Status__c`",
+            position(&path, "Legacy")
+        ),
         format!(
             "{}: `select` is not valid SOQL; Salesforce answered MALFORMED_QUERY",
             position(&path, "\"Type = 'Customer' AND AND")
@@ -124,9 +158,15 @@ async fn check_online_reports_every_org_problem_with_its_position_at_once() {
         ),
     ];
     for line in &expected {
-        assert!(stderr.contains(line.as_str()), "missing {line:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(line.as_str()),
+            "missing {line:?} in:\n{stderr}"
+        );
     }
-    assert!(stderr.contains("5 problem(s) found against the org"), "{stderr}");
+    assert!(
+        stderr.contains("5 problem(s) found against the org"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,20 +177,45 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
     let account = world.salesforce.account(&customer).expect("seeded");
     let before = world.salesforce.stats();
 
-    let output = cli(&world, &["preview", "--mapping", BUSINESS, "--account", &customer]).await;
+    let output = cli(
+        &world,
+        &["preview", "--mapping", BUSINESS, "--account", &customer],
+    )
+    .await;
     let stdout = text(&output.stdout);
-    assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", text(&output.stderr));
-    let body_start = stdout.find("POST /api/portals\n").expect("the portal body is shown") + "POST /api/portals\n".len();
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        text(&output.stderr)
+    );
+    let body_start = stdout
+        .find("POST /api/portals\n")
+        .expect("the portal body is shown")
+        + "POST /api/portals\n".len();
     let body_end = body_start + stdout[body_start..].find("\n}\n").expect("the body ends") + 2;
-    let body: serde_json::Value = serde_json::from_str(&stdout[body_start..body_end]).expect("the body is JSON");
+    let body: serde_json::Value =
+        serde_json::from_str(&stdout[body_start..body_end]).expect("the body is JSON");
     assert_eq!(body["type"], json!("business"));
     assert_eq!(
         body["redirect_url"],
-        json!(format!("https://app.example.com/kyc/done?account={customer}"))
+        json!(format!(
+            "https://app.example.com/kyc/done?account={customer}"
+        ))
     );
-    assert_eq!(body["default_custom_fields"]["salesforce_account_id"], json!(customer));
-    assert_eq!(body["default_custom_fields"]["company_name"], account["Name"]);
-    assert!(body["default_custom_fields"]["owner_email"].as_str().is_some_and(|email| email.contains('@')), "{body}");
+    assert_eq!(
+        body["default_custom_fields"]["salesforce_account_id"],
+        json!(customer)
+    );
+    assert_eq!(
+        body["default_custom_fields"]["company_name"],
+        account["Name"]
+    );
+    assert!(
+        body["default_custom_fields"]["owner_email"]
+            .as_str()
+            .is_some_and(|email| email.contains('@')),
+        "{body}"
+    );
     for line in [
         "matches `select`: the daemon creates its portal at the next poll",
         "on_portal_created (with a sample portal):",
@@ -168,28 +233,77 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
 
-    let output = cli(&world, &["preview", "--mapping", PERSON, "--account", &person]).await;
+    let output = cli(
+        &world,
+        &["preview", "--mapping", PERSON, "--account", &person],
+    )
+    .await;
     let stdout = text(&output.stdout);
-    assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        text(&output.stderr)
+    );
     assert!(stdout.contains("\"type\": \"person\""), "{stdout}");
-    assert!(stdout.contains("  set KYC_Decision_Date__c = \""), "a decided sample stamps the date:\n{stdout}");
+    assert!(
+        stdout.contains("  set KYC_Decision_Date__c = \""),
+        "a decided sample stamps the date:\n{stdout}"
+    );
 
     // A customer is not a person: the preview says the daemon would skip it.
-    let output = cli(&world, &["preview", "--mapping", PERSON, "--account", &customer]).await;
-    assert!(text(&output.stdout).contains("does NOT match `select`"), "{}", text(&output.stdout));
+    let output = cli(
+        &world,
+        &["preview", "--mapping", PERSON, "--account", &customer],
+    )
+    .await;
+    assert!(
+        text(&output.stdout).contains("does NOT match `select`"),
+        "{}",
+        text(&output.stdout)
+    );
 
-    let output = cli(&world, &["preview", "--mapping", "busines-onboarding", "--account", &customer]).await;
+    let output = cli(
+        &world,
+        &[
+            "preview",
+            "--mapping",
+            "busines-onboarding",
+            "--account",
+            &customer,
+        ],
+    )
+    .await;
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("did you mean `business-onboarding`?"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("did you mean `business-onboarding`?"),
+        "{}",
+        text(&output.stderr)
+    );
 
     let after = world.salesforce.stats();
-    assert_eq!(after.composite_requests, before.composite_requests, "no collection update");
-    assert_eq!(after.single_updates, before.single_updates, "no single update");
-    assert_eq!(after.records_updated, before.records_updated, "no record written");
+    assert_eq!(
+        after.composite_requests, before.composite_requests,
+        "no collection update"
+    );
+    assert_eq!(
+        after.single_updates, before.single_updates,
+        "no single update"
+    );
+    assert_eq!(
+        after.records_updated, before.records_updated,
+        "no record written"
+    );
     assert_eq!(world.ondorse.portals().len(), 0, "no portal created");
     assert_eq!(world.ondorse.stats().portal_posts, 0, "no portal POST");
-    assert_eq!(world.salesforce.account(&customer), Some(account), "the Account is untouched");
-    assert!(!world.config.store.path.exists(), "preview creates no store");
+    assert_eq!(
+        world.salesforce.account(&customer),
+        Some(account),
+        "the Account is untouched"
+    );
+    assert!(
+        !world.config.store.path.exists(),
+        "preview creates no store"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,19 +311,28 @@ async fn mappings_schema_prints_the_shipped_schema() {
     let world = World::start(OndorseSandboxOptions::default()).await;
     let output = cli(&world, &["mappings", "schema"]).await;
     assert!(output.status.success(), "{}", text(&output.stderr));
-    let shipped = std::fs::read_to_string(repository_mappings().join("mapping.schema.json")).unwrap();
+    let shipped =
+        std::fs::read_to_string(repository_mappings().join("mapping.schema.json")).unwrap();
     assert_eq!(
         text(&output.stdout),
         shipped,
         "mappings/mapping.schema.json must be `ondorse-bridge mappings schema` output"
     );
     let schema: serde_json::Value = serde_json::from_str(&shipped).unwrap();
-    assert!(schema.pointer("/properties/writeback").is_some(), "{schema}");
+    assert!(
+        schema.pointer("/properties/writeback").is_some(),
+        "{schema}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_reload_is_refused_and_the_last_good_mappings_keep_running() {
-    let world = World::start_with(SalesforceSandboxOptions::default(), OndorseSandboxOptions::default(), FAST_POLL).await;
+    let world = World::start_with(
+        SalesforceSandboxOptions::default(),
+        OndorseSandboxOptions::default(),
+        FAST_POLL,
+    )
+    .await;
     let daemon = world.daemon().await;
     let first = world.seed(3, "Customer", 11);
     eventually("the first Accounts have portals", E2E_DEADLINE, || {
@@ -220,42 +343,78 @@ async fn a_broken_reload_is_refused_and_the_last_good_mappings_keep_running() {
 
     // A value the org retired: valid YAML, refused online. The watcher
     // notices the edit on its own.
-    let path = edit_business(&world, &[("KYC_Status__c: Portal sent", "KYC_Status__c: Legacy")]);
+    let path = edit_business(
+        &world,
+        &[("KYC_Status__c: Portal sent", "KYC_Status__c: Legacy")],
+    );
     let health = daemon.engine.mapping_health();
-    eventually("the broken reload is refused", E2E_DEADLINE, || !health.reload_status().problems.is_empty()).await;
+    eventually("the broken reload is refused", E2E_DEADLINE, || {
+        !health.reload_status().problems.is_empty()
+    })
+    .await;
     let problems = health.reload_status().problems;
     assert!(
-        problems.iter().any(|problem| problem.starts_with(&position(&path, "Legacy")) && problem.contains("inactive")),
+        problems
+            .iter()
+            .any(|problem| problem.starts_with(&position(&path, "Legacy"))
+                && problem.contains("inactive")),
         "{problems:?}"
     );
 
     // Accounts keep flowing with the previous mapping.
     let second = world.seed(3, "Customer", 12);
-    eventually("Accounts created after the refusal get portals and the old status", E2E_DEADLINE, || {
-        second.iter().all(|id| world.field(id, "KYC_Status__c") == json!("Portal sent"))
-    })
+    eventually(
+        "Accounts created after the refusal get portals and the old status",
+        E2E_DEADLINE,
+        || {
+            second
+                .iter()
+                .all(|id| world.field(id, "KYC_Status__c") == json!("Portal sent"))
+        },
+    )
     .await;
 
     // A valid edit goes in force (SIGHUP's path, called directly).
-    edit_business(&world, &[("company_name: \"{{ Name }}\"", "company_name: \"{{ Name | upper }}\"")]);
+    edit_business(
+        &world,
+        &[(
+            "company_name: \"{{ Name }}\"",
+            "company_name: \"{{ Name | upper }}\"",
+        )],
+    );
     let outcome = daemon.reload_mappings().await;
-    assert_eq!(outcome, ReloadOutcome::Applied { mappings: 2, checked_online: true });
+    assert_eq!(
+        outcome,
+        ReloadOutcome::Applied {
+            mappings: 2,
+            checked_online: true
+        }
+    );
     assert!(health.reload_status().problems.is_empty());
     let third = world.seed(1, "Customer", 13).remove(0);
     let name = world.field(&third, "Name").as_str().unwrap().to_uppercase();
-    eventually("the reloaded mapping sends upper-case names", E2E_DEADLINE, || {
-        world.ondorse.portals().iter().any(|portal| {
-            portal["default_custom_fields"]["salesforce_account_id"] == json!(third)
-                && portal["default_custom_fields"]["company_name"] == json!(name)
-        })
-    })
+    eventually(
+        "the reloaded mapping sends upper-case names",
+        E2E_DEADLINE,
+        || {
+            world.ondorse.portals().iter().any(|portal| {
+                portal["default_custom_fields"]["salesforce_account_id"] == json!(third)
+                    && portal["default_custom_fields"]["company_name"] == json!(name)
+            })
+        },
+    )
     .await;
     daemon.stop().await.expect("the daemon stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_removed_from_the_org_pauses_only_the_mapping_that_reads_it() {
-    let world = World::start_with(SalesforceSandboxOptions::default(), OndorseSandboxOptions::default(), FAST_POLL).await;
+    let world = World::start_with(
+        SalesforceSandboxOptions::default(),
+        OndorseSandboxOptions::default(),
+        FAST_POLL,
+    )
+    .await;
     let daemon = world.daemon().await;
     let first_people = world.seed(2, "Other", 21);
     eventually("people get portals before the drift", E2E_DEADLINE, || {
@@ -267,11 +426,25 @@ async fn a_field_removed_from_the_org_pauses_only_the_mapping_that_reads_it() {
     // Only person-onboarding reads the date of birth.
     world.salesforce.remove_field("Date_Of_Birth__c");
     let health = daemon.engine.mapping_health();
-    eventually("person-onboarding pauses", E2E_DEADLINE, || health.paused().contains_key(PERSON)).await;
+    eventually("person-onboarding pauses", E2E_DEADLINE, || {
+        health.paused().contains_key(PERSON)
+    })
+    .await;
     let reason = health.paused()[PERSON].reason.clone();
-    assert!(reason.contains("Date_Of_Birth__c") && reason.contains(PERSON), "{reason}");
-    assert!(!health.paused().contains_key(BUSINESS), "{:?}", health.paused());
-    let cursor = daemon.engine.store().cursor(PERSON).expect("read the cursor");
+    assert!(
+        reason.contains("Date_Of_Birth__c") && reason.contains(PERSON),
+        "{reason}"
+    );
+    assert!(
+        !health.paused().contains_key(BUSINESS),
+        "{:?}",
+        health.paused()
+    );
+    let cursor = daemon
+        .engine
+        .store()
+        .cursor(PERSON)
+        .expect("read the cursor");
 
     let people = seed_without(&world, 2, "Other", 22, "Date_Of_Birth__c");
     let customers = seed_without(&world, 2, "Customer", 23, "Date_Of_Birth__c");
@@ -281,8 +454,15 @@ async fn a_field_removed_from_the_org_pauses_only_the_mapping_that_reads_it() {
     })
     .await;
     let portals = world.portals_by_account();
-    assert!(people.iter().all(|id| !portals.contains_key(id)), "a paused mapping creates no portal");
-    assert_eq!(daemon.engine.store().cursor(PERSON).unwrap(), cursor, "the paused cursor stays");
+    assert!(
+        people.iter().all(|id| !portals.contains_key(id)),
+        "a paused mapping creates no portal"
+    );
+    assert_eq!(
+        daemon.engine.store().cursor(PERSON).unwrap(),
+        cursor,
+        "the paused cursor stays"
+    );
 
     // The admin drops the field from the mapping: the reload resumes it.
     let path = world.config.mappings.dir.join(format!("{PERSON}.yaml"));
@@ -293,7 +473,10 @@ async fn a_field_removed_from_the_org_pauses_only_the_mapping_that_reads_it() {
         .map(|line| format!("{line}\n"))
         .collect();
     std::fs::write(&path, fixed).unwrap();
-    assert!(matches!(daemon.reload_mappings().await, ReloadOutcome::Applied { .. }));
+    assert!(matches!(
+        daemon.reload_mappings().await,
+        ReloadOutcome::Applied { .. }
+    ));
     eventually("the people waiting get their portals", E2E_DEADLINE, || {
         let portals = world.portals_by_account();
         people.iter().all(|id| portals.contains_key(id))
