@@ -156,7 +156,9 @@ impl Engine {
             }
             Err(diagnostics) => {
                 for diagnostic in diagnostics.iter() {
-                    tracing::error!(file = %diagnostic.file.display(), line = diagnostic.line, column = diagnostic.column, problem = %diagnostic.message, "mapping reload refused; the previous mappings keep running");
+                    // One event per problem, the whole `file:line:column: message`
+                    // in one field, as an editor or a terminal links it.
+                    tracing::error!(problem = %diagnostic, "mapping reload refused; the previous mappings keep running");
                 }
                 status.problems = diagnostics.iter().map(ToString::to_string).collect();
                 status.checked_online = false;

@@ -485,3 +485,60 @@ async fn a_field_removed_from_the_org_pauses_only_the_mapping_that_reads_it() {
     assert!(health.paused().is_empty(), "{:?}", health.paused());
     daemon.stop().await.expect("the daemon stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_a_refused_reload_leaves_the_daemon_running() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let log_path = world.config_path.with_file_name("daemon.log");
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
+        .arg("run")
+        .arg("--config")
+        .arg(&world.config_path)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("create the log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the daemon");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    eventually("the daemon listens", E2E_DEADLINE, || {
+        log().contains("listening for webhooks")
+    })
+    .await;
+
+    let path = edit_business(&world, &[("{{ Owner.Email }}\"", "{{ Owner.Emial }}\"")]);
+    let pid = daemon.id().expect("the daemon runs").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    eventually("the daemon refuses the reload", E2E_DEADLINE, || {
+        let log = log();
+        log.contains("SIGHUP: reloading the mappings") && log.contains("mapping reload refused")
+    })
+    .await;
+    let log_text = log();
+    assert!(
+        log_text.contains(&position(&path, "Owner.Emial }}")),
+        "{log_text}"
+    );
+    assert!(log_text.contains("Emial"), "{log_text}");
+    assert!(
+        daemon.try_wait().expect("poll the daemon").is_none(),
+        "a refused reload does not stop the daemon"
+    );
+
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let status = tokio::time::timeout(E2E_DEADLINE, daemon.wait())
+        .await
+        .expect("the daemon stops")
+        .expect("wait for the daemon");
+    assert!(status.success(), "{status}\n{}", log());
+}
