@@ -281,3 +281,134 @@ fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -
         .map(|near| format!("; did you mean `{near}`?"))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::mapping::parse_mapping;
+
+    fn describe(name: &str, fields: Value) -> SObjectDescribe {
+        serde_json::from_value(json!({ "name": name, "fields": fields })).expect("a describe")
+    }
+
+    fn org() -> OrgMetadata {
+        let text = |name: &str, length: u32| json!({ "name": name, "type": "string", "length": length, "updateable": true, "nillable": true });
+        OrgMetadata::from_describes([
+            describe(
+                "Account",
+                json!([
+                    { "name": "Id", "type": "id" },
+                    text("Name", 255),
+                    text("BillingCountryCode", 2),
+                    { "name": "OwnerId", "type": "reference", "referenceTo": ["User"], "relationshipName": "Owner" },
+                    { "name": "Status__c", "type": "picklist", "updateable": true, "nillable": true,
+                      "restrictedPicklist": false,
+                      "picklistValues": [{ "value": "Sent", "active": true }, { "value": "Old", "active": false }] },
+                    { "name": "Band__c", "type": "string", "length": 10, "updateable": false, "calculated": true },
+                    { "name": "Locked__c", "type": "string", "length": 10, "updateable": false },
+                ]),
+            ),
+            describe(
+                "User",
+                json!([{ "name": "Id", "type": "id" }, text("Email", 80)]),
+            ),
+        ])
+    }
+
+    /// The problems of a mapping whose portal reads `reads` and whose
+    /// `on_portal_created` writes `writes`, as `line:column: message`.
+    fn check(reads: &str, writes: &str) -> Vec<String> {
+        let yaml = format!(
+            "version: 1\nname: test\nobject: Account\nselect: \"Name != null\"\nportal:\n  type: business\n  default_custom_fields:\n    value: \"{reads}\"\nwriteback:\n  on_portal_created:\n{writes}\n"
+        );
+        let mapping = parse_mapping(Path::new("m.yaml"), &yaml).expect("the mapping parses");
+        check_fields(&mapping, &org())
+            .iter()
+            .map(|problem| format!("{}:{}: {}", problem.line, problem.column, problem.message))
+            .collect()
+    }
+
+    #[test]
+    fn fields_that_exist_and_fit_pass() {
+        let problems = check(
+            "{{ Name }} {{ Owner.Email }}",
+            "    Status__c: Sent\n    BillingCountryCode: FR",
+        );
+        assert_eq!(problems, Vec::<String>::new());
+    }
+
+    #[test]
+    fn read_fields_are_followed_through_relationships() {
+        let problems = check("{{ BillingCountryCod }}", "    Status__c: Sent");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("8:16: Account has no field `BillingCountryCod`"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].ends_with("did you mean `BillingCountryCode`?"),
+            "{problems:?}"
+        );
+
+        let problems = check("{{ Owner.Emial }}", "    Status__c: Sent");
+        assert!(
+            problems[0].contains("User has no field `Emial` (in `Owner.Emial`)"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].ends_with("did you mean `Email`?"),
+            "{problems:?}"
+        );
+
+        let problems = check("{{ Ownr.Email }}", "    Status__c: Sent");
+        assert!(
+            problems[0].contains("Account has no relationship `Ownr`"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].ends_with("did you mean `Owner`?"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn written_fields_must_exist_be_writable_and_take_their_fixed_values() {
+        let problems = check(
+            "{{ Name }}",
+            "    Band__c: x\n    Locked__c: y\n    Status__c: Old\n    BillingCountryCode: FRA\n    Stauts__c: Sent",
+        );
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(
+            problems[0].starts_with("11:5: `Band__c` is a formula field (calculated)"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("12:5: `Locked__c` is read-only"),
+            "{problems:?}"
+        );
+        // Inactive even though the picklist is not restricted.
+        assert!(
+            problems[2].starts_with(
+                "13:16: `Old` is an inactive value of picklist `Status__c`; active values: Sent"
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            problems[3]
+                .starts_with("14:25: field `BillingCountryCode` (string) cannot take \"FRA\""),
+            "{problems:?}"
+        );
+        assert!(
+            problems[4].starts_with("15:5: Account has no field `Stauts__c`"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[4].ends_with("did you mean `Status__c`?"),
+            "{problems:?}"
+        );
+    }
+}
