@@ -542,3 +542,59 @@ async fn sighup_reloads_and_a_refused_reload_leaves_the_daemon_running() {
         .expect("wait for the daemon");
     assert!(status.success(), "{status}\n{}", log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_for_a_field_that_lost_permission_pauses_only_its_mapping() {
+    let world = World::start_with(
+        SalesforceSandboxOptions::default(),
+        OndorseSandboxOptions::default(),
+        FAST_POLL,
+    )
+    .await;
+    let daemon = world.daemon().await;
+    let person = world.seed(1, "Other", 31).remove(0);
+    eventually("the person has a portal", E2E_DEADLINE, || {
+        world.portals_by_account().contains_key(&person)
+    })
+    .await;
+
+    // Only person-onboarding writes the decision date.
+    world
+        .salesforce
+        .set_field_updateable("KYC_Decision_Date__c", false);
+    let portal = world
+        .ondorse
+        .portals()
+        .into_iter()
+        .find(|portal| portal["default_custom_fields"]["salesforce_account_id"] == json!(person))
+        .expect("the portal");
+    let application = world
+        .ondorse
+        .submit_portal(portal["id"].as_str().unwrap())
+        .expect("submitted");
+    world
+        .ondorse
+        .review(&application, "approved", 1, Some(12.0));
+
+    let health = daemon.engine.mapping_health();
+    eventually("person-onboarding pauses", E2E_DEADLINE, || {
+        health.paused().contains_key(PERSON)
+    })
+    .await;
+    let reason = health.paused()[PERSON].reason.clone();
+    assert!(
+        reason.contains("KYC_Decision_Date__c") && reason.contains(PERSON),
+        "{reason}"
+    );
+    assert!(!health.paused().contains_key(BUSINESS));
+    let customer = world.seed(1, "Customer", 32).remove(0);
+    eventually("customers keep flowing", E2E_DEADLINE, || {
+        world.field(&customer, "KYC_Status__c") == json!("Portal sent")
+    })
+    .await;
+    assert!(
+        health.paused().contains_key(PERSON),
+        "still read-only: still paused"
+    );
+    daemon.stop().await.expect("the daemon stops");
+}
