@@ -179,9 +179,10 @@ impl Engine {
         if !self.health.paused().contains_key(&mapping.name) {
             return true;
         }
-        self.forget_describe().await;
         match self.drift_problems(mapping).await {
             Ok(problems) if problems.is_empty() => {
+                // The engine's cached describe predates the fix.
+                self.forget_describe().await;
                 self.health.resume(&mapping.name);
                 tracing::info!(mapping = %mapping.name, "the org has the mapping's fields again; mapping resumed");
                 true

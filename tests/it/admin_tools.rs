@@ -598,3 +598,84 @@ async fn a_write_refused_for_a_field_that_lost_permission_pauses_only_its_mappin
     );
     daemon.stop().await.expect("the daemon stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_uses_the_linked_application_once_the_daemon_releases_the_store() {
+    let world = World::start_with(
+        SalesforceSandboxOptions::default(),
+        OndorseSandboxOptions::default(),
+        FAST_POLL,
+    )
+    .await;
+    let daemon = world.daemon().await;
+    let customer = world.seed(1, "Customer", 41).remove(0);
+    eventually("the customer has a portal", E2E_DEADLINE, || {
+        world.portals_by_account().contains_key(&customer)
+    })
+    .await;
+    let portal = world
+        .ondorse
+        .portals()
+        .into_iter()
+        .find(|portal| portal["default_custom_fields"]["salesforce_account_id"] == json!(customer))
+        .expect("the portal");
+    let application = world
+        .ondorse
+        .submit_portal(portal["id"].as_str().unwrap())
+        .expect("submitted");
+    world
+        .ondorse
+        .review(&application, "rejected", 3, Some(91.0));
+    eventually("the decision is written back", E2E_DEADLINE, || {
+        world.field(&customer, "KYC_Status__c") == json!("Rejected")
+    })
+    .await;
+
+    // The daemon holds the store: the preview says so and uses the sample.
+    let output = cli(
+        &world,
+        &["preview", "--mapping", BUSINESS, "--account", &customer],
+    )
+    .await;
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    assert!(
+        stdout.contains("note: the daemon holds the store"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("on_application (with the sample application app_sample):"),
+        "{stdout}"
+    );
+
+    daemon.stop().await.expect("the daemon stops");
+    let before = world.salesforce.stats();
+    let output = cli(
+        &world,
+        &["preview", "--mapping", BUSINESS, "--account", &customer],
+    )
+    .await;
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    for line in [
+        format!("already has portal {}", portal["id"].as_str().unwrap()),
+        format!("on_application (with application {application} as Ondorse has it now):"),
+        // Salesforce already holds the decision: nothing of it would be sent.
+        "unchanged (not sent): Ondorse_Application_Id__c, KYC_Status__c, KYC_Risk_Level__c, KYC_Risk_Score__c".to_owned(),
+    ] {
+        assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
+    }
+    let after = world.salesforce.stats();
+    assert_eq!(
+        after.records_updated, before.records_updated,
+        "preview writes nothing"
+    );
+}
