@@ -38,7 +38,7 @@ pub const DRIFT_CODES: [&str; 3] = [
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the last reload did, for `status` and the admin API.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ReloadStatus {
     /// When the last reload was tried (none yet: the start-up set runs).
     pub at: Option<DateTime<Utc>>,
@@ -51,7 +51,7 @@ pub struct ReloadStatus {
 }
 
 /// A paused mapping: why, and since when.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Pause {
     pub since: DateTime<Utc>,
     /// Names the field and the mapping, and what to do.
