@@ -2,3 +2,4 @@
 //! the sandboxes and checks what Salesforce and Ondorse end up holding.
 
 mod support;
+mod salesforce_client;
