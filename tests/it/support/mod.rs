@@ -1,1 +1,3 @@
 //! Shared test helpers: sandboxes, temp stores, waiting on conditions.
+
+pub mod salesforce;

@@ -1,0 +1,65 @@
+//! Fault switches: what tests flip to make the sandbox misbehave the way a
+//! real org does (5xx bursts, row locks, validation rules, slow answers).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::data::RecordError;
+
+/// The faults currently armed.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// REST requests still to answer with a 503 HTML page.
+    pub(crate) failing_requests: usize,
+    /// Record Id → writes still to refuse with `UNABLE_TO_LOCK_ROW`.
+    pub(crate) locked_rows: HashMap<String, u32>,
+    /// Record Id → the message of a validation rule that refuses every write.
+    pub(crate) validation_rules: HashMap<String, String>,
+    /// Added before every answer.
+    pub(crate) latency: Duration,
+}
+
+impl Faults {
+    /// Takes one failing request from the budget: `true` when this request
+    /// must fail.
+    pub(crate) fn take_failing_request(&mut self) -> bool {
+        if self.failing_requests == 0 {
+            return false;
+        }
+        self.failing_requests -= 1;
+        true
+    }
+
+    /// The error a write to `id` meets from a lock or a validation rule, if
+    /// any. A lock is consumed by each attempt.
+    pub(crate) fn write_fault(&mut self, id: &str) -> Option<RecordError> {
+        if let Some(remaining) = self.locked_rows.get_mut(id)
+            && *remaining > 0
+        {
+            *remaining -= 1;
+            return Some(RecordError::new(
+                "UNABLE_TO_LOCK_ROW",
+                "unable to obtain exclusive access to this record or 1 records",
+                &[],
+            ));
+        }
+        self.validation_rules.get(id).map(|message| {
+            RecordError::new("FIELD_CUSTOM_VALIDATION_EXCEPTION", message.clone(), &[])
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_fails_the_given_number_of_attempts() {
+        let mut faults = Faults::default();
+        faults.locked_rows.insert("a".into(), 2);
+        assert_eq!(faults.write_fault("a").unwrap().code, "UNABLE_TO_LOCK_ROW");
+        assert_eq!(faults.write_fault("a").unwrap().code, "UNABLE_TO_LOCK_ROW");
+        assert_eq!(faults.write_fault("a"), None);
+        assert_eq!(faults.write_fault("b"), None);
+    }
+}

@@ -1,0 +1,379 @@
+//! The REST API routes under `/services/data/vXX.X/`, and the gate every
+//! call passes: faults, session, daily allowance, `Sforce-Limit-Info`.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::Shared;
+use super::data::RecordError;
+use super::org::{Org, QueryFailure};
+
+/// sObject Collections take at most this many records per request.
+const MAX_COLLECTION_RECORDS: usize = 200;
+/// Bounds of the `Sforce-Query-Options: batchSize` hint.
+const MIN_BATCH_SIZE: usize = 200;
+const MAX_BATCH_SIZE: usize = 2000;
+/// What an overloaded Salesforce pod answers: an HTML page, not JSON.
+const UNAVAILABLE_PAGE: &str = "<html><head><title>Service Unavailable</title></head>\
+<body><h1>Service Unavailable</h1><p>The server is temporarily unable to service your request. \
+Please try again later.</p></body></html>";
+
+/// A REST error answer: `[{"message", "errorCode", "fields"?}]`.
+fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!([{"message": message, "errorCode": code}])),
+    )
+        .into_response()
+}
+
+fn record_error_response(status: StatusCode, error: &RecordError) -> Response {
+    (
+        status,
+        Json(json!([{"message": error.message, "errorCode": error.code, "fields": error.fields}])),
+    )
+        .into_response()
+}
+
+/// Runs before every REST call: latency, injected 5xx, session, allowance
+/// and version; then stamps `Sforce-Limit-Info` on the answer.
+pub(crate) async fn gate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    shared.delay().await;
+    let admitted = admit(&mut shared.lock(), &request);
+    match admitted {
+        Ok(usage) => usage.stamp(next.run(request).await),
+        Err(refusal) => {
+            tracing::debug!(path = %request.uri().path(), ?refusal, "sandbox salesforce refused a request");
+            refusal.into_response()
+        }
+    }
+}
+
+/// The day's API usage as `Sforce-Limit-Info` reports it.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    used: u64,
+    max: u64,
+}
+
+impl Usage {
+    fn of(org: &Org) -> Usage {
+        Usage {
+            used: org.api_usage,
+            max: org.options.daily_api_limit,
+        }
+    }
+
+    fn stamp(self, mut response: Response) -> Response {
+        let value = HeaderValue::from_str(&format!("api-usage={}/{}", self.used, self.max))
+            .expect("digits and a slash make a valid header value");
+        response.headers_mut().insert("Sforce-Limit-Info", value);
+        response
+    }
+}
+
+/// Why the gate answers in a request's place.
+#[derive(Debug)]
+enum Refusal {
+    /// An injected 5xx: the pod never reached the API, so no JSON, no
+    /// usage and no header.
+    Unavailable,
+    InvalidSession(Usage),
+    LimitExceeded(Usage),
+    UnknownVersion {
+        usage: Usage,
+        expected: String,
+        requested: String,
+    },
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+                UNAVAILABLE_PAGE,
+            )
+                .into_response(),
+            Refusal::InvalidSession(usage) => usage.stamp(api_error(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_SESSION_ID",
+                "Session expired or invalid",
+            )),
+            Refusal::LimitExceeded(usage) => usage.stamp(api_error(
+                StatusCode::FORBIDDEN,
+                "REQUEST_LIMIT_EXCEEDED",
+                "TotalRequests Limit exceeded.",
+            )),
+            Refusal::UnknownVersion {
+                usage,
+                expected,
+                requested,
+            } => usage.stamp(api_error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                &format!(
+                    "The requested resource does not exist: this org serves API version {expected}, not {requested:?}"
+                ),
+            )),
+        }
+    }
+}
+
+/// Lets a request through (counting it against the allowance), or says why not.
+fn admit(org: &mut Org, request: &Request) -> Result<Usage, Refusal> {
+    if org.faults.take_failing_request() {
+        return Err(Refusal::Unavailable);
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("OAuth "))
+        })
+        .map(str::trim);
+    if !token.is_some_and(|token| org.session_is_valid(token)) {
+        return Err(Refusal::InvalidSession(Usage::of(org)));
+    }
+    if org.api_usage >= org.options.daily_api_limit {
+        return Err(Refusal::LimitExceeded(Usage::of(org)));
+    }
+    org.api_usage += 1;
+    org.stats.api_requests += 1;
+    let expected = format!("v{}", org.options.api_version);
+    // `/services/data/{version}/...`
+    let requested = request.uri().path().split('/').nth(3).unwrap_or_default();
+    if requested != expected {
+        return Err(Refusal::UnknownVersion {
+            usage: Usage::of(org),
+            expected,
+            requested: requested.to_owned(),
+        });
+    }
+    Ok(Usage::of(org))
+}
+
+/// Unknown paths under `/services/data`.
+pub(crate) async fn not_found() -> Response {
+    api_error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "The requested resource does not exist",
+    )
+}
+
+/// The page size for this request: the server's, lowered by a `batchSize`
+/// hint (which is clamped to 200..=2000 first).
+fn page_size(headers: &HeaderMap, server_page_size: usize) -> usize {
+    let hint = headers
+        .get("Sforce-Query-Options")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|options| {
+            options.split(',').find_map(|option| {
+                let (key, value) = option.split_once('=')?;
+                key.trim()
+                    .eq_ignore_ascii_case("batchSize")
+                    .then(|| value.trim().parse::<usize>().ok())
+                    .flatten()
+            })
+        });
+    match hint {
+        Some(hint) => hint
+            .clamp(MIN_BATCH_SIZE, MAX_BATCH_SIZE)
+            .min(server_page_size),
+        None => server_page_size,
+    }
+    .max(1)
+}
+
+fn query_failure(failure: QueryFailure) -> Response {
+    match failure {
+        QueryFailure::Soql(error) => api_error(StatusCode::BAD_REQUEST, error.code, &error.message),
+        QueryFailure::InvalidLocator(message) => {
+            api_error(StatusCode::BAD_REQUEST, "INVALID_QUERY_LOCATOR", &message)
+        }
+    }
+}
+
+fn run_query(
+    shared: &Shared,
+    headers: &HeaderMap,
+    parameters: &HashMap<String, String>,
+    include_deleted: bool,
+) -> Response {
+    let Some(text) = parameters.get("q") else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_QUERY",
+            "the query parameter q (the SOQL statement) is missing",
+        );
+    };
+    let mut org = shared.lock();
+    org.stats.query_requests += 1;
+    let page_size = page_size(headers, org.options.page_size);
+    match org.query(text, include_deleted, page_size) {
+        Ok(body) => Json(body).into_response(),
+        Err(failure) => query_failure(failure),
+    }
+}
+
+pub(crate) async fn query(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Query(parameters): Query<HashMap<String, String>>,
+) -> Response {
+    run_query(&shared, &headers, &parameters, false)
+}
+
+pub(crate) async fn query_all(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Query(parameters): Query<HashMap<String, String>>,
+) -> Response {
+    run_query(&shared, &headers, &parameters, true)
+}
+
+pub(crate) async fn query_more(
+    State(shared): State<Shared>,
+    Path((_version, locator)): Path<(String, String)>,
+) -> Response {
+    let mut org = shared.lock();
+    org.stats.query_more_requests += 1;
+    match org.query_more(&locator) {
+        Ok(body) => Json(body).into_response(),
+        Err(failure) => query_failure(failure),
+    }
+}
+
+pub(crate) async fn describe(
+    State(shared): State<Shared>,
+    Path((_version, object)): Path<(String, String)>,
+) -> Response {
+    let mut org = shared.lock();
+    org.stats.describe_requests += 1;
+    let api_version = org.options.api_version.clone();
+    let schema = if object.eq_ignore_ascii_case("Account") {
+        &org.account_schema
+    } else if object.eq_ignore_ascii_case("User") {
+        &org.user_schema
+    } else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!(
+                "The requested resource does not exist: sObject type '{object}' is not supported"
+            ),
+        );
+    };
+    Json(schema.describe(&api_version)).into_response()
+}
+
+pub(crate) async fn limits(State(shared): State<Shared>) -> Response {
+    Json(shared.lock().limits()).into_response()
+}
+
+/// `PATCH .../sobjects/Account/{id}`: 204 with no body, or an error array.
+pub(crate) async fn update_one(
+    State(shared): State<Shared>,
+    Path((_version, object, id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    shared.lock().stats.single_updates += 1;
+    if !object.eq_ignore_ascii_case("Account") {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!(
+                "The requested resource does not exist: the sandbox writes Accounts, not {object}"
+            ),
+        );
+    }
+    let fields: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(fields) => fields,
+        Err(error) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "JSON_PARSER_ERROR",
+                &format!("the body must be a JSON object of fields: {error}"),
+            );
+        }
+    };
+    let outcome = shared.lock().update_account(&id, &fields);
+    match outcome {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => {
+            let status = if error.code == "NOT_FOUND" {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            record_error_response(status, &error)
+        }
+    }
+}
+
+/// `PATCH .../composite/sobjects`: one result per record, in order.
+pub(crate) async fn update_collection(State(shared): State<Shared>, body: Bytes) -> Response {
+    shared.lock().stats.composite_requests += 1;
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "JSON_PARSER_ERROR",
+                &format!("the body is not valid JSON: {error}"),
+            );
+        }
+    };
+    let all_or_none = match request.get("allOrNone") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(flag)) => *flag,
+        Some(other) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "JSON_PARSER_ERROR",
+                &format!("allOrNone must be a boolean, got {other}"),
+            );
+        }
+    };
+    let Some(records) = request.get("records").and_then(Value::as_array) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "the body needs a \"records\" array",
+        );
+    };
+    if records.len() > MAX_COLLECTION_RECORDS {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "EXCEEDED_ID_LIMIT",
+            &format!(
+                "record limit reached. cannot submit more than {MAX_COLLECTION_RECORDS} records into this call (got {})",
+                records.len()
+            ),
+        );
+    }
+    let outcomes = shared.lock().update_accounts(records, all_or_none);
+    let results: Vec<Value> = outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(id) => json!({"id": id, "success": true, "errors": []}),
+            Err(error) => json!({
+                "success": false,
+                "errors": [{"statusCode": error.code, "message": error.message, "fields": error.fields}],
+            }),
+        })
+        .collect();
+    Json(Value::Array(results)).into_response()
+}
