@@ -21,7 +21,10 @@ use crate::support::salesforce_client::{
 };
 
 /// Every row of a query, page by page, with the number of pages.
-async fn read_all(client: &SalesforceClient, query: &str) -> (Vec<serde_json::Map<String, Value>>, usize) {
+async fn read_all(
+    client: &SalesforceClient,
+    query: &str,
+) -> (Vec<serde_json::Map<String, Value>>, usize) {
     let mut pages = client.query(query);
     let mut rows = Vec::new();
     let mut count = 0;
@@ -52,7 +55,11 @@ async fn jwt_bearer_logs_in_and_calls_the_instance() {
     let sandbox = start_jwt_salesforce(SalesforceSandboxOptions::default()).await;
     sandbox.insert_accounts(SalesforceSandbox::generate_accounts(3, 7));
     let client = jwt_client(&sandbox);
-    assert_eq!(client.instance_url(), None, "nothing is sent before the first call");
+    assert_eq!(
+        client.instance_url(),
+        None,
+        "nothing is sent before the first call"
+    );
     assert_eq!(sandbox.stats().token_requests, 0);
 
     client.authenticate().await.expect("the jwt login succeeds");
@@ -68,9 +75,15 @@ async fn jwt_bearer_logs_in_and_calls_the_instance() {
 async fn client_credentials_log_in_on_my_domain() {
     let sandbox = start_salesforce(SalesforceSandboxOptions::default()).await;
     let client = client(&client_credentials_client_config(&sandbox));
-    client.authenticate().await.expect("client credentials work on My Domain");
+    client
+        .authenticate()
+        .await
+        .expect("client credentials work on My Domain");
     assert_eq!(client.instance_url(), Some(sandbox.instance_url()));
-    client.limits().await.expect("the token is accepted by the API");
+    client
+        .limits()
+        .await
+        .expect("the token is accepted by the API");
 }
 
 #[tokio::test]
@@ -82,12 +95,21 @@ async fn refresh_token_rotation_keeps_the_newest_token() {
         ..SalesforceSandboxOptions::default()
     })
     .await;
-    let client = client(&refresh_token_client_config(&sandbox, original));
-    client.authenticate().await.expect("the first refresh succeeds");
+    let rotating = client(&refresh_token_client_config(&sandbox, original));
+    rotating
+        .authenticate()
+        .await
+        .expect("the first refresh succeeds");
     // The sandbox revoked `original`: this second refresh only works if the
     // client sends the rotated token.
-    client.authenticate().await.expect("the second refresh uses the rotated token");
-    client.describe("Account").await.expect("the new access token works");
+    rotating
+        .authenticate()
+        .await
+        .expect("the second refresh uses the rotated token");
+    rotating
+        .describe("Account")
+        .await
+        .expect("the new access token works");
     assert_eq!(sandbox.stats().token_requests, 2);
 
     let stale = client(&refresh_token_client_config(&sandbox, original));
@@ -140,7 +162,11 @@ async fn refused_logins_say_why_and_are_not_retriable() {
     let error = expect_auth_error(&client(&config)).await;
     assert!(error.to_string().contains(&sandbox.login_url()), "{error}");
 
-    assert_eq!(sandbox.stats().api_requests, 0, "no REST call without a token");
+    assert_eq!(
+        sandbox.stats().api_requests,
+        0,
+        "no REST call without a token"
+    );
 }
 
 #[tokio::test]
@@ -189,10 +215,14 @@ async fn a_long_query_returns_every_row_once_in_cursor_order() {
         ..SalesforceSandboxOptions::default()
     })
     .await;
-    let inserted: HashSet<String> = sandbox.insert_accounts(tied_accounts(5000)).into_iter().collect();
+    let inserted: HashSet<String> = sandbox
+        .insert_accounts(tied_accounts(5000))
+        .into_iter()
+        .collect();
     let client = jwt_client(&sandbox);
 
-    let mut pages = client.query("SELECT Id, Name, SystemModstamp FROM Account ORDER BY SystemModstamp, Id");
+    let mut pages =
+        client.query("SELECT Id, Name, SystemModstamp FROM Account ORDER BY SystemModstamp, Id");
     assert_eq!(pages.total_size(), None);
     let mut rows = Vec::new();
     let mut page_count = 0;
@@ -202,16 +232,23 @@ async fn a_long_query_returns_every_row_once_in_cursor_order() {
         rows.extend(page);
     }
     assert_eq!(page_count, 5);
-    assert!(pages.next_page().await.unwrap().is_none(), "an exhausted query stays exhausted");
+    assert!(
+        pages.next_page().await.unwrap().is_none(),
+        "an exhausted query stays exhausted"
+    );
 
     let keys: Vec<(chrono::DateTime<Utc>, String)> = rows
         .iter()
         .map(|row| {
-            let stamp = soql::parse_datetime(text(row, "SystemModstamp")).expect("a salesforce datetime");
+            let stamp =
+                soql::parse_datetime(text(row, "SystemModstamp")).expect("a salesforce datetime");
             (stamp, text(row, "Id").to_owned())
         })
         .collect();
-    assert!(keys.windows(2).all(|pair| pair[0] < pair[1]), "strictly ordered by (SystemModstamp, Id)");
+    assert!(
+        keys.windows(2).all(|pair| pair[0] < pair[1]),
+        "strictly ordered by (SystemModstamp, Id)"
+    );
     let seen: HashSet<String> = keys.into_iter().map(|(_, id)| id).collect();
     assert_eq!(seen, inserted);
     let stats = sandbox.stats();
@@ -232,14 +269,22 @@ async fn a_token_expired_mid_query_is_renewed_once_and_the_query_goes_on() {
     let tokens_before = sandbox.stats().token_requests;
 
     sandbox.expire_tokens();
-    while let Some(page) = pages.next_page().await.expect("the query survives the expiry") {
+    while let Some(page) = pages
+        .next_page()
+        .await
+        .expect("the query survives the expiry")
+    {
         ids.extend(page);
     }
     assert_eq!(sandbox.stats().token_requests, tokens_before + 1);
     assert_eq!(ids.len(), 1500);
     let unique: HashSet<&str> = ids.iter().map(|row| text(row, "Id")).collect();
     assert_eq!(unique.len(), 1500);
-    assert_eq!(sandbox.stats().query_requests, 1, "the same locator continued");
+    assert_eq!(
+        sandbox.stats().query_requests,
+        1,
+        "the same locator continued"
+    );
 }
 
 #[tokio::test]
@@ -273,7 +318,10 @@ async fn an_expired_query_locator_is_its_own_error() {
     pages.next_page().await.unwrap();
     sandbox.expire_query_locators();
     let error = pages.next_page().await.expect_err("the locator is gone");
-    assert!(matches!(error, SalesforceError::InvalidQueryLocator { .. }), "{error:?}");
+    assert!(
+        matches!(error, SalesforceError::InvalidQueryLocator { .. }),
+        "{error:?}"
+    );
     assert_eq!(error.error_code(), Some("INVALID_QUERY_LOCATOR"));
 }
 
@@ -296,7 +344,10 @@ async fn a_composite_update_reports_each_record() {
             fields: fields(json!({"KYC_Status__c": "Approved", "KYC_Risk_Score__c": 12.5})),
         })
         .collect();
-    let outcomes = client.update_records("Account", &updates).await.expect("the call succeeds");
+    let outcomes = client
+        .update_records("Account", &updates)
+        .await
+        .expect("the call succeeds");
     assert_eq!(outcomes.len(), 200);
     for (index, outcome) in outcomes.iter().enumerate() {
         assert_eq!(outcome.id, ids[index]);
@@ -306,19 +357,37 @@ async fn a_composite_update_reports_each_record() {
             10 => Some(Disposition::Gone),
             _ => None,
         };
-        assert_eq!(outcome.disposition(), expected, "record {index}: {outcome:?}");
+        assert_eq!(
+            outcome.disposition(),
+            expected,
+            "record {index}: {outcome:?}"
+        );
         let stored = sandbox.account(&outcome.id).expect("the account is stored");
         let written = stored.get("KYC_Status__c") == Some(&json!("Approved"));
-        assert_eq!(written, expected.is_none(), "record {index} stored {:?}", stored.get("KYC_Status__c"));
+        assert_eq!(
+            written,
+            expected.is_none(),
+            "record {index} stored {:?}",
+            stored.get("KYC_Status__c")
+        );
     }
     let errors = outcomes[5].result.as_ref().unwrap_err();
     assert_eq!(errors[0].status_code, "FIELD_CUSTOM_VALIDATION_EXCEPTION");
     assert_eq!(errors[0].message, "Risk level requires a review date");
-    assert_eq!(outcomes[0].result.as_ref().unwrap_err()[0].status_code, "UNABLE_TO_LOCK_ROW");
+    assert_eq!(
+        outcomes[0].result.as_ref().unwrap_err()[0].status_code,
+        "UNABLE_TO_LOCK_ROW"
+    );
 
     // The locks were for one attempt: the retry the engine would make works.
-    let retried = client.update_records("Account", &updates[0..5]).await.unwrap();
-    assert!(retried.iter().all(|outcome| outcome.result.is_ok()), "{retried:?}");
+    let retried = client
+        .update_records("Account", &updates[0..5])
+        .await
+        .unwrap();
+    assert!(
+        retried.iter().all(|outcome| outcome.result.is_ok()),
+        "{retried:?}"
+    );
     assert_eq!(sandbox.stats().composite_requests, 2);
 }
 
@@ -329,12 +398,27 @@ async fn more_than_two_hundred_records_are_refused_without_a_call() {
     let client = jwt_client(&sandbox);
     let updates: Vec<RecordUpdate> = ids
         .iter()
-        .map(|id| RecordUpdate { id: id.clone(), fields: fields(json!({"KYC_Status__c": "Approved"})) })
+        .map(|id| RecordUpdate {
+            id: id.clone(),
+            fields: fields(json!({"KYC_Status__c": "Approved"})),
+        })
         .collect();
-    let error = client.update_records("Account", &updates).await.expect_err("201 is too many");
-    assert!(matches!(error, SalesforceError::TooManyRecords { count: 201 }), "{error:?}");
+    let error = client
+        .update_records("Account", &updates)
+        .await
+        .expect_err("201 is too many");
+    assert!(
+        matches!(error, SalesforceError::TooManyRecords { count: 201 }),
+        "{error:?}"
+    );
     assert!(!error.is_retriable());
-    assert!(client.update_records("Account", &[]).await.unwrap().is_empty());
+    assert!(
+        client
+            .update_records("Account", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let stats = sandbox.stats();
     assert_eq!((stats.composite_requests, stats.token_requests), (0, 0));
 }
@@ -351,13 +435,22 @@ async fn limits_and_server_errors_are_classified() {
 
     sandbox.fail_next_requests(1);
     let error = client.describe("Account").await.expect_err("a 503");
-    assert!(matches!(error, SalesforceError::Server { status: 503, .. }), "{error:?}");
+    assert!(
+        matches!(error, SalesforceError::Server { status: 503, .. }),
+        "{error:?}"
+    );
     assert!(error.is_retriable());
-    client.describe("Account").await.expect("the next call goes through");
+    client
+        .describe("Account")
+        .await
+        .expect("the next call goes through");
 
     sandbox.set_api_usage(1000);
     let error = client.limits().await.expect_err("the allowance is used up");
-    assert!(matches!(error, SalesforceError::RequestLimitExceeded { .. }), "{error:?}");
+    assert!(
+        matches!(error, SalesforceError::RequestLimitExceeded { .. }),
+        "{error:?}"
+    );
     assert!(error.is_retriable());
     assert_eq!(error.error_code(), Some("REQUEST_LIMIT_EXCEEDED"));
     sandbox.set_api_usage(10);
@@ -399,10 +492,18 @@ async fn a_quoted_value_cannot_widen_a_query() {
     let sandbox = start_jwt_salesforce(SalesforceSandboxOptions::default()).await;
     let hostile = "Acme' OR Name != '";
     let names = ["Acme", "Globex", hostile, r"Back\slash 'n' Co"];
-    sandbox.insert_accounts(names.iter().map(|name| fields(json!({"Name": name}))).collect());
+    sandbox.insert_accounts(
+        names
+            .iter()
+            .map(|name| fields(json!({"Name": name})))
+            .collect(),
+    );
     let client = jwt_client(&sandbox);
     for name in names {
-        let query = format!("SELECT Id, Name FROM Account WHERE Name = {}", soql::quote(name));
+        let query = format!(
+            "SELECT Id, Name FROM Account WHERE Name = {}",
+            soql::quote(name)
+        );
         let (rows, _) = read_all(&client, &query).await;
         let found: Vec<&str> = rows.iter().map(|row| text(row, "Name")).collect();
         assert_eq!(found, [name], "{query}");
@@ -415,8 +516,8 @@ async fn datetime_literals_select_by_cursor() {
     let accounts = tied_accounts(100);
     sandbox.insert_accounts(accounts);
     let client = jwt_client(&sandbox);
-    let cursor = Utc.with_ymd_and_hms(2026, 11, 25, 8, 0, 20).unwrap()
-        + ChronoDuration::milliseconds(500);
+    let cursor =
+        Utc.with_ymd_and_hms(2026, 11, 25, 8, 0, 20).unwrap() + ChronoDuration::milliseconds(500);
     let query = format!(
         "SELECT Id, SystemModstamp FROM Account WHERE SystemModstamp >= {} ORDER BY SystemModstamp, Id",
         soql::datetime_literal(cursor)
