@@ -535,3 +535,108 @@ async fn datetime_literals_select_by_cursor() {
         .count();
     assert_eq!(rows.len(), expected);
 }
+
+/// A token host that is not an OAuth server: it redirects, or answers HTML.
+async fn start_wrong_token_host() -> String {
+    use axum::Router;
+    use axum::http::{StatusCode, header};
+    use axum::routing::post;
+
+    let router = Router::new()
+        .route(
+            "/redirect/services/oauth2/token",
+            post(|| async {
+                (
+                    StatusCode::FOUND,
+                    [(header::LOCATION, "https://login.example.com/")],
+                    "",
+                )
+            }),
+        )
+        .route(
+            "/html/services/oauth2/token",
+            post(|| async {
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "text/html")],
+                    "<html>maintenance</html>",
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn token_hosts_that_do_not_speak_oauth_are_named() {
+    let sandbox = start_salesforce(SalesforceSandboxOptions::default()).await;
+    let host = start_wrong_token_host().await;
+    for (path, status, detail) in [
+        ("/redirect", 302, "redirect to https://login.example.com/"),
+        ("/html", 200, "body withheld"),
+    ] {
+        let mut config = client_credentials_client_config(&sandbox);
+        config.login_url = format!("{host}{path}");
+        let error = client(&config)
+            .authenticate()
+            .await
+            .expect_err("not an oauth answer");
+        let shown = error.to_string();
+        assert!(
+            matches!(&error, SalesforceError::TokenEndpoint { status: got, .. } if *got == status),
+            "{error:?}"
+        );
+        assert!(
+            shown.contains(&format!("{host}{path}/services/oauth2/token")),
+            "{shown}"
+        );
+        assert!(shown.contains(detail), "{shown}");
+        assert!(!error.is_retriable(), "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn slow_and_unreachable_hosts_are_retriable_transport_errors() {
+    let sandbox = start_jwt_salesforce(SalesforceSandboxOptions::default()).await;
+    let settings = ondorse_bridge::salesforce::ClientSettings {
+        connect_timeout: std::time::Duration::from_secs(1),
+        request_timeout: std::time::Duration::from_millis(200),
+    };
+    let slow = SalesforceClient::with_settings(&jwt_client_config(&sandbox), settings).unwrap();
+    slow.authenticate().await.unwrap();
+    sandbox.set_latency(std::time::Duration::from_millis(1000));
+    let error = slow
+        .describe("Account")
+        .await
+        .expect_err("the call times out");
+    assert!(
+        matches!(
+            error,
+            SalesforceError::Transport {
+                timed_out: true,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_retriable());
+
+    // A port nobody listens on any more.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let mut config = jwt_client_config(&sandbox);
+    config.login_url = format!("http://{closed}");
+    let error = client(&config)
+        .authenticate()
+        .await
+        .expect_err("nothing listens");
+    assert!(
+        matches!(error, SalesforceError::Transport { .. }),
+        "{error:?}"
+    );
+    assert!(error.is_retriable());
+}
