@@ -161,6 +161,7 @@ async fn refused_logins_say_why_and_are_not_retriable() {
     config.login_url = sandbox.login_url();
     let error = expect_auth_error(&client(&config)).await;
     assert!(error.to_string().contains(&sandbox.login_url()), "{error}");
+    assert!(error.to_string().contains("My Domain"), "{error}");
 
     assert_eq!(
         sandbox.stats().api_requests,
