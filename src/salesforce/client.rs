@@ -142,7 +142,7 @@ impl SalesforceClient {
         let path = format!("{}/sobjects/{sobject}/describe", self.data_path());
         let endpoint = format!("GET {path}");
         let body = self
-            .execute(&endpoint, |instance_url| {
+            .execute(Operation::Describe, &endpoint, |instance_url| {
                 self.inner.http.get(format!("{instance_url}{path}"))
             })
             .await?;
@@ -182,7 +182,7 @@ impl SalesforceClient {
         let path = format!("{}/composite/sobjects", self.data_path());
         let endpoint = format!("PATCH {path}");
         let answer = self
-            .execute(&endpoint, |instance_url| {
+            .execute(Operation::Update, &endpoint, |instance_url| {
                 self.inner
                     .http
                     .patch(format!("{instance_url}{path}"))
@@ -229,7 +229,7 @@ impl SalesforceClient {
         let path = format!("{}/limits", self.data_path());
         let endpoint = format!("GET {path}");
         let body = self
-            .execute(&endpoint, |instance_url| {
+            .execute(Operation::Limits, &endpoint, |instance_url| {
                 self.inner.http.get(format!("{instance_url}{path}"))
             })
             .await?;
@@ -271,6 +271,7 @@ impl SalesforceClient {
     /// of a 2xx answer or the classified error.
     async fn execute(
         &self,
+        operation: Operation,
         endpoint: &str,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<Bytes, SalesforceError> {
@@ -302,6 +303,7 @@ impl SalesforceClient {
                 .await
                 .map_err(|error| transport(endpoint, error))?;
             tracing::debug!(
+                operation = operation.name(),
                 endpoint,
                 status = status.as_u16(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -320,6 +322,29 @@ impl SalesforceClient {
                 continue;
             }
             return Err(classify(endpoint, status, location.as_deref(), &body));
+        }
+    }
+}
+
+/// What a call does, as a bounded name for logs and metrics (an endpoint
+/// path holds query locators and cannot be a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Query,
+    QueryMore,
+    Describe,
+    Update,
+    Limits,
+}
+
+impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Query => "query",
+            Operation::QueryMore => "query_more",
+            Operation::Describe => "describe",
+            Operation::Update => "composite_update",
+            Operation::Limits => "limits",
         }
     }
 }
@@ -390,7 +415,7 @@ impl QueryPages {
                 let path = format!("{}/{resource}", client.data_path());
                 let endpoint = format!("GET {path}");
                 let body = client
-                    .execute(&endpoint, |instance_url| {
+                    .execute(Operation::Query, &endpoint, |instance_url| {
                         http.get(format!("{instance_url}{path}"))
                             .query(&[("q", soql)])
                             .header(QUERY_OPTIONS_HEADER, QUERY_BATCH_HINT)
@@ -401,7 +426,7 @@ impl QueryPages {
             NextPage::Locator(path) => {
                 let endpoint = format!("GET {path}");
                 let body = client
-                    .execute(&endpoint, |instance_url| {
+                    .execute(Operation::QueryMore, &endpoint, |instance_url| {
                         http.get(format!("{instance_url}{path}"))
                             .header(QUERY_OPTIONS_HEADER, QUERY_BATCH_HINT)
                     })

@@ -4,6 +4,7 @@
 mod config;
 mod mappings;
 mod ondorse_client;
+mod salesforce_client;
 mod sandbox_ondorse;
 mod sandbox_salesforce;
 mod store;
