@@ -32,6 +32,7 @@ use crate::ondorse::webhook::{
     DEFAULT_SIGNATURE_TOLERANCE, SIGNATURE_HEADER, parse_envelope, verify_signature,
 };
 use crate::store::{Accepted, Store};
+use crate::telemetry::{self, WebhookSource};
 
 /// Largest body accepted (SPEC §8). Ondorse events are a few KiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -96,6 +97,13 @@ impl Endpoint {
             Endpoint::Salesforce => "salesforce",
         }
     }
+
+    fn source(self) -> WebhookSource {
+        match self {
+            Endpoint::Ondorse => WebhookSource::Ondorse,
+            Endpoint::Salesforce => WebhookSource::Salesforce,
+        }
+    }
 }
 
 /// A request turned away: the status, and a reason safe to show the sender.
@@ -113,6 +121,7 @@ impl Refusal {
     }
 
     fn into_response(self, endpoint: Endpoint, source: Option<IpAddr>) -> Response {
+        telemetry::metrics().webhook_rejected(endpoint.source(), self.status.as_u16());
         let source = source.map(|address| address.to_string());
         if self.status.is_server_error() {
             tracing::error!(
@@ -175,6 +184,11 @@ async fn ondorse_webhook(
     match outcome {
         Ok((envelope, accepted)) => {
             let kind = envelope.kind();
+            telemetry::metrics().webhook(
+                WebhookSource::Ondorse,
+                Some(&kind),
+                accepted == Accepted::Duplicate,
+            );
             let (status, sequence) = match accepted {
                 Accepted::Stored { sequence } => {
                     state.inbox_wake.notify_one();
@@ -236,6 +250,7 @@ async fn salesforce_hint(
     match outcome {
         Ok((sequence, count)) => {
             state.inbox_wake.notify_one();
+            telemetry::metrics().webhook(WebhookSource::Salesforce, None, false);
             tracing::info!(
                 endpoint = Endpoint::Salesforce.as_str(),
                 status = 200,
