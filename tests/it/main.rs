@@ -1,6 +1,7 @@
 //! The one integration-test binary. Every test talks real HTTP on loopback to
 //! the sandboxes and checks what Salesforce and Ondorse end up holding.
 
+mod budget;
 mod config;
 mod store;
 mod ondorse_client;
@@ -8,4 +9,5 @@ mod sandbox_ondorse;
 mod sandbox_salesforce;
 mod support;
 mod sync;
+mod telemetry;
 mod webhooks;
