@@ -30,6 +30,10 @@ pub enum StartError {
     /// The mapping files are invalid: the operator must fix them (exit 2).
     #[error("{0}")]
     Mappings(Diagnostics),
+    /// The configuration passed loading but a client refuses it (an
+    /// unreadable key, a bad URL): the operator must fix it (exit 2).
+    #[error("{0}")]
+    Configuration(String),
     #[error(transparent)]
     Runtime(#[from] anyhow::Error),
 }
@@ -50,14 +54,20 @@ impl Daemon {
     pub async fn start(config: &Config, settings: EngineSettings) -> Result<Daemon, StartError> {
         let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
         let mappings = mapping::load_dir(&config.mappings.dir).map_err(StartError::Mappings)?;
-        let salesforce = SalesforceClient::new(&config.salesforce).map_err(anyhow::Error::from)?;
-        let ondorse = OndorseClient::new(&config.ondorse).map_err(anyhow::Error::from)?;
+        let salesforce = SalesforceClient::new(&config.salesforce).map_err(|error| {
+            StartError::Configuration(format!("{}: {error}", config.source.display()))
+        })?;
+        let ondorse = OndorseClient::new(&config.ondorse).map_err(|error| {
+            StartError::Configuration(format!("{}: {error}", config.source.display()))
+        })?;
 
         let listen = config.webhooks.listen;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen for webhooks on {listen}"))?;
-        let webhook_address = listener.local_addr().context("the webhook listener has no address")?;
+        let webhook_address = listener
+            .local_addr()
+            .context("the webhook listener has no address")?;
         let inbox_wake = Arc::new(Notify::new());
         let state = PublicState {
             store: store.clone(),
@@ -66,7 +76,9 @@ impl Daemon {
         };
         let public_stop = Arc::new(Notify::new());
         let stopped = public_stop.clone();
-        let public_server = tokio::spawn(public::serve(listener, state, async move { stopped.notified().await }));
+        let public_server = tokio::spawn(public::serve(listener, state, async move {
+            stopped.notified().await
+        }));
         tracing::info!(address = %webhook_address, store = %config.store.path.display(), mappings = mappings.len(), "listening for webhooks");
 
         let engine = Arc::new(Engine::new(
@@ -94,6 +106,11 @@ impl Daemon {
             public_stop,
             public_server,
         })
+    }
+
+    /// The cron schedules and their health.
+    pub fn schedules(&self) -> &Arc<crate::sync::Schedules> {
+        &self.running.schedules
     }
 
     /// Where the webhook listener is bound (useful with port 0).
@@ -129,7 +146,10 @@ impl Daemon {
                 );
             }
         }
-        self.store.flush().await.context("cannot flush the store while stopping")?;
+        self.store
+            .flush()
+            .await
+            .context("cannot flush the store while stopping")?;
         tracing::info!("stopped");
         Ok(())
     }

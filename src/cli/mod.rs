@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Config};
 
 pub mod check;
+pub mod demo;
 pub mod run;
 
 /// Exit status for bad usage, configuration or mapping (SPEC §4).
@@ -40,6 +41,12 @@ pub enum Command {
     Run,
     /// Validate the configuration and every mapping file.
     Check,
+    /// Sandbox Salesforce + sandbox Ondorse + the real daemon, on loopback.
+    Demo {
+        /// How many Accounts to seed in the sandbox Salesforce.
+        #[arg(long, default_value_t = 200)]
+        accounts: usize,
+    },
 }
 
 /// Why a command failed, and so which exit status it gets.
@@ -62,6 +69,17 @@ impl Failure {
     }
 }
 
+impl From<crate::daemon::StartError> for Failure {
+    fn from(error: crate::daemon::StartError) -> Failure {
+        use crate::daemon::StartError;
+        match error {
+            StartError::Mappings(diagnostics) => Failure::Invalid(diagnostics.to_string()),
+            StartError::Configuration(message) => Failure::Invalid(message),
+            StartError::Runtime(error) => Failure::Runtime(error),
+        }
+    }
+}
+
 impl Cli {
     /// The configuration path: `--config`, then `ONDORSE_BRIDGE_CONFIG`, then the default.
     pub fn config_path(&self) -> PathBuf {
@@ -81,5 +99,6 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Run => run::run(cli.load_config()?).await,
         Command::Check => check::check(&cli),
+        Command::Demo { accounts } => demo::demo(*accounts).await,
     }
 }

@@ -47,7 +47,10 @@ impl Engine {
         let mappings = self.mappings();
         // Paused: every mapping says why; the governor logged it once.
         if let Err(paused) = self.budget.admit(Work::Intake).await {
-            return mappings.iter().map(|mapping| (mapping.name.clone(), Err(paused.clone().into()))).collect();
+            return mappings
+                .iter()
+                .map(|mapping| (mapping.name.clone(), Err(paused.clone().into())))
+                .collect();
         }
         let mut results = Vec::new();
         for mapping in mappings.iter() {
@@ -66,7 +69,9 @@ impl Engine {
         let since = self
             .store
             .cursor(mapping_name)?
-            .map_or(DateTime::<Utc>::UNIX_EPOCH, |cursor| cursor.system_modstamp - overlap);
+            .map_or(DateTime::<Utc>::UNIX_EPOCH, |cursor| {
+                cursor.system_modstamp - overlap
+            });
         self.intake_since(mapping_name, since, true).await
     }
 
@@ -116,7 +121,11 @@ impl Engine {
     pub async fn intake_accounts(&self, ids: &[String]) -> Result<IntakeReport, SyncError> {
         // Well below SOQL's 100,000-character limit even with 18-char Ids.
         const IDS_PER_QUERY: usize = 500;
-        let ids: Vec<String> = ids.iter().filter(|id| soql::is_valid_id(id)).cloned().collect();
+        let ids: Vec<String> = ids
+            .iter()
+            .filter(|id| soql::is_valid_id(id))
+            .cloned()
+            .collect();
         let mut report = IntakeReport::default();
         if ids.is_empty() {
             return Ok(report);
@@ -137,7 +146,11 @@ impl Engine {
 
     /// The work of one page: remember what Salesforce holds, record intents
     /// for new Accounts (flushed), then create their portals.
-    async fn intake_records(&self, mapping: &Mapping, records: Vec<Record>) -> Result<IntakeReport, SyncError> {
+    async fn intake_records(
+        &self,
+        mapping: &Mapping,
+        records: Vec<Record>,
+    ) -> Result<IntakeReport, SyncError> {
         telemetry::metrics().accounts_seen(&mapping.name, records.len());
         let mut report = IntakeReport {
             accounts_seen: records.len(),
@@ -145,11 +158,16 @@ impl Engine {
         };
         let mut intents = Vec::new();
         for record in records {
-            let Some(account_id) = record.get("Id").and_then(|id| id.as_str()).map(str::to_owned) else {
+            let Some(account_id) = record
+                .get("Id")
+                .and_then(|id| id.as_str())
+                .map(str::to_owned)
+            else {
                 tracing::warn!(mapping = %mapping.name, "a record without Id was skipped");
                 continue;
             };
-            self.store.remember_fields(&account_id, &record_fields(&record))?;
+            self.store
+                .remember_fields(&account_id, &record_fields(&record))?;
             match self.store.link(&mapping.name, &account_id)? {
                 Some(mut link) => {
                     // Fresh data for later templates (decisions).
@@ -159,7 +177,11 @@ impl Engine {
                 None => {
                     let intent_at = now();
                     let link = Link {
-                        idempotency_key: plan::idempotency_key(&mapping.name, &account_id, intent_at),
+                        idempotency_key: plan::idempotency_key(
+                            &mapping.name,
+                            &account_id,
+                            intent_at,
+                        ),
                         mapping: mapping.name.clone(),
                         account_id: account_id.clone(),
                         intent_at,

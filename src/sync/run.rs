@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use super::{Engine, SyncError, now};
-use crate::telemetry;
 use crate::config::{ScheduleConfig, parse_schedule};
+use crate::telemetry;
 
 /// How late a slot may fire before its schedule counts as stalled: the
 /// scheduler polls the clock about every half second.
@@ -43,7 +43,10 @@ pub struct ScheduleState {
 }
 
 impl ScheduleHealth {
-    fn new(name: &'static str, expression: &str) -> Result<ScheduleHealth, croner::errors::CronError> {
+    fn new(
+        name: &'static str,
+        expression: &str,
+    ) -> Result<ScheduleHealth, croner::errors::CronError> {
         Ok(ScheduleHealth {
             name,
             expression: expression.to_owned(),
@@ -54,7 +57,10 @@ impl ScheduleHealth {
     }
 
     pub fn state(&self) -> ScheduleState {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn update(&self, change: impl FnOnce(&mut ScheduleState)) {
@@ -105,7 +111,10 @@ impl RunningEngine {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(grace_seconds = grace.as_secs(), "sync tasks still busy at shutdown; stopping them");
+            tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "sync tasks still busy at shutdown; stopping them"
+            );
             self.tasks.abort_all();
         }
     }
@@ -114,7 +123,10 @@ impl RunningEngine {
 impl Engine {
     /// Starts the schedules and the loops. The first poll and reconcile run
     /// at once, so a restart catches up without waiting for a slot.
-    pub async fn start(self: Arc<Self>, schedule: &ScheduleConfig) -> anyhow::Result<RunningEngine> {
+    pub async fn start(
+        self: Arc<Self>,
+        schedule: &ScheduleConfig,
+    ) -> anyhow::Result<RunningEngine> {
         let schedules = Arc::new(Schedules {
             poll: ScheduleHealth::new("poll", &schedule.poll)?,
             reconcile: ScheduleHealth::new("reconcile", &schedule.reconcile)?,
@@ -123,7 +135,10 @@ impl Engine {
         let poll_due = Arc::new(Notify::new());
         let reconcile_due = Arc::new(Notify::new());
         let scheduler = JobScheduler::new().await?;
-        for (expression, due) in [(&schedule.poll, &poll_due), (&schedule.reconcile, &reconcile_due)] {
+        for (expression, due) in [
+            (&schedule.poll, &poll_due),
+            (&schedule.reconcile, &reconcile_due),
+        ] {
             let due = due.clone();
             let schedules = schedules.clone();
             let is_poll = Arc::ptr_eq(&due, &poll_due);
@@ -132,7 +147,11 @@ impl Engine {
                     let due = due.clone();
                     let schedules = schedules.clone();
                     Box::pin(async move {
-                        let health = if is_poll { &schedules.poll } else { &schedules.reconcile };
+                        let health = if is_poll {
+                            &schedules.poll
+                        } else {
+                            &schedules.reconcile
+                        };
                         health.update(|state| state.last_fired = Some(now()));
                         due.notify_one();
                     })
@@ -151,9 +170,9 @@ impl Engine {
             let health = health.clone();
             async move {
                 let results = engine.poll_all().await;
-                let error = results
-                    .into_iter()
-                    .find_map(|(mapping, result)| result.err().map(|error| format!("{mapping}: {error}")));
+                let error = results.into_iter().find_map(|(mapping, result)| {
+                    result.err().map(|error| format!("{mapping}: {error}"))
+                });
                 health.poll.update(|state| {
                     state.last_finished = Some(now());
                     state.last_error = error;
@@ -205,7 +224,13 @@ impl Engine {
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "inbox processing failed"),
             }
-            if wait_or_stop(&mut stopped, self.settings.inbox_interval, Some(&self.inbox_wake)).await {
+            if wait_or_stop(
+                &mut stopped,
+                self.settings.inbox_interval,
+                Some(&self.inbox_wake),
+            )
+            .await
+            {
                 return;
             }
         }
@@ -251,7 +276,8 @@ impl Engine {
             // a backoff), or until new writes are queued.
             let wait = match self.store.next_write_due() {
                 Ok(Some(due)) => {
-                    let linger = chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
+                    let linger =
+                        chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
                     let due = due.max(now() - linger) + linger;
                     (due - now()).to_std().unwrap_or(Duration::from_millis(10))
                 }
@@ -261,7 +287,13 @@ impl Engine {
                     self.settings.retry_base
                 }
             };
-            if wait_or_stop(&mut stopped, wait.max(Duration::from_millis(10)), Some(&self.writes_queued)).await {
+            if wait_or_stop(
+                &mut stopped,
+                wait.max(Duration::from_millis(10)),
+                Some(&self.writes_queued),
+            )
+            .await
+            {
                 // Last chance for what is already due.
                 if let Err(error) = self.flush_writes().await {
                     tracing::warn!(%error, "final write-back pass failed");
@@ -290,7 +322,11 @@ where
 }
 
 /// Waits `timeout` (or a wake-up); true when the engine is stopping.
-async fn wait_or_stop(stopped: &mut watch::Receiver<bool>, timeout: Duration, wake: Option<&Notify>) -> bool {
+async fn wait_or_stop(
+    stopped: &mut watch::Receiver<bool>,
+    timeout: Duration,
+    wake: Option<&Notify>,
+) -> bool {
     if *stopped.borrow() {
         return true;
     }

@@ -3,10 +3,11 @@
 
 mod budget;
 mod config;
-mod store;
+mod mappings;
 mod ondorse_client;
 mod sandbox_ondorse;
 mod sandbox_salesforce;
+mod store;
 mod support;
 mod sync;
 mod telemetry;

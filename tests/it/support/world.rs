@@ -29,7 +29,10 @@ pub fn copy_mappings(dir: &Path) {
     std::fs::create_dir_all(dir).expect("create the mappings dir");
     for entry in std::fs::read_dir(repository_mappings()).expect("read mappings/") {
         let path = entry.expect("mappings entry").path();
-        if path.extension().is_some_and(|extension| extension == "yaml") {
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "yaml")
+        {
             std::fs::copy(&path, dir.join(path.file_name().unwrap())).expect("copy a mapping");
         }
     }
@@ -108,7 +111,8 @@ impl World {
         let daemon = Daemon::start(&self.config, quick_settings())
             .await
             .expect("the daemon starts");
-        self.ondorse.set_webhook_url(Some(self.webhook_url(daemon.webhook_address())));
+        self.ondorse
+            .set_webhook_url(Some(self.webhook_url(daemon.webhook_address())));
         daemon
     }
 
@@ -183,8 +187,10 @@ impl World {
 pub async fn eventually(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
     let until = tokio::time::Instant::now() + deadline;
     while !condition() {
-        assert!(tokio::time::Instant::now() < until, "timed out after {deadline:?} waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out after {deadline:?} waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
-
