@@ -200,7 +200,7 @@ impl Engine {
             }
         }));
         tasks.spawn(self.clone().inbox_loop(stopped.clone()));
-        tasks.spawn(self.clone().gauge_loop(stopped.clone()));
+        tasks.spawn(self.clone().gauge_loop(schedules.clone(), stopped.clone()));
         tasks.spawn(self.clone().writer_loop(stopped));
         Ok(RunningEngine {
             schedules,
@@ -237,9 +237,22 @@ impl Engine {
     }
 
     /// Refreshes the gauges that describe the store (queue depths, dead
-    /// letters, cursors) every [`GAUGE_INTERVAL`].
-    async fn gauge_loop(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+    /// letters, cursors) and the schedules every [`GAUGE_INTERVAL`].
+    async fn gauge_loop(
+        self: Arc<Self>,
+        schedules: Arc<Schedules>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
         loop {
+            let at = now();
+            telemetry::metrics().schedule_alive(
+                schedules.poll.name,
+                schedules.poll.missed_slot(at).is_none(),
+            );
+            telemetry::metrics().schedule_alive(
+                schedules.reconcile.name,
+                schedules.reconcile.missed_slot(at).is_none(),
+            );
             self.record_gauges();
             if wait_or_stop(&mut stopped, GAUGE_INTERVAL, None).await {
                 return;

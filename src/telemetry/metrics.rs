@@ -166,6 +166,11 @@ struct WorkLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduleLabels {
+    schedule: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
     queue: &'static str,
 }
@@ -194,6 +199,7 @@ pub struct Metrics {
     dead_letters: Gauge,
     cursor_lag: Family<MappingLabels, FloatGauge>,
     last_poll: Family<MappingLabels, FloatGauge>,
+    schedule_alive: Family<ScheduleLabels, Gauge>,
     /// Cursor positions per mapping: the lag is computed when rendered, so
     /// it is right at scrape time, not at the last poll.
     cursors: Mutex<BTreeMap<String, DateTime<Utc>>>,
@@ -239,6 +245,7 @@ impl Metrics {
             dead_letters: Gauge::default(),
             cursor_lag: Family::default(),
             last_poll: Family::default(),
+            schedule_alive: Family::default(),
             cursors: Mutex::new(BTreeMap::new()),
             registry: Registry::default(),
         };
@@ -319,6 +326,11 @@ impl Metrics {
             "Unix time of the mapping's last successful poll",
             Unit::Seconds,
             metrics.last_poll.clone(),
+        );
+        registry.register(
+            "schedule_alive",
+            "1 while the schedule fires on time, 0 once a slot passed without firing",
+            metrics.schedule_alive.clone(),
         );
         for reason in PAUSE_REASONS {
             metrics
@@ -507,6 +519,18 @@ impl Metrics {
             })
             .set(depth(pending_writes));
         self.dead_letters.set(depth(dead_letters));
+    }
+
+    /// Whether a schedule (`poll`, `reconcile`) fires on time.
+    pub fn schedule_alive(&self, schedule: &str, alive: bool) {
+        let schedule = match schedule {
+            "poll" => "poll",
+            "reconcile" => "reconcile",
+            _ => "other",
+        };
+        self.schedule_alive
+            .get_or_create(&ScheduleLabels { schedule })
+            .set(i64::from(alive));
     }
 
     /// Where a mapping's cursor stands.

@@ -31,6 +31,7 @@
 //! | `ondorse_bridge_dead_letters` | gauge | | dead letters waiting for a human (`dead-letters list`) |
 //! | `ondorse_bridge_cursor_lag_seconds` | gauge | `mapping` | now minus the `SystemModstamp` of the mapping's cursor; grows in a quiet org too, so alert on it together with the last poll |
 //! | `ondorse_bridge_last_poll_timestamp_seconds` | gauge | `mapping` | Unix time of the mapping's last successful poll |
+//! | `ondorse_bridge_schedule_alive` | gauge | `schedule` = `poll` \| `reconcile` | 1 while the cron schedule fires on time, 0 once a slot passed without firing (a stalled scheduler) |
 
 mod logging;
 mod metrics;

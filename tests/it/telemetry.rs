@@ -136,6 +136,7 @@ fn allowed_values(label: &str) -> &'static [&'static str] {
         "status" => &["2xx", "3xx", "4xx", "5xx", "error"],
         "work" => &["intake", "reconcile", "writeback", "lookup"],
         "queue" => &["inbox", "pending_writes"],
+        "schedule" => &["poll", "reconcile"],
         other => panic!("unexpected label `{other}`"),
     }
 }
@@ -335,6 +336,16 @@ async fn metrics_tell_what_happened_with_bounded_labels() {
         );
     }
     assert!(exists(&all, "ondorse_bridge_dead_letters", &[]));
+    for schedule in ["poll", "reconcile"] {
+        assert!(
+            exists(
+                &all,
+                "ondorse_bridge_schedule_alive",
+                &[("schedule", schedule)]
+            ),
+            "{schedule}"
+        );
+    }
     let lag = total(&all, "ondorse_bridge_cursor_lag_seconds", &mapping);
     assert!(
         (0.0..E2E_DEADLINE.as_secs_f64() * 2.0).contains(&lag),
