@@ -322,7 +322,7 @@ impl Governor {
                 tracing::error!(
                     retry_in_seconds = delay.as_secs_f64(),
                     until = %due.wall.to_rfc3339(),
-                    "SALESFORCE API LIMIT EXCEEDED: Salesforce refused a call with REQUEST_LIMIT_EXCEEDED, the org's daily API allowance is used up; every Salesforce call stops, GET /limits looks for room again at the time shown, then at growing intervals"
+                    "salesforce api limit exceeded: Salesforce refused a call with REQUEST_LIMIT_EXCEEDED, the org's daily API allowance is used up; every Salesforce call stops, GET /limits looks for room again at `until`, then at growing intervals; find what else uses the org's API (Setup > System Overview) if it keeps happening"
                 );
             }
             Some(stop) => {
@@ -488,6 +488,81 @@ impl Governor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{SalesforceAuth, SalesforceConfig};
+
+    /// A governor whose client is never called by these tests.
+    fn governor(budget_percent: u8) -> Governor {
+        let client = SalesforceClient::new(&SalesforceConfig {
+            login_url: "http://127.0.0.1:9".to_owned(),
+            api_version: "62.0".to_owned(),
+            auth: SalesforceAuth::ClientCredentials {
+                client_id: "id".to_owned(),
+                client_secret: "secret".to_owned().into(),
+            },
+            api_budget_percent: budget_percent,
+        })
+        .expect("a client");
+        Governor::new(
+            client,
+            BudgetSettings {
+                budget_percent,
+                limit_backoff_base: Duration::from_secs(60),
+                limit_backoff_cap: Duration::from_secs(300),
+                ..BudgetSettings::default()
+            },
+        )
+    }
+
+    #[test]
+    fn levels_start_at_the_budget_and_at_the_ceiling() {
+        let governor = governor(50);
+        let level = |used| governor.level(ApiUsage { used, max: 1000 });
+        assert_eq!(level(499), None);
+        assert_eq!(level(500), Some(PauseReason::OverBudget));
+        assert_eq!(level(949), Some(PauseReason::OverBudget));
+        assert_eq!(level(950), Some(PauseReason::NearLimit));
+        assert_eq!(
+            governor.level(ApiUsage { used: 0, max: 0 }),
+            Some(PauseReason::NearLimit)
+        );
+        // A budget above the ceiling: write-backs still stop at 95 %.
+        assert_eq!(
+            self::governor(100).level(ApiUsage {
+                used: 990,
+                max: 1000
+            }),
+            Some(PauseReason::NearLimit)
+        );
+    }
+
+    #[test]
+    fn the_limit_backoff_doubles_up_to_its_cap() {
+        let governor = governor(50);
+        let waits: Vec<u64> = (1..=5)
+            .map(|strikes| governor.backoff(strikes).as_secs())
+            .collect();
+        assert_eq!(waits, [60, 120, 240, 300, 300]);
+    }
+
+    #[test]
+    fn a_refusal_stops_everything_and_says_until_when() {
+        let governor = governor(50);
+        {
+            let mut inner = governor.lock();
+            governor.strike(&mut inner);
+        }
+        let state = governor.state();
+        assert!(state.paused);
+        assert_eq!(state.reason, Some(PauseReason::LimitExceeded));
+        let until = state.until.expect("until");
+        let wait = (until - Utc::now()).num_seconds();
+        assert!((55..=60).contains(&wait), "{wait}");
+        let message = state.message.expect("message");
+        assert!(
+            message.contains("REQUEST_LIMIT_EXCEEDED") && message.contains(&until.to_rfc3339()),
+            "{message}"
+        );
+    }
 
     #[test]
     fn write_backs_outlast_polling_and_every_call_stops_on_the_limit() {
