@@ -170,6 +170,12 @@ impl Engine {
         self.budget.state()
     }
 
+    /// The API budget governor, for callers that use
+    /// [`Engine::salesforce`] directly and must ask it first.
+    pub fn budget(&self) -> &budget::Governor {
+        &self.budget
+    }
+
     /// The mappings in force now.
     pub fn mappings(&self) -> Arc<MappingSet> {
         self.mappings

@@ -3,7 +3,7 @@
 //! - [`init_logging`]: human-readable logs on a terminal, JSON lines when
 //!   stderr is the systemd journal; every event carries structured fields
 //!   (`account_id`, `mapping`, `error`, ...).
-//! - [`metrics`] and [`render_metrics`]: one process-wide Prometheus
+//! - [`metrics()`] and [`render_metrics`]: one process-wide Prometheus
 //!   registry. Code records at the point where things happen
 //!   (`telemetry::metrics().portal(...)`); the admin listener serves
 //!   [`render_metrics`] on `GET /metrics` with [`METRICS_CONTENT_TYPE`].
