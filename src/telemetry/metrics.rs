@@ -15,7 +15,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::ondorse::webhook::EventType;
@@ -27,14 +27,12 @@ pub const METRICS_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_t
 /// Every metric name starts with this.
 const PREFIX: &str = "ondorse_bridge";
 
-/// Request duration buckets: 5 ms doubling-and-a-half up to about 20 s,
-/// which covers a webhook-sized Ondorse call and a 2,000-row query page.
-fn duration_buckets() -> impl Iterator<Item = f64> {
-    const FIRST_SECONDS: f64 = 0.005;
-    const FACTOR: f64 = 2.5;
-    const COUNT: u16 = 10;
-    exponential_buckets(FIRST_SECONDS, FACTOR, COUNT)
-}
+/// Request duration buckets, in seconds: Prometheus's usual steps from a
+/// fast Ondorse answer (milliseconds) to a 2,000-row query page or a
+/// 200-record update running the org's triggers (tens of seconds).
+const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// The API a request went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,9 +232,7 @@ impl Metrics {
             webhooks: Family::default(),
             webhooks_rejected: Family::default(),
             api_requests: Family::default(),
-            api_request_duration: Family::new_with_constructor(|| {
-                Histogram::new(duration_buckets())
-            }),
+            api_request_duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
             api_usage_ratio: FloatGauge::default(),
             api_budget_ratio: FloatGauge::default(),
             paused: Family::default(),

@@ -23,7 +23,7 @@
 //! | `ondorse_bridge_webhooks_rejected_total` | counter | `source`, `reason` = `too_large` \| `wrong_secret` \| `forbidden_source` \| `bad_signature` \| `malformed` \| `timeout` \| `store_unavailable` \| `other` | deliveries refused, by why |
 //! | `ondorse_bridge_api_requests_total` | counter | `api` = `salesforce` \| `ondorse`, `endpoint`, `status` = `2xx` \| `3xx` \| `4xx` \| `5xx` \| `error` | HTTP requests sent; `endpoint` is `token`, `query`, `query_more`, `describe`, `composite`, `limits` (Salesforce) or `portal`, `application` (Ondorse), else `other`; `error` means no answer (timeout, connection) |
 //! | `ondorse_bridge_api_request_duration_seconds` | histogram | `api`, `endpoint` | time until the answer's status line |
-//! | `ondorse_bridge_salesforce_api_usage_ratio` | gauge | | the org's rolling 24-hour API usage, `used / max`, from the last `Sforce-Limit-Info` or `GET /limits` |
+//! | `ondorse_bridge_salesforce_api_usage_ratio` | gauge | | the org's rolling 24-hour API usage, `used / max`, from the last `Sforce-Limit-Info` or `GET /limits` (0 until the first answer) |
 //! | `ondorse_bridge_salesforce_api_budget_ratio` | gauge | | `salesforce.api_budget_percent / 100`: above it polling and reconcile pause |
 //! | `ondorse_bridge_salesforce_paused` | gauge | `reason` = `over_budget` \| `near_limit` \| `limit_exceeded` | 1 while the budget governor holds that pause, else 0 |
 //! | `ondorse_bridge_salesforce_deferred_total` | counter | `work` = `intake` \| `reconcile` \| `writeback` \| `lookup` | steps the budget governor turned away |
