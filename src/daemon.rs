@@ -17,7 +17,7 @@ use crate::ondorse::OndorseClient;
 use crate::salesforce::SalesforceClient;
 use crate::server::public::{self, PublicState};
 use crate::store::Store;
-use crate::sync::{Engine, EngineSettings, RunningEngine};
+use crate::sync::{BudgetSettings, Engine, EngineSettings, RunningEngine};
 
 /// How long work in flight may take to finish after a stop is asked.
 /// systemd's default stop timeout is 90 s; a webhook answer takes
@@ -89,6 +89,10 @@ impl Daemon {
             config.ondorse.portal_base_url.clone(),
             EngineSettings {
                 overlap: config.schedule.overlap,
+                budget: BudgetSettings {
+                    budget_percent: config.salesforce.api_budget_percent,
+                    ..settings.budget
+                },
                 ..settings
             },
             inbox_wake,

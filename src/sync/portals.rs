@@ -11,6 +11,7 @@ use super::{Engine, SyncError, now};
 use crate::mapping::{Mapping, Moment, WritebackContext};
 use crate::ondorse::Portal;
 use crate::store::{Fields, Link, PortalRecord};
+use crate::telemetry::{self, PortalResult, WritebackResult};
 
 /// Attempts of one portal POST within a step; later steps (reconcile) try
 /// again, with the same key, while the intent stays pending.
@@ -69,6 +70,7 @@ impl Engine {
             }
         };
         let record = self.portal_record(&portal);
+        telemetry::metrics().portal(&mapping.name, PortalResult::Created);
         tracing::info!(account_id = %account_id, mapping = %mapping.name, portal_id = %record.id, "portal created");
         self.journal(
             &account_id,
@@ -120,6 +122,7 @@ impl Engine {
     }
 
     fn portal_failed(&self, link: &mut Link, error: String) -> Result<(), SyncError> {
+        telemetry::metrics().portal(&link.mapping, PortalResult::Failed);
         link.portal_attempts += 1;
         link.last_error = Some(error.clone());
         self.store.put_link(link)?;
@@ -217,6 +220,7 @@ impl Engine {
                 ),
                 json!({ "code": refused.code, "field": refused.field, "value": refused.value }),
             )?;
+            telemetry::metrics().writeback([mapping.name.as_str()], WritebackResult::Refused);
             tracing::warn!(account_id = %link.account_id, mapping = %mapping.name, field = %refused.field, message = %refused.message, "field refused before sending");
         }
         Ok(planned.changed)

@@ -1,6 +1,7 @@
 //! The one integration-test binary. Every test talks real HTTP on loopback to
 //! the sandboxes and checks what Salesforce and Ondorse end up holding.
 
+mod budget;
 mod config;
 mod mappings;
 mod ondorse_client;
@@ -10,4 +11,5 @@ mod sandbox_salesforce;
 mod store;
 mod support;
 mod sync;
+mod telemetry;
 mod webhooks;
