@@ -22,6 +22,7 @@ use crate::store::{JournalEntry, Store, StoreError};
 
 mod decisions;
 mod intake;
+pub mod operations;
 pub mod plan;
 mod portals;
 mod reconcile;
