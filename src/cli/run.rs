@@ -7,6 +7,7 @@ use crate::cli::Failure;
 use crate::config::Config;
 use crate::daemon::{Daemon, StartError};
 use crate::sync::EngineSettings;
+use crate::systemd;
 
 pub async fn run(config: Config) -> Result<(), Failure> {
     // Installed first: until then a SIGTERM would kill the process outright.
@@ -17,11 +18,17 @@ pub async fn run(config: Config) -> Result<(), Failure> {
             StartError::Mappings(diagnostics) => Failure::Invalid(diagnostics.to_string()),
             StartError::Runtime(error) => Failure::Runtime(error),
         })?;
+    systemd::notify_ready();
+    let watchdog = systemd::spawn_watchdog(daemon.schedules());
     let signal_name = tokio::select! {
         name = signals.recv() => name,
         error = daemon.listener_failed() => return Err(error.into()),
     };
     tracing::info!(signal = signal_name, "stopping: finishing work in flight");
+    systemd::notify_stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     daemon.stop().await?;
     Ok(())
 }
