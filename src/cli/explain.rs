@@ -1,0 +1,148 @@
+//! `ondorse-bridge explain --account ID`: one Account's story, oldest
+//! first, for a compliance officer: what was read from Salesforce, what was
+//! sent to Ondorse, each decision, each write-back and Salesforce's answer.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::cli::Failure;
+use crate::cli::access::{Access, operation_failure};
+use crate::config::Config;
+use crate::sync::operations::{self, Explanation};
+
+/// Longest value shown inline; longer ones are cut (the JSON has them whole).
+const VALUE_WIDTH: usize = 80;
+
+pub async fn explain(config: &Config, account_id: &str, json: bool) -> Result<(), Failure> {
+    operations::validate_id(account_id).map_err(operation_failure)?;
+    let explanation = match Access::open(config)? {
+        Access::Daemon(client) => client.get::<Explanation>(&format!("explain/{account_id}")).await?,
+        Access::Store(store) => operations::explain(&store, account_id).map_err(operation_failure)?,
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&explanation).map_err(anyhow::Error::from)?;
+        println!("{text}");
+    } else {
+        print!("{}", render(&explanation));
+    }
+    Ok(())
+}
+
+/// A value as one short piece of text.
+fn short(value: &Value) -> String {
+    let text = match value {
+        Value::Null => "(empty)".to_owned(),
+        other => other.to_string(),
+    };
+    if text.chars().count() > VALUE_WIDTH {
+        let cut: String = text.chars().take(VALUE_WIDTH - 1).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+/// `Name="Acme", KYC_Status__c="Approved"` for a JSON object of fields.
+fn fields(value: Option<&Value>) -> Option<String> {
+    let object = value?.as_object()?;
+    if object.is_empty() {
+        return None;
+    }
+    Some(
+        object
+            .iter()
+            .map(|(name, value)| format!("{name}={}", short(value)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// The detail lines worth showing for one journal step.
+fn detail_lines(step: &str, detail: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut push = |label: &str, text: Option<String>| {
+        if let Some(text) = text {
+            lines.push(format!("{label}: {text}"));
+        }
+    };
+    match step {
+        "intent_recorded" => push("read from Salesforce", fields(detail.get("fields"))),
+        "portal_created" => {
+            push("sent to Ondorse", detail.get("request").map(short));
+        }
+        "application_fetched" => {}
+        "write_queued" => push("to write", fields(detail.get("fields"))),
+        "written" => push("Salesforce accepted", fields(detail.get("fields"))),
+        "write_retry" => push("Salesforce answered", detail.get("code").map(short)),
+        "dead_lettered" => {
+            push("Salesforce's code", detail.get("code").map(short));
+            push("not written", fields(detail.get("fields")));
+        }
+        "resynced" => {
+            push("read from Salesforce", fields(detail.get("read")));
+            push("to write", fields(detail.get("fields")));
+        }
+        "dead_letter_retried" => push("queued again", fields(detail.get("fields"))),
+        _ => {}
+    }
+    lines
+}
+
+pub fn render(explanation: &Explanation) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "Account {}", explanation.account_id);
+    for link in &explanation.links {
+        let portal = match (&link.portal_id, &link.portal_url) {
+            (Some(id), Some(url)) => format!("portal {id} ({url})"),
+            (Some(id), None) => format!("portal {id}"),
+            (None, _) => format!("no portal yet ({} failed attempt(s))", link.portal_attempts),
+        };
+        let application = match (&link.application_id, link.decision_final) {
+            (Some(id), true) => format!("application {id}, decision final"),
+            (Some(id), false) => format!("application {id}, no final decision yet"),
+            (None, _) => "no application yet".to_owned(),
+        };
+        let _ = writeln!(text, "  [{}] {portal}; {application}", link.mapping);
+        if let Some(error) = &link.last_error {
+            let _ = writeln!(text, "  [{}] last error: {error}", link.mapping);
+        }
+    }
+    match &explanation.pending_write {
+        Some(pending) => {
+            let _ = writeln!(
+                text,
+                "  waiting to be written: {}{}",
+                fields(Some(&Value::Object(pending.fields.clone()))).unwrap_or_default(),
+                pending
+                    .last_error
+                    .as_deref()
+                    .map_or(String::new(), |error| format!(" (last attempt: {error})"))
+            );
+        }
+        None => {
+            let _ = writeln!(text, "  nothing waiting to be written");
+        }
+    }
+    for letter in &explanation.dead_letters {
+        let _ = writeln!(
+            text,
+            "  dead letter {}: {}: {} (retry: `ondorse-bridge dead-letters retry {}`)",
+            letter.id, letter.code, letter.message, letter.id
+        );
+    }
+    let _ = writeln!(text, "\nHistory, oldest first");
+    for entry in &explanation.journal {
+        let mapping = entry.mapping.as_deref().map_or(String::new(), |name| format!("[{name}] "));
+        let _ = writeln!(
+            text,
+            "  {}  {mapping}{}",
+            entry.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            entry.summary
+        );
+        for line in detail_lines(&entry.step, &entry.detail) {
+            let _ = writeln!(text, "{:25}{line}", "");
+        }
+    }
+    text
+}
