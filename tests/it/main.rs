@@ -2,8 +2,10 @@
 //! the sandboxes and checks what Salesforce and Ondorse end up holding.
 
 mod config;
+mod deploy;
 mod store;
 mod ondorse_client;
+mod operations;
 mod sandbox_ondorse;
 mod sandbox_salesforce;
 mod support;
