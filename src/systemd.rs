@@ -20,7 +20,10 @@ pub fn notify_ready() {
 /// Tells systemd the daemon is stopping, so it does not count the time
 /// spent finishing work as a hang.
 pub fn notify_stopping() {
-    send(&[NotifyState::Stopping, NotifyState::Status("stopping: finishing work in flight")]);
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping: finishing work in flight"),
+    ]);
 }
 
 /// When systemd asks for watchdog pings (`WatchdogSec=`), pings at half the
@@ -29,7 +32,10 @@ pub fn notify_stopping() {
 /// `None` when no watchdog is configured.
 pub fn spawn_watchdog(schedules: Arc<Schedules>) -> Option<JoinHandle<()>> {
     let interval = sd_notify::watchdog_enabled()? / 2;
-    tracing::info!(interval_ms = interval.as_millis() as u64, "systemd watchdog enabled");
+    tracing::info!(
+        interval_ms = interval.as_millis() as u64,
+        "systemd watchdog enabled"
+    );
     Some(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
         let mut stalled = false;
@@ -39,7 +45,9 @@ pub fn spawn_watchdog(schedules: Arc<Schedules>) -> Option<JoinHandle<()>> {
             if alive {
                 send(&[NotifyState::Watchdog]);
             } else if !stalled {
-                tracing::error!("a schedule missed its slot: watchdog pings stop, systemd will restart the daemon");
+                tracing::error!(
+                    "a schedule missed its slot: watchdog pings stop, systemd will restart the daemon"
+                );
             }
             stalled = !alive;
         }

@@ -61,7 +61,9 @@ impl AdminClient {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
-            .map_err(|error| Failure::Runtime(anyhow::anyhow!("cannot build the http client: {error}")))?;
+            .map_err(|error| {
+                Failure::Runtime(anyhow::anyhow!("cannot build the http client: {error}"))
+            })?;
         Ok(AdminClient {
             http,
             base_url: format!("http://{}", connectable(config.listen)),
@@ -94,7 +96,11 @@ impl AdminClient {
         format!("{}/admin/{path}", self.base_url)
     }
 
-    async fn send<T: DeserializeOwned>(&self, path: &str, request: reqwest::RequestBuilder) -> Result<T, Failure> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, Failure> {
         let response = request
             .bearer_auth(self.token.expose_secret())
             .send()
@@ -107,16 +113,25 @@ impl AdminClient {
             })?;
         let status = response.status();
         let body = response.bytes().await.map_err(|error| {
-            Failure::Runtime(anyhow::anyhow!("the admin API's answer to {path} was cut off: {error}"))
+            Failure::Runtime(anyhow::anyhow!(
+                "the admin API's answer to {path} was cut off: {error}"
+            ))
         })?;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|error| {
-                Failure::Runtime(anyhow::anyhow!("the admin API answered {path} with unreadable JSON: {error}"))
+                Failure::Runtime(anyhow::anyhow!(
+                    "the admin API answered {path} with unreadable JSON: {error}"
+                ))
             });
         }
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|answer| answer.get("error").and_then(|error| error.as_str()).map(str::to_owned))
+            .and_then(|answer| {
+                answer
+                    .get("error")
+                    .and_then(|error| error.as_str())
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
         Err(match status {
             StatusCode::UNAUTHORIZED => Failure::Invalid(format!(

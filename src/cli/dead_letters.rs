@@ -25,7 +25,11 @@ pub async fn retry(config: &Config, selection: RetrySelection) -> Result<(), Fai
     let (report, daemon) = match Access::open(config)? {
         Access::Daemon(client) => (
             client
-                .post::<_, RetryReport>("dead-letters/retry", &selection, Some(std::time::Duration::from_secs(60)))
+                .post::<_, RetryReport>(
+                    "dead-letters/retry",
+                    &selection,
+                    Some(std::time::Duration::from_secs(60)),
+                )
                 .await?,
             true,
         ),
@@ -37,11 +41,16 @@ pub async fn retry(config: &Config, selection: RetrySelection) -> Result<(), Fai
         ),
     };
     for letter in &report.retried {
-        println!("dead letter {} (Account {}) queued again", letter.id, letter.account_id);
+        println!(
+            "dead letter {} (Account {}) queued again",
+            letter.id, letter.account_id
+        );
     }
     match (report.retried.is_empty(), daemon) {
         (true, _) => println!("no dead letters to retry"),
-        (false, true) => println!("the daemon sends them now; `ondorse-bridge explain --account ID` shows the outcome"),
+        (false, true) => println!(
+            "the daemon sends them now; `ondorse-bridge explain --account ID` shows the outcome"
+        ),
         (false, false) => println!("the daemon is not running: it sends them when it starts"),
     }
     Ok(())
@@ -63,7 +72,11 @@ pub fn render(letters: &[DeadLetter]) -> String {
             letter.account_id,
             letter.mappings.join(", ")
         );
-        let _ = writeln!(text, "          {}: {}", letter.code, letter.message);
+        if letter.message.starts_with(&letter.code) {
+            let _ = writeln!(text, "          {}", letter.message);
+        } else {
+            let _ = writeln!(text, "          {}: {}", letter.code, letter.message);
+        }
         let fields: Vec<String> = letter
             .fields
             .iter()

@@ -17,8 +17,14 @@ const VALUE_WIDTH: usize = 80;
 pub async fn explain(config: &Config, account_id: &str, json: bool) -> Result<(), Failure> {
     operations::validate_id(account_id).map_err(operation_failure)?;
     let explanation = match Access::open(config)? {
-        Access::Daemon(client) => client.get::<Explanation>(&format!("explain/{account_id}")).await?,
-        Access::Store(store) => operations::explain(&store, account_id).map_err(operation_failure)?,
+        Access::Daemon(client) => {
+            client
+                .get::<Explanation>(&format!("explain/{account_id}"))
+                .await?
+        }
+        Access::Store(store) => {
+            operations::explain(&store, account_id).map_err(operation_failure)?
+        }
     };
     if json {
         let text = serde_json::to_string_pretty(&explanation).map_err(anyhow::Error::from)?;
@@ -43,19 +49,26 @@ fn short(value: &Value) -> String {
     }
 }
 
-/// `Name="Acme", KYC_Status__c="Approved"` for a JSON object of fields.
+/// `Name="Acme", KYC_Status__c="Approved"` for a JSON object of fields;
+/// nested objects (a portal body's custom fields) are spelt with dots.
 fn fields(value: Option<&Value>) -> Option<String> {
-    let object = value?.as_object()?;
-    if object.is_empty() {
-        return None;
+    fn flatten(prefix: &str, object: &serde_json::Map<String, Value>, parts: &mut Vec<String>) {
+        for (name, value) in object {
+            let name = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            match value {
+                Value::Object(inner) => flatten(&name, inner, parts),
+                value => parts.push(format!("{name}={}", short(value))),
+            }
+        }
     }
-    Some(
-        object
-            .iter()
-            .map(|(name, value)| format!("{name}={}", short(value)))
-            .collect::<Vec<_>>()
-            .join(", "),
-    )
+    let object = value?.as_object()?;
+    let mut parts = Vec::new();
+    flatten("", object, &mut parts);
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// The detail lines worth showing for one journal step.
@@ -68,17 +81,12 @@ fn detail_lines(step: &str, detail: &Value) -> Vec<String> {
     };
     match step {
         "intent_recorded" => push("read from Salesforce", fields(detail.get("fields"))),
-        "portal_created" => {
-            push("sent to Ondorse", detail.get("request").map(short));
-        }
+        "portal_created" => push("sent to Ondorse", fields(detail.get("request"))),
         "application_fetched" => {}
         "write_queued" => push("to write", fields(detail.get("fields"))),
         "written" => push("Salesforce accepted", fields(detail.get("fields"))),
         "write_retry" => push("Salesforce answered", detail.get("code").map(short)),
-        "dead_lettered" => {
-            push("Salesforce's code", detail.get("code").map(short));
-            push("not written", fields(detail.get("fields")));
-        }
+        "dead_lettered" => push("not written", fields(detail.get("fields"))),
         "resynced" => {
             push("read from Salesforce", fields(detail.get("read")));
             push("to write", fields(detail.get("fields")));
@@ -125,15 +133,24 @@ pub fn render(explanation: &Explanation) -> String {
         }
     }
     for letter in &explanation.dead_letters {
+        // Salesforce's messages often start with the code already.
+        let reason = if letter.message.starts_with(&letter.code) {
+            letter.message.clone()
+        } else {
+            format!("{}: {}", letter.code, letter.message)
+        };
         let _ = writeln!(
             text,
-            "  dead letter {}: {}: {} (retry: `ondorse-bridge dead-letters retry {}`)",
-            letter.id, letter.code, letter.message, letter.id
+            "  dead letter {}: {reason} (retry: `ondorse-bridge dead-letters retry {}`)",
+            letter.id, letter.id
         );
     }
     let _ = writeln!(text, "\nHistory, oldest first");
     for entry in &explanation.journal {
-        let mapping = entry.mapping.as_deref().map_or(String::new(), |name| format!("[{name}] "));
+        let mapping = entry
+            .mapping
+            .as_deref()
+            .map_or(String::new(), |name| format!("[{name}] "));
         let _ = writeln!(
             text,
             "  {}  {mapping}{}",

@@ -74,7 +74,11 @@ pub enum DeadLettersCommand {
     /// Queue dead letters again (once the cause is fixed).
     Retry {
         /// Dead letter ids, as `list` shows them.
-        #[arg(value_name = "ID", required_unless_present = "all", conflicts_with = "all")]
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
         ids: Vec<u64>,
         /// Every dead letter.
         #[arg(long)]
@@ -142,8 +146,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Run => run::run(cli.load_config()?).await,
         Command::Check => check::check(&cli),
         Command::Status { json } => status::status(&cli.load_config()?, *json).await,
-        Command::Explain { account, json } => explain::explain(&cli.load_config()?, account, *json).await,
-        Command::DeadLetters(DeadLettersCommand::List) => dead_letters::list(&cli.load_config()?).await,
+        Command::Explain { account, json } => {
+            explain::explain(&cli.load_config()?, account, *json).await
+        }
+        Command::DeadLetters(DeadLettersCommand::List) => {
+            dead_letters::list(&cli.load_config()?).await
+        }
         Command::DeadLetters(DeadLettersCommand::Retry { ids, all }) => {
             let selection = crate::sync::operations::RetrySelection {
                 ids: ids.clone(),

@@ -40,7 +40,9 @@ pub async fn resync(config: &Config, request: ResyncRequest) -> Result<(), Failu
             if spinner.is_none() {
                 eprintln!("resync: asked the running daemon");
             }
-            let report = client.post::<_, ResyncReport>("resync", &request, None).await;
+            let report = client
+                .post::<_, ResyncReport>("resync", &request, None)
+                .await;
             if let Some(spinner) = spinner {
                 spinner.finish_and_clear();
             }
@@ -60,7 +62,8 @@ async fn run_here(
     request: &ResyncRequest,
     terminal: bool,
 ) -> Result<(ResyncReport, Option<crate::sync::WriteReport>), Failure> {
-    let mappings = mapping::load_dir(&config.mappings.dir).map_err(|diagnostics| Failure::Invalid(diagnostics.to_string()))?;
+    let mappings = mapping::load_dir(&config.mappings.dir)
+        .map_err(|diagnostics| Failure::Invalid(diagnostics.to_string()))?;
     let salesforce = SalesforceClient::new(&config.salesforce).map_err(anyhow::Error::from)?;
     let ondorse = OndorseClient::new(&config.ondorse).map_err(anyhow::Error::from)?;
     let engine = Engine::new(
@@ -88,7 +91,10 @@ async fn run_here(
             bar.set_position(progress.done);
             bar.set_message(progress.item);
         }
-        None => eprintln!("resync: {}/{} {}", progress.done, progress.total, progress.item),
+        None => eprintln!(
+            "resync: {}/{} {}",
+            progress.done, progress.total, progress.item
+        ),
     };
     let gate = ResyncGate::default();
     let ticket = gate.enter().map_err(operation_failure)?;
@@ -114,7 +120,10 @@ pub fn render(report: &ResyncReport, sent: Option<crate::sync::WriteReport>) -> 
         ("queued", "get a portal")
     };
     if report.dry_run {
-        let _ = writeln!(text, "dry run: nothing was written to Salesforce, Ondorse or the store");
+        let _ = writeln!(
+            text,
+            "dry run: nothing was written to Salesforce, Ondorse or the store"
+        );
     }
     let _ = writeln!(
         text,
@@ -143,10 +152,18 @@ pub fn render(report: &ResyncReport, sent: Option<crate::sync::WriteReport>) -> 
         );
     }
     if !report.refused.is_empty() {
-        let verb = if report.dry_run { "would be refused" } else { "refused (now dead letters)" };
+        let verb = if report.dry_run {
+            "would be refused"
+        } else {
+            "refused (now dead letters)"
+        };
         let _ = writeln!(text, "{} field(s) {verb}", report.refused.len());
         for change in &report.refused {
-            let _ = writeln!(text, "  {} [{}] {}: {}", change.account_id, change.mapping, change.field, change.to);
+            let _ = writeln!(
+                text,
+                "  {} [{}] {}: {}",
+                change.account_id, change.mapping, change.field, change.to
+            );
         }
     }
     if let Some(sent) = sent {

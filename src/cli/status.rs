@@ -19,7 +19,10 @@ pub async fn status(config: &Config, json: bool) -> Result<(), Failure> {
         let text = serde_json::to_string_pretty(&status).map_err(anyhow::Error::from)?;
         println!("{text}");
     } else {
-        print!("{}", render(&status, &config.store.path.display().to_string()));
+        print!(
+            "{}",
+            render(&status, &config.store.path.display().to_string())
+        );
     }
     Ok(())
 }
@@ -44,7 +47,11 @@ pub fn render(status: &Status, store_path: &str) -> String {
         Some(_) => "from the running daemon".to_owned(),
         None => format!("from the store at {store_path}; the daemon is not running"),
     };
-    let _ = writeln!(text, "ondorse-bridge status at {} ({source})", instant(status.generated_at));
+    let _ = writeln!(
+        text,
+        "ondorse-bridge status at {} ({source})",
+        instant(status.generated_at)
+    );
     let _ = writeln!(text, "\nMappings");
     if status.mappings.is_empty() {
         let _ = writeln!(text, "  none has run yet");
@@ -67,29 +74,62 @@ pub fn render(status: &Status, store_path: &str) -> String {
             mapping.accounts, mapping.portals, mapping.applications, mapping.final_decisions
         );
         if mapping.failing_portals > 0 {
-            let _ = writeln!(text, "    failing       {} portal(s) wait for a retry", mapping.failing_portals);
+            let _ = writeln!(
+                text,
+                "    failing       {} portal(s) wait for a retry",
+                mapping.failing_portals
+            );
         }
-        let _ = writeln!(text, "    last error    {}", mapping.last_error.as_deref().unwrap_or("none"));
+        let _ = writeln!(
+            text,
+            "    last error    {}",
+            mapping.last_error.as_deref().unwrap_or("none")
+        );
     }
     let _ = writeln!(text, "\nQueues");
-    let _ = writeln!(text, "  inbox         {} webhook(s) and hint(s) to process", status.queues.inbox);
-    let _ = writeln!(text, "  write-backs   {} Account(s) waiting for Salesforce", status.queues.pending_writes);
-    let _ = writeln!(text, "  portals       {} Account(s) waiting for a portal", status.queues.pending_portals);
-    let hint = if status.dead_letters > 0 { " (see `ondorse-bridge dead-letters list`)" } else { "" };
+    let _ = writeln!(
+        text,
+        "  inbox         {} webhook(s) and hint(s) to process",
+        status.queues.inbox
+    );
+    let _ = writeln!(
+        text,
+        "  write-backs   {} Account(s) waiting for Salesforce",
+        status.queues.pending_writes
+    );
+    let _ = writeln!(
+        text,
+        "  portals       {} Account(s) waiting for a portal",
+        status.queues.pending_portals
+    );
+    let hint = if status.dead_letters > 0 {
+        " (see `ondorse-bridge dead-letters list`)"
+    } else {
+        ""
+    };
     let _ = writeln!(text, "  dead letters  {}{hint}", status.dead_letters);
     match &status.daemon {
         None => {
-            let _ = writeln!(text, "\nSchedules, API usage and token are known only while the daemon runs.");
+            let _ = writeln!(
+                text,
+                "\nSchedules, API usage and token are known only while the daemon runs."
+            );
         }
         Some(daemon) => {
-            let health = if daemon.schedules_alive { "every schedule fires on time" } else { "STALLED" };
+            let health = if daemon.schedules_alive {
+                "every schedule fires on time"
+            } else {
+                "STALLED"
+            };
             let _ = writeln!(text, "\nSchedules ({health})");
             for schedule in &daemon.schedules {
                 let state = match schedule.missed_slot {
                     Some(slot) => format!("MISSED the slot at {}", instant(slot)),
                     None => "on time".to_owned(),
                 };
-                let last_success = schedule.last_success.map_or("never yet".to_owned(), instant);
+                let last_success = schedule
+                    .last_success
+                    .map_or("never yet".to_owned(), instant);
                 let _ = writeln!(
                     text,
                     "  {:<10} {:<18} {state}; last success {last_success}",
@@ -101,13 +141,24 @@ pub fn render(status: &Status, store_path: &str) -> String {
             }
             let salesforce = &daemon.salesforce;
             let _ = writeln!(text, "\nSalesforce");
-            let usage = match (salesforce.api_used, salesforce.api_max, salesforce.api_used_percent) {
+            let usage = match (
+                salesforce.api_used,
+                salesforce.api_max,
+                salesforce.api_used_percent,
+            ) {
                 (Some(used), Some(max), Some(percent)) => format!(
                     "{used} of {max} daily calls ({percent:.1}%), budget {}%{}",
                     salesforce.api_budget_percent,
-                    if salesforce.over_budget { ": OVER BUDGET, polling and reconcile pause" } else { "" }
+                    if salesforce.over_budget {
+                        ": OVER BUDGET, polling and reconcile pause"
+                    } else {
+                        ""
+                    }
                 ),
-                _ => format!("not known yet (no call made), budget {}%", salesforce.api_budget_percent),
+                _ => format!(
+                    "not known yet (no call made), budget {}%",
+                    salesforce.api_budget_percent
+                ),
             };
             let _ = writeln!(text, "  API usage     {usage}");
             let instance = salesforce

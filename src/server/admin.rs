@@ -26,7 +26,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::store::Store;
-use crate::sync::operations::{self, OperationError, ResyncGate, ResyncRequest, RetrySelection, Runtime};
+use crate::sync::operations::{
+    self, OperationError, ResyncGate, ResyncRequest, RetrySelection, Runtime,
+};
 use crate::sync::{Engine, Schedules};
 
 /// Content type of the Prometheus text exposition format.
@@ -93,7 +95,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/admin", admin)
-        .layer(middleware::from_fn_with_state(state.clone(), refuse_remote_peers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_remote_peers,
+        ))
         .with_state(state)
 }
 
@@ -103,15 +108,20 @@ pub async fn serve(
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Whether a peer may talk to a listener bound on `listen`.
 pub fn peer_allowed(listen: SocketAddr, peer: SocketAddr) -> bool {
     let loopback = |address: std::net::IpAddr| match address {
-        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
         std::net::IpAddr::V4(v4) => v4.is_loopback(),
     };
     !loopback(listen.ip()) || loopback(peer.ip())
@@ -137,12 +147,20 @@ async fn refuse_remote_peers(
 ) -> Response {
     if !peer_allowed(state.listen, peer) {
         tracing::warn!(%peer, "admin request from a remote address refused");
-        return error(StatusCode::FORBIDDEN, "the admin API answers only local clients");
+        return error(
+            StatusCode::FORBIDDEN,
+            "the admin API answers only local clients",
+        );
     }
     next.run(request).await
 }
 
-async fn authorize(State(state): State<Arc<AdminState>>, headers: HeaderMap, request: Request, next: Next) -> Response {
+async fn authorize(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -155,9 +173,10 @@ async fn authorize(State(state): State<Arc<AdminState>>, headers: HeaderMap, req
                 StatusCode::UNAUTHORIZED,
                 "a valid admin token is required: Authorization: Bearer <the token in [admin] token_file>",
             );
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
             response
         }
     }
@@ -176,7 +195,11 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     match operations::status(&state.store, Some(&state.runtime())) {
-        Ok(status) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], render_metrics(&status)).into_response(),
+        Ok(status) => (
+            [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+            render_metrics(&status),
+        )
+            .into_response(),
         Err(failure) => operation_failed(failure),
     }
 }
@@ -196,8 +219,14 @@ fn render_metrics(status: &operations::Status) -> String {
         "Work waiting, by queue.",
         &[
             ("{queue=\"inbox\"}".to_owned(), status.queues.inbox as f64),
-            ("{queue=\"writes\"}".to_owned(), status.queues.pending_writes as f64),
-            ("{queue=\"portals\"}".to_owned(), status.queues.pending_portals as f64),
+            (
+                "{queue=\"writes\"}".to_owned(),
+                status.queues.pending_writes as f64,
+            ),
+            (
+                "{queue=\"portals\"}".to_owned(),
+                status.queues.pending_portals as f64,
+            ),
         ],
     );
     gauge(
@@ -210,10 +239,17 @@ fn render_metrics(status: &operations::Status) -> String {
         .iter()
         .filter_map(|mapping| {
             let cursor = mapping.cursor.as_ref()?;
-            Some((format!("{{mapping=\"{}\"}}", mapping.name), cursor.lag_seconds as f64))
+            Some((
+                format!("{{mapping=\"{}\"}}", mapping.name),
+                cursor.lag_seconds as f64,
+            ))
         })
         .collect();
-    gauge("ondorse_bridge_cursor_lag_seconds", "How far each mapping's intake cursor is behind the clock.", &lags);
+    gauge(
+        "ondorse_bridge_cursor_lag_seconds",
+        "How far each mapping's intake cursor is behind the clock.",
+        &lags,
+    );
     if let Some(daemon) = &status.daemon {
         gauge(
             "ondorse_bridge_schedules_alive",
@@ -254,7 +290,10 @@ fn answer<T: serde::Serialize>(outcome: Result<T, OperationError>) -> Response {
 }
 
 fn bad_body(rejection: JsonRejection) -> Response {
-    error(StatusCode::BAD_REQUEST, format!("unreadable request body: {}", rejection.body_text()))
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("unreadable request body: {}", rejection.body_text()),
+    )
 }
 
 async fn status(State(state): State<Arc<AdminState>>) -> Response {
@@ -279,7 +318,10 @@ async fn retry_dead_letters(
     }
 }
 
-async fn resync(State(state): State<Arc<AdminState>>, body: Result<axum::Json<ResyncRequest>, JsonRejection>) -> Response {
+async fn resync(
+    State(state): State<Arc<AdminState>>,
+    body: Result<axum::Json<ResyncRequest>, JsonRejection>,
+) -> Response {
     let request = match body {
         Ok(axum::Json(request)) => request,
         Err(rejection) => return bad_body(rejection),
@@ -302,18 +344,39 @@ mod tests {
     #[test]
     fn remote_peers_are_refused_only_on_a_loopback_listener() {
         let address = |text: &str| text.parse::<SocketAddr>().unwrap();
-        assert!(peer_allowed(address("127.0.0.1:8701"), address("127.0.0.1:50000")));
-        assert!(peer_allowed(address("[::1]:8701"), address("[::ffff:127.0.0.1]:50000")));
-        assert!(!peer_allowed(address("127.0.0.1:8701"), address("10.0.0.7:50000")));
-        assert!(!peer_allowed(address("[::1]:8701"), address("[2001:db8::1]:50000")));
-        assert!(peer_allowed(address("0.0.0.0:8701"), address("10.0.0.7:50000")));
+        assert!(peer_allowed(
+            address("127.0.0.1:8701"),
+            address("127.0.0.1:50000")
+        ));
+        assert!(peer_allowed(
+            address("[::1]:8701"),
+            address("[::ffff:127.0.0.1]:50000")
+        ));
+        assert!(!peer_allowed(
+            address("127.0.0.1:8701"),
+            address("10.0.0.7:50000")
+        ));
+        assert!(!peer_allowed(
+            address("[::1]:8701"),
+            address("[2001:db8::1]:50000")
+        ));
+        assert!(peer_allowed(
+            address("0.0.0.0:8701"),
+            address("10.0.0.7:50000")
+        ));
     }
 
     #[test]
     fn only_the_exact_token_matches() {
         let token = SecretString::from("s3cret-token");
         assert!(token_matches("s3cret-token", &token));
-        for wrong in ["", "s3cret", "s3cret-token ", "S3CRET-TOKEN", "s3cret-tokenx"] {
+        for wrong in [
+            "",
+            "s3cret",
+            "s3cret-token ",
+            "S3CRET-TOKEN",
+            "s3cret-tokenx",
+        ] {
             assert!(!token_matches(wrong, &token), "{wrong:?}");
         }
     }

@@ -30,7 +30,9 @@ const RETRY_MAPPING: &str = "dead-letter-retry";
 /// Why an operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OperationError {
-    #[error("{id:?} is not a Salesforce Id: an Id has 15 or 18 letters and digits, e.g. 001000000000001AAA")]
+    #[error(
+        "{id:?} is not a Salesforce Id: an Id has 15 or 18 letters and digits, e.g. 001000000000001AAA"
+    )]
     MalformedId { id: String },
     #[error(
         "no Account with Id {} exists in Salesforce (or the integration user cannot see it); nothing was changed",
@@ -206,7 +208,10 @@ pub fn status(store: &Store, runtime: Option<&Runtime<'_>>) -> Result<Status, Op
             cursor,
             accounts: own.len(),
             portals: own.iter().filter(|link| link.portal.is_some()).count(),
-            applications: own.iter().filter(|link| link.application_id.is_some()).count(),
+            applications: own
+                .iter()
+                .filter(|link| link.application_id.is_some())
+                .count(),
             final_decisions: own.iter().filter(|link| link.decision_final).count(),
             failing_portals: own
                 .iter()
@@ -243,8 +248,14 @@ pub fn status(store: &Store, runtime: Option<&Runtime<'_>>) -> Result<Status, Op
                 api_max: usage.map(|usage| usage.max),
                 api_used_percent: used_percent,
                 api_budget_percent: runtime.api_budget_percent,
-                over_budget: used_percent.is_some_and(|percent| percent >= f64::from(runtime.api_budget_percent)),
-                token: if instance_url.is_some() { "held" } else { "not yet requested" }.to_owned(),
+                over_budget: used_percent
+                    .is_some_and(|percent| percent >= f64::from(runtime.api_budget_percent)),
+                token: if instance_url.is_some() {
+                    "held"
+                } else {
+                    "not yet requested"
+                }
+                .to_owned(),
                 instance_url,
             },
         }
@@ -354,7 +365,10 @@ pub struct RetryReport {
 /// Puts the selected dead letters' fields back in the write queue and
 /// removes the letters; the writer sends them again. Unknown ids refuse the
 /// whole request before anything changes. Durable when it returns.
-pub async fn retry_dead_letters(store: &Store, selection: &RetrySelection) -> Result<RetryReport, OperationError> {
+pub async fn retry_dead_letters(
+    store: &Store,
+    selection: &RetrySelection,
+) -> Result<RetryReport, OperationError> {
     let letters = store.dead_letters()?;
     let chosen: Vec<DeadLetter> = match (selection.all, selection.ids.is_empty()) {
         (true, true) => letters,
@@ -440,27 +454,34 @@ pub enum ResyncScope {
 }
 
 /// The forms `--since` accepts, for messages.
-pub const SINCE_FORMS: &str =
-    "RFC 3339 (2026-11-25T08:00:00Z, 2026-11-25T09:00:00+01:00), a UTC date-time (2026-11-25T08:00:00) or a UTC date (2026-11-25)";
+pub const SINCE_FORMS: &str = "RFC 3339 (2026-11-25T08:00:00Z, 2026-11-25T09:00:00+01:00), a UTC date-time (2026-11-25T08:00:00) or a UTC date (2026-11-25)";
 
 /// Reads a `--since` value: RFC 3339, or a date-time or date taken as UTC.
 pub fn parse_since(text: &str) -> Result<DateTime<Utc>, OperationError> {
     let text = text.trim();
     DateTime::parse_from_rfc3339(text)
         .map(|at| at.with_timezone(&Utc))
-        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").map(|at| at.and_utc()))
+        .or_else(|_| {
+            NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").map(|at| at.and_utc())
+        })
         .or_else(|_| {
             NaiveDate::parse_from_str(text, "%Y-%m-%d")
                 .map(|date| date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
         })
-        .map_err(|_| OperationError::InvalidRequest(format!("cannot read the time {text:?}; accepted forms: {SINCE_FORMS}")))
+        .map_err(|_| {
+            OperationError::InvalidRequest(format!(
+                "cannot read the time {text:?}; accepted forms: {SINCE_FORMS}"
+            ))
+        })
 }
 
 impl ResyncRequest {
     /// The scope, once exactly one of `accounts`, `since` and `all` is given
     /// and its values are well-formed.
     pub fn scope(&self) -> Result<ResyncScope, OperationError> {
-        let given = usize::from(!self.accounts.is_empty()) + usize::from(self.since.is_some()) + usize::from(self.all);
+        let given = usize::from(!self.accounts.is_empty())
+            + usize::from(self.since.is_some())
+            + usize::from(self.all);
         if given != 1 {
             return Err(OperationError::InvalidRequest(
                 "say what to resync: some accounts, a since time, or all (exactly one)".to_owned(),
@@ -542,7 +563,10 @@ pub struct ResyncTicket<'a> {
 impl ResyncGate {
     /// Enters, or says since when another resync runs.
     pub fn enter(&self) -> Result<ResyncTicket<'_>, OperationError> {
-        let mut running = self.running_since.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut running = self
+            .running_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(since) = *running {
             return Err(OperationError::ResyncRunning { since });
         }
@@ -553,7 +577,11 @@ impl ResyncGate {
 
 impl Drop for ResyncTicket<'_> {
     fn drop(&mut self) {
-        *self.gate.running_since.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self
+            .gate
+            .running_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
@@ -578,10 +606,13 @@ impl Engine {
     ) -> Result<ResyncReport, OperationError> {
         let scope = request.scope()?;
         let mappings: Vec<std::sync::Arc<Mapping>> = match &request.mapping {
-            Some(name) => vec![self.mapping(name).map_err(|_| OperationError::UnknownMapping {
-                name: name.clone(),
-                loaded: self.mappings().names().map(str::to_owned).collect(),
-            })?],
+            Some(name) => vec![
+                self.mapping(name)
+                    .map_err(|_| OperationError::UnknownMapping {
+                        name: name.clone(),
+                        loaded: self.mappings().names().map(str::to_owned).collect(),
+                    })?,
+            ],
             None => self.mappings().iter().cloned().collect(),
         };
         let mut report = ResyncReport {
@@ -628,7 +659,9 @@ impl Engine {
                 while let Some(records) = pages.next_page().await.map_err(SyncError::from)? {
                     report.accounts_read += records.len();
                     for record in records {
-                        let Some(account_id) = record_id(&record) else { continue };
+                        let Some(account_id) = record_id(&record) else {
+                            continue;
+                        };
                         if self.store.link(&mapping.name, &account_id)?.is_none() {
                             report.new_portals.push(NewPortal {
                                 account_id,
@@ -669,7 +702,10 @@ impl Engine {
                 while let Some(page) = pages.next_page().await.map_err(SyncError::from)? {
                     for record in page {
                         if let Some(id) = record_id(&record) {
-                            records.entry(id).or_default().push((mapping.clone(), record));
+                            records
+                                .entry(id)
+                                .or_default()
+                                .push((mapping.clone(), record));
                         }
                     }
                 }
@@ -677,7 +713,9 @@ impl Engine {
         }
         let unknown: Vec<String> = ids
             .iter()
-            .filter(|id| !records.contains_key(*id) && !records.keys().any(|found| same_id(found, id)))
+            .filter(|id| {
+                !records.contains_key(*id) && !records.keys().any(|found| same_id(found, id))
+            })
             .cloned()
             .collect();
         if !unknown.is_empty() && !mappings.is_empty() {
@@ -701,17 +739,21 @@ impl Engine {
                 }
                 link.account = record;
                 let application = match &link.application_id {
-                    Some(application_id) => match self.ondorse.get_application(application_id).await {
-                        Ok(application) => Some(application),
-                        Err(OndorseError::NotFound { .. }) => {
-                            tracing::warn!(account_id = %account_id, application_id = %application_id, "ondorse does not know this application any more");
-                            None
+                    Some(application_id) => {
+                        match self.ondorse.get_application(application_id).await {
+                            Ok(application) => Some(application),
+                            Err(OndorseError::NotFound { .. }) => {
+                                tracing::warn!(account_id = %account_id, application_id = %application_id, "ondorse does not know this application any more");
+                                None
+                            }
+                            Err(error) => return Err(SyncError::from(error).into()),
                         }
-                        Err(error) => return Err(SyncError::from(error).into()),
-                    },
+                    }
                     None => None,
                 };
-                let application_value = application.as_ref().map(|application| application.template_value());
+                let application_value = application
+                    .as_ref()
+                    .map(|application| application.template_value());
                 if application.is_some() {
                     report.applications_fetched += 1;
                 }
@@ -736,7 +778,9 @@ impl Engine {
                     if !mapping.writes_at(moment) {
                         continue;
                     }
-                    let planned = match plan::plan_writeback(&mapping, moment, &context, &describe, &known) {
+                    let planned = match plan::plan_writeback(
+                        &mapping, moment, &context, &describe, &known,
+                    ) {
                         Ok(planned) => planned,
                         Err(error) => {
                             return Err(OperationError::InvalidRequest(format!(
@@ -793,11 +837,15 @@ impl Engine {
                         &account_id,
                         Some(&mapping.name),
                         "dead_lettered",
-                        format!("{} not written: {} (dead letter {id})", field.field, field.message),
+                        format!(
+                            "{} not written: {} (dead letter {id})",
+                            field.field, field.message
+                        ),
                         json!({ "code": field.code, "field": field.field, "value": field.value }),
                     )?;
                 }
-                self.store.queue_write(&account_id, &mapping.name, &changed, now())?;
+                self.store
+                    .queue_write(&account_id, &mapping.name, &changed, now())?;
                 self.journal(
                     &account_id,
                     Some(&mapping.name),
@@ -808,7 +856,10 @@ impl Engine {
                             Some(application) => format!(
                                 ", application {} is {}",
                                 application.id,
-                                application.status_review.as_deref().unwrap_or("not decided")
+                                application
+                                    .status_review
+                                    .as_deref()
+                                    .unwrap_or("not decided")
                             ),
                             None => String::new(),
                         },
@@ -831,11 +882,15 @@ impl Engine {
         if dry_run {
             let hinted: Vec<String> = without_portal.iter().map(|(_, id)| id.clone()).collect();
             for mapping in mappings {
-                let mut pages = self.salesforce.query(plan::accounts_query(mapping, &hinted));
+                let mut pages = self
+                    .salesforce
+                    .query(plan::accounts_query(mapping, &hinted));
                 while let Some(page) = pages.next_page().await.map_err(SyncError::from)? {
                     for record in page {
                         if let Some(account_id) = record_id(&record)
-                            && without_portal.iter().any(|(name, id)| *name == mapping.name && *id == account_id)
+                            && without_portal
+                                .iter()
+                                .any(|(name, id)| *name == mapping.name && *id == account_id)
                         {
                             report.new_portals.push(NewPortal {
                                 account_id,
@@ -855,7 +910,10 @@ impl Engine {
     }
 
     /// Puts the selected dead letters back in the write queue and wakes the writer.
-    pub async fn retry_dead_letters(&self, selection: &RetrySelection) -> Result<RetryReport, OperationError> {
+    pub async fn retry_dead_letters(
+        &self,
+        selection: &RetrySelection,
+    ) -> Result<RetryReport, OperationError> {
         let report = retry_dead_letters(&self.store, selection).await?;
         self.writes_queued.notify_one();
         Ok(report)
@@ -889,8 +947,14 @@ mod tests {
 
     #[test]
     fn since_accepts_the_documented_forms_and_names_them_otherwise() {
-        let expected = DateTime::parse_from_rfc3339("2026-11-25T08:00:00Z").unwrap().with_timezone(&Utc);
-        for text in ["2026-11-25T08:00:00Z", "2026-11-25T09:00:00+01:00", "2026-11-25T08:00:00"] {
+        let expected = DateTime::parse_from_rfc3339("2026-11-25T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for text in [
+            "2026-11-25T08:00:00Z",
+            "2026-11-25T09:00:00+01:00",
+            "2026-11-25T08:00:00",
+        ] {
             assert_eq!(parse_since(text).unwrap(), expected, "{text}");
         }
         assert_eq!(
@@ -898,15 +962,25 @@ mod tests {
             expected - chrono::Duration::hours(8)
         );
         let error = parse_since("yesterday").unwrap_err().to_string();
-        assert!(error.contains("\"yesterday\"") && error.contains("RFC 3339"), "{error}");
+        assert!(
+            error.contains("\"yesterday\"") && error.contains("RFC 3339"),
+            "{error}"
+        );
     }
 
     #[test]
     fn a_resync_request_names_exactly_one_scope() {
-        let request = |json: Value| serde_json::from_value::<ResyncRequest>(json).unwrap().scope();
+        let request = |json: Value| {
+            serde_json::from_value::<ResyncRequest>(json)
+                .unwrap()
+                .scope()
+        };
         assert!(request(json!({})).is_err());
         assert!(request(json!({"all": true, "since": "2026-01-01"})).is_err());
-        assert_eq!(request(json!({"all": true})).unwrap(), ResyncScope::Since(DateTime::<Utc>::UNIX_EPOCH));
+        assert_eq!(
+            request(json!({"all": true})).unwrap(),
+            ResyncScope::Since(DateTime::<Utc>::UNIX_EPOCH)
+        );
         assert!(matches!(
             request(json!({"accounts": ["001-bad"]})),
             Err(OperationError::MalformedId { .. })

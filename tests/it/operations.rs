@@ -76,13 +76,25 @@ async fn cli_refused(config: &Path, args: &[&str]) -> String {
 async fn daemon_with_admin(world: &mut World) -> (Daemon, SocketAddr) {
     let address = free_address();
     let text = std::fs::read_to_string(&world.config_path).expect("read the test configuration");
-    let (head, admin) = text.split_once("[admin]").expect("the test configuration has [admin]");
-    let admin = admin.replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{address}\""), 1);
-    std::fs::write(&world.config_path, format!("{head}[admin]{admin}")).expect("rewrite the configuration");
-    world.config = Config::load_with(&world.config_path, None).expect("the rewritten configuration is valid");
-    let daemon = Daemon::start(&world.config, quick_settings()).await.expect("the daemon starts");
+    let (head, admin) = text
+        .split_once("[admin]")
+        .expect("the test configuration has [admin]");
+    let admin = admin.replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{address}\""),
+        1,
+    );
+    std::fs::write(&world.config_path, format!("{head}[admin]{admin}"))
+        .expect("rewrite the configuration");
+    world.config =
+        Config::load_with(&world.config_path, None).expect("the rewritten configuration is valid");
+    let daemon = Daemon::start(&world.config, quick_settings())
+        .await
+        .expect("the daemon starts");
     assert_eq!(daemon.admin_address(), address);
-    world.ondorse.set_webhook_url(Some(world.webhook_url(daemon.webhook_address())));
+    world
+        .ondorse
+        .set_webhook_url(Some(world.webhook_url(daemon.webhook_address())));
     (daemon, address)
 }
 
@@ -92,7 +104,9 @@ fn portal_of(world: &World, account_id: &str) -> String {
         .ondorse
         .portals()
         .into_iter()
-        .find(|portal| portal["default_custom_fields"]["salesforce_account_id"] == json!(account_id))
+        .find(|portal| {
+            portal["default_custom_fields"]["salesforce_account_id"] == json!(account_id)
+        })
         .and_then(|portal| portal["id"].as_str().map(str::to_owned))
         .unwrap_or_else(|| panic!("no portal for {account_id}"))
 }
@@ -104,11 +118,17 @@ async fn resync_of_one_account_rewrites_the_decision_changed_by_hand() {
     let (daemon, _) = daemon_with_admin(&mut world).await;
     let target = ids[0].as_str();
     eventually("portal links are written", E2E_DEADLINE, || {
-        ids.iter().all(|id| world.field(id, "Ondorse_Portal_Url__c").is_string())
+        ids.iter()
+            .all(|id| world.field(id, "Ondorse_Portal_Url__c").is_string())
     })
     .await;
-    let application = world.ondorse.submit_portal(&portal_of(&world, target)).expect("the portal exists");
-    world.ondorse.review(&application, "approved", 1, Some(42.0));
+    let application = world
+        .ondorse
+        .submit_portal(&portal_of(&world, target))
+        .expect("the portal exists");
+    world
+        .ondorse
+        .review(&application, "approved", 1, Some(42.0));
     eventually("the decision is written back", E2E_DEADLINE, || {
         world.field(target, "KYC_Status__c") == json!("Approved")
             && world.field(target, "KYC_Risk_Level__c") == json!("Medium")
@@ -123,8 +143,14 @@ async fn resync_of_one_account_rewrites_the_decision_changed_by_hand() {
     // The daemon holds the store: the CLI goes through the admin API.
     let output = cli_ok(&world.config_path, &["resync", "--account", target]).await;
     assert!(output.contains("2 field(s) queued"), "{output}");
-    assert!(output.contains("KYC_Status__c: \"Rejected\" -> \"Approved\""), "{output}");
-    assert!(output.contains("KYC_Risk_Level__c: \"High\" -> \"Medium\""), "{output}");
+    assert!(
+        output.contains("KYC_Status__c: \"Rejected\" -> \"Approved\""),
+        "{output}"
+    );
+    assert!(
+        output.contains("KYC_Risk_Level__c: \"High\" -> \"Medium\""),
+        "{output}"
+    );
     eventually("the decision is written again", E2E_DEADLINE, || {
         world.field(target, "KYC_Status__c") == json!("Approved")
             && world.field(target, "KYC_Risk_Level__c") == json!("Medium")
@@ -132,10 +158,17 @@ async fn resync_of_one_account_rewrites_the_decision_changed_by_hand() {
     .await;
     // The other Accounts were left alone.
     for id in &ids[1..] {
-        assert_eq!(world.field(id, "KYC_Status__c"), json!("Portal sent"), "{id}");
+        assert_eq!(
+            world.field(id, "KYC_Status__c"),
+            json!("Portal sent"),
+            "{id}"
+        );
     }
     let journal = daemon.engine.store().journal_of(target).expect("journal");
-    assert!(journal.iter().any(|entry| entry.step == "resynced"), "{journal:?}");
+    assert!(
+        journal.iter().any(|entry| entry.step == "resynced"),
+        "{journal:?}"
+    );
     daemon.stop().await.expect("clean stop");
 }
 
@@ -148,17 +181,29 @@ async fn resync_since_creates_only_missing_portals_and_never_moves_the_cursor_ba
         engine.poll(BUSINESS).await.expect("poll");
         // Not written back: the Accounts still match the mapping's select,
         // so the resync reads them again and must recognise them.
-        engine.store().cursor(BUSINESS).expect("cursor").expect("a cursor after a poll")
+        engine
+            .store()
+            .cursor(BUSINESS)
+            .expect("cursor")
+            .expect("a cursor after a poll")
     };
     let late = world.seed(1, "Customer", 23).remove(0);
     assert_eq!(world.ondorse.portals().len(), first.len());
 
     // The daemon is down: the CLI opens the store itself.
     let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
-    let output = cli_ok(&world.config_path, &["resync", "--since", &since, "--mapping", BUSINESS]).await;
+    let output = cli_ok(
+        &world.config_path,
+        &["resync", "--since", &since, "--mapping", BUSINESS],
+    )
+    .await;
     assert!(output.contains("1 portal(s) created"), "{output}");
     let portals = world.portals_by_account();
-    assert_eq!(world.ondorse.portals().len(), first.len() + 1, "{portals:?}");
+    assert_eq!(
+        world.ondorse.portals().len(),
+        first.len() + 1,
+        "{portals:?}"
+    );
     assert!(portals.values().all(|count| *count == 1), "{portals:?}");
     assert_eq!(portals.get(&late), Some(&1));
     let output = cli_ok(&world.config_path, &["resync", "--all"]).await;
@@ -166,18 +211,39 @@ async fn resync_since_creates_only_missing_portals_and_never_moves_the_cursor_ba
     assert_eq!(world.ondorse.portals().len(), first.len() + 1);
 
     let store = Store::open(&world.config.store.path).expect("the store is free again");
-    assert_eq!(store.cursor(BUSINESS).expect("cursor"), Some(cursor), "a resync never moves the cursor");
+    assert_eq!(
+        store.cursor(BUSINESS).expect("cursor"),
+        Some(cursor),
+        "a resync never moves the cursor"
+    );
     drop(store);
 
     // Bad input is refused with a reason, before anything is read.
     let error = cli_refused(&world.config_path, &["resync", "--since", "yesterday"]).await;
-    assert!(error.contains("\"yesterday\"") && error.contains("RFC 3339"), "{error}");
-    let error = cli_refused(&world.config_path, &["resync", "--account", "001-not-an-id"]).await;
+    assert!(
+        error.contains("\"yesterday\"") && error.contains("RFC 3339"),
+        "{error}"
+    );
+    let error = cli_refused(
+        &world.config_path,
+        &["resync", "--account", "001-not-an-id"],
+    )
+    .await;
     assert!(error.contains("not a Salesforce Id"), "{error}");
     let error = cli_refused(&world.config_path, &["resync", "--account", ABSENT_ID]).await;
-    assert!(error.contains(&format!("no Account with Id {ABSENT_ID}")), "{error}");
-    let error = cli_refused(&world.config_path, &["resync", "--all", "--mapping", "no-such-mapping"]).await;
-    assert!(error.contains("no mapping named `no-such-mapping`"), "{error}");
+    assert!(
+        error.contains(&format!("no Account with Id {ABSENT_ID}")),
+        "{error}"
+    );
+    let error = cli_refused(
+        &world.config_path,
+        &["resync", "--all", "--mapping", "no-such-mapping"],
+    )
+    .await;
+    assert!(
+        error.contains("no mapping named `no-such-mapping`"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,9 +257,10 @@ async fn a_dry_run_lists_the_changes_and_writes_nothing() {
     }
     let target = ids[0].as_str();
     let link = world.field(target, "Ondorse_Portal_Url__c");
-    world
-        .salesforce
-        .edit_account(target, fields(json!({ "Ondorse_Portal_Url__c": "https://example.com/stale" })));
+    world.salesforce.edit_account(
+        target,
+        fields(json!({ "Ondorse_Portal_Url__c": "https://example.com/stale" })),
+    );
     let newcomer = world.seed(1, "Customer", 25).remove(0);
     let journal_before = {
         let store = Store::open(&world.config.store.path).expect("store");
@@ -202,26 +269,53 @@ async fn a_dry_run_lists_the_changes_and_writes_nothing() {
     let salesforce_before = world.salesforce.stats();
     let ondorse_before = world.ondorse.stats();
 
-    let output = cli_ok(&world.config_path, &["resync", "--account", target, "--dry-run"]).await;
+    let output = cli_ok(
+        &world.config_path,
+        &["resync", "--account", target, "--dry-run"],
+    )
+    .await;
     assert!(output.contains("dry run: nothing was written"), "{output}");
     assert!(output.contains("1 field(s) would write"), "{output}");
     assert!(
-        output.contains(&format!("Ondorse_Portal_Url__c: \"https://example.com/stale\" -> {link}")),
+        output.contains(&format!(
+            "Ondorse_Portal_Url__c: \"https://example.com/stale\" -> {link}"
+        )),
         "{output}"
     );
     let output = cli_ok(&world.config_path, &["resync", "--all", "--dry-run"]).await;
-    assert!(output.contains("1 Account(s) would get a portal"), "{output}");
+    assert!(
+        output.contains("1 Account(s) would get a portal"),
+        "{output}"
+    );
     assert!(output.contains(&newcomer), "{output}");
 
     let salesforce_after = world.salesforce.stats();
-    assert_eq!(salesforce_after.composite_requests, salesforce_before.composite_requests);
-    assert_eq!(salesforce_after.single_updates, salesforce_before.single_updates);
-    assert_eq!(salesforce_after.records_updated, salesforce_before.records_updated);
-    assert_eq!(world.ondorse.stats().portal_posts, ondorse_before.portal_posts);
-    assert_eq!(world.field(target, "Ondorse_Portal_Url__c"), json!("https://example.com/stale"));
+    assert_eq!(
+        salesforce_after.composite_requests,
+        salesforce_before.composite_requests
+    );
+    assert_eq!(
+        salesforce_after.single_updates,
+        salesforce_before.single_updates
+    );
+    assert_eq!(
+        salesforce_after.records_updated,
+        salesforce_before.records_updated
+    );
+    assert_eq!(
+        world.ondorse.stats().portal_posts,
+        ondorse_before.portal_posts
+    );
+    assert_eq!(
+        world.field(target, "Ondorse_Portal_Url__c"),
+        json!("https://example.com/stale")
+    );
     let store = Store::open(&world.config.store.path).expect("store");
     assert_eq!(store.pending_write_count(), 0);
-    assert_eq!(store.journal_of(target).expect("journal").len(), journal_before);
+    assert_eq!(
+        store.journal_of(target).expect("journal").len(),
+        journal_before
+    );
     assert!(store.links_of_account(&newcomer).expect("links").is_empty());
 }
 
@@ -230,7 +324,9 @@ async fn status_and_explain_tell_what_happened_from_the_store() {
     let world = World::start(OndorseSandboxOptions::default()).await;
     let ids = world.seed(4, "Customer", 26);
     let refused = ids[3].as_str();
-    world.salesforce.add_validation_rule(&[refused], "Portal links need a review date");
+    world
+        .salesforce
+        .add_validation_rule(&[refused], "Portal links need a review date");
     {
         let engine = world.engine();
         engine.poll(BUSINESS).await.expect("poll");
@@ -238,13 +334,21 @@ async fn status_and_explain_tell_what_happened_from_the_store() {
     }
 
     let status: Value =
-        serde_json::from_str(&cli_ok(&world.config_path, &["status", "--json"]).await).expect("status --json is JSON");
+        serde_json::from_str(&cli_ok(&world.config_path, &["status", "--json"]).await)
+            .expect("status --json is JSON");
     assert_eq!(status["daemon"], Value::Null, "{status:#}");
     assert_eq!(status["dead_letters"], json!(1));
-    assert_eq!(status["queues"], json!({ "inbox": 0, "pending_writes": 0, "pending_portals": 0 }));
+    assert_eq!(
+        status["queues"],
+        json!({ "inbox": 0, "pending_writes": 0, "pending_portals": 0 })
+    );
     let business = status["mappings"]
         .as_array()
-        .and_then(|mappings| mappings.iter().find(|mapping| mapping["name"] == json!(BUSINESS)))
+        .and_then(|mappings| {
+            mappings
+                .iter()
+                .find(|mapping| mapping["name"] == json!(BUSINESS))
+        })
         .unwrap_or_else(|| panic!("no {BUSINESS} in {status:#}"));
     assert_eq!(business["accounts"], json!(4));
     assert_eq!(business["portals"], json!(4));
@@ -260,7 +364,10 @@ async fn status_and_explain_tell_what_happened_from_the_store() {
         "dead letters  1 (see `ondorse-bridge dead-letters list`)",
         "known only while the daemon runs",
     ] {
-        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
     }
 
     let story = cli_ok(&world.config_path, &["explain", "--account", refused]).await;
@@ -270,10 +377,12 @@ async fn status_and_explain_tell_what_happened_from_the_store() {
         format!("[{BUSINESS}] matched `{BUSINESS}`; a portal will be created"),
         "read from Salesforce: ".to_owned(),
         format!("[{BUSINESS}] portal "),
-        "sent to Ondorse: ".to_owned(),
+        "sent to Ondorse: type=\"business\"".to_owned(),
+        format!("default_custom_fields.salesforce_account_id=\"{refused}\""),
         "on_portal_created: 2 field(s) to write".to_owned(),
         "Salesforce refused the write (FIELD_CUSTOM_VALIDATION_EXCEPTION)".to_owned(),
         "Portal links need a review date".to_owned(),
+        "not written: Ondorse_Portal_Url__c=".to_owned(),
     ];
     let mut from = 0;
     for step in &steps {
@@ -284,16 +393,28 @@ async fn status_and_explain_tell_what_happened_from_the_store() {
     }
     assert!(story.contains("dead letter "), "{story}");
     let accepted = cli_ok(&world.config_path, &["explain", "--account", &ids[0]]).await;
-    assert!(accepted.contains("Salesforce accepted 2 field(s)"), "{accepted}");
-    assert!(accepted.contains("nothing waiting to be written"), "{accepted}");
+    assert!(
+        accepted.contains("Salesforce accepted 2 field(s)"),
+        "{accepted}"
+    );
+    assert!(
+        accepted.contains("nothing waiting to be written"),
+        "{accepted}"
+    );
 
     let letters = cli_ok(&world.config_path, &["dead-letters", "list"]).await;
     assert!(letters.contains("1 dead letter(s)"), "{letters}");
     assert!(letters.contains(&format!("Account {refused}")), "{letters}");
-    assert!(letters.contains("FIELD_CUSTOM_VALIDATION_EXCEPTION: "), "{letters}");
+    assert!(
+        letters.contains("FIELD_CUSTOM_VALIDATION_EXCEPTION: "),
+        "{letters}"
+    );
 
     let error = cli_refused(&world.config_path, &["explain", "--account", ABSENT_ID]).await;
-    assert!(error.contains(&format!("nothing is recorded about Account {ABSENT_ID}")), "{error}");
+    assert!(
+        error.contains(&format!("nothing is recorded about Account {ABSENT_ID}")),
+        "{error}"
+    );
     let error = cli_refused(&world.config_path, &["explain", "--account", "42"]).await;
     assert!(error.contains("not a Salesforce Id"), "{error}");
 }
@@ -303,21 +424,35 @@ async fn a_dead_letter_retried_after_the_validation_rule_is_lifted_is_written() 
     let mut world = World::start(OndorseSandboxOptions::default()).await;
     let ids = world.seed(2, "Customer", 27);
     let refused = ids[1].as_str();
-    world.salesforce.add_validation_rule(&[refused], "Portal links need a review date");
+    world
+        .salesforce
+        .add_validation_rule(&[refused], "Portal links need a review date");
     let (daemon, _) = daemon_with_admin(&mut world).await;
     let store = daemon.engine.store().clone();
-    eventually("the refused write-back is a dead letter", E2E_DEADLINE, || {
-        store.dead_letter_count() == 1
-    })
+    eventually(
+        "the refused write-back is a dead letter",
+        E2E_DEADLINE,
+        || store.dead_letter_count() == 1,
+    )
     .await;
 
     let error = cli_refused(&world.config_path, &["dead-letters", "retry", "987654321"]).await;
-    assert!(error.contains("no dead letter with id 987654321"), "{error}");
-    assert_eq!(store.dead_letter_count(), 1, "an unknown id changes nothing");
+    assert!(
+        error.contains("no dead letter with id 987654321"),
+        "{error}"
+    );
+    assert_eq!(
+        store.dead_letter_count(),
+        1,
+        "an unknown id changes nothing"
+    );
 
     world.salesforce.clear_validation_rules();
     let output = cli_ok(&world.config_path, &["dead-letters", "retry", "--all"]).await;
-    assert!(output.contains(&format!("(Account {refused}) queued again")), "{output}");
+    assert!(
+        output.contains(&format!("(Account {refused}) queued again")),
+        "{output}"
+    );
     eventually("the retried write-back lands", E2E_DEADLINE, || {
         world.field(refused, "KYC_Status__c") == json!("Portal sent")
             && world.field(refused, "Ondorse_Portal_Url__c").is_string()
@@ -341,10 +476,19 @@ async fn the_admin_api_wants_the_token_and_runs_one_resync_at_a_time() {
     assert_eq!(health.status(), 200);
     let ready = http.get(url("/readyz")).send().await.expect("readyz");
     assert_eq!(ready.status(), 200);
-    assert_eq!(ready.json::<Value>().await.unwrap(), json!({ "status": "ready" }));
+    assert_eq!(
+        ready.json::<Value>().await.unwrap(),
+        json!({ "status": "ready" })
+    );
     let metrics = http.get(url("/metrics")).send().await.expect("metrics");
     assert_eq!(metrics.status(), 200);
-    assert!(metrics.text().await.unwrap().contains("ondorse_bridge_queue_depth{queue=\"writes\"}"));
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("ondorse_bridge_queue_depth{queue=\"writes\"}")
+    );
 
     for authorization in [None, Some("Bearer wrong-token"), Some(ADMIN_TOKEN)] {
         let mut request = http.get(url("/admin/status"));
@@ -367,16 +511,28 @@ async fn the_admin_api_wants_the_token_and_runs_one_resync_at_a_time() {
         .json()
         .await
         .expect("status JSON");
-    assert_eq!(status["daemon"]["schedules_alive"], json!(true), "{status:#}");
-    let explain = http.get(url(&format!("/admin/explain/{ABSENT_ID}"))).bearer_auth(ADMIN_TOKEN);
+    assert_eq!(
+        status["daemon"]["schedules_alive"],
+        json!(true),
+        "{status:#}"
+    );
+    let explain = http
+        .get(url(&format!("/admin/explain/{ABSENT_ID}")))
+        .bearer_auth(ADMIN_TOKEN);
     assert_eq!(explain.send().await.unwrap().status(), 404);
-    let explain = http.get(url("/admin/explain/not-an-id")).bearer_auth(ADMIN_TOKEN);
+    let explain = http
+        .get(url("/admin/explain/not-an-id"))
+        .bearer_auth(ADMIN_TOKEN);
     assert_eq!(explain.send().await.unwrap().status(), 400);
-    let bad = http.post(url("/admin/resync")).bearer_auth(ADMIN_TOKEN).json(&json!({ "everything": true }));
+    let bad = http
+        .post(url("/admin/resync"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "everything": true }));
     assert_eq!(bad.send().await.unwrap().status(), 400);
 
     eventually("portal links are written", E2E_DEADLINE, || {
-        ids.iter().all(|id| world.field(id, "Ondorse_Portal_Url__c").is_string())
+        ids.iter()
+            .all(|id| world.field(id, "Ondorse_Portal_Url__c").is_string())
     })
     .await;
     // A slow org keeps the first resync busy while the second arrives.
@@ -401,7 +557,10 @@ async fn the_admin_api_wants_the_token_and_runs_one_resync_at_a_time() {
         .expect("second resync");
     assert_eq!(second.status(), 409);
     let body: Value = second.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("already running"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("already running"),
+        "{body}"
+    );
     let first = first.await.unwrap().expect("first resync");
     assert_eq!(first.status(), 200);
     let report: Value = first.json().await.unwrap();
