@@ -15,7 +15,8 @@ use crate::sync::operations::{self, Explanation};
 const VALUE_WIDTH: usize = 80;
 
 pub async fn explain(config: &Config, account_id: &str, json: bool) -> Result<(), Failure> {
-    operations::validate_id(account_id).map_err(operation_failure)?;
+    let account_id = operations::canonical_id(account_id).map_err(operation_failure)?;
+    let account_id = account_id.as_str();
     let explanation = match Access::open(config)? {
         Access::Daemon(client) => {
             client

@@ -88,7 +88,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/explain/{account_id}", get(explain))
         .route("/dead-letters", get(dead_letters))
         .route("/dead-letters/retry", post(retry_dead_letters))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -135,7 +135,7 @@ pub fn token_matches(presented: &str, token: &SecretString) -> bool {
     presented.ct_eq(&expected).into()
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
@@ -147,7 +147,7 @@ async fn refuse_remote_peers(
 ) -> Response {
     if !peer_allowed(state.listen, peer) {
         tracing::warn!(%peer, "admin request from a remote address refused");
-        return error(
+        return error_response(
             StatusCode::FORBIDDEN,
             "the admin API answers only local clients",
         );
@@ -169,7 +169,7 @@ async fn authorize(
         Some(presented) if token_matches(presented.trim(), &state.token) => next.run(request).await,
         _ => {
             tracing::warn!(path = %request.uri().path(), "admin request without a valid token refused");
-            let mut response = error(
+            let mut response = error_response(
                 StatusCode::UNAUTHORIZED,
                 "a valid admin token is required: Authorization: Bearer <the token in [admin] token_file>",
             );
@@ -279,7 +279,7 @@ fn operation_failed(failure: OperationError) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     };
-    error(status, failure.to_string())
+    error_response(status, failure.to_string())
 }
 
 fn answer<T: serde::Serialize>(outcome: Result<T, OperationError>) -> Response {
@@ -290,7 +290,7 @@ fn answer<T: serde::Serialize>(outcome: Result<T, OperationError>) -> Response {
 }
 
 fn bad_body(rejection: JsonRejection) -> Response {
-    error(
+    error_response(
         StatusCode::BAD_REQUEST,
         format!("unreadable request body: {}", rejection.body_text()),
     )
@@ -326,15 +326,26 @@ async fn resync(
         Ok(axum::Json(request)) => request,
         Err(rejection) => return bad_body(rejection),
     };
-    let ticket = match state.resync_gate.enter() {
-        Ok(ticket) => ticket,
-        Err(failure) => return operation_failed(failure),
-    };
     tracing::info!(request = %serde_json::to_string(&request).unwrap_or_default(), "resync asked through the admin API");
-    let progress = |progress: operations::ResyncProgress| {
-        tracing::info!(done = progress.done, total = progress.total, item = %progress.item, "resync progress");
-    };
-    answer(state.engine.resync(&ticket, &request, &progress).await)
+    // A task of its own: a client that hangs up does not cut a resync
+    // short halfway through its Accounts.
+    let work = tokio::spawn(async move {
+        let ticket = state.resync_gate.enter()?;
+        let progress = |progress: operations::ResyncProgress| {
+            tracing::info!(done = progress.done, total = progress.total, item = %progress.item, "resync progress");
+        };
+        state.engine.resync(&ticket, &request, &progress).await
+    });
+    match work.await {
+        Ok(outcome) => answer(outcome),
+        Err(error) => {
+            tracing::error!(%error, "the resync task failed");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the resync stopped unexpectedly; see the daemon's log",
+            )
+        }
+    }
 }
 
 #[cfg(test)]

@@ -299,18 +299,34 @@ pub struct LinkSummary {
     pub last_error: Option<String>,
 }
 
-/// Checks the shape of a Salesforce Id.
-pub fn validate_id(id: &str) -> Result<(), OperationError> {
-    if soql::is_valid_id(id) {
-        Ok(())
-    } else {
-        Err(OperationError::MalformedId { id: id.to_owned() })
+/// Checks the shape of a Salesforce Id and answers its 18-character form,
+/// the one the API returns and the store keys on (people often copy the
+/// 15-character form from a Salesforce Classic URL).
+pub fn canonical_id(id: &str) -> Result<String, OperationError> {
+    if !soql::is_valid_id(id) {
+        return Err(OperationError::MalformedId { id: id.to_owned() });
     }
+    if id.len() == 18 {
+        return Ok(id.to_owned());
+    }
+    // The suffix encodes, five characters at a time, which are upper case.
+    const SUFFIX_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let mut full = id.to_owned();
+    for chunk in id.as_bytes().chunks(5) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .filter(|(_, byte)| byte.is_ascii_uppercase())
+            .fold(0usize, |bits, (position, _)| bits | 1 << position);
+        full.push(char::from(SUFFIX_ALPHABET[bits]));
+    }
+    Ok(full)
 }
 
 /// Everything recorded about one Account.
 pub fn explain(store: &Store, account_id: &str) -> Result<Explanation, OperationError> {
-    validate_id(account_id)?;
+    let account_id = canonical_id(account_id)?;
+    let account_id = account_id.as_str();
     let links = store.links_of_account(account_id)?;
     let journal = store.journal_of(account_id)?;
     if links.is_empty() && journal.is_empty() {
@@ -493,10 +509,11 @@ impl ResyncRequest {
         if self.all {
             return Ok(ResyncScope::Since(DateTime::<Utc>::UNIX_EPOCH));
         }
-        for id in &self.accounts {
-            validate_id(id)?;
-        }
-        let mut ids = self.accounts.clone();
+        let mut ids = self
+            .accounts
+            .iter()
+            .map(|id| canonical_id(id))
+            .collect::<Result<Vec<String>, OperationError>>()?;
         ids.sort();
         ids.dedup();
         Ok(ResyncScope::Accounts(ids))
@@ -713,9 +730,7 @@ impl Engine {
         }
         let unknown: Vec<String> = ids
             .iter()
-            .filter(|id| {
-                !records.contains_key(*id) && !records.keys().any(|found| same_id(found, id))
-            })
+            .filter(|id| !records.contains_key(*id))
             .cloned()
             .collect();
         if !unknown.is_empty() && !mappings.is_empty() {
@@ -724,6 +739,8 @@ impl Engine {
         let describe = self.describe().await?;
         let mut without_portal = Vec::new();
         let total = records.len() as u64;
+        // Polls and push hints rewrite links too: they wait until this is done.
+        let intake = self.intake_lock.lock().await;
         for (index, (account_id, found)) in records.into_iter().enumerate() {
             report.accounts_read += 1;
             for (mapping, record) in found {
@@ -817,11 +834,18 @@ impl Engine {
                     continue;
                 }
                 self.store.remember_fields(&account_id, &held)?;
+                // Read again: the inbox may have linked an application while
+                // Ondorse answered; keep its news unless ours is fresher.
+                let mut current = match self.store.link(&mapping.name, &account_id)? {
+                    Some(current) => current,
+                    None => link.clone(),
+                };
+                current.account = link.account.clone();
                 if let Some(application) = &application {
-                    link.application_id = Some(application.id.clone());
-                    link.decision_final = application.is_final();
+                    current.application_id = Some(application.id.clone());
+                    current.decision_final = application.is_final();
                 }
-                self.store.put_link(&link)?;
+                self.store.put_link(&current)?;
                 for field in &refused {
                     let mut fields = Fields::new();
                     fields.insert(field.field.clone(), field.value.clone());
@@ -874,6 +898,7 @@ impl Engine {
                 item: account_id.clone(),
             });
         }
+        drop(intake);
         if without_portal.is_empty() {
             return Ok(());
         }
@@ -936,11 +961,6 @@ fn record_id(record: &Record) -> Option<String> {
     record.get("Id").and_then(Value::as_str).map(str::to_owned)
 }
 
-/// A 15-character Id names the same record as the 18-character one it prefixes.
-fn same_id(found: &str, asked: &str) -> bool {
-    found.len() == 18 && asked.len() == 15 && found.starts_with(asked)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -990,6 +1010,26 @@ mod tests {
             ResyncScope::Accounts(vec!["001000000000001AAA".to_owned()])
         );
         assert!(serde_json::from_value::<ResyncRequest>(json!({"everything": true})).is_err());
+    }
+
+    #[test]
+    fn fifteen_character_ids_get_their_checksum_suffix() {
+        assert_eq!(
+            canonical_id("001A0000006Vm9r").unwrap(),
+            "001A0000006Vm9rIAC"
+        );
+        assert_eq!(
+            canonical_id("001A0000006Vm9rIAC").unwrap(),
+            "001A0000006Vm9rIAC"
+        );
+        assert_eq!(
+            canonical_id("001000000000000").unwrap(),
+            "001000000000000AAA"
+        );
+        assert!(matches!(
+            canonical_id("001A0000006Vm9"),
+            Err(OperationError::MalformedId { .. })
+        ));
     }
 
     #[test]

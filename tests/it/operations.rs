@@ -392,7 +392,9 @@ async fn status_and_explain_tell_what_happened_from_the_store() {
         from += at + step.len();
     }
     assert!(story.contains("dead letter "), "{story}");
-    let accepted = cli_ok(&world.config_path, &["explain", "--account", &ids[0]]).await;
+    // The 15-character form people copy from Salesforce Classic URLs works too.
+    let accepted = cli_ok(&world.config_path, &["explain", "--account", &ids[0][..15]]).await;
+    assert!(accepted.starts_with(&format!("Account {}\n", ids[0])), "{accepted}");
     assert!(
         accepted.contains("Salesforce accepted 2 field(s)"),
         "{accepted}"
