@@ -52,8 +52,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Opens the store, validates the mappings, binds the webhook listener
-    /// and starts the engine. Nothing is polled before all of it succeeded.
+    /// Opens the store, validates the mappings, binds the webhook and admin
+    /// listeners and starts the engine. Nothing is polled before all of it
+    /// succeeded; `run` tells systemd READY only after this returns.
     pub async fn start(config: &Config, settings: EngineSettings) -> Result<Daemon, StartError> {
         let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
         let mappings = mapping::load_dir(&config.mappings.dir).map_err(StartError::Mappings)?;
@@ -65,6 +66,11 @@ impl Daemon {
             .await
             .with_context(|| format!("cannot listen for webhooks on {listen}"))?;
         let webhook_address = listener.local_addr().context("the webhook listener has no address")?;
+        let admin_listen = config.admin.listen;
+        let admin_listener = TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("cannot listen for the admin API on {admin_listen}"))?;
+        let admin_address = admin_listener.local_addr().context("the admin listener has no address")?;
         let inbox_wake = Arc::new(Notify::new());
         let state = PublicState {
             store: store.clone(),
@@ -75,11 +81,6 @@ impl Daemon {
         let stopped = public_stop.clone();
         let public_server = tokio::spawn(public::serve(listener, state, async move { stopped.notified().await }));
         tracing::info!(address = %webhook_address, store = %config.store.path.display(), mappings = mappings.len(), "listening for webhooks");
-        let admin_listen = config.admin.listen;
-        let admin_listener = TcpListener::bind(admin_listen)
-            .await
-            .with_context(|| format!("cannot listen for the admin API on {admin_listen}"))?;
-        let admin_address = admin_listener.local_addr().context("the admin listener has no address")?;
 
         let engine = Arc::new(Engine::new(
             salesforce,
