@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 
 use crate::store::Store;
 use crate::sync::operations::{
-    self, OperationError, ResyncGate, ResyncRequest, RetrySelection, Runtime,
+    self, OperationError, ResyncGate, ResyncRequest, RetrySelection, RunningDaemon,
 };
 use crate::sync::{Engine, Schedules};
 
@@ -71,8 +71,8 @@ impl AdminState {
             })
     }
 
-    fn runtime(&self) -> Runtime<'_> {
-        Runtime {
+    fn running(&self) -> RunningDaemon<'_> {
+        RunningDaemon {
             engine: &self.engine,
             schedules: &self.schedules,
             api_budget_percent: self.api_budget_percent,
@@ -194,7 +194,7 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    match operations::status(&state.store, Some(&state.runtime())) {
+    match operations::status(&state.store, Some(&state.running())) {
         Ok(status) => (
             [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
             render_metrics(&status),
@@ -297,7 +297,7 @@ fn bad_body(rejection: JsonRejection) -> Response {
 }
 
 async fn status(State(state): State<Arc<AdminState>>) -> Response {
-    answer(operations::status(&state.store, Some(&state.runtime())))
+    answer(operations::status(&state.store, Some(&state.running())))
 }
 
 async fn explain(State(state): State<Arc<AdminState>>, Path(account_id): Path<String>) -> Response {

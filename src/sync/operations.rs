@@ -170,22 +170,25 @@ pub struct SalesforceStatus {
 }
 
 /// The running parts [`status`] reports on when the daemon runs.
-pub struct Runtime<'a> {
+pub struct RunningDaemon<'a> {
     pub engine: &'a Engine,
     pub schedules: &'a Schedules,
     pub api_budget_percent: u8,
 }
 
 /// A snapshot of the ledger (and of the daemon, when given).
-pub fn status(store: &Store, runtime: Option<&Runtime<'_>>) -> Result<Status, OperationError> {
+pub fn status(
+    store: &Store,
+    running: Option<&RunningDaemon<'_>>,
+) -> Result<Status, OperationError> {
     let at = now();
     let links = store.links_where(|_| true)?;
     let mut names: BTreeSet<String> = store.cursors()?.into_iter().map(|(name, _)| name).collect();
     names.extend(links.iter().map(|link| link.mapping.clone()));
-    if let Some(runtime) = runtime {
-        names.extend(runtime.engine.mappings().names().map(str::to_owned));
+    if let Some(running) = running {
+        names.extend(running.engine.mappings().names().map(str::to_owned));
     }
-    let poll_error = runtime.and_then(|runtime| runtime.schedules.poll.state().last_error);
+    let poll_error = running.and_then(|running| running.schedules.poll.state().last_error);
     let mut mappings = Vec::new();
     for name in names {
         let own: Vec<&Link> = links.iter().filter(|link| link.mapping == name).collect();
@@ -221,8 +224,8 @@ pub fn status(store: &Store, runtime: Option<&Runtime<'_>>) -> Result<Status, Op
             name,
         });
     }
-    let daemon = runtime.map(|runtime| {
-        let schedules = [&runtime.schedules.poll, &runtime.schedules.reconcile]
+    let daemon = running.map(|running| {
+        let schedules = [&running.schedules.poll, &running.schedules.reconcile]
             .into_iter()
             .map(|health| {
                 let state = health.state();
@@ -237,19 +240,19 @@ pub fn status(store: &Store, runtime: Option<&Runtime<'_>>) -> Result<Status, Op
                 }
             })
             .collect();
-        let usage = runtime.engine.salesforce().api_usage();
+        let usage = running.engine.salesforce().api_usage();
         let used_percent = usage.map(|usage| usage.ratio() * 100.0);
-        let instance_url = runtime.engine.salesforce().instance_url();
+        let instance_url = running.engine.salesforce().instance_url();
         DaemonStatus {
-            schedules_alive: runtime.schedules.alive(at),
+            schedules_alive: running.schedules.alive(at),
             schedules,
             salesforce: SalesforceStatus {
                 api_used: usage.map(|usage| usage.used),
                 api_max: usage.map(|usage| usage.max),
                 api_used_percent: used_percent,
-                api_budget_percent: runtime.api_budget_percent,
+                api_budget_percent: running.api_budget_percent,
                 over_budget: used_percent
-                    .is_some_and(|percent| percent >= f64::from(runtime.api_budget_percent)),
+                    .is_some_and(|percent| percent >= f64::from(running.api_budget_percent)),
                 token: if instance_url.is_some() {
                     "held"
                 } else {

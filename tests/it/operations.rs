@@ -394,7 +394,10 @@ async fn status_and_explain_tell_what_happened_from_the_store() {
     assert!(story.contains("dead letter "), "{story}");
     // The 15-character form people copy from Salesforce Classic URLs works too.
     let accepted = cli_ok(&world.config_path, &["explain", "--account", &ids[0][..15]]).await;
-    assert!(accepted.starts_with(&format!("Account {}\n", ids[0])), "{accepted}");
+    assert!(
+        accepted.starts_with(&format!("Account {}\n", ids[0])),
+        "{accepted}"
+    );
     assert!(
         accepted.contains("Salesforce accepted 2 field(s)"),
         "{accepted}"
@@ -448,6 +451,19 @@ async fn a_dead_letter_retried_after_the_validation_rule_is_lifted_is_written() 
         1,
         "an unknown id changes nothing"
     );
+
+    let status = cli_ok(&world.config_path, &["status"]).await;
+    for expected in [
+        "(from the running daemon)",
+        "Schedules (every schedule fires on time)",
+        "dead letters  1 (see `ondorse-bridge dead-letters list`)",
+        "token         held for http://127.0.0.1:",
+    ] {
+        assert!(
+            status.contains(expected),
+            "{expected:?} missing from:\n{status}"
+        );
+    }
 
     world.salesforce.clear_validation_rules();
     let output = cli_ok(&world.config_path, &["dead-letters", "retry", "--all"]).await;
