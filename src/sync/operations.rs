@@ -833,7 +833,14 @@ impl Engine {
                         to: field.value.clone(),
                     });
                 }
+                let intent_pending = link.portal.is_none();
                 if dry_run {
+                    if intent_pending {
+                        report.new_portals.push(NewPortal {
+                            account_id: account_id.clone(),
+                            mapping: mapping.name.clone(),
+                        });
+                    }
                     continue;
                 }
                 self.store.remember_fields(&account_id, &held)?;
@@ -894,6 +901,18 @@ impl Engine {
                     ),
                     json!({ "read": held, "fields": changed }),
                 )?;
+                if intent_pending {
+                    // Its portal creation failed before: try now (same
+                    // intent, same Idempotency-Key) rather than at reconcile.
+                    self.store.flush().await?;
+                    let created = self.create_portals(&mapping, vec![current]).await?;
+                    report.new_portals.push(NewPortal {
+                        account_id: account_id.clone(),
+                        mapping: mapping.name.clone(),
+                    });
+                    report.portals_created += created.created;
+                    report.portals_failed += created.failed;
+                }
             }
             progress(ResyncProgress {
                 done: index as u64 + 1,

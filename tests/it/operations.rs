@@ -586,3 +586,43 @@ async fn the_admin_api_wants_the_token_and_runs_one_resync_at_a_time() {
     world.salesforce.set_latency(Duration::ZERO);
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_of_an_account_whose_portal_failed_creates_it_at_once() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = world.seed(1, "Customer", 29).remove(0);
+    {
+        let engine = world.engine();
+        // A refusal is not retried within the step: the intent stays pending.
+        world.ondorse.fail_next_requests(1, 400);
+        let report = engine.poll(BUSINESS).await.expect("poll");
+        assert_eq!(
+            (report.intents, report.portals_failed),
+            (1, 1),
+            "{report:?}"
+        );
+    }
+    assert!(world.ondorse.portals().is_empty());
+
+    let output = cli_ok(
+        &world.config_path,
+        &["resync", "--account", &id, "--dry-run"],
+    )
+    .await;
+    assert!(
+        output.contains("1 Account(s) would get a portal"),
+        "{output}"
+    );
+    assert!(
+        world.ondorse.portals().is_empty(),
+        "a dry run creates nothing"
+    );
+
+    let output = cli_ok(&world.config_path, &["resync", "--account", &id]).await;
+    assert!(output.contains("1 portal(s) created, 0 failed"), "{output}");
+    assert_eq!(world.portals_by_account().get(&id), Some(&1));
+    assert!(
+        world.field(&id, "Ondorse_Portal_Url__c").is_string(),
+        "the link is written back"
+    );
+}
