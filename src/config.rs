@@ -232,6 +232,16 @@ impl Config {
         path: &Path,
         credentials_directory: Option<&Path>,
     ) -> Result<Config, ConfigErrors> {
+        Self::load_with_environment(path, credentials_directory, std::env::vars().collect())
+    }
+
+    /// [`Config::load_with`] reading overrides from `environment` instead of
+    /// the process environment (tests, embedding).
+    pub fn load_with_environment(
+        path: &Path,
+        credentials_directory: Option<&Path>,
+        environment: HashMap<String, String>,
+    ) -> Result<Config, ConfigErrors> {
         let single = |message: String| ConfigErrors {
             problems: vec![message],
         };
@@ -250,7 +260,8 @@ impl Config {
                     .separator(ENV_SEPARATOR)
                     // Values stay text (`63.0` must not become the number 63);
                     // lists are comma-separated text, split where they are read.
-                    .try_parsing(false),
+                    .try_parsing(false)
+                    .source(Some(environment.into_iter().collect())),
             )
             .build()
             .map_err(|error| single(format!("{}: {error}", path.display())))?;

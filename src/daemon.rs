@@ -19,7 +19,7 @@ use crate::server::admin::{self, AdminState};
 use crate::server::public::{self, PublicState};
 use crate::store::Store;
 use crate::sync::operations::ResyncGate;
-use crate::sync::{Engine, EngineSettings, RunningEngine, Schedules};
+use crate::sync::{BudgetSettings, Engine, EngineSettings, RunningEngine};
 
 /// How long work in flight may take to finish after a stop is asked.
 /// systemd's default stop timeout is 90 s; a webhook answer takes
@@ -32,6 +32,10 @@ pub enum StartError {
     /// The mapping files are invalid: the operator must fix them (exit 2).
     #[error("{0}")]
     Mappings(Diagnostics),
+    /// The configuration passed loading but a client refuses it (an
+    /// unreadable key, a bad URL): the operator must fix it (exit 2).
+    #[error("{0}")]
+    Configuration(String),
     #[error(transparent)]
     Runtime(#[from] anyhow::Error),
 }
@@ -58,19 +62,27 @@ impl Daemon {
     pub async fn start(config: &Config, settings: EngineSettings) -> Result<Daemon, StartError> {
         let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
         let mappings = mapping::load_dir(&config.mappings.dir).map_err(StartError::Mappings)?;
-        let salesforce = SalesforceClient::new(&config.salesforce).map_err(anyhow::Error::from)?;
-        let ondorse = OndorseClient::new(&config.ondorse).map_err(anyhow::Error::from)?;
+        let salesforce = SalesforceClient::new(&config.salesforce).map_err(|error| {
+            StartError::Configuration(format!("{}: {error}", config.source.display()))
+        })?;
+        let ondorse = OndorseClient::new(&config.ondorse).map_err(|error| {
+            StartError::Configuration(format!("{}: {error}", config.source.display()))
+        })?;
 
         let listen = config.webhooks.listen;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen for webhooks on {listen}"))?;
-        let webhook_address = listener.local_addr().context("the webhook listener has no address")?;
+        let webhook_address = listener
+            .local_addr()
+            .context("the webhook listener has no address")?;
         let admin_listen = config.admin.listen;
         let admin_listener = TcpListener::bind(admin_listen)
             .await
             .with_context(|| format!("cannot listen for the admin API on {admin_listen}"))?;
-        let admin_address = admin_listener.local_addr().context("the admin listener has no address")?;
+        let admin_address = admin_listener
+            .local_addr()
+            .context("the admin listener has no address")?;
         let inbox_wake = Arc::new(Notify::new());
         let state = PublicState {
             store: store.clone(),
@@ -79,7 +91,9 @@ impl Daemon {
         };
         let public_stop = Arc::new(Notify::new());
         let stopped = public_stop.clone();
-        let public_server = tokio::spawn(public::serve(listener, state, async move { stopped.notified().await }));
+        let public_server = tokio::spawn(public::serve(listener, state, async move {
+            stopped.notified().await
+        }));
         tracing::info!(address = %webhook_address, store = %config.store.path.display(), mappings = mappings.len(), "listening for webhooks");
 
         let engine = Arc::new(Engine::new(
@@ -90,6 +104,10 @@ impl Daemon {
             config.ondorse.portal_base_url.clone(),
             EngineSettings {
                 overlap: config.schedule.overlap,
+                budget: BudgetSettings {
+                    budget_percent: config.salesforce.api_budget_percent,
+                    ..settings.budget
+                },
                 ..settings
             },
             inbox_wake,
@@ -101,15 +119,16 @@ impl Daemon {
             schedules: running.schedules.clone(),
             token: config.admin.token.clone(),
             listen: admin_listen,
-            api_budget_percent: config.salesforce.api_budget_percent,
             resync_gate: ResyncGate::default(),
             stopping: Default::default(),
         });
         let admin_stop = Arc::new(Notify::new());
         let stopped = admin_stop.clone();
-        let admin_server = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), async move {
-            stopped.notified().await
-        }));
+        let admin_server = tokio::spawn(admin::serve(
+            admin_listener,
+            admin_state.clone(),
+            async move { stopped.notified().await },
+        ));
         tracing::info!(address = %admin_address, "admin API listening");
         Ok(Daemon {
             engine,
@@ -125,6 +144,11 @@ impl Daemon {
         })
     }
 
+    /// The cron schedules and their health.
+    pub fn schedules(&self) -> &Arc<crate::sync::Schedules> {
+        &self.running.schedules
+    }
+
     /// Where the webhook listener is bound (useful with port 0).
     pub fn webhook_address(&self) -> SocketAddr {
         self.webhook_address
@@ -135,11 +159,6 @@ impl Daemon {
         self.admin_address
     }
 
-    /// The engine's schedules: readiness and the systemd watchdog follow them.
-    pub fn schedules(&self) -> Arc<Schedules> {
-        self.running.schedules.clone()
-    }
-
     /// Resolves when a listener stopped on its own (a failure).
     pub async fn listener_failed(&mut self) -> anyhow::Error {
         let (name, outcome) = tokio::select! {
@@ -148,14 +167,20 @@ impl Daemon {
         };
         match outcome {
             Ok(Ok(())) => anyhow::anyhow!("the {name} listener stopped unexpectedly"),
-            Ok(Err(error)) => anyhow::Error::from(error).context(format!("the {name} listener failed")),
-            Err(error) => anyhow::Error::from(error).context(format!("the {name} listener task panicked")),
+            Ok(Err(error)) => {
+                anyhow::Error::from(error).context(format!("the {name} listener failed"))
+            }
+            Err(error) => {
+                anyhow::Error::from(error).context(format!("the {name} listener task panicked"))
+            }
         }
     }
 
     /// Stops taking work, lets work in flight finish (bounded), flushes.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.admin_state.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.admin_state
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         // `notify_one` keeps a permit: the stop is not lost if the server
         // has not polled its shutdown future yet.
         self.public_stop.notify_one();
@@ -176,10 +201,16 @@ impl Daemon {
         // The admin API answers (503 on /readyz) until the work is done.
         self.admin_stop.notify_one();
         let mut admin_server = self.admin_server;
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut admin_server).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut admin_server)
+            .await
+            .is_err()
+        {
             admin_server.abort();
         }
-        self.store.flush().await.context("cannot flush the store while stopping")?;
+        self.store
+            .flush()
+            .await
+            .context("cannot flush the store while stopping")?;
         tracing::info!("stopped");
         Ok(())
     }

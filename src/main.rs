@@ -8,6 +8,13 @@ use ondorse_bridge::telemetry;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, cli::Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
+        // The demo prints its own progress; the daemon's info logs would bury
+        // it. Set before any thread exists, so no one reads the environment
+        // concurrently.
+        // SAFETY: single-threaded at this point (the runtime starts below).
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
     telemetry::init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

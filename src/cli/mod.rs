@@ -14,6 +14,7 @@ use crate::config::{self, Config};
 pub mod access;
 pub mod check;
 pub mod dead_letters;
+pub mod demo;
 pub mod explain;
 pub mod resync;
 pub mod run;
@@ -45,6 +46,12 @@ pub enum Command {
     Run,
     /// Validate the configuration and every mapping file.
     Check,
+    /// Sandbox Salesforce + sandbox Ondorse + the real daemon, on loopback.
+    Demo {
+        /// How many Accounts to seed in the sandbox Salesforce.
+        #[arg(long, default_value_t = 200)]
+        accounts: usize,
+    },
     /// Cursors, queues, dead letters, schedules, API usage, per mapping.
     Status {
         /// Print JSON instead of text.
@@ -126,6 +133,17 @@ impl Failure {
     }
 }
 
+impl From<crate::daemon::StartError> for Failure {
+    fn from(error: crate::daemon::StartError) -> Failure {
+        use crate::daemon::StartError;
+        match error {
+            StartError::Mappings(diagnostics) => Failure::Invalid(diagnostics.to_string()),
+            StartError::Configuration(message) => Failure::Invalid(message),
+            StartError::Runtime(error) => Failure::Runtime(error),
+        }
+    }
+}
+
 impl Cli {
     /// The configuration path: `--config`, then `ONDORSE_BRIDGE_CONFIG`, then the default.
     pub fn config_path(&self) -> PathBuf {
@@ -169,5 +187,6 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             };
             resync::resync(&cli.load_config()?, request).await
         }
+        Command::Demo { accounts } => demo::demo(*accounts).await,
     }
 }

@@ -5,21 +5,16 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::Failure;
 use crate::config::Config;
-use crate::daemon::{Daemon, StartError};
+use crate::daemon::Daemon;
 use crate::sync::EngineSettings;
 use crate::systemd;
 
 pub async fn run(config: Config) -> Result<(), Failure> {
     // Installed first: until then a SIGTERM would kill the process outright.
     let mut signals = StopSignals::listen()?;
-    let mut daemon = Daemon::start(&config, EngineSettings::default())
-        .await
-        .map_err(|error| match error {
-            StartError::Mappings(diagnostics) => Failure::Invalid(diagnostics.to_string()),
-            StartError::Runtime(error) => Failure::Runtime(error),
-        })?;
+    let mut daemon = Daemon::start(&config, EngineSettings::default()).await?;
     systemd::notify_ready();
-    let watchdog = systemd::spawn_watchdog(daemon.schedules());
+    let watchdog = systemd::spawn_watchdog(daemon.schedules().clone());
     let signal_name = tokio::select! {
         name = signals.recv() => name,
         error = daemon.listener_failed() => return Err(error.into()),

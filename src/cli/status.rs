@@ -147,13 +147,8 @@ pub fn render(status: &Status, store_path: &str) -> String {
                 salesforce.api_used_percent,
             ) {
                 (Some(used), Some(max), Some(percent)) => format!(
-                    "{used} of {max} daily calls ({percent:.1}%), budget {}%{}",
-                    salesforce.api_budget_percent,
-                    if salesforce.over_budget {
-                        ": OVER BUDGET, polling and reconcile pause"
-                    } else {
-                        ""
-                    }
+                    "{used} of {max} daily calls ({percent:.1}%), budget {}%",
+                    salesforce.api_budget_percent
                 ),
                 _ => format!(
                     "not known yet (no call made), budget {}%",
@@ -161,6 +156,15 @@ pub fn render(status: &Status, store_path: &str) -> String {
                 ),
             };
             let _ = writeln!(text, "  API usage     {usage}");
+            let budget = &salesforce.budget;
+            let state = match (&budget.message, budget.until) {
+                (Some(message), Some(until)) => {
+                    format!("PAUSED: {message} (looks again at {})", instant(until))
+                }
+                (Some(message), None) => format!("PAUSED: {message}"),
+                (None, _) => "running".to_owned(),
+            };
+            let _ = writeln!(text, "  work          {state}");
             let instance = salesforce
                 .instance_url
                 .as_deref()

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::diagnostic::Position;
@@ -39,19 +40,24 @@ pub struct Mapping {
     pub(crate) writeback: BTreeMap<Moment, Vec<FieldRule>>,
 }
 
-/// When fields are written back (the keys under `writeback:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// When fields are written back (the keys under `writeback:`); serialized
+/// as those keys, so stored work and journals read like the mapping file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Moment {
-    /// `on_portal_created`
+    #[serde(rename = "on_portal_created")]
     PortalCreated,
-    /// `on_application`
+    #[serde(rename = "on_application")]
     Application,
-    /// `on_collect_opened`
+    #[serde(rename = "on_collect_opened")]
     CollectOpened,
 }
 
 impl Moment {
-    pub const ALL: [Moment; 3] = [Moment::PortalCreated, Moment::Application, Moment::CollectOpened];
+    pub const ALL: [Moment; 3] = [
+        Moment::PortalCreated,
+        Moment::Application,
+        Moment::CollectOpened,
+    ];
 
     /// The YAML key of this moment.
     pub fn key(self) -> &'static str {
@@ -134,15 +140,21 @@ impl FieldRule {
             None => value,
         };
         let Some(map) = &self.map else {
-            return Ok(if value.is_null() { fallback(value) } else { value });
+            return Ok(if value.is_null() {
+                fallback(value)
+            } else {
+                value
+            });
         };
         let Some(key) = map_key(&value) else {
             return Ok(fallback(value));
         };
-        Ok(match map.iter().find(|(candidate, _, _)| *candidate == key) {
-            Some((_, output, _)) => output.clone(),
-            None => fallback(value),
-        })
+        Ok(
+            match map.iter().find(|(candidate, _, _)| *candidate == key) {
+                Some((_, output, _)) => output.clone(),
+                None => fallback(value),
+            },
+        )
     }
 }
 
@@ -154,6 +166,21 @@ pub(crate) fn map_key(value: &Value) -> Option<String> {
         Value::Number(number) => Some(number.to_string()),
         Value::Bool(flag) => Some(flag.to_string()),
         Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// `value` with every null member of every object removed.
+fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(members) => Value::Object(
+            members
+                .into_iter()
+                .filter(|(_, member)| !member.is_null())
+                .map(|(name, member)| (name, without_nulls(member)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+        other => other,
     }
 }
 
@@ -192,8 +219,15 @@ impl Mapping {
     /// wins) and sorted.
     pub fn query_fields(&self) -> Vec<String> {
         let mut fields: BTreeMap<String, String> = BTreeMap::new();
-        let read = self.read_fields_with_positions().into_iter().map(|(field, _)| field);
-        for field in ALWAYS_QUERIED.iter().map(|field| (*field).to_owned()).chain(read) {
+        let read = self
+            .read_fields_with_positions()
+            .into_iter()
+            .map(|(field, _)| field);
+        for field in ALWAYS_QUERIED
+            .iter()
+            .map(|field| (*field).to_owned())
+            .chain(read)
+        {
             fields.entry(field.to_ascii_lowercase()).or_insert(field);
         }
         let mut fields: Vec<String> = fields.into_values().collect();
@@ -204,7 +238,7 @@ impl Mapping {
     /// Every Account field a template reads, at each place it is read.
     pub fn read_fields_with_positions(&self) -> Vec<(String, Position)> {
         self.templates()
-            .flat_map(|template| template.variables())
+            .flat_map(|template| template.variables().iter().cloned())
             .filter(|(name, _)| {
                 let root = name.split('.').next().unwrap_or_default();
                 !CONTEXT_ROOTS.contains(&root)
@@ -223,12 +257,16 @@ impl Mapping {
                     fixed_values.push((value.clone(), *position));
                 }
                 if let Some(map) = &rule.map {
-                    fixed_values.extend(map.iter().map(|(_, output, position)| (output.clone(), *position)));
+                    fixed_values.extend(
+                        map.iter()
+                            .map(|(_, output, position)| (output.clone(), *position)),
+                    );
                 }
                 if let Some((default, position)) = &rule.default {
                     fixed_values.push((default.clone(), *position));
                 }
-                let may_write_rendered = is_template && (rule.map.is_none() || rule.default.is_none());
+                let may_write_rendered =
+                    is_template && (rule.map.is_none() || rule.default.is_none());
                 written.push(WrittenField {
                     field: rule.field.clone(),
                     moment: *moment,
@@ -246,15 +284,24 @@ impl Mapping {
     pub fn portal_body(&self, account: &Record) -> Result<Map<String, Value>, RenderError> {
         let context = self.context(account, [], Utc::now());
         let mut body = Map::new();
-        body.insert("type".to_owned(), Value::String(self.portal_type.as_str().to_owned()));
+        body.insert(
+            "type".to_owned(),
+            Value::String(self.portal_type.as_str().to_owned()),
+        );
         if let Some(redirect_url) = &self.redirect_url {
-            body.insert("redirect_url".to_owned(), self.render("redirect_url", redirect_url, &context)?);
+            body.insert(
+                "redirect_url".to_owned(),
+                self.render("redirect_url", redirect_url, &context)?,
+            );
         }
         let mut custom_fields = Map::new();
         for (key, source) in &self.custom_fields {
             custom_fields.insert(key.clone(), self.render(key, source, &context)?);
         }
-        body.insert("default_custom_fields".to_owned(), Value::Object(custom_fields));
+        body.insert(
+            "default_custom_fields".to_owned(),
+            Value::Object(custom_fields),
+        );
         for (key, source) in &self.portal_extra {
             body.insert(key.clone(), self.render(key, source, &context)?);
         }
@@ -264,7 +311,11 @@ impl Mapping {
     /// The Salesforce fields to write at `moment`, with their values before
     /// type conversion (see [`super::convert_value`]). Empty when the
     /// mapping writes nothing then.
-    pub fn writeback(&self, moment: Moment, context: &WritebackContext) -> Result<Map<String, Value>, RenderError> {
+    pub fn writeback(
+        &self,
+        moment: Moment,
+        context: &WritebackContext,
+    ) -> Result<Map<String, Value>, RenderError> {
         let extra = [
             ("portal", context.portal),
             ("application", context.application),
@@ -273,13 +324,15 @@ impl Mapping {
         let template_context = self.context(context.account, extra, context.now);
         let mut fields = Map::new();
         for rule in self.writeback.get(&moment).into_iter().flatten() {
-            let value = rule.apply(&template_context).map_err(|message| RenderError {
-                mapping: self.name.clone(),
-                file: self.file.clone(),
-                position: rule.value.position(),
-                key: rule.field.clone(),
-                message,
-            })?;
+            let value = rule
+                .apply(&template_context)
+                .map_err(|message| RenderError {
+                    mapping: self.name.clone(),
+                    file: self.file.clone(),
+                    position: rule.value.position(),
+                    key: rule.field.clone(),
+                    message,
+                })?;
             fields.insert(rule.field.clone(), value);
         }
         Ok(fields)
@@ -287,17 +340,23 @@ impl Mapping {
 
     /// Whether the mapping writes anything at `moment`.
     pub fn writes_at(&self, moment: Moment) -> bool {
-        self.writeback.get(&moment).is_some_and(|rules| !rules.is_empty())
+        self.writeback
+            .get(&moment)
+            .is_some_and(|rules| !rules.is_empty())
     }
 
     /// The `default_custom_fields` key that carries the Account Id (its
     /// template is exactly `{{ Id }}`): how an Ondorse application is traced
     /// back to its Account when our own link table does not know it yet.
     pub fn account_id_custom_field(&self) -> Option<&str> {
-        self.custom_fields.iter().find_map(|(key, source)| match source {
-            Source::Template(template) if template.expression() == Some("Id") => Some(key.as_str()),
-            _ => None,
-        })
+        self.custom_fields
+            .iter()
+            .find_map(|(key, source)| match source {
+                Source::Template(template) if template.expression() == Some("Id") => {
+                    Some(key.as_str())
+                }
+                _ => None,
+            })
     }
 
     fn templates(&self) -> impl Iterator<Item = &Template> {
@@ -315,13 +374,27 @@ impl Mapping {
 
     /// The template context: Account fields at the top level, then the
     /// named values (which win over an Account field of the same name).
-    fn context<const N: usize>(&self, account: &Record, named: [(&str, Option<&Value>); N], now: DateTime<Utc>) -> Value {
+    /// Nulls are left out: to a template, a field Salesforce returns empty
+    /// and a field it does not return are the same, so `default('unknown')`
+    /// applies to both.
+    fn context<const N: usize>(
+        &self,
+        account: &Record,
+        named: [(&str, Option<&Value>); N],
+        now: DateTime<Utc>,
+    ) -> Value {
         let mut context = account.clone();
         for (name, value) in named {
-            context.insert(name.to_owned(), value.cloned().unwrap_or(Value::Null));
+            match value {
+                Some(value) => context.insert(name.to_owned(), value.clone()),
+                None => context.remove(name),
+            };
         }
-        context.insert("now".to_owned(), Value::String(now.to_rfc3339_opts(SecondsFormat::Millis, true)));
-        Value::Object(context)
+        context.insert(
+            "now".to_owned(),
+            Value::String(now.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        );
+        without_nulls(Value::Object(context))
     }
 
     fn render(&self, key: &str, source: &Source, context: &Value) -> Result<Value, RenderError> {

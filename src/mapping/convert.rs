@@ -22,7 +22,8 @@ const MULTIPICKLIST_SEPARATOR: char = ';';
 pub struct ConversionError {
     pub field: String,
     pub field_type: String,
-    pub value: Value,
+    /// The refused value, as JSON text.
+    pub value: String,
     /// What is wrong and what would fit.
     pub reason: String,
 }
@@ -34,7 +35,7 @@ pub fn convert_value(value: &Value, field: &FieldDescribe) -> Result<Value, Conv
     let fail = |reason: String| ConversionError {
         field: field.name.clone(),
         field_type: field.field_type.clone(),
-        value: value.clone(),
+        value: value.to_string(),
         reason,
     };
     let is_text_type = matches!(
@@ -46,17 +47,22 @@ pub fn convert_value(value: &Value, field: &FieldDescribe) -> Result<Value, Conv
         return if field.nillable {
             Ok(Value::Null)
         } else {
-            Err(fail("the field is required and cannot be cleared; give it a value or a `default`".to_owned()))
+            Err(fail(
+                "the field is required and cannot be cleared; give it a value or a `default`"
+                    .to_owned(),
+            ))
         };
     }
     match field.field_type.as_str() {
         "string" | "textarea" | "email" | "phone" | "url" | "encryptedstring" | "combobox" => {
-            let text = scalar_text(value).ok_or_else(|| fail("expected a text, number or true/false".to_owned()))?;
+            let text = scalar_text(value)
+                .ok_or_else(|| fail("expected a text, number or true/false".to_owned()))?;
             check_length(&text, field).map_err(fail)?;
             Ok(Value::String(text))
         }
         "picklist" => {
-            let text = scalar_text(value).ok_or_else(|| fail("expected one picklist value".to_owned()))?;
+            let text =
+                scalar_text(value).ok_or_else(|| fail("expected one picklist value".to_owned()))?;
             check_picklist(&text, field).map_err(fail)?;
             Ok(Value::String(text))
         }
@@ -77,12 +83,18 @@ pub fn convert_value(value: &Value, field: &FieldDescribe) -> Result<Value, Conv
             for item in &values {
                 check_picklist(item, field).map_err(fail)?;
             }
-            Ok(Value::String(values.join(&MULTIPICKLIST_SEPARATOR.to_string())))
+            Ok(Value::String(
+                values.join(&MULTIPICKLIST_SEPARATOR.to_string()),
+            ))
         }
         "boolean" => match value {
             Value::Bool(flag) => Ok(Value::Bool(*flag)),
-            Value::String(text) if text.trim().eq_ignore_ascii_case("true") => Ok(Value::Bool(true)),
-            Value::String(text) if text.trim().eq_ignore_ascii_case("false") => Ok(Value::Bool(false)),
+            Value::String(text) if text.trim().eq_ignore_ascii_case("true") => {
+                Ok(Value::Bool(true))
+            }
+            Value::String(text) if text.trim().eq_ignore_ascii_case("false") => {
+                Ok(Value::Bool(false))
+            }
             _ => Err(fail("expected true or false".to_owned())),
         },
         "int" => {
@@ -110,30 +122,40 @@ pub fn convert_value(value: &Value, field: &FieldDescribe) -> Result<Value, Conv
                 .ok_or_else(|| fail("expected a finite number".to_owned()))
         }
         "date" => {
-            let text = value.as_str().ok_or_else(|| fail("expected a date such as 2026-11-25".to_owned()))?;
-            parse_date(text.trim())
-                .map(|date| Value::String(date.format("%Y-%m-%d").to_string()))
-                .ok_or_else(|| fail("expected a date such as 2026-11-25 (or a datetime)".to_owned()))
-        }
-        "datetime" => {
             let text = value
                 .as_str()
-                .ok_or_else(|| fail("expected a datetime such as 2026-11-25T20:49:32Z".to_owned()))?;
+                .ok_or_else(|| fail("expected a date such as 2026-11-25".to_owned()))?;
+            parse_date(text.trim())
+                .map(|date| Value::String(date.format("%Y-%m-%d").to_string()))
+                .ok_or_else(|| {
+                    fail("expected a date such as 2026-11-25 (or a datetime)".to_owned())
+                })
+        }
+        "datetime" => {
+            let text = value.as_str().ok_or_else(|| {
+                fail("expected a datetime such as 2026-11-25T20:49:32Z".to_owned())
+            })?;
             parse_datetime(text.trim())
                 .map(|moment| Value::String(moment.to_rfc3339_opts(SecondsFormat::Millis, true)))
-                .ok_or_else(|| fail("expected a datetime such as 2026-11-25T20:49:32Z (RFC 3339)".to_owned()))
+                .ok_or_else(|| {
+                    fail("expected a datetime such as 2026-11-25T20:49:32Z (RFC 3339)".to_owned())
+                })
         }
         "reference" | "id" => {
             let text = value
                 .as_str()
                 .map(str::trim)
                 .ok_or_else(|| fail("expected a record Id".to_owned()))?;
-            let well_formed =
-                ID_LENGTHS.contains(&text.len()) && text.chars().all(|character| character.is_ascii_alphanumeric());
+            let well_formed = ID_LENGTHS.contains(&text.len())
+                && text
+                    .chars()
+                    .all(|character| character.is_ascii_alphanumeric());
             if well_formed {
                 Ok(Value::String(text.to_owned()))
             } else {
-                Err(fail("expected a record Id of 15 or 18 letters and digits".to_owned()))
+                Err(fail(
+                    "expected a record Id of 15 or 18 letters and digits".to_owned(),
+                ))
             }
         }
         // Types the mapping has no opinion on (time, base64, ...): sent as
@@ -155,7 +177,11 @@ fn scalar_text(value: &Value) -> Option<String> {
 fn number(value: &Value) -> Option<f64> {
     match value {
         Value::Number(number) => number.as_f64(),
-        Value::String(text) => text.trim().parse::<f64>().ok().filter(|number| number.is_finite()),
+        Value::String(text) => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|number| number.is_finite()),
         _ => None,
     }
 }
@@ -176,8 +202,12 @@ fn check_picklist(text: &str, field: &FieldDescribe) -> Result<(), String> {
         return Ok(());
     }
     let active: Vec<&str> = field.active_picklist_values().collect();
-    let case_mismatch = active.iter().find(|active| active.eq_ignore_ascii_case(text));
-    let hint = case_mismatch.map(|near| format!(" (did you mean `{near}`?)")).unwrap_or_default();
+    let case_mismatch = active
+        .iter()
+        .find(|active| active.eq_ignore_ascii_case(text));
+    let hint = case_mismatch
+        .map(|near| format!(" (did you mean `{near}`?)"))
+        .unwrap_or_default();
     Err(format!(
         "not an active value of this restricted picklist{hint}; active values: {}",
         active.join(", ")
@@ -205,8 +235,16 @@ fn check_digits(number: f64, field: &FieldDescribe) -> Result<(), String> {
 fn parse_date(text: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .ok()
-        .or_else(|| DateTime::parse_from_rfc3339(text).ok().map(|moment| moment.date_naive()))
-        .or_else(|| DateTime::parse_from_str(text, SALESFORCE_DATETIME).ok().map(|moment| moment.date_naive()))
+        .or_else(|| {
+            DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|moment| moment.date_naive())
+        })
+        .or_else(|| {
+            DateTime::parse_from_str(text, SALESFORCE_DATETIME)
+                .ok()
+                .map(|moment| moment.date_naive())
+        })
 }
 
 /// RFC 3339, Salesforce's `+0000` form, a naive datetime (taken as UTC), or a

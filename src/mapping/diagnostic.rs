@@ -37,7 +37,9 @@ impl fmt::Display for Position {
 }
 
 /// One problem in one mapping file. Displays as `file:line:column: message`,
-/// the form editors and terminals turn into a link.
+/// the form editors and terminals turn into a link. A problem with no place
+/// inside a file (an empty directory, an unreadable file) has line 0 and
+/// displays as its message alone, which names the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub file: PathBuf,
@@ -56,6 +58,17 @@ impl Diagnostic {
         }
     }
 
+    /// A problem with a whole file or directory rather than a place in it;
+    /// `message` must name the path.
+    pub fn whole(path: &Path, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+        }
+    }
+
     pub fn position(&self) -> Position {
         Position {
             line: self.line,
@@ -66,6 +79,9 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return formatter.write_str(&self.message);
+        }
         write!(
             formatter,
             "{}:{}:{}: {}",
@@ -106,7 +122,11 @@ impl Diagnostics {
 
     /// `Ok(value)` when nothing was found, else every problem.
     pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
-        if self.is_empty() { Ok(value) } else { Err(self) }
+        if self.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 }
 
@@ -141,7 +161,10 @@ impl std::error::Error for Diagnostics {}
 
 /// The closest of `candidates` to a misspelt `word`, when it is close enough
 /// to be a plausible typo.
-pub fn suggestion<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn suggestion<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     // Below this Jaro-Winkler similarity two names are more likely different
     // words than a typo of each other (`redirect_ur` vs `redirect_url` is 0.98,
     // `channel` vs `type` is 0.0).
@@ -165,11 +188,23 @@ mod tests {
     #[test]
     fn positions_count_characters_not_bytes() {
         let text = "a: é\nbb: x";
-        assert_eq!(Position::of_offset(text, 0), Position { line: 1, column: 1 });
-        assert_eq!(Position::of_offset(text, 6), Position { line: 2, column: 1 });
-        assert_eq!(Position::of_offset(text, 10), Position { line: 2, column: 5 });
+        assert_eq!(
+            Position::of_offset(text, 0),
+            Position { line: 1, column: 1 }
+        );
+        assert_eq!(
+            Position::of_offset(text, 6),
+            Position { line: 2, column: 1 }
+        );
+        assert_eq!(
+            Position::of_offset(text, 10),
+            Position { line: 2, column: 5 }
+        );
         // "é" is two bytes; the offset after it is column 5, not 6.
-        assert_eq!(Position::of_offset(text, 5), Position { line: 1, column: 5 });
+        assert_eq!(
+            Position::of_offset(text, 5),
+            Position { line: 1, column: 5 }
+        );
     }
 
     #[test]
@@ -177,7 +212,10 @@ mod tests {
         let keys = ["type", "redirect_url", "default_custom_fields"];
         assert_eq!(suggestion("redirect_ur", keys), Some("redirect_url"));
         assert_eq!(suggestion("Redirect_URL", keys), Some("redirect_url"));
-        assert_eq!(suggestion("default_custom_field", keys), Some("default_custom_fields"));
+        assert_eq!(
+            suggestion("default_custom_field", keys),
+            Some("default_custom_fields")
+        );
         assert_eq!(suggestion("locale", keys), None);
     }
 }

@@ -5,7 +5,8 @@
 //! each moment (`writeback`). Values are minijinja templates.
 //!
 //! - [`model`]: the format as serde types; also the JSON Schema source.
-//! - [`parse`]: strict parsing with `file:line:column` diagnostics.
+//! - [`parse`]: strict parsing with `file:line:column` diagnostics; the
+//!   key check (`strict`) walks the file against the generated schema.
 //! - [`template`]: evaluation; one expression keeps its type.
 //! - [`compiled`]: the checked [`Mapping`] the engine runs (pure).
 //! - [`convert`]: values to Salesforce field types from describe.
@@ -26,6 +27,7 @@ pub mod convert;
 pub mod diagnostic;
 pub mod model;
 pub mod parse;
+mod strict;
 pub mod template;
 
 pub use compiled::{Mapping, Moment, RenderError, WritebackContext, WrittenField};
@@ -106,7 +108,10 @@ pub fn load_dir(dir: &Path) -> Result<MappingSet, Diagnostics> {
 /// Reads one file, refusing an oversized one before reading it whole.
 fn read_mapping(path: &Path) -> Result<Mapping, Diagnostics> {
     let unreadable = |error: std::io::Error| {
-        Diagnostics::from(Diagnostic::new(path, Position::START, format!("cannot read the file: {error}")))
+        Diagnostics::from(Diagnostic::whole(
+            path,
+            format!("cannot read mapping file {}: {error}", path.display()),
+        ))
     };
     let size = std::fs::metadata(path).map_err(unreadable)?.len();
     if size > MAX_MAPPING_FILE_BYTES as u64 {
@@ -124,13 +129,22 @@ fn read_mapping(path: &Path) -> Result<Mapping, Diagnostics> {
 }
 
 fn mapping_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostics> {
-    let whole_dir = |message: String| Diagnostics::from(Diagnostic::new(dir, Position::START, message));
-    let entries = std::fs::read_dir(dir)
-        .map_err(|error| whole_dir(format!("cannot read the mapping directory {}: {error}", dir.display())))?;
+    let whole_dir = |message: String| Diagnostics::from(Diagnostic::whole(dir, message));
+    let entries = std::fs::read_dir(dir).map_err(|error| {
+        whole_dir(format!(
+            "cannot read the mapping directory {}: {error}",
+            dir.display()
+        ))
+    })?;
     let mut files = Vec::new();
     for entry in entries {
         let path = entry
-            .map_err(|error| whole_dir(format!("cannot read the mapping directory {}: {error}", dir.display())))?
+            .map_err(|error| {
+                whole_dir(format!(
+                    "cannot read the mapping directory {}: {error}",
+                    dir.display()
+                ))
+            })?
             .path();
         let is_mapping = path
             .extension()
@@ -141,7 +155,10 @@ fn mapping_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostics> {
         }
     }
     if files.is_empty() {
-        return Err(whole_dir(format!("no mapping files in {} (expected *.yaml)", dir.display())));
+        return Err(whole_dir(format!(
+            "no mapping files in {} (expected *.yaml)",
+            dir.display()
+        )));
     }
     files.sort();
     Ok(files)

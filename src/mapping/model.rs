@@ -1,5 +1,5 @@
 //! The mapping file format, as serde types. These same types are what the
-//! parser deserializes and what [`json_schema`] describes, so the editor's
+//! parser deserializes and what [`json_schema()`] describes, so the editor's
 //! schema and `check` cannot disagree. Doc comments become the schema's
 //! descriptions: they are written for CRM admins.
 
@@ -34,6 +34,7 @@ pub struct MappingFile {
     #[serde(default)]
     pub name: Option<Located<String>>,
     /// The Salesforce object to read. Only `Account` is supported.
+    #[schemars(extend("enum" = [SUPPORTED_OBJECT]))]
     pub object: Located<String>,
     /// SOQL condition (the part after `WHERE`) choosing the Accounts that
     /// need KYC, e.g. `Type = 'Customer' AND KYC_Status__c = null`.
@@ -42,7 +43,7 @@ pub struct MappingFile {
     pub portal: PortalSpec,
     /// Account fields written back, per moment.
     #[serde(default)]
-    pub writeback: WritebackSpec,
+    pub writeback: Option<WritebackSpec>,
 }
 
 /// The body of `POST /api/portals`. Keys other than those below are passed
@@ -65,9 +66,6 @@ pub struct PortalSpec {
     #[serde(flatten)]
     pub extra: OrderedMap<Located<Scalar>>,
 }
-
-/// Key names of [`PortalSpec`] other than the passed-through ones.
-pub const PORTAL_KEYS: &[&str] = &["type", "redirect_url", "default_custom_fields"];
 
 /// Who the portal onboards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -142,7 +140,9 @@ pub struct FieldBlock {
 
 /// A key written without a value (`default:`) or as `null` is still present:
 /// it means "clear the field", unlike a missing key.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Located<Scalar>>, D::Error> {
+fn present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Located<Scalar>>, D::Error> {
     Located::deserialize(deserializer).map(Some)
 }
 
@@ -233,7 +233,10 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
             }
 
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                // `default_custom_fields:` with nothing under it: an empty map.
+                Ok(OrderedMap::default())
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(OrderedMap::default())
             }
 
@@ -246,7 +249,9 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
             }
         }
 
-        deserializer.deserialize_map(OrderedMapVisitor(PhantomData))
+        // `any`, not `map`: a key with nothing under it (every entry
+        // commented out) is an empty map, not an error.
+        deserializer.deserialize_any(OrderedMapVisitor(PhantomData))
     }
 }
 
@@ -339,7 +344,9 @@ impl<'de> Deserialize<'de> for FieldValue {
             type Value = FieldValue;
 
             fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-                formatter.write_str("a template, a fixed value, or a block with `value`, `map` and `default`")
+                formatter.write_str(
+                    "a template, a fixed value, or a block with `value`, `map` and `default`",
+                )
             }
 
             fn visit_bool<E: de::Error>(self, value: bool) -> Result<FieldValue, E> {
@@ -375,7 +382,8 @@ impl<'de> Deserialize<'de> for FieldValue {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldValue, A::Error> {
-                FieldBlock::deserialize(de::value::MapAccessDeserializer::new(map)).map(FieldValue::Block)
+                FieldBlock::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(FieldValue::Block)
             }
         }
 
@@ -411,7 +419,8 @@ impl<'de> Deserialize<'de> for PortalSpec {
             type Value = PortalSpec;
 
             fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-                formatter.write_str("a mapping with `type`, `redirect_url` and `default_custom_fields`")
+                formatter
+                    .write_str("a mapping with `type`, `redirect_url` and `default_custom_fields`")
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PortalSpec, A::Error> {

@@ -4,15 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_saphyr::{Error as YamlError, MessageFormatter, UserMessageFormatter};
 use serde_json::Value;
+use serde_saphyr::{Error as YamlError, MessageFormatter, UserMessageFormatter};
 
 use super::compiled::{FieldRule, Mapping, Moment, Source};
 use super::diagnostic::{Diagnostic, Diagnostics, Position, suggestion};
 use super::model::{
-    FieldBlock, FieldValue, Located, MappingFile, OrderedMap, PORTAL_KEYS, SUPPORTED_OBJECT, SUPPORTED_VERSION,
-    Scalar,
+    FieldBlock, FieldValue, Located, MappingFile, OrderedMap, SUPPORTED_VERSION, Scalar,
 };
+use super::strict::{self, Node, one_of};
 use super::template::{CONTEXT_ROOTS, Template, is_template, position_in};
 
 /// Largest mapping file read. Real ones are a few KiB; anything near this
@@ -34,6 +34,18 @@ pub fn parse_mapping(path: &Path, text: &str) -> Result<Mapping, Diagnostics> {
         )
         .into());
     }
+    let has_content = text.lines().any(|line| {
+        let line = line.trim();
+        !line.is_empty() && !line.starts_with('#')
+    });
+    if !has_content {
+        return Err(Diagnostic::new(
+            path,
+            Position::START,
+            format!("the file is empty; a mapping starts with `version: {SUPPORTED_VERSION}`"),
+        )
+        .into());
+    }
     let tabs = tab_indentation(path, text);
     if !tabs.is_empty() {
         return Err(tabs);
@@ -41,6 +53,17 @@ pub fn parse_mapping(path: &Path, text: &str) -> Result<Mapping, Diagnostics> {
     // Only `true` and `false` are booleans: `yes`, `no`, `on` stay text, so
     // a picklist value `No` is not silently turned into `false`.
     let options = serde_saphyr::options! { strict_booleans: true };
+    let document: Located<Node> = serde_saphyr::from_str_with_options(text, options.clone())
+        .map_err(|error| Diagnostics::from(yaml_diagnostic(path, &error)))?;
+    let problems = strict::check(&document);
+    if !problems.is_empty() {
+        return Err(Diagnostics(
+            problems
+                .into_iter()
+                .map(|(position, message)| Diagnostic::new(path, position, message))
+                .collect(),
+        ));
+    }
     let file: MappingFile = serde_saphyr::from_str_with_options(text, options)
         .map_err(|error| Diagnostics::from(yaml_diagnostic(path, &error)))?;
     Builder {
@@ -56,13 +79,20 @@ pub fn parse_mapping(path: &Path, text: &str) -> Result<Mapping, Diagnostics> {
 fn tab_indentation(path: &Path, text: &str) -> Diagnostics {
     let mut diagnostics = Diagnostics::default();
     for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
         let indentation = &line[..line.len() - line.trim_start().len()];
         if let Some(column) = indentation.find('\t') {
             let position = Position {
                 line: index + 1,
                 column: indentation[..column].chars().count() + 1,
             };
-            diagnostics.push(Diagnostic::new(path, position, "tab character in indentation; indent with spaces"));
+            diagnostics.push(Diagnostic::new(
+                path,
+                position,
+                "tab character in indentation; indent with spaces",
+            ));
         }
     }
     diagnostics
@@ -77,37 +107,32 @@ fn yaml_diagnostic(path: &Path, error: &YamlError) -> Diagnostic {
             line: location.line() as usize,
             column: location.column() as usize,
         });
-    let message = match error {
-        YamlError::SerdeUnknownField { field, expected, .. } => unknown_key(field, expected),
-        YamlError::SerdeUnknownVariant { variant, expected, .. } => {
+    Diagnostic::new(path, position, yaml_message(error))
+}
+
+fn yaml_message(error: &YamlError) -> String {
+    match error {
+        YamlError::SerdeUnknownField {
+            field, expected, ..
+        } => unknown_key(field, expected),
+        YamlError::SerdeUnknownVariant {
+            variant, expected, ..
+        } => {
             let mut message = format!("unknown value `{variant}`, expected {}", one_of(expected));
             if let Some(near) = suggestion(variant, expected.iter().copied()) {
                 message.push_str(&format!("; did you mean `{near}`?"));
             }
             message
         }
-        YamlError::SerdeMissingField { field, .. } if *field == "version" => {
-            format!("missing key `version`; add `version: {SUPPORTED_VERSION}` at the top of the file")
-        }
         YamlError::SerdeMissingField { field, .. } => format!("missing key `{field}`"),
         other => UserMessageFormatter.format_message(other).into_owned(),
-    };
-    Diagnostic::new(path, position, message)
+    }
 }
 
 fn unknown_key(key: &str, expected: &[&str]) -> String {
     match suggestion(key, expected.iter().copied()) {
         Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
         None => format!("unknown key `{key}`, expected {}", one_of(expected)),
-    }
-}
-
-fn one_of(names: &[&str]) -> String {
-    let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
-    match quoted.as_slice() {
-        [single] => single.clone(),
-        [rest @ .., last] => format!("one of {} or {last}", rest.join(", ")),
-        [] => "nothing here".to_owned(),
     }
 }
 
@@ -142,16 +167,14 @@ impl Builder<'_> {
                 (name.value.clone(), name.position)
             }
             None => (
-                self.path.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
+                self.path
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
                 Position::START,
             ),
         };
-        if file.object.value != SUPPORTED_OBJECT {
-            self.problem(
-                file.object.position,
-                format!("object `{}` is not supported; use `{SUPPORTED_OBJECT}`", file.object.value),
-            );
-        }
         if file.select.value.trim().is_empty() {
             self.problem(
                 file.select.position,
@@ -165,21 +188,14 @@ impl Builder<'_> {
             .as_ref()
             .and_then(|value| self.source(value, Scope::Portal));
         let custom_fields = self.sources(&portal.default_custom_fields, Scope::Portal);
-        for (key, _) in portal.extra.iter() {
-            if let Some(near) = suggestion(&key.value, PORTAL_KEYS.iter().copied()) {
-                self.problem(
-                    key.position,
-                    format!("unknown key `{}`; did you mean `{near}`?", key.value),
-                );
-            }
-        }
         let portal_extra = self.sources(&portal.extra, Scope::Portal);
 
         let mut writeback = BTreeMap::new();
+        let spec = file.writeback.unwrap_or_default();
         let moments = [
-            (Moment::PortalCreated, &file.writeback.on_portal_created),
-            (Moment::Application, &file.writeback.on_application),
-            (Moment::CollectOpened, &file.writeback.on_collect_opened),
+            (Moment::PortalCreated, &spec.on_portal_created),
+            (Moment::Application, &spec.on_application),
+            (Moment::CollectOpened, &spec.on_collect_opened),
         ];
         for (moment, fields) in moments {
             let rules = fields
@@ -206,15 +222,15 @@ impl Builder<'_> {
     }
 
     fn problem(&mut self, position: Position, message: impl Into<String>) {
-        self.diagnostics.push(Diagnostic::new(self.path, position, message));
+        self.diagnostics
+            .push(Diagnostic::new(self.path, position, message));
     }
 
     fn check_name(&mut self, name: &Located<String>) {
         let valid = !name.value.is_empty()
-            && name
-                .value
-                .chars()
-                .all(|character| character.is_ascii_alphanumeric() || character == '_' || character == '-');
+            && name.value.chars().all(|character| {
+                character.is_ascii_alphanumeric() || character == '_' || character == '-'
+            });
         if !valid {
             self.problem(
                 name.position,
@@ -226,14 +242,23 @@ impl Builder<'_> {
         }
     }
 
-    fn sources(&mut self, entries: &OrderedMap<Located<Scalar>>, scope: Scope) -> Vec<(String, Source)> {
+    fn sources(
+        &mut self,
+        entries: &OrderedMap<Located<Scalar>>,
+        scope: Scope,
+    ) -> Vec<(String, Source)> {
         entries
             .iter()
             .filter_map(|(key, value)| Some((key.value.clone(), self.source(value, scope)?)))
             .collect()
     }
 
-    fn field_rule(&mut self, moment: Moment, field: &Located<String>, value: &Located<FieldValue>) -> Option<FieldRule> {
+    fn field_rule(
+        &mut self,
+        moment: Moment,
+        field: &Located<String>,
+        value: &Located<FieldValue>,
+    ) -> Option<FieldRule> {
         if !is_field_name(&field.value) {
             self.problem(
                 field.position,
@@ -263,7 +288,12 @@ impl Builder<'_> {
         }
     }
 
-    fn block_rule(&mut self, field: &Located<String>, block: &FieldBlock, scope: Scope) -> Option<FieldRule> {
+    fn block_rule(
+        &mut self,
+        field: &Located<String>,
+        block: &FieldBlock,
+        scope: Scope,
+    ) -> Option<FieldRule> {
         let value = self.source(&block.value, scope);
         let map = block.map.as_ref().map(|map| {
             map.iter()
@@ -314,7 +344,10 @@ impl Builder<'_> {
         // or quoted without escapes); else at the start of the YAML value.
         let raw = self.text.get(value.span.clone()).unwrap_or_default();
         let (origin, verbatim) = match raw.find(text.as_str()) {
-            Some(start) => (Position::of_offset(self.text, value.span.start + start), true),
+            Some(start) => (
+                Position::of_offset(self.text, value.span.start + start),
+                true,
+            ),
             None => (value.position, false),
         };
         match Template::compile(text, origin, verbatim) {
@@ -338,14 +371,15 @@ impl Builder<'_> {
         for (variable, position) in template.variables() {
             let root = variable.split('.').next().unwrap_or_default();
             if root != "now" && CONTEXT_ROOTS.contains(&root) && !allowed.contains(&root) {
-                let available: Vec<String> = allowed.iter().map(|name| format!("`{name}`")).collect();
+                let available: Vec<String> =
+                    allowed.iter().map(|name| format!("`{name}`")).collect();
                 let available = if available.is_empty() {
                     String::from("Account fields and `now`")
                 } else {
                     format!("Account fields, {} and `now`", available.join(", "))
                 };
                 self.problem(
-                    position,
+                    *position,
                     format!("`{root}` is not available in {place}; available there: {available}"),
                 );
             }
@@ -356,6 +390,8 @@ impl Builder<'_> {
 /// A Salesforce field API name: a letter, then letters, digits and `_`.
 fn is_field_name(name: &str) -> bool {
     let mut characters = name.chars();
-    characters.next().is_some_and(|first| first.is_ascii_alphabetic())
+    characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic())
         && characters.all(|character| character.is_ascii_alphanumeric() || character == '_')
 }

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{SalesforceAuth, SalesforceConfig};
 use crate::salesforce::error::{SalesforceError, excerpt, transport_reason};
+use crate::telemetry::Api;
 
 /// Path of the token endpoint under `login_url`.
 const TOKEN_PATH: &str = "/services/oauth2/token";
@@ -430,8 +431,18 @@ async fn send_token_request(
     http: &reqwest::Client,
     request: reqwest::Request,
 ) -> Result<oauth2::HttpResponse, TokenTransportError> {
-    let response = http.execute(request).await.map_err(transport_error)?;
+    let started = std::time::Instant::now();
+    let response = http.execute(request).await.map_err(|error| {
+        crate::telemetry::metrics().api_request(Api::Salesforce, "token", None, started.elapsed());
+        transport_error(error)
+    })?;
     let status = response.status();
+    crate::telemetry::metrics().api_request(
+        Api::Salesforce,
+        "token",
+        Some(status.as_u16()),
+        started.elapsed(),
+    );
     let headers = response.headers().clone();
     let body = response.bytes().await.map_err(transport_error)?;
     let is_json = headers

@@ -6,6 +6,7 @@
 //! the call once; there is no other retry here: the sync engine owns the
 //! retry policy and asks [`SalesforceError::is_retriable`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use crate::salesforce::error::{RecordError, SalesforceError, codes, excerpt, tra
 use crate::salesforce::model::{
     ApiUsage, QueryAnswer, Record, RecordOutcome, RecordUpdate, SObjectDescribe,
 };
+use crate::telemetry::Api;
 
 /// The most records one `PATCH /composite/sobjects` accepts.
 pub const MAX_RECORDS_PER_UPDATE: usize = 200;
@@ -67,6 +69,9 @@ struct Inner {
     api_version: String,
     /// The last `Sforce-Limit-Info` seen, whatever the call and its outcome.
     api_usage: SyncMutex<Option<ApiUsage>>,
+    /// `REQUEST_LIMIT_EXCEEDED` answers so far: the budget governor stops
+    /// every call when it grows.
+    limit_refusals: AtomicU64,
 }
 
 impl std::fmt::Debug for SalesforceClient {
@@ -114,6 +119,7 @@ impl SalesforceClient {
                 auth,
                 api_version: config.api_version.trim_start_matches('v').to_owned(),
                 api_usage: SyncMutex::new(None),
+                limit_refusals: AtomicU64::new(0),
             }),
         })
     }
@@ -240,6 +246,7 @@ impl SalesforceClient {
             max: daily.max,
         };
         *self.lock_api_usage() = Some(usage);
+        crate::telemetry::metrics().salesforce_usage(usage);
         Ok(usage)
     }
 
@@ -247,6 +254,11 @@ impl SalesforceClient {
     /// `None` before the first call.
     pub fn api_usage(&self) -> Option<ApiUsage> {
         *self.lock_api_usage()
+    }
+
+    /// How many calls Salesforce refused with `REQUEST_LIMIT_EXCEEDED`.
+    pub fn limit_refusals(&self) -> u64 {
+        self.inner.limit_refusals.load(Ordering::Relaxed)
     }
 
     /// The org's API host from the current token, `None` before the first one.
@@ -282,8 +294,22 @@ impl SalesforceClient {
                 .bearer_auth(session.access_token.expose_secret())
                 .send()
                 .await
-                .map_err(|error| transport(endpoint, error))?;
+                .map_err(|error| {
+                    crate::telemetry::metrics().api_request(
+                        Api::Salesforce,
+                        endpoint,
+                        None,
+                        started.elapsed(),
+                    );
+                    transport(endpoint, error)
+                })?;
             let status = response.status();
+            crate::telemetry::metrics().api_request(
+                Api::Salesforce,
+                endpoint,
+                Some(status.as_u16()),
+                started.elapsed(),
+            );
             if let Some(usage) = response
                 .headers()
                 .get(LIMIT_INFO_HEADER)
@@ -291,6 +317,7 @@ impl SalesforceClient {
                 .and_then(ApiUsage::from_limit_info)
             {
                 *self.lock_api_usage() = Some(usage);
+                crate::telemetry::metrics().salesforce_usage(usage);
             }
             let location = response
                 .headers()
@@ -319,7 +346,11 @@ impl SalesforceClient {
                 replayed = true;
                 continue;
             }
-            return Err(classify(endpoint, status, location.as_deref(), &body));
+            let error = classify(endpoint, status, location.as_deref(), &body);
+            if let SalesforceError::RequestLimitExceeded { .. } = error {
+                self.inner.limit_refusals.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(error);
         }
     }
 }

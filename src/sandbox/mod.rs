@@ -6,3 +6,4 @@
 
 pub mod ondorse;
 pub mod salesforce;
+pub mod world;

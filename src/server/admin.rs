@@ -30,9 +30,7 @@ use crate::sync::operations::{
     self, OperationError, ResyncGate, ResyncRequest, RetrySelection, RunningDaemon,
 };
 use crate::sync::{Engine, Schedules};
-
-/// Content type of the Prometheus text exposition format.
-const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+use crate::telemetry;
 
 /// What the admin handlers reach.
 pub struct AdminState {
@@ -42,8 +40,6 @@ pub struct AdminState {
     pub token: SecretString,
     /// The configured listen address: decides whether remote peers are refused.
     pub listen: SocketAddr,
-    /// `[salesforce] api_budget_percent`, for status.
-    pub api_budget_percent: u8,
     /// One resync at a time.
     pub resync_gate: ResyncGate,
     /// Set when a stop begins, so `/readyz` answers 503 at once.
@@ -75,7 +71,6 @@ impl AdminState {
         RunningDaemon {
             engine: &self.engine,
             schedules: &self.schedules,
-            api_budget_percent: self.api_budget_percent,
         }
     }
 }
@@ -193,78 +188,12 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    match operations::status(&state.store, Some(&state.running())) {
-        Ok(status) => (
-            [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-            render_metrics(&status),
-        )
-            .into_response(),
-        Err(failure) => operation_failed(failure),
-    }
-}
-
-/// The gauges the status snapshot already holds, in Prometheus text.
-fn render_metrics(status: &operations::Status) -> String {
-    use std::fmt::Write;
-    let mut text = String::new();
-    let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (labels, value) in samples {
-            let _ = writeln!(text, "{name}{labels} {value}");
-        }
-    };
-    gauge(
-        "ondorse_bridge_queue_depth",
-        "Work waiting, by queue.",
-        &[
-            ("{queue=\"inbox\"}".to_owned(), status.queues.inbox as f64),
-            (
-                "{queue=\"writes\"}".to_owned(),
-                status.queues.pending_writes as f64,
-            ),
-            (
-                "{queue=\"portals\"}".to_owned(),
-                status.queues.pending_portals as f64,
-            ),
-        ],
-    );
-    gauge(
-        "ondorse_bridge_dead_letters",
-        "Write-backs Salesforce refused for good, waiting for an operator.",
-        &[(String::new(), status.dead_letters as f64)],
-    );
-    let lags: Vec<(String, f64)> = status
-        .mappings
-        .iter()
-        .filter_map(|mapping| {
-            let cursor = mapping.cursor.as_ref()?;
-            Some((
-                format!("{{mapping=\"{}\"}}", mapping.name),
-                cursor.lag_seconds as f64,
-            ))
-        })
-        .collect();
-    gauge(
-        "ondorse_bridge_cursor_lag_seconds",
-        "How far each mapping's intake cursor is behind the clock.",
-        &lags,
-    );
-    if let Some(daemon) = &status.daemon {
-        gauge(
-            "ondorse_bridge_schedules_alive",
-            "1 while every schedule fires on time.",
-            &[(String::new(), f64::from(u8::from(daemon.schedules_alive)))],
-        );
-        if let Some(percent) = daemon.salesforce.api_used_percent {
-            gauge(
-                "ondorse_bridge_salesforce_api_usage_ratio",
-                "Share of the org's daily API allowance used.",
-                &[(String::new(), percent / 100.0)],
-            );
-        }
-    }
-    text
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, telemetry::METRICS_CONTENT_TYPE)],
+        telemetry::render_metrics(),
+    )
+        .into_response()
 }
 
 fn operation_failed(failure: OperationError) -> Response {

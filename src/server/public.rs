@@ -29,9 +29,11 @@ use tokio::sync::Notify;
 
 use crate::config::WebhooksConfig;
 use crate::ondorse::webhook::{
-    DEFAULT_SIGNATURE_TOLERANCE, SIGNATURE_HEADER, parse_envelope, verify_signature,
+    DEFAULT_SIGNATURE_TOLERANCE, SIGNATURE_HEADER, WebhookEnvelope, parse_envelope,
+    verify_signature,
 };
-use crate::store::{Accepted, Store};
+use crate::store::{Accepted, Store, StoreError};
+use crate::telemetry::{self, WebhookSource};
 
 /// Largest body accepted (SPEC §8). Ondorse events are a few KiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -96,12 +98,21 @@ impl Endpoint {
             Endpoint::Salesforce => "salesforce",
         }
     }
+
+    fn source(self) -> WebhookSource {
+        match self {
+            Endpoint::Ondorse => WebhookSource::Ondorse,
+            Endpoint::Salesforce => WebhookSource::Salesforce,
+        }
+    }
 }
 
-/// A request turned away: the status, and a reason safe to show the sender.
+/// A request turned away: the status, a reason safe to show the sender,
+/// and for our logs only, the internal cause.
 struct Refusal {
     status: StatusCode,
     reason: String,
+    cause: Option<String>,
 }
 
 impl Refusal {
@@ -109,10 +120,12 @@ impl Refusal {
         Refusal {
             status,
             reason: reason.into(),
+            cause: None,
         }
     }
 
     fn into_response(self, endpoint: Endpoint, source: Option<IpAddr>) -> Response {
+        telemetry::metrics().webhook_rejected(endpoint.source(), self.status.as_u16());
         let source = source.map(|address| address.to_string());
         if self.status.is_server_error() {
             tracing::error!(
@@ -120,6 +133,7 @@ impl Refusal {
                 status = self.status.as_u16(),
                 source = source.as_deref(),
                 reason = %self.reason,
+                cause = self.cause.as_deref(),
                 "webhook not stored"
             );
         } else {
@@ -146,36 +160,16 @@ async fn ondorse_webhook(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut source = None;
-    let outcome = async {
-        let body = admit(&state, &secret, peer, &headers, body, &mut source).await?;
-        if let Some(signing_secret) = &state.config.signing_secret {
-            let header = headers
-                .get(SIGNATURE_HEADER)
-                .map(|value| value.to_str().unwrap_or_default());
-            verify_signature(
-                &[signing_secret.expose_secret().as_bytes()],
-                header,
-                &body,
-                Utc::now().timestamp(),
-                DEFAULT_SIGNATURE_TOLERANCE,
-            )
-            .map_err(|error| Refusal::new(StatusCode::UNAUTHORIZED, error.to_string()))?;
-        }
-        let envelope = parse_envelope(&body)
-            .map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, error.to_string()))?;
-        let accepted = state
-            .store
-            .accept_webhook(&envelope, Utc::now())
-            .await
-            .map_err(store_unavailable)?;
-        Ok::<_, Refusal>((envelope, accepted))
-    }
-    .await;
-    match outcome {
+    let source = client_address(peer.ip(), &headers, &state.config.trusted_proxies);
+    match receive_ondorse_event(&state, &secret, source, &headers, body).await {
         Ok((envelope, accepted)) => {
             let kind = envelope.kind();
-            let (status, sequence) = match accepted {
+            telemetry::metrics().webhook(
+                WebhookSource::Ondorse,
+                Some(&kind),
+                accepted == Accepted::Duplicate,
+            );
+            let (outcome, sequence) = match accepted {
                 Accepted::Stored { sequence } => {
                     state.inbox_wake.notify_one();
                     ("stored", Some(sequence))
@@ -185,19 +179,51 @@ async fn ondorse_webhook(
             tracing::info!(
                 endpoint = Endpoint::Ondorse.as_str(),
                 status = 200,
-                source = source.map(|address: IpAddr| address.to_string()),
+                source = source.map(|address| address.to_string()),
                 event_id = %envelope.event_id,
                 event_type = %kind,
                 ignorable = kind.is_ignorable(),
                 application_id = envelope.application_id.as_deref(),
                 sequence,
-                outcome = status,
+                outcome,
                 "webhook received"
             );
-            axum::Json(json!({ "status": status })).into_response()
+            axum::Json(json!({ "status": outcome })).into_response()
         }
         Err(refusal) => refusal.into_response(Endpoint::Ondorse, source),
     }
+}
+
+/// Admits, authenticates, parses and durably stores one Ondorse event.
+async fn receive_ondorse_event(
+    state: &PublicState,
+    secret: &str,
+    source: Option<IpAddr>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(WebhookEnvelope, Accepted), Refusal> {
+    let body = admit(state, secret, source, headers, body).await?;
+    if let Some(signing_secret) = &state.config.signing_secret {
+        let header = headers
+            .get(SIGNATURE_HEADER)
+            .map(|value| value.to_str().unwrap_or_default());
+        verify_signature(
+            &[signing_secret.expose_secret().as_bytes()],
+            header,
+            &body,
+            Utc::now().timestamp(),
+            DEFAULT_SIGNATURE_TOLERANCE,
+        )
+        .map_err(|error| Refusal::new(StatusCode::UNAUTHORIZED, error.to_string()))?;
+    }
+    let envelope = parse_envelope(&body)
+        .map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, error.to_string()))?;
+    let accepted = state
+        .store
+        .accept_webhook(&envelope, Utc::now())
+        .await
+        .map_err(store_unavailable)?;
+    Ok((envelope, accepted))
 }
 
 /// The body of a Salesforce push hint.
@@ -213,33 +239,15 @@ async fn salesforce_hint(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut source = None;
-    let outcome = async {
-        let body = admit(&state, &secret, peer, &headers, body, &mut source).await?;
-        let hint: HintBody = serde_json::from_slice(&body).map_err(|error| {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                format!("the body is not {{\"ids\": [\"<Account Id>\", ...]}}: {error}"),
-            )
-        })?;
-        let ids = validate_hint_ids(hint.ids)
-            .map_err(|reason| Refusal::new(StatusCode::BAD_REQUEST, reason))?;
-        let count = ids.len();
-        let sequence = state
-            .store
-            .accept_salesforce_hint(ids, Utc::now())
-            .await
-            .map_err(store_unavailable)?;
-        Ok::<_, Refusal>((sequence, count))
-    }
-    .await;
-    match outcome {
+    let source = client_address(peer.ip(), &headers, &state.config.trusted_proxies);
+    match receive_salesforce_hint(&state, &secret, source, &headers, body).await {
         Ok((sequence, count)) => {
             state.inbox_wake.notify_one();
+            telemetry::metrics().webhook(WebhookSource::Salesforce, None, false);
             tracing::info!(
                 endpoint = Endpoint::Salesforce.as_str(),
                 status = 200,
-                source = source.map(|address: IpAddr| address.to_string()),
+                source = source.map(|address| address.to_string()),
                 ids = count,
                 sequence,
                 outcome = "stored",
@@ -251,15 +259,42 @@ async fn salesforce_hint(
     }
 }
 
+/// Admits, validates and durably stores one hint; returns its sequence and
+/// how many distinct ids it holds.
+async fn receive_salesforce_hint(
+    state: &PublicState,
+    secret: &str,
+    source: Option<IpAddr>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(u64, usize), Refusal> {
+    let body = admit(state, secret, source, headers, body).await?;
+    let hint: HintBody = serde_json::from_slice(&body).map_err(|error| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not {{\"ids\": [\"<Account Id>\", ...]}}: {error}"),
+        )
+    })?;
+    let ids = validate_hint_ids(hint.ids)
+        .map_err(|reason| Refusal::new(StatusCode::BAD_REQUEST, reason))?;
+    let count = ids.len();
+    let sequence = state
+        .store
+        .accept_salesforce_hint(ids, Utc::now())
+        .await
+        .map_err(store_unavailable)?;
+    Ok((sequence, count))
+}
+
 /// The checks both endpoints share, in order: size, path secret, source
-/// address; then the body, read within the size and time limits.
+/// address (`None`: unreadable); then the body, read within the size and
+/// time limits.
 async fn admit(
     state: &PublicState,
     secret: &str,
-    peer: SocketAddr,
+    source: Option<IpAddr>,
     headers: &HeaderMap,
     body: Body,
-    source: &mut Option<IpAddr>,
 ) -> Result<bytes::Bytes, Refusal> {
     let too_large = || {
         Refusal::new(
@@ -280,10 +315,8 @@ async fn admit(
             "the path secret does not match",
         ));
     }
-    let client = client_address(peer.ip(), headers, &state.config.trusted_proxies);
-    *source = client;
     let allowed = &state.config.allowed_ips;
-    match client {
+    match source {
         Some(address) if allowed.is_empty() || allowed.iter().any(|net| net.contains(&address)) => {
         }
         Some(address) => {
@@ -390,12 +423,15 @@ fn validate_hint_ids(ids: Vec<String>) -> Result<Vec<String>, String> {
     Ok(unique)
 }
 
-fn store_unavailable(error: crate::store::StoreError) -> Refusal {
-    tracing::error!(%error, "the webhook inbox could not store a request");
-    Refusal::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the inbox is unavailable; retry later",
-    )
+/// A 503, so that the sender retries; the store's error stays in our logs.
+fn store_unavailable(error: StoreError) -> Refusal {
+    Refusal {
+        cause: Some(error.to_string()),
+        ..Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the inbox is unavailable; retry later",
+        )
+    }
 }
 
 #[cfg(test)]

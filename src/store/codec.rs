@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn composite_keys_group_by_their_first_part() {
-        assert_eq!(composite_key(&["kyc", "001A"]), b"kyc\0001A");
+        assert_eq!(composite_key(&["kyc", "001A"]), b"kyc\x00001A");
         assert!(composite_key(&["a", "z"]) < composite_key(&["ab", ""]));
     }
 

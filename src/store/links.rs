@@ -8,9 +8,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::ConflictableTransactionError;
 
 use super::codec;
+use super::writebacks::{Fields, merge_write, transaction_error};
 use super::{LINKS_TREE, Store, StoreError};
 use crate::salesforce::model::Record;
 
@@ -69,22 +70,37 @@ impl Store {
     /// Writes a link and, when it has one, its application index entry, in
     /// one transaction; durable at the next [`Store::flush`].
     pub fn put_link(&self, link: &Link) -> Result<(), StoreError> {
+        self.put_link_and_queue(link, None, Utc::now())
+    }
+
+    /// Writes a link together with the write-back its new state calls for,
+    /// in one transaction: a crash never keeps one without the other (a
+    /// portal recorded whose link never reaches Salesforce, or a decision
+    /// marked final whose fields were never queued).
+    pub fn put_link_and_queue(
+        &self,
+        link: &Link,
+        write: Option<&Fields>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let key = link_key(&link.account_id, &link.mapping);
         let value = codec::encode_value(LINKS_TREE, link)?;
-        let outcome = (&self.inner.links, &self.inner.applications).transaction(|(links, applications)| {
-            links.insert(key.as_slice(), value.as_slice())?;
-            if let Some(application_id) = &link.application_id {
-                applications.insert(application_id.as_bytes(), key.as_slice())?;
-            }
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        });
-        outcome.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(source) => StoreError::Database {
-                operation: "write a link",
-                source,
-            },
-        })
+        (
+            &self.inner.links,
+            &self.inner.applications,
+            &self.inner.writes,
+        )
+            .transaction(|(links, applications, writes)| {
+                links.insert(key.as_slice(), value.as_slice())?;
+                if let Some(application_id) = &link.application_id {
+                    applications.insert(application_id.as_bytes(), key.as_slice())?;
+                }
+                if let Some(fields) = write.filter(|fields| !fields.is_empty()) {
+                    merge_write(writes, &link.account_id, &link.mapping, fields, now)?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(transaction_error("write a link"))
     }
 
     /// The link an application belongs to, through the application index.
@@ -120,7 +136,10 @@ impl Store {
     }
 
     /// Every link for which `keep` is true, in key order.
-    pub fn links_where(&self, mut keep: impl FnMut(&Link) -> bool) -> Result<Vec<Link>, StoreError> {
+    pub fn links_where(
+        &self,
+        mut keep: impl FnMut(&Link) -> bool,
+    ) -> Result<Vec<Link>, StoreError> {
         let mut links = Vec::new();
         for entry in self.inner.links.iter() {
             let (key, value) = entry.map_err(StoreError::database("read links"))?;

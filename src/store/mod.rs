@@ -62,12 +62,21 @@ const DEAD_LETTERS_TREE: &str = "dead_letters";
 const JOURNAL_TREE: &str = "journal";
 
 /// A handle on the ledger; cheap to clone, shared by every task.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     inner: std::sync::Arc<Inner>,
 }
 
-#[derive(Debug)]
+/// Only the path: sled's own `Debug` would dump every record into a log.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     path: PathBuf,
     db: sled::Db,

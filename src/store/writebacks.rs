@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
+};
 
 use super::codec;
 use super::{KNOWN_FIELDS_TREE, Store, StoreError, WRITES_TREE};
@@ -46,7 +49,42 @@ pub enum WriteSettlement {
     },
 }
 
-fn transaction_error(operation: &'static str) -> impl FnOnce(TransactionError<StoreError>) -> StoreError {
+/// Merges `fields` into an Account's pending write, inside a transaction.
+pub(super) fn merge_write(
+    writes: &TransactionalTree,
+    account_id: &str,
+    mapping: &str,
+    fields: &Fields,
+    now: DateTime<Utc>,
+) -> ConflictableTransactionResult<(), StoreError> {
+    let key = account_id.as_bytes();
+    let mut pending = match writes.get(key)? {
+        Some(bytes) => codec::decode_value(WRITES_TREE, key, &bytes)
+            .map_err(ConflictableTransactionError::Abort)?,
+        None => PendingWrite {
+            account_id: account_id.to_owned(),
+            fields: Fields::new(),
+            mappings: BTreeSet::new(),
+            queued_at: now,
+            attempts: 0,
+            not_before: now,
+            last_error: None,
+        },
+    };
+    for (name, value) in fields {
+        pending.fields.insert(name.clone(), value.clone());
+    }
+    pending.mappings.insert(mapping.to_owned());
+    pending.not_before = pending.not_before.min(now);
+    let value =
+        codec::encode_value(WRITES_TREE, &pending).map_err(ConflictableTransactionError::Abort)?;
+    writes.insert(key, value)?;
+    Ok(())
+}
+
+pub(super) fn transaction_error(
+    operation: &'static str,
+) -> impl FnOnce(TransactionError<StoreError>) -> StoreError {
     move |error| match error {
         TransactionError::Abort(error) => error,
         TransactionError::Storage(source) => StoreError::Database { operation, source },
@@ -95,40 +133,28 @@ impl Store {
 
     /// Adds fields to the Account's pending write (later values win; the
     /// write becomes due at once). Durable at the next [`Store::flush`].
-    pub fn queue_write(&self, account_id: &str, mapping: &str, fields: &Fields, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub fn queue_write(
+        &self,
+        account_id: &str,
+        mapping: &str,
+        fields: &Fields,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         if fields.is_empty() {
             return Ok(());
         }
-        let key = account_id.as_bytes();
         self.inner
             .writes
-            .transaction(|writes| {
-                let mut pending = match writes.get(key)? {
-                    Some(bytes) => codec::decode_value(WRITES_TREE, key, &bytes).map_err(ConflictableTransactionError::Abort)?,
-                    None => PendingWrite {
-                        account_id: account_id.to_owned(),
-                        fields: Fields::new(),
-                        mappings: BTreeSet::new(),
-                        queued_at: now,
-                        attempts: 0,
-                        not_before: now,
-                        last_error: None,
-                    },
-                };
-                for (name, value) in fields {
-                    pending.fields.insert(name.clone(), value.clone());
-                }
-                pending.mappings.insert(mapping.to_owned());
-                pending.not_before = pending.not_before.min(now);
-                let value = codec::encode_value(WRITES_TREE, &pending).map_err(ConflictableTransactionError::Abort)?;
-                writes.insert(key, value)?;
-                Ok(())
-            })
+            .transaction(|writes| merge_write(writes, account_id, mapping, fields, now))
             .map_err(transaction_error("queue a write"))
     }
 
     /// Up to `limit` pending writes due at `now`, in Account Id order.
-    pub fn due_writes(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingWrite>, StoreError> {
+    pub fn due_writes(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingWrite>, StoreError> {
         let mut due = Vec::new();
         for entry in self.inner.writes.iter() {
             let (key, value) = entry.map_err(StoreError::database("read pending writes"))?;
@@ -149,7 +175,9 @@ impl Store {
         for entry in self.inner.writes.iter() {
             let (key, value) = entry.map_err(StoreError::database("read pending writes"))?;
             let pending: PendingWrite = codec::decode_value(WRITES_TREE, &key, &value)?;
-            earliest = Some(earliest.map_or(pending.not_before, |current| current.min(pending.not_before)));
+            earliest = Some(earliest.map_or(pending.not_before, |current| {
+                current.min(pending.not_before)
+            }));
         }
         Ok(earliest)
     }
@@ -161,7 +189,11 @@ impl Store {
 
     /// Settles an attempted write. Fields queued again meanwhile with other
     /// values stay pending; the rest leave the queue (or wait, on retry).
-    pub fn settle_write(&self, attempted: &PendingWrite, settlement: &WriteSettlement) -> Result<(), StoreError> {
+    pub fn settle_write(
+        &self,
+        attempted: &PendingWrite,
+        settlement: &WriteSettlement,
+    ) -> Result<(), StoreError> {
         let key = attempted.account_id.as_bytes();
         (&self.inner.writes, &self.inner.known_fields)
             .transaction(|(writes, known_fields)| {
@@ -169,7 +201,8 @@ impl Store {
                 let Some(bytes) = writes.get(key)? else {
                     return Ok(());
                 };
-                let mut pending: PendingWrite = codec::decode_value(WRITES_TREE, key, &bytes).map_err(abort)?;
+                let mut pending: PendingWrite =
+                    codec::decode_value(WRITES_TREE, key, &bytes).map_err(abort)?;
                 match settlement {
                     WriteSettlement::Written | WriteSettlement::Abandoned => {
                         pending
@@ -186,7 +219,9 @@ impl Store {
                 }
                 if *settlement == WriteSettlement::Written {
                     let mut known: Fields = match known_fields.get(key)? {
-                        Some(bytes) => codec::decode_value(KNOWN_FIELDS_TREE, key, &bytes).map_err(abort)?,
+                        Some(bytes) => {
+                            codec::decode_value(KNOWN_FIELDS_TREE, key, &bytes).map_err(abort)?
+                        }
                         None => Fields::new(),
                     };
                     for (name, value) in &attempted.fields {

@@ -12,7 +12,7 @@ use super::{Engine, SyncError, now};
 use crate::mapping::Moment;
 use crate::ondorse::webhook::EventType;
 use crate::ondorse::{Application, OndorseError};
-use crate::store::{InboxKind, Link};
+use crate::store::{Fields, InboxKind, Link};
 
 /// Inbox items taken per pass.
 const INBOX_BATCH: usize = 500;
@@ -80,7 +80,9 @@ impl Engine {
         let mut fetches = futures::stream::iter(applications)
             .map(|(application_id, (sequences, collect_opened))| {
                 async move {
-                    let outcome = self.refresh_application(&application_id, collect_opened).await;
+                    let outcome = self
+                        .refresh_application(&application_id, collect_opened)
+                        .await;
                     (application_id, sequences, outcome)
                 }
                 .boxed()
@@ -97,6 +99,8 @@ impl Engine {
                         self.store.complete_inbox_item(sequence)?;
                     }
                 }
+                // The governor logged the pause once when it began.
+                Err(SyncError::Paused(_)) => report.deferred += sequences.len(),
                 Err(error) if error.is_retriable() => {
                     tracing::warn!(application_id = %application_id, %error, "application refresh deferred");
                     report.deferred += sequences.len();
@@ -111,6 +115,7 @@ impl Engine {
                         self.store.complete_inbox_item(sequence)?;
                     }
                 }
+                Err(SyncError::Paused(_)) => report.deferred += hint_sequences.len(),
                 Err(error) if error.is_retriable() => {
                     tracing::warn!(%error, "push hint deferred");
                     report.deferred += hint_sequences.len();
@@ -124,11 +129,18 @@ impl Engine {
     }
 
     /// Fetches an application and plans the write-backs of its Account.
-    pub(super) async fn refresh_application(&self, application_id: &str, collect_opened: bool) -> Result<Refreshed, SyncError> {
+    pub(super) async fn refresh_application(
+        &self,
+        application_id: &str,
+        collect_opened: bool,
+    ) -> Result<Refreshed, SyncError> {
         let application = match self.ondorse.get_application(application_id).await {
             Ok(application) => application,
             Err(OndorseError::NotFound { .. }) => {
-                tracing::warn!(application_id, "ondorse does not know this application; nothing to write");
+                tracing::warn!(
+                    application_id,
+                    "ondorse does not know this application; nothing to write"
+                );
                 return Ok(Refreshed::Missing);
             }
             Err(error) => return Err(error.into()),
@@ -159,7 +171,10 @@ impl Engine {
             format!(
                 "application {} is {} (risk level {}, score {})",
                 application.id,
-                application.status_review.as_deref().unwrap_or("not decided"),
+                application
+                    .status_review
+                    .as_deref()
+                    .unwrap_or("not decided"),
                 template_value.get("risk_level").unwrap_or(&Value::Null),
                 template_value.get("risk_score").unwrap_or(&Value::Null),
             ),
@@ -172,15 +187,33 @@ impl Engine {
         )?;
         link.application_id = Some(application.id.clone());
         link.decision_final = application.is_final();
-        self.store.put_link(&link)?;
-        self.queue_moment(&mapping, &link, Moment::Application, Some(&template_value), None)
+        let mut fields = self
+            .plan_moment(
+                &mapping,
+                &link,
+                Moment::Application,
+                Some(&template_value),
+                None,
+                &Fields::new(),
+            )
             .await?;
         // A late `collect.opened` must not overwrite a final decision.
         if collect_opened && !application.is_final() {
             let collect = self.collect_of(&template_value);
-            self.queue_moment(&mapping, &link, Moment::CollectOpened, Some(&template_value), collect.as_ref())
+            let collect_fields = self
+                .plan_moment(
+                    &mapping,
+                    &link,
+                    Moment::CollectOpened,
+                    Some(&template_value),
+                    collect.as_ref(),
+                    &fields,
+                )
                 .await?;
+            fields.extend(collect_fields);
         }
+        // The link (decision final or not) and its fields land together.
+        self.commit_link(&link, Moment::Application, fields)?;
         tracing::info!(account_id = %link.account_id, mapping = %link.mapping, application_id, decision = ?application.status_review, "application refreshed");
         Ok(Refreshed::Applied)
     }
@@ -195,11 +228,15 @@ impl Engine {
             let Some(key) = mapping.account_id_custom_field() else {
                 continue;
             };
-            let Some(account_id) = application.custom_fields.get(key).and_then(Value::as_str) else {
+            let Some(account_id) = application.custom_fields.get(key).and_then(Value::as_str)
+            else {
                 continue;
             };
             if let Some(link) = self.store.link(&mapping.name, account_id)?
-                && link.application_id.as_deref().is_none_or(|known| known == application.id)
+                && link
+                    .application_id
+                    .as_deref()
+                    .is_none_or(|known| known == application.id)
             {
                 return Ok(Some(link));
             }

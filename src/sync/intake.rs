@@ -8,12 +8,14 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::budget::Work;
 use super::plan::{self, record_fields};
 use super::{Engine, SyncError, now};
 use crate::mapping::Mapping;
 use crate::salesforce::model::Record;
 use crate::salesforce::soql;
 use crate::store::{Cursor, Link};
+use crate::telemetry;
 
 /// What one intake run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +45,13 @@ impl Engine {
     /// Polls every mapping once; a failing mapping does not stop the others.
     pub async fn poll_all(&self) -> Vec<(String, Result<IntakeReport, SyncError>)> {
         let mappings = self.mappings();
+        // Paused: every mapping says why; the governor logged it once.
+        if let Err(paused) = self.budget.admit(Work::Intake).await {
+            return mappings
+                .iter()
+                .map(|mapping| (mapping.name.clone(), Err(paused.clone().into())))
+                .collect();
+        }
         let mut results = Vec::new();
         for mapping in mappings.iter() {
             let result = self.poll(&mapping.name).await;
@@ -60,7 +69,9 @@ impl Engine {
         let since = self
             .store
             .cursor(mapping_name)?
-            .map_or(DateTime::<Utc>::UNIX_EPOCH, |cursor| cursor.system_modstamp - overlap);
+            .map_or(DateTime::<Utc>::UNIX_EPOCH, |cursor| {
+                cursor.system_modstamp - overlap
+            });
         self.intake_since(mapping_name, since, true).await
     }
 
@@ -74,6 +85,7 @@ impl Engine {
     ) -> Result<IntakeReport, SyncError> {
         let mapping = self.mapping(mapping_name)?;
         let _intake = self.intake_lock.lock().await;
+        self.budget.admit(Work::Intake).await?;
         let mut pages = self.salesforce.query(plan::intake_query(&mapping, since));
         let mut report = IntakeReport::default();
         while let Some(records) = pages.next_page().await? {
@@ -89,6 +101,9 @@ impl Engine {
                     self.store.flush().await?;
                 }
             }
+        }
+        if move_cursor {
+            telemetry::metrics().poll_succeeded(&mapping.name, now());
         }
         tracing::info!(
             mapping = %mapping.name,
@@ -106,12 +121,17 @@ impl Engine {
     pub async fn intake_accounts(&self, ids: &[String]) -> Result<IntakeReport, SyncError> {
         // Well below SOQL's 100,000-character limit even with 18-char Ids.
         const IDS_PER_QUERY: usize = 500;
-        let ids: Vec<String> = ids.iter().filter(|id| soql::is_valid_id(id)).cloned().collect();
+        let ids: Vec<String> = ids
+            .iter()
+            .filter(|id| soql::is_valid_id(id))
+            .cloned()
+            .collect();
         let mut report = IntakeReport::default();
         if ids.is_empty() {
             return Ok(report);
         }
         let _intake = self.intake_lock.lock().await;
+        self.budget.admit(Work::Intake).await?;
         for mapping in self.mappings().iter() {
             for chunk in ids.chunks(IDS_PER_QUERY) {
                 let mut pages = self.salesforce.query(plan::accounts_query(mapping, chunk));
@@ -126,18 +146,28 @@ impl Engine {
 
     /// The work of one page: remember what Salesforce holds, record intents
     /// for new Accounts (flushed), then create their portals.
-    async fn intake_records(&self, mapping: &Mapping, records: Vec<Record>) -> Result<IntakeReport, SyncError> {
+    async fn intake_records(
+        &self,
+        mapping: &Mapping,
+        records: Vec<Record>,
+    ) -> Result<IntakeReport, SyncError> {
+        telemetry::metrics().accounts_seen(&mapping.name, records.len());
         let mut report = IntakeReport {
             accounts_seen: records.len(),
             ..IntakeReport::default()
         };
         let mut intents = Vec::new();
         for record in records {
-            let Some(account_id) = record.get("Id").and_then(|id| id.as_str()).map(str::to_owned) else {
+            let Some(account_id) = record
+                .get("Id")
+                .and_then(|id| id.as_str())
+                .map(str::to_owned)
+            else {
                 tracing::warn!(mapping = %mapping.name, "a record without Id was skipped");
                 continue;
             };
-            self.store.remember_fields(&account_id, &record_fields(&record))?;
+            self.store
+                .remember_fields(&account_id, &record_fields(&record))?;
             match self.store.link(&mapping.name, &account_id)? {
                 Some(mut link) => {
                     // Fresh data for later templates (decisions).
@@ -147,7 +177,11 @@ impl Engine {
                 None => {
                     let intent_at = now();
                     let link = Link {
-                        idempotency_key: plan::idempotency_key(&mapping.name, &account_id, intent_at),
+                        idempotency_key: plan::idempotency_key(
+                            &mapping.name,
+                            &account_id,
+                            intent_at,
+                        ),
                         mapping: mapping.name.clone(),
                         account_id: account_id.clone(),
                         intent_at,

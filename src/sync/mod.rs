@@ -20,6 +20,7 @@ use crate::salesforce::SalesforceClient;
 use crate::salesforce::model::SObjectDescribe;
 use crate::store::{JournalEntry, Store, StoreError};
 
+pub mod budget;
 mod decisions;
 mod intake;
 pub mod operations;
@@ -29,6 +30,7 @@ mod reconcile;
 mod run;
 mod writeback;
 
+pub use budget::{BudgetSettings, BudgetState, PauseReason, Paused};
 pub use decisions::InboxReport;
 pub use intake::IntakeReport;
 pub use reconcile::ReconcileReport;
@@ -58,6 +60,8 @@ pub struct EngineSettings {
     pub max_write_attempts: u32,
     /// How often the inbox is looked at without a wake-up (a safety net).
     pub inbox_interval: Duration,
+    /// The Salesforce API budget governor.
+    pub budget: BudgetSettings,
 }
 
 impl Default for EngineSettings {
@@ -72,6 +76,7 @@ impl Default for EngineSettings {
             // With the cap above, about an hour of trying.
             max_write_attempts: 20,
             inbox_interval: Duration::from_secs(1),
+            budget: BudgetSettings::default(),
         }
     }
 }
@@ -87,6 +92,9 @@ pub enum SyncError {
     Ondorse(#[from] crate::ondorse::OndorseError),
     #[error("no mapping named `{0}` is loaded")]
     UnknownMapping(String),
+    /// The API budget governor turned the step away; it runs again later.
+    #[error(transparent)]
+    Paused(#[from] Paused),
 }
 
 impl SyncError {
@@ -97,6 +105,7 @@ impl SyncError {
             SyncError::Salesforce(error) => error.is_retriable(),
             SyncError::Ondorse(error) => error.is_retriable(),
             SyncError::UnknownMapping(_) => false,
+            SyncError::Paused(_) => true,
         }
     }
 }
@@ -106,6 +115,8 @@ pub struct Engine {
     salesforce: SalesforceClient,
     ondorse: OndorseClient,
     store: Store,
+    /// Consulted before every Salesforce step.
+    budget: budget::Governor,
     /// Replaced whole on reload; steps take a snapshot (`mappings()`).
     mappings: RwLock<Arc<MappingSet>>,
     /// Account describe, fetched on first need: conversions need field types.
@@ -133,6 +144,7 @@ impl Engine {
         inbox_wake: Arc<Notify>,
     ) -> Engine {
         Engine {
+            budget: budget::Governor::new(salesforce.clone(), settings.budget.clone()),
             salesforce,
             ondorse,
             store,
@@ -152,6 +164,17 @@ impl Engine {
 
     pub fn salesforce(&self) -> &SalesforceClient {
         &self.salesforce
+    }
+
+    /// What the API budget governor is doing (for `status`).
+    pub fn budget_state(&self) -> BudgetState {
+        self.budget.state()
+    }
+
+    /// The API budget governor, for callers that use
+    /// [`Engine::salesforce`] directly and must ask it first.
+    pub fn budget(&self) -> &budget::Governor {
+        &self.budget
     }
 
     /// The mappings in force now.
@@ -179,6 +202,7 @@ impl Engine {
         if let Some(describe) = slot.as_ref() {
             return Ok(describe.clone());
         }
+        self.budget.admit(budget::Work::Lookup).await?;
         let describe = Arc::new(self.salesforce.describe(ACCOUNT).await?);
         *slot = Some(describe.clone());
         Ok(describe)

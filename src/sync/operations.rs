@@ -14,6 +14,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::budget::{BudgetState, Work};
 use super::plan::{self, record_fields};
 use super::{Engine, Schedules, SyncError, now};
 use crate::mapping::{Mapping, Moment, WritebackContext};
@@ -163,7 +164,9 @@ pub struct SalesforceStatus {
     pub api_used_percent: Option<f64>,
     /// `[salesforce] api_budget_percent`.
     pub api_budget_percent: u8,
-    pub over_budget: bool,
+    /// The API budget governor: whether (and why, until when) Salesforce
+    /// work is paused.
+    pub budget: BudgetState,
     /// `held` once a token was obtained, `not yet requested` before.
     pub token: String,
     pub instance_url: Option<String>,
@@ -173,7 +176,6 @@ pub struct SalesforceStatus {
 pub struct RunningDaemon<'a> {
     pub engine: &'a Engine,
     pub schedules: &'a Schedules,
-    pub api_budget_percent: u8,
 }
 
 /// A snapshot of the ledger (and of the daemon, when given).
@@ -240,7 +242,8 @@ pub fn status(
                 }
             })
             .collect();
-        let usage = running.engine.salesforce().api_usage();
+        let budget = running.engine.budget_state();
+        let usage = budget.usage;
         let used_percent = usage.map(|usage| usage.ratio() * 100.0);
         let instance_url = running.engine.salesforce().instance_url();
         DaemonStatus {
@@ -250,9 +253,8 @@ pub fn status(
                 api_used: usage.map(|usage| usage.used),
                 api_max: usage.map(|usage| usage.max),
                 api_used_percent: used_percent,
-                api_budget_percent: running.api_budget_percent,
-                over_budget: used_percent
-                    .is_some_and(|percent| percent >= f64::from(running.api_budget_percent)),
+                api_budget_percent: budget.budget_percent,
+                budget,
                 token: if instance_url.is_some() {
                     "held"
                 } else {
@@ -675,6 +677,10 @@ impl Engine {
         let total = mappings.len() as u64;
         for (index, mapping) in mappings.iter().enumerate() {
             if dry_run {
+                self.budget
+                    .admit(Work::Intake)
+                    .await
+                    .map_err(SyncError::from)?;
                 let mut pages = self.salesforce.query(plan::intake_query(mapping, since));
                 while let Some(records) = pages.next_page().await.map_err(SyncError::from)? {
                     report.accounts_read += records.len();
@@ -715,6 +721,11 @@ impl Engine {
     ) -> Result<(), OperationError> {
         // Read everything first: an unknown Id refuses the whole request
         // before anything changes.
+        // These reads go round `intake_accounts`: ask the API budget governor.
+        self.budget
+            .admit(Work::Intake)
+            .await
+            .map_err(SyncError::from)?;
         let mut records: BTreeMap<String, Vec<(std::sync::Arc<Mapping>, Record)>> = BTreeMap::new();
         for mapping in mappings {
             for chunk in ids.chunks(IDS_PER_QUERY) {

@@ -63,9 +63,9 @@ pub fn plan_writeback(
         };
         match convert_value(&value, field) {
             Ok(converted) => {
-                let current = known
-                    .get(&field.name)
-                    .map(|current| convert_value(current, field).unwrap_or_else(|_| current.clone()));
+                let current = known.get(&field.name).map(|current| {
+                    convert_value(current, field).unwrap_or_else(|_| current.clone())
+                });
                 if current.as_ref() == Some(&converted) {
                     plan.unchanged.push(field.name.clone());
                 } else {
@@ -98,7 +98,10 @@ pub fn intake_query(mapping: &Mapping, since: DateTime<Utc>) -> String {
 
 /// The SOQL reading chosen Accounts of a mapping (push hints, resync).
 pub fn accounts_query(mapping: &Mapping, ids: &[String]) -> String {
-    let ids: Vec<String> = ids.iter().map(|id| crate::salesforce::soql::quote(id)).collect();
+    let ids: Vec<String> = ids
+        .iter()
+        .map(|id| crate::salesforce::soql::quote(id))
+        .collect();
     format!(
         "SELECT {} FROM {} WHERE ({}) AND Id IN ({}) ORDER BY SystemModstamp, Id",
         query_fields(mapping).join(", "),
@@ -112,7 +115,10 @@ pub fn accounts_query(mapping: &Mapping, ids: &[String]) -> String {
 pub fn query_fields(mapping: &Mapping) -> Vec<String> {
     let mut fields = mapping.query_fields();
     for written in mapping.written_fields() {
-        if !fields.iter().any(|field| field.eq_ignore_ascii_case(&written.field)) {
+        if !fields
+            .iter()
+            .any(|field| field.eq_ignore_ascii_case(&written.field))
+        {
             fields.push(written.field);
         }
     }

@@ -10,7 +10,8 @@ use super::plan;
 use super::{Engine, SyncError, now};
 use crate::mapping::{Mapping, Moment, WritebackContext};
 use crate::ondorse::Portal;
-use crate::store::{Link, PortalRecord};
+use crate::store::{Fields, Link, PortalRecord};
+use crate::telemetry::{self, PortalResult, WritebackResult};
 
 /// Attempts of one portal POST within a step; later steps (reconcile) try
 /// again, with the same key, while the intent stays pending.
@@ -25,7 +26,11 @@ pub(super) struct PortalsReport {
 
 impl Engine {
     /// Creates the portals of pending intents, a bounded number at a time.
-    pub(super) async fn create_portals(&self, mapping: &Mapping, intents: Vec<Link>) -> Result<PortalsReport, SyncError> {
+    pub(super) async fn create_portals(
+        &self,
+        mapping: &Mapping,
+        intents: Vec<Link>,
+    ) -> Result<PortalsReport, SyncError> {
         let mut report = PortalsReport::default();
         let mut outcomes = futures::stream::iter(intents)
             .map(|link| self.create_portal(mapping, link).boxed())
@@ -65,18 +70,32 @@ impl Engine {
             }
         };
         let record = self.portal_record(&portal);
+        telemetry::metrics().portal(&mapping.name, PortalResult::Created);
         tracing::info!(account_id = %account_id, mapping = %mapping.name, portal_id = %record.id, "portal created");
         self.journal(
             &account_id,
             Some(&mapping.name),
             "portal_created",
-            format!("portal {} created: {}", record.id, record.url.as_deref().unwrap_or("(no url)")),
+            format!(
+                "portal {} created: {}",
+                record.id,
+                record.url.as_deref().unwrap_or("(no url)")
+            ),
             json!({ "request": body, "answer": record.answer }),
         )?;
         link.portal = Some(record);
         link.last_error = None;
-        self.store.put_link(&link)?;
-        self.queue_moment(mapping, &link, Moment::PortalCreated, None, None).await?;
+        let planned = self
+            .plan_moment(
+                mapping,
+                &link,
+                Moment::PortalCreated,
+                None,
+                None,
+                &Fields::new(),
+            )
+            .await?;
+        self.commit_link(&link, Moment::PortalCreated, planned)?;
         Ok(true)
     }
 
@@ -103,6 +122,7 @@ impl Engine {
     }
 
     fn portal_failed(&self, link: &mut Link, error: String) -> Result<(), SyncError> {
+        telemetry::metrics().portal(&link.mapping, PortalResult::Failed);
         link.portal_attempts += 1;
         link.last_error = Some(error.clone());
         self.store.put_link(link)?;
@@ -110,7 +130,10 @@ impl Engine {
             &link.account_id,
             Some(&link.mapping),
             "portal_failed",
-            format!("portal creation failed (attempt {}): {error}", link.portal_attempts),
+            format!(
+                "portal creation failed (attempt {}): {error}",
+                link.portal_attempts
+            ),
             Value::Null,
         )?;
         Ok(())
@@ -132,18 +155,21 @@ impl Engine {
         }
     }
 
-    /// Plans one write-back moment for a link and queues what changed;
-    /// refused fields become dead letters at once.
-    pub(super) async fn queue_moment(
+    /// Plans one write-back moment for a link: the fields that differ from
+    /// what Salesforce holds (with pending writes and `overlay` applied);
+    /// refused fields become dead letters at once. Queues nothing: the caller
+    /// commits the fields with the link ([`Engine::commit_link`]).
+    pub(super) async fn plan_moment(
         &self,
         mapping: &Mapping,
         link: &Link,
         moment: Moment,
         application: Option<&Value>,
         collect: Option<&Value>,
-    ) -> Result<(), SyncError> {
+        overlay: &Fields,
+    ) -> Result<Fields, SyncError> {
         if !mapping.writes_at(moment) {
-            return Ok(());
+            return Ok(Fields::new());
         }
         let describe = self.describe().await?;
         // What Salesforce will hold once pending writes land.
@@ -151,6 +177,7 @@ impl Engine {
         if let Some(pending) = self.store.pending_write(&link.account_id)? {
             known.extend(pending.fields);
         }
+        known.extend(overlay.clone());
         let context = WritebackContext {
             account: &link.account,
             portal: link.portal.as_ref().map(|portal| &portal.answer),
@@ -169,11 +196,11 @@ impl Engine {
                     Value::Null,
                 )?;
                 tracing::warn!(account_id = %link.account_id, mapping = %mapping.name, %error, "write-back not rendered");
-                return Ok(());
+                return Ok(Fields::new());
             }
         };
         for refused in &planned.refused {
-            let mut fields = crate::store::Fields::new();
+            let mut fields = Fields::new();
             fields.insert(refused.field.clone(), refused.value.clone());
             let id = self.store.add_dead_letter(
                 &link.account_id,
@@ -187,19 +214,33 @@ impl Engine {
                 &link.account_id,
                 Some(&mapping.name),
                 "dead_lettered",
-                format!("{} not written: {} (dead letter {id})", refused.field, refused.message),
+                format!(
+                    "{} not written: {} (dead letter {id})",
+                    refused.field, refused.message
+                ),
                 json!({ "code": refused.code, "field": refused.field, "value": refused.value }),
             )?;
+            telemetry::metrics().writeback([mapping.name.as_str()], WritebackResult::Refused);
             tracing::warn!(account_id = %link.account_id, mapping = %mapping.name, field = %refused.field, message = %refused.message, "field refused before sending");
         }
-        if !planned.changed.is_empty() {
-            self.store.queue_write(&link.account_id, &mapping.name, &planned.changed, now())?;
+        Ok(planned.changed)
+    }
+
+    /// Stores a link and the write-back planned for it in one transaction.
+    pub(super) fn commit_link(
+        &self,
+        link: &Link,
+        moment: Moment,
+        fields: Fields,
+    ) -> Result<(), SyncError> {
+        self.store.put_link_and_queue(link, Some(&fields), now())?;
+        if !fields.is_empty() {
             self.journal(
                 &link.account_id,
-                Some(&mapping.name),
+                Some(&link.mapping),
                 "write_queued",
-                format!("{moment}: {} field(s) to write", planned.changed.len()),
-                json!({ "fields": planned.changed, "unchanged": planned.unchanged }),
+                format!("{moment}: {} field(s) to write", fields.len()),
+                json!({ "fields": fields }),
             )?;
         }
         Ok(())

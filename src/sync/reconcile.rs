@@ -4,6 +4,7 @@
 
 use futures::{FutureExt, StreamExt};
 
+use super::budget::Work;
 use super::decisions::Refreshed;
 use super::{Engine, SyncError, now};
 
@@ -18,6 +19,7 @@ pub struct ReconcileReport {
 
 impl Engine {
     pub async fn reconcile(&self) -> Result<ReconcileReport, SyncError> {
+        self.budget.admit(Work::Reconcile).await?;
         let mut report = ReconcileReport::default();
         for mapping in self.mappings().iter() {
             let intents = self
@@ -34,12 +36,20 @@ impl Engine {
             .collect();
         let mut checks = futures::stream::iter(undecided)
             .map(|application_id| {
-                async move { (self.refresh_application(&application_id, false).await, application_id) }.boxed()
+                async move {
+                    (
+                        self.refresh_application(&application_id, false).await,
+                        application_id,
+                    )
+                }
+                .boxed()
             })
             .buffer_unordered(self.settings.fetch_concurrency.max(1));
         while let Some((outcome, application_id)) = checks.next().await {
             match outcome {
-                Ok(Refreshed::Applied | Refreshed::Unmatched | Refreshed::Missing) => report.applications_checked += 1,
+                Ok(Refreshed::Applied | Refreshed::Unmatched | Refreshed::Missing) => {
+                    report.applications_checked += 1
+                }
                 Err(error) => {
                     tracing::warn!(application_id = %application_id, %error, "reconcile could not refresh an application");
                     report.applications_failed += 1;

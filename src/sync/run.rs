@@ -14,12 +14,16 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use super::{Engine, now};
+use super::{Engine, SyncError, now};
 use crate::config::{ScheduleConfig, parse_schedule};
+use crate::telemetry;
 
 /// How late a slot may fire before its schedule counts as stalled: the
 /// scheduler polls the clock about every half second.
 const SLOT_GRACE: Duration = Duration::from_secs(5);
+/// How often the store's gauges are refreshed: counting costs a scan of the
+/// inbox and the pending writes, and Prometheus scrapes every 15 s or more.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One cron schedule and what it has done.
 #[derive(Debug)]
@@ -39,7 +43,10 @@ pub struct ScheduleState {
 }
 
 impl ScheduleHealth {
-    fn new(name: &'static str, expression: &str) -> Result<ScheduleHealth, croner::errors::CronError> {
+    fn new(
+        name: &'static str,
+        expression: &str,
+    ) -> Result<ScheduleHealth, croner::errors::CronError> {
         Ok(ScheduleHealth {
             name,
             expression: expression.to_owned(),
@@ -50,7 +57,10 @@ impl ScheduleHealth {
     }
 
     pub fn state(&self) -> ScheduleState {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn update(&self, change: impl FnOnce(&mut ScheduleState)) {
@@ -101,7 +111,10 @@ impl RunningEngine {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(grace_seconds = grace.as_secs(), "sync tasks still busy at shutdown; stopping them");
+            tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "sync tasks still busy at shutdown; stopping them"
+            );
             self.tasks.abort_all();
         }
     }
@@ -110,7 +123,10 @@ impl RunningEngine {
 impl Engine {
     /// Starts the schedules and the loops. The first poll and reconcile run
     /// at once, so a restart catches up without waiting for a slot.
-    pub async fn start(self: Arc<Self>, schedule: &ScheduleConfig) -> anyhow::Result<RunningEngine> {
+    pub async fn start(
+        self: Arc<Self>,
+        schedule: &ScheduleConfig,
+    ) -> anyhow::Result<RunningEngine> {
         let schedules = Arc::new(Schedules {
             poll: ScheduleHealth::new("poll", &schedule.poll)?,
             reconcile: ScheduleHealth::new("reconcile", &schedule.reconcile)?,
@@ -119,7 +135,10 @@ impl Engine {
         let poll_due = Arc::new(Notify::new());
         let reconcile_due = Arc::new(Notify::new());
         let scheduler = JobScheduler::new().await?;
-        for (expression, due) in [(&schedule.poll, &poll_due), (&schedule.reconcile, &reconcile_due)] {
+        for (expression, due) in [
+            (&schedule.poll, &poll_due),
+            (&schedule.reconcile, &reconcile_due),
+        ] {
             let due = due.clone();
             let schedules = schedules.clone();
             let is_poll = Arc::ptr_eq(&due, &poll_due);
@@ -128,7 +147,11 @@ impl Engine {
                     let due = due.clone();
                     let schedules = schedules.clone();
                     Box::pin(async move {
-                        let health = if is_poll { &schedules.poll } else { &schedules.reconcile };
+                        let health = if is_poll {
+                            &schedules.poll
+                        } else {
+                            &schedules.reconcile
+                        };
                         health.update(|state| state.last_fired = Some(now()));
                         due.notify_one();
                     })
@@ -147,9 +170,9 @@ impl Engine {
             let health = health.clone();
             async move {
                 let results = engine.poll_all().await;
-                let error = results
-                    .into_iter()
-                    .find_map(|(mapping, result)| result.err().map(|error| format!("{mapping}: {error}")));
+                let error = results.into_iter().find_map(|(mapping, result)| {
+                    result.err().map(|error| format!("{mapping}: {error}"))
+                });
                 health.poll.update(|state| {
                     state.last_finished = Some(now());
                     state.last_error = error;
@@ -162,10 +185,14 @@ impl Engine {
             let engine = engine.clone();
             let health = health.clone();
             async move {
-                let error = engine.reconcile().await.err().map(|error| error.to_string());
-                if let Some(error) = &error {
+                let result = engine.reconcile().await;
+                // A pause was logged once by the governor when it began.
+                if let Err(error) = &result
+                    && !matches!(error, SyncError::Paused(_))
+                {
                     tracing::warn!(%error, "reconcile failed");
                 }
+                let error = result.err().map(|error| error.to_string());
                 health.reconcile.update(|state| {
                     state.last_finished = Some(now());
                     state.last_error = error;
@@ -173,6 +200,7 @@ impl Engine {
             }
         }));
         tasks.spawn(self.clone().inbox_loop(stopped.clone()));
+        tasks.spawn(self.clone().gauge_loop(schedules.clone(), stopped.clone()));
         tasks.spawn(self.clone().writer_loop(stopped));
         Ok(RunningEngine {
             schedules,
@@ -196,9 +224,59 @@ impl Engine {
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "inbox processing failed"),
             }
-            if wait_or_stop(&mut stopped, self.settings.inbox_interval, Some(&self.inbox_wake)).await {
+            if wait_or_stop(
+                &mut stopped,
+                self.settings.inbox_interval,
+                Some(&self.inbox_wake),
+            )
+            .await
+            {
                 return;
             }
+        }
+    }
+
+    /// Refreshes the gauges that describe the store (queue depths, dead
+    /// letters, cursors) and the schedules every [`GAUGE_INTERVAL`].
+    async fn gauge_loop(
+        self: Arc<Self>,
+        schedules: Arc<Schedules>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        loop {
+            let at = now();
+            telemetry::metrics().schedule_alive(
+                schedules.poll.name,
+                schedules.poll.missed_slot(at).is_none(),
+            );
+            telemetry::metrics().schedule_alive(
+                schedules.reconcile.name,
+                schedules.reconcile.missed_slot(at).is_none(),
+            );
+            self.record_gauges();
+            if wait_or_stop(&mut stopped, GAUGE_INTERVAL, None).await {
+                return;
+            }
+        }
+    }
+
+    fn record_gauges(&self) {
+        let metrics = telemetry::metrics();
+        match self.store.inbox_depth() {
+            Ok(inbox) => metrics.queue_depths(
+                inbox,
+                self.store.pending_write_count() as u64,
+                self.store.dead_letter_count() as u64,
+            ),
+            Err(error) => tracing::warn!(%error, "cannot count the inbox for metrics"),
+        }
+        match self.store.cursors() {
+            Ok(cursors) => {
+                for (mapping, cursor) in cursors {
+                    metrics.cursor(&mapping, cursor.system_modstamp);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the cursors for metrics"),
         }
     }
 
@@ -211,7 +289,8 @@ impl Engine {
             // a backoff), or until new writes are queued.
             let wait = match self.store.next_write_due() {
                 Ok(Some(due)) => {
-                    let linger = chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
+                    let linger =
+                        chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
                     let due = due.max(now() - linger) + linger;
                     (due - now()).to_std().unwrap_or(Duration::from_millis(10))
                 }
@@ -221,7 +300,13 @@ impl Engine {
                     self.settings.retry_base
                 }
             };
-            if wait_or_stop(&mut stopped, wait.max(Duration::from_millis(10)), Some(&self.writes_queued)).await {
+            if wait_or_stop(
+                &mut stopped,
+                wait.max(Duration::from_millis(10)),
+                Some(&self.writes_queued),
+            )
+            .await
+            {
                 // Last chance for what is already due.
                 if let Err(error) = self.flush_writes().await {
                     tracing::warn!(%error, "final write-back pass failed");
@@ -250,7 +335,11 @@ where
 }
 
 /// Waits `timeout` (or a wake-up); true when the engine is stopping.
-async fn wait_or_stop(stopped: &mut watch::Receiver<bool>, timeout: Duration, wake: Option<&Notify>) -> bool {
+async fn wait_or_stop(
+    stopped: &mut watch::Receiver<bool>,
+    timeout: Duration,
+    wake: Option<&Notify>,
+) -> bool {
     if *stopped.borrow() {
         return true;
     }

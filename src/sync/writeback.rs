@@ -7,9 +7,11 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::budget::Work;
 use super::{ACCOUNT, Engine, SyncError, now};
-use crate::salesforce::{Disposition, RecordError, RecordUpdate};
+use crate::salesforce::{Disposition, RecordError, RecordUpdate, SalesforceError};
 use crate::store::{PendingWrite, WriteSettlement};
+use crate::telemetry::{self, WritebackResult};
 
 /// sObject Collections takes at most 200 records a call.
 pub const BATCH_SIZE: usize = 200;
@@ -34,13 +36,20 @@ impl Engine {
     pub(super) async fn write_pass(&self, force: bool) -> Result<WriteReport, SyncError> {
         let mut report = WriteReport::default();
         loop {
+            if self.budget.admit(Work::WriteBack).await.is_err() {
+                break;
+            }
             let due = self.store.due_writes(now(), BATCH_SIZE)?;
             if due.is_empty() {
                 break;
             }
             let full = due.len() == BATCH_SIZE;
             let linger = chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
-            let oldest = due.iter().map(|pending| pending.queued_at).min().unwrap_or_else(now);
+            let oldest = due
+                .iter()
+                .map(|pending| pending.queued_at)
+                .min()
+                .unwrap_or_else(now);
             if !full && !force && now() - oldest < linger {
                 break;
             }
@@ -52,7 +61,11 @@ impl Engine {
         Ok(report)
     }
 
-    async fn write_batch(&self, batch: Vec<PendingWrite>, report: &mut WriteReport) -> Result<(), SyncError> {
+    async fn write_batch(
+        &self,
+        batch: Vec<PendingWrite>,
+        report: &mut WriteReport,
+    ) -> Result<(), SyncError> {
         let updates: Vec<RecordUpdate> = batch
             .iter()
             .map(|pending| RecordUpdate {
@@ -66,7 +79,8 @@ impl Engine {
                 for (pending, outcome) in batch.iter().zip(outcomes) {
                     match outcome.result {
                         Ok(()) => {
-                            self.store.settle_write(pending, &WriteSettlement::Written)?;
+                            self.store
+                                .settle_write(pending, &WriteSettlement::Written)?;
                             self.journal(
                                 &pending.account_id,
                                 None,
@@ -75,15 +89,27 @@ impl Engine {
                                 json!({ "fields": pending.fields }),
                             )?;
                             report.written += 1;
+                            telemetry::metrics().writeback(
+                                pending.mappings.iter().map(String::as_str),
+                                WritebackResult::Written,
+                            );
                         }
                         Err(errors) => self.record_failed(pending, &errors, report)?,
                     }
                 }
             }
+            // The governor stops every call now; the batch waits untouched,
+            // its attempts not spent.
+            Err(SalesforceError::RequestLimitExceeded { .. }) => return Ok(()),
             Err(error) if error.is_retriable() => {
                 tracing::warn!(records = batch.len(), %error, "write-back call failed; retrying later");
                 for pending in &batch {
-                    self.retry_or_give_up(pending, &error.to_string(), error.error_code().unwrap_or("CALL_FAILED"), report)?;
+                    self.retry_or_give_up(
+                        pending,
+                        &error.to_string(),
+                        error.error_code().unwrap_or("CALL_FAILED"),
+                        report,
+                    )?;
                 }
             }
             Err(error) => {
@@ -98,9 +124,19 @@ impl Engine {
         Ok(())
     }
 
-    fn record_failed(&self, pending: &PendingWrite, errors: &[RecordError], report: &mut WriteReport) -> Result<(), SyncError> {
-        let retriable = !errors.is_empty() && errors.iter().all(|error| error.disposition() == Disposition::Retry);
-        let code = errors.first().map_or("UNKNOWN", |error| error.status_code.as_str());
+    fn record_failed(
+        &self,
+        pending: &PendingWrite,
+        errors: &[RecordError],
+        report: &mut WriteReport,
+    ) -> Result<(), SyncError> {
+        let retriable = !errors.is_empty()
+            && errors
+                .iter()
+                .all(|error| error.disposition() == Disposition::Retry);
+        let code = errors
+            .first()
+            .map_or("UNKNOWN", |error| error.status_code.as_str());
         let message = errors
             .iter()
             .map(|error| format!("{}: {}", error.status_code, error.message))
@@ -113,9 +149,18 @@ impl Engine {
         }
     }
 
-    fn retry_or_give_up(&self, pending: &PendingWrite, message: &str, code: &str, report: &mut WriteReport) -> Result<(), SyncError> {
+    fn retry_or_give_up(
+        &self,
+        pending: &PendingWrite,
+        message: &str,
+        code: &str,
+        report: &mut WriteReport,
+    ) -> Result<(), SyncError> {
         if pending.attempts + 1 >= self.settings.max_write_attempts {
-            let message = format!("still failing after {} attempts: {message}", pending.attempts + 1);
+            let message = format!(
+                "still failing after {} attempts: {message}",
+                pending.attempts + 1
+            );
             return self.dead_letter(pending, code, &message, report);
         }
         let not_before = self.retry_at(pending.attempts);
@@ -130,15 +175,28 @@ impl Engine {
             &pending.account_id,
             None,
             "write_retry",
-            format!("Salesforce answered {message}; retrying at {}", not_before.to_rfc3339()),
+            format!(
+                "Salesforce answered {message}; retrying at {}",
+                not_before.to_rfc3339()
+            ),
             json!({ "code": code, "attempt": pending.attempts + 1 }),
         )?;
         tracing::info!(account_id = %pending.account_id, %code, attempt = pending.attempts + 1, "write-back will be retried");
         report.retried += 1;
+        telemetry::metrics().writeback(
+            pending.mappings.iter().map(String::as_str),
+            WritebackResult::Retried,
+        );
         Ok(())
     }
 
-    fn dead_letter(&self, pending: &PendingWrite, code: &str, message: &str, report: &mut WriteReport) -> Result<(), SyncError> {
+    fn dead_letter(
+        &self,
+        pending: &PendingWrite,
+        code: &str,
+        message: &str,
+        report: &mut WriteReport,
+    ) -> Result<(), SyncError> {
         let id = self.store.add_dead_letter(
             &pending.account_id,
             pending.mappings.iter().cloned().collect(),
@@ -147,7 +205,8 @@ impl Engine {
             message,
             now(),
         )?;
-        self.store.settle_write(pending, &WriteSettlement::Abandoned)?;
+        self.store
+            .settle_write(pending, &WriteSettlement::Abandoned)?;
         self.journal(
             &pending.account_id,
             None,
@@ -157,6 +216,10 @@ impl Engine {
         )?;
         tracing::warn!(account_id = %pending.account_id, %code, %message, dead_letter = id, "write-back dead-lettered");
         report.dead_lettered += 1;
+        telemetry::metrics().writeback(
+            pending.mappings.iter().map(String::as_str),
+            WritebackResult::DeadLettered,
+        );
         Ok(())
     }
 

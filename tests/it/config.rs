@@ -177,17 +177,15 @@ fn environment_overrides_win_and_are_named_in_errors() {
     let dir = tempfile::tempdir().unwrap();
     let settings = ConfigSettings::in_dir(dir.path());
     let files = write_config(dir.path(), &settings, FAKE_PEM);
-    // The only test that sets these variables; names are unique to it.
-    // SAFETY: no other test reads or writes these variables.
-    unsafe {
-        std::env::set_var("ONDORSE_BRIDGE__SALESFORCE__API_VERSION", "63.0");
-        std::env::set_var("ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT", "250");
-    }
-    let result = Config::load_with(&files.path, None);
-    unsafe {
-        std::env::remove_var("ONDORSE_BRIDGE__SALESFORCE__API_VERSION");
-        std::env::remove_var("ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT");
-    }
+    let environment = [
+        ("ONDORSE_BRIDGE__SALESFORCE__API_VERSION", "63.0"),
+        ("ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT", "250"),
+        ("UNRELATED_VARIABLE", "ignored"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect();
+    let result = Config::load_with_environment(&files.path, None, environment);
     let message = result.unwrap_err().to_string();
     assert_eq!(
         message,

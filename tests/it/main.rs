@@ -1,13 +1,16 @@
 //! The one integration-test binary. Every test talks real HTTP on loopback to
 //! the sandboxes and checks what Salesforce and Ondorse end up holding.
 
+mod budget;
 mod config;
 mod deploy;
-mod store;
+mod mappings;
 mod ondorse_client;
 mod operations;
 mod sandbox_ondorse;
 mod sandbox_salesforce;
+mod store;
 mod support;
 mod sync;
+mod telemetry;
 mod webhooks;

@@ -500,12 +500,17 @@ async fn the_admin_api_wants_the_token_and_runs_one_resync_at_a_time() {
     );
     let metrics = http.get(url("/metrics")).send().await.expect("metrics");
     assert_eq!(metrics.status(), 200);
+    let content_type = metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
     assert!(
         metrics
             .text()
             .await
             .unwrap()
-            .contains("ondorse_bridge_queue_depth{queue=\"writes\"}")
+            .contains("# HELP ondorse_bridge_")
     );
 
     for authorization in [None, Some("Bearer wrong-token"), Some(ADMIN_TOKEN)] {

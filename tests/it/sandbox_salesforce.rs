@@ -5,14 +5,19 @@
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ondorse_bridge::config::SalesforceAuth;
 use ondorse_bridge::sandbox::salesforce::{
     SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair, sales_user_ids,
 };
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::support::salesforce::{access_token, fields, start_salesforce, start_seeded_salesforce};
+use crate::support::salesforce::{
+    access_token, client_credentials_config, fields, jwt_config, start_salesforce,
+    start_salesforce_with_jwt, start_seeded_salesforce,
+};
 
 const VERSION: &str = "v62.0";
 
@@ -438,6 +443,114 @@ async fn jwt_bearer_checks_signature_issuer_audience_expiry_and_user() {
 }
 
 #[tokio::test]
+async fn the_seeded_jwt_helper_signs_what_the_sandbox_accepts() {
+    let (sandbox, keys) = start_salesforce_with_jwt(SalesforceSandboxOptions::default()).await;
+    let assertion = jwt(
+        &keys.private_key_pem,
+        Algorithm::RS256,
+        json!({"iss": "sandbox-client-id", "sub": "integration@example.com", "aud": sandbox.login_url(), "exp": now() + 60}),
+    );
+    let answer = token_answer(
+        &sandbox.login_url(),
+        &[("grant_type", JWT_GRANT), ("assertion", &assertion)],
+    )
+    .await;
+    assert_token_success(&answer, &sandbox);
+    assert!(
+        !format!("{keys:?}").contains("PRIVATE"),
+        "Debug hides the private key"
+    );
+}
+
+#[tokio::test]
+async fn the_client_configs_from_the_helpers_are_accepted() {
+    let (sandbox, keys) = start_salesforce_with_jwt(SalesforceSandboxOptions::default()).await;
+    let config = client_credentials_config(&sandbox);
+    let SalesforceAuth::ClientCredentials {
+        client_id,
+        client_secret,
+    } = &config.auth
+    else {
+        panic!("expected client credentials, got {:?}", config.auth);
+    };
+    let answer = token_answer(
+        &config.login_url,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", client_secret.expose_secret()),
+        ],
+    )
+    .await;
+    assert_token_success(&answer, &sandbox);
+
+    let config = jwt_config(&sandbox, &keys);
+    let SalesforceAuth::JwtBearer {
+        client_id,
+        username,
+        audience,
+        private_key,
+    } = &config.auth
+    else {
+        panic!("expected JWT bearer, got {:?}", config.auth);
+    };
+    let assertion = jwt(
+        private_key.expose_secret(),
+        Algorithm::RS256,
+        json!({"iss": client_id, "sub": username, "aud": audience, "exp": now() + 60}),
+    );
+    let answer = token_answer(
+        &config.login_url,
+        &[("grant_type", JWT_GRANT), ("assertion", &assertion)],
+    )
+    .await;
+    assert_token_success(&answer, &sandbox);
+    assert_eq!(config.api_version, "62.0");
+}
+
+#[tokio::test]
+async fn a_dropped_sandbox_stops_answering() {
+    let sandbox = start_salesforce(SalesforceSandboxOptions::default()).await;
+    let api = Api::new(&sandbox).await;
+    assert_eq!(api.get("/limits").await.status, StatusCode::OK);
+    drop(sandbox);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let outcome = api
+            .http
+            .get(api.url("/limits"))
+            .bearer_auth(&api.token)
+            .send()
+            .await;
+        if outcome.is_err() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped sandbox still answers"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_bad_jwt_key_is_refused_at_start() {
+    let refused = SalesforceSandbox::start(SalesforceSandboxOptions {
+        jwt_public_key_pem: Some(
+            "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n".into(),
+        ),
+        ..SalesforceSandboxOptions::default()
+    })
+    .await
+    .expect_err("a garbage key must not start");
+    assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(
+        refused.to_string().contains("jwt_public_key_pem"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
 async fn jwt_bearer_is_refused_without_a_key() {
     let keys = generate_jwt_key_pair();
     let sandbox = start_salesforce(SalesforceSandboxOptions::default()).await;
@@ -674,6 +787,63 @@ async fn cursor_pages_come_from_a_snapshot_and_can_expire() {
 }
 
 #[tokio::test]
+async fn push_hints_read_accounts_by_id_and_query_all_pages_too() {
+    let sandbox = start_salesforce(SalesforceSandboxOptions {
+        page_size: 100,
+        ..SalesforceSandboxOptions::default()
+    })
+    .await;
+    let ids = sandbox.insert_accounts(SalesforceSandbox::generate_accounts(250, 12));
+    let api = Api::new(&sandbox).await;
+    // 15- and 18-char Ids name the same records.
+    let wanted = format!(
+        "'{}', '{}', '{}'",
+        &ids[3][..15],
+        ids[200],
+        "001Sb00000ZZZZZ"
+    );
+    let body = api
+        .query(&format!(
+            "SELECT Id FROM Account WHERE Id IN ({wanted}) ORDER BY Id"
+        ))
+        .await;
+    let found: Vec<&str> = body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| record["Id"].as_str().unwrap())
+        .collect();
+    assert_eq!(found, vec![ids[3].as_str(), ids[200].as_str()]);
+    let bad = api
+        .query_answer("SELECT Id FROM Account WHERE Id = 'not-an-id'")
+        .await;
+    assert_eq!(bad.error_code(), "INVALID_QUERY_FILTER_OPERATOR");
+
+    sandbox.delete_account(&ids[0]);
+    let first = send(
+        api.http
+            .get(api.url("/queryAll"))
+            .query(&[("q", "SELECT Id, IsDeleted FROM Account")])
+            .bearer_auth(&api.token),
+    )
+    .await;
+    assert_eq!(first.body["totalSize"], json!(250));
+    let next = first.body["nextRecordsUrl"].as_str().unwrap().to_owned();
+    let second = api.get_absolute(&next).await;
+    assert_eq!(
+        second.limit_info(),
+        Some("api-usage=4/1000000"),
+        "cursor pages count and report usage"
+    );
+    assert_eq!(second.body["records"].as_array().unwrap().len(), 100);
+    sandbox.expire_tokens();
+    let expired = api
+        .get_absolute(second.body["nextRecordsUrl"].as_str().unwrap())
+        .await;
+    assert_eq!(expired.error_code(), "INVALID_SESSION_ID");
+}
+
+#[tokio::test]
 async fn late_commits_appear_with_their_old_stamp() {
     let sandbox = start_salesforce(SalesforceSandboxOptions::default()).await;
     let api = Api::new(&sandbox).await;
@@ -701,6 +871,25 @@ async fn late_commits_appear_with_their_old_stamp() {
         ))
         .await;
     assert_eq!(overlapping["totalSize"], json!(1));
+
+    sandbox.edit_account(
+        &ids[0],
+        fields(json!({"Phone": "+33 1 00", "SystemModstamp": stamp.to_rfc3339()})),
+    );
+    let edited = sandbox.account(&ids[0]).unwrap();
+    assert_eq!(
+        edited["SystemModstamp"],
+        json!(expected),
+        "a late edit keeps its stamp"
+    );
+    assert_eq!(edited["LastModifiedDate"], json!(expected));
+    assert_eq!(edited["Phone"], json!("+33 1 00"));
+    sandbox.edit_account(&ids[0], fields(json!({"Phone": "+33 1 01"})));
+    let stamped_now = sandbox.account(&ids[0]).unwrap()["SystemModstamp"].clone();
+    assert!(
+        stamped_now.as_str().unwrap() > expected.as_str(),
+        "a plain edit stamps now: {stamped_now}"
+    );
 }
 
 #[tokio::test]
@@ -781,6 +970,23 @@ async fn soql_filters_sort_and_limit() {
             .await;
         assert_eq!(names(body), *expected, "{condition}");
     }
+    // The keyset predicate a cursor (SystemModstamp, Id) resumes with.
+    let tied = api
+        .query(
+            "SELECT Id, Name FROM Account WHERE SystemModstamp = 2026-11-25T12:00:00Z ORDER BY Id",
+        )
+        .await;
+    let first_tied = tied["records"][0]["Id"].as_str().unwrap().to_owned();
+    let resumed = api
+        .query(&format!(
+            "SELECT Name FROM Account WHERE SystemModstamp > 2026-11-25T12:00:00Z \
+             OR (SystemModstamp = 2026-11-25T12:00:00Z AND Id > '{first_tied}') ORDER BY SystemModstamp, Id"
+        ))
+        .await;
+    assert_eq!(
+        names(resumed),
+        vec![tied["records"][1]["Name"].as_str().unwrap().to_owned()]
+    );
     let limited = api.query("SELECT Id FROM Account LIMIT 2").await;
     assert_eq!(limited["totalSize"], json!(2));
 }

@@ -34,7 +34,11 @@ fn assert_decision_written(world: &World, application: &Value) {
         Some("rejected") => json!("Rejected"),
         _ => json!("In review"),
     };
-    assert_eq!(world.field(account_id, "KYC_Status__c"), expected_status, "{account_id}");
+    assert_eq!(
+        world.field(account_id, "KYC_Status__c"),
+        expected_status,
+        "{account_id}"
+    );
     assert_eq!(
         world.field(account_id, "KYC_Risk_Level__c"),
         risk_label(&application["risk_level"]),
@@ -42,10 +46,21 @@ fn assert_decision_written(world: &World, application: &Value) {
     );
     let score = world.field(account_id, "KYC_Risk_Score__c");
     match application["risk_score"].as_f64() {
-        Some(expected) => assert!((score.as_f64().expect("a score") - expected).abs() < 0.01, "{account_id}: {score}"),
-        None => assert_eq!(score, Value::Null, "{account_id}: no score must stay empty, never \"none\""),
+        Some(expected) => assert!(
+            (score.as_f64().expect("a score") - expected).abs() < 0.01,
+            "{account_id}: {score}"
+        ),
+        None => assert_eq!(
+            score,
+            Value::Null,
+            "{account_id}: no score must stay empty, never \"none\""
+        ),
     }
-    assert_eq!(world.field(account_id, "Ondorse_Application_Id__c"), application["id"], "{account_id}");
+    assert_eq!(
+        world.field(account_id, "Ondorse_Application_Id__c"),
+        application["id"],
+        "{account_id}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,14 +73,22 @@ async fn each_matching_account_gets_one_portal_and_its_link_across_polls_and_res
     let report = engine.poll(BUSINESS).await.expect("first poll");
     assert_eq!((report.intents, report.portals_created), (420, 420));
     engine.flush_writes().await.expect("write-back");
-    assert_eq!(world.salesforce.stats().composite_requests, 3, "420 write-backs: 200 + 200 + 20");
+    assert_eq!(
+        world.salesforce.stats().composite_requests,
+        3,
+        "420 write-backs: 200 + 200 + 20"
+    );
 
     assert_eq!(world.ondorse.portals().len(), 420);
     let portals = world.portals_by_account();
     for id in &matching {
         assert_eq!(portals.get(id), Some(&1), "{id} has one portal");
         let url = world.field(id, "Ondorse_Portal_Url__c");
-        assert!(url.as_str().is_some_and(|url| url.starts_with(PORTAL_PREFIX)), "{id}: {url}");
+        assert!(
+            url.as_str()
+                .is_some_and(|url| url.starts_with(PORTAL_PREFIX)),
+            "{id}: {url}"
+        );
         assert_eq!(world.field(id, "KYC_Status__c"), json!("Portal sent"));
     }
     for id in &others {
@@ -80,16 +103,28 @@ async fn each_matching_account_gets_one_portal_and_its_link_across_polls_and_res
     let report = engine.poll(BUSINESS).await.expect("second poll");
     engine.flush_writes().await.expect("write-back");
     assert_eq!(report.intents, 0);
-    assert_eq!(world.ondorse.stats().portal_posts, portal_posts, "no portal posted again");
-    assert_eq!(world.salesforce.stats().composite_requests, composite_calls, "nothing written again");
+    assert_eq!(
+        world.ondorse.stats().portal_posts,
+        portal_posts,
+        "no portal posted again"
+    );
+    assert_eq!(
+        world.salesforce.stats().composite_requests,
+        composite_calls,
+        "nothing written again"
+    );
 
     // A late commit: stamped minutes ago (behind the cursor), visible now.
     let stamped = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
-    let mut late = ondorse_bridge::sandbox::salesforce::SalesforceSandbox::generate_accounts(1, 99).remove(0);
+    let mut late =
+        ondorse_bridge::sandbox::salesforce::SalesforceSandbox::generate_accounts(1, 99).remove(0);
     late.insert("Type".to_owned(), json!("Customer"));
     late.insert("SystemModstamp".to_owned(), json!(stamped));
     let late_id = world.salesforce.insert_accounts(vec![late]).remove(0);
-    let report = engine.poll(BUSINESS).await.expect("poll after the late commit");
+    let report = engine
+        .poll(BUSINESS)
+        .await
+        .expect("poll after the late commit");
     engine.flush_writes().await.expect("write-back");
     assert_eq!(report.intents, 1, "the late Account is picked up");
     assert_eq!(world.portals_by_account().get(&late_id), Some(&1));
@@ -115,23 +150,32 @@ async fn decisions_converge_despite_duplicated_and_reordered_webhooks() {
     let ids = world.seed(60, "Customer", 3);
     let daemon = world.daemon().await;
 
-    eventually("every application is reviewed and written back", E2E_DEADLINE, || {
-        let applications = world.ondorse.applications();
-        applications.len() == ids.len()
-            && applications.iter().all(|application| {
-                let account = application["custom_fields"]["salesforce_account_id"].as_str().unwrap_or_default();
-                !application["status_review"].is_null()
-                    && world.field(account, "KYC_Status__c") != json!("Portal sent")
-                    && world.field(account, "KYC_Status__c") != json!("In review")
-            })
-    })
+    eventually(
+        "every application is reviewed and written back",
+        E2E_DEADLINE,
+        || {
+            let applications = world.ondorse.applications();
+            applications.len() == ids.len()
+                && applications.iter().all(|application| {
+                    let account = application["custom_fields"]["salesforce_account_id"]
+                        .as_str()
+                        .unwrap_or_default();
+                    !application["status_review"].is_null()
+                        && world.field(account, "KYC_Status__c") != json!("Portal sent")
+                        && world.field(account, "KYC_Status__c") != json!("In review")
+                })
+        },
+    )
     .await;
     daemon.stop().await.expect("clean stop");
     for application in world.ondorse.applications() {
         assert_decision_written(&world, &application);
     }
     let stats = world.ondorse.stats();
-    assert!(stats.deliveries_succeeded > stats.events_emitted, "duplicates were delivered: {stats:?}");
+    assert!(
+        stats.deliveries_succeeded > stats.events_emitted,
+        "duplicates were delivered: {stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +183,10 @@ async fn reconcile_writes_decisions_whose_webhooks_never_arrived() {
     let world = World::start(OndorseSandboxOptions::default()).await;
     world.seed(20, "Customer", 4);
     let daemon = world.daemon().await;
-    eventually("portals exist", E2E_DEADLINE, || world.ondorse.portals().len() == 20).await;
+    eventually("portals exist", E2E_DEADLINE, || {
+        world.ondorse.portals().len() == 20
+    })
+    .await;
     // Submissions are delivered, so the bridge knows the applications...
     let applications: Vec<String> = world
         .ondorse
@@ -149,7 +196,9 @@ async fn reconcile_writes_decisions_whose_webhooks_never_arrived() {
         .collect();
     eventually("each Account shows In review", E2E_DEADLINE, || {
         world.ondorse.applications().iter().all(|application| {
-            let account = application["custom_fields"]["salesforce_account_id"].as_str().unwrap_or_default();
+            let account = application["custom_fields"]["salesforce_account_id"]
+                .as_str()
+                .unwrap_or_default();
             world.field(account, "KYC_Status__c") == json!("In review")
         })
     })
@@ -157,8 +206,17 @@ async fn reconcile_writes_decisions_whose_webhooks_never_arrived() {
     // ...but the decisions' webhooks are lost.
     world.ondorse.suppress_webhooks(true);
     for (index, application) in applications.iter().enumerate() {
-        let decision = if index % 3 == 0 { "rejected" } else { "approved" };
-        world.ondorse.review(application, decision, (index % 5) as i64 - 1, Some(10.0 + index as f64));
+        let decision = if index % 3 == 0 {
+            "rejected"
+        } else {
+            "approved"
+        };
+        world.ondorse.review(
+            application,
+            decision,
+            (index % 5) as i64 - 1,
+            Some(10.0 + index as f64),
+        );
     }
     daemon.engine.reconcile().await.expect("reconcile");
     daemon.engine.flush_writes().await.expect("write-back");
@@ -175,7 +233,9 @@ async fn locked_rows_are_retried_and_a_validation_failure_is_dead_lettered_alone
     let locked: Vec<&str> = ids[..10].iter().map(String::as_str).collect();
     let refused = ids[10].as_str();
     world.salesforce.lock_rows(&locked, 2);
-    world.salesforce.add_validation_rule(&[refused], "Portal links need a review date");
+    world
+        .salesforce
+        .add_validation_rule(&[refused], "Portal links need a review date");
     let engine = world.engine();
     engine.poll(BUSINESS).await.expect("poll");
 
@@ -191,21 +251,33 @@ async fn locked_rows_are_retried_and_a_validation_failure_is_dead_lettered_alone
         engine.flush_writes().await.expect("retry pass");
     }
     eventually("locked rows are written", E2E_DEADLINE, || {
-        locked.iter().all(|id| world.field(id, "KYC_Status__c") == json!("Portal sent"))
+        locked
+            .iter()
+            .all(|id| world.field(id, "KYC_Status__c") == json!("Portal sent"))
     })
     .await;
     for id in &ids {
         if id == refused {
             assert_eq!(world.field(id, "Ondorse_Portal_Url__c"), Value::Null);
         } else {
-            assert_eq!(world.field(id, "KYC_Status__c"), json!("Portal sent"), "{id}");
+            assert_eq!(
+                world.field(id, "KYC_Status__c"),
+                json!("Portal sent"),
+                "{id}"
+            );
         }
     }
     let letters = engine.store().dead_letters().expect("dead letters");
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].account_id, refused);
     assert_eq!(letters[0].code, "FIELD_CUSTOM_VALIDATION_EXCEPTION");
-    assert!(letters[0].message.contains("Portal links need a review date"), "{}", letters[0].message);
+    assert!(
+        letters[0]
+            .message
+            .contains("Portal links need a review date"),
+        "{}",
+        letters[0].message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,25 +294,52 @@ async fn a_daemon_killed_during_a_backfill_never_creates_a_second_portal() {
     let address = free_address();
     let text = std::fs::read_to_string(&world.config_path).unwrap();
     // The first `listen` of the file is the webhook listener's.
-    std::fs::write(&world.config_path, text.replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{address}\""), 1)).unwrap();
+    std::fs::write(
+        &world.config_path,
+        text.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{address}\""),
+            1,
+        ),
+    )
+    .unwrap();
 
     for kill_after in [150, 700, 1_400] {
         let daemon = ChildDaemon::start(&world.config_path, address);
         let deadline = tokio::time::Instant::now() + E2E_DEADLINE;
         while world.ondorse.portals().len() < kill_after {
-            assert!(tokio::time::Instant::now() < deadline, "no progress:\n{}", daemon.log());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no progress:\n{}",
+                daemon.log()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         daemon.kill();
     }
     let daemon = ChildDaemon::start(&world.config_path, address);
-    eventually("every Account has its portal link", E2E_DEADLINE, || {
-        ids.iter().all(|id| world.field(id, "Ondorse_Portal_Url__c").is_string())
-    })
-    .await;
+    let deadline = tokio::time::Instant::now() + E2E_DEADLINE;
+    loop {
+        let missing = ids
+            .iter()
+            .filter(|id| !world.field(id, "Ondorse_Portal_Url__c").is_string())
+            .count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} Accounts still lack their portal link:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (status, log) = daemon.terminate();
     assert!(status.success(), "clean exit after SIGTERM:\n{log}");
     let portals = world.portals_by_account();
     assert_eq!(portals.len(), ACCOUNTS);
-    assert!(portals.values().all(|count| *count == 1), "a second portal was created");
+    assert!(
+        portals.values().all(|count| *count == 1),
+        "a second portal was created"
+    );
 }

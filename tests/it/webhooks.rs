@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
 use crate::support::config::PATH_SECRET;
-use crate::support::daemon::{Daemon, free_address, write_daemon_config};
+use crate::support::daemon::{Daemon, free_address, run_command, write_daemon_config};
 
 const SIGNING_SECRET: &str = "whsec_current";
 
@@ -199,24 +199,35 @@ async fn a_body_over_one_mebibyte_is_refused_with_413() {
     assert!(receiver.pending().is_empty());
 }
 
+/// Everything a sender can see of an answer, except its date.
+async fn observable(response: reqwest::Response) -> (StatusCode, Vec<(String, String)>, String) {
+    let headers = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name != "date")
+        .map(|(name, value)| {
+            (
+                name.to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    (response.status(), headers, response.text().await.unwrap())
+}
+
 #[tokio::test]
 async fn a_wrong_secret_looks_exactly_like_an_unknown_route() {
     let receiver = Receiver::start(webhooks_config()).await;
     let body = event("evt_1", "application.updated");
-    let unknown = receiver
-        .client
-        .post(receiver.url("/no/such/route"))
-        .body(body.clone());
-    let unknown = unknown.send().await.unwrap();
-    let unknown_headers: Vec<_> = unknown
-        .headers()
-        .iter()
-        .filter(|(name, _)| *name != "date")
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    let unknown_status = unknown.status();
-    let unknown_body = unknown.text().await.unwrap();
-    assert_eq!(unknown_status, StatusCode::NOT_FOUND);
+    let post = |path: String| {
+        receiver
+            .client
+            .post(receiver.url(&path))
+            .body(body.clone())
+            .send()
+    };
+    let unknown = observable(post("/no/such/route".to_owned()).await.unwrap()).await;
+    assert_eq!(unknown.0, StatusCode::NOT_FOUND);
 
     let wrong_secrets = [
         "/webhooks/ondorse/0123456789abcdef0123456789abcdee".to_owned(),
@@ -224,17 +235,8 @@ async fn a_wrong_secret_looks_exactly_like_an_unknown_route() {
         format!("/webhooks/salesforce/{PATH_SECRET}x"),
     ];
     for path in wrong_secrets {
-        let response = receiver.client.post(receiver.url(&path)).body(body.clone());
-        let response = response.send().await.unwrap();
-        let headers: Vec<_> = response
-            .headers()
-            .iter()
-            .filter(|(name, _)| *name != "date")
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
-        assert_eq!(response.status(), unknown_status, "{path}");
-        assert_eq!(headers, unknown_headers, "{path}");
-        assert_eq!(response.text().await.unwrap(), unknown_body, "{path}");
+        let answer = observable(post(path.clone()).await.unwrap()).await;
+        assert_eq!(answer, unknown, "{path}");
     }
     // Another method on the right path does not confirm the route either.
     let (status, _) = receiver
@@ -536,12 +538,7 @@ fn a_second_daemon_on_the_same_store_is_told_why_it_cannot_start() {
     let config = write_daemon_config(dir.path(), address);
     let daemon = Daemon::start(&config, address);
 
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let output = run_command(&config).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is in use by another process"), "{stderr}");

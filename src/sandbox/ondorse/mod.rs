@@ -19,7 +19,7 @@
 //!   suppressed, are recorded (see [`OndorseSandbox::events`]) but never
 //!   delivered.
 //!
-//! Layout: [`api`](self) (routes and fault guard), `state` (the records),
+//! Layout: `api` (routes and the fault guard), `state` (the records),
 //! `delivery` (the clock: scheduled submissions, reviews, webhook
 //! deliveries with retries), `connection` (dropping a connection without
 //! answering).

@@ -159,11 +159,11 @@ impl State {
     }
 
     pub(super) fn application(&self, id: &str) -> Option<Value> {
-        self.application_mut_index(id)
+        self.application_position(id)
             .map(|index| Value::Object(self.applications[index].clone()))
     }
 
-    fn application_mut_index(&self, id: &str) -> Option<usize> {
+    fn application_position(&self, id: &str) -> Option<usize> {
         self.application_index.get(id).copied()
     }
 
@@ -213,7 +213,7 @@ impl State {
         risk_level: i64,
         risk_score: Option<f64>,
     ) -> bool {
-        let Some(index) = self.application_mut_index(application_id) else {
+        let Some(index) = self.application_position(application_id) else {
             return false;
         };
         let application = &mut self.applications[index];
@@ -261,7 +261,7 @@ impl State {
         application_id: &str,
         portal_base_url: &str,
     ) -> Option<String> {
-        let index = self.application_mut_index(application_id)?;
+        let index = self.application_position(application_id)?;
         let link = self.link();
         let application = &mut self.applications[index];
         application.insert(

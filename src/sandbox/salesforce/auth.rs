@@ -67,6 +67,17 @@ pub fn generate_jwt_key_pair() -> JwtKeyPair {
     }
 }
 
+/// The connected app's certificate, read once: a sandbox set up with a bad
+/// key fails to start instead of refusing every assertion.
+pub(crate) fn verification_key(pem: &str) -> std::io::Result<DecodingKey> {
+    DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|error| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("jwt_public_key_pem is not an RSA public key in PEM form: {error}"),
+        )
+    })
+}
+
 /// A 400 from the token endpoint: `{"error", "error_description"}`.
 #[derive(Debug)]
 struct Refusal {
@@ -107,7 +118,14 @@ pub(crate) async fn token(
     };
     match grant(&mut org, host, &headers, &form) {
         Ok(session) => Json(session).into_response(),
-        Err(refused) => refused.into_response(),
+        Err(refused) => {
+            tracing::debug!(
+                error = refused.error,
+                description = refused.description,
+                "sandbox salesforce refused a token request"
+            );
+            refused.into_response()
+        }
     }
 }
 
@@ -124,7 +142,7 @@ fn grant(
             let assertion = form
                 .get("assertion")
                 .ok_or_else(|| refusal("invalid_request", "assertion is missing"))?;
-            check_assertion(&org.options, &org.login_url, assertion)?;
+            check_assertion(org, assertion)?;
             Ok(org.issue_session(None))
         }
         "client_credentials" => {
@@ -193,11 +211,8 @@ struct Claims {
 
 /// Checks a JWT assertion the way Salesforce does, in its order: signature,
 /// issuer, audience, expiry, subject.
-fn check_assertion(
-    options: &super::SalesforceSandboxOptions,
-    login_url: &str,
-    assertion: &str,
-) -> Result<(), Refusal> {
+fn check_assertion(org: &Org, assertion: &str) -> Result<(), Refusal> {
+    let options = &org.options;
     let invalid = || refusal("invalid_grant", "invalid assertion");
     let header = jsonwebtoken::decode_header(assertion).map_err(|_| invalid())?;
     if header.alg != Algorithm::RS256 {
@@ -206,26 +221,24 @@ fn check_assertion(
             "invalid assertion: only RS256 is accepted",
         ));
     }
-    let Some(public_key) = &options.jwt_public_key_pem else {
+    let Some(key) = &org.jwt_key else {
         return Err(refusal(
             "invalid_grant",
             "invalid assertion: no certificate is configured for this connected app",
         ));
     };
-    let key = DecodingKey::from_rsa_pem(public_key.as_bytes())
-        .expect("the sandbox's jwt_public_key_pem is a valid RSA public key");
     let mut validation = Validation::new(Algorithm::RS256);
     // Claims are checked below, one by one, for Salesforce's messages.
     validation.validate_exp = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let claims = jsonwebtoken::decode::<Claims>(assertion, &key, &validation)
+    let claims = jsonwebtoken::decode::<Claims>(assertion, key, &validation)
         .map_err(|_| invalid())?
         .claims;
     if claims.iss.as_deref() != Some(options.client_id.as_str()) {
         return Err(refusal("invalid_client_id", "client identifier invalid"));
     }
-    let audiences = super::audiences(login_url);
+    let audiences = super::audiences(&org.login_url);
     let audience_ok = match &claims.aud {
         Some(Value::String(audience)) => audiences.contains(audience),
         Some(Value::Array(values)) => values

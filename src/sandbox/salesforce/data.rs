@@ -7,6 +7,7 @@
 //! compares the instants; the SOQL evaluator relies on that.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
@@ -14,7 +15,9 @@ use serde_json::{Map, Value, json};
 /// One stored record: canonical field names to wire-form values.
 pub(crate) type Row = Map<String, Value>;
 /// Records by 18-char Id; the order is Id order, which SOQL falls back to.
-pub(crate) type Table = BTreeMap<String, Row>;
+/// Rows are shared with open query cursors and replaced, never mutated in
+/// place, so a cursor keeps the rows as they were when it was opened.
+pub(crate) type Table = BTreeMap<String, Arc<Row>>;
 
 /// Key prefix of Account Ids.
 pub(crate) const ACCOUNT_PREFIX: &str = "001";
@@ -225,16 +228,14 @@ impl FieldDef {
         field.insert("label".into(), json!(self.label));
         field.insert("type".into(), json!(self.field_type.describe_name()));
         field.insert("length".into(), json!(self.length));
-        field.insert("precision".into(), json!(self.precision));
+        // Integers give their size as `digits`; other numbers as precision/scale.
+        let (precision, digits) = match self.field_type {
+            FieldType::Int => (0, self.precision),
+            _ => (self.precision, 0),
+        };
+        field.insert("precision".into(), json!(precision));
         field.insert("scale".into(), json!(self.scale));
-        field.insert(
-            "digits".into(),
-            json!(if self.field_type == FieldType::Int {
-                9
-            } else {
-                0
-            }),
-        );
+        field.insert("digits".into(), json!(digits));
         field.insert("custom".into(), json!(self.is_custom()));
         field.insert("nillable".into(), json!(self.nillable));
         field.insert(
@@ -709,11 +710,23 @@ pub(crate) fn coerce_write(field: &FieldDef, value: &Value) -> Result<Value, Rec
 
 fn coerce_number(field: &FieldDef, number: f64) -> Result<Value, RecordError> {
     let name = field.name.as_str();
+    let out_of_range =
+        |value: f64| value.abs() >= 10f64.powi(field.precision.saturating_sub(field.scale) as i32);
     if field.field_type == FieldType::Int {
-        if number.fract() != 0.0 || number.abs() > f64::from(i32::MAX) {
+        if number.fract() != 0.0 {
             return Err(RecordError::new(
                 "INVALID_TYPE_ON_FIELD_IN_RECORD",
                 format!("{}: value not of required type: {number}", field.label),
+                &[name],
+            ));
+        }
+        if out_of_range(number) {
+            return Err(RecordError::new(
+                "NUMBER_OUTSIDE_VALID_RANGE",
+                format!(
+                    "{}: value outside of valid range on numeric field: {number}",
+                    field.label
+                ),
                 &[name],
             ));
         }
@@ -721,8 +734,7 @@ fn coerce_number(field: &FieldDef, number: f64) -> Result<Value, RecordError> {
     }
     let factor = 10f64.powi(field.scale as i32);
     let rounded = (number * factor).round() / factor;
-    let integer_digits = field.precision.saturating_sub(field.scale) as i32;
-    if rounded.abs() >= 10f64.powi(integer_digits) {
+    if out_of_range(rounded) {
         return Err(RecordError::new(
             "NUMBER_OUTSIDE_VALID_RANGE",
             format!(
@@ -858,6 +870,18 @@ mod tests {
         assert_eq!(
             coerce_write(score, &json!(1000)).unwrap_err().code,
             "NUMBER_OUTSIDE_VALID_RANGE"
+        );
+        let employees = schema.field("NumberOfEmployees").unwrap();
+        assert_eq!(coerce_write(employees, &json!("120")), Ok(json!(120)));
+        assert_eq!(
+            coerce_write(employees, &json!(100_000_000))
+                .unwrap_err()
+                .code,
+            "NUMBER_OUTSIDE_VALID_RANGE"
+        );
+        assert_eq!(
+            coerce_write(employees, &json!(1.5)).unwrap_err().code,
+            "INVALID_TYPE_ON_FIELD_IN_RECORD"
         );
         assert_eq!(
             coerce_write(score, &json!("high")).unwrap_err().code,

@@ -33,7 +33,7 @@ use axum::Router;
 use axum::routing::{get, patch, post};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 pub use auth::{JwtKeyPair, generate_jwt_key_pair};
 pub use seed::sales_user_ids;
@@ -54,7 +54,7 @@ const PUBLIC_AUDIENCES: [&str; 2] = [
 ];
 
 /// How the sandbox org is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SalesforceSandboxOptions {
     /// Connected app consumer key: JWT `iss`, `client_id` of the other flows.
     pub client_id: String,
@@ -75,6 +75,25 @@ pub struct SalesforceSandboxOptions {
     pub page_size: usize,
     /// e.g. `62.0`; other versions in a path answer 404 `NOT_FOUND`.
     pub api_version: String,
+}
+
+/// Debug output leaves the secrets out, even fake ones: habits travel.
+impl std::fmt::Debug for SalesforceSandboxOptions {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SalesforceSandboxOptions")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("username", &self.username)
+            .field("jwt_public_key_pem", &self.jwt_public_key_pem.is_some())
+            .field("unapproved_usernames", &self.unapproved_usernames)
+            .field("refresh_tokens", &self.refresh_tokens.len())
+            .field("rotate_refresh_tokens", &self.rotate_refresh_tokens)
+            .field("daily_api_limit", &self.daily_api_limit)
+            .field("page_size", &self.page_size)
+            .field("api_version", &self.api_version)
+            .finish()
+    }
 }
 
 impl Default for SalesforceSandboxOptions {
@@ -150,7 +169,10 @@ pub struct SalesforceSandbox {
     shared: Shared,
     login_url: String,
     instance_url: String,
-    servers: Vec<JoinHandle<()>>,
+    /// Dropping it (with the handle) tells both listeners to stop: they
+    /// finish in-flight requests and close idle keep-alive connections, so
+    /// a client sees the org go away instead of a half-alive server.
+    _shutdown: watch::Sender<()>,
 }
 
 impl std::fmt::Debug for SalesforceSandbox {
@@ -163,38 +185,40 @@ impl std::fmt::Debug for SalesforceSandbox {
     }
 }
 
-impl Drop for SalesforceSandbox {
-    fn drop(&mut self) {
-        for server in &self.servers {
-            server.abort();
-        }
-    }
-}
-
 impl SalesforceSandbox {
-    /// Binds both listeners on `127.0.0.1:0` and starts serving.
+    /// Binds both listeners on `127.0.0.1:0` and starts serving; fails with
+    /// `InvalidInput` when `jwt_public_key_pem` is not an RSA public key.
     pub async fn start(options: SalesforceSandboxOptions) -> std::io::Result<SalesforceSandbox> {
         let login_listener = TcpListener::bind("127.0.0.1:0").await?;
         let instance_listener = TcpListener::bind("127.0.0.1:0").await?;
         let login_url = format!("http://{}", login_listener.local_addr()?);
         let instance_url = format!("http://{}", instance_listener.local_addr()?);
+        let jwt_key = options
+            .jwt_public_key_pem
+            .as_deref()
+            .map(auth::verification_key)
+            .transpose()?;
         let shared = Shared {
             org: Arc::new(Mutex::new(Org::new(
                 options,
+                jwt_key,
                 login_url.clone(),
                 instance_url.clone(),
             ))),
         };
-        let servers = vec![
-            serve(login_listener, login_router(shared.clone())),
-            serve(instance_listener, instance_router(shared.clone())),
-        ];
+        let (shutdown, stopped) = watch::channel(());
+        serve(
+            login_listener,
+            login_router(shared.clone()),
+            stopped.clone(),
+        );
+        serve(instance_listener, instance_router(shared.clone()), stopped);
         tracing::debug!(%login_url, %instance_url, "sandbox salesforce listening");
         Ok(SalesforceSandbox {
             shared,
             login_url,
             instance_url,
-            servers,
+            _shutdown: shutdown,
         })
     }
 
@@ -207,6 +231,11 @@ impl SalesforceSandbox {
     /// The org's My Domain: token endpoint for every flow, and the REST API.
     pub fn instance_url(&self) -> String {
         self.instance_url.clone()
+    }
+
+    /// The options the sandbox was started with (credentials for clients).
+    pub fn options(&self) -> SalesforceSandboxOptions {
+        self.org().options.clone()
     }
 
     /// Accepted JWT `aud` values.
@@ -235,14 +264,12 @@ impl SalesforceSandbox {
 
     /// Every stored Account, deleted ones included, in Id order.
     pub fn accounts(&self) -> Vec<Map<String, Value>> {
-        let org = self.org();
-        org.accounts
-            .keys()
-            .filter_map(|id| org.account_view(id))
-            .collect()
+        self.org().account_views()
     }
 
-    /// A human edit in the UI: no permission checks, bumps `SystemModstamp`.
+    /// A human edit in the UI: no permission checks, bumps `SystemModstamp`
+    /// (to now, or to the `SystemModstamp` given, which simulates an edit
+    /// whose transaction commits late).
     pub fn edit_account(&self, id: &str, fields: Map<String, Value>) {
         self.org().edit_account(id, &fields);
     }
@@ -284,7 +311,9 @@ impl SalesforceSandbox {
         self.org().expire_sessions();
     }
 
-    /// The next `count` REST requests (not token calls) answer 503 with HTML.
+    /// The next `count` REST requests (not token calls) answer 503 with an
+    /// HTML page, as an overloaded pod does: they never reach the API, so
+    /// they carry no `Sforce-Limit-Info` and use none of the allowance.
     pub fn fail_next_requests(&self, count: usize) {
         self.org().faults.failing_requests = count;
     }
@@ -337,12 +366,18 @@ impl SalesforceSandbox {
     }
 }
 
-fn serve(listener: TcpListener, router: Router) -> JoinHandle<()> {
+/// Serves `router` until the sandbox handle is dropped.
+fn serve(listener: TcpListener, router: Router, mut stopped: watch::Receiver<()>) {
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
+        // `changed` fails once the sender (owned by the handle) is gone.
+        let handle_dropped = async move { while stopped.changed().await.is_ok() {} };
+        if let Err(error) = axum::serve(listener, router)
+            .with_graceful_shutdown(handle_dropped)
+            .await
+        {
             tracing::warn!(%error, "sandbox salesforce listener stopped");
         }
-    })
+    });
 }
 
 /// `login.salesforce.com`: the token endpoint only.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use jsonwebtoken::DecodingKey;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::{Map, Value, json};
@@ -31,10 +32,13 @@ const ORG_SERIAL: u64 = 1;
 /// Serial of the integration user; seeded users follow it.
 pub(crate) const INTEGRATION_USER_SERIAL: u64 = 1;
 
-/// A query result kept for its `nextRecordsUrl` pages.
+/// A query result kept for its `nextRecordsUrl` pages: the matching rows as
+/// they were when the query ran (later writes replace rows, never mutate
+/// them), rendered page by page.
 #[derive(Debug)]
 struct Snapshot {
-    records: Arc<Vec<Value>>,
+    query: soql::Query,
+    rows: Vec<Arc<Row>>,
     page_size: usize,
 }
 
@@ -48,6 +52,8 @@ pub(crate) enum QueryFailure {
 /// Everything the org holds.
 pub(crate) struct Org {
     pub(crate) options: SalesforceSandboxOptions,
+    /// The connected app's certificate, from `options.jwt_public_key_pem`.
+    pub(crate) jwt_key: Option<DecodingKey>,
     pub(crate) login_url: String,
     pub(crate) instance_url: String,
     /// 18-char Id of the organization (`00D...`).
@@ -65,7 +71,7 @@ pub(crate) struct Org {
     /// Refresh tokens that still work.
     refresh_tokens: HashSet<String>,
     /// Open cursors, oldest first.
-    locators: VecDeque<(String, Snapshot)>,
+    locators: VecDeque<(String, Arc<Snapshot>)>,
     pub(crate) faults: Faults,
     /// Today's `DailyApiRequests` consumption.
     pub(crate) api_usage: u64,
@@ -75,6 +81,7 @@ pub(crate) struct Org {
 impl Org {
     pub(crate) fn new(
         options: SalesforceSandboxOptions,
+        jwt_key: Option<DecodingKey>,
         login_url: String,
         instance_url: String,
     ) -> Org {
@@ -86,17 +93,18 @@ impl Org {
         integration_user.insert("Email".into(), json!(options.username));
         integration_user.insert("Username".into(), json!(options.username));
         integration_user.insert("IsActive".into(), json!(true));
-        users.insert(integration_user_id.clone(), integration_user);
+        users.insert(integration_user_id.clone(), Arc::new(integration_user));
         for user in seed::seeded_users() {
             let id = user["Id"]
                 .as_str()
                 .expect("seeded users have Ids")
                 .to_owned();
-            users.insert(id, user);
+            users.insert(id, Arc::new(user));
         }
         let refresh_tokens = options.refresh_tokens.iter().cloned().collect();
         Org {
             options,
+            jwt_key,
             login_url,
             instance_url,
             org_id: data::make_id(ORG_PREFIX, ORG_SERIAL),
@@ -126,8 +134,8 @@ impl Org {
             .collect()
     }
 
-    /// A new session, answered like the token endpoint does. `with_refresh`
-    /// adds a refresh token (refresh-token flow with rotation).
+    /// A new session, answered like the token endpoint does; a rotated
+    /// `refresh_token` is handed out with it.
     pub(crate) fn issue_session(&mut self, refresh_token: Option<String>) -> Value {
         let access_token = format!("{}!AR{}", &self.org_id[..15], self.random_token());
         self.access_tokens.insert(access_token.clone());
@@ -183,7 +191,8 @@ impl Org {
     // -- queries -----------------------------------------------------------
 
     /// Runs a SOQL query and answers its first page; the rest of the result
-    /// is kept as it is now, for `nextRecordsUrl`.
+    /// is kept as it is now (the rows are shared, not copied), for
+    /// `nextRecordsUrl`.
     pub(crate) fn query(
         &mut self,
         text: &str,
@@ -199,46 +208,63 @@ impl Org {
             Target::Account => &self.accounts,
             Target::User => &self.users,
         };
-        let mut rows: Vec<&Row> = table
+        let matching = table
             .values()
             .filter(|row| include_deleted || row.get("IsDeleted") != Some(&Value::Bool(true)))
             .filter(|row| query.matches(row, &self.users))
-            .collect();
+            .cloned();
+        let mut rows: Vec<Arc<Row>> = match query.limit {
+            // Unsorted, the first matches in Id order are the answer: stop there
+            // (`LIMIT 1` is how a field list or a condition gets validated).
+            Some(limit) if !query.is_sorted() => matching.take(limit).collect(),
+            _ => matching.collect(),
+        };
         query.sort(&mut rows, &self.users);
         if let Some(limit) = query.limit {
             rows.truncate(limit);
         }
-        let api_version = self.options.api_version.clone();
-        let records: Vec<Value> = rows
-            .iter()
-            .map(|row| query.render(row, &self.users, &api_version))
-            .collect();
-        let records = Arc::new(records);
-        if records.len() <= page_size {
-            return Ok(page_body(&records, 0, records.len(), None));
+        let snapshot = Snapshot {
+            query,
+            rows,
+            page_size,
+        };
+        if snapshot.rows.len() <= page_size {
+            return Ok(self.page(&snapshot, 0, None));
         }
         // Locators look like 15-char Ids: `01gSb00000000001`.
         let locator = data::make_id(LOCATOR_PREFIX, self.next_locator_serial)[..15].to_owned();
         self.next_locator_serial += 1;
+        let first_page = self.page(&snapshot, 0, Some(&locator));
         if self.locators.len() >= MAX_OPEN_LOCATORS {
             self.locators.pop_front();
         }
-        self.locators.push_back((
-            locator.clone(),
-            Snapshot {
-                records: Arc::clone(&records),
-                page_size,
-            },
-        ));
-        let next = self.next_records_url(&locator, page_size);
-        Ok(page_body(&records, 0, page_size, Some(next)))
+        self.locators.push_back((locator, Arc::new(snapshot)));
+        Ok(first_page)
     }
 
-    fn next_records_url(&self, locator: &str, offset: usize) -> String {
-        format!(
-            "/services/data/v{}/query/{locator}-{offset}",
-            self.options.api_version
-        )
+    /// The page of `snapshot` starting at `offset`; `locator` names the
+    /// cursor when there may be more.
+    fn page(&self, snapshot: &Snapshot, offset: usize, locator: Option<&str>) -> Value {
+        let total = snapshot.rows.len();
+        let end = (offset + snapshot.page_size).min(total);
+        let api_version = &self.options.api_version;
+        let records: Vec<Value> = snapshot.rows[offset..end]
+            .iter()
+            .map(|row| snapshot.query.render(row, &self.users, api_version))
+            .collect();
+        let mut body = Map::new();
+        body.insert("totalSize".into(), json!(total));
+        body.insert("done".into(), json!(end == total));
+        if let Some(locator) = locator.filter(|_| end < total) {
+            body.insert(
+                "nextRecordsUrl".into(),
+                json!(format!(
+                    "/services/data/v{api_version}/query/{locator}-{end}"
+                )),
+            );
+        }
+        body.insert("records".into(), Value::Array(records));
+        Value::Object(body)
     }
 
     /// A follow-up page: `locator_and_offset` is the last segment of a
@@ -252,18 +278,16 @@ impl Org {
         };
         let (locator, offset) = locator_and_offset.split_once('-').ok_or_else(invalid)?;
         let offset: usize = offset.parse().map_err(|_| invalid())?;
-        let (records, page_size) = self
+        let snapshot = self
             .locators
             .iter()
             .find(|(id, _)| id == locator)
-            .map(|(_, snapshot)| (Arc::clone(&snapshot.records), snapshot.page_size))
+            .map(|(_, snapshot)| Arc::clone(snapshot))
             .ok_or_else(invalid)?;
-        if offset > records.len() {
+        if offset > snapshot.rows.len() {
             return Err(invalid());
         }
-        let end = (offset + page_size).min(records.len());
-        let next = (end < records.len()).then(|| self.next_records_url(locator, end));
-        Ok(page_body(&records, offset, end, next))
+        Ok(self.page(&snapshot, offset, Some(locator)))
     }
 
     pub(crate) fn expire_locators(&mut self) {
@@ -272,9 +296,70 @@ impl Org {
 
     // -- writes ------------------------------------------------------------
 
+    /// `PATCH .../sobjects/Account/{id}`.
+    pub(crate) fn update_account(
+        &mut self,
+        id: &str,
+        fields: &Map<String, Value>,
+    ) -> Result<(), RecordError> {
+        let mut staged = HashMap::new();
+        self.stage_update(id, fields, &mut staged)?;
+        self.commit(staged, 1);
+        Ok(())
+    }
+
+    /// `PATCH .../composite/sobjects`: one outcome per record, in order.
+    /// With `all_or_none`, one failure rolls every record back and the
+    /// others report `ALL_OR_NONE_OPERATION_ROLLED_BACK`.
+    pub(crate) fn update_accounts(
+        &mut self,
+        records: &[Value],
+        all_or_none: bool,
+    ) -> Vec<Result<String, RecordError>> {
+        let mut staged = HashMap::new();
+        let outcomes: Vec<Result<String, RecordError>> = records
+            .iter()
+            .map(|record| {
+                let fields = record.as_object().ok_or_else(|| {
+                    RecordError::new(
+                        "JSON_PARSER_ERROR",
+                        "each record must be a JSON object",
+                        &[],
+                    )
+                })?;
+                check_record_type(fields)?;
+                match fields.get("id").or_else(|| fields.get("Id")) {
+                    Some(Value::String(id)) => self.stage_update(id, fields, &mut staged),
+                    _ => Err(RecordError::new(
+                        "MISSING_ARGUMENT",
+                        "Id not specified in an update call",
+                        &[],
+                    )),
+                }
+            })
+            .collect();
+        let succeeded = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+        if !all_or_none || succeeded == outcomes.len() {
+            self.commit(staged, succeeded);
+            return outcomes;
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.and_then(|_| {
+                    Err(RecordError::new(
+                        "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                        "Record rolled back because not all records were valid and the request was using AllOrNone header",
+                        &[],
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// Checks and stages one update of one Account; `staged` holds rows
     /// changed earlier in the same request, which later records see.
-    pub(crate) fn stage_update(
+    fn stage_update(
         &mut self,
         raw_id: &str,
         fields: &Map<String, Value>,
@@ -291,7 +376,7 @@ impl Org {
             })?;
         let current = staged
             .get(&id)
-            .or_else(|| self.accounts.get(&id))
+            .or_else(|| self.accounts.get(&id).map(|row| &**row))
             .ok_or_else(|| {
                 RecordError::new(
                     "NOT_FOUND",
@@ -306,7 +391,7 @@ impl Org {
                 &[],
             ));
         }
-        let mut updated = current.clone();
+        let mut updated = Row::clone(current);
         for (name, value) in fields {
             if name == "attributes" {
                 continue;
@@ -360,10 +445,11 @@ impl Org {
         Ok(id)
     }
 
-    /// Makes staged rows the stored ones.
-    pub(crate) fn commit(&mut self, staged: HashMap<String, Row>) {
-        self.stats.records_updated += staged.len() as u64;
-        self.accounts.extend(staged);
+    /// Makes staged rows the stored ones; `writes` record writes succeeded.
+    fn commit(&mut self, staged: HashMap<String, Row>, writes: usize) {
+        self.stats.records_updated += writes as u64;
+        self.accounts
+            .extend(staged.into_iter().map(|(id, row)| (id, Arc::new(row))));
     }
 
     // -- test setup --------------------------------------------------------
@@ -376,11 +462,7 @@ impl Org {
                 Some(Value::String(given)) => data::normalize_id(given)
                     .unwrap_or_else(|| panic!("insert_accounts: malformed Account Id {given:?}")),
                 Some(other) => panic!("insert_accounts: Id must be a string, got {other}"),
-                None => {
-                    let id = data::make_id(ACCOUNT_PREFIX, self.next_account_serial);
-                    self.next_account_serial += 1;
-                    id
-                }
+                None => self.next_account_id(),
             };
             let now = data::now_stamp();
             let mut row: Row = self
@@ -411,10 +493,21 @@ impl Org {
                 panic!("insert_accounts: Account {id} needs a Name (a required field)");
             }
             data::apply_account_formulas(&mut row);
-            self.accounts.insert(id.clone(), row);
+            self.accounts.insert(id.clone(), Arc::new(row));
             ids.push(id);
         }
         ids
+    }
+
+    /// A fresh Account Id, skipping any a test inserted explicitly.
+    fn next_account_id(&mut self) -> String {
+        loop {
+            let id = data::make_id(ACCOUNT_PREFIX, self.next_account_serial);
+            self.next_account_serial += 1;
+            if !self.accounts.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// Sets fields without API permission checks (setup and UI edits), but
@@ -449,11 +542,20 @@ impl Org {
         let mut row = self
             .accounts
             .get(&id)
-            .cloned()
+            .map(|row| Row::clone(row))
             .unwrap_or_else(|| panic!("edit_account: no Account {id}"));
-        self.apply_fields(&mut row, fields, "edit_account");
         touch(&mut row);
-        self.accounts.insert(id, row);
+        // An explicit SystemModstamp is a late commit: the edit's transaction
+        // started then, so both stamps say so.
+        self.apply_fields(&mut row, fields, "edit_account");
+        if fields
+            .keys()
+            .any(|name| name.eq_ignore_ascii_case("SystemModstamp"))
+        {
+            let stamp = row["SystemModstamp"].clone();
+            row.insert("LastModifiedDate".into(), stamp);
+        }
+        self.accounts.insert(id, Arc::new(row));
     }
 
     pub(crate) fn delete_account(&mut self, id: &str) {
@@ -463,6 +565,8 @@ impl Org {
             .accounts
             .get_mut(&id)
             .unwrap_or_else(|| panic!("delete_account: no Account {id}"));
+        // Copy-on-write: open query cursors keep the row as it was.
+        let row = Arc::make_mut(row);
         row.insert("IsDeleted".into(), json!(true));
         touch(row);
     }
@@ -470,28 +574,54 @@ impl Org {
     /// A stored Account with every field describe still lists.
     pub(crate) fn account_view(&self, id: &str) -> Option<Map<String, Value>> {
         let id = data::normalize_id(id)?;
-        let row = self.accounts.get(&id)?;
-        Some(
-            self.account_schema
-                .fields()
-                .iter()
-                .map(|field| {
-                    (
-                        field.name.clone(),
-                        row.get(&field.name).cloned().unwrap_or(Value::Null),
-                    )
-                })
-                .collect(),
-        )
+        self.accounts.get(&id).map(|row| self.view(row))
     }
 
-    /// `{"DailyApiRequests":{"Max":..,"Remaining":..}}` and friends.
+    /// Every stored Account, in Id order, deleted ones included.
+    pub(crate) fn account_views(&self) -> Vec<Map<String, Value>> {
+        self.accounts.values().map(|row| self.view(row)).collect()
+    }
+
+    fn view(&self, row: &Row) -> Map<String, Value> {
+        self.account_schema
+            .fields()
+            .iter()
+            .map(|field| {
+                (
+                    field.name.clone(),
+                    row.get(&field.name).cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect()
+    }
+
+    /// `GET /limits`: the part of it the sandbox tracks.
     pub(crate) fn limits(&self) -> Value {
         let max = self.options.daily_api_limit;
         json!({
             "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(self.api_usage)},
-            "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
         })
+    }
+}
+
+/// A collection record's `attributes.type` must name Account.
+fn check_record_type(fields: &Map<String, Value>) -> Result<(), RecordError> {
+    match fields
+        .get("attributes")
+        .and_then(|attributes| attributes.get("type"))
+        .and_then(Value::as_str)
+    {
+        Some(kind) if kind.eq_ignore_ascii_case("Account") => Ok(()),
+        Some(kind) => Err(RecordError::new(
+            "INVALID_TYPE",
+            format!("sObject type '{kind}' is not supported by the sandbox; it writes Accounts"),
+            &[],
+        )),
+        None => Err(RecordError::new(
+            "INVALID_TYPE",
+            "Must send a concrete entity type: attributes.type is missing",
+            &[],
+        )),
     }
 }
 
@@ -501,15 +631,4 @@ fn touch(row: &mut Row) {
     row.insert("LastModifiedDate".into(), json!(now));
     row.insert("SystemModstamp".into(), json!(now));
     data::apply_account_formulas(row);
-}
-
-fn page_body(records: &[Value], start: usize, end: usize, next: Option<String>) -> Value {
-    let mut body = Map::new();
-    body.insert("totalSize".into(), json!(records.len()));
-    body.insert("done".into(), json!(next.is_none()));
-    if let Some(next) = next {
-        body.insert("nextRecordsUrl".into(), json!(next));
-    }
-    body.insert("records".into(), Value::Array(records[start..end].to_vec()));
-    Value::Object(body)
 }

@@ -13,10 +13,10 @@ use serde_json::{Map, Value, json};
 
 use super::Shared;
 use super::data::RecordError;
-use super::org::QueryFailure;
+use super::org::{Org, QueryFailure};
 
 /// sObject Collections take at most this many records per request.
-pub(crate) const MAX_COLLECTION_RECORDS: usize = 200;
+const MAX_COLLECTION_RECORDS: usize = 200;
 /// Bounds of the `Sforce-Query-Options: batchSize` hint.
 const MIN_BATCH_SIZE: usize = 200;
 const MAX_BATCH_SIZE: usize = 2000;
@@ -26,7 +26,7 @@ const UNAVAILABLE_PAGE: &str = "<html><head><title>Service Unavailable</title></
 Please try again later.</p></body></html>";
 
 /// A REST error answer: `[{"message", "errorCode", "fields"?}]`.
-pub(crate) fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
+fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         Json(json!([{"message": message, "errorCode": code}])),
@@ -46,68 +46,122 @@ fn record_error_response(status: StatusCode, error: &RecordError) -> Response {
 /// and version; then stamps `Sforce-Limit-Info` on the answer.
 pub(crate) async fn gate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
     shared.delay().await;
-    let usage_before = {
-        let mut org = shared.lock();
-        if org.faults.take_failing_request() {
-            return (
+    let admitted = admit(&mut shared.lock(), &request);
+    match admitted {
+        Ok(usage) => usage.stamp(next.run(request).await),
+        Err(refusal) => {
+            tracing::debug!(path = %request.uri().path(), ?refusal, "sandbox salesforce refused a request");
+            refusal.into_response()
+        }
+    }
+}
+
+/// The day's API usage as `Sforce-Limit-Info` reports it.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    used: u64,
+    max: u64,
+}
+
+impl Usage {
+    fn of(org: &Org) -> Usage {
+        Usage {
+            used: org.api_usage,
+            max: org.options.daily_api_limit,
+        }
+    }
+
+    fn stamp(self, mut response: Response) -> Response {
+        let value = HeaderValue::from_str(&format!("api-usage={}/{}", self.used, self.max))
+            .expect("digits and a slash make a valid header value");
+        response.headers_mut().insert("Sforce-Limit-Info", value);
+        response
+    }
+}
+
+/// Why the gate answers in a request's place.
+#[derive(Debug)]
+enum Refusal {
+    /// An injected 5xx: the pod never reached the API, so no JSON, no
+    /// usage and no header.
+    Unavailable,
+    InvalidSession(Usage),
+    LimitExceeded(Usage),
+    UnknownVersion {
+        usage: Usage,
+        expected: String,
+        requested: String,
+    },
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
                 UNAVAILABLE_PAGE,
             )
-                .into_response();
-        }
-        let token = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("OAuth "))
-            })
-            .map(str::trim);
-        if !token.is_some_and(|token| org.session_is_valid(token)) {
-            let response = api_error(
+                .into_response(),
+            Refusal::InvalidSession(usage) => usage.stamp(api_error(
                 StatusCode::UNAUTHORIZED,
                 "INVALID_SESSION_ID",
                 "Session expired or invalid",
-            );
-            return with_limit_info(response, org.api_usage, org.options.daily_api_limit);
-        }
-        if org.api_usage >= org.options.daily_api_limit {
-            let response = api_error(
+            )),
+            Refusal::LimitExceeded(usage) => usage.stamp(api_error(
                 StatusCode::FORBIDDEN,
                 "REQUEST_LIMIT_EXCEEDED",
                 "TotalRequests Limit exceeded.",
-            );
-            return with_limit_info(response, org.api_usage, org.options.daily_api_limit);
-        }
-        org.api_usage += 1;
-        org.stats.api_requests += 1;
-        let expected = format!("v{}", org.options.api_version);
-        let version = request.uri().path().split('/').nth(3).unwrap_or_default();
-        if version != expected {
-            let response = api_error(
+            )),
+            Refusal::UnknownVersion {
+                usage,
+                expected,
+                requested,
+            } => usage.stamp(api_error(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
                 &format!(
-                    "The requested resource does not exist: this org serves API version {expected}, not {version:?}"
+                    "The requested resource does not exist: this org serves API version {expected}, not {requested:?}"
                 ),
-            );
-            return with_limit_info(response, org.api_usage, org.options.daily_api_limit);
+            )),
         }
-        org.api_usage
-    };
-    let response = next.run(request).await;
-    let max = shared.lock().options.daily_api_limit;
-    with_limit_info(response, usage_before, max)
+    }
 }
 
-fn with_limit_info(mut response: Response, used: u64, max: u64) -> Response {
-    let value = HeaderValue::from_str(&format!("api-usage={used}/{max}"))
-        .expect("digits and a slash make a valid header value");
-    response.headers_mut().insert("Sforce-Limit-Info", value);
-    response
+/// Lets a request through (counting it against the allowance), or says why not.
+fn admit(org: &mut Org, request: &Request) -> Result<Usage, Refusal> {
+    if org.faults.take_failing_request() {
+        return Err(Refusal::Unavailable);
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("OAuth "))
+        })
+        .map(str::trim);
+    if !token.is_some_and(|token| org.session_is_valid(token)) {
+        return Err(Refusal::InvalidSession(Usage::of(org)));
+    }
+    if org.api_usage >= org.options.daily_api_limit {
+        return Err(Refusal::LimitExceeded(Usage::of(org)));
+    }
+    org.api_usage += 1;
+    org.stats.api_requests += 1;
+    let expected = format!("v{}", org.options.api_version);
+    // `/services/data/{version}/...`
+    let requested = request.uri().path().split('/').nth(3).unwrap_or_default();
+    if requested != expected {
+        return Err(Refusal::UnknownVersion {
+            usage: Usage::of(org),
+            expected,
+            requested: requested.to_owned(),
+        });
+    }
+    Ok(Usage::of(org))
 }
 
 /// Unknown paths under `/services/data`.
@@ -255,13 +309,9 @@ pub(crate) async fn update_one(
             );
         }
     };
-    let mut org = shared.lock();
-    let mut staged = HashMap::new();
-    match org.stage_update(&id, &fields, &mut staged) {
-        Ok(_) => {
-            org.commit(staged);
-            StatusCode::NO_CONTENT.into_response()
-        }
+    let outcome = shared.lock().update_account(&id, &fields);
+    match outcome {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => {
             let status = if error.code == "NOT_FOUND" {
                 StatusCode::NOT_FOUND
@@ -314,74 +364,16 @@ pub(crate) async fn update_collection(State(shared): State<Shared>, body: Bytes)
             ),
         );
     }
-    let mut org = shared.lock();
-    let mut staged = HashMap::new();
-    let mut outcomes = Vec::with_capacity(records.len());
-    for record in records {
-        let outcome = match record.as_object() {
-            None => Err(RecordError::new(
-                "JSON_PARSER_ERROR",
-                "each record must be a JSON object",
-                &[],
-            )),
-            Some(fields) => match record_type(fields) {
-                Err(error) => Err(error),
-                Ok(()) => match fields.get("id").or_else(|| fields.get("Id")) {
-                    Some(Value::String(id)) => org.stage_update(id, fields, &mut staged),
-                    _ => Err(RecordError::new(
-                        "MISSING_ARGUMENT",
-                        "Id not specified in an update call",
-                        &[],
-                    )),
-                },
-            },
-        };
-        outcomes.push(outcome);
-    }
-    let failed = outcomes.iter().any(Result::is_err);
-    let rolled_back = all_or_none && failed;
-    if !rolled_back {
-        org.commit(staged);
-    }
+    let outcomes = shared.lock().update_accounts(records, all_or_none);
     let results: Vec<Value> = outcomes
         .into_iter()
         .map(|outcome| match outcome {
-            Ok(_) if rolled_back => failure_result(&RecordError::new(
-                "ALL_OR_NONE_OPERATION_ROLLED_BACK",
-                "Record rolled back because not all records were valid and the request was using AllOrNone header",
-                &[],
-            )),
             Ok(id) => json!({"id": id, "success": true, "errors": []}),
-            Err(error) => failure_result(&error),
+            Err(error) => json!({
+                "success": false,
+                "errors": [{"statusCode": error.code, "message": error.message, "fields": error.fields}],
+            }),
         })
         .collect();
     Json(Value::Array(results)).into_response()
-}
-
-/// A record's `attributes.type` must name Account.
-fn record_type(fields: &Map<String, Value>) -> Result<(), RecordError> {
-    match fields
-        .get("attributes")
-        .and_then(|attributes| attributes.get("type"))
-        .and_then(Value::as_str)
-    {
-        Some(kind) if kind.eq_ignore_ascii_case("Account") => Ok(()),
-        Some(kind) => Err(RecordError::new(
-            "INVALID_TYPE",
-            format!("sObject type '{kind}' is not supported by the sandbox; it writes Accounts"),
-            &[],
-        )),
-        None => Err(RecordError::new(
-            "INVALID_TYPE",
-            "Must send a concrete entity type: attributes.type is missing",
-            &[],
-        )),
-    }
-}
-
-fn failure_result(error: &RecordError) -> Value {
-    json!({
-        "success": false,
-        "errors": [{"statusCode": error.code, "message": error.message, "fields": error.fields}],
-    })
 }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use ondorse_bridge::config::{CREDENTIALS_DIRECTORY_ENV, ENV_PREFIX};
+
 use crate::support::config::{ConfigSettings, write_config};
 
 /// Long enough for a cold daemon start on a loaded 2-core CI machine.
@@ -13,10 +15,6 @@ pub const START_DEADLINE: Duration = Duration::from_secs(20);
 pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 /// Between two looks at a condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
-
-/// A PEM-shaped key: the daemon does not use Salesforce in these tests.
-const PLACEHOLDER_PEM: &str =
-    "-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n";
 
 /// Polls `condition` until it holds, or panics with `what` after `deadline`.
 pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
@@ -42,8 +40,32 @@ pub fn free_address() -> SocketAddr {
 pub fn write_daemon_config(dir: &Path, address: SocketAddr) -> PathBuf {
     let mut settings = ConfigSettings::in_dir(dir);
     settings.webhooks_listen = address.to_string();
-    std::fs::create_dir_all(&settings.mappings_dir).expect("create the mappings dir");
-    write_config(dir, &settings, PLACEHOLDER_PEM).path
+    // The daemon refuses to start without valid mappings: give it the shipped ones.
+    crate::support::world::copy_mappings(&settings.mappings_dir);
+    // A real key: the daemon checks it at start (Salesforce itself is not
+    // reachable in these tests, which only exercise the webhook listener).
+    let keys = ondorse_bridge::sandbox::salesforce::generate_jwt_key_pair();
+    write_config(dir, &settings, &keys.private_key_pem).path
+}
+
+/// `ondorse-bridge run --config <config>`, with an environment of its own.
+pub fn run_command(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"));
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    // Configuration overrides set by a concurrent test in this process
+    // (see tests/it/config.rs) must not reach the daemon.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with(ENV_PREFIX) {
+            command.env_remove(name);
+        }
+    }
+    command.env_remove(CREDENTIALS_DIRECTORY_ENV);
+    command
 }
 
 /// `ondorse-bridge run` as a child process; killed when dropped.
@@ -57,12 +79,7 @@ impl Daemon {
     pub fn start(config: &Path, address: SocketAddr) -> Daemon {
         let log = config.with_file_name(format!("daemon-{}.log", address.port()));
         let log_file = std::fs::File::create(&log).expect("create the daemon log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+        let child = run_command(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -11,7 +11,7 @@ use ondorse_bridge::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
 use ondorse_bridge::sandbox::salesforce::{
     SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
 };
-use ondorse_bridge::sync::{Engine, EngineSettings};
+use ondorse_bridge::sync::{BudgetSettings, Engine, EngineSettings};
 use serde_json::{Value, json};
 
 use crate::support::config::{ConfigSettings, ONDORSE_API_KEY, write_config};
@@ -29,7 +29,10 @@ pub fn copy_mappings(dir: &Path) {
     std::fs::create_dir_all(dir).expect("create the mappings dir");
     for entry in std::fs::read_dir(repository_mappings()).expect("read mappings/") {
         let path = entry.expect("mappings entry").path();
-        if path.extension().is_some_and(|extension| extension == "yaml") {
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "yaml")
+        {
             std::fs::copy(&path, dir.join(path.file_name().unwrap())).expect("copy a mapping");
         }
     }
@@ -42,6 +45,12 @@ pub fn quick_settings() -> EngineSettings {
         retry_base: Duration::from_millis(50),
         retry_cap: Duration::from_millis(400),
         inbox_interval: Duration::from_millis(100),
+        budget: BudgetSettings {
+            recheck_interval: Duration::from_millis(100),
+            limit_backoff_base: Duration::from_millis(100),
+            limit_backoff_cap: Duration::from_millis(800),
+            ..BudgetSettings::default()
+        },
         ..EngineSettings::default()
     }
 }
@@ -102,7 +111,8 @@ impl World {
         let daemon = Daemon::start(&self.config, quick_settings())
             .await
             .expect("the daemon starts");
-        self.ondorse.set_webhook_url(Some(self.webhook_url(daemon.webhook_address())));
+        self.ondorse
+            .set_webhook_url(Some(self.webhook_url(daemon.webhook_address())));
         daemon
     }
 
@@ -116,6 +126,11 @@ impl World {
 
     /// The engine of a daemon that is not started: tests drive its steps.
     pub fn engine(&self) -> Arc<Engine> {
+        self.engine_with(quick_settings())
+    }
+
+    /// [`World::engine`] with other settings.
+    pub fn engine_with(&self, settings: EngineSettings) -> Arc<Engine> {
         use ondorse_bridge::mapping;
         use ondorse_bridge::ondorse::OndorseClient;
         use ondorse_bridge::salesforce::SalesforceClient;
@@ -127,7 +142,7 @@ impl World {
             store,
             mapping::load_dir(&self.config.mappings.dir).expect("shipped mappings load"),
             self.config.ondorse.portal_base_url.clone(),
-            quick_settings(),
+            settings,
             Arc::new(tokio::sync::Notify::new()),
         ))
     }
@@ -172,8 +187,10 @@ impl World {
 pub async fn eventually(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
     let until = tokio::time::Instant::now() + deadline;
     while !condition() {
-        assert!(tokio::time::Instant::now() < until, "timed out after {deadline:?} waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out after {deadline:?} waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
-
