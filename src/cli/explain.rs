@@ -164,3 +164,88 @@ pub fn render(explanation: &Explanation) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{DeadLetter, JournalEntry};
+    use crate::sync::operations::LinkSummary;
+
+    #[test]
+    fn the_story_of_a_refused_write_back() {
+        let at = |second: u32| Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, second).unwrap();
+        let entry =
+            |second, mapping: Option<&str>, step: &str, summary: &str, detail| JournalEntry {
+                at: at(second),
+                mapping: mapping.map(str::to_owned),
+                step: step.to_owned(),
+                summary: summary.to_owned(),
+                detail,
+            };
+        let fields = |value: serde_json::Value| value.as_object().cloned().unwrap();
+        let explanation = Explanation {
+            account_id: "001Sb0000000004IAA".to_owned(),
+            links: vec![LinkSummary {
+                mapping: "kyb".to_owned(),
+                intent_at: at(0),
+                portal_id: Some("prt_1".to_owned()),
+                portal_url: Some("https://collect.ondorse.co/portals/abc".to_owned()),
+                application_id: None,
+                decision_final: false,
+                portal_attempts: 0,
+                last_error: None,
+            }],
+            pending_write: None,
+            dead_letters: vec![DeadLetter {
+                id: 15,
+                account_id: "001Sb0000000004IAA".to_owned(),
+                mappings: vec!["kyb".to_owned()],
+                fields: fields(json!({ "KYC_Status__c": "Portal sent" })),
+                code: "FIELD_CUSTOM_VALIDATION_EXCEPTION".to_owned(),
+                message: "FIELD_CUSTOM_VALIDATION_EXCEPTION: needs a review date".to_owned(),
+                at: at(3),
+            }],
+            journal: vec![
+                entry(
+                    0,
+                    Some("kyb"),
+                    "intent_recorded",
+                    "matched `kyb`; a portal will be created",
+                    json!({ "fields": { "Name": "Acme", "KYC_Status__c": null } }),
+                ),
+                entry(
+                    1,
+                    Some("kyb"),
+                    "portal_created",
+                    "portal prt_1 created: https://collect.ondorse.co/portals/abc",
+                    json!({ "request": { "type": "business", "default_custom_fields": { "salesforce_account_id": "001Sb0000000004IAA" } } }),
+                ),
+                entry(
+                    3,
+                    None,
+                    "dead_lettered",
+                    "Salesforce refused the write (FIELD_CUSTOM_VALIDATION_EXCEPTION): needs a review date (dead letter 15)",
+                    json!({ "code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "fields": { "KYC_Status__c": "Portal sent" } }),
+                ),
+            ],
+        };
+        let expected = "\
+Account 001Sb0000000004IAA
+  [kyb] portal prt_1 (https://collect.ondorse.co/portals/abc); no application yet
+  nothing waiting to be written
+  dead letter 15: FIELD_CUSTOM_VALIDATION_EXCEPTION: needs a review date (retry: `ondorse-bridge dead-letters retry 15`)
+
+History, oldest first
+  2026-11-25 10:00:00 UTC  [kyb] matched `kyb`; a portal will be created
+                         read from Salesforce: Name=\"Acme\", KYC_Status__c=(empty)
+  2026-11-25 10:00:01 UTC  [kyb] portal prt_1 created: https://collect.ondorse.co/portals/abc
+                         sent to Ondorse: type=\"business\", default_custom_fields.salesforce_account_id=\"001Sb0000000004IAA\"
+  2026-11-25 10:00:03 UTC  Salesforce refused the write (FIELD_CUSTOM_VALIDATION_EXCEPTION): needs a review date (dead letter 15)
+                         not written: KYC_Status__c=\"Portal sent\"
+";
+        assert_eq!(render(&explanation), expected);
+    }
+}

@@ -174,3 +174,117 @@ pub fn render(status: &Status, store_path: &str) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::salesforce::model::ApiUsage;
+    use crate::sync::operations::{
+        CursorStatus, DaemonStatus, MappingStatus, Queues, SalesforceStatus, ScheduleStatus,
+    };
+    use crate::sync::{BudgetState, PauseReason};
+
+    fn at(hour: u32, minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, hour, minute, 0).unwrap()
+    }
+
+    #[test]
+    fn a_running_daemon_over_budget_with_a_stalled_reconcile() {
+        let status = Status {
+            generated_at: at(10, 0),
+            daemon: Some(DaemonStatus {
+                schedules_alive: false,
+                schedules: vec![
+                    ScheduleStatus {
+                        name: "poll".to_owned(),
+                        expression: "*/30 * * * * *".to_owned(),
+                        missed_slot: None,
+                        last_fired: Some(at(9, 59)),
+                        last_finished: Some(at(9, 59)),
+                        last_success: Some(at(9, 59)),
+                        last_error: None,
+                    },
+                    ScheduleStatus {
+                        name: "reconcile".to_owned(),
+                        expression: "0 */10 * * * *".to_owned(),
+                        missed_slot: Some(at(9, 50)),
+                        last_fired: Some(at(9, 40)),
+                        last_finished: Some(at(9, 41)),
+                        last_success: None,
+                        last_error: Some("ondorse: timed out".to_owned()),
+                    },
+                ],
+                salesforce: SalesforceStatus {
+                    api_used: Some(9_000),
+                    api_max: Some(15_000),
+                    api_used_percent: Some(60.0),
+                    api_budget_percent: 50,
+                    budget: BudgetState {
+                        paused: true,
+                        reason: Some(PauseReason::OverBudget),
+                        message: Some("api usage 60.0% is above the budget of 50%".to_owned()),
+                        usage: Some(ApiUsage {
+                            used: 9_000,
+                            max: 15_000,
+                        }),
+                        budget_percent: 50,
+                        since: Some(at(9, 30)),
+                        until: Some(at(10, 5)),
+                        deferred_steps: 12,
+                    },
+                    token: "held".to_owned(),
+                    instance_url: Some("https://acme.my.salesforce.com".to_owned()),
+                },
+            }),
+            mappings: vec![MappingStatus {
+                name: "business-onboarding".to_owned(),
+                cursor: Some(CursorStatus {
+                    system_modstamp: at(9, 55),
+                    id: "001Sb0000000001IAA".to_owned(),
+                    lag_seconds: 300,
+                }),
+                accounts: 40,
+                portals: 39,
+                applications: 12,
+                final_decisions: 5,
+                failing_portals: 1,
+                last_error: Some("ondorse answered 400".to_owned()),
+            }],
+            queues: Queues {
+                inbox: 2,
+                pending_writes: 3,
+                pending_portals: 1,
+            },
+            dead_letters: 0,
+        };
+        let expected = "\
+ondorse-bridge status at 2026-11-25 10:00:00 UTC (from the running daemon)
+
+Mappings
+  business-onboarding
+    cursor        2026-11-25 09:55:00 UTC (Account 001Sb0000000001IAA), 5 min behind
+    accounts      40 (portals 39, applications 12, final decisions 5)
+    failing       1 portal(s) wait for a retry
+    last error    ondorse answered 400
+
+Queues
+  inbox         2 webhook(s) and hint(s) to process
+  write-backs   3 Account(s) waiting for Salesforce
+  portals       1 Account(s) waiting for a portal
+  dead letters  0
+
+Schedules (STALLED)
+  poll       */30 * * * * *     on time; last success 2026-11-25 09:59:00 UTC
+  reconcile  0 */10 * * * *     MISSED the slot at 2026-11-25 09:50:00 UTC; last success never yet
+             last error: ondorse: timed out
+
+Salesforce
+  API usage     9000 of 15000 daily calls (60.0%), budget 50%
+  work          PAUSED: api usage 60.0% is above the budget of 50% (looks again at 2026-11-25 10:05:00 UTC)
+  token         held for https://acme.my.salesforce.com
+";
+        assert_eq!(render(&status, "/var/lib/ondorse-bridge"), expected);
+    }
+}
