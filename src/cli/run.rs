@@ -7,16 +7,23 @@ use crate::cli::Failure;
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::sync::EngineSettings;
+use crate::systemd;
 
 pub async fn run(config: Config) -> Result<(), Failure> {
     // Installed first: until then a SIGTERM would kill the process outright.
     let mut signals = StopSignals::listen()?;
     let mut daemon = Daemon::start(&config, EngineSettings::default()).await?;
+    systemd::notify_ready();
+    let watchdog = systemd::spawn_watchdog(daemon.schedules().clone());
     let signal_name = tokio::select! {
         name = signals.recv() => name,
         error = daemon.listener_failed() => return Err(error.into()),
     };
     tracing::info!(signal = signal_name, "stopping: finishing work in flight");
+    systemd::notify_stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     daemon.stop().await?;
     Ok(())
 }

@@ -5,4 +5,5 @@
 //! posts is trusted: webhooks are hints that the engine verifies by
 //! re-fetching from the API.
 
+pub mod admin;
 pub mod public;

@@ -23,6 +23,7 @@ use crate::store::{JournalEntry, Store, StoreError};
 pub mod budget;
 mod decisions;
 mod intake;
+pub mod operations;
 pub mod plan;
 mod portals;
 mod reconcile;

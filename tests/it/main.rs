@@ -3,8 +3,10 @@
 
 mod budget;
 mod config;
+mod deploy;
 mod mappings;
 mod ondorse_client;
+mod operations;
 mod salesforce_client;
 mod sandbox_ondorse;
 mod sandbox_salesforce;
