@@ -103,12 +103,7 @@ pub async fn serve(
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    super::serve_with_peers(listener, router(state), shutdown).await
 }
 
 /// Whether a peer may talk to a listener bound on `listen`.

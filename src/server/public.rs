@@ -72,12 +72,7 @@ pub async fn serve(
     state: PublicState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    super::serve_with_peers(listener, router(state), shutdown).await
 }
 
 async fn not_found() -> StatusCode {

@@ -866,31 +866,12 @@ impl Engine {
                     current.application_id = Some(application.id.clone());
                     current.decision_final = application.is_final();
                 }
-                self.store.put_link(&current)?;
                 for field in &refused {
-                    let mut fields = Fields::new();
-                    fields.insert(field.field.clone(), field.value.clone());
-                    let id = self.store.add_dead_letter(
-                        &account_id,
-                        vec![mapping.name.clone()],
-                        fields,
-                        field.code,
-                        &field.message,
-                        now(),
-                    )?;
-                    self.journal(
-                        &account_id,
-                        Some(&mapping.name),
-                        "dead_lettered",
-                        format!(
-                            "{} not written: {} (dead letter {id})",
-                            field.field, field.message
-                        ),
-                        json!({ "code": field.code, "field": field.field, "value": field.value }),
-                    )?;
+                    self.dead_letter_refused(&account_id, &mapping.name, field)?;
                 }
+                // The link and its fields land together, as in the daemon.
                 self.store
-                    .queue_write(&account_id, &mapping.name, &changed, now())?;
+                    .put_link_and_queue(&current, Some(&changed), now())?;
                 self.journal(
                     &account_id,
                     Some(&mapping.name),
