@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::sandbox::salesforce::SalesforceSandbox;
-use ondorse_bridge::sandbox::world::{SandboxWorld, SandboxWorldOptions};
+use ondorse_bridge::sandbox::world::{SandboxWorld, SandboxWorldOptions, webhook_url};
 use serde_json::{Value, json};
 
 const DEFAULT_ACCOUNTS: usize = 10_000;
@@ -114,6 +114,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ..SandboxWorldOptions::default()
     })
     .await?;
+    world.ondorse.set_webhook_url(Some(webhook_url(address)));
     let accounts: Vec<_> = SalesforceSandbox::generate_accounts(settings.accounts, 7)
         .into_iter()
         .map(|mut account| {

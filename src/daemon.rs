@@ -16,10 +16,12 @@ use crate::config::Config;
 use crate::mapping::{self, Diagnostics};
 use crate::ondorse::OndorseClient;
 use crate::salesforce::SalesforceClient;
+use crate::server::admin::{self, AdminState};
 use crate::server::public::{self, PublicState};
 use crate::store::Store;
+use crate::sync::operations::ResyncGate;
 use crate::sync::reload::{WATCH_INTERVAL, directory_fingerprint};
-use crate::sync::{Engine, EngineSettings, ReloadOutcome, RunningEngine};
+use crate::sync::{BudgetSettings, Engine, EngineSettings, ReloadOutcome, RunningEngine};
 
 /// How long work in flight may take to finish after a stop is asked.
 /// systemd's default stop timeout is 90 s; a webhook answer takes
@@ -45,6 +47,7 @@ pub struct Daemon {
     pub engine: Arc<Engine>,
     store: Store,
     webhook_address: SocketAddr,
+    admin_address: SocketAddr,
     running: RunningEngine,
     public_stop: Arc<Notify>,
     public_server: JoinHandle<std::io::Result<()>>,
@@ -52,11 +55,16 @@ pub struct Daemon {
     mappings_dir: PathBuf,
     /// Reloads the mappings when a file in `mappings_dir` changes.
     mappings_watch: JoinHandle<()>,
+    /// Kept to flag a stop (`/readyz` answers 503 from then on).
+    admin_state: Arc<AdminState>,
+    admin_stop: Arc<Notify>,
+    admin_server: JoinHandle<std::io::Result<()>>,
 }
 
 impl Daemon {
-    /// Opens the store, validates the mappings, binds the webhook listener
-    /// and starts the engine. Nothing is polled before all of it succeeded.
+    /// Opens the store, validates the mappings, binds the webhook and admin
+    /// listeners and starts the engine. Nothing is polled before all of it
+    /// succeeded; `run` tells systemd READY only after this returns.
     pub async fn start(config: &Config, settings: EngineSettings) -> Result<Daemon, StartError> {
         let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
         let mappings = mapping::load_dir(&config.mappings.dir).map_err(StartError::Mappings)?;
@@ -74,6 +82,13 @@ impl Daemon {
         let webhook_address = listener
             .local_addr()
             .context("the webhook listener has no address")?;
+        let admin_listen = config.admin.listen;
+        let admin_listener = TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("cannot listen for the admin API on {admin_listen}"))?;
+        let admin_address = admin_listener
+            .local_addr()
+            .context("the admin listener has no address")?;
         let inbox_wake = Arc::new(Notify::new());
         let state = PublicState {
             store: store.clone(),
@@ -95,6 +110,10 @@ impl Daemon {
             config.ondorse.portal_base_url.clone(),
             EngineSettings {
                 overlap: config.schedule.overlap,
+                budget: BudgetSettings {
+                    budget_percent: config.salesforce.api_budget_percent,
+                    ..settings.budget
+                },
                 ..settings
             },
             inbox_wake,
@@ -102,15 +121,36 @@ impl Daemon {
         let running = engine.clone().start(&config.schedule).await?;
         let mappings_watch =
             tokio::spawn(watch_mappings(engine.clone(), config.mappings.dir.clone()));
+        let admin_state = Arc::new(AdminState {
+            store: store.clone(),
+            engine: engine.clone(),
+            schedules: running.schedules.clone(),
+            token: config.admin.token.clone(),
+            listen: admin_listen,
+            resync_gate: ResyncGate::default(),
+            stopping: Default::default(),
+        });
+        let admin_stop = Arc::new(Notify::new());
+        let stopped = admin_stop.clone();
+        let admin_server = tokio::spawn(admin::serve(
+            admin_listener,
+            admin_state.clone(),
+            async move { stopped.notified().await },
+        ));
+        tracing::info!(address = %admin_address, "admin API listening");
         Ok(Daemon {
             mappings_dir: config.mappings.dir.clone(),
             mappings_watch,
             engine,
             store,
             webhook_address,
+            admin_address,
             running,
             public_stop,
             public_server,
+            admin_state,
+            admin_stop,
+            admin_server,
         })
     }
 
@@ -130,17 +170,33 @@ impl Daemon {
         self.webhook_address
     }
 
-    /// Resolves when the webhook listener stopped on its own (a failure).
+    /// Where the admin listener is bound (useful with port 0).
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_address
+    }
+
+    /// Resolves when a listener stopped on its own (a failure).
     pub async fn listener_failed(&mut self) -> anyhow::Error {
-        match (&mut self.public_server).await {
-            Ok(Ok(())) => anyhow::anyhow!("the webhook listener stopped unexpectedly"),
-            Ok(Err(error)) => anyhow::Error::from(error).context("the webhook listener failed"),
-            Err(error) => anyhow::Error::from(error).context("the webhook listener task panicked"),
+        let (name, outcome) = tokio::select! {
+            outcome = &mut self.public_server => ("webhook", outcome),
+            outcome = &mut self.admin_server => ("admin", outcome),
+        };
+        match outcome {
+            Ok(Ok(())) => anyhow::anyhow!("the {name} listener stopped unexpectedly"),
+            Ok(Err(error)) => {
+                anyhow::Error::from(error).context(format!("the {name} listener failed"))
+            }
+            Err(error) => {
+                anyhow::Error::from(error).context(format!("the {name} listener task panicked"))
+            }
         }
     }
 
     /// Stops taking work, lets work in flight finish (bounded), flushes.
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.admin_state
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         // `notify_one` keeps a permit: the stop is not lost if the server
         // has not polled its shutdown future yet.
         self.public_stop.notify_one();
@@ -158,6 +214,15 @@ impl Daemon {
                     "requests still in flight after the grace period were cut off"
                 );
             }
+        }
+        // The admin API answers (503 on /readyz) until the work is done.
+        self.admin_stop.notify_one();
+        let mut admin_server = self.admin_server;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut admin_server)
+            .await
+            .is_err()
+        {
+            admin_server.abort();
         }
         self.store
             .flush()

@@ -17,6 +17,7 @@
 //! - [`sandbox`]: faithful simulators of both APIs, for tests, the demo and
 //!   benchmarks.
 //! - [`daemon`]: the composition `run` starts (store, listeners, engine).
+//! - [`systemd`]: readiness, watchdog and stopping notifications.
 //! - [`cli`]: one module per command; `main.rs` only dispatches.
 //! - [`telemetry`]: logs and metrics.
 
@@ -30,4 +31,5 @@ pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod sync;
+pub mod systemd;
 pub mod telemetry;

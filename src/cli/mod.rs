@@ -7,15 +7,20 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config};
 
+pub mod access;
 pub mod check;
+pub mod dead_letters;
 pub mod demo;
+pub mod explain;
 pub mod mappings;
 pub mod preview;
+pub mod resync;
 pub mod run;
+pub mod status;
 
 /// Exit status for bad usage, configuration or mapping (SPEC §4).
 pub const EXIT_INVALID: u8 = 2;
@@ -67,6 +72,65 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         accounts: usize,
     },
+    /// Cursors, queues, dead letters, schedules, API usage, per mapping.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The journal of one Account, oldest first.
+    Explain {
+        /// The Salesforce Account Id (15 or 18 characters).
+        #[arg(long, value_name = "ID")]
+        account: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write-backs Salesforce refused for good.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+    /// Re-read Accounts and bring Salesforce back in line.
+    Resync(ResyncArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Every dead letter, oldest first.
+    List,
+    /// Queue dead letters again (once the cause is fixed).
+    Retry {
+        /// Dead letter ids, as `list` shows them.
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        ids: Vec<u64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["accounts", "since", "all"])))]
+pub struct ResyncArgs {
+    /// Re-read these Accounts, re-fetch their applications, rewrite what differs.
+    #[arg(long = "account", value_name = "ID", num_args = 1..)]
+    pub accounts: Vec<String>,
+    /// Re-run intake from this time (RFC 3339, or a UTC date or date-time).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Re-run intake from the beginning.
+    #[arg(long)]
+    pub all: bool,
+    /// Only this mapping.
+    #[arg(long, value_name = "NAME")]
+    pub mapping: Option<String>,
+    /// List what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Why a command failed, and so which exit status it gets.
@@ -121,6 +185,30 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Check { online } => check::check(&cli, *online).await,
         Command::Preview { mapping, account } => preview::preview(&cli, mapping, account).await,
         Command::Mappings { command } => mappings::mappings(command),
+        Command::Status { json } => status::status(&cli.load_config()?, *json).await,
+        Command::Explain { account, json } => {
+            explain::explain(&cli.load_config()?, account, *json).await
+        }
+        Command::DeadLetters(DeadLettersCommand::List) => {
+            dead_letters::list(&cli.load_config()?).await
+        }
+        Command::DeadLetters(DeadLettersCommand::Retry { ids, all }) => {
+            let selection = crate::sync::operations::RetrySelection {
+                ids: ids.clone(),
+                all: *all,
+            };
+            dead_letters::retry(&cli.load_config()?, selection).await
+        }
+        Command::Resync(arguments) => {
+            let request = crate::sync::operations::ResyncRequest {
+                accounts: arguments.accounts.clone(),
+                since: arguments.since.clone(),
+                all: arguments.all,
+                mapping: arguments.mapping.clone(),
+                dry_run: arguments.dry_run,
+            };
+            resync::resync(&cli.load_config()?, request).await
+        }
         Command::Demo { accounts } => demo::demo(*accounts).await,
     }
 }

@@ -8,12 +8,15 @@ use crate::cli::Failure;
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::sync::EngineSettings;
+use crate::systemd;
 
 pub async fn run(config: Config) -> Result<(), Failure> {
     // Installed first: until then a SIGTERM would kill the process outright.
     let mut signals = StopSignals::listen()?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut daemon = Daemon::start(&config, EngineSettings::default()).await?;
+    systemd::notify_ready();
+    let watchdog = systemd::spawn_watchdog(daemon.schedules().clone());
     let signal_name = loop {
         tokio::select! {
             name = signals.recv() => break name,
@@ -25,6 +28,10 @@ pub async fn run(config: Config) -> Result<(), Failure> {
         }
     };
     tracing::info!(signal = signal_name, "stopping: finishing work in flight");
+    systemd::notify_stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     daemon.stop().await?;
     Ok(())
 }

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::config::OndorseConfig;
+use crate::telemetry::Api;
 
 use super::error::{OndorseError, error_detail, excerpt};
 use super::model::{Application, Portal};
@@ -251,8 +252,18 @@ impl OndorseClient {
                 }
             }
         };
-        let response = client.execute(request).await.map_err(transport)?;
+        let started = std::time::Instant::now();
+        let response = client.execute(request).await.map_err(|error| {
+            crate::telemetry::metrics().api_request(Api::Ondorse, what, None, started.elapsed());
+            transport(error)
+        })?;
         let status = response.status();
+        crate::telemetry::metrics().api_request(
+            Api::Ondorse,
+            what,
+            Some(status.as_u16()),
+            started.elapsed(),
+        );
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{SalesforceAuth, SalesforceConfig};
 use crate::salesforce::error::{SalesforceError, excerpt, transport_reason};
+use crate::telemetry::Api;
 
 /// Path of the token endpoint under `login_url`.
 const TOKEN_PATH: &str = "/services/oauth2/token";
@@ -381,18 +382,42 @@ impl Authenticator {
         }
     }
 
+    /// The likeliest fix for a refused login, from Salesforce's wording.
+    fn hint(&self, description: &str) -> &'static str {
+        let description = description.to_ascii_lowercase();
+        match &self.flow {
+            Flow::ClientCredentials { .. } if description.contains("domain") => {
+                "client credentials work only on the org's My Domain: set salesforce.login_url to https://<domain>.my.salesforce.com"
+            }
+            Flow::JwtBearer(_) if description.contains("approved") => {
+                "pre-authorize the integration user for the connected app (admin approved users, with its profile or permission set)"
+            }
+            Flow::JwtBearer(_) if description.contains("audience") => {
+                "set salesforce.audience to https://login.salesforce.com, https://test.salesforce.com or the community URL"
+            }
+            Flow::RefreshToken { .. } if description.contains("expired") => {
+                "the refresh token was revoked or rotated away: issue a new one and update salesforce.refresh_token_file"
+            }
+            _ => "check the connected app, the user and the credentials",
+        }
+    }
+
     fn token_error(
         &self,
         error: RequestTokenError<TokenTransportError, BasicErrorResponse>,
     ) -> SalesforceError {
         let url = self.token_url.clone();
         match error {
-            RequestTokenError::ServerResponse(refusal) => SalesforceError::Auth {
-                url,
-                flow: self.flow.name(),
-                error: refusal.error().as_ref().to_owned(),
-                description: refusal.error_description().cloned().unwrap_or_default(),
-            },
+            RequestTokenError::ServerResponse(refusal) => {
+                let description = refusal.error_description().cloned().unwrap_or_default();
+                SalesforceError::Auth {
+                    url,
+                    flow: self.flow.name(),
+                    error: refusal.error().as_ref().to_owned(),
+                    hint: self.hint(&description),
+                    description,
+                }
+            }
             RequestTokenError::Request(TokenTransportError::Transport { reason, timed_out }) => {
                 SalesforceError::Transport {
                     endpoint: format!("POST {url}"),
@@ -430,8 +455,18 @@ async fn send_token_request(
     http: &reqwest::Client,
     request: reqwest::Request,
 ) -> Result<oauth2::HttpResponse, TokenTransportError> {
-    let response = http.execute(request).await.map_err(transport_error)?;
+    let started = std::time::Instant::now();
+    let response = http.execute(request).await.map_err(|error| {
+        crate::telemetry::metrics().api_request(Api::Salesforce, "token", None, started.elapsed());
+        transport_error(error)
+    })?;
     let status = response.status();
+    crate::telemetry::metrics().api_request(
+        Api::Salesforce,
+        "token",
+        Some(status.as_u16()),
+        started.elapsed(),
+    );
     let headers = response.headers().clone();
     let body = response.bytes().await.map_err(transport_error)?;
     let is_json = headers

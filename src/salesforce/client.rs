@@ -6,6 +6,7 @@
 //! the call once; there is no other retry here: the sync engine owns the
 //! retry policy and asks [`SalesforceError::is_retriable`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use crate::salesforce::error::{RecordError, SalesforceError, codes, excerpt, tra
 use crate::salesforce::model::{
     ApiUsage, QueryAnswer, Record, RecordOutcome, RecordUpdate, SObjectDescribe,
 };
+use crate::telemetry::Api;
 
 /// The most records one `PATCH /composite/sobjects` accepts.
 pub const MAX_RECORDS_PER_UPDATE: usize = 200;
@@ -67,6 +69,9 @@ struct Inner {
     api_version: String,
     /// The last `Sforce-Limit-Info` seen, whatever the call and its outcome.
     api_usage: SyncMutex<Option<ApiUsage>>,
+    /// `REQUEST_LIMIT_EXCEEDED` answers so far: the budget governor stops
+    /// every call when it grows.
+    limit_refusals: AtomicU64,
 }
 
 impl std::fmt::Debug for SalesforceClient {
@@ -114,6 +119,7 @@ impl SalesforceClient {
                 auth,
                 api_version: config.api_version.trim_start_matches('v').to_owned(),
                 api_usage: SyncMutex::new(None),
+                limit_refusals: AtomicU64::new(0),
             }),
         })
     }
@@ -142,7 +148,7 @@ impl SalesforceClient {
         let path = format!("{}/sobjects/{sobject}/describe", self.data_path());
         let endpoint = format!("GET {path}");
         let body = self
-            .execute(&endpoint, |instance_url| {
+            .execute(Operation::Describe, &endpoint, |instance_url| {
                 self.inner.http.get(format!("{instance_url}{path}"))
             })
             .await?;
@@ -182,7 +188,7 @@ impl SalesforceClient {
         let path = format!("{}/composite/sobjects", self.data_path());
         let endpoint = format!("PATCH {path}");
         let answer = self
-            .execute(&endpoint, |instance_url| {
+            .execute(Operation::Update, &endpoint, |instance_url| {
                 self.inner
                     .http
                     .patch(format!("{instance_url}{path}"))
@@ -229,7 +235,7 @@ impl SalesforceClient {
         let path = format!("{}/limits", self.data_path());
         let endpoint = format!("GET {path}");
         let body = self
-            .execute(&endpoint, |instance_url| {
+            .execute(Operation::Limits, &endpoint, |instance_url| {
                 self.inner.http.get(format!("{instance_url}{path}"))
             })
             .await?;
@@ -240,6 +246,7 @@ impl SalesforceClient {
             max: daily.max,
         };
         *self.lock_api_usage() = Some(usage);
+        crate::telemetry::metrics().salesforce_usage(usage);
         Ok(usage)
     }
 
@@ -247,6 +254,11 @@ impl SalesforceClient {
     /// `None` before the first call.
     pub fn api_usage(&self) -> Option<ApiUsage> {
         *self.lock_api_usage()
+    }
+
+    /// How many calls Salesforce refused with `REQUEST_LIMIT_EXCEEDED`.
+    pub fn limit_refusals(&self) -> u64 {
+        self.inner.limit_refusals.load(Ordering::Relaxed)
     }
 
     /// The org's API host from the current token, `None` before the first one.
@@ -271,6 +283,7 @@ impl SalesforceClient {
     /// of a 2xx answer or the classified error.
     async fn execute(
         &self,
+        operation: Operation,
         endpoint: &str,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<Bytes, SalesforceError> {
@@ -282,8 +295,22 @@ impl SalesforceClient {
                 .bearer_auth(session.access_token.expose_secret())
                 .send()
                 .await
-                .map_err(|error| transport(endpoint, error))?;
+                .map_err(|error| {
+                    crate::telemetry::metrics().api_request(
+                        Api::Salesforce,
+                        endpoint,
+                        None,
+                        started.elapsed(),
+                    );
+                    transport(endpoint, error)
+                })?;
             let status = response.status();
+            crate::telemetry::metrics().api_request(
+                Api::Salesforce,
+                endpoint,
+                Some(status.as_u16()),
+                started.elapsed(),
+            );
             if let Some(usage) = response
                 .headers()
                 .get(LIMIT_INFO_HEADER)
@@ -291,6 +318,7 @@ impl SalesforceClient {
                 .and_then(ApiUsage::from_limit_info)
             {
                 *self.lock_api_usage() = Some(usage);
+                crate::telemetry::metrics().salesforce_usage(usage);
             }
             let location = response
                 .headers()
@@ -302,6 +330,7 @@ impl SalesforceClient {
                 .await
                 .map_err(|error| transport(endpoint, error))?;
             tracing::debug!(
+                operation = operation.name(),
                 endpoint,
                 status = status.as_u16(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -319,7 +348,34 @@ impl SalesforceClient {
                 replayed = true;
                 continue;
             }
-            return Err(classify(endpoint, status, location.as_deref(), &body));
+            let error = classify(endpoint, status, location.as_deref(), &body);
+            if let SalesforceError::RequestLimitExceeded { .. } = error {
+                self.inner.limit_refusals.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(error);
+        }
+    }
+}
+
+/// What a call does, as a bounded name for logs and metrics (an endpoint
+/// path holds query locators and cannot be a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Query,
+    QueryMore,
+    Describe,
+    Update,
+    Limits,
+}
+
+impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Query => "query",
+            Operation::QueryMore => "query_more",
+            Operation::Describe => "describe",
+            Operation::Update => "composite_update",
+            Operation::Limits => "limits",
         }
     }
 }
@@ -390,7 +446,7 @@ impl QueryPages {
                 let path = format!("{}/{resource}", client.data_path());
                 let endpoint = format!("GET {path}");
                 let body = client
-                    .execute(&endpoint, |instance_url| {
+                    .execute(Operation::Query, &endpoint, |instance_url| {
                         http.get(format!("{instance_url}{path}"))
                             .query(&[("q", soql)])
                             .header(QUERY_OPTIONS_HEADER, QUERY_BATCH_HINT)
@@ -401,7 +457,7 @@ impl QueryPages {
             NextPage::Locator(path) => {
                 let endpoint = format!("GET {path}");
                 let body = client
-                    .execute(&endpoint, |instance_url| {
+                    .execute(Operation::QueryMore, &endpoint, |instance_url| {
                         http.get(format!("{instance_url}{path}"))
                             .header(QUERY_OPTIONS_HEADER, QUERY_BATCH_HINT)
                     })

@@ -28,7 +28,7 @@ pub mod codes {
 pub enum SalesforceError {
     /// The token endpoint refused the credentials (`400 {"error", ...}`).
     #[error(
-        "salesforce token endpoint {url} refused the {flow} login: {error}: {description}; check the connected app, the user and the credentials"
+        "salesforce token endpoint {url} refused the {flow} login: {error}: {description}; {hint}"
     )]
     Auth {
         url: String,
@@ -38,6 +38,8 @@ pub enum SalesforceError {
         error: String,
         /// The OAuth `error_description`, possibly empty.
         description: String,
+        /// What the operator should check, in words.
+        hint: &'static str,
     },
 
     /// The token endpoint answered something that is not an OAuth answer: a

@@ -33,6 +33,7 @@ use crate::ondorse::webhook::{
     verify_signature,
 };
 use crate::store::{Accepted, Store, StoreError};
+use crate::telemetry::{self, WebhookSource};
 
 /// Largest body accepted (SPEC §8). Ondorse events are a few KiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -71,12 +72,7 @@ pub async fn serve(
     state: PublicState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    super::serve_with_peers(listener, router(state), shutdown).await
 }
 
 async fn not_found() -> StatusCode {
@@ -95,6 +91,13 @@ impl Endpoint {
         match self {
             Endpoint::Ondorse => "ondorse",
             Endpoint::Salesforce => "salesforce",
+        }
+    }
+
+    fn source(self) -> WebhookSource {
+        match self {
+            Endpoint::Ondorse => WebhookSource::Ondorse,
+            Endpoint::Salesforce => WebhookSource::Salesforce,
         }
     }
 }
@@ -117,6 +120,7 @@ impl Refusal {
     }
 
     fn into_response(self, endpoint: Endpoint, source: Option<IpAddr>) -> Response {
+        telemetry::metrics().webhook_rejected(endpoint.source(), self.status.as_u16());
         let source = source.map(|address| address.to_string());
         if self.status.is_server_error() {
             tracing::error!(
@@ -155,6 +159,11 @@ async fn ondorse_webhook(
     match receive_ondorse_event(&state, &secret, source, &headers, body).await {
         Ok((envelope, accepted)) => {
             let kind = envelope.kind();
+            telemetry::metrics().webhook(
+                WebhookSource::Ondorse,
+                Some(&kind),
+                accepted == Accepted::Duplicate,
+            );
             let (outcome, sequence) = match accepted {
                 Accepted::Stored { sequence } => {
                     state.inbox_wake.notify_one();
@@ -229,6 +238,7 @@ async fn salesforce_hint(
     match receive_salesforce_hint(&state, &secret, source, &headers, body).await {
         Ok((sequence, count)) => {
             state.inbox_wake.notify_one();
+            telemetry::metrics().webhook(WebhookSource::Salesforce, None, false);
             tracing::info!(
                 endpoint = Endpoint::Salesforce.as_str(),
                 status = 200,

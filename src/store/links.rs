@@ -58,12 +58,15 @@ fn link_key(account_id: &str, mapping: &str) -> Vec<u8> {
 impl Store {
     /// The link of `account_id` in `mapping`.
     pub fn link(&self, mapping: &str, account_id: &str) -> Result<Option<Link>, StoreError> {
-        let key = link_key(account_id, mapping);
+        self.link_at(&link_key(account_id, mapping))
+    }
+
+    fn link_at(&self, key: &[u8]) -> Result<Option<Link>, StoreError> {
         self.inner
             .links
-            .get(&key)
+            .get(key)
             .map_err(StoreError::database("read a link"))?
-            .map(|bytes| codec::decode_value(LINKS_TREE, &key, &bytes))
+            .map(|bytes| codec::decode_value(LINKS_TREE, key, &bytes))
             .transpose()
     }
 
@@ -113,12 +116,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        self.inner
-            .links
-            .get(&key)
-            .map_err(StoreError::database("read a link"))?
-            .map(|bytes| codec::decode_value(LINKS_TREE, &key, &bytes))
-            .transpose()
+        self.link_at(&key)
     }
 
     /// Every link of one Account (one per mapping that picked it up).

@@ -42,6 +42,11 @@ pub use journal::JournalEntry;
 pub use links::{Link, PortalRecord};
 pub use writebacks::{Fields, PendingWrite, WriteSettlement};
 
+/// sled's page cache. Its default (1 GiB) lets a long-running daemon grow
+/// far past what its working set needs: cursors, pending work and the links
+/// being touched. Cold reads (an old journal) go to disk, which is fine.
+const CACHE_CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Keyspace: pending inbox items, by sequence.
 const INBOX_TREE: &str = "inbox";
 /// Keyspace: Ondorse event ids already accepted, with when they arrived.
@@ -153,21 +158,25 @@ impl StoreError {
 impl Store {
     /// Opens (creating if needed) the store in the directory `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).open().map_err(|source| {
-            // sled reports a held lock as a bare I/O error; recognise it so
-            // the operator learns what to do.
-            let message = source.to_string();
-            if message.contains("could not acquire lock") {
-                StoreError::InUse {
-                    path: path.to_owned(),
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_CAPACITY_BYTES)
+            .open()
+            .map_err(|source| {
+                // sled reports a held lock as a bare I/O error; recognise it so
+                // the operator learns what to do.
+                let message = source.to_string();
+                if message.contains("could not acquire lock") {
+                    StoreError::InUse {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    StoreError::Open {
+                        path: path.to_owned(),
+                        source,
+                    }
                 }
-            } else {
-                StoreError::Open {
-                    path: path.to_owned(),
-                    source,
-                }
-            }
-        })?;
+            })?;
         let open_tree = |name: &str| {
             db.open_tree(name).map_err(|source| StoreError::Open {
                 path: path.to_owned(),

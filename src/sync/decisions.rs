@@ -99,6 +99,8 @@ impl Engine {
                         self.store.complete_inbox_item(sequence)?;
                     }
                 }
+                // The governor logged the pause once when it began.
+                Err(SyncError::Paused(_)) => report.deferred += sequences.len(),
                 Err(error) if error.is_retriable() => {
                     tracing::warn!(application_id = %application_id, %error, "application refresh deferred");
                     report.deferred += sequences.len();
@@ -113,6 +115,7 @@ impl Engine {
                         self.store.complete_inbox_item(sequence)?;
                     }
                 }
+                Err(SyncError::Paused(_)) => report.deferred += hint_sequences.len(),
                 Err(error) if error.is_retriable() => {
                     tracing::warn!(%error, "push hint deferred");
                     report.deferred += hint_sequences.len();

@@ -8,12 +8,14 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::budget::Work;
 use super::plan::{self, record_fields};
 use super::{Engine, SyncError, now};
 use crate::mapping::Mapping;
 use crate::salesforce::model::Record;
 use crate::salesforce::soql;
 use crate::store::{Cursor, Link};
+use crate::telemetry;
 
 /// What one intake run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +45,13 @@ impl Engine {
     /// Polls every mapping once; a failing mapping does not stop the others.
     pub async fn poll_all(&self) -> Vec<(String, Result<IntakeReport, SyncError>)> {
         let mappings = self.mappings();
+        // Paused: every mapping says why; the governor logged it once.
+        if let Err(paused) = self.budget.admit(Work::Intake).await {
+            return mappings
+                .iter()
+                .map(|mapping| (mapping.name.clone(), Err(paused.clone().into())))
+                .collect();
+        }
         let mut results = Vec::new();
         for mapping in mappings.iter() {
             // A mapping paused by schema drift keeps its cursor until the
@@ -91,6 +100,7 @@ impl Engine {
     ) -> Result<IntakeReport, SyncError> {
         let mapping = self.mapping(mapping_name)?;
         let _intake = self.intake_lock.lock().await;
+        self.budget.admit(Work::Intake).await?;
         let mut pages = self.salesforce.query(plan::intake_query(&mapping, since));
         let mut report = IntakeReport::default();
         while let Some(records) = pages.next_page().await? {
@@ -106,6 +116,9 @@ impl Engine {
                     self.store.flush().await?;
                 }
             }
+        }
+        if move_cursor {
+            telemetry::metrics().poll_succeeded(&mapping.name, now());
         }
         tracing::info!(
             mapping = %mapping.name,
@@ -133,6 +146,7 @@ impl Engine {
             return Ok(report);
         }
         let _intake = self.intake_lock.lock().await;
+        self.budget.admit(Work::Intake).await?;
         for mapping in self.mappings().iter() {
             for chunk in ids.chunks(IDS_PER_QUERY) {
                 let mut pages = self.salesforce.query(plan::accounts_query(mapping, chunk));
@@ -152,6 +166,7 @@ impl Engine {
         mapping: &Mapping,
         records: Vec<Record>,
     ) -> Result<IntakeReport, SyncError> {
+        telemetry::metrics().accounts_seen(&mapping.name, records.len());
         let mut report = IntakeReport {
             accounts_seen: records.len(),
             ..IntakeReport::default()

@@ -20,8 +20,10 @@ use crate::salesforce::SalesforceClient;
 use crate::salesforce::model::SObjectDescribe;
 use crate::store::{JournalEntry, Store, StoreError};
 
+pub mod budget;
 mod decisions;
 mod intake;
+pub mod operations;
 pub mod plan;
 mod portals;
 mod reconcile;
@@ -29,6 +31,7 @@ pub mod reload;
 mod run;
 mod writeback;
 
+pub use budget::{BudgetSettings, BudgetState, PauseReason, Paused};
 pub use decisions::InboxReport;
 pub use intake::IntakeReport;
 pub use reconcile::ReconcileReport;
@@ -59,6 +62,8 @@ pub struct EngineSettings {
     pub max_write_attempts: u32,
     /// How often the inbox is looked at without a wake-up (a safety net).
     pub inbox_interval: Duration,
+    /// The Salesforce API budget governor.
+    pub budget: BudgetSettings,
 }
 
 impl Default for EngineSettings {
@@ -73,6 +78,7 @@ impl Default for EngineSettings {
             // With the cap above, about an hour of trying.
             max_write_attempts: 20,
             inbox_interval: Duration::from_secs(1),
+            budget: BudgetSettings::default(),
         }
     }
 }
@@ -91,6 +97,9 @@ pub enum SyncError {
     /// The mapping no longer matches the org (schema drift); see [`reload`].
     #[error("{0}")]
     MappingPaused(String),
+    /// The API budget governor turned the step away; it runs again later.
+    #[error(transparent)]
+    Paused(#[from] Paused),
 }
 
 impl SyncError {
@@ -101,6 +110,7 @@ impl SyncError {
             SyncError::Salesforce(error) => error.is_retriable(),
             SyncError::Ondorse(error) => error.is_retriable(),
             SyncError::UnknownMapping(_) | SyncError::MappingPaused(_) => false,
+            SyncError::Paused(_) => true,
         }
     }
 }
@@ -110,6 +120,8 @@ pub struct Engine {
     salesforce: SalesforceClient,
     ondorse: OndorseClient,
     store: Store,
+    /// Consulted before every Salesforce step.
+    budget: budget::Governor,
     /// Replaced whole on reload; steps take a snapshot (`mappings()`).
     mappings: RwLock<Arc<MappingSet>>,
     /// Account describe, fetched on first need: conversions need field types.
@@ -139,6 +151,7 @@ impl Engine {
         inbox_wake: Arc<Notify>,
     ) -> Engine {
         Engine {
+            budget: budget::Governor::new(salesforce.clone(), settings.budget.clone()),
             salesforce,
             ondorse,
             store,
@@ -159,6 +172,17 @@ impl Engine {
 
     pub fn salesforce(&self) -> &SalesforceClient {
         &self.salesforce
+    }
+
+    /// What the API budget governor is doing (for `status`).
+    pub fn budget_state(&self) -> BudgetState {
+        self.budget.state()
+    }
+
+    /// The API budget governor, for callers that use
+    /// [`Engine::salesforce`] directly and must ask it first.
+    pub fn budget(&self) -> &budget::Governor {
+        &self.budget
     }
 
     /// The mappings in force now.
@@ -186,6 +210,7 @@ impl Engine {
         if let Some(describe) = slot.as_ref() {
             return Ok(describe.clone());
         }
+        self.budget.admit(budget::Work::Lookup).await?;
         let describe = Arc::new(self.salesforce.describe(ACCOUNT).await?);
         *slot = Some(describe.clone());
         Ok(describe)

@@ -11,6 +11,7 @@ use super::{Engine, SyncError, now};
 use crate::mapping::{Mapping, Moment, WritebackContext};
 use crate::ondorse::Portal;
 use crate::store::{Fields, Link, PortalRecord};
+use crate::telemetry::{self, PortalResult, WritebackResult};
 
 /// Attempts of one portal POST within a step; later steps (reconcile) try
 /// again, with the same key, while the intent stays pending.
@@ -69,6 +70,7 @@ impl Engine {
             }
         };
         let record = self.portal_record(&portal);
+        telemetry::metrics().portal(&mapping.name, PortalResult::Created);
         tracing::info!(account_id = %account_id, mapping = %mapping.name, portal_id = %record.id, "portal created");
         self.journal(
             &account_id,
@@ -120,6 +122,7 @@ impl Engine {
     }
 
     fn portal_failed(&self, link: &mut Link, error: String) -> Result<(), SyncError> {
+        telemetry::metrics().portal(&link.mapping, PortalResult::Failed);
         link.portal_attempts += 1;
         link.last_error = Some(error.clone());
         self.store.put_link(link)?;
@@ -197,29 +200,42 @@ impl Engine {
             }
         };
         for refused in &planned.refused {
-            let mut fields = Fields::new();
-            fields.insert(refused.field.clone(), refused.value.clone());
-            let id = self.store.add_dead_letter(
-                &link.account_id,
-                vec![mapping.name.clone()],
-                fields,
-                refused.code,
-                &refused.message,
-                now(),
-            )?;
-            self.journal(
-                &link.account_id,
-                Some(&mapping.name),
-                "dead_lettered",
-                format!(
-                    "{} not written: {} (dead letter {id})",
-                    refused.field, refused.message
-                ),
-                json!({ "code": refused.code, "field": refused.field, "value": refused.value }),
-            )?;
-            tracing::warn!(account_id = %link.account_id, mapping = %mapping.name, field = %refused.field, message = %refused.message, "field refused before sending");
+            self.dead_letter_refused(&link.account_id, &mapping.name, refused)?;
         }
         Ok(planned.changed)
+    }
+
+    /// Records a field value that cannot be sent as a dead letter, with its
+    /// journal entry; returns the letter's id.
+    pub(super) fn dead_letter_refused(
+        &self,
+        account_id: &str,
+        mapping: &str,
+        refused: &plan::RefusedField,
+    ) -> Result<u64, SyncError> {
+        let mut fields = Fields::new();
+        fields.insert(refused.field.clone(), refused.value.clone());
+        let id = self.store.add_dead_letter(
+            account_id,
+            vec![mapping.to_owned()],
+            fields,
+            refused.code,
+            &refused.message,
+            now(),
+        )?;
+        self.journal(
+            account_id,
+            Some(mapping),
+            "dead_lettered",
+            format!(
+                "{} not written: {} (dead letter {id})",
+                refused.field, refused.message
+            ),
+            json!({ "code": refused.code, "field": refused.field, "value": refused.value }),
+        )?;
+        telemetry::metrics().writeback([mapping], WritebackResult::Refused);
+        tracing::warn!(account_id, mapping, field = %refused.field, message = %refused.message, "field refused before sending");
+        Ok(id)
     }
 
     /// Stores a link and the write-back planned for it in one transaction.

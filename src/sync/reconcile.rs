@@ -4,6 +4,7 @@
 
 use futures::{FutureExt, StreamExt};
 
+use super::budget::Work;
 use super::decisions::Refreshed;
 use super::{Engine, SyncError, now};
 
@@ -18,6 +19,7 @@ pub struct ReconcileReport {
 
 impl Engine {
     pub async fn reconcile(&self) -> Result<ReconcileReport, SyncError> {
+        self.budget.admit(Work::Reconcile).await?;
         let mut report = ReconcileReport::default();
         for mapping in self.mappings().iter() {
             let intents = self

@@ -38,7 +38,7 @@ pub const DRIFT_CODES: [&str; 3] = [
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the last reload did, for `status` and the admin API.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReloadStatus {
     /// When the last reload was tried (none yet: the start-up set runs).
     pub at: Option<DateTime<Utc>>,

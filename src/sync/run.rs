@@ -14,12 +14,16 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use super::{Engine, now};
+use super::{Engine, SyncError, now};
 use crate::config::{ScheduleConfig, parse_schedule};
+use crate::telemetry;
 
 /// How late a slot may fire before its schedule counts as stalled: the
 /// scheduler polls the clock about every half second.
 const SLOT_GRACE: Duration = Duration::from_secs(5);
+/// How often the store's gauges are refreshed: counting costs a scan of the
+/// inbox and the pending writes, and Prometheus scrapes every 15 s or more.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One cron schedule and what it has done.
 #[derive(Debug)]
@@ -181,14 +185,14 @@ impl Engine {
             let engine = engine.clone();
             let health = health.clone();
             async move {
-                let error = engine
-                    .reconcile()
-                    .await
-                    .err()
-                    .map(|error| error.to_string());
-                if let Some(error) = &error {
+                let result = engine.reconcile().await;
+                // A pause was logged once by the governor when it began.
+                if let Err(error) = &result
+                    && !matches!(error, SyncError::Paused(_))
+                {
                     tracing::warn!(%error, "reconcile failed");
                 }
+                let error = result.err().map(|error| error.to_string());
                 health.reconcile.update(|state| {
                     state.last_finished = Some(now());
                     state.last_error = error;
@@ -196,6 +200,7 @@ impl Engine {
             }
         }));
         tasks.spawn(self.clone().inbox_loop(stopped.clone()));
+        tasks.spawn(self.clone().gauge_loop(schedules.clone(), stopped.clone()));
         tasks.spawn(self.clone().writer_loop(stopped));
         Ok(RunningEngine {
             schedules,
@@ -228,6 +233,50 @@ impl Engine {
             {
                 return;
             }
+        }
+    }
+
+    /// Refreshes the gauges that describe the store (queue depths, dead
+    /// letters, cursors) and the schedules every [`GAUGE_INTERVAL`].
+    async fn gauge_loop(
+        self: Arc<Self>,
+        schedules: Arc<Schedules>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        loop {
+            let at = now();
+            telemetry::metrics().schedule_alive(
+                schedules.poll.name,
+                schedules.poll.missed_slot(at).is_none(),
+            );
+            telemetry::metrics().schedule_alive(
+                schedules.reconcile.name,
+                schedules.reconcile.missed_slot(at).is_none(),
+            );
+            self.record_gauges();
+            if wait_or_stop(&mut stopped, GAUGE_INTERVAL, None).await {
+                return;
+            }
+        }
+    }
+
+    fn record_gauges(&self) {
+        let metrics = telemetry::metrics();
+        match self.store.inbox_depth() {
+            Ok(inbox) => metrics.queue_depths(
+                inbox,
+                self.store.pending_write_count() as u64,
+                self.store.dead_letter_count() as u64,
+            ),
+            Err(error) => tracing::warn!(%error, "cannot count the inbox for metrics"),
+        }
+        match self.store.cursors() {
+            Ok(cursors) => {
+                for (mapping, cursor) in cursors {
+                    metrics.cursor(&mapping, cursor.system_modstamp);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the cursors for metrics"),
         }
     }
 

@@ -7,9 +7,11 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::budget::Work;
 use super::{ACCOUNT, Engine, SyncError, now};
-use crate::salesforce::{Disposition, RecordError, RecordUpdate};
+use crate::salesforce::{Disposition, RecordError, RecordUpdate, SalesforceError};
 use crate::store::{PendingWrite, WriteSettlement};
+use crate::telemetry::{self, WritebackResult};
 
 /// sObject Collections takes at most 200 records a call.
 pub const BATCH_SIZE: usize = 200;
@@ -34,6 +36,9 @@ impl Engine {
     pub(super) async fn write_pass(&self, force: bool) -> Result<WriteReport, SyncError> {
         let mut report = WriteReport::default();
         loop {
+            if self.budget.admit(Work::WriteBack).await.is_err() {
+                break;
+            }
             let due = self.store.due_writes(now(), BATCH_SIZE)?;
             if due.is_empty() {
                 break;
@@ -84,6 +89,10 @@ impl Engine {
                                 json!({ "fields": pending.fields }),
                             )?;
                             report.written += 1;
+                            telemetry::metrics().writeback(
+                                pending.mappings.iter().map(String::as_str),
+                                WritebackResult::Written,
+                            );
                         }
                         Err(errors) => {
                             let mappings: Vec<String> = pending.mappings.iter().cloned().collect();
@@ -93,6 +102,9 @@ impl Engine {
                     }
                 }
             }
+            // The governor stops every call now; the batch waits untouched,
+            // its attempts not spent.
+            Err(SalesforceError::RequestLimitExceeded { .. }) => return Ok(()),
             Err(error) if error.is_retriable() => {
                 tracing::warn!(records = batch.len(), %error, "write-back call failed; retrying later");
                 for pending in &batch {
@@ -175,6 +187,10 @@ impl Engine {
         )?;
         tracing::info!(account_id = %pending.account_id, %code, attempt = pending.attempts + 1, "write-back will be retried");
         report.retried += 1;
+        telemetry::metrics().writeback(
+            pending.mappings.iter().map(String::as_str),
+            WritebackResult::Retried,
+        );
         Ok(())
     }
 
@@ -204,6 +220,10 @@ impl Engine {
         )?;
         tracing::warn!(account_id = %pending.account_id, %code, %message, dead_letter = id, "write-back dead-lettered");
         report.dead_lettered += 1;
+        telemetry::metrics().writeback(
+            pending.mappings.iter().map(String::as_str),
+            WritebackResult::DeadLettered,
+        );
         Ok(())
     }
 

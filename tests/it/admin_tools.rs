@@ -5,9 +5,11 @@
 use std::path::Path;
 use std::process::Output;
 
+use ondorse_bridge::daemon::Daemon;
 use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
 use ondorse_bridge::sync::ReloadOutcome;
+use ondorse_bridge::sync::operations::{self, RunningDaemon};
 use serde_json::json;
 
 use crate::support::world::{E2E_DEADLINE, World, eventually, repository_mappings};
@@ -64,6 +66,16 @@ fn edit_business(world: &World, edits: &[(&str, &str)]) -> std::path::PathBuf {
     }
     std::fs::write(&path, content).expect("write the edited mapping");
     path
+}
+
+/// What `ondorse-bridge status` shows for an in-process daemon.
+fn status_text(daemon: &Daemon) -> String {
+    let running = RunningDaemon {
+        engine: &daemon.engine,
+        schedules: daemon.schedules(),
+    };
+    let status = operations::status(daemon.engine.store(), Some(&running)).expect("status");
+    ondorse_bridge::cli::status::render(&status, "")
 }
 
 /// Like `World::seed`, for an org that no longer has `removed_field`.
@@ -361,6 +373,10 @@ async fn a_broken_reload_is_refused_and_the_last_good_mappings_keep_running() {
         "{problems:?}"
     );
 
+    let rendered = status_text(&daemon);
+    assert!(rendered.contains("Mapping reload REFUSED"), "{rendered}");
+    assert!(rendered.contains(&position(&path, "Legacy")), "{rendered}");
+
     // Accounts keep flowing with the previous mapping.
     let second = world.seed(3, "Customer", 12);
     eventually(
@@ -439,6 +455,11 @@ async fn a_field_removed_from_the_org_pauses_only_the_mapping_that_reads_it() {
         !health.paused().contains_key(BUSINESS),
         "{:?}",
         health.paused()
+    );
+    let rendered = status_text(&daemon);
+    assert!(
+        rendered.contains(&format!("last error    {reason}")),
+        "{rendered}"
     );
     let cursor = daemon
         .engine

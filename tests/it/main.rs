@@ -2,12 +2,17 @@
 //! the sandboxes and checks what Salesforce and Ondorse end up holding.
 
 mod admin_tools;
+mod budget;
 mod config;
+mod deploy;
 mod mappings;
 mod ondorse_client;
+mod operations;
+mod salesforce_client;
 mod sandbox_ondorse;
 mod sandbox_salesforce;
 mod store;
 mod support;
 mod sync;
+mod telemetry;
 mod webhooks;

@@ -343,3 +343,79 @@ async fn a_daemon_killed_during_a_backfill_never_creates_a_second_portal() {
         "a second portal was created"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_ondorse_is_down_intents_wait_and_resume_without_duplicates() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(30, "Customer", 7);
+    let engine = world.engine();
+    // Every portal POST (and its retries) fails for this poll.
+    world.ondorse.fail_next_requests(10_000, 503);
+    let report = engine
+        .poll(BUSINESS)
+        .await
+        .expect("the poll itself succeeds");
+    assert_eq!(
+        (
+            report.intents,
+            report.portals_created,
+            report.portals_failed
+        ),
+        (30, 0, 30)
+    );
+    assert!(world.ondorse.portals().is_empty());
+    assert!(
+        engine.store().cursor(BUSINESS).unwrap().is_some(),
+        "the intents are durable, so the cursor moves on"
+    );
+
+    // Ondorse is back: reconcile creates the waiting portals, once each.
+    world.ondorse.fail_next_requests(0, 503);
+    let report = engine.reconcile().await.expect("reconcile");
+    assert_eq!(report.portals_created, 30);
+    engine.flush_writes().await.expect("write-back");
+    let portals = world.portals_by_account();
+    for id in &ids {
+        assert_eq!(portals.get(id), Some(&1), "{id}");
+        assert!(world.field(id, "Ondorse_Portal_Url__c").is_string(), "{id}");
+    }
+    let journal = engine.store().journal_of(&ids[0]).unwrap();
+    assert!(
+        journal.iter().any(|entry| entry.step == "portal_failed"),
+        "the outage is in the Account's journal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_about_applications_we_never_created_change_nothing() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(3, "Customer", 8);
+    let daemon = world.daemon().await;
+    eventually("portal links are written", E2E_DEADLINE, || {
+        ids.iter()
+            .all(|id| world.field(id, "Ondorse_Portal_Url__c").is_string())
+    })
+    .await;
+    let composite_calls = world.salesforce.stats().composite_requests;
+    // An application Ondorse does not know, and an unknown event type.
+    world
+        .ondorse
+        .send_event("application.review_updated", "app_does_not_exist");
+    world
+        .ondorse
+        .send_event("kyc.something_new", "app_does_not_exist");
+    eventually("the inbox is worked off", E2E_DEADLINE, || {
+        world.ondorse.stats().deliveries_succeeded >= 2
+            && daemon.engine.store().inbox_depth().unwrap() == 0
+    })
+    .await;
+    daemon.stop().await.expect("clean stop");
+    assert_eq!(
+        world.salesforce.stats().composite_requests,
+        composite_calls,
+        "nothing written"
+    );
+    for id in &ids {
+        assert_eq!(world.field(id, "KYC_Status__c"), json!("Portal sent"));
+    }
+}

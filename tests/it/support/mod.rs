@@ -4,4 +4,5 @@ pub mod config;
 pub mod daemon;
 pub mod ondorse;
 pub mod salesforce;
+pub mod salesforce_client;
 pub mod world;

@@ -11,7 +11,7 @@ use ondorse_bridge::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
 use ondorse_bridge::sandbox::salesforce::{
     SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
 };
-use ondorse_bridge::sync::{Engine, EngineSettings};
+use ondorse_bridge::sync::{BudgetSettings, Engine, EngineSettings};
 use serde_json::{Value, json};
 
 use crate::support::config::{ConfigSettings, ONDORSE_API_KEY, write_config};
@@ -45,6 +45,12 @@ pub fn quick_settings() -> EngineSettings {
         retry_base: Duration::from_millis(50),
         retry_cap: Duration::from_millis(400),
         inbox_interval: Duration::from_millis(100),
+        budget: BudgetSettings {
+            recheck_interval: Duration::from_millis(100),
+            limit_backoff_base: Duration::from_millis(100),
+            limit_backoff_cap: Duration::from_millis(800),
+            ..BudgetSettings::default()
+        },
         ..EngineSettings::default()
     }
 }
@@ -120,6 +126,11 @@ impl World {
 
     /// The engine of a daemon that is not started: tests drive its steps.
     pub fn engine(&self) -> Arc<Engine> {
+        self.engine_with(quick_settings())
+    }
+
+    /// [`World::engine`] with other settings.
+    pub fn engine_with(&self, settings: EngineSettings) -> Arc<Engine> {
         use ondorse_bridge::mapping;
         use ondorse_bridge::ondorse::OndorseClient;
         use ondorse_bridge::salesforce::SalesforceClient;
@@ -131,7 +142,7 @@ impl World {
             store,
             mapping::load_dir(&self.config.mappings.dir).expect("shipped mappings load"),
             self.config.ondorse.portal_base_url.clone(),
-            quick_settings(),
+            settings,
             Arc::new(tokio::sync::Notify::new()),
         ))
     }

@@ -1,0 +1,95 @@
+//! `ondorse-bridge dead-letters (list | retry ID... | retry --all)`:
+//! write-backs Salesforce refused for good, and sending them again once
+//! the cause (a validation rule, a picklist value) is fixed.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::cli::Failure;
+use crate::cli::access::{Access, operation_failure};
+use crate::config::Config;
+use crate::store::DeadLetter;
+use crate::sync::operations::{self, RetryReport, RetrySelection};
+
+pub async fn list(config: &Config) -> Result<(), Failure> {
+    let letters = match Access::open(config)? {
+        Access::Daemon(client) => client.get::<Vec<DeadLetter>>("dead-letters").await?,
+        Access::Store(store) => store.dead_letters().map_err(anyhow::Error::from)?,
+    };
+    print!("{}", render(&letters));
+    Ok(())
+}
+
+pub async fn retry(config: &Config, selection: RetrySelection) -> Result<(), Failure> {
+    let (report, daemon) = match Access::open(config)? {
+        Access::Daemon(client) => (
+            client
+                .post::<_, RetryReport>(
+                    "dead-letters/retry",
+                    &selection,
+                    Some(std::time::Duration::from_secs(60)),
+                )
+                .await?,
+            true,
+        ),
+        Access::Store(store) => (
+            operations::retry_dead_letters(&store, &selection)
+                .await
+                .map_err(operation_failure)?,
+            false,
+        ),
+    };
+    for letter in &report.retried {
+        println!(
+            "dead letter {} (Account {}) queued again",
+            letter.id, letter.account_id
+        );
+    }
+    match (report.retried.is_empty(), daemon) {
+        (true, _) => println!("no dead letters to retry"),
+        (false, true) => println!(
+            "the daemon sends them now; `ondorse-bridge explain --account ID` shows the outcome"
+        ),
+        (false, false) => println!("the daemon is not running: it sends them when it starts"),
+    }
+    Ok(())
+}
+
+pub fn render(letters: &[DeadLetter]) -> String {
+    let mut text = String::new();
+    if letters.is_empty() {
+        let _ = writeln!(text, "no dead letters");
+        return text;
+    }
+    let _ = writeln!(text, "{} dead letter(s), oldest first", letters.len());
+    for letter in letters {
+        let _ = writeln!(
+            text,
+            "  #{:<6} {}  Account {}  [{}]",
+            letter.id,
+            letter.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            letter.account_id,
+            letter.mappings.join(", ")
+        );
+        if letter.message.starts_with(&letter.code) {
+            let _ = writeln!(text, "          {}", letter.message);
+        } else {
+            let _ = writeln!(text, "          {}: {}", letter.code, letter.message);
+        }
+        let fields: Vec<String> = letter
+            .fields
+            .iter()
+            .map(|(name, value)| match value {
+                Value::Null => format!("{name}=(empty)"),
+                value => format!("{name}={value}"),
+            })
+            .collect();
+        let _ = writeln!(text, "          fields: {}", fields.join(", "));
+    }
+    let _ = writeln!(
+        text,
+        "Once the cause is fixed: `ondorse-bridge dead-letters retry ID...` or `retry --all`."
+    );
+    text
+}

@@ -1,0 +1,318 @@
+//! The admin listener: `/healthz`, `/readyz` and `/metrics` for machines,
+//! and under `/admin/` (bearer token) what operators ask the running
+//! daemon: status, resync, explain, dead letters.
+//!
+//! It listens on loopback by default. There, a peer that is not loopback
+//! (an odd proxy or a mapped socket) is refused outright; an operator who
+//! binds it elsewhere chose to expose it and the token is what guards it.
+//! Refusals say nothing about the daemon's state.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::store::Store;
+use crate::sync::operations::{
+    self, OperationError, ResyncGate, ResyncRequest, RetrySelection, RunningDaemon,
+};
+use crate::sync::{Engine, Schedules};
+use crate::telemetry;
+
+/// What the admin handlers reach.
+pub struct AdminState {
+    pub store: Store,
+    pub engine: Arc<Engine>,
+    pub schedules: Arc<Schedules>,
+    pub token: SecretString,
+    /// The configured listen address: decides whether remote peers are refused.
+    pub listen: SocketAddr,
+    /// One resync at a time.
+    pub resync_gate: ResyncGate,
+    /// Set when a stop begins, so `/readyz` answers 503 at once.
+    pub stopping: AtomicBool,
+}
+
+impl AdminState {
+    /// `None` when ready, else why not.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Some("the daemon is stopping".to_owned());
+        }
+        let at = chrono::Utc::now();
+        [&self.schedules.poll, &self.schedules.reconcile]
+            .into_iter()
+            .find_map(|health| {
+                health.missed_slot(at).map(|slot| {
+                    format!(
+                        "the {} schedule ({}) did not fire at {}",
+                        health.name,
+                        health.expression,
+                        slot.to_rfc3339()
+                    )
+                })
+            })
+    }
+
+    fn running(&self) -> RunningDaemon<'_> {
+        RunningDaemon {
+            engine: &self.engine,
+            schedules: &self.schedules,
+        }
+    }
+}
+
+/// The routes, for [`serve`] and tests.
+pub fn router(state: Arc<AdminState>) -> Router {
+    let admin = Router::new()
+        .route("/status", get(status))
+        .route("/resync", post(resync))
+        .route("/explain/{account_id}", get(explain))
+        .route("/dead-letters", get(dead_letters))
+        .route("/dead-letters/retry", post(retry_dead_letters))
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such admin endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/admin", admin)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_remote_peers,
+        ))
+        .with_state(state)
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    super::serve_with_peers(listener, router(state), shutdown).await
+}
+
+/// Whether a peer may talk to a listener bound on `listen`.
+pub fn peer_allowed(listen: SocketAddr, peer: SocketAddr) -> bool {
+    let loopback = |address: std::net::IpAddr| match address {
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+    };
+    !loopback(listen.ip()) || loopback(peer.ip())
+}
+
+/// Whether `presented` is the token, in time independent of where they
+/// differ: both are hashed first, so even their lengths do not leak.
+pub fn token_matches(presented: &str, token: &SecretString) -> bool {
+    let presented = Sha256::digest(presented.as_bytes());
+    let expected = Sha256::digest(token.expose_secret().as_bytes());
+    presented.ct_eq(&expected).into()
+}
+
+fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn refuse_remote_peers(
+    State(state): State<Arc<AdminState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !peer_allowed(state.listen, peer) {
+        tracing::warn!(%peer, "admin request from a remote address refused");
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "the admin API answers only local clients",
+        );
+    }
+    next.run(request).await
+}
+
+async fn authorize(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(presented) if token_matches(presented.trim(), &state.token) => next.run(request).await,
+        _ => {
+            tracing::warn!(path = %request.uri().path(), "admin request without a valid token refused");
+            let mut response = error_response(
+                StatusCode::UNAUTHORIZED,
+                "a valid admin token is required: Authorization: Bearer <the token in [admin] token_file>",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+    }
+}
+
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    match state.not_ready_reason() {
+        None => axum::Json(json!({ "status": "ready" })).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "not ready", "reason": reason })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, telemetry::METRICS_CONTENT_TYPE)],
+        telemetry::render_metrics(),
+    )
+        .into_response()
+}
+
+fn operation_failed(failure: OperationError) -> Response {
+    let status = match &failure {
+        OperationError::NothingRecorded { .. }
+        | OperationError::UnknownAccounts { .. }
+        | OperationError::UnknownDeadLetters { .. } => StatusCode::NOT_FOUND,
+        OperationError::ResyncRunning { .. } => StatusCode::CONFLICT,
+        failure if failure.is_bad_request() => StatusCode::BAD_REQUEST,
+        _ => {
+            tracing::error!(error = %failure, "admin operation failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    error_response(status, failure.to_string())
+}
+
+fn answer<T: serde::Serialize>(outcome: Result<T, OperationError>) -> Response {
+    match outcome {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(failure) => operation_failed(failure),
+    }
+}
+
+fn bad_body(rejection: JsonRejection) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        format!("unreadable request body: {}", rejection.body_text()),
+    )
+}
+
+async fn status(State(state): State<Arc<AdminState>>) -> Response {
+    answer(operations::status(&state.store, Some(&state.running())))
+}
+
+async fn explain(State(state): State<Arc<AdminState>>, Path(account_id): Path<String>) -> Response {
+    answer(operations::explain(&state.store, &account_id))
+}
+
+async fn dead_letters(State(state): State<Arc<AdminState>>) -> Response {
+    answer(state.store.dead_letters().map_err(OperationError::from))
+}
+
+async fn retry_dead_letters(
+    State(state): State<Arc<AdminState>>,
+    body: Result<axum::Json<RetrySelection>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(axum::Json(selection)) => answer(state.engine.retry_dead_letters(&selection).await),
+        Err(rejection) => bad_body(rejection),
+    }
+}
+
+async fn resync(
+    State(state): State<Arc<AdminState>>,
+    body: Result<axum::Json<ResyncRequest>, JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(axum::Json(request)) => request,
+        Err(rejection) => return bad_body(rejection),
+    };
+    tracing::info!(request = %serde_json::to_string(&request).unwrap_or_default(), "resync asked through the admin API");
+    // A task of its own: a client that hangs up does not cut a resync
+    // short halfway through its Accounts.
+    let work = tokio::spawn(async move {
+        let ticket = state.resync_gate.enter()?;
+        let progress = |progress: operations::ResyncProgress| {
+            tracing::info!(done = progress.done, total = progress.total, item = %progress.item, "resync progress");
+        };
+        state.engine.resync(&ticket, &request, &progress).await
+    });
+    match work.await {
+        Ok(outcome) => answer(outcome),
+        Err(error) => {
+            tracing::error!(%error, "the resync task failed");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the resync stopped unexpectedly; see the daemon's log",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_peers_are_refused_only_on_a_loopback_listener() {
+        let address = |text: &str| text.parse::<SocketAddr>().unwrap();
+        assert!(peer_allowed(
+            address("127.0.0.1:8701"),
+            address("127.0.0.1:50000")
+        ));
+        assert!(peer_allowed(
+            address("[::1]:8701"),
+            address("[::ffff:127.0.0.1]:50000")
+        ));
+        assert!(!peer_allowed(
+            address("127.0.0.1:8701"),
+            address("10.0.0.7:50000")
+        ));
+        assert!(!peer_allowed(
+            address("[::1]:8701"),
+            address("[2001:db8::1]:50000")
+        ));
+        assert!(peer_allowed(
+            address("0.0.0.0:8701"),
+            address("10.0.0.7:50000")
+        ));
+    }
+
+    #[test]
+    fn only_the_exact_token_matches() {
+        let token = SecretString::from("s3cret-token");
+        assert!(token_matches("s3cret-token", &token));
+        for wrong in [
+            "",
+            "s3cret",
+            "s3cret-token ",
+            "S3CRET-TOKEN",
+            "s3cret-tokenx",
+        ] {
+            assert!(!token_matches(wrong, &token), "{wrong:?}");
+        }
+    }
+}
