@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::cli::{Cli, Failure};
@@ -154,9 +154,9 @@ async fn render(
         "{}",
         match (matches, link.and_then(|link| link.portal.as_ref())) {
             (_, Some(portal)) => format!(
-                "already has portal {} (created {})",
+                "already has portal {} (created {}); it gets no second one",
                 portal.id,
-                portal.created_at.to_rfc3339()
+                portal.created_at.to_rfc3339_opts(SecondsFormat::Secs, true)
             ),
             (true, None) =>
                 "matches `select`: the daemon creates its portal at the next poll".to_owned(),
