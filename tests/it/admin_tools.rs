@@ -700,3 +700,45 @@ async fn preview_uses_the_linked_application_once_the_daemon_releases_the_store(
         "preview writes nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_offline_reports_every_broken_file_at_once_without_an_org() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let dir = &world.config.mappings.dir;
+    let shipped =
+        std::fs::read_to_string(repository_mappings().join(format!("{BUSINESS}.yaml"))).unwrap();
+    // A copy under the same name, and a file with an unclosed template.
+    let twin = dir.join("twin.yaml");
+    std::fs::write(&twin, &shipped).unwrap();
+    let broken = dir.join("broken.yaml");
+    let broken_text = shipped
+        .replacen("name: business-onboarding", "name: broken", 1)
+        .replacen(
+            "company_name: \"{{ Name }}\"",
+            "company_name: \"{{ Name }\"",
+            1,
+        );
+    std::fs::write(&broken, broken_text).unwrap();
+    let before = world.salesforce.stats();
+
+    let output = cli(&world, &["check"]).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: ",
+            position(&broken, "}\"\n    registration_number")
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}:", twin.display())) && stderr.contains("already used by"),
+        "{stderr}"
+    );
+    let after = world.salesforce.stats();
+    assert_eq!(
+        after.token_requests + after.api_requests,
+        before.token_requests + before.api_requests,
+        "offline"
+    );
+}
