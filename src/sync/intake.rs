@@ -56,14 +56,7 @@ impl Engine {
         for mapping in mappings.iter() {
             // A mapping paused by schema drift keeps its cursor until the
             // org matches it again (see `reload`).
-            if !self.may_poll(mapping).await {
-                let reason = self
-                    .mapping_health()
-                    .paused()
-                    .remove(&mapping.name)
-                    .map(|pause| pause.reason);
-                let reason =
-                    reason.unwrap_or_else(|| format!("mapping `{}` is paused", mapping.name));
+            if let Some(reason) = self.drift_pause(mapping).await {
                 results.push((mapping.name.clone(), Err(SyncError::MappingPaused(reason))));
                 continue;
             }

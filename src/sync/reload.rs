@@ -173,28 +173,27 @@ impl Engine {
         outcome
     }
 
-    /// Whether `mapping` may poll now: not paused, or paused and found fixed
-    /// against a fresh describe (then it resumes).
-    pub(super) async fn may_poll(&self, mapping: &Mapping) -> bool {
-        if !self.health.paused().contains_key(&mapping.name) {
-            return true;
-        }
+    /// Why `mapping` must not poll now, if it is paused by drift. A paused
+    /// mapping is first re-checked against a fresh describe and resumes
+    /// when the org has its fields again.
+    pub(super) async fn drift_pause(&self, mapping: &Mapping) -> Option<String> {
+        let pause = self.health.paused().remove(&mapping.name)?;
         match self.drift_problems(mapping).await {
             Ok(problems) if problems.is_empty() => {
                 // The engine's cached describe predates the fix.
                 self.forget_describe().await;
                 self.health.resume(&mapping.name);
                 tracing::info!(mapping = %mapping.name, "the org has the mapping's fields again; mapping resumed");
-                true
+                None
             }
             Ok(problems) => {
-                self.health
-                    .pause(&mapping.name, pause_reason(mapping, &problems.to_string()));
-                false
+                let reason = pause_reason(mapping, &problems.to_string());
+                self.health.pause(&mapping.name, reason.clone());
+                Some(reason)
             }
             Err(error) => {
                 tracing::warn!(mapping = %mapping.name, %error, "cannot re-check a paused mapping");
-                false
+                Some(pause.reason)
             }
         }
     }
