@@ -45,8 +45,8 @@ pub struct ReloadStatus {
     /// The problems that made the last reload refused; empty when it was
     /// accepted (the set in force is then the directory's).
     pub problems: Vec<String>,
-    /// Whether the last accepted set was checked against the org (false
-    /// when Salesforce could not be reached).
+    /// Whether the last reload was checked against the org (false when
+    /// Salesforce could not be reached, or the files were already invalid).
     pub checked_online: bool,
 }
 
@@ -141,13 +141,11 @@ impl Engine {
                 self.forget_describe().await;
                 // The new set passed the checks (or nobody could check it):
                 // give every paused mapping its chance again.
-                std::mem::take(
-                    &mut *self
-                        .health
-                        .paused
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner),
-                );
+                self.health
+                    .paused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
                 tracing::info!(mappings, checked_online, dir = %dir.display(), "mappings reloaded");
                 ReloadOutcome::Applied {
                     mappings,
@@ -161,7 +159,6 @@ impl Engine {
                     tracing::error!(problem = %diagnostic, "mapping reload refused; the previous mappings keep running");
                 }
                 status.problems = diagnostics.iter().map(ToString::to_string).collect();
-                status.checked_online = false;
                 ReloadOutcome::Refused(diagnostics)
             }
         };
