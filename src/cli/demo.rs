@@ -184,13 +184,17 @@ fn summary(
         approved + rejected
     );
     println!("  dead letters                    {dead_letters}");
+    let named =
+        sf.query_requests + sf.query_more_requests + sf.composite_requests + sf.describe_requests;
     println!(
-        "  Salesforce API calls            {} (queries {} + next pages {}, composite updates {}, describe {}); token requests {}",
+        "  Salesforce API calls            {} (queries {} + next pages {}, composite updates {}, describe {}, other {}); token requests {}",
         sf.api_requests,
         sf.query_requests,
         sf.query_more_requests,
         sf.composite_requests,
         sf.describe_requests,
+        // The budget governor's `GET /limits`.
+        sf.api_requests.saturating_sub(named),
         sf.token_requests
     );
     println!(
