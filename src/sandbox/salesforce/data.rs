@@ -712,6 +712,16 @@ fn coerce_number(field: &FieldDef, number: f64) -> Result<Value, RecordError> {
     let name = field.name.as_str();
     let out_of_range =
         |value: f64| value.abs() >= 10f64.powi(field.precision.saturating_sub(field.scale) as i32);
+    let outside_range = || {
+        RecordError::new(
+            "NUMBER_OUTSIDE_VALID_RANGE",
+            format!(
+                "{}: value outside of valid range on numeric field: {number}",
+                field.label
+            ),
+            &[name],
+        )
+    };
     if field.field_type == FieldType::Int {
         if number.fract() != 0.0 {
             return Err(RecordError::new(
@@ -721,28 +731,14 @@ fn coerce_number(field: &FieldDef, number: f64) -> Result<Value, RecordError> {
             ));
         }
         if out_of_range(number) {
-            return Err(RecordError::new(
-                "NUMBER_OUTSIDE_VALID_RANGE",
-                format!(
-                    "{}: value outside of valid range on numeric field: {number}",
-                    field.label
-                ),
-                &[name],
-            ));
+            return Err(outside_range());
         }
         return Ok(Value::from(number as i64));
     }
     let factor = 10f64.powi(field.scale as i32);
     let rounded = (number * factor).round() / factor;
     if out_of_range(rounded) {
-        return Err(RecordError::new(
-            "NUMBER_OUTSIDE_VALID_RANGE",
-            format!(
-                "{}: value outside of valid range on numeric field: {number}",
-                field.label
-            ),
-            &[name],
-        ));
+        return Err(outside_range());
     }
     Ok(serde_json::Number::from_f64(rounded).map_or(Value::Null, Value::Number))
 }
