@@ -19,6 +19,36 @@ const PERSON: &str = "person-onboarding";
 /// Poll every second, so end-to-end flows take seconds.
 const FAST_POLL: &str = "[schedule]\npoll = \"* * * * * *\"\n";
 
+/// Sandboxes with their defaults, polled every second by a running daemon.
+async fn running_world() -> (World, Daemon) {
+    let world = World::start_with(
+        SalesforceSandboxOptions::default(),
+        OndorseSandboxOptions::default(),
+        FAST_POLL,
+    )
+    .await;
+    let daemon = world.daemon().await;
+    (world, daemon)
+}
+
+/// Seeds `count` Accounts of `account_type` and waits until every one has
+/// its portal, panicking with `what` otherwise.
+async fn seed_with_portals(
+    world: &World,
+    count: usize,
+    account_type: &str,
+    seed: u64,
+    what: &str,
+) -> Vec<String> {
+    let ids = world.seed(count, account_type, seed);
+    eventually(what, E2E_DEADLINE, || {
+        let portals = world.portals_by_account();
+        ids.iter().all(|id| portals.contains_key(id))
+    })
+    .await;
+    ids
+}
+
 /// `ondorse-bridge ARGS --config <world>`, its output once it exits.
 async fn cli(world: &World, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
@@ -339,19 +369,8 @@ async fn mappings_schema_prints_the_shipped_schema() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_reload_is_refused_and_the_last_good_mappings_keep_running() {
-    let world = World::start_with(
-        SalesforceSandboxOptions::default(),
-        OndorseSandboxOptions::default(),
-        FAST_POLL,
-    )
-    .await;
-    let daemon = world.daemon().await;
-    let first = world.seed(3, "Customer", 11);
-    eventually("the first Accounts have portals", E2E_DEADLINE, || {
-        let portals = world.portals_by_account();
-        first.iter().all(|id| portals.contains_key(id))
-    })
-    .await;
+    let (world, daemon) = running_world().await;
+    seed_with_portals(&world, 3, "Customer", 11, "the first Accounts have portals").await;
 
     // A value the org retired: valid YAML, refused online. The watcher
     // notices the edit on its own.
@@ -425,18 +444,14 @@ async fn a_broken_reload_is_refused_and_the_last_good_mappings_keep_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_removed_from_the_org_pauses_only_the_mapping_that_reads_it() {
-    let world = World::start_with(
-        SalesforceSandboxOptions::default(),
-        OndorseSandboxOptions::default(),
-        FAST_POLL,
+    let (world, daemon) = running_world().await;
+    seed_with_portals(
+        &world,
+        2,
+        "Other",
+        21,
+        "people get portals before the drift",
     )
-    .await;
-    let daemon = world.daemon().await;
-    let first_people = world.seed(2, "Other", 21);
-    eventually("people get portals before the drift", E2E_DEADLINE, || {
-        let portals = world.portals_by_account();
-        first_people.iter().all(|id| portals.contains_key(id))
-    })
     .await;
 
     // Only person-onboarding reads the date of birth.
@@ -566,18 +581,10 @@ async fn sighup_reloads_and_a_refused_reload_leaves_the_daemon_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_refused_for_a_field_that_lost_permission_pauses_only_its_mapping() {
-    let world = World::start_with(
-        SalesforceSandboxOptions::default(),
-        OndorseSandboxOptions::default(),
-        FAST_POLL,
-    )
-    .await;
-    let daemon = world.daemon().await;
-    let person = world.seed(1, "Other", 31).remove(0);
-    eventually("the person has a portal", E2E_DEADLINE, || {
-        world.portals_by_account().contains_key(&person)
-    })
-    .await;
+    let (world, daemon) = running_world().await;
+    let person = seed_with_portals(&world, 1, "Other", 31, "the person has a portal")
+        .await
+        .remove(0);
 
     // Only person-onboarding writes the decision date.
     world
@@ -622,18 +629,10 @@ async fn a_write_refused_for_a_field_that_lost_permission_pauses_only_its_mappin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preview_uses_the_linked_application_once_the_daemon_releases_the_store() {
-    let world = World::start_with(
-        SalesforceSandboxOptions::default(),
-        OndorseSandboxOptions::default(),
-        FAST_POLL,
-    )
-    .await;
-    let daemon = world.daemon().await;
-    let customer = world.seed(1, "Customer", 41).remove(0);
-    eventually("the customer has a portal", E2E_DEADLINE, || {
-        world.portals_by_account().contains_key(&customer)
-    })
-    .await;
+    let (world, daemon) = running_world().await;
+    let customer = seed_with_portals(&world, 1, "Customer", 41, "the customer has a portal")
+        .await
+        .remove(0);
     let portal = world
         .ondorse
         .portals()
