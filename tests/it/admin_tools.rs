@@ -3,7 +3,6 @@
 //! as a child process where exit codes and stderr matter.
 
 use std::path::Path;
-use std::process::Output;
 
 use ondorse_bridge::daemon::Daemon;
 use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
@@ -12,6 +11,7 @@ use ondorse_bridge::sync::ReloadOutcome;
 use ondorse_bridge::sync::operations::{self, RunningDaemon};
 use serde_json::json;
 
+use crate::support::daemon::cli;
 use crate::support::world::{E2E_DEADLINE, World, eventually, repository_mappings};
 
 const BUSINESS: &str = "business-onboarding";
@@ -47,19 +47,6 @@ async fn seed_with_portals(
     })
     .await;
     ids
-}
-
-/// `ondorse-bridge ARGS --config <world>`, its output once it exits.
-async fn cli(world: &World, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
-        .args(args)
-        .arg("--config")
-        .arg(&world.config_path)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run ondorse-bridge")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -130,7 +117,7 @@ fn seed_without(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_online_passes_on_the_shipped_examples() {
     let world = World::start(OndorseSandboxOptions::default()).await;
-    let output = cli(&world, &["check", "--online"]).await;
+    let output = cli(&world.config_path, &["check", "--online"]).await;
     let stdout = text(&output.stdout);
     assert!(
         output.status.success(),
@@ -171,10 +158,10 @@ async fn check_online_reports_every_org_problem_with_its_position_at_once() {
         ],
     );
     // Offline, the file is fine: only the org can tell.
-    let offline = cli(&world, &["check"]).await;
+    let offline = cli(&world.config_path, &["check"]).await;
     assert!(offline.status.success(), "{}", text(&offline.stderr));
 
-    let output = cli(&world, &["check", "--online"]).await;
+    let output = cli(&world.config_path, &["check", "--online"]).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
     let expected = [
@@ -220,7 +207,7 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
     let before = world.salesforce.stats();
 
     let output = cli(
-        &world,
+        &world.config_path,
         &["preview", "--mapping", BUSINESS, "--account", &customer],
     )
     .await;
@@ -276,7 +263,7 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
     }
 
     let output = cli(
-        &world,
+        &world.config_path,
         &["preview", "--mapping", PERSON, "--account", &person],
     )
     .await;
@@ -294,7 +281,7 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
 
     // A customer is not a person: the preview says the daemon would skip it.
     let output = cli(
-        &world,
+        &world.config_path,
         &["preview", "--mapping", PERSON, "--account", &customer],
     )
     .await;
@@ -305,7 +292,7 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
     );
 
     let output = cli(
-        &world,
+        &world.config_path,
         &[
             "preview",
             "--mapping",
@@ -351,7 +338,7 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mappings_schema_prints_the_shipped_schema() {
     let world = World::start(OndorseSandboxOptions::default()).await;
-    let output = cli(&world, &["mappings", "schema"]).await;
+    let output = cli(&world.config_path, &["mappings", "schema"]).await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     let shipped =
         std::fs::read_to_string(repository_mappings().join("mapping.schema.json")).unwrap();
@@ -653,7 +640,7 @@ async fn preview_uses_the_linked_application_once_the_daemon_releases_the_store(
 
     // The daemon holds the store: the preview says so and uses the sample.
     let output = cli(
-        &world,
+        &world.config_path,
         &["preview", "--mapping", BUSINESS, "--account", &customer],
     )
     .await;
@@ -675,7 +662,7 @@ async fn preview_uses_the_linked_application_once_the_daemon_releases_the_store(
     daemon.stop().await.expect("the daemon stops");
     let before = world.salesforce.stats();
     let output = cli(
-        &world,
+        &world.config_path,
         &["preview", "--mapping", BUSINESS, "--account", &customer],
     )
     .await;
@@ -720,7 +707,7 @@ async fn check_offline_reports_every_broken_file_at_once_without_an_org() {
     std::fs::write(&broken, broken_text).unwrap();
     let before = world.salesforce.stats();
 
-    let output = cli(&world, &["check"]).await;
+    let output = cli(&world.config_path, &["check"]).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(

@@ -15,27 +15,13 @@ use ondorse_bridge::store::Store;
 use serde_json::{Value, json};
 
 use crate::support::config::ADMIN_TOKEN;
-use crate::support::daemon::free_address;
+use crate::support::daemon::{cli, free_address};
 use crate::support::salesforce::fields;
 use crate::support::world::{E2E_DEADLINE, World, eventually, quick_settings};
 
 const BUSINESS: &str = "business-onboarding";
 /// A well-formed Account Id that no sandbox record has.
 const ABSENT_ID: &str = "001000000000000AAA";
-
-/// `ondorse-bridge ARGS --config PATH`, as an operator runs it.
-async fn cli(config: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .output()
-        .await
-        .expect("run ondorse-bridge")
-}
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
