@@ -577,19 +577,7 @@ async fn a_write_refused_for_a_field_that_lost_permission_pauses_only_its_mappin
     world
         .salesforce
         .set_field_updateable("KYC_Decision_Date__c", false);
-    let portal = world
-        .ondorse
-        .portals()
-        .into_iter()
-        .find(|portal| portal["default_custom_fields"]["salesforce_account_id"] == json!(person))
-        .expect("the portal");
-    let application = world
-        .ondorse
-        .submit_portal(portal["id"].as_str().unwrap())
-        .expect("submitted");
-    world
-        .ondorse
-        .review(&application, "approved", 1, Some(12.0));
+    world.decide(&person, "approved", 1, Some(12.0));
 
     let health = daemon.engine.mapping_health();
     eventually("person-onboarding pauses", E2E_DEADLINE, || {
@@ -620,19 +608,8 @@ async fn preview_uses_the_linked_application_once_the_daemon_releases_the_store(
     let customer = seed_with_portals(&world, 1, "Customer", 41, "the customer has a portal")
         .await
         .remove(0);
-    let portal = world
-        .ondorse
-        .portals()
-        .into_iter()
-        .find(|portal| portal["default_custom_fields"]["salesforce_account_id"] == json!(customer))
-        .expect("the portal");
-    let application = world
-        .ondorse
-        .submit_portal(portal["id"].as_str().unwrap())
-        .expect("submitted");
-    world
-        .ondorse
-        .review(&application, "rejected", 3, Some(91.0));
+    let portal = world.portal_of(&customer);
+    let application = world.decide(&customer, "rejected", 3, Some(91.0));
     eventually("the decision is written back", E2E_DEADLINE, || {
         world.field(&customer, "KYC_Status__c") == json!("Rejected")
     })
@@ -673,7 +650,7 @@ async fn preview_uses_the_linked_application_once_the_daemon_releases_the_store(
         text(&output.stderr)
     );
     for line in [
-        format!("already has portal {}", portal["id"].as_str().unwrap()),
+        format!("already has portal {portal}"),
         format!("on_application (with application {application} as Ondorse has it now):"),
         // Salesforce already holds the decision: nothing of it would be sent.
         "unchanged (not sent): Ondorse_Application_Id__c, KYC_Status__c, KYC_Risk_Level__c, KYC_Risk_Score__c".to_owned(),
