@@ -49,6 +49,22 @@ async fn seed_with_portals(
     ids
 }
 
+/// `preview --mapping MAPPING --account ACCOUNT`, which must succeed; its stdout.
+async fn preview(world: &World, mapping: &str, account: &str) -> String {
+    let output = cli(
+        &world.config_path,
+        &["preview", "--mapping", mapping, "--account", account],
+    )
+    .await;
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        text(&output.stderr)
+    );
+    stdout
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -206,17 +222,7 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
     let account = world.salesforce.account(&customer).expect("seeded");
     let before = world.salesforce.stats();
 
-    let output = cli(
-        &world.config_path,
-        &["preview", "--mapping", BUSINESS, "--account", &customer],
-    )
-    .await;
-    let stdout = text(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        text(&output.stderr)
-    );
+    let stdout = preview(&world, BUSINESS, &customer).await;
     let body_start = stdout
         .find("POST /api/portals\n")
         .expect("the portal body is shown")
@@ -262,17 +268,7 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
 
-    let output = cli(
-        &world.config_path,
-        &["preview", "--mapping", PERSON, "--account", &person],
-    )
-    .await;
-    let stdout = text(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        text(&output.stderr)
-    );
+    let stdout = preview(&world, PERSON, &person).await;
     assert!(stdout.contains("\"type\": \"person\""), "{stdout}");
     assert!(
         stdout.contains("  set KYC_Decision_Date__c = \""),
@@ -616,17 +612,7 @@ async fn preview_uses_the_linked_application_once_the_daemon_releases_the_store(
     .await;
 
     // The daemon holds the store: the preview says so and uses the sample.
-    let output = cli(
-        &world.config_path,
-        &["preview", "--mapping", BUSINESS, "--account", &customer],
-    )
-    .await;
-    let stdout = text(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        text(&output.stderr)
-    );
+    let stdout = preview(&world, BUSINESS, &customer).await;
     assert!(
         stdout.contains("note: the daemon holds the store"),
         "{stdout}"
@@ -638,17 +624,7 @@ async fn preview_uses_the_linked_application_once_the_daemon_releases_the_store(
 
     daemon.stop().await.expect("the daemon stops");
     let before = world.salesforce.stats();
-    let output = cli(
-        &world.config_path,
-        &["preview", "--mapping", BUSINESS, "--account", &customer],
-    )
-    .await;
-    let stdout = text(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        text(&output.stderr)
-    );
+    let stdout = preview(&world, BUSINESS, &customer).await;
     for line in [
         format!("already has portal {portal}"),
         format!("on_application (with application {application} as Ondorse has it now):"),
