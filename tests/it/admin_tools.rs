@@ -65,6 +65,27 @@ async fn preview(world: &World, mapping: &str, account: &str) -> String {
     stdout
 }
 
+/// Waits until person-onboarding is paused for a reason naming `field`,
+/// with business-onboarding still running; returns that reason.
+async fn only_person_pauses_over(daemon: &Daemon, field: &str) -> String {
+    let health = daemon.engine.mapping_health();
+    eventually("person-onboarding pauses", E2E_DEADLINE, || {
+        health.paused().contains_key(PERSON)
+    })
+    .await;
+    let reason = health.paused()[PERSON].reason.clone();
+    assert!(
+        reason.contains(field) && reason.contains(PERSON),
+        "{reason}"
+    );
+    assert!(
+        !health.paused().contains_key(BUSINESS),
+        "{:?}",
+        health.paused()
+    );
+    reason
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -440,20 +461,7 @@ async fn a_field_removed_from_the_org_pauses_only_the_mapping_that_reads_it() {
     // Only person-onboarding reads the date of birth.
     world.salesforce.remove_field("Date_Of_Birth__c");
     let health = daemon.engine.mapping_health();
-    eventually("person-onboarding pauses", E2E_DEADLINE, || {
-        health.paused().contains_key(PERSON)
-    })
-    .await;
-    let reason = health.paused()[PERSON].reason.clone();
-    assert!(
-        reason.contains("Date_Of_Birth__c") && reason.contains(PERSON),
-        "{reason}"
-    );
-    assert!(
-        !health.paused().contains_key(BUSINESS),
-        "{:?}",
-        health.paused()
-    );
+    let reason = only_person_pauses_over(&daemon, "Date_Of_Birth__c").await;
     let rendered = status_text(&daemon);
     assert!(
         rendered.contains(&format!("last error    {reason}")),
@@ -576,16 +584,7 @@ async fn a_write_refused_for_a_field_that_lost_permission_pauses_only_its_mappin
     world.decide(&person, "approved", 1, Some(12.0));
 
     let health = daemon.engine.mapping_health();
-    eventually("person-onboarding pauses", E2E_DEADLINE, || {
-        health.paused().contains_key(PERSON)
-    })
-    .await;
-    let reason = health.paused()[PERSON].reason.clone();
-    assert!(
-        reason.contains("KYC_Decision_Date__c") && reason.contains(PERSON),
-        "{reason}"
-    );
-    assert!(!health.paused().contains_key(BUSINESS));
+    only_person_pauses_over(&daemon, "KYC_Decision_Date__c").await;
     let customer = world.seed(1, "Customer", 32).remove(0);
     eventually("customers keep flowing", E2E_DEADLINE, || {
         world.field(&customer, "KYC_Status__c") == json!("Portal sent")
