@@ -3,7 +3,6 @@
 //! as a child process where exit codes and stderr matter.
 
 use std::path::Path;
-use std::process::Output;
 
 use ondorse_bridge::daemon::Daemon;
 use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
@@ -12,6 +11,7 @@ use ondorse_bridge::sync::ReloadOutcome;
 use ondorse_bridge::sync::operations::{self, RunningDaemon};
 use serde_json::json;
 
+use crate::support::daemon::cli;
 use crate::support::world::{E2E_DEADLINE, World, eventually, repository_mappings};
 
 const BUSINESS: &str = "business-onboarding";
@@ -19,17 +19,71 @@ const PERSON: &str = "person-onboarding";
 /// Poll every second, so end-to-end flows take seconds.
 const FAST_POLL: &str = "[schedule]\npoll = \"* * * * * *\"\n";
 
-/// `ondorse-bridge ARGS --config <world>`, its output once it exits.
-async fn cli(world: &World, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
-        .args(args)
-        .arg("--config")
-        .arg(&world.config_path)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run ondorse-bridge")
+/// Sandboxes with their defaults, polled every second by a running daemon.
+async fn running_world() -> (World, Daemon) {
+    let world = World::start_with(
+        SalesforceSandboxOptions::default(),
+        OndorseSandboxOptions::default(),
+        FAST_POLL,
+    )
+    .await;
+    let daemon = world.daemon().await;
+    (world, daemon)
+}
+
+/// Seeds `count` Accounts of `account_type` and waits until every one has
+/// its portal, panicking with `what` otherwise.
+async fn seed_with_portals(
+    world: &World,
+    count: usize,
+    account_type: &str,
+    seed: u64,
+    what: &str,
+) -> Vec<String> {
+    let ids = world.seed(count, account_type, seed);
+    eventually(what, E2E_DEADLINE, || {
+        let portals = world.portals_by_account();
+        ids.iter().all(|id| portals.contains_key(id))
+    })
+    .await;
+    ids
+}
+
+/// `preview --mapping MAPPING --account ACCOUNT`, which must succeed; its stdout.
+async fn preview(world: &World, mapping: &str, account: &str) -> String {
+    let output = cli(
+        &world.config_path,
+        &["preview", "--mapping", mapping, "--account", account],
+    )
+    .await;
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        text(&output.stderr)
+    );
+    stdout
+}
+
+/// Waits until person-onboarding is paused for a reason naming `field`,
+/// with business-onboarding still running; returns that reason.
+async fn only_person_pauses_over(daemon: &Daemon, field: &str) -> String {
+    let health = daemon.engine.mapping_health();
+    eventually("person-onboarding pauses", E2E_DEADLINE, || {
+        health.paused().contains_key(PERSON)
+    })
+    .await;
+    let reason = health.paused()[PERSON].reason.clone();
+    assert!(
+        reason.contains(field) && reason.contains(PERSON),
+        "{reason}"
+    );
+    assert!(
+        !health.paused().contains_key(BUSINESS),
+        "{:?}",
+        health.paused()
+    );
+    reason
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -100,7 +154,7 @@ fn seed_without(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_online_passes_on_the_shipped_examples() {
     let world = World::start(OndorseSandboxOptions::default()).await;
-    let output = cli(&world, &["check", "--online"]).await;
+    let output = cli(&world.config_path, &["check", "--online"]).await;
     let stdout = text(&output.stdout);
     assert!(
         output.status.success(),
@@ -141,10 +195,10 @@ async fn check_online_reports_every_org_problem_with_its_position_at_once() {
         ],
     );
     // Offline, the file is fine: only the org can tell.
-    let offline = cli(&world, &["check"]).await;
+    let offline = cli(&world.config_path, &["check"]).await;
     assert!(offline.status.success(), "{}", text(&offline.stderr));
 
-    let output = cli(&world, &["check", "--online"]).await;
+    let output = cli(&world.config_path, &["check", "--online"]).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
     let expected = [
@@ -189,17 +243,7 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
     let account = world.salesforce.account(&customer).expect("seeded");
     let before = world.salesforce.stats();
 
-    let output = cli(
-        &world,
-        &["preview", "--mapping", BUSINESS, "--account", &customer],
-    )
-    .await;
-    let stdout = text(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        text(&output.stderr)
-    );
+    let stdout = preview(&world, BUSINESS, &customer).await;
     let body_start = stdout
         .find("POST /api/portals\n")
         .expect("the portal body is shown")
@@ -245,17 +289,7 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
 
-    let output = cli(
-        &world,
-        &["preview", "--mapping", PERSON, "--account", &person],
-    )
-    .await;
-    let stdout = text(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        text(&output.stderr)
-    );
+    let stdout = preview(&world, PERSON, &person).await;
     assert!(stdout.contains("\"type\": \"person\""), "{stdout}");
     assert!(
         stdout.contains("  set KYC_Decision_Date__c = \""),
@@ -264,7 +298,7 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
 
     // A customer is not a person: the preview says the daemon would skip it.
     let output = cli(
-        &world,
+        &world.config_path,
         &["preview", "--mapping", PERSON, "--account", &customer],
     )
     .await;
@@ -275,7 +309,7 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
     );
 
     let output = cli(
-        &world,
+        &world.config_path,
         &[
             "preview",
             "--mapping",
@@ -321,7 +355,7 @@ async fn preview_shows_the_portal_body_and_each_moment_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mappings_schema_prints_the_shipped_schema() {
     let world = World::start(OndorseSandboxOptions::default()).await;
-    let output = cli(&world, &["mappings", "schema"]).await;
+    let output = cli(&world.config_path, &["mappings", "schema"]).await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     let shipped =
         std::fs::read_to_string(repository_mappings().join("mapping.schema.json")).unwrap();
@@ -339,19 +373,8 @@ async fn mappings_schema_prints_the_shipped_schema() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_reload_is_refused_and_the_last_good_mappings_keep_running() {
-    let world = World::start_with(
-        SalesforceSandboxOptions::default(),
-        OndorseSandboxOptions::default(),
-        FAST_POLL,
-    )
-    .await;
-    let daemon = world.daemon().await;
-    let first = world.seed(3, "Customer", 11);
-    eventually("the first Accounts have portals", E2E_DEADLINE, || {
-        let portals = world.portals_by_account();
-        first.iter().all(|id| portals.contains_key(id))
-    })
-    .await;
+    let (world, daemon) = running_world().await;
+    seed_with_portals(&world, 3, "Customer", 11, "the first Accounts have portals").await;
 
     // A value the org retired: valid YAML, refused online. The watcher
     // notices the edit on its own.
@@ -425,37 +448,20 @@ async fn a_broken_reload_is_refused_and_the_last_good_mappings_keep_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_removed_from_the_org_pauses_only_the_mapping_that_reads_it() {
-    let world = World::start_with(
-        SalesforceSandboxOptions::default(),
-        OndorseSandboxOptions::default(),
-        FAST_POLL,
+    let (world, daemon) = running_world().await;
+    seed_with_portals(
+        &world,
+        2,
+        "Other",
+        21,
+        "people get portals before the drift",
     )
-    .await;
-    let daemon = world.daemon().await;
-    let first_people = world.seed(2, "Other", 21);
-    eventually("people get portals before the drift", E2E_DEADLINE, || {
-        let portals = world.portals_by_account();
-        first_people.iter().all(|id| portals.contains_key(id))
-    })
     .await;
 
     // Only person-onboarding reads the date of birth.
     world.salesforce.remove_field("Date_Of_Birth__c");
     let health = daemon.engine.mapping_health();
-    eventually("person-onboarding pauses", E2E_DEADLINE, || {
-        health.paused().contains_key(PERSON)
-    })
-    .await;
-    let reason = health.paused()[PERSON].reason.clone();
-    assert!(
-        reason.contains("Date_Of_Birth__c") && reason.contains(PERSON),
-        "{reason}"
-    );
-    assert!(
-        !health.paused().contains_key(BUSINESS),
-        "{:?}",
-        health.paused()
-    );
+    let reason = only_person_pauses_over(&daemon, "Date_Of_Birth__c").await;
     let rendered = status_text(&daemon);
     assert!(
         rendered.contains(&format!("last error    {reason}")),
@@ -566,48 +572,19 @@ async fn sighup_reloads_and_a_refused_reload_leaves_the_daemon_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_refused_for_a_field_that_lost_permission_pauses_only_its_mapping() {
-    let world = World::start_with(
-        SalesforceSandboxOptions::default(),
-        OndorseSandboxOptions::default(),
-        FAST_POLL,
-    )
-    .await;
-    let daemon = world.daemon().await;
-    let person = world.seed(1, "Other", 31).remove(0);
-    eventually("the person has a portal", E2E_DEADLINE, || {
-        world.portals_by_account().contains_key(&person)
-    })
-    .await;
+    let (world, daemon) = running_world().await;
+    let person = seed_with_portals(&world, 1, "Other", 31, "the person has a portal")
+        .await
+        .remove(0);
 
     // Only person-onboarding writes the decision date.
     world
         .salesforce
         .set_field_updateable("KYC_Decision_Date__c", false);
-    let portal = world
-        .ondorse
-        .portals()
-        .into_iter()
-        .find(|portal| portal["default_custom_fields"]["salesforce_account_id"] == json!(person))
-        .expect("the portal");
-    let application = world
-        .ondorse
-        .submit_portal(portal["id"].as_str().unwrap())
-        .expect("submitted");
-    world
-        .ondorse
-        .review(&application, "approved", 1, Some(12.0));
+    world.decide(&person, "approved", 1, Some(12.0));
 
     let health = daemon.engine.mapping_health();
-    eventually("person-onboarding pauses", E2E_DEADLINE, || {
-        health.paused().contains_key(PERSON)
-    })
-    .await;
-    let reason = health.paused()[PERSON].reason.clone();
-    assert!(
-        reason.contains("KYC_Decision_Date__c") && reason.contains(PERSON),
-        "{reason}"
-    );
-    assert!(!health.paused().contains_key(BUSINESS));
+    only_person_pauses_over(&daemon, "KYC_Decision_Date__c").await;
     let customer = world.seed(1, "Customer", 32).remove(0);
     eventually("customers keep flowing", E2E_DEADLINE, || {
         world.field(&customer, "KYC_Status__c") == json!("Portal sent")
@@ -622,48 +599,19 @@ async fn a_write_refused_for_a_field_that_lost_permission_pauses_only_its_mappin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preview_uses_the_linked_application_once_the_daemon_releases_the_store() {
-    let world = World::start_with(
-        SalesforceSandboxOptions::default(),
-        OndorseSandboxOptions::default(),
-        FAST_POLL,
-    )
-    .await;
-    let daemon = world.daemon().await;
-    let customer = world.seed(1, "Customer", 41).remove(0);
-    eventually("the customer has a portal", E2E_DEADLINE, || {
-        world.portals_by_account().contains_key(&customer)
-    })
-    .await;
-    let portal = world
-        .ondorse
-        .portals()
-        .into_iter()
-        .find(|portal| portal["default_custom_fields"]["salesforce_account_id"] == json!(customer))
-        .expect("the portal");
-    let application = world
-        .ondorse
-        .submit_portal(portal["id"].as_str().unwrap())
-        .expect("submitted");
-    world
-        .ondorse
-        .review(&application, "rejected", 3, Some(91.0));
+    let (world, daemon) = running_world().await;
+    let customer = seed_with_portals(&world, 1, "Customer", 41, "the customer has a portal")
+        .await
+        .remove(0);
+    let portal = world.portal_of(&customer);
+    let application = world.decide(&customer, "rejected", 3, Some(91.0));
     eventually("the decision is written back", E2E_DEADLINE, || {
         world.field(&customer, "KYC_Status__c") == json!("Rejected")
     })
     .await;
 
     // The daemon holds the store: the preview says so and uses the sample.
-    let output = cli(
-        &world,
-        &["preview", "--mapping", BUSINESS, "--account", &customer],
-    )
-    .await;
-    let stdout = text(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        text(&output.stderr)
-    );
+    let stdout = preview(&world, BUSINESS, &customer).await;
     assert!(
         stdout.contains("note: the daemon holds the store"),
         "{stdout}"
@@ -675,19 +623,9 @@ async fn preview_uses_the_linked_application_once_the_daemon_releases_the_store(
 
     daemon.stop().await.expect("the daemon stops");
     let before = world.salesforce.stats();
-    let output = cli(
-        &world,
-        &["preview", "--mapping", BUSINESS, "--account", &customer],
-    )
-    .await;
-    let stdout = text(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        text(&output.stderr)
-    );
+    let stdout = preview(&world, BUSINESS, &customer).await;
     for line in [
-        format!("already has portal {}", portal["id"].as_str().unwrap()),
+        format!("already has portal {portal}"),
         format!("on_application (with application {application} as Ondorse has it now):"),
         // Salesforce already holds the decision: nothing of it would be sent.
         "unchanged (not sent): Ondorse_Application_Id__c, KYC_Status__c, KYC_Risk_Level__c, KYC_Risk_Score__c".to_owned(),
@@ -721,7 +659,7 @@ async fn check_offline_reports_every_broken_file_at_once_without_an_org() {
     std::fs::write(&broken, broken_text).unwrap();
     let before = world.salesforce.stats();
 
-    let output = cli(&world, &["check"]).await;
+    let output = cli(&world.config_path, &["check"]).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(

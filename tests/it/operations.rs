@@ -15,27 +15,13 @@ use ondorse_bridge::store::Store;
 use serde_json::{Value, json};
 
 use crate::support::config::ADMIN_TOKEN;
-use crate::support::daemon::free_address;
+use crate::support::daemon::{cli, free_address};
 use crate::support::salesforce::fields;
 use crate::support::world::{E2E_DEADLINE, World, eventually, quick_settings};
 
 const BUSINESS: &str = "business-onboarding";
 /// A well-formed Account Id that no sandbox record has.
 const ABSENT_ID: &str = "001000000000000AAA";
-
-/// `ondorse-bridge ARGS --config PATH`, as an operator runs it.
-async fn cli(config: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .output()
-        .await
-        .expect("run ondorse-bridge")
-}
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -98,19 +84,6 @@ async fn daemon_with_admin(world: &mut World) -> (Daemon, SocketAddr) {
     (daemon, address)
 }
 
-/// The Ondorse portal created for an Account.
-fn portal_of(world: &World, account_id: &str) -> String {
-    world
-        .ondorse
-        .portals()
-        .into_iter()
-        .find(|portal| {
-            portal["default_custom_fields"]["salesforce_account_id"] == json!(account_id)
-        })
-        .and_then(|portal| portal["id"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| panic!("no portal for {account_id}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_of_one_account_rewrites_the_decision_changed_by_hand() {
     let mut world = World::start(OndorseSandboxOptions::default()).await;
@@ -122,13 +95,7 @@ async fn resync_of_one_account_rewrites_the_decision_changed_by_hand() {
             .all(|id| world.field(id, "Ondorse_Portal_Url__c").is_string())
     })
     .await;
-    let application = world
-        .ondorse
-        .submit_portal(&portal_of(&world, target))
-        .expect("the portal exists");
-    world
-        .ondorse
-        .review(&application, "approved", 1, Some(42.0));
+    world.decide(target, "approved", 1, Some(42.0));
     eventually("the decision is written back", E2E_DEADLINE, || {
         world.field(target, "KYC_Status__c") == json!("Approved")
             && world.field(target, "KYC_Risk_Level__c") == json!("Medium")

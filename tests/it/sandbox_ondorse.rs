@@ -11,7 +11,8 @@ use ondorse_bridge::ondorse::webhook::{
 use ondorse_bridge::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
 use serde_json::{Value, json};
 
-use crate::support::ondorse::{DEADLINE, WebhookReceiver, start_ondorse, wait_for};
+use crate::support::ondorse::{DEADLINE, WebhookReceiver, start_ondorse};
+use crate::support::world::eventually;
 
 /// `POST /api/portals` with raw HTTP, so the test sees exactly the wire.
 async fn post_portal(
@@ -549,13 +550,12 @@ async fn automatic_submission_and_review_reach_a_decision() {
     let body = json!({"default_custom_fields": {"salesforce_account_id": "001F"}});
     let (_, _, portal) =
         post_portal(&sandbox, Some(&bearer(&sandbox)), None, &body.to_string()).await;
-    assert!(
-        wait_for(|| receiver
+    eventually("the review event arrives", DEADLINE, || {
+        receiver
             .accepted_types()
-            .contains(&"application.review_updated".to_owned()))
-        .await,
-        "review event arrives"
-    );
+            .contains(&"application.review_updated".to_owned())
+    })
+    .await;
     let applications = sandbox.applications();
     assert_eq!(applications.len(), 1);
     let application = &applications[0];

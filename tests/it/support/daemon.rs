@@ -68,6 +68,21 @@ pub fn run_command(config: &Path) -> Command {
     command
 }
 
+/// `ondorse-bridge ARGS --config <config>`, as an operator runs it; its
+/// output once it exits.
+pub async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .env_remove(CREDENTIALS_DIRECTORY_ENV)
+        .output()
+        .await
+        .expect("run ondorse-bridge")
+}
+
 /// `ondorse-bridge run` as a child process; killed when dropped.
 pub struct Daemon {
     child: Child,

@@ -45,20 +45,6 @@ pub fn client_for(sandbox: &OndorseSandbox) -> OndorseClient {
     OndorseClient::new(&ondorse_config(sandbox)).expect("client for the sandbox")
 }
 
-/// Polls `condition` until it holds or `DEADLINE` passes.
-pub async fn wait_for<F: FnMut() -> bool>(mut condition: F) -> bool {
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if condition() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// One webhook as the receiver got it.
 #[derive(Debug, Clone)]
 pub struct Received {

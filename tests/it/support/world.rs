@@ -168,6 +168,37 @@ impl World {
             .unwrap_or(Value::Null)
     }
 
+    /// The id of the Ondorse portal created for an Account.
+    pub fn portal_of(&self, account_id: &str) -> String {
+        self.ondorse
+            .portals()
+            .into_iter()
+            .find(|portal| {
+                portal["default_custom_fields"]["salesforce_account_id"] == json!(account_id)
+            })
+            .and_then(|portal| portal["id"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no portal for {account_id}"))
+    }
+
+    /// Submits the Ondorse portal created for `account_id` and reviews the
+    /// application, as the applicant and a compliance officer would; returns
+    /// the application id.
+    pub fn decide(
+        &self,
+        account_id: &str,
+        decision: &str,
+        risk_level: i64,
+        risk_score: Option<f64>,
+    ) -> String {
+        let application = self
+            .ondorse
+            .submit_portal(&self.portal_of(account_id))
+            .expect("the portal is submitted");
+        self.ondorse
+            .review(&application, decision, risk_level, risk_score);
+        application
+    }
+
     /// Portals per Salesforce Account Id, as Ondorse holds them.
     pub fn portals_by_account(&self) -> std::collections::BTreeMap<String, usize> {
         let mut counts = std::collections::BTreeMap::new();
