@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {failure:#}");
+            failure.report();
             failure.exit_code()
         }
     }

@@ -104,6 +104,10 @@ pub enum StoreError {
         "the store at {path} is in use by another process (is the daemon running? use its admin API)"
     )]
     InUse { path: PathBuf },
+    #[error(
+        "there is no store at {path} (a store holds sled's files `conf` and `db`); nothing was created"
+    )]
+    Missing { path: PathBuf },
     #[error("cannot open the store at {path}: {source}")]
     Open {
         path: PathBuf,
@@ -144,6 +148,7 @@ impl StoreError {
             }
             StoreError::FlushTask(_) => true,
             StoreError::InUse { .. }
+            | StoreError::Missing { .. }
             | StoreError::Open { .. }
             | StoreError::Encode { .. }
             | StoreError::Corrupt { .. } => false,
@@ -155,7 +160,22 @@ impl StoreError {
     }
 }
 
+/// Files sled writes in every store directory: how an existing store is
+/// recognised (under systemd the empty state directory always exists).
+const STORE_FILES: [&str; 2] = ["conf", "db"];
+
 impl Store {
+    /// Opens the store in `path` only if one is there: the state commands
+    /// read a store, they never create an empty one to read from.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        if !STORE_FILES.iter().all(|name| path.join(name).is_file()) {
+            return Err(StoreError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        Store::open(path)
+    }
+
     /// Opens (creating if needed) the store in the directory `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()
