@@ -938,10 +938,11 @@ impl Loader {
         }
     }
 
-    /// Keys that belong to another auth flow: accepted, unused.
+    /// Keys that belong to another auth flow: accepted if they are text,
+    /// unused.
     fn ignore(&mut self, section: &str, keys: &[&str]) {
         for key in keys {
-            self.take(section, key);
+            self.string(section, key);
         }
     }
 

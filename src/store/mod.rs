@@ -108,6 +108,14 @@ pub enum StoreError {
         "there is no store at {path} (a store holds sled's files `conf` and `db`); nothing was created"
     )]
     Missing { path: PathBuf },
+    #[error(
+        "cannot look into the store at {path}: {source}; it belongs to the daemon's user (under systemd, run this as root)"
+    )]
+    Inaccessible {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the store at {path}: {source}")]
     Open {
         path: PathBuf,
@@ -149,6 +157,7 @@ impl StoreError {
             StoreError::FlushTask(_) => true,
             StoreError::InUse { .. }
             | StoreError::Missing { .. }
+            | StoreError::Inaccessible { .. }
             | StoreError::Open { .. }
             | StoreError::Encode { .. }
             | StoreError::Corrupt { .. } => false,
@@ -168,10 +177,21 @@ impl Store {
     /// Opens the store in `path` only if one is there: the state commands
     /// read a store, they never create an empty one to read from.
     pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
-        if !STORE_FILES.iter().all(|name| path.join(name).is_file()) {
-            return Err(StoreError::Missing {
-                path: path.to_owned(),
-            });
+        for name in STORE_FILES {
+            match std::fs::metadata(path.join(name)) {
+                Ok(metadata) if metadata.is_file() => {}
+                Err(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(StoreError::Inaccessible {
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
+                Ok(_) | Err(_) => {
+                    return Err(StoreError::Missing {
+                        path: path.to_owned(),
+                    });
+                }
+            }
         }
         Store::open(path)
     }

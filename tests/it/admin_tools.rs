@@ -2,7 +2,6 @@
 //! `preview`, `mappings schema`, hot reload and schema drift. The CLI runs
 //! as a child process where exit codes and stderr matter.
 
-
 use ondorse_bridge::daemon::Daemon;
 use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};

@@ -86,6 +86,32 @@ impl Setup {
         std::fs::write(&path, content).expect("write config.toml");
     }
 
+    /// Runs the commands as a user who may read the setup but not `guarded`
+    /// as a whole: it gets `mode` when this user is not root; root becomes
+    /// `nobody` instead, and `guarded` is its owner's alone.
+    fn run_unprivileged(&self, guarded: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let readable = |path: &Path| {
+            let mode = if path.is_dir() { 0o755 } else { 0o644 };
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .expect("share the setup");
+        };
+        readable(self.dir.path());
+        for entry in walk(self.dir.path()) {
+            if !entry.starts_with(guarded) || entry == guarded {
+                readable(&entry);
+            }
+        }
+        let mode = if is_root() {
+            *self.unprivileged.lock().unwrap() = true;
+            0o700
+        } else {
+            mode
+        };
+        std::fs::set_permissions(guarded, std::fs::Permissions::from_mode(mode))
+            .expect("guard the directory");
+    }
+
     fn set_env(&self, name: &str, value: &str) {
         self.env
             .lock()
@@ -326,6 +352,22 @@ async fn values_of_the_wrong_type_are_refused_with_the_key_the_type_and_the_posi
             warns: &[],
         },
         Mistake {
+            what: "a key of another auth flow as a number",
+            make: |setup| {
+                setup.edit("config.toml", "auth = \"jwt_bearer\"", "auth = \"client_credentials\"");
+                setup.edit(
+                    "config.toml",
+                    "refresh_token_file = \"sf-refresh-token\"",
+                    "refresh_token_file = 5",
+                );
+            },
+            outcomes: REFUSED,
+            says: &[
+                "{config:refresh_token_file}: [salesforce] refresh_token_file: expected text in quotes, found the number 5",
+            ],
+            warns: &[],
+        },
+        Mistake {
             what: "a budget override that is not a number",
             make: |setup| setup.set_env("ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT", "abc"),
             outcomes: REFUSED,
@@ -406,29 +448,12 @@ async fn check_refuses_first_whatever_run_would_refuse() {
         Mistake {
             what: "a store path the user cannot create",
             make: |setup| {
-                use std::os::unix::fs::PermissionsExt;
-                // Everything readable by the unprivileged user but the
-                // store's parent, which only its owner may write.
-                let readable = std::fs::Permissions::from_mode(0o755);
-                std::fs::set_permissions(setup.dir.path(), readable.clone()).unwrap();
-                for entry in walk(setup.dir.path()) {
-                    let mode = if entry.is_dir() { 0o755 } else { 0o644 };
-                    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode))
-                        .unwrap();
-                }
+                // The store's parent is the owner's to write, not the user's.
                 std::fs::create_dir(setup.path("private")).unwrap();
-                std::fs::set_permissions(setup.path("private"), readable).unwrap();
                 let store = setup.path("store").display().to_string();
                 let private = setup.path("private/store").display().to_string();
                 setup.edit("config.toml", &store, &private);
-                *setup.unprivileged.lock().unwrap() = true;
-                if !is_root() {
-                    std::fs::set_permissions(
-                        setup.path("private"),
-                        std::fs::Permissions::from_mode(0o555),
-                    )
-                    .unwrap();
-                }
+                setup.run_unprivileged(&setup.path("private"), 0o555);
             },
             outcomes: REFUSED,
             says: &[
@@ -736,6 +761,28 @@ async fn state_commands_never_invent_a_store() {
             assert!(!created, "{args:?} created a store at {}", store.display());
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_the_user_cannot_look_into_is_said_as_such() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let setup = Setup::new(&world);
+    let store = setup.path("store");
+    drop(Store::open(&store).expect("create the store"));
+    setup.run_unprivileged(&store, 0o000);
+    let output = setup
+        .run(&["status"], START_DEADLINE)
+        .await
+        .expect("it ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot look into the store at {}: Permission denied",
+            store.display()
+        )) && stderr.contains("it belongs to the daemon's user"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
