@@ -239,6 +239,33 @@ impl Command {
     }
 }
 
+/// Parses the command line. A usage error is told as clap tells it, or
+/// as JSON on standard output when `--json` was asked for; help and the
+/// version stay text. `Err` is the exit status left to give.
+pub fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    let error = match Cli::try_parse() {
+        Ok(cli) => return Ok(cli),
+        Err(error) => error,
+    };
+    let informational = matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !std::env::args().any(|argument| argument == "--json") {
+        // Printing to a closed terminal is nothing more to report.
+        let _ = error.print();
+        return Err(ExitCode::from(
+            u8::try_from(error.exit_code()).unwrap_or(EXIT_INVALID),
+        ));
+    }
+    let message = error.render().to_string();
+    let message = message.trim().trim_start_matches("error: ").to_owned();
+    Err(Failure::Invalid(message).printed_as_json().exit_code())
+}
+
 /// Runs one parsed command line; with `--json`, a failure is JSON too.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let json = cli.command.json();

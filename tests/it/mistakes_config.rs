@@ -840,6 +840,13 @@ async fn with_json_every_state_command_answers_json_even_when_it_fails() {
                 .as_str()
                 .is_some_and(|error| error.contains("is not a Salesforce Id"))
         }),
+        (&["explain", "--json"], |answer| {
+            answer["exit_status"] == 2
+                && answer["error"].as_str().is_some_and(|error| {
+                    error.contains("required arguments were not provided")
+                        && error.contains("--account")
+                })
+        }),
     ] {
         let output = setup.run(args, START_DEADLINE).await.expect("it ends");
         let answer: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
