@@ -940,3 +940,62 @@ async fn explain_shows_the_http_status_of_every_failed_call() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_http_status_of_a_failed_application_fetch() {
+    use ondorse_bridge::sandbox::salesforce::SalesforceSandboxOptions;
+
+    use crate::support::world::{E2E_DEADLINE, eventually};
+
+    let world = World::start_with(
+        SalesforceSandboxOptions::default(),
+        OndorseSandboxOptions::default(),
+        "[schedule]\npoll = \"* * * * * *\"\n",
+    )
+    .await;
+    let daemon = world.daemon().await;
+    let id = world.seed(1, "Customer", 41).remove(0);
+    eventually("the portal is created", E2E_DEADLINE, || {
+        world.portals_by_account().contains_key(&id)
+    })
+    .await;
+    world
+        .ondorse
+        .submit_portal(&world.portal_of(&id))
+        .expect("the applicant submits");
+    eventually("the application is linked", E2E_DEADLINE, || {
+        daemon
+            .engine
+            .store()
+            .link(BUSINESS, &id)
+            .ok()
+            .flatten()
+            .is_some_and(|link| link.application_id.is_some())
+    })
+    .await;
+    daemon.stop().await.expect("clean stop");
+    {
+        let engine = world.engine();
+        world.ondorse.fail_next_requests(1, 503);
+        let report = engine.reconcile().await.expect("reconcile");
+        assert_eq!(report.applications_failed, 1, "{report:?}");
+    }
+    let output =
+        crate::support::daemon::cli(&world.config_path, &["explain", "--account", &id]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let failed = stdout
+        .find("fetching application")
+        .unwrap_or_else(|| panic!("no failed fetch in:\n{stdout}"));
+    assert!(
+        stdout[failed..]
+            .lines()
+            .nth(1)
+            .is_some_and(|line| line.trim() == "HTTP status: 503"),
+        "{stdout}"
+    );
+}
