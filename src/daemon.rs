@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::mapping::{self, MappingSet};
-use crate::ondorse::OndorseClient;
+use crate::ondorse::{OndorseClient, OndorseError};
 use crate::salesforce::SalesforceClient;
 use crate::server::admin::{self, AdminState};
 use crate::server::public::{self, PublicState};
@@ -63,7 +63,17 @@ impl Prepared {
             .map_err(|error| problems.push(format!("{source}: {error}")))
             .ok();
         let ondorse = OndorseClient::new(&config.ondorse)
-            .map_err(|error| problems.push(format!("{source}: {error}")))
+            .map_err(|error| {
+                // Pointed at the key the client names (`ondorse.api_key_file`).
+                let at = match &error {
+                    OndorseError::InvalidConfig { key, .. } => key
+                        .split_once('.')
+                        .map(|(section, key)| config.origins.of(section, key)),
+                    _ => None,
+                };
+                let at = at.unwrap_or_else(|| source.to_string());
+                problems.push(format!("{at}: {error}"));
+            })
             .ok();
         match (mappings, salesforce, ondorse) {
             (Some(mappings), Some(salesforce), Some(ondorse)) if problems.is_empty() => {

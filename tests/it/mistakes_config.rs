@@ -435,6 +435,17 @@ async fn check_refuses_first_whatever_run_would_refuse() {
             warns: &[],
         },
         Mistake {
+            what: "an api key that cannot travel in a header",
+            make: |setup| {
+                std::fs::write(setup.path("ondorse-api-key"), "first-line\nsecond-line\n").unwrap()
+            },
+            outcomes: REFUSED,
+            says: &[
+                "{config:api_key_file}: invalid ondorse configuration: ondorse.api_key_file: the api key (with its scheme) is not a valid header value",
+            ],
+            warns: &[],
+        },
+        Mistake {
             what: "a store path under a file",
             make: |setup| {
                 std::fs::write(setup.path("occupied"), "").unwrap();
