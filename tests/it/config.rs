@@ -233,3 +233,32 @@ fn environment_overrides_are_parsed_as_the_key_type() {
         .collect();
     assert_eq!(allowed, ["10.0.0.0/8", "192.0.2.7/32"]);
 }
+
+#[test]
+fn the_shipped_example_loads_with_every_key_known_and_of_its_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml"))
+            .unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &example).unwrap();
+    let credentials = tempfile::tempdir().unwrap();
+    for (name, content) in [
+        ("sf-jwt-key.pem", private_key_pem()),
+        ("sf-client-secret", "client-secret\n"),
+        ("sf-refresh-token", "refresh-token\n"),
+        ("ondorse-api-key", "ondorse-key\n"),
+        ("webhook-path-secret", PATH_SECRET),
+        ("admin-token", "admin-token\n"),
+    ] {
+        std::fs::write(credentials.path().join(name), content).unwrap();
+    }
+    let config = Config::load_with_environment(
+        &path,
+        Some(credentials.path()),
+        std::collections::HashMap::new(),
+    )
+    .unwrap_or_else(|errors| panic!("config/example.toml does not load:\n{errors}"));
+    assert_eq!(config.salesforce.api_budget_percent, 50);
+    assert_eq!(config.schedule.overlap.as_secs(), 900);
+}
