@@ -27,8 +27,19 @@ pub async fn check(cli: &Cli, online: bool) -> Result<(), Failure> {
         return Ok(());
     }
     salesforce.authenticate().await.map_err(|error| {
-        anyhow::Error::from(error)
-            .context("cannot authenticate to Salesforce for the online checks")
+        // A refused login is the configuration's to fix; an org that does
+        // not answer may answer later.
+        if error.is_retriable() {
+            Failure::Runtime(
+                anyhow::Error::from(error)
+                    .context("cannot authenticate to Salesforce for the online checks"),
+            )
+        } else {
+            Failure::Invalid(format!(
+                "{}: salesforce refused the login of the online checks: {error}",
+                config.origins.of("salesforce", "auth")
+            ))
+        }
     })?;
     let problems = online::check_online(&salesforce, &mappings)
         .await

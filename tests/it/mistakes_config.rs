@@ -573,6 +573,19 @@ async fn check_refuses_first_whatever_run_would_refuse() {
             warns: &[],
         },
         Mistake {
+            what: "a client id the org does not know",
+            make: |setup| {
+                setup.edit(
+                    "config.toml",
+                    "client_id = \"sandbox-client-id\"",
+                    "client_id = \"someone-else\"",
+                )
+            },
+            outcomes: [Exits(0), Exits(2), NotRun],
+            says: &["{config:auth =}: salesforce refused the login of the online checks: "],
+            warns: &[],
+        },
+        Mistake {
             what: "two flows whose select overlap",
             make: |setup| {
                 setup.edit(
