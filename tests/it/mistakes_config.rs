@@ -82,6 +82,17 @@ impl Setup {
         self.edit("config.toml", &header, &format!("{header}{line}\n"));
     }
 
+    /// Replaces the line of config.toml that starts with `start`.
+    fn replace_line(&self, start: &str, line: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config.toml");
+        let old = text
+            .lines()
+            .find(|candidate| candidate.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starts with {start:?}"))
+            .to_owned();
+        self.edit("config.toml", &old, line);
+    }
+
     fn append(&self, text: &str) {
         let path = self.config.clone();
         let mut content = std::fs::read_to_string(&path).expect("read config.toml");
@@ -654,15 +665,7 @@ async fn the_mistakes_caught_before_are_caught_by_every_command() {
         },
         Mistake {
             what: "a base URL without a scheme",
-            make: |setup| {
-                let text = std::fs::read_to_string(&setup.config).unwrap();
-                let line = text
-                    .lines()
-                    .find(|line| line.starts_with("base_url"))
-                    .unwrap()
-                    .to_owned();
-                setup.edit("config.toml", &line, "base_url = \"api.ondorse.example\"");
-            },
+            make: |setup| setup.replace_line("base_url", "base_url = \"api.ondorse.example\""),
             outcomes: REFUSED,
             says: &[
                 "{config:base_url}: [ondorse] base_url: \"api.ondorse.example\" is not a URL",
@@ -723,6 +726,16 @@ async fn transient_failures_are_exit_1_and_no_concern_of_check() {
             },
             outcomes: [Exits(0), Exits(0), Exits(1)],
             says: &["cannot listen for webhooks on 127.0.0.1:"],
+            warns: &[],
+        },
+        Mistake {
+            what: "an org that does not answer",
+            make: |setup| {
+                let closed = free_address();
+                setup.replace_line("login_url", &format!("login_url = \"http://{closed}\""));
+            },
+            outcomes: [Exits(0), Exits(1), NotRun],
+            says: &["cannot authenticate to Salesforce for the online checks"],
             warns: &[],
         },
         Mistake {
