@@ -955,31 +955,16 @@ async fn explain_shows_the_http_status_of_every_failed_call() {
         world.salesforce.fail_next_requests(1);
         engine.flush_writes().await.expect("a write pass");
     }
-    let output =
-        crate::support::daemon::cli(&world.config_path, &["explain", "--account", &id]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let explained = explain_text(&world, &id).await;
+    assert_eq!(
+        status_under(&explained, "portal creation failed").as_deref(),
+        Some("400"),
+        "{explained}"
     );
-    let failed_portal = stdout
-        .find("portal creation failed")
-        .unwrap_or_else(|| panic!("no failed portal in:\n{stdout}"));
-    assert!(
-        stdout[failed_portal..]
-            .lines()
-            .nth(1)
-            .is_some_and(|line| line.trim() == "HTTP status: 400"),
-        "{stdout}"
-    );
-    let failed_write = stdout
-        .find("write_retry")
-        .or_else(|| stdout.find("retrying at"))
-        .unwrap_or_else(|| panic!("no retried write in:\n{stdout}"));
-    assert!(
-        stdout[failed_write..].contains("HTTP status: 503"),
-        "{stdout}"
+    assert_eq!(
+        status_under(&explained, "retrying at").as_deref(),
+        Some("503"),
+        "{explained}"
     );
 }
 
@@ -1022,22 +1007,33 @@ async fn explain_shows_the_http_status_of_a_failed_application_fetch() {
         let report = engine.reconcile().await.expect("reconcile");
         assert_eq!(report.applications_failed, 1, "{report:?}");
     }
+    let explained = explain_text(&world, &id).await;
+    assert_eq!(
+        status_under(&explained, "fetching application").as_deref(),
+        Some("503"),
+        "{explained}"
+    );
+}
+
+/// `explain --account ID`, which must succeed: what it prints.
+async fn explain_text(world: &World, id: &str) -> String {
     let output =
-        crate::support::daemon::cli(&world.config_path, &["explain", "--account", &id]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        crate::support::daemon::cli(&world.config_path, &["explain", "--account", id]).await;
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let failed = stdout
-        .find("fetching application")
-        .unwrap_or_else(|| panic!("no failed fetch in:\n{stdout}"));
-    assert!(
-        stdout[failed..]
-            .lines()
-            .nth(1)
-            .is_some_and(|line| line.trim() == "HTTP status: 503"),
-        "{stdout}"
-    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The HTTP status `explain` shows under the first history entry whose
+/// line holds `summary` (its detail lines are indented further).
+fn status_under(explained: &str, summary: &str) -> Option<String> {
+    let mut lines = explained.lines().skip_while(|line| !line.contains(summary));
+    lines.next()?;
+    lines
+        .take_while(|line| line.starts_with("                         "))
+        .find_map(|line| line.trim().strip_prefix("HTTP status: "))
+        .map(str::to_owned)
 }
