@@ -182,21 +182,27 @@ fn wrong_values_say_what_would_fit() {
     assert_eq!(message.lines().count(), 3, "{message}");
 }
 
-#[test]
-fn environment_overrides_win_and_are_named_in_errors() {
+/// A complete configuration loaded with these environment variables.
+fn load_with_variables(variables: &[(&str, &str)]) -> Result<Config, String> {
     let dir = tempfile::tempdir().unwrap();
     let settings = ConfigSettings::in_dir(dir.path());
     let files = write_config(dir.path(), &settings, private_key_pem());
-    let environment = [
+    let environment = variables
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    Config::load_with_environment(&files.path, None, environment)
+        .map_err(|errors| errors.to_string())
+}
+
+#[test]
+fn environment_overrides_win_and_are_named_in_errors() {
+    let message = load_with_variables(&[
         ("ONDORSE_BRIDGE__SALESFORCE__API_VERSION", "63.0"),
         ("ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT", "250"),
         ("UNRELATED_VARIABLE", "ignored"),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_owned(), value.to_owned()))
-    .collect();
-    let result = Config::load_with_environment(&files.path, None, environment);
-    let message = result.unwrap_err().to_string();
+    ])
+    .unwrap_err();
     assert_eq!(
         message,
         "environment ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT: [salesforce] api_budget_percent: 250 is out of range 0..=100"
@@ -205,10 +211,7 @@ fn environment_overrides_win_and_are_named_in_errors() {
 
 #[test]
 fn environment_overrides_are_parsed_as_the_key_type() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = ConfigSettings::in_dir(dir.path());
-    let files = write_config(dir.path(), &settings, private_key_pem());
-    let environment = [
+    let config = load_with_variables(&[
         ("ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT", " 40 "),
         ("ONDORSE_BRIDGE__SALESFORCE__API_VERSION", "63.0"),
         ("ONDORSE_BRIDGE__SCHEDULE__OVERLAP_SECONDS", "60"),
@@ -216,12 +219,8 @@ fn environment_overrides_are_parsed_as_the_key_type() {
             "ONDORSE_BRIDGE__WEBHOOKS__ALLOWED_IPS",
             "10.0.0.0/8, 192.0.2.7",
         ),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_owned(), value.to_owned()))
-    .collect();
-    let config = Config::load_with_environment(&files.path, None, environment)
-        .expect("overrides of the right type load");
+    ])
+    .expect("overrides of the right type load");
     assert_eq!(config.salesforce.api_budget_percent, 40);
     assert_eq!(config.salesforce.api_version, "63.0");
     assert_eq!(config.schedule.overlap.as_secs(), 60);

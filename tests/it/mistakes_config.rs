@@ -970,39 +970,37 @@ async fn explain_shows_the_http_status_of_every_failed_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_http_status_of_a_failed_application_fetch() {
-    use ondorse_bridge::sandbox::salesforce::SalesforceSandboxOptions;
+    use ondorse_bridge::ondorse::webhook::parse_envelope;
 
-    use crate::support::world::{E2E_DEADLINE, eventually};
-
-    let world = World::start_with(
-        SalesforceSandboxOptions::default(),
-        OndorseSandboxOptions::default(),
-        "[schedule]\npoll = \"* * * * * *\"\n",
-    )
-    .await;
-    let daemon = world.daemon().await;
+    let world = World::start(OndorseSandboxOptions::default()).await;
     let id = world.seed(1, "Customer", 41).remove(0);
-    eventually("the portal is created", E2E_DEADLINE, || {
-        world.portals_by_account().contains_key(&id)
-    })
-    .await;
-    world
-        .ondorse
-        .submit_portal(&world.portal_of(&id))
-        .expect("the applicant submits");
-    eventually("the application is linked", E2E_DEADLINE, || {
-        daemon
-            .engine
-            .store()
-            .link(BUSINESS, &id)
-            .ok()
-            .flatten()
-            .is_some_and(|link| link.application_id.is_some())
-    })
-    .await;
-    daemon.stop().await.expect("clean stop");
     {
         let engine = world.engine();
+        engine
+            .poll(BUSINESS)
+            .await
+            .expect("poll creates the portal");
+        world
+            .ondorse
+            .submit_portal(&world.portal_of(&id))
+            .expect("the applicant submits");
+        // The events Ondorse raised (no webhook URL is set: none was sent),
+        // received as the webhook listener would.
+        for event in world.ondorse.events() {
+            let envelope = parse_envelope(event.to_string().as_bytes()).expect("an envelope");
+            engine
+                .store()
+                .accept_webhook(&envelope, chrono::Utc::now())
+                .await
+                .expect("stored");
+        }
+        engine
+            .process_inbox()
+            .await
+            .expect("the application is fetched");
+        let link = engine.store().link(BUSINESS, &id).unwrap().expect("a link");
+        assert!(link.application_id.is_some(), "{link:?}");
+
         world.ondorse.fail_next_requests(1, 503);
         let report = engine.reconcile().await.expect("reconcile");
         assert_eq!(report.applications_failed, 1, "{report:?}");
