@@ -5,7 +5,7 @@
 //! collected before failing, so an operator fixes a file in one pass. Secrets
 //! are read from `*_file` keys into [`SecretString`] at once and never printed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +29,8 @@ pub const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
 pub struct Config {
     /// The file it came from, so messages can name it.
     pub source: PathBuf,
+    /// Where each key was set, so checks after loading can point at it.
+    pub origins: Origins,
     pub salesforce: SalesforceConfig,
     pub ondorse: OndorseConfig,
     pub webhooks: WebhooksConfig,
@@ -152,49 +154,6 @@ pub const DEFAULT_OVERLAP_SECONDS: u64 = 15 * 60;
 /// public listener, so it must not be guessable.
 pub const MIN_PATH_SECRET_LENGTH: usize = 16;
 
-/// Every section and key the product knows (SPEC §5).
-const KNOWN_KEYS: &[(&str, &[&str])] = &[
-    (
-        "salesforce",
-        &[
-            "login_url",
-            "api_version",
-            "auth",
-            "client_id",
-            "username",
-            "audience",
-            "private_key_file",
-            "client_secret_file",
-            "refresh_token_file",
-            "api_budget_percent",
-        ],
-    ),
-    (
-        "ondorse",
-        &[
-            "base_url",
-            "api_key_file",
-            "auth_header",
-            "auth_scheme",
-            "portal_base_url",
-        ],
-    ),
-    (
-        "webhooks",
-        &[
-            "listen",
-            "path_secret_file",
-            "allowed_ips",
-            "trusted_proxies",
-            "signing_secret_file",
-        ],
-    ),
-    ("admin", &["listen", "token_file"]),
-    ("store", &["path"]),
-    ("mappings", &["dir"]),
-    ("schedule", &["poll", "reconcile", "overlap_seconds"]),
-];
-
 /// What `config` writes as the origin of values that came from the environment.
 const ENVIRONMENT_ORIGIN: &str = "the environment";
 
@@ -269,10 +228,14 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
         let mut loader = Loader {
-            file: path.to_path_buf(),
-            positions,
+            origins: Origins {
+                file: path.to_path_buf(),
+                positions,
+                from_environment: HashSet::new(),
+            },
             sections: BTreeMap::new(),
-            from_environment: HashSet::new(),
+            known: BTreeMap::new(),
+            refused: HashSet::new(),
             secrets_base,
             credentials_directory: credentials_directory.is_some(),
             problems: Vec::new(),
@@ -280,6 +243,7 @@ impl Config {
         loader.split_sections(merged);
         let config = Config {
             source: path.to_path_buf(),
+            origins: loader.origins.clone(),
             salesforce: loader.salesforce(),
             ondorse: loader.ondorse(),
             webhooks: loader.webhooks(),
@@ -292,6 +256,7 @@ impl Config {
             },
             schedule: loader.schedule(),
         };
+        loader.check_listeners(config.webhooks.listen, config.admin.listen);
         loader.report_unknown_keys();
         if loader.problems.is_empty() {
             Ok(config)
@@ -303,7 +268,55 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Whether the user running this process can create or write the store
+    /// directory. `run` needs to; `check` says so before it is started,
+    /// naming the user, since under systemd the service's user differs.
+    pub fn check_store_path(&self) -> Result<(), String> {
+        let path = &self.store.path;
+        let refuse = |reason: String| {
+            format!(
+                "{}: [store] path: {reason}",
+                self.origins.of("store", "path")
+            )
+        };
+        let (probed, verb) = if path.exists() {
+            (path.as_path(), "written")
+        } else {
+            let ancestor = path
+                .ancestors()
+                .skip(1)
+                .map(|ancestor| {
+                    if ancestor.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        ancestor
+                    }
+                })
+                .find(|ancestor| ancestor.exists())
+                .unwrap_or(Path::new("/"));
+            (ancestor, "created")
+        };
+        if !probed.is_dir() {
+            return Err(refuse(format!(
+                "{} cannot be {verb}: {} is not a directory",
+                path.display(),
+                probed.display()
+            )));
+        }
+        tempfile::tempfile_in(probed).map(drop).map_err(|error| {
+            refuse(format!(
+                "{} cannot be {verb} by the user running this command ({}: {error}); \
+                 under systemd it is the service's user that needs it (StateDirectory= makes it)",
+                path.display(),
+                probed.display()
+            ))
+        })
+    }
+}
+
 /// Line and column (1-based) of every key in the file, for messages.
+#[derive(Debug, Clone)]
 struct Positions {
     keys: HashMap<(String, String), (usize, usize)>,
     sections: HashMap<String, (usize, usize)>,
@@ -352,84 +365,19 @@ impl Positions {
     }
 }
 
-/// 1-based line and column of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map_or(0, |tail| tail.chars().count())
-        + 1;
-    (line, column)
-}
-
-/// Walks the merged values section by section, recording every problem.
-struct Loader {
+/// Where each key's value came from, so any later check can name it.
+#[derive(Debug, Clone)]
+pub struct Origins {
     file: PathBuf,
     positions: Positions,
-    sections: BTreeMap<String, config::Map<String, config::Value>>,
     /// (section, key) pairs whose value came from an environment variable.
     from_environment: HashSet<(String, String)>,
-    secrets_base: PathBuf,
-    credentials_directory: bool,
-    problems: Vec<String>,
 }
 
-impl Loader {
-    fn split_sections(&mut self, merged: config::Config) {
-        let names = match merged
-            .clone()
-            .try_deserialize::<BTreeMap<String, serde::de::IgnoredAny>>()
-        {
-            Ok(names) => names,
-            Err(error) => {
-                self.problems
-                    .push(format!("{}: {error}", self.file.display()));
-                return;
-            }
-        };
-        for section in names.into_keys() {
-            let known = KNOWN_KEYS.iter().any(|(name, _)| *name == section);
-            if !known {
-                let names: Vec<&str> = KNOWN_KEYS.iter().map(|(name, _)| *name).collect();
-                let location = self.section_location(&section);
-                self.problems.push(format!(
-                    "{location}: unknown section [{section}]{}",
-                    did_you_mean(&section, &names)
-                ));
-                continue;
-            }
-            match merged.get_table(&section) {
-                Ok(table) => {
-                    for (key, value) in &table {
-                        if value.origin() == Some(ENVIRONMENT_ORIGIN) {
-                            self.from_environment.insert((section.clone(), key.clone()));
-                        }
-                    }
-                    self.sections.insert(section, table);
-                }
-                Err(error) => {
-                    let location = self.section_location(&section);
-                    self.problems
-                        .push(format!("{location}: [{section}] must be a table: {error}"));
-                }
-            }
-        }
-    }
-
-    fn section_location(&self, section: &str) -> String {
-        match self.positions.sections.get(section) {
-            Some((line, column)) => format!("{}:{line}:{column}", self.file.display()),
-            None => format!(
-                "environment {ENV_PREFIX}{ENV_SEPARATOR}{}{ENV_SEPARATOR}*",
-                section.to_uppercase()
-            ),
-        }
-    }
-
-    /// Where a key's value came from: `file:line:column` or the variable name.
-    fn location(&self, section: &str, key: &str) -> String {
+impl Origins {
+    /// `file:line:column` of a key, or the environment variable that set it;
+    /// the section's header, or the file, when the key is not written.
+    pub fn of(&self, section: &str, key: &str) -> String {
         if self
             .from_environment
             .contains(&(section.to_owned(), key.to_owned()))
@@ -451,6 +399,178 @@ impl Loader {
         }
     }
 
+    fn section(&self, section: &str) -> String {
+        match self.positions.sections.get(section) {
+            Some((line, column)) => format!("{}:{line}:{column}", self.file.display()),
+            None => format!(
+                "environment {ENV_PREFIX}{ENV_SEPARATOR}{}{ENV_SEPARATOR}*",
+                section.to_uppercase()
+            ),
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |tail| tail.chars().count())
+        + 1;
+    (line, column)
+}
+
+/// The type a key's value must have. In the file the TOML type must match
+/// (`50`, not `"50"`, `50.5` or `true`); an environment override is text by
+/// nature and is parsed as this type.
+#[derive(Debug, Clone, Copy)]
+enum Expected {
+    /// A TOML string.
+    Text,
+    /// A TOML integer.
+    WholeNumber,
+    /// A TOML array of strings; comma-separated in the environment.
+    TextList,
+}
+
+impl Expected {
+    fn describe(self) -> &'static str {
+        match self {
+            Expected::Text => "text in quotes",
+            Expected::WholeNumber => "a whole number",
+            Expected::TextList => "a list of text like [\"a\", \"b\"]",
+        }
+    }
+}
+
+/// A value that has its key's type.
+enum Typed {
+    Text(String),
+    WholeNumber(i64),
+    TextList(Vec<String>),
+}
+
+/// How a value of the wrong type is shown: what the operator wrote.
+fn shown(kind: &config::ValueKind) -> String {
+    use config::ValueKind;
+    match kind {
+        ValueKind::Nil => "nothing".to_owned(),
+        ValueKind::Boolean(value) => format!("the boolean {value}"),
+        ValueKind::I64(value) => format!("the number {value}"),
+        ValueKind::I128(value) => format!("the number {value}"),
+        ValueKind::U64(value) => format!("the number {value}"),
+        ValueKind::U128(value) => format!("the number {value}"),
+        ValueKind::Float(value) => format!("the number {value:?}"),
+        ValueKind::String(text) => format!("the text {text:?}"),
+        ValueKind::Table(_) => "a table".to_owned(),
+        ValueKind::Array(_) => "a list".to_owned(),
+    }
+}
+
+impl Typed {
+    /// A value from the file, if its TOML type is the expected one.
+    fn from_file(expected: Expected, kind: config::ValueKind) -> Result<Typed, String> {
+        use config::ValueKind;
+        match (expected, kind) {
+            (Expected::Text, ValueKind::String(text)) => Ok(Typed::Text(text)),
+            (Expected::WholeNumber, ValueKind::I64(number)) => Ok(Typed::WholeNumber(number)),
+            (Expected::WholeNumber, ValueKind::U64(number)) => i64::try_from(number)
+                .map(Typed::WholeNumber)
+                .map_err(|_| format!("the number {number}")),
+            (Expected::TextList, ValueKind::Array(items)) => items
+                .into_iter()
+                .map(|item| match item.kind {
+                    ValueKind::String(text) => Ok(text),
+                    other => Err(format!("a list holding {}", shown(&other))),
+                })
+                .collect::<Result<_, _>>()
+                .map(Typed::TextList),
+            (_, other) => Err(shown(&other)),
+        }
+    }
+
+    /// An environment override (text) parsed as the expected type.
+    fn from_environment(expected: Expected, text: String) -> Result<Typed, String> {
+        match expected {
+            Expected::Text => Ok(Typed::Text(text)),
+            Expected::WholeNumber => text
+                .trim()
+                .parse()
+                .map(Typed::WholeNumber)
+                .map_err(|_| format!("{text:?}")),
+            // "10.0.0.0/8,192.0.2.7"
+            Expected::TextList => Ok(Typed::TextList(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            )),
+        }
+    }
+}
+
+/// Walks the merged values section by section, recording every problem.
+///
+/// Each key is declared once, by the reader that takes it (`string`,
+/// `unsigned`, `networks`...): that call gives its type and default, and
+/// marks it known, so whatever no reader took is reported as unknown.
+struct Loader {
+    origins: Origins,
+    sections: BTreeMap<String, config::Map<String, config::Value>>,
+    /// Every key a reader asked for, per section: the known keys.
+    known: BTreeMap<String, BTreeSet<String>>,
+    /// Keys whose value had the wrong type (already reported).
+    refused: HashSet<(String, String)>,
+    secrets_base: PathBuf,
+    credentials_directory: bool,
+    problems: Vec<String>,
+}
+
+impl Loader {
+    fn split_sections(&mut self, merged: config::Config) {
+        let names = match merged
+            .clone()
+            .try_deserialize::<BTreeMap<String, serde::de::IgnoredAny>>()
+        {
+            Ok(names) => names,
+            Err(error) => {
+                self.problems
+                    .push(format!("{}: {error}", self.origins.file.display()));
+                return;
+            }
+        };
+        for section in names.into_keys() {
+            match merged.get_table(&section) {
+                Ok(table) => {
+                    for (key, value) in &table {
+                        if value.origin() == Some(ENVIRONMENT_ORIGIN) {
+                            self.origins
+                                .from_environment
+                                .insert((section.clone(), key.clone()));
+                        }
+                    }
+                    self.sections.insert(section, table);
+                }
+                Err(error) => {
+                    let location = self.section_location(&section);
+                    self.problems
+                        .push(format!("{location}: [{section}] must be a table: {error}"));
+                }
+            }
+        }
+    }
+
+    fn section_location(&self, section: &str) -> String {
+        self.origins.section(section)
+    }
+
+    fn location(&self, section: &str, key: &str) -> String {
+        self.origins.of(section, key)
+    }
+
     fn problem(&mut self, section: &str, key: &str, message: impl std::fmt::Display) {
         let location = self.location(section, key);
         self.problems
@@ -458,27 +578,55 @@ impl Loader {
     }
 
     fn missing(&mut self, section: &str, key: &str, why: &str) {
+        if self.refused.contains(&(section.to_owned(), key.to_owned())) {
+            return;
+        }
         let location = self.location(section, key);
         self.problems
             .push(format!("{location}: [{section}] {key} is required ({why})"));
     }
 
+    /// Marks a key known and takes its value, untyped.
     fn take(&mut self, section: &str, key: &str) -> Option<config::Value> {
+        self.known
+            .entry(section.to_owned())
+            .or_default()
+            .insert(key.to_owned());
         self.sections.get_mut(section)?.remove(key)
     }
 
-    /// A string value, or `None` when absent or of the wrong type (recorded).
-    fn string(&mut self, section: &str, key: &str) -> Option<String> {
+    /// Takes a key's value as `expected`; a value of another type is
+    /// reported (naming the key, the type and where it came from) and
+    /// treated as absent.
+    fn typed(&mut self, section: &str, key: &str, expected: Expected) -> Option<Typed> {
         let value = self.take(section, key)?;
-        match value.kind {
-            config::ValueKind::String(text) => Some(text),
-            config::ValueKind::I64(number) => Some(number.to_string()),
-            config::ValueKind::U64(number) => Some(number.to_string()),
-            config::ValueKind::Float(number) => Some(number.to_string()),
-            other => {
-                self.problem(section, key, format!("expected text, found {other}"));
-                None
+        let from_environment = self
+            .origins
+            .from_environment
+            .contains(&(section.to_owned(), key.to_owned()));
+        let typed = match value.kind {
+            config::ValueKind::String(text) if from_environment => {
+                Typed::from_environment(expected, text)
             }
+            kind => Typed::from_file(expected, kind),
+        };
+        typed
+            .map_err(|found| {
+                self.problem(
+                    section,
+                    key,
+                    format!("expected {}, found {found}", expected.describe()),
+                );
+                self.refused.insert((section.to_owned(), key.to_owned()));
+            })
+            .ok()
+    }
+
+    /// A text value, or `None` when absent or of the wrong type (recorded).
+    fn string(&mut self, section: &str, key: &str) -> Option<String> {
+        match self.typed(section, key, Expected::Text)? {
+            Typed::Text(text) => Some(text),
+            Typed::WholeNumber(_) | Typed::TextList(_) => None,
         }
     }
 
@@ -488,46 +636,33 @@ impl Loader {
     }
 
     fn required_string(&mut self, section: &str, key: &str, why: &str) -> Option<String> {
-        let value = self.string(section, key);
-        match value {
+        match self.string(section, key) {
             Some(text) if !text.trim().is_empty() => Some(text),
             Some(_) => {
                 self.problem(section, key, format!("must not be empty ({why})"));
                 None
             }
             None => {
-                if !self
-                    .problems
-                    .iter()
-                    .any(|problem| problem.contains(&format!("[{section}] {key}:")))
-                {
-                    self.missing(section, key, why);
-                }
+                self.missing(section, key, why);
                 None
             }
         }
     }
 
+    /// A whole number in `0..=maximum`, or `default` when absent or wrong
+    /// (recorded).
     fn unsigned(&mut self, section: &str, key: &str, default: u64, maximum: u64) -> u64 {
-        let Some(value) = self.take(section, key) else {
+        let Some(Typed::WholeNumber(number)) = self.typed(section, key, Expected::WholeNumber)
+        else {
             return default;
         };
-        let shown = value.to_string();
-        match value.into_int() {
-            Ok(number) if (0..=maximum as i64).contains(&number) => number as u64,
-            Ok(number) => {
+        match u64::try_from(number) {
+            Ok(number) if number <= maximum => number,
+            _ => {
                 self.problem(
                     section,
                     key,
                     format!("{number} is out of range 0..={maximum}"),
-                );
-                default
-            }
-            Err(_) => {
-                self.problem(
-                    section,
-                    key,
-                    format!("expected a whole number, found {shown:?}"),
                 );
                 default
             }
@@ -570,25 +705,8 @@ impl Loader {
     }
 
     fn networks(&mut self, section: &str, key: &str) -> Vec<IpNet> {
-        let Some(value) = self.take(section, key) else {
+        let Some(Typed::TextList(items)) = self.typed(section, key, Expected::TextList) else {
             return Vec::new();
-        };
-        let items: Vec<String> = match value.kind {
-            config::ValueKind::Array(items) => items.iter().map(ToString::to_string).collect(),
-            // From the environment: "10.0.0.0/8,192.0.2.7".
-            config::ValueKind::String(text) => text
-                .split(',')
-                .filter(|item| !item.trim().is_empty())
-                .map(str::to_owned)
-                .collect(),
-            other => {
-                self.problem(
-                    section,
-                    key,
-                    format!("expected a list of addresses, found {other}"),
-                );
-                return Vec::new();
-            }
         };
         let mut networks = Vec::new();
         for item in items {
@@ -610,6 +728,17 @@ impl Loader {
 
     /// Reads the secret named by a `*_file` key, if the key is present.
     fn secret_file(&mut self, section: &str, key: &str) -> Option<SecretString> {
+        self.secret_file_checked(section, key, |_| Ok(()))
+    }
+
+    /// [`Loader::secret_file`], with `check` saying whether the content is
+    /// usable (a key that parses): what `run` would refuse, `check` refuses.
+    fn secret_file_checked(
+        &mut self,
+        section: &str,
+        key: &str,
+        check: fn(&SecretString) -> Result<(), String>,
+    ) -> Option<SecretString> {
         let name = self.string(section, key)?;
         if name.trim().is_empty() {
             return None;
@@ -638,7 +767,16 @@ impl Loader {
                     );
                     return None;
                 }
-                Some(SecretString::from(secret))
+                let secret = SecretString::from(secret);
+                if let Err(reason) = check(&secret) {
+                    self.problem(
+                        section,
+                        key,
+                        format!("the secret file {} {reason}", path.display()),
+                    );
+                    return None;
+                }
+                Some(secret)
             }
             Err(error) => {
                 self.problem(
@@ -660,15 +798,25 @@ impl Loader {
         key: &str,
         why: &str,
     ) -> Option<SecretString> {
+        self.required_secret_file_checked(section, key, why, |_| Ok(()))
+    }
+
+    fn required_secret_file_checked(
+        &mut self,
+        section: &str,
+        key: &str,
+        why: &str,
+        check: fn(&SecretString) -> Result<(), String>,
+    ) -> Option<SecretString> {
         let present = self
             .sections
             .get(section)
             .is_some_and(|table| table.contains_key(key));
+        let secret = self.secret_file_checked(section, key, check);
         if !present {
             self.missing(section, key, why);
-            return None;
         }
-        self.secret_file(section, key)
+        secret
     }
 
     fn salesforce(&mut self) -> SalesforceConfig {
@@ -705,10 +853,11 @@ impl Loader {
                         "the integration user, subject of the JWT",
                     );
                 }
-                let private_key = self.required_secret_file(
+                let private_key = self.required_secret_file_checked(
                     SECTION,
                     "private_key_file",
                     "the connected app's RSA key in PEM",
+                    |pem| crate::salesforce::rsa_private_key(pem).map(drop),
                 );
                 self.ignore(SECTION, &["client_secret_file", "refresh_token_file"]);
                 SalesforceAuth::JwtBearer {
@@ -789,10 +938,11 @@ impl Loader {
         }
     }
 
-    /// Keys that belong to another auth flow: accepted, unused.
+    /// Keys that belong to another auth flow: accepted if they are text,
+    /// unused.
     fn ignore(&mut self, section: &str, keys: &[&str]) {
         for key in keys {
-            self.take(section, key);
+            self.string(section, key);
         }
     }
 
@@ -908,25 +1058,49 @@ impl Loader {
         }
     }
 
-    fn report_unknown_keys(&mut self) {
-        let leftovers: Vec<(String, String)> = self
-            .sections
-            .iter()
-            .flat_map(|(section, table)| {
-                table.keys().map(move |key| (section.clone(), key.clone()))
-            })
-            .collect();
-        for (section, key) in leftovers {
-            let known = KNOWN_KEYS
-                .iter()
-                .find(|(name, _)| *name == section)
-                .map_or(&[][..], |(_, keys)| *keys);
-            let location = self.location(&section, &key);
-            self.problems.push(format!(
-                "{location}: unknown key [{section}] {key}{}",
-                did_you_mean(&key, known)
-            ));
+    /// Both listeners on one fixed address: `run` could bind only one.
+    fn check_listeners(&mut self, webhooks: SocketAddr, admin: SocketAddr) {
+        let overlapping = webhooks.ip() == admin.ip()
+            || webhooks.ip().is_unspecified()
+            || admin.ip().is_unspecified();
+        if webhooks.port() == 0 || webhooks.port() != admin.port() || !overlapping {
+            return;
         }
+        let other = self.location("webhooks", "listen");
+        self.problem(
+            "admin",
+            "listen",
+            format!(
+                "{admin} takes the port of [webhooks] listen {webhooks} ({other}); give the two listeners different ports"
+            ),
+        );
+    }
+
+    /// Whatever no reader took: unknown sections and keys, with the nearest
+    /// known name.
+    fn report_unknown_keys(&mut self) {
+        let sections = std::mem::take(&mut self.sections);
+        let section_names: Vec<&str> = self.known.keys().map(String::as_str).collect();
+        let mut problems = Vec::new();
+        for (section, table) in &sections {
+            let Some(known) = self.known.get(section) else {
+                problems.push(format!(
+                    "{}: unknown section [{section}]{}",
+                    self.section_location(section),
+                    did_you_mean(section, &section_names)
+                ));
+                continue;
+            };
+            let key_names: Vec<&str> = known.iter().map(String::as_str).collect();
+            for key in table.keys() {
+                problems.push(format!(
+                    "{}: unknown key [{section}] {key}{}",
+                    self.location(section, key),
+                    did_you_mean(key, &key_names)
+                ));
+            }
+        }
+        self.problems.extend(problems);
     }
 }
 

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::mapping::{self, Diagnostics};
-use crate::ondorse::OndorseClient;
+use crate::mapping::{self, MappingSet};
+use crate::ondorse::{OndorseClient, OndorseError};
 use crate::salesforce::SalesforceClient;
 use crate::server::admin::{self, AdminState};
 use crate::server::public::{self, PublicState};
@@ -31,15 +31,61 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Why the daemon did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The mapping files are invalid: the operator must fix them (exit 2).
-    #[error("{0}")]
-    Mappings(Diagnostics),
-    /// The configuration passed loading but a client refuses it (an
-    /// unreadable key, a bad URL): the operator must fix it (exit 2).
+    /// The configuration, a mapping or the store path is wrong: the operator
+    /// must fix it (exit 2). Every problem found, one per line.
     #[error("{0}")]
     Configuration(String),
     #[error(transparent)]
     Runtime(#[from] anyhow::Error),
+}
+
+/// What [`Daemon::start`] checks before it opens the store or binds a
+/// socket. `check` builds the same, so it refuses whatever `run` would
+/// refuse as configuration.
+pub struct Prepared {
+    pub mappings: MappingSet,
+    pub salesforce: SalesforceClient,
+    pub ondorse: OndorseClient,
+}
+
+impl Prepared {
+    /// The store path, the mappings and both clients; every problem at once.
+    pub fn new(config: &Config) -> Result<Prepared, StartError> {
+        let mut problems = Vec::new();
+        if let Err(problem) = config.check_store_path() {
+            problems.push(problem);
+        }
+        let mappings = mapping::load_dir(&config.mappings.dir)
+            .map_err(|diagnostics| problems.push(diagnostics.to_string()))
+            .ok();
+        let source = config.source.display();
+        let salesforce = SalesforceClient::new(&config.salesforce)
+            .map_err(|error| problems.push(format!("{source}: {error}")))
+            .ok();
+        let ondorse = OndorseClient::new(&config.ondorse)
+            .map_err(|error| {
+                // Pointed at the key the client names (`ondorse.api_key_file`).
+                let at = match &error {
+                    OndorseError::InvalidConfig { key, .. } => key
+                        .split_once('.')
+                        .map(|(section, key)| config.origins.of(section, key)),
+                    _ => None,
+                };
+                let at = at.unwrap_or_else(|| source.to_string());
+                problems.push(format!("{at}: {error}"));
+            })
+            .ok();
+        match (mappings, salesforce, ondorse) {
+            (Some(mappings), Some(salesforce), Some(ondorse)) if problems.is_empty() => {
+                Ok(Prepared {
+                    mappings,
+                    salesforce,
+                    ondorse,
+                })
+            }
+            _ => Err(StartError::Configuration(problems.join("\n"))),
+        }
+    }
 }
 
 /// A running daemon.
@@ -66,14 +112,12 @@ impl Daemon {
     /// listeners and starts the engine. Nothing is polled before all of it
     /// succeeded; `run` tells systemd READY only after this returns.
     pub async fn start(config: &Config, settings: EngineSettings) -> Result<Daemon, StartError> {
+        let Prepared {
+            mappings,
+            salesforce,
+            ondorse,
+        } = Prepared::new(config)?;
         let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
-        let mappings = mapping::load_dir(&config.mappings.dir).map_err(StartError::Mappings)?;
-        let salesforce = SalesforceClient::new(&config.salesforce).map_err(|error| {
-            StartError::Configuration(format!("{}: {error}", config.source.display()))
-        })?;
-        let ondorse = OndorseClient::new(&config.ondorse).map_err(|error| {
-            StartError::Configuration(format!("{}: {error}", config.source.display()))
-        })?;
 
         let listen = config.webhooks.listen;
         let listener = TcpListener::bind(listen)

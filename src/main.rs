@@ -2,12 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use ondorse_bridge::cli::{self, Cli};
+use ondorse_bridge::cli;
 use ondorse_bridge::telemetry;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     if matches!(cli.command, cli::Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
         // The demo prints its own progress; the daemon's info logs would bury
         // it. Set before any thread exists, so no one reads the environment
@@ -26,7 +28,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {failure:#}");
+            failure.report();
             failure.exit_code()
         }
     }

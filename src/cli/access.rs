@@ -1,7 +1,8 @@
 //! How the state commands (`status`, `explain`, `dead-letters`, `resync`)
 //! reach the ledger: the running daemon holds the store, so they ask its
 //! admin API; with the daemon stopped they open the store themselves. The
-//! store's lock decides, so the store is never opened twice.
+//! store's lock decides, so the store is never opened twice; a store that
+//! is not there is never created by them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -30,10 +31,17 @@ pub enum Access {
 }
 
 impl Access {
+    /// The daemon's admin API when it holds the store, else the store
+    /// itself; a store that does not exist is not created but refused,
+    /// naming `[store] path` (the wrong `--config`, most often).
     pub fn open(config: &Config) -> Result<Access, Failure> {
-        match Store::open(&config.store.path) {
+        match Store::open_existing(&config.store.path) {
             Ok(store) => Ok(Access::Store(store)),
             Err(StoreError::InUse { .. }) => Ok(Access::Daemon(AdminClient::new(&config.admin)?)),
+            Err(error @ StoreError::Missing { .. }) => Err(Failure::Invalid(format!(
+                "{}: [store] path: {error}; is this the configuration the daemon runs with?",
+                config.origins.of("store", "path")
+            ))),
             Err(error) => Err(Failure::Runtime(error.into())),
         }
     }

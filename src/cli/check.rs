@@ -1,14 +1,20 @@
 //! `ondorse-bridge check [--online]`: validate the configuration and every
 //! mapping file; with `--online`, also against the org's metadata.
+//!
+//! Offline, it runs what `run` runs before it starts ([`Prepared::new`]):
+//! whatever `run` would refuse as configuration, `check` refuses first.
 
 use crate::cli::{Cli, Failure};
-use crate::mapping::{self, online};
-use crate::salesforce::SalesforceClient;
+use crate::daemon::Prepared;
+use crate::mapping::online;
 
 pub async fn check(cli: &Cli, online: bool) -> Result<(), Failure> {
     let config = cli.load_config()?;
-    let mappings = mapping::load_dir(&config.mappings.dir)
-        .map_err(|diagnostics| Failure::Invalid(diagnostics.to_string()))?;
+    let Prepared {
+        mappings,
+        salesforce,
+        ..
+    } = Prepared::new(&config)?;
     let names: Vec<&str> = mappings.names().collect();
     println!("configuration {} is valid", cli.config_path().display());
     println!(
@@ -20,11 +26,20 @@ pub async fn check(cli: &Cli, online: bool) -> Result<(), Failure> {
     if !online {
         return Ok(());
     }
-    let salesforce = SalesforceClient::new(&config.salesforce)
-        .map_err(|error| Failure::Invalid(format!("{}: {error}", config.source.display())))?;
     salesforce.authenticate().await.map_err(|error| {
-        anyhow::Error::from(error)
-            .context("cannot authenticate to Salesforce for the online checks")
+        // A refused login is the configuration's to fix; an org that does
+        // not answer may answer later.
+        if error.is_retriable() {
+            Failure::Runtime(
+                anyhow::Error::from(error)
+                    .context("cannot authenticate to Salesforce for the online checks"),
+            )
+        } else {
+            Failure::Invalid(format!(
+                "{}: salesforce refused the login of the online checks: {error}",
+                config.origins.of("salesforce", "auth")
+            ))
+        }
     })?;
     let problems = online::check_online(&salesforce, &mappings)
         .await
@@ -36,6 +51,14 @@ pub async fn check(cli: &Cli, online: bool) -> Result<(), Failure> {
             "{problems}\n{} problem(s) found against the org",
             problems.len()
         )));
+    }
+    let overlaps = online::overlaps(&salesforce, &mappings)
+        .await
+        .map_err(|error| {
+            anyhow::Error::from(error).context("cannot count the Accounts the mappings share")
+        })?;
+    for overlap in &overlaps {
+        eprintln!("{overlap}");
     }
     println!(
         "every field read and written exists in the org and fits, and every `select` is valid SOQL ({} mapping(s) checked online)",

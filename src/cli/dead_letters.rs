@@ -6,22 +6,25 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::cli::Failure;
 use crate::cli::access::{Access, operation_failure};
+use crate::cli::{Failure, print_json};
 use crate::config::Config;
 use crate::store::DeadLetter;
 use crate::sync::operations::{self, RetryReport, RetrySelection};
 
-pub async fn list(config: &Config) -> Result<(), Failure> {
+pub async fn list(config: &Config, json: bool) -> Result<(), Failure> {
     let letters = match Access::open(config)? {
         Access::Daemon(client) => client.get::<Vec<DeadLetter>>("dead-letters").await?,
         Access::Store(store) => store.dead_letters().map_err(anyhow::Error::from)?,
     };
+    if json {
+        return print_json(&letters);
+    }
     print!("{}", render(&letters));
     Ok(())
 }
 
-pub async fn retry(config: &Config, selection: RetrySelection) -> Result<(), Failure> {
+pub async fn retry(config: &Config, selection: RetrySelection, json: bool) -> Result<(), Failure> {
     let (report, daemon) = match Access::open(config)? {
         Access::Daemon(client) => (
             client
@@ -40,6 +43,9 @@ pub async fn retry(config: &Config, selection: RetrySelection) -> Result<(), Fai
             false,
         ),
     };
+    if json {
+        return print_json(&report);
+    }
     for letter in &report.retried {
         println!(
             "dead letter {} (Account {}) queued again",

@@ -6,8 +6,8 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::cli::Failure;
 use crate::cli::access::{Access, operation_failure};
+use crate::cli::{Failure, print_json};
 use crate::config::Config;
 use crate::sync::operations::{self, Explanation};
 
@@ -15,7 +15,7 @@ use crate::sync::operations::{self, Explanation};
 const VALUE_WIDTH: usize = 80;
 
 pub async fn explain(config: &Config, account_id: &str, json: bool) -> Result<(), Failure> {
-    let account_id = operations::canonical_id(account_id).map_err(operation_failure)?;
+    let account_id = operations::account_id(account_id).map_err(operation_failure)?;
     let account_id = account_id.as_str();
     let explanation = match Access::open(config)? {
         Access::Daemon(client) => {
@@ -28,8 +28,7 @@ pub async fn explain(config: &Config, account_id: &str, json: bool) -> Result<()
         }
     };
     if json {
-        let text = serde_json::to_string_pretty(&explanation).map_err(anyhow::Error::from)?;
-        println!("{text}");
+        print_json(&explanation)?;
     } else {
         print!("{}", render(&explanation));
     }
@@ -95,6 +94,14 @@ fn detail_lines(step: &str, detail: &Value) -> Vec<String> {
         "dead_letter_retried" => push("queued again", fields(detail.get("fields"))),
         _ => {}
     }
+    // Every failed call records the status it was answered with, if any.
+    push(
+        "HTTP status",
+        detail
+            .get("http_status")
+            .and_then(Value::as_u64)
+            .map(|status| status.to_string()),
+    );
     lines
 }
 
@@ -224,6 +231,13 @@ mod tests {
                     json!({ "request": { "type": "business", "default_custom_fields": { "salesforce_account_id": "001Sb0000000004IAA" } } }),
                 ),
                 entry(
+                    2,
+                    None,
+                    "write_retry",
+                    "Salesforce answered SERVER_ERROR; retrying at 2026-11-25T10:00:03Z",
+                    json!({ "code": "SERVER_ERROR", "attempt": 1, "http_status": 503 }),
+                ),
+                entry(
                     3,
                     None,
                     "dead_lettered",
@@ -243,6 +257,9 @@ History, oldest first
                          read from Salesforce: Name=\"Acme\", KYC_Status__c=(empty)
   2026-11-25 10:00:01 UTC  [kyb] portal prt_1 created: https://collect.ondorse.co/portals/abc
                          sent to Ondorse: type=\"business\", default_custom_fields.salesforce_account_id=\"001Sb0000000004IAA\"
+  2026-11-25 10:00:02 UTC  Salesforce answered SERVER_ERROR; retrying at 2026-11-25T10:00:03Z
+                         Salesforce answered: \"SERVER_ERROR\"
+                         HTTP status: 503
   2026-11-25 10:00:03 UTC  Salesforce refused the write (FIELD_CUSTOM_VALIDATION_EXCEPTION): needs a review date (dead letter 15)
                          not written: KYC_Status__c=\"Portal sent\"
 ";

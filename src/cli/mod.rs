@@ -97,7 +97,11 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum DeadLettersCommand {
     /// Every dead letter, oldest first.
-    List,
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Queue dead letters again (once the cause is fixed).
     Retry {
         /// Dead letter ids, as `list` shows them.
@@ -110,6 +114,9 @@ pub enum DeadLettersCommand {
         /// Every dead letter.
         #[arg(long)]
         all: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -131,6 +138,9 @@ pub struct ResyncArgs {
     /// List what would change; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Why a command failed, and so which exit status it gets.
@@ -142,14 +152,40 @@ pub enum Failure {
     /// Something failed while running: exit 1.
     #[error(transparent)]
     Runtime(#[from] anyhow::Error),
+    /// Already told on standard output (as JSON, for `--json`): only the
+    /// exit status is left to give.
+    #[error("{message}")]
+    Printed { status: u8, message: String },
 }
 
 impl Failure {
-    pub fn exit_code(&self) -> ExitCode {
-        ExitCode::from(match self {
+    fn status(&self) -> u8 {
+        match self {
             Failure::Invalid(_) => EXIT_INVALID,
             Failure::Runtime(_) => EXIT_RUNTIME,
-        })
+            Failure::Printed { status, .. } => *status,
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.status())
+    }
+
+    /// Tells the failure on standard error, once, unless it was told already.
+    pub fn report(&self) {
+        if !matches!(self, Failure::Printed { .. }) {
+            eprintln!("error: {self:#}");
+        }
+    }
+
+    /// For `--json`: the failure as JSON on standard output, so a script
+    /// reading it always gets JSON.
+    fn printed_as_json(self) -> Failure {
+        let status = self.status();
+        let message = format!("{self:#}");
+        let answer = serde_json::json!({ "error": message, "exit_status": status });
+        println!("{answer:#}");
+        Failure::Printed { status, message }
     }
 }
 
@@ -157,7 +193,6 @@ impl From<crate::daemon::StartError> for Failure {
     fn from(error: crate::daemon::StartError) -> Failure {
         use crate::daemon::StartError;
         match error {
-            StartError::Mappings(diagnostics) => Failure::Invalid(diagnostics.to_string()),
             StartError::Configuration(message) => Failure::Invalid(message),
             StartError::Runtime(error) => Failure::Runtime(error),
         }
@@ -178,26 +213,88 @@ impl Cli {
     }
 }
 
-/// Runs one parsed command line.
+/// Prints `value` as pretty JSON on standard output (`--json`).
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(anyhow::Error::from)?;
+    println!("{text}");
+    Ok(())
+}
+
+impl Command {
+    /// Whether the command was asked for JSON output.
+    fn json(&self) -> bool {
+        match self {
+            Command::Status { json }
+            | Command::Explain { json, .. }
+            | Command::DeadLetters(
+                DeadLettersCommand::List { json } | DeadLettersCommand::Retry { json, .. },
+            ) => *json,
+            Command::Resync(arguments) => arguments.json,
+            Command::Run
+            | Command::Check { .. }
+            | Command::Preview { .. }
+            | Command::Mappings { .. }
+            | Command::Demo { .. } => false,
+        }
+    }
+}
+
+/// Parses the command line. A usage error is told as clap tells it, or
+/// as JSON on standard output when `--json` was asked for; help and the
+/// version stay text. `Err` is the exit status left to give.
+pub fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    let error = match Cli::try_parse() {
+        Ok(cli) => return Ok(cli),
+        Err(error) => error,
+    };
+    let informational = matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !std::env::args().any(|argument| argument == "--json") {
+        // Printing to a closed terminal is nothing more to report.
+        let _ = error.print();
+        return Err(ExitCode::from(
+            u8::try_from(error.exit_code()).unwrap_or(EXIT_INVALID),
+        ));
+    }
+    let message = error.render().to_string();
+    let message = message.trim().trim_start_matches("error: ").to_owned();
+    Err(Failure::Invalid(message).printed_as_json().exit_code())
+}
+
+/// Runs one parsed command line; with `--json`, a failure is JSON too.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let json = cli.command.json();
+    let outcome = run_command(&cli).await;
+    match outcome {
+        Err(failure) if json => Err(failure.printed_as_json()),
+        other => other,
+    }
+}
+
+async fn run_command(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Run => run::run(cli.load_config()?).await,
-        Command::Check { online } => check::check(&cli, *online).await,
-        Command::Preview { mapping, account } => preview::preview(&cli, mapping, account).await,
+        Command::Check { online } => check::check(cli, *online).await,
+        Command::Preview { mapping, account } => preview::preview(cli, mapping, account).await,
         Command::Mappings { command } => mappings::mappings(command),
         Command::Status { json } => status::status(&cli.load_config()?, *json).await,
         Command::Explain { account, json } => {
             explain::explain(&cli.load_config()?, account, *json).await
         }
-        Command::DeadLetters(DeadLettersCommand::List) => {
-            dead_letters::list(&cli.load_config()?).await
+        Command::DeadLetters(DeadLettersCommand::List { json }) => {
+            dead_letters::list(&cli.load_config()?, *json).await
         }
-        Command::DeadLetters(DeadLettersCommand::Retry { ids, all }) => {
+        Command::DeadLetters(DeadLettersCommand::Retry { ids, all, json }) => {
             let selection = crate::sync::operations::RetrySelection {
                 ids: ids.clone(),
                 all: *all,
             };
-            dead_letters::retry(&cli.load_config()?, selection).await
+            dead_letters::retry(&cli.load_config()?, selection, *json).await
         }
         Command::Resync(arguments) => {
             let request = crate::sync::operations::ResyncRequest {
@@ -207,7 +304,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 mapping: arguments.mapping.clone(),
                 dry_run: arguments.dry_run,
             };
-            resync::resync(&cli.load_config()?, request).await
+            resync::resync(&cli.load_config()?, request, arguments.json).await
         }
         Command::Demo { accounts } => demo::demo(*accounts).await,
     }

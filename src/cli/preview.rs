@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
+use crate::cli::access::operation_failure;
 use crate::cli::{Cli, Failure};
 use crate::config::Config;
 use crate::mapping::diagnostic::suggestion;
@@ -17,7 +18,7 @@ use crate::ondorse::OndorseClient;
 use crate::salesforce::model::{Record, SObjectDescribe};
 use crate::salesforce::{SalesforceClient, soql};
 use crate::store::{Link, Store, StoreError};
-use crate::sync::{ACCOUNT, plan};
+use crate::sync::{ACCOUNT, operations, plan};
 
 /// Id of the stand-in application used when no real one is linked.
 pub const SAMPLE_APPLICATION_ID: &str = "app_sample";
@@ -37,11 +38,7 @@ pub async fn preview(cli: &Cli, mapping_name: &str, account_id: &str) -> Result<
             names.join(", ")
         )));
     };
-    if !soql::is_valid_id(account_id) {
-        return Err(Failure::Invalid(format!(
-            "`{account_id}` is not a Salesforce record Id (15 or 18 letters and digits, such as 001...)"
-        )));
-    }
+    let account_id = &operations::account_id(account_id).map_err(operation_failure)?;
     let salesforce = SalesforceClient::new(&config.salesforce)
         .map_err(|error| Failure::Invalid(format!("{}: {error}", config.source.display())))?;
     let describe = salesforce
@@ -104,11 +101,9 @@ impl StoredLink {
     /// Opens the store only if it exists (a preview creates nothing) and
     /// the daemon does not hold it.
     fn read(config: &Config, mapping: &str, account_id: &str) -> StoredLink {
-        if !config.store.path.exists() {
-            return StoredLink::None;
-        }
-        let store = match Store::open(&config.store.path) {
+        let store = match Store::open_existing(&config.store.path) {
             Ok(store) => store,
+            Err(StoreError::Missing { .. }) => return StoredLink::None,
             Err(StoreError::InUse { .. }) => {
                 return StoredLink::Unavailable(
                     "the daemon holds the store, so its link to this Account is not read here"

@@ -13,8 +13,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::Notify;
 
-use crate::cli::Failure;
 use crate::cli::access::{Access, operation_failure};
+use crate::cli::{Failure, print_json};
 use crate::config::Config;
 use crate::mapping;
 use crate::ondorse::OndorseClient;
@@ -26,7 +26,7 @@ use crate::sync::{Engine, EngineSettings};
 /// How often the spinner turns while the daemon works.
 const SPINNER_TICK: Duration = Duration::from_millis(120);
 
-pub async fn resync(config: &Config, request: ResyncRequest) -> Result<(), Failure> {
+pub async fn resync(config: &Config, request: ResyncRequest, json: bool) -> Result<(), Failure> {
     // Bad input is refused before anything is opened or sent.
     request.scope().map_err(operation_failure)?;
     let terminal = std::io::stderr().is_terminal();
@@ -50,6 +50,20 @@ pub async fn resync(config: &Config, request: ResyncRequest) -> Result<(), Failu
         }
         Access::Store(store) => run_here(config, store, &request, terminal).await?,
     };
+    if json {
+        let mut answer = serde_json::to_value(&report).map_err(anyhow::Error::from)?;
+        if let (Some(answer), Some(sent)) = (answer.as_object_mut(), sent) {
+            answer.insert(
+                "sent".to_owned(),
+                serde_json::json!({
+                    "written": sent.written,
+                    "retried": sent.retried,
+                    "dead_lettered": sent.dead_lettered,
+                }),
+            );
+        }
+        return print_json(&answer);
+    }
     print!("{}", render(&report, sent));
     Ok(())
 }

@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::cli::Failure;
 use crate::cli::access::{Access, operation_failure};
+use crate::cli::{Failure, print_json};
 use crate::config::Config;
 use crate::sync::operations::{self, Status};
 
@@ -16,8 +16,7 @@ pub async fn status(config: &Config, json: bool) -> Result<(), Failure> {
         Access::Store(store) => operations::status(&store, None).map_err(operation_failure)?,
     };
     if json {
-        let text = serde_json::to_string_pretty(&status).map_err(anyhow::Error::from)?;
-        println!("{text}");
+        print_json(&status)?;
     } else {
         print!(
             "{}",

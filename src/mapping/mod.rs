@@ -8,6 +8,7 @@
 //! - [`parse`]: strict parsing with `file:line:column` diagnostics; the
 //!   key check (`strict`) walks the file against the generated schema.
 //! - [`template`]: evaluation; one expression keeps its type.
+//! - [`condition`]: the syntax of `select` (a SOQL condition), offline.
 //! - [`compiled`]: the checked [`Mapping`] the engine runs (pure).
 //! - [`convert`]: values to Salesforce field types from describe.
 //! - [`diagnostic`]: positions and problems.
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub mod compiled;
+pub mod condition;
 pub mod convert;
 pub mod diagnostic;
 pub mod model;

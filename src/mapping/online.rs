@@ -9,6 +9,7 @@
 //! asks Salesforce to parse each `select`.
 
 use std::collections::{BTreeMap, btree_map};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -198,6 +199,70 @@ pub async fn check_online(
         (&left.file, left.line, left.column).cmp(&(&right.file, right.line, right.column))
     });
     Ok(diagnostics)
+}
+
+/// Two mappings whose `select` both match some records: each of those
+/// Accounts gets a portal from both flows.
+#[derive(Debug, Clone)]
+pub struct Overlap {
+    pub first: Arc<Mapping>,
+    pub second: Arc<Mapping>,
+    /// How many records both conditions match now.
+    pub records: u64,
+}
+
+impl std::fmt::Display for Overlap {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = |mapping: &Mapping| {
+            format!(
+                "{}:{}:{}",
+                mapping.file.display(),
+                mapping.select_position.line,
+                mapping.select_position.column
+            )
+        };
+        write!(
+            formatter,
+            "{}: warning: the `select` of `{}` and of `{}` ({}) both match {} {} record(s) today: each gets a portal from both flows; narrow one `select` if that is not intended",
+            at(&self.first),
+            self.first.name,
+            self.second.name,
+            at(&self.second),
+            self.records,
+            self.first.object
+        )
+    }
+}
+
+/// Counts, for every pair of mappings on the same object, the records both
+/// `select` conditions match (the first page's `totalSize`: one call a pair).
+pub async fn overlaps(
+    client: &SalesforceClient,
+    mappings: &MappingSet,
+) -> Result<Vec<Overlap>, SalesforceError> {
+    let all: Vec<&Arc<Mapping>> = mappings.iter().collect();
+    let mut found = Vec::new();
+    for (index, first) in all.iter().enumerate() {
+        for second in all.iter().skip(index + 1) {
+            if first.object != second.object {
+                continue;
+            }
+            let mut pages = client.query(format!(
+                "SELECT Id FROM {} WHERE ({}) AND ({})",
+                first.object, first.select, second.select
+            ));
+            pages.next_page().await?;
+            let records = pages.total_size().unwrap_or_default();
+            if records > 0 {
+                found.push(Overlap {
+                    first: Arc::clone(first),
+                    second: Arc::clone(second),
+                    records,
+                });
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Follows `Owner.Email` through `Owner`'s `referenceTo`; the message names

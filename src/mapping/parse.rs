@@ -8,6 +8,7 @@ use serde_json::Value;
 use serde_saphyr::{Error as YamlError, MessageFormatter, UserMessageFormatter};
 
 use super::compiled::{FieldRule, Mapping, Moment, Source};
+use super::condition::check_condition;
 use super::diagnostic::{Diagnostic, Diagnostics, Position, suggestion};
 use super::model::{
     FieldBlock, FieldValue, Located, MappingFile, OrderedMap, SUPPORTED_VERSION, Scalar,
@@ -180,6 +181,12 @@ impl Builder<'_> {
                 file.select.position,
                 "`select` is empty; write the SOQL condition that picks the Accounts needing KYC",
             );
+        } else if let Err(error) = check_condition(&file.select.value) {
+            let position = self.position_inside(&file.select, &file.select.value, error.offset);
+            self.problem(
+                position,
+                format!("`select` is not valid SOQL: {}", error.message),
+            );
         }
 
         let portal = file.portal;
@@ -340,16 +347,7 @@ impl Builder<'_> {
                 });
             }
         };
-        // Point inside the template when the file holds it verbatim (plain
-        // or quoted without escapes); else at the start of the YAML value.
-        let raw = self.text.get(value.span.clone()).unwrap_or_default();
-        let (origin, verbatim) = match raw.find(text.as_str()) {
-            Some(start) => (
-                Position::of_offset(self.text, value.span.start + start),
-                true,
-            ),
-            None => (value.position, false),
-        };
+        let (origin, verbatim) = self.origin_of(value, text);
         match Template::compile(text, origin, verbatim) {
             Ok(template) => {
                 self.check_scope(&template, scope);
@@ -361,6 +359,26 @@ impl Builder<'_> {
                 None
             }
         }
+    }
+
+    /// Where `text`, the value of `value`, starts in the file, and whether
+    /// the file holds it verbatim (plain or quoted without escapes) so that
+    /// positions inside it can be pointed at; else the start of the value.
+    fn origin_of<T>(&self, value: &Located<T>, text: &str) -> (Position, bool) {
+        let raw = self.text.get(value.span.clone()).unwrap_or_default();
+        match raw.find(text) {
+            Some(start) => (
+                Position::of_offset(self.text, value.span.start + start),
+                true,
+            ),
+            None => (value.position, false),
+        }
+    }
+
+    /// The file position of byte `offset` of `text`, the value of `value`.
+    fn position_inside<T>(&self, value: &Located<T>, text: &str, offset: usize) -> Position {
+        let (origin, verbatim) = self.origin_of(value, text);
+        position_in(text, origin, verbatim, offset)
     }
 
     fn check_scope(&mut self, template: &Template, scope: Scope) {

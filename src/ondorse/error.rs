@@ -76,6 +76,22 @@ impl OndorseError {
         )
     }
 
+    /// The HTTP status Ondorse answered, when the call got an answer.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            OndorseError::Unauthorized { status, .. }
+            | OndorseError::Server { status, .. }
+            | OndorseError::Client { status, .. } => Some(*status),
+            OndorseError::NotFound { .. } => Some(404),
+            OndorseError::Validation { .. } => Some(422),
+            OndorseError::RateLimited { .. } => Some(429),
+            OndorseError::InvalidConfig { .. }
+            | OndorseError::Transport { .. }
+            | OndorseError::Timeout { .. }
+            | OndorseError::Decode { .. } => None,
+        }
+    }
+
     /// How long the server asked us to wait, when it said so.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -504,6 +504,18 @@ fn transport_error(error: reqwest::Error) -> TokenTransportError {
     }
 }
 
+/// Parses the JWT bearer flow's key; the error says what was expected.
+/// The configuration checks it with this at load, so `check` refuses what
+/// `run` would.
+pub fn rsa_private_key(pem: &SecretString) -> Result<EncodingKey, String> {
+    EncodingKey::from_rsa_pem(pem.expose_secret().as_bytes()).map_err(|error| {
+        format!(
+            "is not an RSA private key in PEM form ({error}); \
+             expected a file starting with -----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----"
+        )
+    })
+}
+
 /// The claims of a Salesforce JWT bearer assertion.
 #[derive(Serialize)]
 struct Claims<'a> {
@@ -530,14 +542,9 @@ impl JwtBearer {
     /// A fresh RS256 assertion. The key is parsed at each use so that it
     /// only ever lives outside its `SecretString` for the time of signing.
     fn assertion(&self) -> Result<String, SalesforceError> {
-        let key = EncodingKey::from_rsa_pem(self.private_key.expose_secret().as_bytes()).map_err(
-            |error| {
-                SalesforceError::Configuration(format!(
-                    "salesforce.private_key_file is not an RSA private key in PEM form ({error}); \
-                     expected a file starting with -----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----"
-                ))
-            },
-        )?;
+        let key = rsa_private_key(&self.private_key).map_err(|reason| {
+            SalesforceError::Configuration(format!("salesforce.private_key_file {reason}"))
+        })?;
         let expires = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()

@@ -120,6 +120,17 @@ pub enum SalesforceError {
 }
 
 impl SalesforceError {
+    /// The HTTP status Salesforce answered, when the call got an answer.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            SalesforceError::TokenEndpoint { status, .. }
+            | SalesforceError::Api { status, .. }
+            | SalesforceError::Server { status, .. } => Some(*status),
+            SalesforceError::RequestLimitExceeded { .. } => Some(403),
+            _ => None,
+        }
+    }
+
     /// Whether the same call may succeed later without anyone changing
     /// configuration or data.
     ///

@@ -104,6 +104,18 @@ pub enum StoreError {
         "the store at {path} is in use by another process (is the daemon running? use its admin API)"
     )]
     InUse { path: PathBuf },
+    #[error(
+        "there is no store at {path} (a store holds sled's files `conf` and `db`); nothing was created"
+    )]
+    Missing { path: PathBuf },
+    #[error(
+        "cannot look into the store at {path}: {source}; it belongs to the daemon's user (under systemd, run this as root)"
+    )]
+    Inaccessible {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the store at {path}: {source}")]
     Open {
         path: PathBuf,
@@ -144,6 +156,8 @@ impl StoreError {
             }
             StoreError::FlushTask(_) => true,
             StoreError::InUse { .. }
+            | StoreError::Missing { .. }
+            | StoreError::Inaccessible { .. }
             | StoreError::Open { .. }
             | StoreError::Encode { .. }
             | StoreError::Corrupt { .. } => false,
@@ -155,7 +169,33 @@ impl StoreError {
     }
 }
 
+/// Files sled writes in every store directory: how an existing store is
+/// recognised (under systemd the empty state directory always exists).
+const STORE_FILES: [&str; 2] = ["conf", "db"];
+
 impl Store {
+    /// Opens the store in `path` only if one is there: the state commands
+    /// read a store, they never create an empty one to read from.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        for name in STORE_FILES {
+            match std::fs::metadata(path.join(name)) {
+                Ok(metadata) if metadata.is_file() => {}
+                Err(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(StoreError::Inaccessible {
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
+                Ok(_) | Err(_) => {
+                    return Err(StoreError::Missing {
+                        path: path.to_owned(),
+                    });
+                }
+            }
+        }
+        Store::open(path)
+    }
+
     /// Opens (creating if needed) the store in the directory `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()

@@ -143,7 +143,20 @@ impl Engine {
                 );
                 return Ok(Refreshed::Missing);
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                // The Account's journal tells the failed call, when the
+                // application is already linked to one.
+                if let Some(link) = self.store.link_by_application(application_id)? {
+                    self.journal(
+                        &link.account_id,
+                        Some(&link.mapping),
+                        "application_fetch_failed",
+                        format!("fetching application {application_id} failed: {error}"),
+                        json!({ "http_status": error.http_status() }),
+                    )?;
+                }
+                return Err(error.into());
+            }
         };
         let Some(mut link) = self.link_of(&application)? else {
             tracing::warn!(

@@ -35,6 +35,8 @@ pub enum OperationError {
         "{id:?} is not a Salesforce Id: an Id has 15 or 18 letters and digits, e.g. 001000000000001AAA"
     )]
     MalformedId { id: String },
+    #[error("{id} is not an Account Id: {reason}")]
+    NotAnAccount { id: String, reason: String },
     #[error(
         "no Account with Id {} exists in Salesforce (or the integration user cannot see it); nothing was changed",
         .ids.join(", ")
@@ -67,6 +69,7 @@ impl OperationError {
         matches!(
             self,
             OperationError::MalformedId { .. }
+                | OperationError::NotAnAccount { .. }
                 | OperationError::UnknownAccounts { .. }
                 | OperationError::NothingRecorded { .. }
                 | OperationError::UnknownDeadLetters { .. }
@@ -321,6 +324,39 @@ pub struct LinkSummary {
     pub last_error: Option<String>,
 }
 
+/// Key prefixes (an Id's first three characters name its object) people
+/// paste by mistake where an Account Id belongs.
+const OTHER_OBJECT_PREFIXES: &[(&str, &str)] = &[
+    ("003", "Contact"),
+    ("00Q", "Lead"),
+    ("005", "User"),
+    ("006", "Opportunity"),
+    ("500", "Case"),
+];
+
+/// Account Ids start with this key prefix (Person Accounts too).
+const ACCOUNT_PREFIX: &str = "001";
+
+/// [`canonical_id`] of an Id that must be an Account's: a Contact's or a
+/// Lead's is refused with the reason.
+pub fn account_id(id: &str) -> Result<String, OperationError> {
+    let id = canonical_id(id)?;
+    let prefix = &id[..ACCOUNT_PREFIX.len()];
+    if prefix == ACCOUNT_PREFIX {
+        return Ok(id);
+    }
+    let reason = match OTHER_OBJECT_PREFIXES
+        .iter()
+        .find(|(known, _)| *known == prefix)
+    {
+        Some((_, object)) => format!(
+            "it starts with {prefix}, so it is a {object} Id; give the Id of the Account (it starts with {ACCOUNT_PREFIX})"
+        ),
+        None => format!("it starts with {prefix}, and Account Ids start with {ACCOUNT_PREFIX}"),
+    };
+    Err(OperationError::NotAnAccount { id, reason })
+}
+
 /// Checks the shape of a Salesforce Id and answers its 18-character form,
 /// the one the API returns and the store keys on (people often copy the
 /// 15-character form from a Salesforce Classic URL).
@@ -347,7 +383,7 @@ pub fn canonical_id(id: &str) -> Result<String, OperationError> {
 
 /// Everything recorded about one Account.
 pub fn explain(store: &Store, account_id: &str) -> Result<Explanation, OperationError> {
-    let account_id = canonical_id(account_id)?;
+    let account_id = self::account_id(account_id)?;
     let account_id = account_id.as_str();
     let links = store.links_of_account(account_id)?;
     let journal = store.journal_of(account_id)?;
@@ -534,7 +570,7 @@ impl ResyncRequest {
         let mut ids = self
             .accounts
             .iter()
-            .map(|id| canonical_id(id))
+            .map(|id| account_id(id))
             .collect::<Result<Vec<String>, OperationError>>()?;
         ids.sort();
         ids.dedup();
@@ -1041,6 +1077,22 @@ mod tests {
             ResyncScope::Accounts(vec!["001000000000001AAA".to_owned()])
         );
         assert!(serde_json::from_value::<ResyncRequest>(json!({"everything": true})).is_err());
+    }
+
+    #[test]
+    fn a_contact_or_lead_id_is_refused_where_an_account_id_belongs() {
+        let refused = |id: &str| account_id(id).unwrap_err().to_string();
+        assert_eq!(
+            refused("003A0000006Vm9r"),
+            "003A0000006Vm9rIAC is not an Account Id: it starts with 003, so it is a Contact Id; give the Id of the Account (it starts with 001)"
+        );
+        assert!(
+            refused("00QA0000006Vm9rIAC").contains("so it is a Lead Id"),
+            "{}",
+            refused("00QA0000006Vm9rIAC")
+        );
+        assert!(refused("a01A0000006Vm9rIAC").contains("Account Ids start with 001"));
+        assert_eq!(account_id("001A0000006Vm9r").unwrap(), "001A0000006Vm9rIAC");
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Engine {
             Ok(body) => body,
             Err(error) => {
                 // Only a mapping change can fix this: no call is made.
-                self.portal_failed(&mut link, error.to_string())?;
+                self.portal_failed(&mut link, error.to_string(), None)?;
                 return Ok(false);
             }
         };
@@ -65,7 +65,7 @@ impl Engine {
             Ok(portal) => portal,
             Err(error) => {
                 tracing::warn!(account_id = %account_id, mapping = %mapping.name, %error, "portal creation failed; the intent stays pending");
-                self.portal_failed(&mut link, error.to_string())?;
+                self.portal_failed(&mut link, error.to_string(), error.http_status())?;
                 return Ok(false);
             }
         };
@@ -121,7 +121,14 @@ impl Engine {
         }
     }
 
-    fn portal_failed(&self, link: &mut Link, error: String) -> Result<(), SyncError> {
+    /// Records a failed attempt; `http_status` is Ondorse's answer when the
+    /// call got one (the journal shows it).
+    fn portal_failed(
+        &self,
+        link: &mut Link,
+        error: String,
+        http_status: Option<u16>,
+    ) -> Result<(), SyncError> {
         telemetry::metrics().portal(&link.mapping, PortalResult::Failed);
         link.portal_attempts += 1;
         link.last_error = Some(error.clone());
@@ -134,7 +141,7 @@ impl Engine {
                 "portal creation failed (attempt {}): {error}",
                 link.portal_attempts
             ),
-            Value::Null,
+            json!({ "http_status": http_status }),
         )?;
         Ok(())
     }

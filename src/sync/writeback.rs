@@ -112,6 +112,7 @@ impl Engine {
                         pending,
                         &error.to_string(),
                         error.error_code().unwrap_or("CALL_FAILED"),
+                        error.http_status(),
                         report,
                     )?;
                 }
@@ -120,7 +121,13 @@ impl Engine {
                 tracing::error!(records = batch.len(), %error, "write-back call refused");
                 let code = error.error_code().unwrap_or("CALL_REFUSED").to_owned();
                 for pending in &batch {
-                    self.dead_letter(pending, &code, &error.to_string(), report)?;
+                    self.dead_letter(
+                        pending,
+                        &code,
+                        &error.to_string(),
+                        error.http_status(),
+                        report,
+                    )?;
                 }
             }
         }
@@ -147,9 +154,10 @@ impl Engine {
             .collect::<Vec<_>>()
             .join("; ");
         if retriable {
-            self.retry_or_give_up(pending, &message, code, report)
+            // The call itself succeeded: the refusal is per record.
+            self.retry_or_give_up(pending, &message, code, None, report)
         } else {
-            self.dead_letter(pending, code, &message, report)
+            self.dead_letter(pending, code, &message, None, report)
         }
     }
 
@@ -158,6 +166,7 @@ impl Engine {
         pending: &PendingWrite,
         message: &str,
         code: &str,
+        http_status: Option<u16>,
         report: &mut WriteReport,
     ) -> Result<(), SyncError> {
         if pending.attempts + 1 >= self.settings.max_write_attempts {
@@ -165,7 +174,7 @@ impl Engine {
                 "still failing after {} attempts: {message}",
                 pending.attempts + 1
             );
-            return self.dead_letter(pending, code, &message, report);
+            return self.dead_letter(pending, code, &message, http_status, report);
         }
         let not_before = self.retry_at(pending.attempts);
         self.store.settle_write(
@@ -183,7 +192,7 @@ impl Engine {
                 "Salesforce answered {message}; retrying at {}",
                 not_before.to_rfc3339()
             ),
-            json!({ "code": code, "attempt": pending.attempts + 1 }),
+            json!({ "code": code, "attempt": pending.attempts + 1, "http_status": http_status }),
         )?;
         tracing::info!(account_id = %pending.account_id, %code, attempt = pending.attempts + 1, "write-back will be retried");
         report.retried += 1;
@@ -199,6 +208,7 @@ impl Engine {
         pending: &PendingWrite,
         code: &str,
         message: &str,
+        http_status: Option<u16>,
         report: &mut WriteReport,
     ) -> Result<(), SyncError> {
         let id = self.store.add_dead_letter(
@@ -216,7 +226,7 @@ impl Engine {
             None,
             "dead_lettered",
             format!("Salesforce refused the write ({code}): {message} (dead letter {id})"),
-            json!({ "code": code, "fields": pending.fields }),
+            json!({ "code": code, "fields": pending.fields, "http_status": http_status }),
         )?;
         tracing::warn!(account_id = %pending.account_id, %code, %message, dead_letter = id, "write-back dead-lettered");
         report.dead_lettered += 1;

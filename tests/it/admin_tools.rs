@@ -2,8 +2,6 @@
 //! `preview`, `mappings schema`, hot reload and schema drift. The CLI runs
 //! as a child process where exit codes and stderr matter.
 
-use std::path::Path;
-
 use ondorse_bridge::daemon::Daemon;
 use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
@@ -12,6 +10,7 @@ use ondorse_bridge::sync::operations::{self, RunningDaemon};
 use serde_json::json;
 
 use crate::support::daemon::cli;
+use crate::support::position;
 use crate::support::world::{E2E_DEADLINE, World, eventually, repository_mappings};
 
 const BUSINESS: &str = "business-onboarding";
@@ -88,21 +87,6 @@ async fn only_person_pauses_over(daemon: &Daemon, field: &str) -> String {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// `file:line:column` of the first `needle` in `path` (1-based, in characters).
-fn position(path: &Path, needle: &str) -> String {
-    let content = std::fs::read_to_string(path).expect("read the mapping");
-    let offset = content
-        .find(needle)
-        .unwrap_or_else(|| panic!("{needle:?} not in {}", path.display()));
-    let before = &content[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before[before.rfind('\n').map_or(0, |newline| newline + 1)..]
-        .chars()
-        .count()
-        + 1;
-    format!("{}:{line}:{column}", path.display())
 }
 
 /// The shipped business mapping with `edits` (from, to) applied, written
@@ -186,7 +170,7 @@ async fn check_online_reports_every_org_problem_with_its_position_at_once() {
             ("approved: Approved", "approved: Legacy"),
             (
                 "select: \"Type = 'Customer' AND KYC_Status__c = null\"",
-                "select: \"Type = 'Customer' AND AND KYC_Status__c = null\"",
+                "select: \"Type = 'Customer' AND KYC_Status__c = 5\"",
             ),
             (
                 "    KYC_Status__c: Portal sent",
@@ -215,8 +199,8 @@ async fn check_online_reports_every_org_problem_with_its_position_at_once() {
             position(&path, "Legacy")
         ),
         format!(
-            "{}: `select` is not valid SOQL; Salesforce answered MALFORMED_QUERY",
-            position(&path, "\"Type = 'Customer' AND AND")
+            "{}: `select` is not valid SOQL; Salesforce answered INVALID_FIELD",
+            position(&path, "\"Type = 'Customer' AND KYC_Status__c = 5")
         ),
         format!(
             "{}: `KYC_Score_Band__c` is a formula field (calculated)",

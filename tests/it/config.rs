@@ -7,25 +7,32 @@ use ondorse_bridge::config::{Config, SalesforceAuth};
 use secrecy::ExposeSecret;
 
 use crate::support::config::{ConfigSettings, PATH_SECRET, write_config};
+use crate::support::position;
 
-const FAKE_PEM: &str = "-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n";
+/// A real RSA key in PEM (loading parses it), made once for these tests.
+fn private_key_pem() -> &'static str {
+    static PEM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PEM.get_or_init(|| {
+        ondorse_bridge::sandbox::salesforce::generate_jwt_key_pair()
+            .private_key_pem
+            .replace("\r\n", "\n")
+    })
+}
+
+/// A line from the middle of the key: what must never be shown.
+fn key_body() -> &'static str {
+    private_key_pem().lines().nth(1).expect("a PEM body")
+}
 
 /// `file:line:column` of the first occurrence of `needle` in the written file.
 fn position_of(dir: &Path, needle: &str) -> String {
-    let path = dir.join("config.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let offset = text
-        .find(needle)
-        .unwrap_or_else(|| panic!("{needle:?} not in the file"));
-    let line = text[..offset].matches('\n').count() + 1;
-    let column = offset - text[..offset].rfind('\n').map_or(0, |newline| newline + 1) + 1;
-    format!("{}:{line}:{column}", path.display())
+    position(&dir.join("config.toml"), needle)
 }
 
 fn load(dir: &Path, extra: &str) -> Result<Config, String> {
     let mut settings = ConfigSettings::in_dir(dir);
     settings.extra = extra.to_owned();
-    let files = write_config(dir, &settings, FAKE_PEM);
+    let files = write_config(dir, &settings, private_key_pem());
     Config::load_with(&files.path, None).map_err(|errors| errors.to_string())
 }
 
@@ -51,7 +58,10 @@ fn a_complete_file_loads_with_defaults_and_secrets_trimmed() {
                 audience, "https://login.salesforce.com",
                 "audience defaults to login_url"
             );
-            assert_eq!(private_key.expose_secret(), FAKE_PEM.trim_end_matches('\n'));
+            assert_eq!(
+                private_key.expose_secret(),
+                private_key_pem().trim_end_matches('\n')
+            );
         }
         other => panic!("expected the JWT flow, got {other:?}"),
     }
@@ -63,7 +73,7 @@ fn secrets_never_appear_in_debug_output() {
     let config = load(dir.path(), "").unwrap();
     let shown = format!("{config:?}");
     assert!(!shown.contains(PATH_SECRET), "path secret leaked: {shown}");
-    assert!(!shown.contains("not-a-real-key"), "private key leaked");
+    assert!(!shown.contains(key_body()), "private key leaked");
 }
 
 #[test]
@@ -98,7 +108,7 @@ fn a_missing_secret_file_names_the_key_and_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = ConfigSettings::in_dir(dir.path());
     settings.salesforce_auth = "refresh_token".to_owned();
-    let files = write_config(dir.path(), &settings, FAKE_PEM);
+    let files = write_config(dir.path(), &settings, private_key_pem());
     std::fs::remove_file(dir.path().join("sf-refresh-token")).unwrap();
     std::fs::remove_file(dir.path().join("ondorse-api-key")).unwrap();
     let message = Config::load_with(&files.path, None)
@@ -120,7 +130,7 @@ fn relative_secret_names_are_read_from_the_credentials_directory() {
     let dir = tempfile::tempdir().unwrap();
     let credentials = tempfile::tempdir().unwrap();
     let settings = ConfigSettings::in_dir(dir.path());
-    let files = write_config(dir.path(), &settings, FAKE_PEM);
+    let files = write_config(dir.path(), &settings, private_key_pem());
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let entry = entry.unwrap();
         if entry.file_name() != "config.toml" && entry.path().is_file() {
@@ -153,7 +163,7 @@ fn wrong_values_say_what_would_fit() {
     settings.salesforce_auth = "jwt".to_owned();
     settings.webhooks_listen = "localhost".to_owned();
     settings.ondorse_base_url = "api.ondorse.example".to_owned();
-    let files = write_config(dir.path(), &settings, FAKE_PEM);
+    let files = write_config(dir.path(), &settings, private_key_pem());
     let message = Config::load_with(&files.path, None)
         .unwrap_err()
         .to_string();
@@ -172,23 +182,82 @@ fn wrong_values_say_what_would_fit() {
     assert_eq!(message.lines().count(), 3, "{message}");
 }
 
-#[test]
-fn environment_overrides_win_and_are_named_in_errors() {
+/// A complete configuration loaded with these environment variables.
+fn load_with_variables(variables: &[(&str, &str)]) -> Result<Config, String> {
     let dir = tempfile::tempdir().unwrap();
     let settings = ConfigSettings::in_dir(dir.path());
-    let files = write_config(dir.path(), &settings, FAKE_PEM);
-    let environment = [
+    let files = write_config(dir.path(), &settings, private_key_pem());
+    let environment = variables
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    Config::load_with_environment(&files.path, None, environment)
+        .map_err(|errors| errors.to_string())
+}
+
+#[test]
+fn environment_overrides_win_and_are_named_in_errors() {
+    let message = load_with_variables(&[
         ("ONDORSE_BRIDGE__SALESFORCE__API_VERSION", "63.0"),
         ("ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT", "250"),
         ("UNRELATED_VARIABLE", "ignored"),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_owned(), value.to_owned()))
-    .collect();
-    let result = Config::load_with_environment(&files.path, None, environment);
-    let message = result.unwrap_err().to_string();
+    ])
+    .unwrap_err();
     assert_eq!(
         message,
         "environment ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT: [salesforce] api_budget_percent: 250 is out of range 0..=100"
     );
+}
+
+#[test]
+fn environment_overrides_are_parsed_as_the_key_type() {
+    let config = load_with_variables(&[
+        ("ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT", " 40 "),
+        ("ONDORSE_BRIDGE__SALESFORCE__API_VERSION", "63.0"),
+        ("ONDORSE_BRIDGE__SCHEDULE__OVERLAP_SECONDS", "60"),
+        (
+            "ONDORSE_BRIDGE__WEBHOOKS__ALLOWED_IPS",
+            "10.0.0.0/8, 192.0.2.7",
+        ),
+    ])
+    .expect("overrides of the right type load");
+    assert_eq!(config.salesforce.api_budget_percent, 40);
+    assert_eq!(config.salesforce.api_version, "63.0");
+    assert_eq!(config.schedule.overlap.as_secs(), 60);
+    let allowed: Vec<String> = config
+        .webhooks
+        .allowed_ips
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(allowed, ["10.0.0.0/8", "192.0.2.7/32"]);
+}
+
+#[test]
+fn the_shipped_example_loads_with_every_key_known_and_of_its_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml"))
+            .unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &example).unwrap();
+    let credentials = tempfile::tempdir().unwrap();
+    for (name, content) in [
+        ("sf-jwt-key.pem", private_key_pem()),
+        ("sf-client-secret", "client-secret\n"),
+        ("sf-refresh-token", "refresh-token\n"),
+        ("ondorse-api-key", "ondorse-key\n"),
+        ("webhook-path-secret", PATH_SECRET),
+        ("admin-token", "admin-token\n"),
+    ] {
+        std::fs::write(credentials.path().join(name), content).unwrap();
+    }
+    let config = Config::load_with_environment(
+        &path,
+        Some(credentials.path()),
+        std::collections::HashMap::new(),
+    )
+    .unwrap_or_else(|errors| panic!("config/example.toml does not load:\n{errors}"));
+    assert_eq!(config.salesforce.api_budget_percent, 50);
+    assert_eq!(config.schedule.overlap.as_secs(), 900);
 }

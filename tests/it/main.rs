@@ -6,6 +6,7 @@ mod budget;
 mod config;
 mod deploy;
 mod mappings;
+mod mistakes_config;
 mod ondorse_client;
 mod operations;
 mod salesforce_client;
