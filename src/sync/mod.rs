@@ -20,9 +20,11 @@ use crate::salesforce::SalesforceClient;
 use crate::salesforce::model::SObjectDescribe;
 use crate::store::{JournalEntry, Store, StoreError};
 
+mod breaker;
 pub mod budget;
 mod decisions;
 mod intake;
+mod locks;
 pub mod operations;
 pub mod plan;
 mod portals;
@@ -58,6 +60,8 @@ pub struct EngineSettings {
     /// First and longest delay between attempts of a retriable write-back.
     pub retry_base: Duration,
     pub retry_cap: Duration,
+    /// Longest server-given `Retry-After` we honour; longer asks wait this.
+    pub retry_after_cap: Duration,
     /// A retriable write-back failing this many times becomes a dead letter.
     pub max_write_attempts: u32,
     /// How often the inbox is looked at without a wake-up (a safety net).
@@ -75,10 +79,21 @@ impl Default for EngineSettings {
             write_linger: Duration::from_millis(500),
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(5 * 60),
+            retry_after_cap: Duration::from_secs(60),
             // With the cap above, about an hour of trying.
             max_write_attempts: 20,
             inbox_interval: Duration::from_secs(1),
             budget: BudgetSettings::default(),
+        }
+    }
+}
+
+impl EngineSettings {
+    fn breaker(&self) -> breaker::BreakerSettings {
+        breaker::BreakerSettings {
+            base: self.retry_base,
+            cap: self.retry_cap,
+            retry_after_cap: self.retry_after_cap,
         }
     }
 }
@@ -100,6 +115,12 @@ pub enum SyncError {
     /// The API budget governor turned the step away; it runs again later.
     #[error(transparent)]
     Paused(#[from] Paused),
+    /// The endpoint's breaker is open: no call was made.
+    #[error("ondorse {endpoint} is backing off until {}", .until.to_rfc3339())]
+    Deferred {
+        endpoint: &'static str,
+        until: DateTime<Utc>,
+    },
 }
 
 impl SyncError {
@@ -110,7 +131,20 @@ impl SyncError {
             SyncError::Salesforce(error) => error.is_retriable(),
             SyncError::Ondorse(error) => error.is_retriable(),
             SyncError::UnknownMapping(_) | SyncError::MappingPaused(_) => false,
-            SyncError::Paused(_) => true,
+            SyncError::Paused(_) | SyncError::Deferred { .. } => true,
+        }
+    }
+
+    /// True for a failure of our own store (not of the item being worked).
+    pub fn is_store(&self) -> bool {
+        matches!(self, SyncError::Store(_))
+    }
+
+    /// How long the server asked us to wait, when it said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SyncError::Ondorse(error) => error.retry_after(),
+            _ => None,
         }
     }
 }
@@ -133,9 +167,18 @@ pub struct Engine {
     writes_queued: Notify,
     /// Woken by the public listener when the inbox has something.
     inbox_wake: Arc<Notify>,
-    /// One intake at a time (scheduled poll, hint, resync), so a cursor is
-    /// never moved by two runs at once.
-    intake_lock: tokio::sync::Mutex<()>,
+    /// One worker per (mapping, Account) link at a time: every path that
+    /// reads, calls out for and rewrites a link holds its lock.
+    link_locks: locks::KeyedLocks,
+    /// One poll per mapping at a time, so a cursor is never moved by two.
+    cursor_locks: locks::KeyedLocks,
+    /// Portal creation backs off as a whole while Ondorse refuses it.
+    portal_breaker: breaker::Breaker,
+    /// Application fetches back off as a whole, apart from portals.
+    application_breaker: breaker::Breaker,
+    /// Woken when an intent was parked, so the deferred-intent loop looks
+    /// at its retry time.
+    intents_deferred: Notify,
     /// Refused reloads and mappings paused by schema drift, for `status`.
     health: reload::MappingHealth,
 }
@@ -152,6 +195,8 @@ impl Engine {
     ) -> Engine {
         Engine {
             budget: budget::Governor::new(salesforce.clone(), settings.budget.clone()),
+            portal_breaker: breaker::Breaker::new("portal creation", settings.breaker()),
+            application_breaker: breaker::Breaker::new("application fetch", settings.breaker()),
             salesforce,
             ondorse,
             store,
@@ -161,7 +206,9 @@ impl Engine {
             settings,
             writes_queued: Notify::new(),
             inbox_wake,
-            intake_lock: tokio::sync::Mutex::new(()),
+            link_locks: locks::KeyedLocks::default(),
+            cursor_locks: locks::KeyedLocks::default(),
+            intents_deferred: Notify::new(),
             health: reload::MappingHealth::default(),
         }
     }
@@ -221,6 +268,28 @@ impl Engine {
         *self.describe.write().await = None;
     }
 
+    /// How long an item (intent, inbox item) waits after its `attempts`-th
+    /// failure: doubling from `retry_base` up to `retry_cap`.
+    fn park_delay(&self, attempts: u32) -> chrono::Duration {
+        let doubled = self
+            .settings
+            .retry_base
+            .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1)));
+        chrono::Duration::from_std(doubled.min(self.settings.retry_cap)).unwrap_or_default()
+    }
+
+    /// The delay after the `attempts`-th failure of an item: its growing
+    /// backoff, or the server's `Retry-After` when longer, capped at
+    /// `retry_after_cap`.
+    fn retry_delay(&self, attempts: u32, retry_after: Option<Duration>) -> chrono::Duration {
+        let backoff = self.park_delay(attempts);
+        let asked = retry_after
+            .map(|asked| asked.min(self.settings.retry_after_cap))
+            .and_then(|asked| chrono::Duration::from_std(asked).ok())
+            .unwrap_or_default();
+        backoff.max(asked)
+    }
+
     /// Appends to an Account's journal.
     fn journal(
         &self,
@@ -232,13 +301,7 @@ impl Engine {
     ) -> Result<(), StoreError> {
         self.store.journal(
             account_id,
-            &JournalEntry {
-                at: now(),
-                mapping: mapping.map(str::to_owned),
-                step: step.to_owned(),
-                summary,
-                detail,
-            },
+            &JournalEntry::new(now(), mapping.map(str::to_owned), step, summary, detail),
         )
     }
 }
