@@ -16,3 +16,4 @@ mod support;
 mod sync;
 mod telemetry;
 mod webhooks;
+mod writer;
