@@ -13,6 +13,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
+use crate::sync::retry::RetrySettings;
+
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ondorse-bridge/config.toml";
 /// Environment variable naming the configuration file (beaten by `--config`).
@@ -36,6 +38,9 @@ pub struct Config {
     pub store: StoreConfig,
     pub mappings: MappingsConfig,
     pub schedule: ScheduleConfig,
+    /// `[retry]`: the one retry policy of both APIs (keys
+    /// `initial_delay_seconds`, `max_delay_seconds`, `retry_after_cap_seconds`).
+    pub retry: RetrySettings,
 }
 
 /// `[salesforce]`: where the org is and how we prove who we are.
@@ -193,6 +198,14 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("store", &["path"]),
     ("mappings", &["dir"]),
     ("schedule", &["poll", "reconcile", "overlap_seconds"]),
+    (
+        "retry",
+        &[
+            "initial_delay_seconds",
+            "max_delay_seconds",
+            "retry_after_cap_seconds",
+        ],
+    ),
 ];
 
 /// What `config` writes as the origin of values that came from the environment.
@@ -291,6 +304,7 @@ impl Config {
                 dir: PathBuf::from(loader.string_or("mappings", "dir", DEFAULT_MAPPINGS_DIR)),
             },
             schedule: loader.schedule(),
+            retry: loader.retry(),
         };
         loader.report_unknown_keys();
         if loader.problems.is_empty() {
@@ -895,6 +909,76 @@ impl Loader {
             poll,
             reconcile,
             overlap: Duration::from_secs(overlap),
+        }
+    }
+
+    fn retry(&mut self) -> RetrySettings {
+        use crate::sync::retry::{
+            DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, DEFAULT_RETRY_AFTER_CAP,
+        };
+        const SECTION: &str = "retry";
+        // A day: a longer wait is an outage nobody would notice.
+        const MAX_SECONDS: f64 = 24.0 * 60.0 * 60.0;
+        let initial_delay = self.seconds(
+            SECTION,
+            "initial_delay_seconds",
+            DEFAULT_INITIAL_DELAY,
+            MAX_SECONDS,
+        );
+        let max_delay = self.seconds(SECTION, "max_delay_seconds", DEFAULT_MAX_DELAY, MAX_SECONDS);
+        let retry_after_cap = self.seconds(
+            SECTION,
+            "retry_after_cap_seconds",
+            DEFAULT_RETRY_AFTER_CAP,
+            MAX_SECONDS,
+        );
+        if max_delay < initial_delay {
+            self.problem(
+                SECTION,
+                "max_delay_seconds",
+                format!(
+                    "{} is below initial_delay_seconds = {}",
+                    max_delay.as_secs_f64(),
+                    initial_delay.as_secs_f64()
+                ),
+            );
+        }
+        RetrySettings {
+            initial_delay,
+            max_delay,
+            retry_after_cap,
+        }
+    }
+
+    /// A duration in seconds (fractions allowed), above 0 and at most `maximum`.
+    fn seconds(&mut self, section: &str, key: &str, default: Duration, maximum: f64) -> Duration {
+        let Some(value) = self.take(section, key) else {
+            return default;
+        };
+        let shown = value.to_string();
+        let number = match value.kind {
+            // `config` would read true as 1.
+            config::ValueKind::Boolean(_) => Err(()),
+            _ => value.into_float().map_err(drop),
+        };
+        match number {
+            Ok(seconds) if seconds > 0.0 && seconds <= maximum => Duration::from_secs_f64(seconds),
+            Ok(seconds) => {
+                self.problem(
+                    section,
+                    key,
+                    format!("{seconds} is out of range: more than 0 and at most {maximum} seconds"),
+                );
+                default
+            }
+            Err(_) => {
+                self.problem(
+                    section,
+                    key,
+                    format!("expected a number of seconds, found {shown:?}"),
+                );
+                default
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
 use super::locks::link_key;
+use super::retry::Endpoint;
 use super::{Engine, SyncError, now};
 use crate::mapping::Moment;
 use crate::ondorse::webhook::EventType;
@@ -140,7 +141,7 @@ impl Engine {
                 }
                 // The governor logged the pause once when it began; the
                 // breaker logged the backoff.
-                Err(SyncError::Paused(_) | SyncError::Deferred { .. }) => {
+                Err(SyncError::Paused(_) | SyncError::Backoff(_)) => {
                     report.deferred += pending.sequences.len()
                 }
                 Err(error) if error.is_store() => return Err(error),
@@ -186,13 +187,12 @@ impl Engine {
         error: &SyncError,
     ) -> Result<usize, SyncError> {
         let reason = format!("{subject}: {error}");
-        let at = now();
         let mut parked = 0;
         for sequence in sequences {
             let attempts =
                 self.store
                     .park_inbox_item(*sequence, &reason, account_id, |attempts| {
-                        at + self.retry_delay(attempts, error.retry_after())
+                        self.retry_at(attempts, error.retry_after())
                     })?;
             if attempts == 0 {
                 continue;
@@ -215,18 +215,14 @@ impl Engine {
     /// `GET /api/applications/{id}` through the endpoint's breaker: the one
     /// way the engine reads an application.
     pub(super) async fn fetch_application(&self, id: &str) -> Result<Application, SyncError> {
-        self.application_breaker
-            .admit()
-            .map_err(|until| SyncError::Deferred {
-                endpoint: "application fetch",
-                until,
-            })?;
+        let breaker = self.breakers.get(Endpoint::ApplicationFetch);
+        breaker.admit()?;
         let fetched = self.ondorse.get_application(id).await;
         match &fetched {
             Err(error) if error.is_retriable() => {
-                self.application_breaker.failed(error.retry_after())
+                breaker.record_failure(&error.to_string(), error.retry_after());
             }
-            _ => self.application_breaker.succeeded(),
+            _ => breaker.record_success(),
         }
         Ok(fetched?)
     }

@@ -49,7 +49,7 @@ impl Engine {
     pub async fn poll_all(&self) -> Vec<(String, Result<IntakeReport, SyncError>)> {
         let mappings = self.mappings();
         // Paused: every mapping says why; the governor logged it once.
-        if let Err(paused) = self.budget.admit(Work::Intake).await {
+        if let Err(paused) = self.salesforce.may_run(Work::Intake).await {
             return mappings
                 .iter()
                 .map(|mapping| (mapping.name.clone(), Err(paused.clone().into())))
@@ -99,8 +99,9 @@ impl Engine {
             true => Some(self.cursor_locks.lock(&mapping.name).await),
             false => None,
         };
-        self.budget.admit(Work::Intake).await?;
-        let mut pages = self.salesforce.query(plan::intake_query(&mapping, since));
+        let mut pages = self
+            .salesforce
+            .query(Work::Intake, plan::intake_query(&mapping, since));
         let mut report = IntakeReport::default();
         while let Some(records) = pages.next_page().await? {
             report.pages += 1;
@@ -144,10 +145,11 @@ impl Engine {
         if ids.is_empty() {
             return Ok(report);
         }
-        self.budget.admit(Work::Intake).await?;
         for mapping in self.mappings().iter() {
             for chunk in ids.chunks(IDS_PER_QUERY) {
-                let mut pages = self.salesforce.query(plan::accounts_query(mapping, chunk));
+                let mut pages = self
+                    .salesforce
+                    .query(Work::Intake, plan::accounts_query(mapping, chunk));
                 while let Some(records) = pages.next_page().await? {
                     report.pages += 1;
                     report.add(self.intake_records(mapping, records).await?);

@@ -14,15 +14,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use crate::mapping::MappingSet;
+use crate::config::Config;
+use crate::mapping::{self, Diagnostics, MappingSet};
 use crate::ondorse::OndorseClient;
 use crate::salesforce::SalesforceClient;
 use crate::salesforce::model::SObjectDescribe;
 use crate::store::{JournalEntry, Store, StoreError};
 
-mod breaker;
 pub mod budget;
 mod decisions;
+pub mod governed;
 mod intake;
 mod locks;
 pub mod operations;
@@ -30,6 +31,7 @@ pub mod plan;
 mod portals;
 mod reconcile;
 pub mod reload;
+pub mod retry;
 mod run;
 mod writeback;
 
@@ -38,6 +40,7 @@ pub use decisions::InboxReport;
 pub use intake::IntakeReport;
 pub use reconcile::ReconcileReport;
 pub use reload::{MappingHealth, Pause, ReloadOutcome, ReloadStatus};
+pub use retry::{BreakerOpen, BreakerState, Endpoint, RetryPolicy, RetrySettings};
 pub use run::{RunningEngine, ScheduleHealth, ScheduleState, Schedules};
 pub use writeback::WriteReport;
 
@@ -57,13 +60,6 @@ pub struct EngineSettings {
     /// A batch of fewer than 200 write-backs waits at most this long for
     /// company, so a backfill uses full sObject Collections calls.
     pub write_linger: Duration,
-    /// First and longest delay between attempts of a retriable write-back.
-    pub retry_base: Duration,
-    pub retry_cap: Duration,
-    /// Longest server-given `Retry-After` we honour; longer asks wait this.
-    pub retry_after_cap: Duration,
-    /// A retriable write-back failing this many times becomes a dead letter.
-    pub max_write_attempts: u32,
     /// How often the inbox is looked at without a wake-up (a safety net).
     pub inbox_interval: Duration,
     /// The Salesforce API budget governor.
@@ -77,23 +73,8 @@ impl Default for EngineSettings {
             portal_concurrency: 16,
             fetch_concurrency: 16,
             write_linger: Duration::from_millis(500),
-            retry_base: Duration::from_secs(1),
-            retry_cap: Duration::from_secs(5 * 60),
-            retry_after_cap: Duration::from_secs(60),
-            // With the cap above, about an hour of trying.
-            max_write_attempts: 20,
             inbox_interval: Duration::from_secs(1),
             budget: BudgetSettings::default(),
-        }
-    }
-}
-
-impl EngineSettings {
-    fn breaker(&self) -> breaker::BreakerSettings {
-        breaker::BreakerSettings {
-            base: self.retry_base,
-            cap: self.retry_cap,
-            retry_after_cap: self.retry_after_cap,
         }
     }
 }
@@ -115,12 +96,9 @@ pub enum SyncError {
     /// The API budget governor turned the step away; it runs again later.
     #[error(transparent)]
     Paused(#[from] Paused),
-    /// The endpoint's breaker is open: no call was made.
-    #[error("ondorse {endpoint} is backing off until {}", .until.to_rfc3339())]
-    Deferred {
-        endpoint: &'static str,
-        until: DateTime<Utc>,
-    },
+    /// The endpoint's breaker is open: work on it waits as a whole.
+    #[error(transparent)]
+    Backoff(#[from] BreakerOpen),
 }
 
 impl SyncError {
@@ -131,7 +109,7 @@ impl SyncError {
             SyncError::Salesforce(error) => error.is_retriable(),
             SyncError::Ondorse(error) => error.is_retriable(),
             SyncError::UnknownMapping(_) | SyncError::MappingPaused(_) => false,
-            SyncError::Paused(_) | SyncError::Deferred { .. } => true,
+            SyncError::Paused(_) | SyncError::Backoff(_) => true,
         }
     }
 
@@ -151,11 +129,13 @@ impl SyncError {
 
 /// The engine: clients, the ledger, the loaded mappings.
 pub struct Engine {
-    salesforce: SalesforceClient,
+    /// The only way to Salesforce: every call asks the budget governor.
+    salesforce: governed::GovernedSalesforce,
     ondorse: OndorseClient,
     store: Store,
-    /// Consulted before every Salesforce step.
-    budget: budget::Governor,
+    /// The retry policy and a breaker per endpoint: work on a failing
+    /// endpoint waits as a whole.
+    breakers: Arc<retry::Breakers>,
     /// Replaced whole on reload; steps take a snapshot (`mappings()`).
     mappings: RwLock<Arc<MappingSet>>,
     /// Account describe, fetched on first need: conversions need field types.
@@ -172,10 +152,6 @@ pub struct Engine {
     link_locks: locks::KeyedLocks,
     /// One poll per mapping at a time, so a cursor is never moved by two.
     cursor_locks: locks::KeyedLocks,
-    /// Portal creation backs off as a whole while Ondorse refuses it.
-    portal_breaker: breaker::Breaker,
-    /// Application fetches back off as a whole, apart from portals.
-    application_breaker: breaker::Breaker,
     /// Woken when an intent was parked, so the deferred-intent loop looks
     /// at its retry time.
     intents_deferred: Notify,
@@ -183,53 +159,89 @@ pub struct Engine {
     health: reload::MappingHealth,
 }
 
+/// Why an engine could not be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The mapping files are invalid: the operator must fix them.
+    #[error("{0}")]
+    Mappings(Diagnostics),
+    /// A client refuses the configuration (an unreadable key, a bad URL).
+    #[error("{0}")]
+    Configuration(String),
+}
+
+/// What [`Engine::from_config`] takes besides the configuration.
+pub struct EngineParts {
+    /// The ledger, opened by the caller (the daemon shares it with its
+    /// listeners; offline commands get it from `cli::access`).
+    pub store: Store,
+    /// Tunables the configuration does not carry (tests shorten them).
+    pub settings: EngineSettings,
+    /// Woken by the public listener when the inbox has something.
+    pub inbox_wake: Arc<Notify>,
+}
+
 impl Engine {
-    pub fn new(
-        salesforce: SalesforceClient,
-        ondorse: OndorseClient,
-        store: Store,
-        mappings: MappingSet,
-        portal_base_url: String,
-        settings: EngineSettings,
-        inbox_wake: Arc<Notify>,
-    ) -> Engine {
-        Engine {
-            budget: budget::Governor::new(salesforce.clone(), settings.budget.clone()),
-            portal_breaker: breaker::Breaker::new("portal creation", settings.breaker()),
-            application_breaker: breaker::Breaker::new("application fetch", settings.breaker()),
-            salesforce,
+    /// The one way to build an engine: `run`, the offline commands, `demo`,
+    /// the tests and the benches all come through here, so every engine
+    /// honours the same configuration (`overlap_seconds`,
+    /// `api_budget_percent`, `[retry]`).
+    pub fn from_config(config: &Config, parts: EngineParts) -> Result<Engine, BuildError> {
+        let mappings = mapping::load_dir(&config.mappings.dir).map_err(BuildError::Mappings)?;
+        let refused = |error: &dyn std::fmt::Display| {
+            BuildError::Configuration(format!("{}: {error}", config.source.display()))
+        };
+        let salesforce =
+            SalesforceClient::new(&config.salesforce).map_err(|error| refused(&error))?;
+        let ondorse = OndorseClient::new(&config.ondorse).map_err(|error| refused(&error))?;
+        let settings = EngineSettings {
+            overlap: config.schedule.overlap,
+            budget: BudgetSettings {
+                budget_percent: config.salesforce.api_budget_percent,
+                ..parts.settings.budget
+            },
+            ..parts.settings
+        };
+        let breakers = Arc::new(retry::Breakers::new(RetryPolicy::new(config.retry)));
+        Ok(Engine {
+            salesforce: governed::GovernedSalesforce::new(
+                salesforce,
+                settings.budget.clone(),
+                breakers.clone(),
+            ),
+            breakers,
             ondorse,
-            store,
+            store: parts.store,
             mappings: RwLock::new(Arc::new(mappings)),
             describe: tokio::sync::RwLock::new(None),
-            portal_base_url,
+            portal_base_url: config.ondorse.portal_base_url.clone(),
             settings,
             writes_queued: Notify::new(),
-            inbox_wake,
+            inbox_wake: parts.inbox_wake,
             link_locks: locks::KeyedLocks::default(),
             cursor_locks: locks::KeyedLocks::default(),
             intents_deferred: Notify::new(),
             health: reload::MappingHealth::default(),
-        }
+        })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    pub fn salesforce(&self) -> &SalesforceClient {
+    /// Salesforce as the engine reaches it: through the budget governor.
+    pub fn salesforce(&self) -> &governed::GovernedSalesforce {
         &self.salesforce
     }
 
     /// What the API budget governor is doing (for `status`).
     pub fn budget_state(&self) -> BudgetState {
-        self.budget.state()
+        self.salesforce.budget_state()
     }
 
-    /// The API budget governor, for callers that use
-    /// [`Engine::salesforce`] directly and must ask it first.
-    pub fn budget(&self) -> &budget::Governor {
-        &self.budget
+    /// The retry policy and the breaker of each endpoint.
+    pub fn breakers(&self) -> &retry::Breakers {
+        &self.breakers
     }
 
     /// The mappings in force now.
@@ -257,8 +269,11 @@ impl Engine {
         if let Some(describe) = slot.as_ref() {
             return Ok(describe.clone());
         }
-        self.budget.admit(budget::Work::Lookup).await?;
-        let describe = Arc::new(self.salesforce.describe(ACCOUNT).await?);
+        let describe = Arc::new(
+            self.salesforce
+                .describe(budget::Work::Lookup, ACCOUNT)
+                .await?,
+        );
         *slot = Some(describe.clone());
         Ok(describe)
     }
@@ -268,26 +283,11 @@ impl Engine {
         *self.describe.write().await = None;
     }
 
-    /// How long an item (intent, inbox item) waits after its `attempts`-th
-    /// failure: doubling from `retry_base` up to `retry_cap`.
-    fn park_delay(&self, attempts: u32) -> chrono::Duration {
-        let doubled = self
-            .settings
-            .retry_base
-            .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1)));
-        chrono::Duration::from_std(doubled.min(self.settings.retry_cap)).unwrap_or_default()
-    }
-
-    /// The delay after the `attempts`-th failure of an item: its growing
-    /// backoff, or the server's `Retry-After` when longer, capped at
-    /// `retry_after_cap`.
-    fn retry_delay(&self, attempts: u32, retry_after: Option<Duration>) -> chrono::Duration {
-        let backoff = self.park_delay(attempts);
-        let asked = retry_after
-            .map(|asked| asked.min(self.settings.retry_after_cap))
-            .and_then(|asked| chrono::Duration::from_std(asked).ok())
-            .unwrap_or_default();
-        backoff.max(asked)
+    /// When an item (intent, inbox item) that failed `attempts` times in a
+    /// row is tried again: the retry policy's growing delay, or the
+    /// server's `Retry-After` (capped).
+    fn retry_at(&self, attempts: u32, retry_after: Option<Duration>) -> DateTime<Utc> {
+        self.breakers.policy().retry_at(attempts, retry_after)
     }
 
     /// Appends to an Account's journal.

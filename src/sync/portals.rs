@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::locks::link_key;
 use super::plan;
+use super::retry::Endpoint;
 use super::{Engine, SyncError, now};
 use crate::mapping::{Mapping, Moment, WritebackContext};
 use crate::ondorse::{OndorseError, Portal};
@@ -118,30 +119,33 @@ impl Engine {
                 }
                 Err(error) => {
                     // Only a mapping change can fix this: no call is made.
-                    let retry_in = self.park_delay(link.portal_attempts + 1);
-                    self.portal_failed(&mut link, error.to_string(), Some(retry_in))?;
+                    let retry_at = self.retry_at(link.portal_attempts + 1, None);
+                    self.portal_failed(&mut link, error.to_string(), Some(retry_at))?;
                     return Ok(Attempt::Failed);
                 }
             },
         };
-        if let Err(until) = self.portal_breaker.admit() {
-            return Ok(Attempt::Deferred(until));
+        let breaker = self.breakers.get(Endpoint::PortalCreation);
+        if let Err(open) = breaker.admit() {
+            return Ok(Attempt::Deferred(open.until));
         }
         let answer = self
             .ondorse
             .create_portal(request.bytes(), &link.idempotency_key)
             .await;
         match &answer {
-            Err(error) if error.is_retriable() => self.portal_breaker.failed(error.retry_after()),
-            _ => self.portal_breaker.succeeded(),
+            Err(error) if error.is_retriable() => {
+                breaker.record_failure(&error.to_string(), error.retry_after());
+            }
+            _ => breaker.record_success(),
         }
         let portal = match answer {
             Ok(portal) => portal,
             Err(error) => {
                 tracing::warn!(account_id, mapping = %mapping.name, %error, "portal creation failed");
-                let retry_in = error
+                let retry_at = error
                     .is_retriable()
-                    .then(|| self.retry_delay(link.portal_attempts + 1, error.retry_after()));
+                    .then(|| self.retry_at(link.portal_attempts + 1, error.retry_after()));
                 let reason = match &error {
                     OndorseError::IdempotencyConflict { .. } => format!(
                         "{error}; a portal may exist under key {}: check Ondorse before starting a new intent",
@@ -149,7 +153,7 @@ impl Engine {
                     ),
                     _ => error.to_string(),
                 };
-                self.portal_failed(&mut link, reason, retry_in)?;
+                self.portal_failed(&mut link, reason, retry_at)?;
                 return Ok(Attempt::Failed);
             }
         };
@@ -204,19 +208,19 @@ impl Engine {
         self.commit_link(link, Moment::PortalCreated, planned)
     }
 
-    /// Parks a failed intent: for `retry_in`, or (`None`) until an operator
-    /// starts a fresh intent.
+    /// Parks a failed intent: until `retry_at`, or (`None`) until an
+    /// operator starts a fresh intent.
     fn portal_failed(
         &self,
         link: &mut Link,
         error: String,
-        retry_in: Option<chrono::Duration>,
+        retry_at: Option<DateTime<Utc>>,
     ) -> Result<(), SyncError> {
         telemetry::metrics().portal(&link.mapping, PortalResult::Failed);
         link.portal_attempts += 1;
         link.last_error = Some(error.clone());
-        link.refused = retry_in.is_none();
-        link.retry_at = retry_in.map(|delay| now() + delay);
+        link.refused = retry_at.is_none();
+        link.retry_at = retry_at;
         let for_good = link.refused;
         let summary = if for_good {
             format!(
@@ -275,10 +279,9 @@ impl Engine {
         }
         let describe = self.describe().await?;
         // What Salesforce will hold once pending writes land.
-        let mut known = self.store.known_fields(&link.account_id)?;
-        if let Some(pending) = self.store.pending_write(&link.account_id)? {
-            known.extend(pending.fields);
-        }
+        let mut known = self
+            .store
+            .planning_baseline(&link.account_id, &Fields::new())?;
         known.extend(overlay.clone());
         let context = WritebackContext {
             account: &link.account,

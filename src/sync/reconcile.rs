@@ -37,7 +37,9 @@ pub(super) struct IntentsReport {
 
 impl Engine {
     pub async fn reconcile(&self) -> Result<ReconcileReport, SyncError> {
-        self.budget.admit(Work::Reconcile).await?;
+        self.salesforce.may_run(Work::Reconcile).await?;
+        // Dead letters retried while the daemon was stopped.
+        self.replan_marked().await?;
         let intents = self.retry_intents().await?;
         let mut report = ReconcileReport {
             intents_retried: intents.attempted,

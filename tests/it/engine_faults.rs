@@ -8,12 +8,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
-use ondorse_bridge::sync::EngineSettings;
+use ondorse_bridge::sync::RetrySettings;
 use ondorse_bridge::sync::operations::{self, ResyncGate, ResyncRequest};
 use serde_json::{Map, Value, json};
 
 use crate::support::config::PATH_SECRET;
-use crate::support::world::{E2E_DEADLINE, World, eventually, quick_settings};
+use crate::support::world::{E2E_DEADLINE, World, eventually};
 
 const BUSINESS: &str = "business-onboarding";
 
@@ -194,9 +194,8 @@ async fn throttled_portal_creation_does_not_stop_decisions_and_resumes_within_th
         .ondorse
         .throttle_portals(Some(Duration::from_secs(86_400)));
     let waiting = world.seed(20, "Customer", 32);
-    let settings = quick_settings();
-    let cap = settings.retry_after_cap;
-    let daemon = world.daemon_with(settings).await;
+    let cap = world.config.retry.retry_after_cap;
+    let daemon = world.daemon().await;
     eventually("portal creation is throttled", E2E_DEADLINE, || {
         world.ondorse.stats().rate_limited > 0
     })
@@ -244,16 +243,16 @@ async fn throttled_portal_creation_does_not_stop_decisions_and_resumes_within_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ondorse_down_costs_a_bounded_decreasing_number_of_calls() {
     const WINDOW: Duration = Duration::from_secs(2);
-    let world = World::start(OndorseSandboxOptions::default()).await;
+    let mut world = World::start(OndorseSandboxOptions::default()).await;
+    // Waits that double from 100 ms, and no cap within the test.
+    world.config.retry = RetrySettings {
+        initial_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(30),
+        ..world.config.retry
+    };
     let ids = world.seed(30, "Customer", 41);
     world.ondorse.set_down(true);
-    let daemon = world
-        .daemon_with(EngineSettings {
-            retry_base: Duration::from_millis(100),
-            retry_cap: Duration::from_secs(30),
-            ..quick_settings()
-        })
-        .await;
+    let daemon = world.daemon().await;
     eventually("ondorse was called", E2E_DEADLINE, || {
         world.ondorse.stats().requests > 0
     })
