@@ -257,8 +257,10 @@ impl Governor {
         }
     }
 
-    /// The governor's state now.
+    /// The governor's state now (a refusal answered since the last step
+    /// already counts).
     pub fn state(&self) -> BudgetState {
+        self.notice_refusals();
         let inner = self.lock();
         let usage = self.salesforce.api_usage();
         let (reason, since) = match (&inner.limit, inner.usage_pause) {

@@ -58,7 +58,7 @@ pub fn quick_retry() -> RetrySettings {
     RetrySettings {
         initial_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(400),
-        retry_after_cap: Duration::from_millis(400),
+        retry_after_cap: Duration::from_secs(1),
     }
 }
 
