@@ -34,13 +34,10 @@ fn event_ids(store: &Store) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_parked_item_waits_for_its_time_and_never_blocks_the_items_behind_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("store")).unwrap();
-    let received = at("2026-11-26T09:00:00Z");
+/// Stores `evt_0`..`evt_{count-1}` (all new) and returns their sequences.
+async fn accept_events(store: &Store, count: usize, received: DateTime<Utc>) -> Vec<u64> {
     let mut sequences = Vec::new();
-    for index in 0..3 {
+    for index in 0..count {
         match store
             .accept_webhook(&envelope(&format!("evt_{index}")), received)
             .await
@@ -50,6 +47,15 @@ async fn a_parked_item_waits_for_its_time_and_never_blocks_the_items_behind_it()
             Accepted::Duplicate => panic!("evt_{index} is new"),
         }
     }
+    sequences
+}
+
+#[tokio::test]
+async fn a_parked_item_waits_for_its_time_and_never_blocks_the_items_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let received = at("2026-11-26T09:00:00Z");
+    let sequences = accept_events(&store, 3, received).await;
     let hint = store
         .accept_salesforce_hint(vec!["001xx000003DGb2AAG".to_owned()], received)
         .await
@@ -116,19 +122,10 @@ async fn inbox_order_and_sequences_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     let received = at("2026-11-26T09:00:00Z");
-    let mut sequences = Vec::new();
+    let mut sequences;
     {
         let store = Store::open(&path).unwrap();
-        for index in 0..5 {
-            match store
-                .accept_webhook(&envelope(&format!("evt_{index}")), received)
-                .await
-                .unwrap()
-            {
-                Accepted::Stored { sequence } => sequences.push(sequence),
-                Accepted::Duplicate => panic!("evt_{index} is new"),
-            }
-        }
+        sequences = accept_events(&store, 5, received).await;
         sequences.push(
             store
                 .accept_salesforce_hint(vec!["001xx000003DGb2AAG".to_owned()], received)
