@@ -188,15 +188,6 @@ impl Store {
         Ok(items)
     }
 
-    /// The earliest retry time among parked items of both queues.
-    pub fn next_inbox_retry(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(self
-            .parked_inbox_items()?
-            .into_iter()
-            .filter_map(|item| item.parked.map(|parked| parked.retry_at))
-            .min())
-    }
-
     fn queue_tree(&self, queue: InboxQueue) -> &sled::Tree {
         match queue {
             InboxQueue::Webhooks => &self.inner.inbox,

@@ -187,13 +187,12 @@ impl Engine {
         error: &SyncError,
     ) -> Result<usize, SyncError> {
         let reason = format!("{subject}: {error}");
-        let at = now();
         let mut parked = 0;
         for sequence in sequences {
             let attempts =
                 self.store
                     .park_inbox_item(*sequence, &reason, account_id, |attempts| {
-                        at + self.retry_delay(attempts, error.retry_after())
+                        self.retry_at(attempts, error.retry_after())
                     })?;
             if attempts == 0 {
                 continue;

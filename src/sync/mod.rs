@@ -283,17 +283,11 @@ impl Engine {
         *self.describe.write().await = None;
     }
 
-    /// How long an item (intent, inbox item) waits after its `attempts`-th
-    /// failure: the retry policy's growing backoff.
-    fn park_delay(&self, attempts: u32) -> chrono::Duration {
-        self.retry_delay(attempts, None)
-    }
-
-    /// The delay after the `attempts`-th failure of an item: the retry
-    /// policy's backoff, or the server's `Retry-After` when longer (capped).
-    fn retry_delay(&self, attempts: u32, retry_after: Option<Duration>) -> chrono::Duration {
-        chrono::Duration::from_std(self.breakers.policy().wait(attempts, retry_after))
-            .unwrap_or_default()
+    /// When an item (intent, inbox item) that failed `attempts` times in a
+    /// row is tried again: the retry policy's growing delay, or the
+    /// server's `Retry-After` (capped).
+    fn retry_at(&self, attempts: u32, retry_after: Option<Duration>) -> DateTime<Utc> {
+        self.breakers.policy().retry_at(attempts, retry_after)
     }
 
     /// Appends to an Account's journal.

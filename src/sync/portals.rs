@@ -119,8 +119,8 @@ impl Engine {
                 }
                 Err(error) => {
                     // Only a mapping change can fix this: no call is made.
-                    let retry_in = self.park_delay(link.portal_attempts + 1);
-                    self.portal_failed(&mut link, error.to_string(), Some(retry_in))?;
+                    let retry_at = self.retry_at(link.portal_attempts + 1, None);
+                    self.portal_failed(&mut link, error.to_string(), Some(retry_at))?;
                     return Ok(Attempt::Failed);
                 }
             },
@@ -143,9 +143,9 @@ impl Engine {
             Ok(portal) => portal,
             Err(error) => {
                 tracing::warn!(account_id, mapping = %mapping.name, %error, "portal creation failed");
-                let retry_in = error
+                let retry_at = error
                     .is_retriable()
-                    .then(|| self.retry_delay(link.portal_attempts + 1, error.retry_after()));
+                    .then(|| self.retry_at(link.portal_attempts + 1, error.retry_after()));
                 let reason = match &error {
                     OndorseError::IdempotencyConflict { .. } => format!(
                         "{error}; a portal may exist under key {}: check Ondorse before starting a new intent",
@@ -153,7 +153,7 @@ impl Engine {
                     ),
                     _ => error.to_string(),
                 };
-                self.portal_failed(&mut link, reason, retry_in)?;
+                self.portal_failed(&mut link, reason, retry_at)?;
                 return Ok(Attempt::Failed);
             }
         };
@@ -208,19 +208,19 @@ impl Engine {
         self.commit_link(link, Moment::PortalCreated, planned)
     }
 
-    /// Parks a failed intent: for `retry_in`, or (`None`) until an operator
-    /// starts a fresh intent.
+    /// Parks a failed intent: until `retry_at`, or (`None`) until an
+    /// operator starts a fresh intent.
     fn portal_failed(
         &self,
         link: &mut Link,
         error: String,
-        retry_in: Option<chrono::Duration>,
+        retry_at: Option<DateTime<Utc>>,
     ) -> Result<(), SyncError> {
         telemetry::metrics().portal(&link.mapping, PortalResult::Failed);
         link.portal_attempts += 1;
         link.last_error = Some(error.clone());
-        link.refused = retry_in.is_none();
-        link.retry_at = retry_in.map(|delay| now() + delay);
+        link.refused = retry_at.is_none();
+        link.retry_at = retry_at;
         let for_good = link.refused;
         let summary = if for_good {
             format!(
