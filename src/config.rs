@@ -13,6 +13,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
+use crate::sync::retry::RetrySettings;
+
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ondorse-bridge/config.toml";
 /// Environment variable naming the configuration file (beaten by `--config`).
@@ -38,6 +40,9 @@ pub struct Config {
     pub store: StoreConfig,
     pub mappings: MappingsConfig,
     pub schedule: ScheduleConfig,
+    /// `[retry]`: the one retry policy of both APIs (keys
+    /// `initial_delay_seconds`, `max_delay_seconds`, `retry_after_cap_seconds`).
+    pub retry: RetrySettings,
 }
 
 /// `[salesforce]`: where the org is and how we prove who we are.
@@ -255,6 +260,7 @@ impl Config {
                 dir: PathBuf::from(loader.string_or("mappings", "dir", DEFAULT_MAPPINGS_DIR)),
             },
             schedule: loader.schedule(),
+            retry: loader.retry(),
         };
         loader.check_listeners(config.webhooks.listen, config.admin.listen);
         loader.report_unknown_keys();
@@ -433,6 +439,8 @@ enum Expected {
     WholeNumber,
     /// A TOML array of strings; comma-separated in the environment.
     TextList,
+    /// A TOML integer or float.
+    Number,
 }
 
 impl Expected {
@@ -441,6 +449,7 @@ impl Expected {
             Expected::Text => "text in quotes",
             Expected::WholeNumber => "a whole number",
             Expected::TextList => "a list of text like [\"a\", \"b\"]",
+            Expected::Number => "a number",
         }
     }
 }
@@ -450,6 +459,7 @@ enum Typed {
     Text(String),
     WholeNumber(i64),
     TextList(Vec<String>),
+    Number(f64),
 }
 
 /// How a value of the wrong type is shown: what the operator wrote.
@@ -487,6 +497,12 @@ impl Typed {
                 })
                 .collect::<Result<_, _>>()
                 .map(Typed::TextList),
+            (Expected::Number, ValueKind::Float(number)) => Ok(Typed::Number(number)),
+            // Whole seconds are written without a point.
+            #[allow(clippy::cast_precision_loss)]
+            (Expected::Number, ValueKind::I64(number)) => Ok(Typed::Number(number as f64)),
+            #[allow(clippy::cast_precision_loss)]
+            (Expected::Number, ValueKind::U64(number)) => Ok(Typed::Number(number as f64)),
             (_, other) => Err(shown(&other)),
         }
     }
@@ -508,6 +524,13 @@ impl Typed {
                     .map(str::to_owned)
                     .collect(),
             )),
+            Expected::Number => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|number| number.is_finite())
+                .map(Typed::Number)
+                .ok_or_else(|| format!("{text:?}")),
         }
     }
 }
@@ -626,7 +649,7 @@ impl Loader {
     fn string(&mut self, section: &str, key: &str) -> Option<String> {
         match self.typed(section, key, Expected::Text)? {
             Typed::Text(text) => Some(text),
-            Typed::WholeNumber(_) | Typed::TextList(_) => None,
+            Typed::WholeNumber(_) | Typed::TextList(_) | Typed::Number(_) => None,
         }
     }
 
@@ -1045,6 +1068,62 @@ impl Loader {
             poll,
             reconcile,
             overlap: Duration::from_secs(overlap),
+        }
+    }
+
+    fn retry(&mut self) -> RetrySettings {
+        use crate::sync::retry::{
+            DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, DEFAULT_RETRY_AFTER_CAP,
+        };
+        const SECTION: &str = "retry";
+        // A day: a longer wait is an outage nobody would notice.
+        const MAX_SECONDS: f64 = 24.0 * 60.0 * 60.0;
+        let initial_delay = self.seconds(
+            SECTION,
+            "initial_delay_seconds",
+            DEFAULT_INITIAL_DELAY,
+            MAX_SECONDS,
+        );
+        let max_delay = self.seconds(SECTION, "max_delay_seconds", DEFAULT_MAX_DELAY, MAX_SECONDS);
+        let retry_after_cap = self.seconds(
+            SECTION,
+            "retry_after_cap_seconds",
+            DEFAULT_RETRY_AFTER_CAP,
+            MAX_SECONDS,
+        );
+        if max_delay < initial_delay {
+            self.problem(
+                SECTION,
+                "max_delay_seconds",
+                format!(
+                    "{} is below initial_delay_seconds = {}",
+                    max_delay.as_secs_f64(),
+                    initial_delay.as_secs_f64()
+                ),
+            );
+        }
+        RetrySettings {
+            initial_delay,
+            max_delay,
+            retry_after_cap,
+        }
+    }
+
+    /// A duration in seconds (fractions allowed), above 0 and at most
+    /// `maximum`, or `default` when absent or wrong (recorded).
+    fn seconds(&mut self, section: &str, key: &str, default: Duration, maximum: f64) -> Duration {
+        let Some(Typed::Number(seconds)) = self.typed(section, key, Expected::Number) else {
+            return default;
+        };
+        if seconds > 0.0 && seconds <= maximum {
+            Duration::from_secs_f64(seconds)
+        } else {
+            self.problem(
+                section,
+                key,
+                format!("{seconds} is out of range: more than 0 and at most {maximum} seconds"),
+            );
+            default
         }
     }
 

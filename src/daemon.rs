@@ -13,15 +13,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::mapping::{self, MappingSet};
-use crate::ondorse::{OndorseClient, OndorseError};
-use crate::salesforce::SalesforceClient;
 use crate::server::admin::{self, AdminState};
 use crate::server::public::{self, PublicState};
 use crate::store::Store;
 use crate::sync::operations::ResyncGate;
 use crate::sync::reload::{WATCH_INTERVAL, directory_fingerprint};
-use crate::sync::{BudgetSettings, Engine, EngineSettings, ReloadOutcome, RunningEngine};
+use crate::sync::{
+    BuildError, Engine, EngineParts, EngineSettings, Prepared, ReloadOutcome, RunningEngine,
+};
 
 /// How long work in flight may take to finish after a stop is asked.
 /// systemd's default stop timeout is 90 s; a webhook answer takes
@@ -39,52 +38,9 @@ pub enum StartError {
     Runtime(#[from] anyhow::Error),
 }
 
-/// What [`Daemon::start`] checks before it opens the store or binds a
-/// socket. `check` builds the same, so it refuses whatever `run` would
-/// refuse as configuration.
-pub struct Prepared {
-    pub mappings: MappingSet,
-    pub salesforce: SalesforceClient,
-    pub ondorse: OndorseClient,
-}
-
-impl Prepared {
-    /// The store path, the mappings and both clients; every problem at once.
-    pub fn new(config: &Config) -> Result<Prepared, StartError> {
-        let mut problems = Vec::new();
-        if let Err(problem) = config.check_store_path() {
-            problems.push(problem);
-        }
-        let mappings = mapping::load_dir(&config.mappings.dir)
-            .map_err(|diagnostics| problems.push(diagnostics.to_string()))
-            .ok();
-        let source = config.source.display();
-        let salesforce = SalesforceClient::new(&config.salesforce)
-            .map_err(|error| problems.push(format!("{source}: {error}")))
-            .ok();
-        let ondorse = OndorseClient::new(&config.ondorse)
-            .map_err(|error| {
-                // Pointed at the key the client names (`ondorse.api_key_file`).
-                let at = match &error {
-                    OndorseError::InvalidConfig { key, .. } => key
-                        .split_once('.')
-                        .map(|(section, key)| config.origins.of(section, key)),
-                    _ => None,
-                };
-                let at = at.unwrap_or_else(|| source.to_string());
-                problems.push(format!("{at}: {error}"));
-            })
-            .ok();
-        match (mappings, salesforce, ondorse) {
-            (Some(mappings), Some(salesforce), Some(ondorse)) if problems.is_empty() => {
-                Ok(Prepared {
-                    mappings,
-                    salesforce,
-                    ondorse,
-                })
-            }
-            _ => Err(StartError::Configuration(problems.join("\n"))),
-        }
+impl From<BuildError> for StartError {
+    fn from(error: BuildError) -> StartError {
+        StartError::Configuration(error.0)
     }
 }
 
@@ -112,12 +68,18 @@ impl Daemon {
     /// listeners and starts the engine. Nothing is polled before all of it
     /// succeeded; `run` tells systemd READY only after this returns.
     pub async fn start(config: &Config, settings: EngineSettings) -> Result<Daemon, StartError> {
-        let Prepared {
-            mappings,
-            salesforce,
-            ondorse,
-        } = Prepared::new(config)?;
+        let prepared = Prepared::new(config)?;
         let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
+        let inbox_wake = Arc::new(Notify::new());
+        let engine = Arc::new(Engine::from_prepared(
+            config,
+            prepared,
+            EngineParts {
+                store: store.clone(),
+                settings,
+                inbox_wake: inbox_wake.clone(),
+            },
+        ));
 
         let listen = config.webhooks.listen;
         let listener = TcpListener::bind(listen)
@@ -133,7 +95,6 @@ impl Daemon {
         let admin_address = admin_listener
             .local_addr()
             .context("the admin listener has no address")?;
-        let inbox_wake = Arc::new(Notify::new());
         let state = PublicState {
             store: store.clone(),
             config: Arc::new(config.webhooks.clone()),
@@ -144,24 +105,8 @@ impl Daemon {
         let public_server = tokio::spawn(public::serve(listener, state, async move {
             stopped.notified().await
         }));
-        tracing::info!(address = %webhook_address, store = %config.store.path.display(), mappings = mappings.len(), "listening for webhooks");
+        tracing::info!(address = %webhook_address, store = %config.store.path.display(), mappings = engine.mappings().len(), "listening for webhooks");
 
-        let engine = Arc::new(Engine::new(
-            salesforce,
-            ondorse,
-            store.clone(),
-            mappings,
-            config.ondorse.portal_base_url.clone(),
-            EngineSettings {
-                overlap: config.schedule.overlap,
-                budget: BudgetSettings {
-                    budget_percent: config.salesforce.api_budget_percent,
-                    ..settings.budget
-                },
-                ..settings
-            },
-            inbox_wake,
-        ));
         let running = engine.clone().start(&config.schedule).await?;
         let mappings_watch =
             tokio::spawn(watch_mappings(engine.clone(), config.mappings.dir.clone()));

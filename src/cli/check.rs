@@ -5,7 +5,7 @@
 //! whatever `run` would refuse as configuration, `check` refuses first.
 
 use crate::cli::{Cli, Failure};
-use crate::daemon::Prepared;
+use crate::sync::Prepared;
 use crate::mapping::online;
 
 pub async fn check(cli: &Cli, online: bool) -> Result<(), Failure> {

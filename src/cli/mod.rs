@@ -141,6 +141,10 @@ pub struct ResyncArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Abandon each named Account's pending portal intent (one Ondorse
+    /// refused, once the data is fixed) and start a fresh one.
+    #[arg(long, requires = "accounts")]
+    pub new_intent: bool,
 }
 
 /// Why a command failed, and so which exit status it gets.
@@ -196,6 +200,13 @@ impl From<crate::daemon::StartError> for Failure {
             StartError::Configuration(message) => Failure::Invalid(message),
             StartError::Runtime(error) => Failure::Runtime(error),
         }
+    }
+}
+
+/// A configuration the engine cannot be built from: the operator's to fix.
+impl From<crate::sync::BuildError> for Failure {
+    fn from(error: crate::sync::BuildError) -> Failure {
+        Failure::Invalid(error.0)
     }
 }
 
@@ -303,6 +314,7 @@ async fn run_command(cli: &Cli) -> Result<(), Failure> {
                 all: arguments.all,
                 mapping: arguments.mapping.clone(),
                 dry_run: arguments.dry_run,
+                new_intent: arguments.new_intent,
             };
             resync::resync(&cli.load_config()?, request, arguments.json).await
         }

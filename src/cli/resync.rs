@@ -1,5 +1,5 @@
 //! `ondorse-bridge resync (--account ID... | --since TIME | --all)
-//! [--mapping NAME] [--dry-run]`: bring Salesforce back in line by hand.
+//! [--mapping NAME] [--dry-run] [--new-intent]`: bring Salesforce back in line by hand.
 //!
 //! With the daemon running the admin API does the work (one resync at a
 //! time); otherwise this process opens the store, builds the clients and
@@ -16,12 +16,9 @@ use tokio::sync::Notify;
 use crate::cli::access::{Access, operation_failure};
 use crate::cli::{Failure, print_json};
 use crate::config::Config;
-use crate::mapping;
-use crate::ondorse::OndorseClient;
-use crate::salesforce::SalesforceClient;
 use crate::store::Store;
 use crate::sync::operations::{ResyncGate, ResyncProgress, ResyncReport, ResyncRequest};
-use crate::sync::{Engine, EngineSettings};
+use crate::sync::{Engine, EngineParts, EngineSettings};
 
 /// How often the spinner turns while the daemon works.
 const SPINNER_TICK: Duration = Duration::from_millis(120);
@@ -76,22 +73,14 @@ async fn run_here(
     request: &ResyncRequest,
     terminal: bool,
 ) -> Result<(ResyncReport, Option<crate::sync::WriteReport>), Failure> {
-    let mappings = mapping::load_dir(&config.mappings.dir)
-        .map_err(|diagnostics| Failure::Invalid(diagnostics.to_string()))?;
-    let salesforce = SalesforceClient::new(&config.salesforce).map_err(anyhow::Error::from)?;
-    let ondorse = OndorseClient::new(&config.ondorse).map_err(anyhow::Error::from)?;
-    let engine = Engine::new(
-        salesforce,
-        ondorse,
-        store,
-        mappings,
-        config.ondorse.portal_base_url.clone(),
-        EngineSettings {
-            overlap: config.schedule.overlap,
-            ..EngineSettings::default()
+    let engine = Engine::from_config(
+        config,
+        EngineParts {
+            store,
+            settings: EngineSettings::default(),
+            inbox_wake: Arc::new(Notify::new()),
         },
-        Arc::new(Notify::new()),
-    );
+    )?;
     let bar = terminal.then(|| {
         let bar = ProgressBar::new(0);
         let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} (eta {eta})")
@@ -144,6 +133,13 @@ pub fn render(report: &ResyncReport, sent: Option<crate::sync::WriteReport>) -> 
         "{} Account(s) read from Salesforce, {} application(s) fetched from Ondorse",
         report.accounts_read, report.applications_fetched
     );
+    if report.intents_renewed > 0 {
+        let _ = writeln!(
+            text,
+            "{} pending intent(s) abandoned for a fresh one",
+            report.intents_renewed
+        );
+    }
     let _ = writeln!(text, "{} field(s) {verb}", report.changes.len());
     for change in &report.changes {
         let _ = writeln!(

@@ -28,8 +28,13 @@ pub enum OndorseError {
     #[error("ondorse refused the request as invalid: {detail}")]
     Validation { detail: String },
 
-    /// 429 after the client's own bounded retries.
-    #[error("ondorse rate limit still exceeded after retrying (retry after {retry_after:?})")]
+    /// An `Idempotency-Key` came back with another body (Stripe-style 422):
+    /// the key's first request created something; this one creates nothing.
+    #[error("ondorse refused a reused idempotency key: {detail}")]
+    IdempotencyConflict { status: u16, detail: String },
+
+    /// 429: the caller waits (`Retry-After` when given) and tries again.
+    #[error("ondorse rate limit exceeded (retry after {retry_after:?})")]
     RateLimited { retry_after: Option<Duration> },
 
     /// 5xx.
@@ -81,7 +86,8 @@ impl OndorseError {
         match self {
             OndorseError::Unauthorized { status, .. }
             | OndorseError::Server { status, .. }
-            | OndorseError::Client { status, .. } => Some(*status),
+            | OndorseError::Client { status, .. }
+            | OndorseError::IdempotencyConflict { status, .. } => Some(*status),
             OndorseError::NotFound { .. } => Some(404),
             OndorseError::Validation { .. } => Some(422),
             OndorseError::RateLimited { .. } => Some(429),

@@ -37,9 +37,9 @@ mod writebacks;
 
 pub use cursors::Cursor;
 pub use dead_letters::DeadLetter;
-pub use inbox::{Accepted, InboxItem, InboxKind, SEEN_EVENT_RETENTION};
+pub use inbox::{Accepted, InboxItem, InboxKind, InboxQueue, ParkedItem, SEEN_EVENT_RETENTION};
 pub use journal::JournalEntry;
-pub use links::{Link, PortalRecord};
+pub use links::{Link, PortalRecord, PortalRequest};
 pub use writebacks::{Fields, PendingWrite, WriteSettlement};
 
 /// sled's page cache. Its default (1 GiB) lets a long-running daemon grow
@@ -47,8 +47,10 @@ pub use writebacks::{Fields, PendingWrite, WriteSettlement};
 /// being touched. Cold reads (an old journal) go to disk, which is fine.
 const CACHE_CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Keyspace: pending inbox items, by sequence.
+/// Keyspace: pending inbox items (webhooks), by sequence.
 const INBOX_TREE: &str = "inbox";
+/// Keyspace: pending Salesforce push hints, by sequence (their own queue).
+const HINTS_TREE: &str = "hints";
 /// Keyspace: Ondorse event ids already accepted, with when they arrived.
 const SEEN_EVENTS_TREE: &str = "seen_events";
 /// Keyspace: intake cursor per mapping.
@@ -63,6 +65,13 @@ const WRITES_TREE: &str = "writes";
 const KNOWN_FIELDS_TREE: &str = "known_fields";
 /// Keyspace: refused write-backs, by sequence.
 const DEAD_LETTERS_TREE: &str = "dead_letters";
+/// Keyspace: field values Salesforce refused for good, per Account; planning
+/// treats them as sent, so a refusal is not planned again until the inputs
+/// change.
+const REFUSED_FIELDS_TREE: &str = "refused_fields";
+/// Keyspace: Accounts whose retried dead letters wait to be planned again
+/// from their current state, with the mappings concerned.
+const REPLANS_TREE: &str = "replans";
 /// Keyspace: per-Account journal, `account \0 sequence`.
 const JOURNAL_TREE: &str = "journal";
 
@@ -86,6 +95,7 @@ struct Inner {
     path: PathBuf,
     db: sled::Db,
     inbox: sled::Tree,
+    hints: sled::Tree,
     seen_events: sled::Tree,
     cursors: sled::Tree,
     links: sled::Tree,
@@ -93,6 +103,8 @@ struct Inner {
     writes: sled::Tree,
     known_fields: sled::Tree,
     dead_letters: sled::Tree,
+    refused_fields: sled::Tree,
+    replans: sled::Tree,
     journal: sled::Tree,
     group_commit: flush::GroupCommit,
 }
@@ -224,6 +236,7 @@ impl Store {
             })
         };
         let inbox = open_tree(INBOX_TREE)?;
+        let hints = open_tree(HINTS_TREE)?;
         let seen_events = open_tree(SEEN_EVENTS_TREE)?;
         let cursors = open_tree(CURSORS_TREE)?;
         let links = open_tree(LINKS_TREE)?;
@@ -231,6 +244,8 @@ impl Store {
         let writes = open_tree(WRITES_TREE)?;
         let known_fields = open_tree(KNOWN_FIELDS_TREE)?;
         let dead_letters = open_tree(DEAD_LETTERS_TREE)?;
+        let refused_fields = open_tree(REFUSED_FIELDS_TREE)?;
+        let replans = open_tree(REPLANS_TREE)?;
         let journal = open_tree(JOURNAL_TREE)?;
         tracing::debug!(path = %path.display(), "store opened");
         Ok(Store {
@@ -239,6 +254,7 @@ impl Store {
                 group_commit: flush::GroupCommit::new(db.clone()),
                 db,
                 inbox,
+                hints,
                 seen_events,
                 cursors,
                 links,
@@ -246,6 +262,8 @@ impl Store {
                 writes,
                 known_fields,
                 dead_letters,
+                refused_fields,
+                replans,
                 journal,
             }),
         })

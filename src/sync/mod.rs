@@ -14,20 +14,24 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use crate::mapping::MappingSet;
-use crate::ondorse::OndorseClient;
+use crate::config::Config;
+use crate::mapping::{self, MappingSet};
+use crate::ondorse::{OndorseClient, OndorseError};
 use crate::salesforce::SalesforceClient;
 use crate::salesforce::model::SObjectDescribe;
 use crate::store::{JournalEntry, Store, StoreError};
 
 pub mod budget;
 mod decisions;
+pub mod governed;
 mod intake;
+mod locks;
 pub mod operations;
 pub mod plan;
 mod portals;
 mod reconcile;
 pub mod reload;
+pub mod retry;
 mod run;
 mod writeback;
 
@@ -36,6 +40,7 @@ pub use decisions::InboxReport;
 pub use intake::IntakeReport;
 pub use reconcile::ReconcileReport;
 pub use reload::{MappingHealth, Pause, ReloadOutcome, ReloadStatus};
+pub use retry::{BreakerOpen, BreakerState, Endpoint, RetryPolicy, RetrySettings};
 pub use run::{RunningEngine, ScheduleHealth, ScheduleState, Schedules};
 pub use writeback::WriteReport;
 
@@ -55,11 +60,6 @@ pub struct EngineSettings {
     /// A batch of fewer than 200 write-backs waits at most this long for
     /// company, so a backfill uses full sObject Collections calls.
     pub write_linger: Duration,
-    /// First and longest delay between attempts of a retriable write-back.
-    pub retry_base: Duration,
-    pub retry_cap: Duration,
-    /// A retriable write-back failing this many times becomes a dead letter.
-    pub max_write_attempts: u32,
     /// How often the inbox is looked at without a wake-up (a safety net).
     pub inbox_interval: Duration,
     /// The Salesforce API budget governor.
@@ -73,10 +73,6 @@ impl Default for EngineSettings {
             portal_concurrency: 16,
             fetch_concurrency: 16,
             write_linger: Duration::from_millis(500),
-            retry_base: Duration::from_secs(1),
-            retry_cap: Duration::from_secs(5 * 60),
-            // With the cap above, about an hour of trying.
-            max_write_attempts: 20,
             inbox_interval: Duration::from_secs(1),
             budget: BudgetSettings::default(),
         }
@@ -100,6 +96,9 @@ pub enum SyncError {
     /// The API budget governor turned the step away; it runs again later.
     #[error(transparent)]
     Paused(#[from] Paused),
+    /// The endpoint's breaker is open: work on it waits as a whole.
+    #[error(transparent)]
+    Backoff(#[from] BreakerOpen),
 }
 
 impl SyncError {
@@ -110,18 +109,33 @@ impl SyncError {
             SyncError::Salesforce(error) => error.is_retriable(),
             SyncError::Ondorse(error) => error.is_retriable(),
             SyncError::UnknownMapping(_) | SyncError::MappingPaused(_) => false,
-            SyncError::Paused(_) => true,
+            SyncError::Paused(_) | SyncError::Backoff(_) => true,
+        }
+    }
+
+    /// True for a failure of our own store (not of the item being worked).
+    pub fn is_store(&self) -> bool {
+        matches!(self, SyncError::Store(_))
+    }
+
+    /// How long the server asked us to wait, when it said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SyncError::Ondorse(error) => error.retry_after(),
+            _ => None,
         }
     }
 }
 
 /// The engine: clients, the ledger, the loaded mappings.
 pub struct Engine {
-    salesforce: SalesforceClient,
+    /// The only way to Salesforce: every call asks the budget governor.
+    salesforce: governed::GovernedSalesforce,
     ondorse: OndorseClient,
     store: Store,
-    /// Consulted before every Salesforce step.
-    budget: budget::Governor,
+    /// The retry policy and a breaker per endpoint: work on a failing
+    /// endpoint waits as a whole.
+    breakers: Arc<retry::Breakers>,
     /// Replaced whole on reload; steps take a snapshot (`mappings()`).
     mappings: RwLock<Arc<MappingSet>>,
     /// Account describe, fetched on first need: conversions need field types.
@@ -133,35 +147,131 @@ pub struct Engine {
     writes_queued: Notify,
     /// Woken by the public listener when the inbox has something.
     inbox_wake: Arc<Notify>,
-    /// One intake at a time (scheduled poll, hint, resync), so a cursor is
-    /// never moved by two runs at once.
-    intake_lock: tokio::sync::Mutex<()>,
+    /// One worker per (mapping, Account) link at a time: every path that
+    /// reads, calls out for and rewrites a link holds its lock.
+    link_locks: locks::KeyedLocks,
+    /// One poll per mapping at a time, so a cursor is never moved by two.
+    cursor_locks: locks::KeyedLocks,
+    /// Woken when an intent was parked, so the deferred-intent loop looks
+    /// at its retry time.
+    intents_deferred: Notify,
     /// Refused reloads and mappings paused by schema drift, for `status`.
     health: reload::MappingHealth,
 }
 
+/// Why an engine could not be built from the configuration: the
+/// operator must fix it. Every problem found, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+/// What the configuration gives an engine, checked before the store is
+/// opened or a socket bound: the store path, the mappings and both
+/// clients. `check` builds the same as `run`, so it refuses whatever `run`
+/// would refuse as configuration.
+pub struct Prepared {
+    pub mappings: MappingSet,
+    pub salesforce: SalesforceClient,
+    pub ondorse: OndorseClient,
+}
+
+impl Prepared {
+    /// The store path, the mappings and both clients; every problem at once.
+    pub fn new(config: &Config) -> Result<Prepared, BuildError> {
+        let mut problems = Vec::new();
+        if let Err(problem) = config.check_store_path() {
+            problems.push(problem);
+        }
+        let mappings = mapping::load_dir(&config.mappings.dir)
+            .map_err(|diagnostics| problems.push(diagnostics.to_string()))
+            .ok();
+        let source = config.source.display();
+        let salesforce = SalesforceClient::new(&config.salesforce)
+            .map_err(|error| problems.push(format!("{source}: {error}")))
+            .ok();
+        let ondorse = OndorseClient::new(&config.ondorse)
+            .map_err(|error| {
+                // Pointed at the key the client names (`ondorse.api_key_file`).
+                let at = match &error {
+                    OndorseError::InvalidConfig { key, .. } => key
+                        .split_once('.')
+                        .map(|(section, key)| config.origins.of(section, key)),
+                    _ => None,
+                };
+                let at = at.unwrap_or_else(|| source.to_string());
+                problems.push(format!("{at}: {error}"));
+            })
+            .ok();
+        match (mappings, salesforce, ondorse) {
+            (Some(mappings), Some(salesforce), Some(ondorse)) if problems.is_empty() => {
+                Ok(Prepared {
+                    mappings,
+                    salesforce,
+                    ondorse,
+                })
+            }
+            _ => Err(BuildError(problems.join("\n"))),
+        }
+    }
+}
+
+/// What [`Engine::from_config`] takes besides the configuration.
+pub struct EngineParts {
+    /// The ledger, opened by the caller (the daemon shares it with its
+    /// listeners; offline commands get it from `cli::access`).
+    pub store: Store,
+    /// Tunables the configuration does not carry (tests shorten them).
+    pub settings: EngineSettings,
+    /// Woken by the public listener when the inbox has something.
+    pub inbox_wake: Arc<Notify>,
+}
+
 impl Engine {
-    pub fn new(
-        salesforce: SalesforceClient,
-        ondorse: OndorseClient,
-        store: Store,
-        mappings: MappingSet,
-        portal_base_url: String,
-        settings: EngineSettings,
-        inbox_wake: Arc<Notify>,
-    ) -> Engine {
-        Engine {
-            budget: budget::Governor::new(salesforce.clone(), settings.budget.clone()),
+    /// An engine from the configuration alone: [`Prepared::new`], then
+    /// [`Engine::from_prepared`]. The offline commands and the tests come
+    /// through here.
+    pub fn from_config(config: &Config, parts: EngineParts) -> Result<Engine, BuildError> {
+        Ok(Engine::from_prepared(config, Prepared::new(config)?, parts))
+    }
+
+    /// The one way to build an engine: `run`, the offline commands, `demo`,
+    /// the tests and the benches all come through here, so every engine
+    /// honours the same configuration (`overlap_seconds`,
+    /// `api_budget_percent`, `[retry]`). `run` prepares before it opens the
+    /// store, so a configuration mistake is said before anything starts.
+    pub fn from_prepared(config: &Config, prepared: Prepared, parts: EngineParts) -> Engine {
+        let Prepared {
+            mappings,
             salesforce,
             ondorse,
-            store,
+        } = prepared;
+        let settings = EngineSettings {
+            overlap: config.schedule.overlap,
+            budget: BudgetSettings {
+                budget_percent: config.salesforce.api_budget_percent,
+                ..parts.settings.budget
+            },
+            ..parts.settings
+        };
+        let breakers = Arc::new(retry::Breakers::new(RetryPolicy::new(config.retry)));
+        Engine {
+            salesforce: governed::GovernedSalesforce::new(
+                salesforce,
+                settings.budget.clone(),
+                breakers.clone(),
+            ),
+            breakers,
+            ondorse,
+            store: parts.store,
             mappings: RwLock::new(Arc::new(mappings)),
             describe: tokio::sync::RwLock::new(None),
-            portal_base_url,
+            portal_base_url: config.ondorse.portal_base_url.clone(),
             settings,
             writes_queued: Notify::new(),
-            inbox_wake,
-            intake_lock: tokio::sync::Mutex::new(()),
+            inbox_wake: parts.inbox_wake,
+            link_locks: locks::KeyedLocks::default(),
+            cursor_locks: locks::KeyedLocks::default(),
+            intents_deferred: Notify::new(),
             health: reload::MappingHealth::default(),
         }
     }
@@ -170,19 +280,19 @@ impl Engine {
         &self.store
     }
 
-    pub fn salesforce(&self) -> &SalesforceClient {
+    /// Salesforce as the engine reaches it: through the budget governor.
+    pub fn salesforce(&self) -> &governed::GovernedSalesforce {
         &self.salesforce
     }
 
     /// What the API budget governor is doing (for `status`).
     pub fn budget_state(&self) -> BudgetState {
-        self.budget.state()
+        self.salesforce.budget_state()
     }
 
-    /// The API budget governor, for callers that use
-    /// [`Engine::salesforce`] directly and must ask it first.
-    pub fn budget(&self) -> &budget::Governor {
-        &self.budget
+    /// The retry policy and the breaker of each endpoint.
+    pub fn breakers(&self) -> &retry::Breakers {
+        &self.breakers
     }
 
     /// The mappings in force now.
@@ -210,8 +320,11 @@ impl Engine {
         if let Some(describe) = slot.as_ref() {
             return Ok(describe.clone());
         }
-        self.budget.admit(budget::Work::Lookup).await?;
-        let describe = Arc::new(self.salesforce.describe(ACCOUNT).await?);
+        let describe = Arc::new(
+            self.salesforce
+                .describe(budget::Work::Lookup, ACCOUNT)
+                .await?,
+        );
         *slot = Some(describe.clone());
         Ok(describe)
     }
@@ -219,6 +332,13 @@ impl Engine {
     /// Drops the cached describe (a field vanished, a reload).
     pub async fn forget_describe(&self) {
         *self.describe.write().await = None;
+    }
+
+    /// When an item (intent, inbox item) that failed `attempts` times in a
+    /// row is tried again: the retry policy's growing delay, or the
+    /// server's `Retry-After` (capped).
+    fn retry_at(&self, attempts: u32, retry_after: Option<Duration>) -> DateTime<Utc> {
+        self.breakers.policy().retry_at(attempts, retry_after)
     }
 
     /// Appends to an Account's journal.
@@ -232,13 +352,7 @@ impl Engine {
     ) -> Result<(), StoreError> {
         self.store.journal(
             account_id,
-            &JournalEntry {
-                at: now(),
-                mapping: mapping.map(str::to_owned),
-                step: step.to_owned(),
-                summary,
-                detail,
-            },
+            &JournalEntry::new(now(), mapping.map(str::to_owned), step, summary, detail),
         )
     }
 }

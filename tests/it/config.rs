@@ -261,3 +261,53 @@ fn the_shipped_example_loads_with_every_key_known_and_of_its_type() {
     assert_eq!(config.salesforce.api_budget_percent, 50);
     assert_eq!(config.schedule.overlap.as_secs(), 900);
 }
+
+#[test]
+fn the_retry_policy_has_defaults_takes_fractions_and_names_bad_values() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let retry = load(dir.path(), "").expect("valid configuration").retry;
+    assert_eq!(retry.initial_delay, Duration::from_secs(1));
+    assert_eq!(retry.max_delay, Duration::from_secs(300));
+    assert_eq!(
+        retry.retry_after_cap,
+        Duration::from_secs(60),
+        "the documented cap"
+    );
+
+    let retry = load(
+        dir.path(),
+        "[retry]\ninitial_delay_seconds = 0.25\nmax_delay_seconds = 30\nretry_after_cap_seconds = 5\n",
+    )
+    .expect("valid configuration")
+    .retry;
+    assert_eq!(retry.initial_delay, Duration::from_millis(250));
+    assert_eq!(retry.max_delay, Duration::from_secs(30));
+    assert_eq!(retry.retry_after_cap, Duration::from_secs(5));
+
+    let message = load(
+        dir.path(),
+        "[retry]\ninitial_delay_seconds = 10\nmax_delay_seconds = 2\nretry_after_cap_seconds = -1\nretry_after_cap = 3\n",
+    )
+    .unwrap_err();
+    let at = |needle: &str| position_of(dir.path(), needle);
+    for expected in [
+        format!(
+            "{}: [retry] max_delay_seconds: 2 is below initial_delay_seconds = 10",
+            at("max_delay_seconds")
+        ),
+        format!(
+            "{}: [retry] retry_after_cap_seconds: -1 is out of range: more than 0 and at most 86400 seconds",
+            at("retry_after_cap_seconds")
+        ),
+        format!(
+            "{}: unknown key [retry] retry_after_cap; did you mean `retry_after_cap_seconds`?",
+            at("retry_after_cap =")
+        ),
+    ] {
+        assert!(
+            message.contains(&expected),
+            "{expected:?} missing from:\n{message}"
+        );
+    }
+}

@@ -134,8 +134,8 @@ fn allowed_values(label: &str) -> &'static [&'static str] {
             "other",
         ],
         "status" => &["2xx", "3xx", "4xx", "5xx", "error"],
-        "work" => &["intake", "reconcile", "writeback", "lookup"],
-        "queue" => &["inbox", "pending_writes"],
+        "work" => &["intake", "reconcile", "writeback", "lookup", "check"],
+        "queue" => &["inbox", "pending_writes", "webhooks", "hints", "intents"],
         "schedule" => &["poll", "reconcile"],
         other => panic!("unexpected label `{other}`"),
     }
