@@ -131,9 +131,21 @@ async fn an_html_503_pauses_the_writer_and_writes_off_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_answer_is_settled_by_reading_back_what_landed() {
-    let (world, engine, ids) = links_queued(12, 63).await;
-    world.salesforce.blank_collection_answers(1);
+async fn an_api_disabled_for_the_org_pauses_the_writer_and_writes_off_nothing() {
+    a_call_level_fault_pauses_the_writer(
+        |world| world.salesforce.disable_api(3),
+        "API_DISABLED_FOR_ORG",
+        69,
+    )
+    .await;
+}
+
+/// A write call lands but its answer cannot be read (`lose` arms how): the
+/// writer reads the Accounts back and settles what landed, sending nothing
+/// twice.
+async fn an_unknown_outcome_is_settled_by_reading_back(lose: impl FnOnce(&World), seed: u64) {
+    let (world, engine, ids) = links_queued(12, seed).await;
+    lose(&world);
     let before = world.salesforce.stats();
     let report = engine.flush_writes().await.expect("pass");
     let after = world.salesforce.stats();
@@ -153,6 +165,24 @@ async fn an_unreadable_answer_is_settled_by_reading_back_what_landed() {
     );
     assert_eq!(engine.store().dead_letter_count(), 0);
     assert_links_written(&world, &ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_answer_is_settled_by_reading_back_what_landed() {
+    an_unknown_outcome_is_settled_by_reading_back(
+        |world| world.salesforce.blank_collection_answers(1),
+        63,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_a_result_missing_is_settled_by_reading_back_what_landed() {
+    an_unknown_outcome_is_settled_by_reading_back(
+        |world| world.salesforce.short_collection_answers(1),
+        70,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
