@@ -42,6 +42,8 @@ pub const RATE_LIMIT_RETRIES: usize = 3;
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// First backoff step after a 429 without `Retry-After`.
 pub const RATE_LIMIT_BASE_DELAY: Duration = Duration::from_millis(500);
+/// Most redirects followed within `ondorse.base_url`'s own host.
+pub const MAX_SAME_HOST_REDIRECTS: usize = 5;
 /// Header that makes `POST /api/portals` safe to repeat.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 
@@ -115,6 +117,19 @@ impl OndorseClient {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            // reqwest drops `Authorization` on a cross-host redirect but not
+            // a custom `ondorse.auth_header` (`X-API-KEY`): the key must
+            // never follow a redirect to another host.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let origin = attempt.previous().first().map(Url::origin);
+                if attempt.previous().len() > MAX_SAME_HOST_REDIRECTS
+                    || origin != Some(attempt.url().origin())
+                {
+                    attempt.stop()
+                } else {
+                    attempt.follow()
+                }
+            }))
             .user_agent(concat!("ondorse-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| OndorseError::InvalidConfig {
@@ -264,6 +279,10 @@ impl OndorseClient {
             Some(status.as_u16()),
             started.elapsed(),
         );
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -292,6 +311,11 @@ impl OndorseClient {
                 detail: error_detail(&body),
             },
             StatusCode::TOO_MANY_REQUESTS => OndorseError::RateLimited { retry_after },
+            status if status.is_redirection() => OndorseError::Redirected {
+                status: status.as_u16(),
+                url,
+                location: location.unwrap_or_else(|| "(no Location header)".to_owned()),
+            },
             status if status.is_server_error() => OndorseError::Server {
                 status: status.as_u16(),
                 body_excerpt: error_detail(&body),

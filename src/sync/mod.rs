@@ -23,6 +23,7 @@ use crate::store::{JournalEntry, Store, StoreError};
 pub mod budget;
 mod decisions;
 mod intake;
+pub mod online_check;
 pub mod operations;
 pub mod plan;
 mod portals;
@@ -36,7 +37,7 @@ pub use decisions::InboxReport;
 pub use intake::IntakeReport;
 pub use reconcile::ReconcileReport;
 pub use reload::{MappingHealth, Pause, ReloadOutcome, ReloadStatus};
-pub use run::{RunningEngine, ScheduleHealth, ScheduleState, Schedules};
+pub use run::{PollFailure, PollFailures, RunningEngine, ScheduleHealth, ScheduleState, Schedules};
 pub use writeback::WriteReport;
 
 /// The Salesforce object every mapping reads and writes today.

@@ -5,6 +5,7 @@ mod admin_tools;
 mod budget;
 mod config;
 mod deploy;
+mod edges;
 mod mappings;
 mod ondorse_client;
 mod operations;
