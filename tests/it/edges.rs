@@ -349,12 +349,14 @@ async fn the_sandbox_lists_the_versions_it_serves_and_refuses_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mappings_whose_polls_keep_failing_make_readyz_503_and_status_shows_each_error() {
-    let world = World::start_with(
+    let mut world = World::start_with(
         SalesforceSandboxOptions::default(),
         OndorseSandboxOptions::default(),
-        &format!("{FAST_POLL}\n[admin]\nfailing_poll_grace_seconds = 1\n"),
+        FAST_POLL,
     )
     .await;
+    // `[admin] failing_poll_grace_seconds = 1`.
+    world.config.admin.failing_poll_grace = Duration::from_secs(1);
     let daemon = world.daemon().await;
     let admin = daemon.admin_address();
     eventually("the first polls succeed", E2E_DEADLINE, || {
@@ -503,5 +505,52 @@ fn the_whole_stop_path_fits_inside_the_units_stop_timeout() {
         ondorse_bridge::daemon::SHUTDOWN_GRACE + flush_margin <= stop_timeout,
         "grace {:?} + flush {flush_margin:?} > TimeoutStopSec {stop_timeout:?}",
         ondorse_bridge::daemon::SHUTDOWN_GRACE
+    );
+}
+
+#[test]
+fn listener_limits_and_the_readiness_grace_are_read_and_checked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = ConfigSettings::in_dir(dir.path());
+    let keys = ondorse_bridge::sandbox::salesforce::generate_jwt_key_pair();
+    let path = write_config(dir.path(), &settings, &keys.private_key_pem).path;
+    let load = |pairs: &[(&str, &str)]| {
+        ondorse_bridge::config::Config::load_with_environment(
+            &path,
+            None,
+            pairs
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        )
+    };
+    let defaults = load(&[]).expect("the defaults are valid");
+    assert_eq!(
+        defaults.webhooks.limits,
+        ondorse_bridge::config::ListenerLimits::default()
+    );
+    assert_eq!(defaults.admin.failing_poll_grace, Duration::from_secs(300));
+    let set = load(&[
+        ("ONDORSE_BRIDGE__WEBHOOKS__MAX_CONNECTIONS", "5"),
+        ("ONDORSE_BRIDGE__WEBHOOKS__BODY_TIMEOUT_SECONDS", "3"),
+        ("ONDORSE_BRIDGE__ADMIN__FAILING_POLL_GRACE_SECONDS", "60"),
+    ])
+    .expect("valid overrides");
+    assert_eq!(set.webhooks.limits.max_connections, 5);
+    assert_eq!(set.webhooks.limits.body_timeout, Duration::from_secs(3));
+    assert_eq!(set.admin.failing_poll_grace, Duration::from_secs(60));
+    let refused = load(&[
+        ("ONDORSE_BRIDGE__WEBHOOKS__IDLE_TIMEOUT_SECONDS", "0"),
+        ("ONDORSE_BRIDGE__WEBHOOKS__MAX_CONNECTIONS", "0"),
+    ])
+    .expect_err("zero is refused")
+    .to_string();
+    assert!(
+        refused.contains("[webhooks] idle_timeout_seconds: must be at least 1 second"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("[webhooks] max_connections: must be at least 1"),
+        "{refused}"
     );
 }
