@@ -67,6 +67,21 @@ impl Setup {
         }
     }
 
+    /// The refresh-token flow against an org that rotates its refresh
+    /// tokens and knows `tokens` at start.
+    async fn rotating(tokens: &[&str]) -> Setup {
+        Setup::start(
+            SalesforceSandboxOptions {
+                refresh_tokens: tokens.iter().map(|token| (*token).to_owned()).collect(),
+                rotate_refresh_tokens: true,
+                ..Default::default()
+            },
+            "refresh_token",
+            FAST_POLL,
+        )
+        .await
+    }
+
     fn daemon(&self) -> Daemon {
         Daemon::start(&self.config, self.webhooks)
     }
@@ -97,6 +112,12 @@ impl Setup {
     fn refresh_token_file(&self) -> PathBuf {
         self.config.with_file_name("sf-refresh-token")
     }
+}
+
+/// SIGTERM, and the daemon exits 0.
+fn stop(daemon: Daemon) {
+    let (exit, log) = daemon.terminate();
+    assert!(exit.success(), "exit after SIGTERM: {exit}\n{log}");
 }
 
 /// Whether the sandbox org still accepts `token` for a refresh (real
@@ -146,23 +167,13 @@ async fn status_json(admin: SocketAddr) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_refresh_tokens_survive_restarts_kills_and_check_online() {
-    let setup = Setup::start(
-        SalesforceSandboxOptions {
-            refresh_tokens: vec![FILE_REFRESH_TOKEN.to_owned()],
-            rotate_refresh_tokens: true,
-            ..Default::default()
-        },
-        "refresh_token",
-        FAST_POLL,
-    )
-    .await;
+    let setup = Setup::rotating(&[FILE_REFRESH_TOKEN]).await;
 
     // First start: the file's token is redeemed and rotated away.
     let daemon = setup.daemon();
     setup.a_new_account_gets_its_portal(1, &daemon).await;
     assert!(!refresh_token_works(&setup, FILE_REFRESH_TOKEN).await);
-    let (exit, log) = daemon.terminate();
-    assert!(exit.success(), "{log}");
+    stop(daemon);
 
     // Stopped: check --online uses the kept token and keeps the next one.
     let checked = cli(&setup.config, &["check", "--online"]).await;
@@ -191,8 +202,7 @@ async fn rotated_refresh_tokens_survive_restarts_kills_and_check_online() {
     assert!(said.contains("the daemon runs"), "{said}");
     assert!(said.contains("checked online"), "{said}");
     setup.a_new_account_gets_its_portal(4, &daemon).await;
-    let (exit, log) = daemon.terminate();
-    assert!(exit.success(), "{log}");
+    stop(daemon);
 
     // Fourth start: still no new token from a human.
     let daemon = setup.daemon();
@@ -203,8 +213,7 @@ async fn rotated_refresh_tokens_survive_restarts_kills_and_check_online() {
         !log.contains(FILE_REFRESH_TOKEN),
         "a refresh token in the log:\n{log}"
     );
-    let (exit, _) = daemon.terminate();
-    assert!(exit.success());
+    stop(daemon);
     assert_eq!(
         std::fs::read_to_string(setup.refresh_token_file()).unwrap(),
         format!("{FILE_REFRESH_TOKEN}\n"),
@@ -215,23 +224,10 @@ async fn rotated_refresh_tokens_survive_restarts_kills_and_check_online() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operators_new_refresh_token_file_wins_over_the_kept_token() {
     const OPERATORS_NEW_TOKEN: &str = "operators-new-refresh-token";
-    let setup = Setup::start(
-        SalesforceSandboxOptions {
-            refresh_tokens: vec![
-                FILE_REFRESH_TOKEN.to_owned(),
-                OPERATORS_NEW_TOKEN.to_owned(),
-            ],
-            rotate_refresh_tokens: true,
-            ..Default::default()
-        },
-        "refresh_token",
-        FAST_POLL,
-    )
-    .await;
+    let setup = Setup::rotating(&[FILE_REFRESH_TOKEN, OPERATORS_NEW_TOKEN]).await;
     let daemon = setup.daemon();
     setup.a_new_account_gets_its_portal(11, &daemon).await;
-    let (exit, _) = daemon.terminate();
-    assert!(exit.success());
+    stop(daemon);
 
     std::fs::write(
         setup.refresh_token_file(),
@@ -247,22 +243,13 @@ async fn an_operators_new_refresh_token_file_wins_over_the_kept_token() {
         log.contains("salesforce.refresh_token_file changed"),
         "{log}"
     );
-    let (exit, _) = daemon.terminate();
-    assert!(exit.success());
+    stop(daemon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_login_makes_readyz_say_what_to_do_and_the_watchdog_keeps_quiet() {
     // The org knows no refresh token at all: the file's was revoked.
-    let setup = Setup::start(
-        SalesforceSandboxOptions {
-            rotate_refresh_tokens: true,
-            ..Default::default()
-        },
-        "refresh_token",
-        FAST_POLL,
-    )
-    .await;
+    let setup = Setup::rotating(&[]).await;
     let daemon = setup.daemon();
     let body = not_ready_because(setup.admin, "salesforce refuses the login").await;
     assert!(body.contains("invalid_grant"), "{body}");
@@ -277,8 +264,7 @@ async fn a_refused_login_makes_readyz_say_what_to_do_and_the_watchdog_keeps_quie
     assert!(problem.contains("the login is refused"), "{status}");
     // The schedules still fire: the process is healthy, the org refuses.
     assert_eq!(status["daemon"]["schedules_alive"], json!(true), "{status}");
-    let (exit, _) = daemon.terminate();
-    assert!(exit.success());
+    stop(daemon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,8 +452,7 @@ async fn an_exposed_admin_listener_and_plain_http_are_warned_about_and_the_token
     let (status, body) = admin_get(admin, "/metrics", true).await;
     assert_eq!(status, 200);
     assert!(body.contains("ondorse_bridge_"), "{body}");
-    let (exit, _) = daemon.terminate();
-    assert!(exit.success());
+    stop(daemon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -547,13 +547,31 @@ fn a_second_daemon_on_the_same_store_is_told_why_it_cannot_start() {
     assert!(exit.success(), "{log}");
 }
 
+/// Posts a new event and checks it was stored.
+async fn post_and_expect_stored(receiver: &Receiver, event_id: &str) {
+    let (status, answer) = receiver
+        .post_event(&event(event_id, "application.review_updated"))
+        .await;
+    assert_eq!(
+        (status, status_field(&answer).as_str()),
+        (StatusCode::OK, "stored"),
+        "{answer}"
+    );
+}
+
 /// Limits short enough for a test: a second per head and per idle wait.
 fn quick_limits(max_connections: usize) -> WebhooksConfig {
+    limits_of(1, max_connections)
+}
+
+/// Every timeout `seconds` long.
+fn limits_of(seconds: u64, max_connections: usize) -> WebhooksConfig {
+    let timeout = std::time::Duration::from_secs(seconds);
     WebhooksConfig {
         limits: ListenerLimits {
-            header_read_timeout: std::time::Duration::from_secs(1),
-            idle_timeout: std::time::Duration::from_secs(1),
-            body_timeout: std::time::Duration::from_secs(1),
+            header_read_timeout: timeout,
+            idle_timeout: timeout,
+            body_timeout: timeout,
             max_connections,
         },
         ..webhooks_config()
@@ -595,7 +613,8 @@ async fn connect(receiver: &Receiver) -> tokio::net::TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_is_answered_while_200_idle_connections_are_open_and_they_are_closed() {
     use tokio::io::AsyncWriteExt;
-    let receiver = Receiver::start(quick_limits(ListenerLimits::default().max_connections)).await;
+    // Five seconds: the idle ones are still open while the webhook is sent.
+    let receiver = Receiver::start(limits_of(5, ListenerLimits::default().max_connections)).await;
     let mut idle = Vec::new();
     for index in 0..200 {
         let mut stream = connect(&receiver).await;
@@ -609,13 +628,7 @@ async fn a_webhook_is_answered_while_200_idle_connections_are_open_and_they_are_
         idle.push(stream);
     }
 
-    let (status, answer) = receiver
-        .post_event(&event("evt_busy", "application.review_updated"))
-        .await;
-    assert_eq!(
-        (status, status_field(&answer).as_str()),
-        (StatusCode::OK, "stored")
-    );
+    post_and_expect_stored(&receiver, "evt_busy").await;
     assert_eq!(receiver.pending_event_ids(), vec!["evt_busy".to_owned()]);
 
     for (index, stream) in idle.iter_mut().enumerate() {
@@ -678,16 +691,12 @@ async fn at_the_connection_cap_a_sender_is_answered_once_idle_ones_are_closed() 
     for _ in 0..5 {
         idle.push(connect(&receiver).await);
     }
-    let (status, answer) = tokio::time::timeout(
+    tokio::time::timeout(
         CLOSE_DEADLINE,
-        receiver.post_event(&event("evt_capped", "application.review_updated")),
+        post_and_expect_stored(&receiver, "evt_capped"),
     )
     .await
     .expect("the sender gets its turn once the idle connections are closed");
-    assert_eq!(
-        (status, status_field(&answer).as_str()),
-        (StatusCode::OK, "stored")
-    );
     for (index, stream) in idle.iter_mut().enumerate() {
         read_until_closed(stream, &format!("idle connection {index}")).await;
     }
