@@ -13,6 +13,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
+use crate::sync::retry::RetrySettings;
+
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ondorse-bridge/config.toml";
 /// Environment variable naming the configuration file (beaten by `--config`).
@@ -36,6 +38,9 @@ pub struct Config {
     pub store: StoreConfig,
     pub mappings: MappingsConfig,
     pub schedule: ScheduleConfig,
+    /// `[retry]`: the one retry policy of both APIs (keys
+    /// `initial_delay_seconds`, `max_delay_seconds`, `retry_after_cap_seconds`).
+    pub retry: RetrySettings,
 }
 
 /// `[salesforce]`: where the org is and how we prove who we are.
@@ -136,9 +141,9 @@ impl Default for ListenerLimits {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: SecretString,
-    /// How long a mapping's polls may keep failing before `/readyz`
-    /// answers 503 (key `failing_poll_grace_seconds`).
-    pub failing_poll_grace: Duration,
+    /// How long a mapping's polls, or the writer, may keep failing before
+    /// `/readyz` answers 503 (key `failure_grace_seconds`).
+    pub failure_grace: Duration,
 }
 
 /// `[store]`: where the sled ledger lives.
@@ -181,7 +186,7 @@ pub const DEFAULT_RECONCILE_SCHEDULE: &str = "0 */10 * * * *";
 pub const DEFAULT_OVERLAP_SECONDS: u64 = 15 * 60;
 /// One failed poll is a blip; five minutes of them is an outage someone
 /// should look at.
-pub const DEFAULT_FAILING_POLL_GRACE_SECONDS: u64 = 5 * 60;
+pub const DEFAULT_FAILURE_GRACE_SECONDS: u64 = 5 * 60;
 /// A webhook head is a few hundred bytes: ten seconds is generous even on a
 /// poor link, and short enough that a trickling client ties nothing up.
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u64 = 10;
@@ -242,13 +247,18 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_connections",
         ],
     ),
-    (
-        "admin",
-        &["listen", "token_file", "failing_poll_grace_seconds"],
-    ),
+    ("admin", &["listen", "token_file", "failure_grace_seconds"]),
     ("store", &["path"]),
     ("mappings", &["dir"]),
     ("schedule", &["poll", "reconcile", "overlap_seconds"]),
+    (
+        "retry",
+        &[
+            "initial_delay_seconds",
+            "max_delay_seconds",
+            "retry_after_cap_seconds",
+        ],
+    ),
 ];
 
 /// What `config` writes as the origin of values that came from the environment.
@@ -347,6 +357,7 @@ impl Config {
                 dir: PathBuf::from(loader.string_or("mappings", "dir", DEFAULT_MAPPINGS_DIR)),
             },
             schedule: loader.schedule(),
+            retry: loader.retry(),
         };
         loader.report_unknown_keys();
         if loader.problems.is_empty() {
@@ -956,17 +967,17 @@ impl Loader {
         let token =
             self.required_secret_file(SECTION, "token_file", "the bearer token of the admin API");
         // A week: longer means readiness never looks at polls.
-        const MAX_FAILING_POLL_GRACE_SECONDS: u64 = 7 * 24 * 60 * 60;
-        let failing_poll_grace = self.unsigned(
+        const MAX_FAILURE_GRACE_SECONDS: u64 = 7 * 24 * 60 * 60;
+        let failure_grace = self.unsigned(
             SECTION,
-            "failing_poll_grace_seconds",
-            DEFAULT_FAILING_POLL_GRACE_SECONDS,
-            MAX_FAILING_POLL_GRACE_SECONDS,
+            "failure_grace_seconds",
+            DEFAULT_FAILURE_GRACE_SECONDS,
+            MAX_FAILURE_GRACE_SECONDS,
         );
         AdminConfig {
             listen,
             token: token.unwrap_or_else(|| SecretString::from(String::new())),
-            failing_poll_grace: Duration::from_secs(failing_poll_grace),
+            failure_grace: Duration::from_secs(failure_grace),
         }
     }
 
@@ -988,6 +999,76 @@ impl Loader {
             poll,
             reconcile,
             overlap: Duration::from_secs(overlap),
+        }
+    }
+
+    fn retry(&mut self) -> RetrySettings {
+        use crate::sync::retry::{
+            DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, DEFAULT_RETRY_AFTER_CAP,
+        };
+        const SECTION: &str = "retry";
+        // A day: a longer wait is an outage nobody would notice.
+        const MAX_SECONDS: f64 = 24.0 * 60.0 * 60.0;
+        let initial_delay = self.seconds(
+            SECTION,
+            "initial_delay_seconds",
+            DEFAULT_INITIAL_DELAY,
+            MAX_SECONDS,
+        );
+        let max_delay = self.seconds(SECTION, "max_delay_seconds", DEFAULT_MAX_DELAY, MAX_SECONDS);
+        let retry_after_cap = self.seconds(
+            SECTION,
+            "retry_after_cap_seconds",
+            DEFAULT_RETRY_AFTER_CAP,
+            MAX_SECONDS,
+        );
+        if max_delay < initial_delay {
+            self.problem(
+                SECTION,
+                "max_delay_seconds",
+                format!(
+                    "{} is below initial_delay_seconds = {}",
+                    max_delay.as_secs_f64(),
+                    initial_delay.as_secs_f64()
+                ),
+            );
+        }
+        RetrySettings {
+            initial_delay,
+            max_delay,
+            retry_after_cap,
+        }
+    }
+
+    /// A duration in seconds (fractions allowed), above 0 and at most `maximum`.
+    fn seconds(&mut self, section: &str, key: &str, default: Duration, maximum: f64) -> Duration {
+        let Some(value) = self.take(section, key) else {
+            return default;
+        };
+        let shown = value.to_string();
+        let number = match value.kind {
+            // `config` would read true as 1.
+            config::ValueKind::Boolean(_) => Err(()),
+            _ => value.into_float().map_err(drop),
+        };
+        match number {
+            Ok(seconds) if seconds > 0.0 && seconds <= maximum => Duration::from_secs_f64(seconds),
+            Ok(seconds) => {
+                self.problem(
+                    section,
+                    key,
+                    format!("{seconds} is out of range: more than 0 and at most {maximum} seconds"),
+                );
+                default
+            }
+            Err(_) => {
+                self.problem(
+                    section,
+                    key,
+                    format!("expected a number of seconds, found {shown:?}"),
+                );
+                default
+            }
         }
     }
 

@@ -13,15 +13,13 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::mapping::{self, Diagnostics};
-use crate::ondorse::OndorseClient;
-use crate::salesforce::SalesforceClient;
+use crate::mapping::Diagnostics;
 use crate::server::admin::{self, AdminState};
 use crate::server::public::{self, PublicState};
 use crate::store::Store;
 use crate::sync::operations::ResyncGate;
 use crate::sync::reload::{WATCH_INTERVAL, directory_fingerprint};
-use crate::sync::{BudgetSettings, Engine, EngineSettings, ReloadOutcome, RunningEngine};
+use crate::sync::{BuildError, Engine, EngineParts, EngineSettings, ReloadOutcome, RunningEngine};
 
 /// How long the whole stop may take before the final flush: the engine's
 /// work in flight, then the listeners' requests, share this one deadline.
@@ -42,6 +40,15 @@ pub enum StartError {
     Configuration(String),
     #[error(transparent)]
     Runtime(#[from] anyhow::Error),
+}
+
+impl From<BuildError> for StartError {
+    fn from(error: BuildError) -> StartError {
+        match error {
+            BuildError::Mappings(diagnostics) => StartError::Mappings(diagnostics),
+            BuildError::Configuration(message) => StartError::Configuration(message),
+        }
+    }
 }
 
 /// A running daemon.
@@ -72,15 +79,15 @@ impl Daemon {
             tracing::warn!("{warning}");
         }
         let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
-        let mappings = mapping::load_dir(&config.mappings.dir).map_err(StartError::Mappings)?;
-        let salesforce = SalesforceClient::new(&config.salesforce).map_err(|error| {
-            StartError::Configuration(format!("{}: {error}", config.source.display()))
-        })?;
-        // Rotated refresh tokens outlive the process, in the store.
-        salesforce.keep_refresh_tokens_in(Arc::new(store.clone()));
-        let ondorse = OndorseClient::new(&config.ondorse).map_err(|error| {
-            StartError::Configuration(format!("{}: {error}", config.source.display()))
-        })?;
+        let inbox_wake = Arc::new(Notify::new());
+        let engine = Arc::new(Engine::from_config(
+            config,
+            EngineParts {
+                store: store.clone(),
+                settings,
+                inbox_wake: inbox_wake.clone(),
+            },
+        )?);
 
         let listen = config.webhooks.listen;
         let listener = TcpListener::bind(listen)
@@ -96,7 +103,6 @@ impl Daemon {
         let admin_address = admin_listener
             .local_addr()
             .context("the admin listener has no address")?;
-        let inbox_wake = Arc::new(Notify::new());
         let state = PublicState {
             store: store.clone(),
             config: Arc::new(config.webhooks.clone()),
@@ -107,24 +113,8 @@ impl Daemon {
         let public_server = tokio::spawn(public::serve(listener, state, async move {
             stopped.notified().await
         }));
-        tracing::info!(address = %webhook_address, store = %config.store.path.display(), mappings = mappings.len(), "listening for webhooks");
+        tracing::info!(address = %webhook_address, store = %config.store.path.display(), mappings = engine.mappings().len(), "listening for webhooks");
 
-        let engine = Arc::new(Engine::new(
-            salesforce,
-            ondorse,
-            store.clone(),
-            mappings,
-            config.ondorse.portal_base_url.clone(),
-            EngineSettings {
-                overlap: config.schedule.overlap,
-                budget: BudgetSettings {
-                    budget_percent: config.salesforce.api_budget_percent,
-                    ..settings.budget
-                },
-                ..settings
-            },
-            inbox_wake,
-        ));
         let running = engine.clone().start(&config.schedule).await?;
         let mappings_watch =
             tokio::spawn(watch_mappings(engine.clone(), config.mappings.dir.clone()));
@@ -138,7 +128,7 @@ impl Daemon {
             stopping: Default::default(),
             mappings_dir: config.mappings.dir.clone(),
             api_version: config.salesforce.api_version.clone(),
-            failing_poll_grace: config.admin.failing_poll_grace,
+            failure_grace: config.admin.failure_grace,
         });
         let admin_stop = Arc::new(Notify::new());
         let stopped = admin_stop.clone();

@@ -85,6 +85,7 @@ async fn check_here(config: &Config, store: Option<Store>) -> Result<OnlineRepor
     }
     online_check::check_online(
         &salesforce,
+        salesforce.check_api_version(),
         &config.salesforce.api_version,
         &config.mappings.dir,
     )

@@ -42,16 +42,18 @@ pub async fn retry(config: &Config, selection: RetrySelection) -> Result<(), Fai
     };
     for letter in &report.retried {
         println!(
-            "dead letter {} (Account {}) queued again",
+            "dead letter {} (Account {}) retried: planned again from its current state",
             letter.id, letter.account_id
         );
     }
     match (report.retried.is_empty(), daemon) {
         (true, _) => println!("no dead letters to retry"),
         (false, true) => println!(
-            "the daemon sends them now; `ondorse-bridge explain --account ID` shows the outcome"
+            "the daemon sends what they need now; `ondorse-bridge explain --account ID` shows the outcome"
         ),
-        (false, false) => println!("the daemon is not running: it sends them when it starts"),
+        (false, false) => println!(
+            "the daemon is not running: it plans them again at its first reconcile after it starts"
+        ),
     }
     Ok(())
 }

@@ -92,7 +92,10 @@ fn detail_lines(step: &str, detail: &Value) -> Vec<String> {
             push("read from Salesforce", fields(detail.get("read")));
             push("to write", fields(detail.get("fields")));
         }
-        "dead_letter_retried" => push("queued again", fields(detail.get("fields"))),
+        "dead_letter_retried" => {
+            push("refused", fields(detail.get("refused")));
+            push("Salesforce kept", fields(detail.get("kept")));
+        }
         _ => {}
     }
     lines
@@ -204,6 +207,7 @@ mod tests {
                 account_id: "001Sb0000000004IAA".to_owned(),
                 mappings: vec!["kyb".to_owned()],
                 fields: fields(json!({ "KYC_Status__c": "Portal sent" })),
+                kept: fields(json!({ "KYC_Status__c": null })),
                 code: "FIELD_CUSTOM_VALIDATION_EXCEPTION".to_owned(),
                 message: "FIELD_CUSTOM_VALIDATION_EXCEPTION: needs a review date".to_owned(),
                 at: at(3),

@@ -16,12 +16,9 @@ use tokio::sync::Notify;
 use crate::cli::Failure;
 use crate::cli::access::{Access, operation_failure};
 use crate::config::Config;
-use crate::mapping;
-use crate::ondorse::OndorseClient;
-use crate::salesforce::SalesforceClient;
 use crate::store::Store;
 use crate::sync::operations::{ResyncGate, ResyncProgress, ResyncReport, ResyncRequest};
-use crate::sync::{Engine, EngineSettings};
+use crate::sync::{BuildError, Engine, EngineParts, EngineSettings};
 
 /// How often the spinner turns while the daemon works.
 const SPINNER_TICK: Duration = Duration::from_millis(120);
@@ -62,22 +59,18 @@ async fn run_here(
     request: &ResyncRequest,
     terminal: bool,
 ) -> Result<(ResyncReport, Option<crate::sync::WriteReport>), Failure> {
-    let mappings = mapping::load_dir(&config.mappings.dir)
-        .map_err(|diagnostics| Failure::Invalid(diagnostics.to_string()))?;
-    let salesforce = SalesforceClient::new(&config.salesforce).map_err(anyhow::Error::from)?;
-    let ondorse = OndorseClient::new(&config.ondorse).map_err(anyhow::Error::from)?;
-    let engine = Engine::new(
-        salesforce,
-        ondorse,
-        store,
-        mappings,
-        config.ondorse.portal_base_url.clone(),
-        EngineSettings {
-            overlap: config.schedule.overlap,
-            ..EngineSettings::default()
+    let engine = Engine::from_config(
+        config,
+        EngineParts {
+            store,
+            settings: EngineSettings::default(),
+            inbox_wake: Arc::new(Notify::new()),
         },
-        Arc::new(Notify::new()),
-    );
+    )
+    .map_err(|error| match error {
+        BuildError::Mappings(diagnostics) => Failure::Invalid(diagnostics.to_string()),
+        BuildError::Configuration(message) => Failure::Invalid(message),
+    })?;
     let bar = terminal.then(|| {
         let bar = ProgressBar::new(0);
         let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} (eta {eta})")

@@ -17,6 +17,61 @@ use super::{Mapping, MappingSet, convert_value};
 use crate::salesforce::model::{FieldDescribe, SObjectDescribe};
 use crate::salesforce::{SalesforceClient, SalesforceError};
 
+/// What the online checks read from the org. `check --online` reads with
+/// the client itself; the running engine reads through its API budget
+/// governor (`sync::governed`).
+pub trait OrgReader {
+    type Error: std::fmt::Display;
+
+    /// The fields of `sobject`.
+    fn describe(
+        &self,
+        sobject: &str,
+    ) -> impl Future<Output = Result<SObjectDescribe, Self::Error>> + Send;
+
+    /// Runs `soql` for its first page: `Ok(Some(refusal))` when Salesforce
+    /// refused the query itself (a REST error answer), `Err` when it did not
+    /// answer.
+    fn try_query(
+        &self,
+        soql: String,
+    ) -> impl Future<Output = Result<Option<QueryRefusal>, Self::Error>> + Send;
+}
+
+impl OrgReader for SalesforceClient {
+    type Error = SalesforceError;
+
+    async fn describe(&self, sobject: &str) -> Result<SObjectDescribe, SalesforceError> {
+        SalesforceClient::describe(self, sobject).await
+    }
+
+    async fn try_query(&self, soql: String) -> Result<Option<QueryRefusal>, SalesforceError> {
+        QueryRefusal::of(self.query(soql).next_page().await)
+    }
+}
+
+/// Salesforce's REST error answer to a query: the query itself is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryRefusal {
+    pub code: String,
+    pub message: String,
+}
+
+impl QueryRefusal {
+    /// Splits a query's outcome into accepted, refused, or not answered.
+    pub fn of<T>(
+        answer: Result<T, SalesforceError>,
+    ) -> Result<Option<QueryRefusal>, SalesforceError> {
+        match answer {
+            Ok(_) => Ok(None),
+            Err(SalesforceError::Api { code, message, .. }) => {
+                Ok(Some(QueryRefusal { code, message }))
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
 /// The describes of the objects some mappings read and write, by lowercase
 /// object name (Salesforce names are case-insensitive).
 #[derive(Debug, Clone, Default)]
@@ -28,10 +83,10 @@ impl OrgMetadata {
     /// Fetches the describe of every mapping's object and of each object a
     /// relationship path reaches. A path through a missing relationship is
     /// left for [`check_fields`] to report.
-    pub async fn fetch(
-        client: &SalesforceClient,
+    pub async fn fetch<R: OrgReader>(
+        client: &R,
         mappings: &MappingSet,
-    ) -> Result<OrgMetadata, SalesforceError> {
+    ) -> Result<OrgMetadata, R::Error> {
         let mut metadata = OrgMetadata::default();
         for mapping in mappings.iter() {
             metadata.fetch_for(client, mapping).await?;
@@ -40,11 +95,11 @@ impl OrgMetadata {
     }
 
     /// Adds what one mapping needs (describes already held are not fetched again).
-    pub async fn fetch_for(
+    pub async fn fetch_for<R: OrgReader>(
         &mut self,
-        client: &SalesforceClient,
+        client: &R,
         mapping: &Mapping,
-    ) -> Result<(), SalesforceError> {
+    ) -> Result<(), R::Error> {
         self.ensure(client, &mapping.object).await?;
         for (path, _) in mapping.read_fields_with_positions() {
             let mut object = mapping.object.clone();
@@ -79,11 +134,7 @@ impl OrgMetadata {
         self.objects.get(&object.to_ascii_lowercase())
     }
 
-    async fn ensure(
-        &mut self,
-        client: &SalesforceClient,
-        object: &str,
-    ) -> Result<(), SalesforceError> {
+    async fn ensure<R: OrgReader>(&mut self, client: &R, object: &str) -> Result<(), R::Error> {
         let key = object.to_ascii_lowercase();
         if let btree_map::Entry::Vacant(slot) = self.objects.entry(key) {
             slot.insert(client.describe(object).await?);
@@ -162,30 +213,31 @@ pub fn check_fields(mapping: &Mapping, metadata: &OrgMetadata) -> Diagnostics {
 /// Asks Salesforce to parse `mapping.select` (`SELECT Id FROM Account WHERE
 /// (<select>) LIMIT 1`). `Ok(Some(_))` is Salesforce refusing it; `Err` is
 /// Salesforce not answering, which proves nothing about the mapping.
-pub async fn check_select(
-    client: &SalesforceClient,
+pub async fn check_select<R: OrgReader>(
+    client: &R,
     mapping: &Mapping,
-) -> Result<Option<Diagnostic>, SalesforceError> {
+) -> Result<Option<Diagnostic>, R::Error> {
     let soql = format!(
         "SELECT Id FROM {} WHERE ({}) LIMIT 1",
         mapping.object, mapping.select
     );
-    match client.query(soql).next_page().await {
-        Ok(_) => Ok(None),
-        Err(SalesforceError::Api { code, message, .. }) => Ok(Some(Diagnostic::new(
-            &mapping.file,
-            mapping.select_position,
-            format!("`select` is not valid SOQL; Salesforce answered {code}: {message}"),
-        ))),
-        Err(error) => Err(error),
-    }
+    Ok(client
+        .try_query(soql)
+        .await?
+        .map(|QueryRefusal { code, message }| {
+            Diagnostic::new(
+                &mapping.file,
+                mapping.select_position,
+                format!("`select` is not valid SOQL; Salesforce answered {code}: {message}"),
+            )
+        }))
 }
 
 /// Everything `check --online` proves, for every mapping, all problems at once.
-pub async fn check_online(
-    client: &SalesforceClient,
+pub async fn check_online<R: OrgReader>(
+    client: &R,
     mappings: &MappingSet,
-) -> Result<Diagnostics, SalesforceError> {
+) -> Result<Diagnostics, R::Error> {
     let metadata = OrgMetadata::fetch(client, mappings).await?;
     let mut diagnostics = Diagnostics::default();
     for mapping in mappings.iter() {

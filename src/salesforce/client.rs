@@ -622,6 +622,11 @@ impl QueryPages {
         Ok(Some(answer.records))
     }
 
+    /// True once the last page was read: `next_page` makes no call any more.
+    pub fn is_done(&self) -> bool {
+        matches!(self.next, NextPage::Done)
+    }
+
     /// Rows matching the whole query, known after the first page.
     pub fn total_size(&self) -> Option<u64> {
         self.total_size

@@ -51,14 +51,15 @@ pub struct AdminState {
     /// expects the org to serve.
     pub mappings_dir: std::path::PathBuf,
     pub api_version: String,
-    /// `[admin] failing_poll_grace_seconds`.
-    pub failing_poll_grace: std::time::Duration,
+    /// `[admin] failure_grace_seconds`.
+    pub failure_grace: std::time::Duration,
 }
 
 impl AdminState {
     /// `None` when ready, else why not: stopping, a stalled schedule, a
     /// refused login, an API version the org does not serve, or a mapping
-    /// whose polls failed for longer than `failing_poll_grace`. (The systemd
+    /// whose polls (or the writer, paused by failed calls) kept failing for
+    /// longer than `failure_grace`. (The systemd
     /// watchdog looks at the schedules only: an outage on the other side
     /// must not make systemd restart the daemon.)
     pub fn not_ready_reason(&self) -> Option<String> {
@@ -79,7 +80,7 @@ impl AdminState {
                 })
             });
         let salesforce = self.engine.salesforce();
-        let grace = chrono::Duration::from_std(self.failing_poll_grace).unwrap_or_default();
+        let grace = chrono::Duration::from_std(self.failure_grace).unwrap_or_default();
         let failing: Vec<String> = self
             .schedules
             .poll_failures
@@ -94,6 +95,17 @@ impl AdminState {
                 )
             })
             .collect();
+        let writer = self.engine.writer_state();
+        let writer_paused = writer
+            .since
+            .filter(|since| writer.open && at - *since >= grace)
+            .map(|since| {
+                format!(
+                    "the writer is paused by failed calls since {}: {}",
+                    since.to_rfc3339(),
+                    writer.last_error.as_deref().unwrap_or("no answer")
+                )
+            });
         stalled
             .or_else(|| {
                 salesforce
@@ -101,6 +113,7 @@ impl AdminState {
                     .map(|problem| format!("salesforce refuses the login: {problem}"))
             })
             .or_else(|| salesforce.api_version_problem())
+            .or(writer_paused)
             .or_else(|| (!failing.is_empty()).then(|| failing.join("; ")))
     }
 
@@ -297,8 +310,10 @@ async fn retry_dead_letters(
 
 /// `check --online` with the daemon's own Salesforce session.
 async fn check_online(State(state): State<Arc<AdminState>>) -> Response {
+    let salesforce = state.engine.salesforce();
     match online_check::check_online(
-        state.engine.salesforce(),
+        &salesforce.checker(),
+        salesforce.check_api_version(),
         &state.api_version,
         &state.mappings_dir,
     )

@@ -1,20 +1,39 @@
-//! Dead letters: write-backs Salesforce refused for good (validation rule,
-//! restricted picklist, deleted record), kept with its code and message
-//! until an operator retries or the record is fixed.
+//! Dead letters: field values Salesforce refused for a reason a human must
+//! fix (validation rule, restricted picklist, read-only field), kept with
+//! Salesforce's code and message and the value Salesforce kept instead.
+//!
+//! A refused value is also remembered per Account (`refused_fields`):
+//! planning counts it as already sent, so the same refusal is not planned,
+//! sent and dead-lettered again on every reconcile; a new value (the inputs
+//! changed) is planned as usual. Retrying letters forgets those refusals and
+//! marks the Accounts for re-planning from their current state (`replans`),
+//! rather than replaying the letters' old values.
+
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::codec;
-use super::writebacks::Fields;
-use super::{DEAD_LETTERS_TREE, Store, StoreError};
+use super::writebacks::{Fields, PendingWrite, transaction_error};
+use super::{
+    DEAD_LETTERS_TREE, KNOWN_FIELDS_TREE, REFUSED_FIELDS_TREE, REPLANS_TREE, Store, StoreError,
+    WRITES_TREE,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub id: u64,
     pub account_id: String,
     pub mappings: Vec<String>,
+    /// The values Salesforce refused.
     pub fields: Fields,
+    /// What Salesforce kept for those fields instead, as last read or
+    /// written (null when never seen).
+    #[serde(default)]
+    pub kept: Fields,
     /// The Salesforce `statusCode` / `errorCode`, or our own code for a value
     /// that could not be converted to the field's type.
     pub code: String,
@@ -22,8 +41,66 @@ pub struct DeadLetter {
     pub at: DateTime<Utc>,
 }
 
+/// Accounts waiting to be planned again after `dead-letters retry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replan {
+    pub account_id: String,
+    /// The mappings the letters named (for the journal: every mapping
+    /// linked to the Account is planned again).
+    pub mappings: BTreeSet<String>,
+}
+
+type Abort = ConflictableTransactionError<StoreError>;
+
+fn read_fields(
+    tree: &TransactionalTree,
+    keyspace: &'static str,
+    key: &[u8],
+) -> Result<Fields, Abort> {
+    match tree.get(key)? {
+        Some(bytes) => codec::decode_value(keyspace, key, &bytes).map_err(Abort::Abort),
+        None => Ok(Fields::new()),
+    }
+}
+
+fn write_fields(
+    tree: &TransactionalTree,
+    keyspace: &'static str,
+    key: &[u8],
+    fields: &Fields,
+) -> Result<(), Abort> {
+    if fields.is_empty() {
+        tree.remove(key)?;
+    } else {
+        tree.insert(
+            key,
+            codec::encode_value(keyspace, fields).map_err(Abort::Abort)?,
+        )?;
+    }
+    Ok(())
+}
+
+/// Forgets the refusals of `names` for an Account (the field was written,
+/// or its letter retried).
+pub(super) fn forget_refusals<'a>(
+    refused_fields: &TransactionalTree,
+    key: &[u8],
+    names: impl IntoIterator<Item = &'a String>,
+) -> Result<(), Abort> {
+    let mut refused = read_fields(refused_fields, REFUSED_FIELDS_TREE, key)?;
+    let before = refused.len();
+    for name in names {
+        refused.remove(name);
+    }
+    if refused.len() != before {
+        write_fields(refused_fields, REFUSED_FIELDS_TREE, key, &refused)?;
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Records a dead letter and returns its id; durable at the next flush.
+    /// Records a dead letter for values refused before sending (they do not
+    /// fit the field) and returns its id; durable at the next flush.
     pub fn add_dead_letter(
         &self,
         account_id: &str,
@@ -33,22 +110,113 @@ impl Store {
         message: &str,
         at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let id = self.next_sequence()?;
-        let letter = DeadLetter {
-            id,
-            account_id: account_id.to_owned(),
-            mappings,
-            fields,
-            code: code.to_owned(),
-            message: message.to_owned(),
+        self.record_dead_letter(account_id, mappings, fields, None, code, message, at)
+    }
+
+    /// Dead-letters a write Salesforce refused for good, in one transaction:
+    /// the letter (with what Salesforce kept), the values leave the write
+    /// queue, and the refusal is remembered for planning. Returns the
+    /// letter's id; durable at the next flush.
+    pub fn dead_letter_write(
+        &self,
+        attempted: &PendingWrite,
+        code: &str,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.record_dead_letter(
+            &attempted.account_id,
+            attempted.mappings.iter().cloned().collect(),
+            attempted.fields.clone(),
+            Some(attempted),
+            code,
+            message,
             at,
-        };
-        let value = codec::encode_value(DEAD_LETTERS_TREE, &letter)?;
-        self.inner
-            .dead_letters
-            .insert(codec::sequence_key(id), value)
-            .map_err(StoreError::database("record a dead letter"))?;
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_dead_letter(
+        &self,
+        account_id: &str,
+        mappings: Vec<String>,
+        fields: Fields,
+        attempted: Option<&PendingWrite>,
+        code: &str,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let id = self.next_sequence()?;
+        let key = account_id.as_bytes();
+        let inner = &self.inner;
+        (
+            &inner.dead_letters,
+            &inner.known_fields,
+            &inner.refused_fields,
+            &inner.writes,
+        )
+            .transaction(|(dead_letters, known_fields, refused_fields, writes)| {
+                let known = read_fields(known_fields, KNOWN_FIELDS_TREE, key)?;
+                let kept: Fields = fields
+                    .keys()
+                    .map(|name| {
+                        let value = known.get(name).cloned().unwrap_or_default();
+                        (name.clone(), value)
+                    })
+                    .collect();
+                let letter = DeadLetter {
+                    id,
+                    account_id: account_id.to_owned(),
+                    mappings: mappings.clone(),
+                    fields: fields.clone(),
+                    kept,
+                    code: code.to_owned(),
+                    message: message.to_owned(),
+                    at,
+                };
+                let value =
+                    codec::encode_value(DEAD_LETTERS_TREE, &letter).map_err(Abort::Abort)?;
+                dead_letters.insert(&codec::sequence_key(id), value)?;
+                let mut refused = read_fields(refused_fields, REFUSED_FIELDS_TREE, key)?;
+                refused.extend(fields.clone());
+                write_fields(refused_fields, REFUSED_FIELDS_TREE, key, &refused)?;
+                if let Some(attempted) = attempted {
+                    let Some(bytes) = writes.get(key)? else {
+                        return Ok(());
+                    };
+                    let mut pending: PendingWrite =
+                        codec::decode_value(WRITES_TREE, key, &bytes).map_err(Abort::Abort)?;
+                    // Values queued again meanwhile stay pending.
+                    pending
+                        .fields
+                        .retain(|name, value| attempted.fields.get(name) != Some(value));
+                    pending.attempts = 0;
+                    pending.last_error = None;
+                    if pending.fields.is_empty() {
+                        writes.remove(key)?;
+                    } else {
+                        let value =
+                            codec::encode_value(WRITES_TREE, &pending).map_err(Abort::Abort)?;
+                        writes.insert(key, value)?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(transaction_error("record a dead letter"))?;
         Ok(id)
+    }
+
+    /// The values Salesforce refused for good for an Account, by field.
+    pub fn refused_fields(&self, account_id: &str) -> Result<Fields, StoreError> {
+        let key = account_id.as_bytes();
+        Ok(self
+            .inner
+            .refused_fields
+            .get(key)
+            .map_err(StoreError::database("read refused fields"))?
+            .map(|bytes| codec::decode_value(REFUSED_FIELDS_TREE, key, &bytes))
+            .transpose()?
+            .unwrap_or_default())
     }
 
     /// Every dead letter, oldest first.
@@ -63,15 +231,54 @@ impl Store {
             .collect()
     }
 
-    /// Removes a dead letter and returns it, if it exists.
-    pub fn take_dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
-        let key = codec::sequence_key(id);
+    /// Retries dead letters, in one transaction: each letter goes, its
+    /// refusals are forgotten, and its Account is marked for re-planning
+    /// from its current state. Durable at the next flush.
+    pub fn retry_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        (&inner.dead_letters, &inner.refused_fields, &inner.replans)
+            .transaction(|(dead_letters, refused_fields, replans)| {
+                for letter in letters {
+                    let key = letter.account_id.as_bytes();
+                    dead_letters.remove(&codec::sequence_key(letter.id))?;
+                    forget_refusals(refused_fields, key, letter.fields.keys())?;
+                    let mut replan = match replans.get(key)? {
+                        Some(bytes) => {
+                            codec::decode_value(REPLANS_TREE, key, &bytes).map_err(Abort::Abort)?
+                        }
+                        None => Replan {
+                            account_id: letter.account_id.clone(),
+                            mappings: BTreeSet::new(),
+                        },
+                    };
+                    replan.mappings.extend(letter.mappings.iter().cloned());
+                    let value = codec::encode_value(REPLANS_TREE, &replan).map_err(Abort::Abort)?;
+                    replans.insert(key, value)?;
+                }
+                Ok(())
+            })
+            .map_err(transaction_error("retry dead letters"))
+    }
+
+    /// Accounts waiting to be planned again, in Account Id order.
+    pub fn replans(&self) -> Result<Vec<Replan>, StoreError> {
         self.inner
-            .dead_letters
-            .remove(key)
-            .map_err(StoreError::database("remove a dead letter"))?
-            .map(|bytes| codec::decode_value(DEAD_LETTERS_TREE, &key, &bytes))
-            .transpose()
+            .replans
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(StoreError::database("read re-plans"))?;
+                codec::decode_value(REPLANS_TREE, &key, &value)
+            })
+            .collect()
+    }
+
+    /// The Account was planned again: its mark goes.
+    pub fn replanned(&self, account_id: &str) -> Result<(), StoreError> {
+        self.inner
+            .replans
+            .remove(account_id.as_bytes())
+            .map_err(StoreError::database("remove a re-plan"))?;
+        Ok(())
     }
 
     pub fn dead_letter_count(&self) -> usize {

@@ -64,6 +64,13 @@ const WRITES_TREE: &str = "writes";
 const KNOWN_FIELDS_TREE: &str = "known_fields";
 /// Keyspace: refused write-backs, by sequence.
 const DEAD_LETTERS_TREE: &str = "dead_letters";
+/// Keyspace: field values Salesforce refused for good, per Account; planning
+/// treats them as sent, so a refusal is not planned again until the inputs
+/// change.
+const REFUSED_FIELDS_TREE: &str = "refused_fields";
+/// Keyspace: Accounts whose retried dead letters wait to be planned again
+/// from their current state, with the mappings concerned.
+const REPLANS_TREE: &str = "replans";
 /// Keyspace: per-Account journal, `account \0 sequence`.
 const JOURNAL_TREE: &str = "journal";
 
@@ -94,6 +101,8 @@ struct Inner {
     writes: sled::Tree,
     known_fields: sled::Tree,
     dead_letters: sled::Tree,
+    refused_fields: sled::Tree,
+    replans: sled::Tree,
     journal: sled::Tree,
     group_commit: flush::GroupCommit,
 }
@@ -192,6 +201,8 @@ impl Store {
         let writes = open_tree(WRITES_TREE)?;
         let known_fields = open_tree(KNOWN_FIELDS_TREE)?;
         let dead_letters = open_tree(DEAD_LETTERS_TREE)?;
+        let refused_fields = open_tree(REFUSED_FIELDS_TREE)?;
+        let replans = open_tree(REPLANS_TREE)?;
         let journal = open_tree(JOURNAL_TREE)?;
         tracing::debug!(path = %path.display(), "store opened");
         Ok(Store {
@@ -207,6 +218,8 @@ impl Store {
                 writes,
                 known_fields,
                 dead_letters,
+                refused_fields,
+                replans,
                 journal,
             }),
         })

@@ -13,6 +13,7 @@ use sled::transaction::{
 };
 
 use super::codec;
+use super::dead_letters::forget_refusals;
 use super::{KNOWN_FIELDS_TREE, Store, StoreError, WRITES_TREE};
 
 /// Field API name → value, as sent to Salesforce.
@@ -40,8 +41,6 @@ pub struct PendingWrite {
 pub enum WriteSettlement {
     /// Salesforce holds these values now.
     Written,
-    /// Gone for good (dead-lettered elsewhere): drop these values.
-    Abandoned,
     /// Try again after `not_before`.
     Retry {
         not_before: DateTime<Utc>,
@@ -120,6 +119,21 @@ impl Store {
         Ok(())
     }
 
+    /// What planning compares a new value with: the fields Salesforce holds
+    /// (as last read or written, with `read` just read on top), then the
+    /// values it refused for good (so a refusal is not planned again until
+    /// the value changes), then the pending writes (what it will hold once
+    /// they land).
+    pub fn planning_baseline(&self, account_id: &str, read: &Fields) -> Result<Fields, StoreError> {
+        let mut baseline = self.known_fields(account_id)?;
+        baseline.extend(read.clone());
+        baseline.extend(self.refused_fields(account_id)?);
+        if let Some(pending) = self.pending_write(account_id)? {
+            baseline.extend(pending.fields);
+        }
+        Ok(baseline)
+    }
+
     /// The write pending for an Account, if any.
     pub fn pending_write(&self, account_id: &str) -> Result<Option<PendingWrite>, StoreError> {
         let key = account_id.as_bytes();
@@ -195,8 +209,12 @@ impl Store {
         settlement: &WriteSettlement,
     ) -> Result<(), StoreError> {
         let key = attempted.account_id.as_bytes();
-        (&self.inner.writes, &self.inner.known_fields)
-            .transaction(|(writes, known_fields)| {
+        (
+            &self.inner.writes,
+            &self.inner.known_fields,
+            &self.inner.refused_fields,
+        )
+            .transaction(|(writes, known_fields, refused_fields)| {
                 let abort = ConflictableTransactionError::Abort;
                 let Some(bytes) = writes.get(key)? else {
                     return Ok(());
@@ -204,7 +222,7 @@ impl Store {
                 let mut pending: PendingWrite =
                     codec::decode_value(WRITES_TREE, key, &bytes).map_err(abort)?;
                 match settlement {
-                    WriteSettlement::Written | WriteSettlement::Abandoned => {
+                    WriteSettlement::Written => {
                         pending
                             .fields
                             .retain(|name, value| attempted.fields.get(name) != Some(value));
@@ -229,6 +247,7 @@ impl Store {
                     }
                     let value = codec::encode_value(KNOWN_FIELDS_TREE, &known).map_err(abort)?;
                     known_fields.insert(key, value)?;
+                    forget_refusals(refused_fields, key, attempted.fields.keys())?;
                 }
                 if pending.fields.is_empty() {
                     writes.remove(key)?;

@@ -20,7 +20,8 @@
 //! refresh it, so `GET /limits` re-reads it every
 //! [`BudgetSettings::recheck_interval`]; resumption needs no one.
 //!
-//! Every step asks [`Governor::admit`] before it calls Salesforce, and the
+//! Every Salesforce call of the engine asks [`Governor::admit`] first (the
+//! engine reaches Salesforce only through `sync::governed`), and the
 //! state is readable for `status` ([`Governor::state`]) and as metrics.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -74,6 +75,8 @@ pub enum Work {
     WriteBack,
     /// Metadata the other steps need (describe).
     Lookup,
+    /// The online check of reloaded mappings (describe, a `LIMIT 1` query).
+    Check,
 }
 
 impl Work {
@@ -83,6 +86,7 @@ impl Work {
             Work::Reconcile => "reconcile",
             Work::WriteBack => "writeback",
             Work::Lookup => "lookup",
+            Work::Check => "check",
         }
     }
 
@@ -90,7 +94,7 @@ impl Work {
     fn waits_for(self, reason: PauseReason) -> bool {
         match reason {
             PauseReason::LimitExceeded => true,
-            PauseReason::NearLimit => self != Work::Lookup,
+            PauseReason::NearLimit => !matches!(self, Work::Lookup | Work::Check),
             PauseReason::OverBudget => matches!(self, Work::Intake | Work::Reconcile),
         }
     }
@@ -253,8 +257,10 @@ impl Governor {
         }
     }
 
-    /// The governor's state now.
+    /// The governor's state now (a refusal answered since the last step
+    /// already counts).
     pub fn state(&self) -> BudgetState {
+        self.notice_refusals();
         let inner = self.lock();
         let usage = self.salesforce.api_usage();
         let (reason, since) = match (&inner.limit, inner.usage_pause) {
@@ -573,5 +579,7 @@ mod tests {
         assert!(Work::WriteBack.waits_for(PauseReason::NearLimit));
         assert!(!Work::Lookup.waits_for(PauseReason::NearLimit));
         assert!(Work::Lookup.waits_for(PauseReason::LimitExceeded));
+        assert!(!Work::Check.waits_for(PauseReason::NearLimit));
+        assert!(Work::Check.waits_for(PauseReason::LimitExceeded));
     }
 }

@@ -46,7 +46,7 @@ impl Engine {
     pub async fn poll_all(&self) -> Vec<(String, Result<IntakeReport, SyncError>)> {
         let mappings = self.mappings();
         // Paused: every mapping says why; the governor logged it once.
-        if let Err(paused) = self.budget.admit(Work::Intake).await {
+        if let Err(paused) = self.salesforce.may_run(Work::Intake).await {
             return mappings
                 .iter()
                 .map(|mapping| (mapping.name.clone(), Err(paused.clone().into())))
@@ -93,8 +93,9 @@ impl Engine {
     ) -> Result<IntakeReport, SyncError> {
         let mapping = self.mapping(mapping_name)?;
         let _intake = self.intake_lock.lock().await;
-        self.budget.admit(Work::Intake).await?;
-        let mut pages = self.salesforce.query(plan::intake_query(&mapping, since));
+        let mut pages = self
+            .salesforce
+            .query(Work::Intake, plan::intake_query(&mapping, since));
         let mut report = IntakeReport::default();
         while let Some(records) = pages.next_page().await? {
             report.pages += 1;
@@ -139,10 +140,11 @@ impl Engine {
             return Ok(report);
         }
         let _intake = self.intake_lock.lock().await;
-        self.budget.admit(Work::Intake).await?;
         for mapping in self.mappings().iter() {
             for chunk in ids.chunks(IDS_PER_QUERY) {
-                let mut pages = self.salesforce.query(plan::accounts_query(mapping, chunk));
+                let mut pages = self
+                    .salesforce
+                    .query(Work::Intake, plan::accounts_query(mapping, chunk));
                 while let Some(records) = pages.next_page().await? {
                     report.pages += 1;
                     report.add(self.intake_records(mapping, records).await?);

@@ -14,7 +14,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use crate::mapping::MappingSet;
+use crate::config::Config;
+use crate::mapping::{self, Diagnostics, MappingSet};
 use crate::ondorse::OndorseClient;
 use crate::salesforce::SalesforceClient;
 use crate::salesforce::model::SObjectDescribe;
@@ -22,6 +23,7 @@ use crate::store::{JournalEntry, Store, StoreError};
 
 pub mod budget;
 mod decisions;
+pub mod governed;
 mod intake;
 pub mod online_check;
 pub mod operations;
@@ -29,6 +31,7 @@ pub mod plan;
 mod portals;
 mod reconcile;
 pub mod reload;
+pub mod retry;
 mod run;
 mod writeback;
 
@@ -37,6 +40,7 @@ pub use decisions::InboxReport;
 pub use intake::IntakeReport;
 pub use reconcile::ReconcileReport;
 pub use reload::{MappingHealth, Pause, ReloadOutcome, ReloadStatus};
+pub use retry::{BreakerOpen, BreakerState, Endpoint, RetryPolicy, RetrySettings};
 pub use run::{PollFailure, PollFailures, RunningEngine, ScheduleHealth, ScheduleState, Schedules};
 pub use writeback::WriteReport;
 
@@ -56,11 +60,6 @@ pub struct EngineSettings {
     /// A batch of fewer than 200 write-backs waits at most this long for
     /// company, so a backfill uses full sObject Collections calls.
     pub write_linger: Duration,
-    /// First and longest delay between attempts of a retriable write-back.
-    pub retry_base: Duration,
-    pub retry_cap: Duration,
-    /// A retriable write-back failing this many times becomes a dead letter.
-    pub max_write_attempts: u32,
     /// How often the inbox is looked at without a wake-up (a safety net).
     pub inbox_interval: Duration,
     /// The Salesforce API budget governor.
@@ -74,10 +73,6 @@ impl Default for EngineSettings {
             portal_concurrency: 16,
             fetch_concurrency: 16,
             write_linger: Duration::from_millis(500),
-            retry_base: Duration::from_secs(1),
-            retry_cap: Duration::from_secs(5 * 60),
-            // With the cap above, about an hour of trying.
-            max_write_attempts: 20,
             inbox_interval: Duration::from_secs(1),
             budget: BudgetSettings::default(),
         }
@@ -101,6 +96,9 @@ pub enum SyncError {
     /// The API budget governor turned the step away; it runs again later.
     #[error(transparent)]
     Paused(#[from] Paused),
+    /// The endpoint's breaker is open: work on it waits as a whole.
+    #[error(transparent)]
+    Backoff(#[from] BreakerOpen),
 }
 
 impl SyncError {
@@ -111,18 +109,20 @@ impl SyncError {
             SyncError::Salesforce(error) => error.is_retriable(),
             SyncError::Ondorse(error) => error.is_retriable(),
             SyncError::UnknownMapping(_) | SyncError::MappingPaused(_) => false,
-            SyncError::Paused(_) => true,
+            SyncError::Paused(_) | SyncError::Backoff(_) => true,
         }
     }
 }
 
 /// The engine: clients, the ledger, the loaded mappings.
 pub struct Engine {
-    salesforce: SalesforceClient,
+    /// The only way to Salesforce: every call asks the budget governor.
+    salesforce: governed::GovernedSalesforce,
     ondorse: OndorseClient,
     store: Store,
-    /// Consulted before every Salesforce step.
-    budget: budget::Governor,
+    /// The retry policy and a breaker per endpoint: work on a failing
+    /// endpoint waits as a whole.
+    breakers: Arc<retry::Breakers>,
     /// Replaced whole on reload; steps take a snapshot (`mappings()`).
     mappings: RwLock<Arc<MappingSet>>,
     /// Account describe, fetched on first need: conversions need field types.
@@ -141,49 +141,89 @@ pub struct Engine {
     health: reload::MappingHealth,
 }
 
+/// Why an engine could not be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The mapping files are invalid: the operator must fix them.
+    #[error("{0}")]
+    Mappings(Diagnostics),
+    /// A client refuses the configuration (an unreadable key, a bad URL).
+    #[error("{0}")]
+    Configuration(String),
+}
+
+/// What [`Engine::from_config`] takes besides the configuration.
+pub struct EngineParts {
+    /// The ledger, opened by the caller (the daemon shares it with its
+    /// listeners; offline commands get it from `cli::access`).
+    pub store: Store,
+    /// Tunables the configuration does not carry (tests shorten them).
+    pub settings: EngineSettings,
+    /// Woken by the public listener when the inbox has something.
+    pub inbox_wake: Arc<Notify>,
+}
+
 impl Engine {
-    pub fn new(
-        salesforce: SalesforceClient,
-        ondorse: OndorseClient,
-        store: Store,
-        mappings: MappingSet,
-        portal_base_url: String,
-        settings: EngineSettings,
-        inbox_wake: Arc<Notify>,
-    ) -> Engine {
-        Engine {
-            budget: budget::Governor::new(salesforce.clone(), settings.budget.clone()),
-            salesforce,
+    /// The one way to build an engine: `run`, the offline commands, `demo`,
+    /// the tests and the benches all come through here, so every engine
+    /// honours the same configuration (`overlap_seconds`,
+    /// `api_budget_percent`, `[retry]`).
+    pub fn from_config(config: &Config, parts: EngineParts) -> Result<Engine, BuildError> {
+        let mappings = mapping::load_dir(&config.mappings.dir).map_err(BuildError::Mappings)?;
+        let refused = |error: &dyn std::fmt::Display| {
+            BuildError::Configuration(format!("{}: {error}", config.source.display()))
+        };
+        let salesforce =
+            SalesforceClient::new(&config.salesforce).map_err(|error| refused(&error))?;
+        // Rotated refresh tokens outlive the process, in the engine's store.
+        salesforce.keep_refresh_tokens_in(Arc::new(parts.store.clone()));
+        let ondorse = OndorseClient::new(&config.ondorse).map_err(|error| refused(&error))?;
+        let settings = EngineSettings {
+            overlap: config.schedule.overlap,
+            budget: BudgetSettings {
+                budget_percent: config.salesforce.api_budget_percent,
+                ..parts.settings.budget
+            },
+            ..parts.settings
+        };
+        let breakers = Arc::new(retry::Breakers::new(RetryPolicy::new(config.retry)));
+        Ok(Engine {
+            salesforce: governed::GovernedSalesforce::new(
+                salesforce,
+                settings.budget.clone(),
+                breakers.clone(),
+            ),
+            breakers,
             ondorse,
-            store,
+            store: parts.store,
             mappings: RwLock::new(Arc::new(mappings)),
             describe: tokio::sync::RwLock::new(None),
-            portal_base_url,
+            portal_base_url: config.ondorse.portal_base_url.clone(),
             settings,
             writes_queued: Notify::new(),
-            inbox_wake,
+            inbox_wake: parts.inbox_wake,
             intake_lock: tokio::sync::Mutex::new(()),
             health: reload::MappingHealth::default(),
-        }
+        })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    pub fn salesforce(&self) -> &SalesforceClient {
+    /// Salesforce as the engine reaches it: through the budget governor.
+    pub fn salesforce(&self) -> &governed::GovernedSalesforce {
         &self.salesforce
     }
 
     /// What the API budget governor is doing (for `status`).
     pub fn budget_state(&self) -> BudgetState {
-        self.budget.state()
+        self.salesforce.budget_state()
     }
 
-    /// The API budget governor, for callers that use
-    /// [`Engine::salesforce`] directly and must ask it first.
-    pub fn budget(&self) -> &budget::Governor {
-        &self.budget
+    /// The retry policy and the breaker of each endpoint.
+    pub fn breakers(&self) -> &retry::Breakers {
+        &self.breakers
     }
 
     /// The mappings in force now.
@@ -211,8 +251,11 @@ impl Engine {
         if let Some(describe) = slot.as_ref() {
             return Ok(describe.clone());
         }
-        self.budget.admit(budget::Work::Lookup).await?;
-        let describe = Arc::new(self.salesforce.describe(ACCOUNT).await?);
+        let describe = Arc::new(
+            self.salesforce
+                .describe(budget::Work::Lookup, ACCOUNT)
+                .await?,
+        );
         *slot = Some(describe.clone());
         Ok(describe)
     }

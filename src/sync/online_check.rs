@@ -3,12 +3,14 @@
 //! runs, so the daemon's Salesforce session (and, with rotation, its refresh
 //! token) is the one used and never revoked behind its back.
 
+use std::future::Future;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::mapping::{self, Diagnostics, online};
-use crate::salesforce::{SalesforceClient, SalesforceError};
+use crate::mapping::online::{self, OrgReader};
+use crate::mapping::{self, Diagnostics};
+use crate::salesforce::SalesforceError;
 
 /// What the online checks found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,7 +33,7 @@ pub enum OnlineCheckError {
     #[error("{0}")]
     ApiVersion(SalesforceError),
     #[error("cannot finish the online checks: {0}")]
-    Salesforce(SalesforceError),
+    Salesforce(String),
 }
 
 impl OnlineCheckError {
@@ -44,26 +46,23 @@ impl OnlineCheckError {
     }
 }
 
-/// Logs in if needed, checks the org serves the configured version, and checks
-/// every mapping file in `mappings_dir` against the org's metadata.
-pub async fn check_online(
-    salesforce: &SalesforceClient,
+/// Checks that the org serves the configured version (`version_check`,
+/// which logs in when there is no session yet), then every mapping file in
+/// `mappings_dir` against the org's metadata, read through `org`.
+pub async fn check_online<R: OrgReader>(
+    org: &R,
+    version_check: impl Future<Output = Result<(), SalesforceError>>,
     api_version: &str,
     mappings_dir: &Path,
 ) -> Result<OnlineReport, OnlineCheckError> {
     let mappings = mapping::load_dir(mappings_dir).map_err(OnlineCheckError::Mappings)?;
-    // Logs in only when there is no session yet: the daemon's own session
-    // is used as it is, so no refresh token is rotated for nothing.
-    salesforce
-        .check_api_version()
+    version_check.await.map_err(|error| match error {
+        SalesforceError::ApiVersionNotOffered { .. } => OnlineCheckError::ApiVersion(error),
+        other => OnlineCheckError::Salesforce(other.to_string()),
+    })?;
+    let problems = online::check_online(org, &mappings)
         .await
-        .map_err(|error| match error {
-            SalesforceError::ApiVersionNotOffered { .. } => OnlineCheckError::ApiVersion(error),
-            other => OnlineCheckError::Salesforce(other),
-        })?;
-    let problems = online::check_online(salesforce, &mappings)
-        .await
-        .map_err(OnlineCheckError::Salesforce)?;
+        .map_err(|error| OnlineCheckError::Salesforce(error.to_string()))?;
     Ok(OnlineReport {
         mappings: mappings.len(),
         api_version: api_version.to_owned(),

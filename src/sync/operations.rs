@@ -25,8 +25,6 @@ use crate::store::{DeadLetter, Fields, JournalEntry, Link, PendingWrite, Store, 
 
 /// Ids per `Id IN (...)` query: far below SOQL's 100,000-character limit.
 const IDS_PER_QUERY: usize = 500;
-/// The mapping name recorded on a retried dead letter that names none.
-const RETRY_MAPPING: &str = "dead-letter-retry";
 
 /// Why an operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -410,9 +408,12 @@ pub struct RetryReport {
     pub retried: Vec<DeadLetter>,
 }
 
-/// Puts the selected dead letters' fields back in the write queue and
-/// removes the letters; the writer sends them again. Unknown ids refuse the
-/// whole request before anything changes. Durable when it returns.
+/// Retries the selected dead letters: the letters go, their refusals are
+/// forgotten, and their Accounts are marked to be planned again from their
+/// current link and application (the running engine does it at once, or at
+/// its next reconcile when this runs offline): a letter's old values are
+/// never replayed. Unknown ids refuse the whole request before anything
+/// changes. Durable when it returns.
 pub async fn retry_dead_letters(
     store: &Store,
     selection: &RetrySelection,
@@ -441,19 +442,9 @@ pub async fn retry_dead_letters(
             ));
         }
     };
+    store.retry_dead_letters(&chosen)?;
     let at = now();
     for letter in &chosen {
-        // Queued before the letter goes: a crash in between sends the fields
-        // once more rather than losing them.
-        let mappings = if letter.mappings.is_empty() {
-            vec![RETRY_MAPPING.to_owned()]
-        } else {
-            letter.mappings.clone()
-        };
-        for mapping in &mappings {
-            store.queue_write(&letter.account_id, mapping, &letter.fields, at)?;
-        }
-        store.take_dead_letter(letter.id)?;
         store.journal(
             &letter.account_id,
             &JournalEntry {
@@ -461,15 +452,13 @@ pub async fn retry_dead_letters(
                 mapping: letter.mappings.first().cloned(),
                 step: "dead_letter_retried".to_owned(),
                 summary: format!(
-                    "dead letter {} ({}) queued again: {} field(s)",
-                    letter.id,
-                    letter.code,
-                    letter.fields.len()
+                    "dead letter {} ({}) retried: the Account is planned again from its current state",
+                    letter.id, letter.code,
                 ),
-                detail: json!({ "fields": letter.fields }),
+                detail: json!({ "refused": letter.fields, "kept": letter.kept }),
             },
         )?;
-        tracing::info!(account_id = %letter.account_id, dead_letter = letter.id, code = %letter.code, "dead letter queued again");
+        tracing::info!(account_id = %letter.account_id, dead_letter = letter.id, code = %letter.code, "dead letter retried; the account will be planned again");
     }
     store.flush().await?;
     Ok(RetryReport { retried: chosen })
@@ -704,12 +693,10 @@ impl Engine {
         let total = mappings.len() as u64;
         for (index, mapping) in mappings.iter().enumerate() {
             if dry_run {
-                self.budget
-                    .admit(Work::Intake)
-                    .await
-                    .map_err(SyncError::from)?;
-                let mut pages = self.salesforce.query(plan::intake_query(mapping, since));
-                while let Some(records) = pages.next_page().await.map_err(SyncError::from)? {
+                let mut pages = self
+                    .salesforce
+                    .query(Work::Intake, plan::intake_query(mapping, since));
+                while let Some(records) = pages.next_page().await? {
                     report.accounts_read += records.len();
                     for record in records {
                         let Some(account_id) = record_id(&record) else {
@@ -748,16 +735,13 @@ impl Engine {
     ) -> Result<(), OperationError> {
         // Read everything first: an unknown Id refuses the whole request
         // before anything changes.
-        // These reads go round `intake_accounts`: ask the API budget governor.
-        self.budget
-            .admit(Work::Intake)
-            .await
-            .map_err(SyncError::from)?;
         let mut records: BTreeMap<String, Vec<(std::sync::Arc<Mapping>, Record)>> = BTreeMap::new();
         for mapping in mappings {
             for chunk in ids.chunks(IDS_PER_QUERY) {
-                let mut pages = self.salesforce.query(by_id_query(mapping, chunk));
-                while let Some(page) = pages.next_page().await.map_err(SyncError::from)? {
+                let mut pages = self
+                    .salesforce
+                    .query(Work::Intake, by_id_query(mapping, chunk));
+                while let Some(page) = pages.next_page().await? {
                     for record in page {
                         if let Some(id) = record_id(&record) {
                             records
@@ -790,11 +774,7 @@ impl Engine {
                     continue;
                 };
                 let held = record_fields(&record);
-                let mut known = self.store.known_fields(&account_id)?;
-                known.extend(held.clone());
-                if let Some(pending) = self.store.pending_write(&account_id)? {
-                    known.extend(pending.fields);
-                }
+                let known = self.store.planning_baseline(&account_id, &held)?;
                 link.account = record;
                 let application = match &link.application_id {
                     Some(application_id) => {
@@ -950,8 +930,8 @@ impl Engine {
             for mapping in mappings {
                 let mut pages = self
                     .salesforce
-                    .query(plan::accounts_query(mapping, &hinted));
-                while let Some(page) = pages.next_page().await.map_err(SyncError::from)? {
+                    .query(Work::Intake, plan::accounts_query(mapping, &hinted));
+                while let Some(page) = pages.next_page().await? {
                     for record in page {
                         if let Some(account_id) = record_id(&record)
                             && without_portal
@@ -975,13 +955,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Puts the selected dead letters back in the write queue and wakes the writer.
+    /// Retries the selected dead letters and plans their Accounts again now.
     pub async fn retry_dead_letters(
         &self,
         selection: &RetrySelection,
     ) -> Result<RetryReport, OperationError> {
         let report = retry_dead_letters(&self.store, selection).await?;
-        self.writes_queued.notify_one();
+        self.replan_marked().await?;
         Ok(report)
     }
 }

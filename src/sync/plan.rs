@@ -49,6 +49,11 @@ pub fn plan_writeback(
     let rendered = mapping.writeback(moment, context)?;
     let mut plan = WritePlan::default();
     for (name, value) in rendered {
+        // A value refused before (a dead letter) waits for the inputs to change.
+        if known.get(&name) == Some(&value) {
+            plan.unchanged.push(name);
+            continue;
+        }
         let Some(field) = describe.field(&name) else {
             plan.refused.push(RefusedField {
                 message: format!(
@@ -107,6 +112,30 @@ pub fn accounts_query(mapping: &Mapping, ids: &[String]) -> String {
         query_fields(mapping).join(", "),
         mapping.object,
         mapping.select,
+        ids.join(", "),
+    )
+}
+
+/// The SOQL reading `fields` of chosen records, whatever any `select` says
+/// (the writer reading back what landed).
+pub fn fields_query<'a>(
+    object: &str,
+    fields: impl IntoIterator<Item = &'a str>,
+    ids: &[String],
+) -> String {
+    let mut names = vec!["Id"];
+    names.extend(
+        fields
+            .into_iter()
+            .filter(|field| !field.eq_ignore_ascii_case("Id")),
+    );
+    let ids: Vec<String> = ids
+        .iter()
+        .map(|id| crate::salesforce::soql::quote(id))
+        .collect();
+    format!(
+        "SELECT {} FROM {object} WHERE Id IN ({}) ORDER BY Id",
+        names.join(", "),
         ids.join(", "),
     )
 }

@@ -173,10 +173,9 @@ impl Engine {
         }
         let describe = self.describe().await?;
         // What Salesforce will hold once pending writes land.
-        let mut known = self.store.known_fields(&link.account_id)?;
-        if let Some(pending) = self.store.pending_write(&link.account_id)? {
-            known.extend(pending.fields);
-        }
+        let mut known = self
+            .store
+            .planning_baseline(&link.account_id, &Fields::new())?;
         known.extend(overlay.clone());
         let context = WritebackContext {
             account: &link.account,

@@ -19,7 +19,9 @@ pub struct ReconcileReport {
 
 impl Engine {
     pub async fn reconcile(&self) -> Result<ReconcileReport, SyncError> {
-        self.budget.admit(Work::Reconcile).await?;
+        self.salesforce.may_run(Work::Reconcile).await?;
+        // Dead letters retried while the daemon was stopped.
+        self.replan_marked().await?;
         let mut report = ReconcileReport::default();
         for mapping in self.mappings().iter() {
             let intents = self

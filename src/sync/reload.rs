@@ -120,7 +120,7 @@ impl Engine {
     pub async fn reload_mappings(&self, dir: &Path) -> ReloadOutcome {
         let (outcome, checked_online) = match mapping::load_dir(dir) {
             Err(diagnostics) => (Err(diagnostics), false),
-            Ok(set) => match online::check_online(&self.salesforce, &set).await {
+            Ok(set) => match online::check_online(&self.salesforce.checker(), &set).await {
                 Ok(problems) if !problems.is_empty() => (Err(problems), true),
                 Ok(_) => (Ok(set), true),
                 Err(error) => {
@@ -255,9 +255,11 @@ impl Engine {
     }
 
     /// The online field checks of one mapping against a fresh describe.
-    async fn drift_problems(&self, mapping: &Mapping) -> Result<Diagnostics, SalesforceError> {
+    async fn drift_problems(&self, mapping: &Mapping) -> Result<Diagnostics, SyncError> {
         let mut metadata = OrgMetadata::default();
-        metadata.fetch_for(&self.salesforce, mapping).await?;
+        metadata
+            .fetch_for(&self.salesforce.checker(), mapping)
+            .await?;
         Ok(online::check_fields(mapping, &metadata))
     }
 }

@@ -1,16 +1,36 @@
-//! Write-back: pending fields go to Salesforce through sObject Collections
-//! (`PATCH /composite/sobjects`, 200 records a call, `allOrNone: false`).
-//! Each record's outcome is settled on its own: written, retried with
-//! backoff, or dead-lettered with Salesforce's code and message.
+//! Write-back as a sink: a batcher, a request builder and a retrying
+//! service (vector's shape).
+//!
+//! - The batcher takes the due pending writes, already coalesced per Account
+//!   by the store, at most [`BATCH_SIZE`] a call, lingering a little for
+//!   company so a backfill sends full calls.
+//! - The request builder turns them into one sObject Collections update
+//!   (`PATCH /composite/sobjects`, `allOrNone: false`).
+//! - The service sends it through the governed client. A failure of the call
+//!   itself (a refused login, a 401 after the token replay, a 403
+//!   `API_DISABLED_FOR_ORG`, an HTML 503, an answer that cannot be read)
+//!   opens the write breaker: the writer pauses with growing backoff and
+//!   every record stays queued, however long it lasts. An answer that
+//!   cannot be read is an unknown outcome: the Accounts' fields are read
+//!   again to find out what landed before anything is decided.
+//!
+//! Each record's outcome is then settled on its own: written; retried with
+//! backoff when Salesforce says so (`UNABLE_TO_LOCK_ROW`), never written off
+//! after some number of attempts; or, when a human must act (a validation
+//! rule, a restricted picklist), a dead letter recording the value
+//! Salesforce kept, which planning does not send again until the inputs
+//! change.
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
+
 use serde_json::json;
 
 use super::budget::Work;
-use super::{ACCOUNT, Engine, SyncError, now};
+use super::retry::Endpoint;
+use super::{ACCOUNT, Engine, SyncError, now, plan};
+use crate::mapping::Moment;
 use crate::salesforce::{Disposition, RecordError, RecordUpdate, SalesforceError};
-use crate::store::{PendingWrite, WriteSettlement};
+use crate::store::{Fields, PendingWrite, WriteSettlement};
 use crate::telemetry::{self, WritebackResult};
 
 /// sObject Collections takes at most 200 records a call.
@@ -23,6 +43,9 @@ pub struct WriteReport {
     pub written: usize,
     pub retried: usize,
     pub dead_lettered: usize,
+    /// The pass stopped with work queued: the write breaker is open or the
+    /// budget governor holds write-backs.
+    pub paused: bool,
 }
 
 impl Engine {
@@ -31,29 +54,25 @@ impl Engine {
         self.write_pass(true).await
     }
 
+    /// The writer's breaker: open while call-level failures pause it (for
+    /// `status` and `/readyz`).
+    pub fn writer_state(&self) -> super::BreakerState {
+        self.breakers.get(Endpoint::SalesforceWrites).state()
+    }
+
     /// One pass of the writer. Without `force`, a partial batch is sent only
     /// once its oldest entry has waited `write_linger`.
     pub(super) async fn write_pass(&self, force: bool) -> Result<WriteReport, SyncError> {
         let mut report = WriteReport::default();
         loop {
-            if self.budget.admit(Work::WriteBack).await.is_err() {
+            let Some(batch) = self.next_batch(force)? else {
+                break;
+            };
+            let full = batch.len() == BATCH_SIZE;
+            if !self.write_batch(batch, &mut report).await? {
+                report.paused = true;
                 break;
             }
-            let due = self.store.due_writes(now(), BATCH_SIZE)?;
-            if due.is_empty() {
-                break;
-            }
-            let full = due.len() == BATCH_SIZE;
-            let linger = chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
-            let oldest = due
-                .iter()
-                .map(|pending| pending.queued_at)
-                .min()
-                .unwrap_or_else(now);
-            if !full && !force && now() - oldest < linger {
-                break;
-            }
-            self.write_batch(due, &mut report).await?;
             if !full {
                 break;
             }
@@ -61,70 +80,133 @@ impl Engine {
         Ok(report)
     }
 
+    /// The batcher: up to [`BATCH_SIZE`] due writes, one per Account, or
+    /// `None` when nothing is due or a partial batch should linger.
+    fn next_batch(&self, force: bool) -> Result<Option<Vec<PendingWrite>>, SyncError> {
+        let due = self.store.due_writes(now(), BATCH_SIZE)?;
+        if due.is_empty() {
+            return Ok(None);
+        }
+        let linger = chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
+        let oldest = due
+            .iter()
+            .map(|pending| pending.queued_at)
+            .min()
+            .unwrap_or_else(now);
+        if due.len() < BATCH_SIZE && !force && now() - oldest < linger {
+            return Ok(None);
+        }
+        Ok(Some(due))
+    }
+
+    /// Sends one batch and settles it; false when the writer must pause
+    /// (nothing of the batch was settled unless Salesforce was re-read).
     async fn write_batch(
         &self,
         batch: Vec<PendingWrite>,
         report: &mut WriteReport,
-    ) -> Result<(), SyncError> {
-        let updates: Vec<RecordUpdate> = batch
-            .iter()
-            .map(|pending| RecordUpdate {
-                id: pending.account_id.clone(),
-                fields: pending.fields.clone(),
-            })
-            .collect();
+    ) -> Result<bool, SyncError> {
+        let updates = build_request(&batch);
+        let outcomes = match self.salesforce.update_records(ACCOUNT, &updates).await {
+            Ok(outcomes) => outcomes,
+            // Turned away before any call: the batch waits untouched.
+            Err(SyncError::Paused(_) | SyncError::Backoff(_)) => return Ok(false),
+            Err(SyncError::Salesforce(error)) => {
+                report.calls += 1;
+                tracing::warn!(records = batch.len(), %error, "write-back call failed; the writer pauses and keeps every record queued");
+                if unknown_outcome(&error) {
+                    self.settle_unknown(&batch, &error, report).await?;
+                }
+                return Ok(false);
+            }
+            Err(other) => return Err(other),
+        };
         report.calls += 1;
-        match self.salesforce.update_records(ACCOUNT, &updates).await {
-            Ok(outcomes) => {
-                for (pending, outcome) in batch.iter().zip(outcomes) {
-                    match outcome.result {
-                        Ok(()) => {
-                            self.store
-                                .settle_write(pending, &WriteSettlement::Written)?;
-                            self.journal(
-                                &pending.account_id,
-                                None,
-                                "written",
-                                format!("Salesforce accepted {} field(s)", pending.fields.len()),
-                                json!({ "fields": pending.fields }),
-                            )?;
-                            report.written += 1;
-                            telemetry::metrics().writeback(
-                                pending.mappings.iter().map(String::as_str),
-                                WritebackResult::Written,
-                            );
-                        }
-                        Err(errors) => {
-                            let mappings: Vec<String> = pending.mappings.iter().cloned().collect();
-                            self.pause_on_write_drift(&mappings, &errors).await;
-                            self.record_failed(pending, &errors, report)?
-                        }
-                    }
-                }
-            }
-            // The governor stops every call now; the batch waits untouched,
-            // its attempts not spent.
-            Err(SalesforceError::RequestLimitExceeded { .. }) => return Ok(()),
-            Err(error) if error.is_retriable() => {
-                tracing::warn!(records = batch.len(), %error, "write-back call failed; retrying later");
-                for pending in &batch {
-                    self.retry_or_give_up(
-                        pending,
-                        &error.to_string(),
-                        error.error_code().unwrap_or("CALL_FAILED"),
-                        report,
-                    )?;
-                }
-            }
-            Err(error) => {
-                tracing::error!(records = batch.len(), %error, "write-back call refused");
-                let code = error.error_code().unwrap_or("CALL_REFUSED").to_owned();
-                for pending in &batch {
-                    self.dead_letter(pending, &code, &error.to_string(), report)?;
+        for (pending, outcome) in batch.iter().zip(outcomes) {
+            match outcome.result {
+                Ok(()) => self.settle_written(pending, report)?,
+                Err(errors) => {
+                    let mappings: Vec<String> = pending.mappings.iter().cloned().collect();
+                    self.pause_on_write_drift(&mappings, &errors).await;
+                    self.record_failed(pending, &errors, report)?
                 }
             }
         }
         self.store.flush().await?;
+        Ok(true)
+    }
+
+    /// The call may have landed (its answer was lost or unreadable): read
+    /// the Accounts' fields again and settle as written every record whose
+    /// values Salesforce now holds; the others stay queued.
+    async fn settle_unknown(
+        &self,
+        batch: &[PendingWrite],
+        error: &SalesforceError,
+        report: &mut WriteReport,
+    ) -> Result<(), SyncError> {
+        let fields: BTreeSet<&str> = batch
+            .iter()
+            .flat_map(|pending| pending.fields.keys().map(String::as_str))
+            .collect();
+        let ids: Vec<String> = batch
+            .iter()
+            .map(|pending| pending.account_id.clone())
+            .collect();
+        let mut pages = self.salesforce.query(
+            Work::WriteBack,
+            plan::fields_query(ACCOUNT, fields.iter().copied(), &ids),
+        );
+        let mut held = std::collections::BTreeMap::new();
+        loop {
+            match pages.next_page().await {
+                Ok(Some(records)) => {
+                    for record in records {
+                        let fields = plan::record_fields(&record);
+                        if let Some(id) = fields.get("Id").and_then(|id| id.as_str()) {
+                            held.insert(id.to_owned(), fields.clone());
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(reread) => {
+                    tracing::warn!(%error, %reread, "cannot read back an unknown write-back outcome; the records stay queued");
+                    return Ok(());
+                }
+            }
+        }
+        for pending in batch {
+            let Some(fields) = held.get(&pending.account_id) else {
+                continue;
+            };
+            self.store.remember_fields(&pending.account_id, fields)?;
+            if landed(&pending.fields, fields) {
+                self.settle_written(pending, report)?;
+            }
+        }
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    fn settle_written(
+        &self,
+        pending: &PendingWrite,
+        report: &mut WriteReport,
+    ) -> Result<(), SyncError> {
+        self.store
+            .settle_write(pending, &WriteSettlement::Written)?;
+        self.journal(
+            &pending.account_id,
+            None,
+            "written",
+            format!("Salesforce accepted {} field(s)", pending.fields.len()),
+            json!({ "fields": pending.fields }),
+        )?;
+        report.written += 1;
+        telemetry::metrics().writeback(
+            pending.mappings.iter().map(String::as_str),
+            WritebackResult::Written,
+        );
         Ok(())
     }
 
@@ -147,27 +229,23 @@ impl Engine {
             .collect::<Vec<_>>()
             .join("; ");
         if retriable {
-            self.retry_or_give_up(pending, &message, code, report)
+            self.retry_later(pending, &message, code, report)
         } else {
             self.dead_letter(pending, code, &message, report)
         }
     }
 
-    fn retry_or_give_up(
+    /// A record Salesforce asks to send again (a row lock): it waits its
+    /// backoff and is never written off, however many attempts it takes.
+    fn retry_later(
         &self,
         pending: &PendingWrite,
         message: &str,
         code: &str,
         report: &mut WriteReport,
     ) -> Result<(), SyncError> {
-        if pending.attempts + 1 >= self.settings.max_write_attempts {
-            let message = format!(
-                "still failing after {} attempts: {message}",
-                pending.attempts + 1
-            );
-            return self.dead_letter(pending, code, &message, report);
-        }
-        let not_before = self.retry_at(pending.attempts);
+        let attempt = pending.attempts + 1;
+        let not_before = self.breakers.policy().retry_at(attempt, None);
         self.store.settle_write(
             pending,
             &WriteSettlement::Retry {
@@ -183,9 +261,9 @@ impl Engine {
                 "Salesforce answered {message}; retrying at {}",
                 not_before.to_rfc3339()
             ),
-            json!({ "code": code, "attempt": pending.attempts + 1 }),
+            json!({ "code": code, "attempt": attempt }),
         )?;
-        tracing::info!(account_id = %pending.account_id, %code, attempt = pending.attempts + 1, "write-back will be retried");
+        tracing::info!(account_id = %pending.account_id, %code, attempt, "write-back will be retried");
         report.retried += 1;
         telemetry::metrics().writeback(
             pending.mappings.iter().map(String::as_str),
@@ -201,16 +279,9 @@ impl Engine {
         message: &str,
         report: &mut WriteReport,
     ) -> Result<(), SyncError> {
-        let id = self.store.add_dead_letter(
-            &pending.account_id,
-            pending.mappings.iter().cloned().collect(),
-            pending.fields.clone(),
-            code,
-            message,
-            now(),
-        )?;
-        self.store
-            .settle_write(pending, &WriteSettlement::Abandoned)?;
+        let id = self
+            .store
+            .dead_letter_write(pending, code, message, now())?;
         self.journal(
             &pending.account_id,
             None,
@@ -226,18 +297,89 @@ impl Engine {
         );
         Ok(())
     }
+}
 
-    /// When attempt `attempts + 1` may run: exponential from `retry_base`,
-    /// capped at `retry_cap`, with jitter so locked rows do not retry in step.
-    fn retry_at(&self, attempts: u32) -> DateTime<Utc> {
-        let delay = ExponentialBuilder::default()
-            .with_min_delay(self.settings.retry_base)
-            .with_max_delay(self.settings.retry_cap)
-            .with_jitter()
-            .without_max_times()
-            .build()
-            .nth(attempts as usize)
-            .unwrap_or(self.settings.retry_cap);
-        now() + chrono::Duration::from_std(delay).unwrap_or_default()
+/// The request builder: one update per Account, its pending fields.
+fn build_request(batch: &[PendingWrite]) -> Vec<RecordUpdate> {
+    batch
+        .iter()
+        .map(|pending| RecordUpdate {
+            id: pending.account_id.clone(),
+            fields: pending.fields.clone(),
+        })
+        .collect()
+}
+
+/// Whether the call may have been carried out although we cannot tell: the
+/// answer could not be read, or it never came.
+fn unknown_outcome(error: &SalesforceError) -> bool {
+    matches!(
+        error,
+        SalesforceError::Decode { .. } | SalesforceError::Transport { .. }
+    )
+}
+
+/// Whether Salesforce holds every value of `sent`.
+fn landed(sent: &Fields, held: &Fields) -> bool {
+    sent.iter().all(|(name, value)| {
+        held.iter()
+            .any(|(field, held)| field.eq_ignore_ascii_case(name) && held == value)
+    })
+}
+
+impl Engine {
+    /// Plans again, from the current link and the application's current
+    /// state, every Account whose dead letters were retried (`dead-letters
+    /// retry`, online or offline), so a retried letter never puts an old
+    /// value back. Returns how many Accounts were planned.
+    pub async fn replan_marked(&self) -> Result<usize, SyncError> {
+        let replans = self.store.replans()?;
+        if replans.is_empty() {
+            return Ok(0);
+        }
+        for replan in &replans {
+            let account_id = &replan.account_id;
+            for mapping in self.mappings().iter() {
+                let Some(link) = self.store.link(&mapping.name, account_id)? else {
+                    continue;
+                };
+                if link.portal.is_some() {
+                    let mut fields = self
+                        .plan_moment(
+                            mapping,
+                            &link,
+                            Moment::PortalCreated,
+                            None,
+                            None,
+                            &Fields::new(),
+                        )
+                        .await?;
+                    if link.application_id.is_some() {
+                        // The application's fields come from its current
+                        // state below; "portal sent" must not undo them.
+                        for written in mapping.written_fields() {
+                            if written.moment != Moment::PortalCreated {
+                                fields.retain(|name, _| !name.eq_ignore_ascii_case(&written.field));
+                            }
+                        }
+                    }
+                    self.commit_link(&link, Moment::PortalCreated, fields)?;
+                }
+                if let Some(application_id) = &link.application_id {
+                    self.refresh_application(application_id, false).await?;
+                }
+            }
+            self.journal(
+                account_id,
+                None,
+                "replanned",
+                "dead letters retried: planned again from the current state".to_owned(),
+                json!({ "mappings": replan.mappings }),
+            )?;
+            self.store.replanned(account_id)?;
+        }
+        self.store.flush().await?;
+        self.writes_queued.notify_one();
+        Ok(replans.len())
     }
 }

@@ -114,8 +114,10 @@ async fn write_backs_go_on_over_budget_and_wait_near_the_limit() {
     assert_eq!(engine.store().pending_write_count(), ids.len());
 
     world.salesforce.set_api_usage(960);
-    // Any answer tells the usage; this one is what a concurrent step would see.
-    engine.salesforce().limits().await.expect("limits");
+    // Any answer tells the usage; this one is what a concurrent step would
+    // see (a describe is a lookup, which waits only for the daily limit).
+    engine.forget_describe().await;
+    engine.describe().await.expect("describe");
     let composite = world.salesforce.stats().composite_requests;
     let report = engine.flush_writes().await.expect("write pass");
     assert_eq!(report.calls, 0, "{report:?}");
@@ -268,4 +270,102 @@ async fn the_daemon_pauses_over_budget_and_resumes_by_itself() {
     .await;
     assert!(!daemon.engine.budget_state().paused);
     daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_resync_honours_api_budget_percent() {
+    let world = world("").await;
+    world.seed(3, "Customer", 15);
+    // A budget below the default, so only a resync that reads the
+    // configuration stops.
+    let text = std::fs::read_to_string(&world.config_path).expect("read the config");
+    std::fs::write(
+        &world.config_path,
+        text.replacen(
+            "[salesforce]\n",
+            "[salesforce]\napi_budget_percent = 20\n",
+            1,
+        ),
+    )
+    .expect("write the config");
+    world.salesforce.set_api_usage(300);
+
+    let output = crate::support::daemon::cli(&world.config_path, &["resync", "--all"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("salesforce.api_budget_percent = 20"),
+        "the refusal names the budget: {stderr}"
+    );
+    let stats = world.salesforce.stats();
+    assert_eq!(stats.query_requests, 0, "no query over the budget");
+    assert_eq!(stats.composite_requests, 0);
+    assert!(world.ondorse.portals().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_limit_stop_holds_only_the_governors_own_look_reaches_salesforce() {
+    let world = world("").await;
+    let ids = world.seed(3, "Customer", 16);
+    let engine = world.engine_with(EngineSettings {
+        budget: BudgetSettings {
+            // Longer than this test: no look at GET /limits comes due.
+            limit_backoff_base: Duration::from_secs(120),
+            limit_backoff_cap: Duration::from_secs(240),
+            ..quick_settings().budget
+        },
+        ..quick_settings()
+    });
+    assert_eq!(
+        engine.poll(BUSINESS).await.expect("poll").portals_created,
+        ids.len()
+    );
+    world.salesforce.set_api_usage(DAILY_LIMIT);
+    // The writer meets REQUEST_LIMIT_EXCEEDED: every call stops.
+    let report = engine
+        .flush_writes()
+        .await
+        .expect("a refused pass is no error");
+    assert!(report.paused, "{report:?}");
+    assert_eq!(engine.store().pending_write_count(), ids.len());
+    assert_eq!(engine.store().dead_letter_count(), 0);
+    assert_eq!(
+        engine.budget_state().reason,
+        Some(PauseReason::LimitExceeded)
+    );
+
+    let before = world.salesforce.stats();
+    assert_eq!(
+        paused(engine.poll(BUSINESS).await),
+        PauseReason::LimitExceeded
+    );
+    assert_eq!(
+        paused(engine.intake_accounts(&ids).await),
+        PauseReason::LimitExceeded
+    );
+    assert_eq!(paused(engine.reconcile().await), PauseReason::LimitExceeded);
+    engine.forget_describe().await;
+    assert_eq!(paused(engine.describe().await), PauseReason::LimitExceeded);
+    assert!(engine.flush_writes().await.expect("pass").paused);
+    let reload = engine.reload_mappings(&world.config.mappings.dir).await;
+    assert_eq!(
+        reload,
+        ondorse_bridge::sync::ReloadOutcome::Applied {
+            mappings: 2,
+            checked_online: false
+        },
+        "the reload is checked offline only"
+    );
+    let after = world.salesforce.stats();
+    let but_limits = |stats: &ondorse_bridge::sandbox::salesforce::SalesforceSandboxStats| {
+        let mut received = stats.received.clone();
+        received.remove("limits");
+        received
+    };
+    assert_eq!(
+        but_limits(&after),
+        but_limits(&before),
+        "no call but GET /limits reached salesforce"
+    );
+    assert_eq!(after.token_requests, before.token_requests);
 }

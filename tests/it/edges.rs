@@ -341,8 +341,8 @@ async fn mappings_whose_polls_keep_failing_make_readyz_503_and_status_shows_each
         FAST_POLL,
     )
     .await;
-    // `[admin] failing_poll_grace_seconds = 1`.
-    world.config.admin.failing_poll_grace = Duration::from_secs(1);
+    // `[admin] failure_grace_seconds = 1`.
+    world.config.admin.failure_grace = Duration::from_secs(1);
     let daemon = world.daemon().await;
     let admin = daemon.admin_address();
     eventually("the first polls succeed", E2E_DEADLINE, || {
@@ -514,16 +514,16 @@ fn listener_limits_and_the_readiness_grace_are_read_and_checked() {
         defaults.webhooks.limits,
         ondorse_bridge::config::ListenerLimits::default()
     );
-    assert_eq!(defaults.admin.failing_poll_grace, Duration::from_secs(300));
+    assert_eq!(defaults.admin.failure_grace, Duration::from_secs(300));
     let set = load(&[
         ("ONDORSE_BRIDGE__WEBHOOKS__MAX_CONNECTIONS", "5"),
         ("ONDORSE_BRIDGE__WEBHOOKS__BODY_TIMEOUT_SECONDS", "3"),
-        ("ONDORSE_BRIDGE__ADMIN__FAILING_POLL_GRACE_SECONDS", "60"),
+        ("ONDORSE_BRIDGE__ADMIN__FAILURE_GRACE_SECONDS", "60"),
     ])
     .expect("valid overrides");
     assert_eq!(set.webhooks.limits.max_connections, 5);
     assert_eq!(set.webhooks.limits.body_timeout, Duration::from_secs(3));
-    assert_eq!(set.admin.failing_poll_grace, Duration::from_secs(60));
+    assert_eq!(set.admin.failure_grace, Duration::from_secs(60));
     let refused = load(&[
         ("ONDORSE_BRIDGE__WEBHOOKS__IDLE_TIMEOUT_SECONDS", "0"),
         ("ONDORSE_BRIDGE__WEBHOOKS__MAX_CONNECTIONS", "0"),
@@ -538,4 +538,48 @@ fn listener_limits_and_the_readiness_grace_are_read_and_checked() {
         refused.contains("[webhooks] max_connections: must be at least 1"),
         "{refused}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_paused_by_failed_calls_makes_readyz_503_until_the_writes_land() {
+    let mut world = World::start_with(
+        SalesforceSandboxOptions::default(),
+        OndorseSandboxOptions::default(),
+        FAST_POLL,
+    )
+    .await;
+    world.config.admin.failure_grace = Duration::from_secs(1);
+    let customers = world.seed(2, "Customer", 41);
+    world.salesforce.fail_next_collection_updates(usize::MAX);
+    let daemon = world.daemon().await;
+    let admin = daemon.admin_address();
+    let body = not_ready_because(admin, "the writer is paused by failed calls").await;
+    assert!(body.contains("503"), "{body}");
+    // Polls work all along: only the writer is the matter.
+    assert!(daemon.schedules().poll_failures.failing().is_empty());
+    let portals = world.portals_by_account();
+    assert!(customers.iter().all(|id| portals.contains_key(id)));
+    assert!(
+        customers
+            .iter()
+            .all(|id| world.field(id, "KYC_Status__c") == Value::Null),
+        "nothing was written while the calls failed"
+    );
+
+    world.salesforce.fail_next_collection_updates(0);
+    eventually("the portal links land", E2E_DEADLINE, || {
+        customers
+            .iter()
+            .all(|id| world.field(id, "KYC_Status__c") == json!("Portal sent"))
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + E2E_DEADLINE;
+    while admin_get(admin, "/readyz", false).await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ready again once the writer works"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.stop().await.expect("the daemon stops");
 }

@@ -17,3 +17,4 @@ mod support;
 mod sync;
 mod telemetry;
 mod webhooks;
+mod writer;

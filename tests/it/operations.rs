@@ -435,7 +435,9 @@ async fn a_dead_letter_retried_after_the_validation_rule_is_lifted_is_written() 
     world.salesforce.clear_validation_rules();
     let output = cli_ok(&world.config_path, &["dead-letters", "retry", "--all"]).await;
     assert!(
-        output.contains(&format!("(Account {refused}) queued again")),
+        output.contains(&format!(
+            "(Account {refused}) retried: planned again from its current state"
+        )),
         "{output}"
     );
     eventually("the retried write-back lands", E2E_DEADLINE, || {

@@ -1769,3 +1769,81 @@ async fn ten_thousand_rows_query_quickly() {
         "querying 10,000 rows took {elapsed:?}"
     );
 }
+
+#[tokio::test]
+async fn refused_logins_answer_invalid_grant_for_a_while() {
+    let sandbox = start_salesforce(SalesforceSandboxOptions::default()).await;
+    let http = reqwest::Client::new();
+    let options = sandbox.options();
+    let login = || {
+        http.post(format!("{}/services/oauth2/token", sandbox.instance_url()))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", options.client_id.as_str()),
+                ("client_secret", options.client_secret.as_str()),
+            ])
+            .send()
+    };
+    sandbox.refuse_logins(2);
+    for _ in 0..2 {
+        let answer = login().await.expect("the token endpoint answers");
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+        let body: Value = answer.json().await.expect("an OAuth error");
+        assert_eq!(body["error"], json!("invalid_grant"));
+        assert_eq!(body["error_description"], json!("authentication failure"));
+    }
+    let answer = login().await.expect("the token endpoint answers");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(sandbox.stats().token_requests, 3);
+}
+
+#[tokio::test]
+async fn a_blank_collection_answer_still_updates_the_records() {
+    let (sandbox, ids) = start_seeded_salesforce(2, 31).await;
+    let api = Api::new(&sandbox).await;
+    sandbox.blank_collection_answers(1);
+    let update = |status: &str| {
+        api.composite(
+            false,
+            vec![
+                account_update(&ids[0], json!({ "KYC_Status__c": status })),
+                account_update(&ids[1], json!({ "KYC_Status__c": status })),
+            ],
+        )
+    };
+    let answer = update("In review").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.text.is_empty(), "{}", answer.text);
+    for id in &ids {
+        assert_eq!(
+            sandbox.account(id).expect("seeded")["KYC_Status__c"],
+            json!("In review")
+        );
+    }
+    // One blank answer only.
+    let answer = update("Approved").await;
+    assert_eq!(answer.body[0]["success"], json!(true));
+    assert_eq!(sandbox.stats().records_updated, 4);
+}
+
+#[tokio::test]
+async fn requests_are_counted_per_endpoint_even_when_refused() {
+    let sandbox = start_salesforce(SalesforceSandboxOptions {
+        daily_api_limit: 2,
+        ..SalesforceSandboxOptions::default()
+    })
+    .await;
+    let api = Api::new(&sandbox).await;
+    assert_eq!(api.get("/limits").await.status, StatusCode::OK);
+    assert_eq!(
+        api.get("/sobjects/Account/describe").await.status,
+        StatusCode::OK
+    );
+    // The allowance is used up: refused, and still counted.
+    assert_eq!(api.get("/limits").await.status, StatusCode::FORBIDDEN);
+    let stats = sandbox.stats();
+    assert_eq!(stats.received["limits"], 2);
+    assert_eq!(stats.received["describe"], 1);
+    assert_eq!(stats.limits_requests, 1, "only answered looks");
+    assert_eq!(stats.api_requests, 2);
+}

@@ -134,7 +134,7 @@ fn allowed_values(label: &str) -> &'static [&'static str] {
             "other",
         ],
         "status" => &["2xx", "3xx", "4xx", "5xx", "error"],
-        "work" => &["intake", "reconcile", "writeback", "lookup"],
+        "work" => &["intake", "reconcile", "writeback", "lookup", "check"],
         "queue" => &["inbox", "pending_writes"],
         "schedule" => &["poll", "reconcile"],
         other => panic!("unexpected label `{other}`"),

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::faults::Faults;
 use super::org::Org;
 
 /// The `grant_type` of the JWT bearer flow.
@@ -109,6 +110,9 @@ pub(crate) async fn token(
     shared.delay().await;
     let mut org = shared.lock();
     org.stats.token_requests += 1;
+    if Faults::take(&mut org.faults.refused_logins) {
+        return refusal("invalid_grant", "authentication failure").into_response();
+    }
     let Ok(axum::Form(form)) = form else {
         return refusal(
             "invalid_request",

@@ -17,16 +17,29 @@ pub(crate) struct Faults {
     pub(crate) validation_rules: HashMap<String, String>,
     /// Added before every answer.
     pub(crate) latency: Duration,
+    /// Token requests still to refuse with `invalid_grant`, whatever they carry.
+    pub(crate) refused_logins: usize,
+    /// sObject Collections updates still to carry out and then answer with
+    /// an empty 200 body (the answer lost on the way back).
+    pub(crate) blank_collection_answers: usize,
+    /// sObject Collections updates still to answer with a 503 HTML page
+    /// while every other call works (a write pod in trouble).
+    pub(crate) failing_collection_updates: usize,
 }
 
 impl Faults {
     /// Takes one failing request from the budget: `true` when this request
     /// must fail.
     pub(crate) fn take_failing_request(&mut self) -> bool {
-        if self.failing_requests == 0 {
+        Faults::take(&mut self.failing_requests)
+    }
+
+    /// Takes one from a countdown: `true` while the fault lasts.
+    pub(crate) fn take(countdown: &mut usize) -> bool {
+        if *countdown == 0 {
             return false;
         }
-        self.failing_requests -= 1;
+        *countdown -= 1;
         true
     }
 

@@ -129,6 +129,12 @@ pub struct SalesforceSandboxStats {
     /// Follow-up pages (`nextRecordsUrl`).
     pub query_more_requests: u64,
     pub describe_requests: u64,
+    /// `GET /limits` answered (the API budget governor's own look).
+    pub limits_requests: u64,
+    /// Every REST request that arrived, refused or not, by endpoint:
+    /// `query`, `query_more`, `describe`, `update_one`, `composite`,
+    /// `limits`, `other`.
+    pub received: std::collections::BTreeMap<String, u64>,
     pub composite_requests: u64,
     pub single_updates: u64,
     /// Record writes that succeeded (single and collection).
@@ -321,6 +327,25 @@ impl SalesforceSandbox {
     /// they carry no `Sforce-Limit-Info` and use none of the allowance.
     pub fn fail_next_requests(&self, count: usize) {
         self.org().faults.failing_requests = count;
+    }
+
+    /// The next `count` token requests are refused with `400 invalid_grant`
+    /// ("authentication failure"), as a login outage or a locked integration
+    /// user answers; expire the tokens too to make the client log in.
+    pub fn refuse_logins(&self, count: usize) {
+        self.org().faults.refused_logins = count;
+    }
+
+    /// The next `count` sObject Collections updates are carried out, then
+    /// answered `200` with an empty body: the outcome is lost on the way back.
+    pub fn blank_collection_answers(&self, count: usize) {
+        self.org().faults.blank_collection_answers = count;
+    }
+
+    /// The next `count` sObject Collections updates answer 503 with an HTML
+    /// page, changing nothing, while queries and every other call work.
+    pub fn fail_next_collection_updates(&self, count: usize) {
+        self.org().faults.failing_collection_updates = count;
     }
 
     /// Each write to these records fails `UNABLE_TO_LOCK_ROW` `attempts`

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::Shared;
 use super::data::RecordError;
+use super::faults::Faults;
 use super::org::{Org, QueryFailure};
 
 /// sObject Collections take at most this many records per request.
@@ -46,13 +47,35 @@ fn record_error_response(status: StatusCode, error: &RecordError) -> Response {
 /// and version; then stamps `Sforce-Limit-Info` on the answer.
 pub(crate) async fn gate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
     shared.delay().await;
-    let admitted = admit(&mut shared.lock(), &request);
+    let admitted = {
+        let mut org = shared.lock();
+        *org.stats
+            .received
+            .entry(endpoint_name(request.uri().path()).to_owned())
+            .or_default() += 1;
+        admit(&mut org, &request)
+    };
     match admitted {
         Ok(usage) => usage.stamp(next.run(request).await),
         Err(refusal) => {
             tracing::debug!(path = %request.uri().path(), ?refusal, "sandbox salesforce refused a request");
             refusal.into_response()
         }
+    }
+}
+
+/// The endpoint a REST path calls, as the per-endpoint counters name it.
+fn endpoint_name(path: &str) -> &'static str {
+    // `/services/data/{version}/{resource}/...`
+    let segments: Vec<&str> = path.split('/').skip(4).collect();
+    match segments.as_slice() {
+        ["query" | "queryAll"] => "query",
+        ["query" | "queryAll", _] => "query_more",
+        ["sobjects", _, "describe"] => "describe",
+        ["sobjects", _, _] => "update_one",
+        ["composite", "sobjects"] => "composite",
+        ["limits"] => "limits",
+        _ => "other",
     }
 }
 
@@ -131,6 +154,11 @@ impl IntoResponse for Refusal {
 /// Lets a request through (counting it against the allowance), or says why not.
 fn admit(org: &mut Org, request: &Request) -> Result<Usage, Refusal> {
     if org.faults.take_failing_request() {
+        return Err(Refusal::Unavailable);
+    }
+    if request.uri().path().ends_with("/composite/sobjects")
+        && Faults::take(&mut org.faults.failing_collection_updates)
+    {
         return Err(Refusal::Unavailable);
     }
     let token = request
@@ -325,7 +353,9 @@ pub(crate) async fn describe(
 }
 
 pub(crate) async fn limits(State(shared): State<Shared>) -> Response {
-    Json(shared.lock().limits()).into_response()
+    let mut org = shared.lock();
+    org.stats.limits_requests += 1;
+    Json(org.limits()).into_response()
 }
 
 /// `PATCH .../sobjects/Account/{id}`: 204 with no body, or an error array.
@@ -409,7 +439,17 @@ pub(crate) async fn update_collection(State(shared): State<Shared>, body: Bytes)
             ),
         );
     }
-    let outcomes = shared.lock().update_accounts(records, all_or_none);
+    let (outcomes, blank) = {
+        let mut org = shared.lock();
+        let outcomes = org.update_accounts(records, all_or_none);
+        (
+            outcomes,
+            Faults::take(&mut org.faults.blank_collection_answers),
+        )
+    };
+    if blank {
+        return StatusCode::OK.into_response();
+    }
     let results: Vec<Value> = outcomes
         .into_iter()
         .map(|outcome| match outcome {

@@ -11,7 +11,7 @@ use ondorse_bridge::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
 use ondorse_bridge::sandbox::salesforce::{
     SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
 };
-use ondorse_bridge::sync::{BudgetSettings, Engine, EngineSettings};
+use ondorse_bridge::sync::{BudgetSettings, Engine, EngineParts, EngineSettings, RetrySettings};
 use serde_json::{Value, json};
 
 use crate::support::config::{ConfigSettings, ONDORSE_API_KEY, write_config};
@@ -42,8 +42,6 @@ pub fn copy_mappings(dir: &Path) {
 pub fn quick_settings() -> EngineSettings {
     EngineSettings {
         write_linger: Duration::from_millis(50),
-        retry_base: Duration::from_millis(50),
-        retry_cap: Duration::from_millis(400),
         inbox_interval: Duration::from_millis(100),
         budget: BudgetSettings {
             recheck_interval: Duration::from_millis(100),
@@ -52,6 +50,15 @@ pub fn quick_settings() -> EngineSettings {
             ..BudgetSettings::default()
         },
         ..EngineSettings::default()
+    }
+}
+
+/// The retry policy with test-sized waits (what `[retry]` would set).
+pub fn quick_retry() -> RetrySettings {
+    RetrySettings {
+        initial_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(400),
+        retry_after_cap: Duration::from_millis(400),
     }
 }
 
@@ -96,7 +103,10 @@ impl World {
         settings.extra = extra_config.to_owned();
         copy_mappings(&settings.mappings_dir);
         let files = write_config(dir.path(), &settings, &keys.private_key_pem);
-        let config = Config::load_with(&files.path, None).expect("the test configuration is valid");
+        let mut config =
+            Config::load_with(&files.path, None).expect("the test configuration is valid");
+        // Test-sized waits, as `[retry]` in the file would set them.
+        config.retry = quick_retry();
         World {
             salesforce,
             ondorse,
@@ -131,20 +141,19 @@ impl World {
 
     /// [`World::engine`] with other settings.
     pub fn engine_with(&self, settings: EngineSettings) -> Arc<Engine> {
-        use ondorse_bridge::mapping;
-        use ondorse_bridge::ondorse::OndorseClient;
-        use ondorse_bridge::salesforce::SalesforceClient;
         use ondorse_bridge::store::Store;
         let store = Store::open(&self.config.store.path).expect("open the store");
-        Arc::new(Engine::new(
-            SalesforceClient::new(&self.config.salesforce).expect("salesforce client"),
-            OndorseClient::new(&self.config.ondorse).expect("ondorse client"),
-            store,
-            mapping::load_dir(&self.config.mappings.dir).expect("shipped mappings load"),
-            self.config.ondorse.portal_base_url.clone(),
-            settings,
-            Arc::new(tokio::sync::Notify::new()),
-        ))
+        Arc::new(
+            Engine::from_config(
+                &self.config,
+                EngineParts {
+                    store,
+                    settings,
+                    inbox_wake: Arc::new(tokio::sync::Notify::new()),
+                },
+            )
+            .expect("the engine builds from the test configuration"),
+        )
     }
 
     /// Seeds `count` Accounts of a given `Type` (Customer matches the

@@ -1,0 +1,209 @@
+//! The engine's only way to Salesforce: every call asks the API budget
+//! governor first, naming its kind of work, then the breaker of its
+//! endpoint, and reports how the endpoint answered.
+//!
+//! The raw [`SalesforceClient`] is a private field of [`GovernedSalesforce`]:
+//! the rest of the engine cannot reach it, so no step can forget to ask.
+//! The governor's own `GET /limits` and the client's token calls are the
+//! only Salesforce calls made outside this wrapper.
+
+use std::sync::Arc;
+
+use super::SyncError;
+use super::budget::{BudgetSettings, BudgetState, Governor, Paused, Work};
+use super::retry::{Breaker, Breakers, Endpoint};
+use crate::mapping::online::{OrgReader, QueryRefusal};
+use crate::salesforce::model::{Record, RecordOutcome, RecordUpdate, SObjectDescribe};
+use crate::salesforce::{QueryPages, SalesforceClient, SalesforceError};
+
+/// The Salesforce client behind the budget governor and the breakers.
+pub struct GovernedSalesforce {
+    client: SalesforceClient,
+    governor: Governor,
+    breakers: Arc<Breakers>,
+}
+
+impl std::fmt::Debug for GovernedSalesforce {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("GovernedSalesforce")
+            .field("client", &self.client)
+            .field("governor", &self.governor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GovernedSalesforce {
+    pub(super) fn new(
+        client: SalesforceClient,
+        budget: BudgetSettings,
+        breakers: Arc<Breakers>,
+    ) -> GovernedSalesforce {
+        GovernedSalesforce {
+            governor: Governor::new(client.clone(), budget),
+            client,
+            breakers,
+        }
+    }
+
+    /// Asks the governor whether `work` may call Salesforce now, before a
+    /// step that starts with calls (each call asks again).
+    pub async fn may_run(&self, work: Work) -> Result<(), Paused> {
+        self.governor.admit(work).await
+    }
+
+    /// What the API budget governor is doing (for `status`).
+    pub fn budget_state(&self) -> BudgetState {
+        self.governor.state()
+    }
+
+    /// The org's API host from the current token (no call).
+    pub fn instance_url(&self) -> Option<String> {
+        self.client.instance_url()
+    }
+
+    /// Why the last login was refused, while none succeeded since (no call).
+    pub fn login_problem(&self) -> Option<String> {
+        self.client.login_problem()
+    }
+
+    /// Why the configured API version cannot be used (no call).
+    pub fn api_version_problem(&self) -> Option<String> {
+        self.client.api_version_problem()
+    }
+
+    /// Makes sure the org serves the configured API version. Its
+    /// `GET /services/data/` needs no session and counts against no
+    /// allowance, so neither the governor nor a breaker is asked.
+    pub async fn check_api_version(&self) -> Result<(), SalesforceError> {
+        self.client.check_api_version().await
+    }
+
+    /// The describe of `sobject`, as `work`.
+    pub async fn describe(&self, work: Work, sobject: &str) -> Result<SObjectDescribe, SyncError> {
+        let breaker = self.admit(work, Endpoint::SalesforceQueries).await?;
+        settle(breaker, self.client.describe(sobject).await)
+    }
+
+    /// The rows matching `soql`, page by page; each page is a call and asks
+    /// the governor and the breaker first.
+    pub fn query(&self, work: Work, soql: impl Into<String>) -> GovernedPages<'_> {
+        GovernedPages {
+            owner: self,
+            work,
+            pages: self.client.query(soql),
+        }
+    }
+
+    /// One sObject Collections update (the writer's call). Every failure of
+    /// the call opens the write breaker: the writer waits as a whole.
+    pub async fn update_records(
+        &self,
+        sobject: &str,
+        records: &[RecordUpdate],
+    ) -> Result<Vec<RecordOutcome>, SyncError> {
+        let breaker = self
+            .admit(Work::WriteBack, Endpoint::SalesforceWrites)
+            .await?;
+        let answer = self.client.update_records(sobject, records).await;
+        match &answer {
+            Ok(_) => breaker.record_success(),
+            // The governor stops every call on its own.
+            Err(SalesforceError::RequestLimitExceeded { .. }) => {}
+            Err(error) => {
+                breaker.record_failure(&error.to_string(), None);
+            }
+        }
+        Ok(answer?)
+    }
+
+    /// Reads for an online mapping check (reload), as [`Work::Check`].
+    pub fn checker(&self) -> GovernedReader<'_> {
+        GovernedReader { owner: self }
+    }
+
+    async fn admit(&self, work: Work, endpoint: Endpoint) -> Result<&Breaker, SyncError> {
+        self.governor.admit(work).await?;
+        let breaker = self.breakers.get(endpoint);
+        breaker.admit()?;
+        Ok(breaker)
+    }
+}
+
+/// Reports a read's outcome to its breaker: only a failure of the endpoint
+/// itself (not a refused query, not the daily limit) makes reads wait.
+fn settle<T>(breaker: &Breaker, answer: Result<T, SalesforceError>) -> Result<T, SyncError> {
+    match &answer {
+        Ok(_) => breaker.record_success(),
+        Err(error) if endpoint_failing(error) => {
+            breaker.record_failure(&error.to_string(), None);
+        }
+        Err(_) => {}
+    }
+    Ok(answer?)
+}
+
+/// Whether `error` says the endpoint is unwell, rather than something about
+/// this one request (a query Salesforce refuses, an expired locator) or the
+/// daily allowance (the governor's business).
+fn endpoint_failing(error: &SalesforceError) -> bool {
+    match error {
+        SalesforceError::Api { status, .. } => matches!(status, 401 | 403 | 500..),
+        SalesforceError::RequestLimitExceeded { .. }
+        // The configuration or the store is wrong, not the endpoint.
+        | SalesforceError::ApiVersionNotOffered { .. }
+        | SalesforceError::TokenNotKept { .. }
+        | SalesforceError::InvalidQueryLocator { .. }
+        | SalesforceError::TooManyRecords { .. }
+        | SalesforceError::InvalidArgument { .. } => false,
+        SalesforceError::Auth { .. }
+        | SalesforceError::TokenEndpoint { .. }
+        | SalesforceError::Configuration(_)
+        | SalesforceError::Server { .. }
+        | SalesforceError::Transport { .. }
+        | SalesforceError::Decode { .. } => true,
+    }
+}
+
+/// A query read page by page through the governor.
+pub struct GovernedPages<'a> {
+    owner: &'a GovernedSalesforce,
+    work: Work,
+    pages: QueryPages,
+}
+
+impl GovernedPages<'_> {
+    /// The next page, or `None` once the query is exhausted (no call then).
+    /// After an error the position is kept, as [`QueryPages::next_page`].
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Record>>, SyncError> {
+        if self.pages.is_done() {
+            return Ok(None);
+        }
+        let breaker = self
+            .owner
+            .admit(self.work, Endpoint::SalesforceQueries)
+            .await?;
+        settle(breaker, self.pages.next_page().await)
+    }
+}
+
+/// Online mapping checks through the governor ([`Work::Check`]).
+pub struct GovernedReader<'a> {
+    owner: &'a GovernedSalesforce,
+}
+
+impl OrgReader for GovernedReader<'_> {
+    type Error = SyncError;
+
+    async fn describe(&self, sobject: &str) -> Result<SObjectDescribe, SyncError> {
+        self.owner.describe(Work::Check, sobject).await
+    }
+
+    async fn try_query(&self, soql: String) -> Result<Option<QueryRefusal>, SyncError> {
+        match self.owner.query(Work::Check, soql).next_page().await {
+            Ok(_) => Ok(None),
+            Err(SyncError::Salesforce(error)) => Ok(QueryRefusal::of::<()>(Err(error))?),
+            Err(error) => Err(error),
+        }
+    }
+}

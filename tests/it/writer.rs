@@ -1,0 +1,311 @@
+//! The writer as a sink, against the faults the sandbox org reproduces: a
+//! failure of the call itself pauses the writer and keeps every record
+//! queued; a row lock is retried for as long as it lasts; an unreadable
+//! answer is settled by reading back what landed; only a refusal a human
+//! must fix becomes a dead letter, once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
+use ondorse_bridge::sync::operations::RetrySelection;
+use ondorse_bridge::sync::{Endpoint, Engine};
+use serde_json::{Value, json};
+
+use crate::support::world::{E2E_DEADLINE, World, eventually};
+
+const BUSINESS: &str = "business-onboarding";
+
+/// A world whose `count` Accounts have their portals, with the portal
+/// links queued for Salesforce and not yet sent.
+async fn links_queued(count: usize, seed: u64) -> (World, Arc<Engine>, Vec<String>) {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(count, "Customer", seed);
+    let engine = world.engine();
+    let report = engine.poll(BUSINESS).await.expect("poll");
+    assert_eq!(report.portals_created, count, "{report:?}");
+    assert_eq!(engine.store().pending_write_count(), count);
+    (world, engine, ids)
+}
+
+/// Runs write passes (the writer loop is not running) until nothing is
+/// pending, waiting out the writer's pauses.
+async fn drain(engine: &Engine) {
+    let until = tokio::time::Instant::now() + E2E_DEADLINE;
+    while engine.store().pending_write_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the writer never caught up: {} pending, {:?}",
+            engine.store().pending_write_count(),
+            engine.writer_state()
+        );
+        engine.flush_writes().await.expect("a write pass");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn assert_links_written(world: &World, ids: &[String]) {
+    for id in ids {
+        assert_eq!(
+            world.field(id, "KYC_Status__c"),
+            json!("Portal sent"),
+            "{id}"
+        );
+        assert!(world.field(id, "Ondorse_Portal_Url__c").is_string(), "{id}");
+    }
+}
+
+/// A first write pass meets a call-level fault: the writer pauses, nothing
+/// is dead-lettered, every record stays queued; then it recovers alone.
+async fn a_call_level_fault_pauses_the_writer(
+    arm: impl FnOnce(&World),
+    error_mentions: &str,
+    seed: u64,
+) {
+    let (world, engine, ids) = links_queued(12, seed).await;
+    arm(&world);
+    let report = engine
+        .flush_writes()
+        .await
+        .expect("a paused pass is no error");
+    assert!(report.paused, "{report:?}");
+    assert_eq!((report.written, report.dead_lettered), (0, 0), "{report:?}");
+    assert_eq!(engine.store().pending_write_count(), ids.len());
+    assert_eq!(engine.store().dead_letter_count(), 0);
+    let writer = engine.writer_state();
+    assert_eq!(writer.endpoint, Endpoint::SalesforceWrites);
+    assert!(writer.open && writer.failures >= 1, "{writer:?}");
+    let last_error = writer.last_error.clone().unwrap_or_default();
+    assert!(last_error.contains(error_mentions), "{last_error}");
+
+    // While the pause lasts, a pass sends nothing at all.
+    let composite = world.salesforce.stats().composite_requests;
+    let again = engine.flush_writes().await.expect("pass");
+    if engine.writer_state().open {
+        assert!(again.paused && again.calls == 0, "{again:?}");
+        assert_eq!(world.salesforce.stats().composite_requests, composite);
+    }
+
+    drain(&engine).await;
+    assert_links_written(&world, &ids);
+    assert_eq!(engine.store().dead_letter_count(), 0);
+    assert!(!engine.writer_state().open);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_pauses_the_writer_and_writes_off_nothing() {
+    a_call_level_fault_pauses_the_writer(
+        |world| {
+            world.salesforce.expire_tokens();
+            world.salesforce.refuse_logins(4);
+        },
+        "invalid_grant",
+        61,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_503_pauses_the_writer_and_writes_off_nothing() {
+    a_call_level_fault_pauses_the_writer(|world| world.salesforce.fail_next_requests(3), "503", 62)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_answer_is_settled_by_reading_back_what_landed() {
+    let (world, engine, ids) = links_queued(12, 63).await;
+    world.salesforce.blank_collection_answers(1);
+    let before = world.salesforce.stats();
+    let report = engine.flush_writes().await.expect("pass");
+    let after = world.salesforce.stats();
+    assert_eq!(report.calls, 1, "{report:?}");
+    assert_eq!(after.composite_requests, before.composite_requests + 1);
+    assert!(
+        after.query_requests > before.query_requests,
+        "the writer read the Accounts back"
+    );
+    // The update landed although its answer was lost: read back, nothing is
+    // pending, nothing was sent twice, nothing dead-lettered.
+    assert_eq!(report.written, ids.len(), "{report:?}");
+    assert_eq!(engine.store().pending_write_count(), 0);
+    assert_eq!(
+        after.records_updated,
+        before.records_updated + ids.len() as u64
+    );
+    assert_eq!(engine.store().dead_letter_count(), 0);
+    assert_links_written(&world, &ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_locked_for_more_than_twenty_attempts_are_written_in_the_end() {
+    let (world, engine, ids) = links_queued(12, 64).await;
+    let locked: Vec<&str> = ids[..3].iter().map(String::as_str).collect();
+    world.salesforce.lock_rows(&locked, 25);
+    let first = engine.flush_writes().await.expect("pass");
+    assert_eq!(first.written, ids.len() - locked.len(), "{first:?}");
+    assert_eq!(first.retried, locked.len(), "{first:?}");
+    // A row lock is about the record, not the endpoint: the writer goes on.
+    assert!(!engine.writer_state().open);
+    drain(&engine).await;
+    assert_links_written(&world, &ids);
+    assert_eq!(engine.store().dead_letter_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_decision_is_written_through_login_outages_503s_and_long_row_locks() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(10, "Customer", 65);
+    let daemon = world.daemon().await;
+    eventually("the portal links are written", E2E_DEADLINE, || {
+        ids.iter()
+            .all(|id| world.field(id, "KYC_Status__c") == json!("Portal sent"))
+    })
+    .await;
+    let locked: Vec<&str> = ids[..2].iter().map(String::as_str).collect();
+    world.salesforce.lock_rows(&locked, 25);
+    world.salesforce.expire_tokens();
+    world.salesforce.refuse_logins(3);
+    world.salesforce.fail_next_requests(3);
+    let tokens = world.salesforce.stats().token_requests;
+    for (index, id) in ids.iter().enumerate() {
+        let decision = if index % 2 == 0 {
+            "approved"
+        } else {
+            "rejected"
+        };
+        world.decide(id, decision, 1, Some(42.0));
+    }
+    eventually("every decision is in Salesforce", E2E_DEADLINE, || {
+        ids.iter().enumerate().all(|(index, id)| {
+            let expected = if index % 2 == 0 {
+                "Approved"
+            } else {
+                "Rejected"
+            };
+            world.field(id, "KYC_Status__c") == json!(expected)
+                && world.field(id, "KYC_Risk_Level__c") == json!("Medium")
+        })
+    })
+    .await;
+    assert!(
+        world.salesforce.stats().token_requests >= tokens + 4,
+        "the refused logins were met"
+    );
+    assert_eq!(daemon.engine.store().dead_letter_count(), 0);
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_refusal_dead_letters_once_not_once_per_reconcile() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(2, "Customer", 66);
+    let refused = ids[1].as_str();
+    world
+        .salesforce
+        .add_validation_rule(&[refused], "KYC fields need a review date");
+    let daemon = world.daemon().await;
+    let engine = daemon.engine.clone();
+    let store = engine.store().clone();
+    eventually("the portal link is refused", E2E_DEADLINE, || {
+        store.dead_letter_count() == 1
+    })
+    .await;
+    let letter = &store.dead_letters().expect("letters")[0];
+    assert_eq!(letter.code, "FIELD_CUSTOM_VALIDATION_EXCEPTION");
+    assert_eq!(letter.fields["KYC_Status__c"], json!("Portal sent"));
+    assert_eq!(
+        letter.kept["KYC_Status__c"],
+        Value::Null,
+        "what Salesforce kept"
+    );
+
+    // An undecided application: reconcile re-fetches it on every pass.
+    let application = world
+        .ondorse
+        .submit_portal(&world.portal_of(refused))
+        .expect("submitted");
+    eventually("the application's fields are refused", E2E_DEADLINE, || {
+        store.dead_letter_count() == 2 && store.pending_write_count() == 0
+    })
+    .await;
+    let composite = world.salesforce.stats().composite_requests;
+    for _ in 0..3 {
+        engine.reconcile().await.expect("reconcile");
+        engine.flush_writes().await.expect("write pass");
+    }
+    assert_eq!(store.dead_letter_count(), 2, "{:?}", store.dead_letters());
+    assert_eq!(
+        world.salesforce.stats().composite_requests,
+        composite,
+        "a refused value is not sent again while its inputs are unchanged"
+    );
+
+    // The inputs change (a decision): the new value is planned and sent.
+    world.ondorse.review(&application, "approved", 0, Some(3.0));
+    eventually("the decision is tried too", E2E_DEADLINE, || {
+        store.dead_letter_count() == 3
+    })
+    .await;
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_a_dead_letter_after_a_newer_decision_leaves_the_newer_value() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(1, "Customer", 67);
+    let account = ids[0].as_str();
+    world
+        .salesforce
+        .add_validation_rule(&[account], "KYC fields need a review date");
+    let daemon = world.daemon().await;
+    let engine = daemon.engine.clone();
+    let store = engine.store().clone();
+    eventually("the portal link is refused", E2E_DEADLINE, || {
+        store.dead_letter_count() == 1
+    })
+    .await;
+    let application = world
+        .ondorse
+        .submit_portal(&world.portal_of(account))
+        .expect("submitted");
+    eventually("\"In review\" is refused", E2E_DEADLINE, || {
+        store
+            .dead_letters()
+            .expect("letters")
+            .iter()
+            .any(|letter| letter.fields.get("KYC_Status__c") == Some(&json!("In review")))
+    })
+    .await;
+
+    world.salesforce.clear_validation_rules();
+    world.ondorse.review(&application, "approved", 0, Some(3.0));
+    eventually("the newer decision is written", E2E_DEADLINE, || {
+        world.field(account, "KYC_Status__c") == json!("Approved")
+    })
+    .await;
+
+    let report = engine
+        .retry_dead_letters(&RetrySelection {
+            ids: Vec::new(),
+            all: true,
+        })
+        .await
+        .expect("retry");
+    assert_eq!(report.retried.len(), 2);
+    eventually(
+        "the retried Account is planned and written",
+        E2E_DEADLINE,
+        || {
+            store.pending_write_count() == 0
+                && world.field(account, "Ondorse_Portal_Url__c").is_string()
+        },
+    )
+    .await;
+    assert_eq!(
+        world.field(account, "KYC_Status__c"),
+        json!("Approved"),
+        "the old \"In review\" is never put back"
+    );
+    assert_eq!(store.dead_letter_count(), 0);
+    daemon.stop().await.expect("clean stop");
+}
