@@ -269,44 +269,50 @@ async fn a_refused_login_makes_readyz_say_what_to_do_and_the_watchdog_keeps_quie
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_version_the_org_does_not_serve_stops_the_work_and_says_what_it_serves() {
-    let world = World::start_with(
+    let setup = Setup::start(
         SalesforceSandboxOptions {
             api_version: "58.0".to_owned(),
             older_api_versions: vec!["57.0".to_owned()],
             ..Default::default()
         },
-        OndorseSandboxOptions::default(),
+        "jwt_bearer",
         FAST_POLL,
     )
     .await;
     let expected = "salesforce.api_version 62.0 is not offered; this org serves up to 58.0";
-    let checked = cli(&world.config_path, &["check", "--online"]).await;
+    let checked = cli(&setup.config, &["check", "--online"]).await;
     let said = String::from_utf8_lossy(&checked.stderr).into_owned();
     assert_eq!(checked.status.code(), Some(2), "{said}");
     assert!(said.contains(expected), "{said}");
 
-    // The daemon starts all the same, and says why it does nothing.
-    let customer = world.seed(1, "Customer", 21).remove(0);
-    let daemon = world.daemon().await;
-    not_ready_because(daemon.admin_address(), expected).await;
-    let status = status_json(daemon.admin_address()).await;
+    // The daemon starts all the same, and says why it does nothing: in
+    // /readyz, in status and in its log.
+    let mut account = SalesforceSandbox::generate_accounts(1, 21).remove(0);
+    account.insert("Type".to_owned(), json!("Customer"));
+    setup.salesforce.insert_accounts(vec![account]);
+    let daemon = setup.daemon();
+    not_ready_because(setup.admin, expected).await;
+    let status = status_json(setup.admin).await;
     assert!(
         status["daemon"]["salesforce"]["problem"]
             .as_str()
             .is_some_and(|problem| problem.contains(expected)),
         "{status}"
     );
-    let stats = world.salesforce.stats();
     assert_eq!(
-        stats.query_requests, 0,
-        "no query went to an unserved version"
-    );
-    assert!(!world.portals_by_account().contains_key(&customer));
-    assert!(
-        daemon.schedules().alive(chrono::Utc::now()),
+        status["daemon"]["schedules_alive"],
+        json!(true),
         "the schedules run: the watchdog has nothing to restart"
     );
-    daemon.stop().await.expect("the daemon stops");
+    let log = daemon.log();
+    assert!(log.contains(expected), "{log}");
+    assert_eq!(
+        setup.salesforce.stats().query_requests,
+        0,
+        "no query went to an unserved version"
+    );
+    assert!(setup.ondorse.portals().is_empty());
+    stop(daemon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,6 +337,37 @@ async fn the_sandbox_lists_the_versions_it_serves_and_refuses_the_others() {
             {"label": "Summer '23", "url": "/services/data/v58.0", "version": "58.0"},
         ])
     );
+    let options = sandbox.options();
+    let session: Value = reqwest::Client::new()
+        .post(format!("{}/services/oauth2/token", sandbox.instance_url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &options.client_id),
+            ("client_secret", &options.client_secret),
+        ])
+        .send()
+        .await
+        .expect("the token endpoint answers")
+        .json()
+        .await
+        .expect("a token answer");
+    let token = session["access_token"].as_str().expect("an access token");
+    for (version, expected) in [("57.0", 200), ("58.0", 200), ("62.0", 404)] {
+        let answer = reqwest::Client::new()
+            .get(format!(
+                "{}/services/data/v{version}/limits",
+                sandbox.instance_url()
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the org answers");
+        assert_eq!(answer.status().as_u16(), expected, "v{version}");
+        if expected == 404 {
+            let body: Value = answer.json().await.expect("an error array");
+            assert_eq!(body[0]["errorCode"], json!("NOT_FOUND"), "{body}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
