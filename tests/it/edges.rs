@@ -158,6 +158,28 @@ async fn not_ready_because(admin: SocketAddr, wanted: &str) -> String {
     }
 }
 
+/// Both sandboxes, fast polls, and readiness lost after one second of
+/// failures (`[admin] failure_grace_seconds = 1`).
+async fn impatient_world() -> World {
+    let mut world = World::start_with(
+        SalesforceSandboxOptions::default(),
+        OndorseSandboxOptions::default(),
+        FAST_POLL,
+    )
+    .await;
+    world.config.admin.failure_grace = Duration::from_secs(1);
+    world
+}
+
+/// Waits until `/readyz` answers 200 again.
+async fn ready_again(admin: SocketAddr, what: &str) {
+    let deadline = tokio::time::Instant::now() + E2E_DEADLINE;
+    while admin_get(admin, "/readyz", false).await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `GET /admin/status` as JSON.
 async fn status_json(admin: SocketAddr) -> Value {
     let (status, body) = admin_get(admin, "/admin/status", true).await;
@@ -372,14 +394,7 @@ async fn the_sandbox_lists_the_versions_it_serves_and_refuses_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mappings_whose_polls_keep_failing_make_readyz_503_and_status_shows_each_error() {
-    let mut world = World::start_with(
-        SalesforceSandboxOptions::default(),
-        OndorseSandboxOptions::default(),
-        FAST_POLL,
-    )
-    .await;
-    // `[admin] failure_grace_seconds = 1`.
-    world.config.admin.failure_grace = Duration::from_secs(1);
+    let world = impatient_world().await;
     let daemon = world.daemon().await;
     let admin = daemon.admin_address();
     eventually("the first polls succeed", E2E_DEADLINE, || {
@@ -412,14 +427,7 @@ async fn mappings_whose_polls_keep_failing_make_readyz_503_and_status_shows_each
     }
 
     world.salesforce.fail_next_requests(0);
-    let deadline = tokio::time::Instant::now() + E2E_DEADLINE;
-    while admin_get(admin, "/readyz", false).await.0 != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ready again once polls work"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ready_again(admin, "ready again once polls work").await;
     daemon.stop().await.expect("the daemon stops");
 }
 
@@ -579,13 +587,7 @@ fn listener_limits_and_the_readiness_grace_are_read_and_checked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_paused_by_failed_calls_makes_readyz_503_until_the_writes_land() {
-    let mut world = World::start_with(
-        SalesforceSandboxOptions::default(),
-        OndorseSandboxOptions::default(),
-        FAST_POLL,
-    )
-    .await;
-    world.config.admin.failure_grace = Duration::from_secs(1);
+    let world = impatient_world().await;
     let customers = world.seed(2, "Customer", 41);
     world.salesforce.fail_next_collection_updates(usize::MAX);
     let daemon = world.daemon().await;
@@ -610,13 +612,6 @@ async fn a_writer_paused_by_failed_calls_makes_readyz_503_until_the_writes_land(
             .all(|id| world.field(id, "KYC_Status__c") == json!("Portal sent"))
     })
     .await;
-    let deadline = tokio::time::Instant::now() + E2E_DEADLINE;
-    while admin_get(admin, "/readyz", false).await.0 != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ready again once the writer works"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ready_again(admin, "ready again once the writer works").await;
     daemon.stop().await.expect("the daemon stops");
 }
