@@ -615,3 +615,46 @@ async fn a_writer_paused_by_failed_calls_makes_readyz_503_until_the_writes_land(
     ready_again(admin, "ready again once the writer works").await;
     daemon.stop().await.expect("the daemon stops");
 }
+
+/// A store that cannot keep anything (a full disk).
+struct FullDisk;
+
+impl ondorse_bridge::salesforce::RefreshTokenKeeper for FullDisk {
+    fn load(&self) -> Result<Option<ondorse_bridge::salesforce::KeptRefreshToken>, String> {
+        Ok(None)
+    }
+
+    fn keep<'a>(
+        &'a self,
+        _kept: &'a ondorse_bridge::salesforce::KeptRefreshToken,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Err("no space left on device".to_owned()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_refresh_token_that_cannot_be_kept_is_not_used() {
+    let setup = Setup::rotating(&[FILE_REFRESH_TOKEN]).await;
+    let config = ondorse_bridge::config::Config::load_with(&setup.config, None)
+        .expect("the test configuration is valid");
+    let client = ondorse_bridge::salesforce::SalesforceClient::new(&config.salesforce)
+        .expect("the client builds");
+    client.keep_refresh_tokens_in(std::sync::Arc::new(FullDisk));
+    let error = client
+        .limits()
+        .await
+        .expect_err("the token could not be kept");
+    let message = error.to_string();
+    assert!(
+        message.contains(
+            "rotated the refresh token but the store could not keep it (no space left on device)"
+        ),
+        "{message}"
+    );
+    assert!(error.is_retriable(), "{message}");
+    assert_eq!(
+        setup.salesforce.stats().api_requests,
+        0,
+        "the access token that came with it was never used"
+    );
+}
