@@ -149,15 +149,25 @@ pub fn render(explanation: &Explanation) -> String {
             letter.id, letter.id
         );
     }
+    for item in &explanation.parked {
+        let _ = writeln!(text, "  parked {}", super::status::parked_line(item));
+    }
     let _ = writeln!(text, "\nHistory, oldest first");
     for entry in &explanation.journal {
         let mapping = entry
             .mapping
             .as_deref()
             .map_or(String::new(), |name| format!("[{name}] "));
+        // A repeated event is one line with its count and last time.
+        let repeated = match (entry.count, entry.last_at) {
+            (count, Some(last)) if count > 1 => {
+                format!(" (x{count}, last {})", last.format("%Y-%m-%d %H:%M:%S UTC"))
+            }
+            _ => String::new(),
+        };
         let _ = writeln!(
             text,
-            "  {}  {mapping}{}",
+            "  {}  {mapping}{}{repeated}",
             entry.at.format("%Y-%m-%d %H:%M:%S UTC"),
             entry.summary
         );
@@ -180,14 +190,15 @@ mod tests {
     #[test]
     fn the_story_of_a_refused_write_back() {
         let at = |second: u32| Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, second).unwrap();
-        let entry =
-            |second, mapping: Option<&str>, step: &str, summary: &str, detail| JournalEntry {
-                at: at(second),
-                mapping: mapping.map(str::to_owned),
-                step: step.to_owned(),
-                summary: summary.to_owned(),
+        let entry = |second, mapping: Option<&str>, step: &str, summary: &str, detail| {
+            JournalEntry::new(
+                at(second),
+                mapping.map(str::to_owned),
+                step,
+                summary.to_owned(),
                 detail,
-            };
+            )
+        };
         let fields = |value: serde_json::Value| value.as_object().cloned().unwrap();
         let explanation = Explanation {
             account_id: "001Sb0000000004IAA".to_owned(),
@@ -212,6 +223,7 @@ mod tests {
                 message: "FIELD_CUSTOM_VALIDATION_EXCEPTION: needs a review date".to_owned(),
                 at: at(3),
             }],
+            parked: Vec::new(),
             journal: vec![
                 entry(
                     0,

@@ -131,6 +131,10 @@ pub struct ResyncArgs {
     /// List what would change; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Abandon each named Account's pending portal intent (one Ondorse
+    /// refused, once the data is fixed) and start a fresh one.
+    #[arg(long, requires = "accounts")]
+    pub new_intent: bool,
 }
 
 /// Why a command failed, and so which exit status it gets.
@@ -206,6 +210,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 all: arguments.all,
                 mapping: arguments.mapping.clone(),
                 dry_run: arguments.dry_run,
+                new_intent: arguments.new_intent,
             };
             resync::resync(&cli.load_config()?, request).await
         }

@@ -1,5 +1,5 @@
 //! `ondorse-bridge resync (--account ID... | --since TIME | --all)
-//! [--mapping NAME] [--dry-run]`: bring Salesforce back in line by hand.
+//! [--mapping NAME] [--dry-run] [--new-intent]`: bring Salesforce back in line by hand.
 //!
 //! With the daemon running the admin API does the work (one resync at a
 //! time); otherwise this process opens the store, builds the clients and
@@ -123,6 +123,13 @@ pub fn render(report: &ResyncReport, sent: Option<crate::sync::WriteReport>) -> 
         "{} Account(s) read from Salesforce, {} application(s) fetched from Ondorse",
         report.accounts_read, report.applications_fetched
     );
+    if report.intents_renewed > 0 {
+        let _ = writeln!(
+            text,
+            "{} pending intent(s) abandoned for a fresh one",
+            report.intents_renewed
+        );
+    }
     let _ = writeln!(text, "{} field(s) {verb}", report.changes.len());
     for change in &report.changes {
         let _ = writeln!(

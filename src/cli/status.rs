@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::cli::Failure;
 use crate::cli::access::{Access, operation_failure};
 use crate::config::Config;
-use crate::sync::operations::{self, Status};
+use crate::sync::operations::{self, ParkedStatus, Status};
 
 pub async fn status(config: &Config, json: bool) -> Result<(), Failure> {
     let status = match Access::open(config)? {
@@ -108,6 +108,19 @@ pub fn render(status: &Status, store_path: &str) -> String {
         ""
     };
     let _ = writeln!(text, "  dead letters  {}{hint}", status.dead_letters);
+    if !status.parked.is_empty() {
+        let _ = writeln!(
+            text,
+            "  parked        {} item(s) keep failing and wait for a retry:",
+            status.parked.len()
+        );
+        for item in status.parked.iter().take(PARKED_SHOWN) {
+            let _ = writeln!(text, "    {}", parked_line(item));
+        }
+        if status.parked.len() > PARKED_SHOWN {
+            let _ = writeln!(text, "    ... (`status --json` lists them all)");
+        }
+    }
     match &status.daemon {
         None => {
             let _ = writeln!(
@@ -189,6 +202,25 @@ pub fn render(status: &Status, store_path: &str) -> String {
         }
     }
     text
+}
+
+/// Parked items shown in the text form; `--json` has them all.
+const PARKED_SHOWN: usize = 10;
+
+/// One parked item on one line: what, whose, why, and what happens next.
+pub(super) fn parked_line(item: &ParkedStatus) -> String {
+    let account = item
+        .account_id
+        .as_deref()
+        .map_or(String::new(), |id| format!(" (Account {id})"));
+    let next = match item.retry_at {
+        Some(at) => format!("next try {}", instant(at)),
+        None => "waits for an operator".to_owned(),
+    };
+    format!(
+        "[{}] {}{account}: {} (failed {} time(s); {next})",
+        item.queue, item.subject, item.reason, item.attempts
+    )
 }
 
 #[cfg(test)]
@@ -276,6 +308,7 @@ mod tests {
                 pending_portals: 1,
             },
             dead_letters: 0,
+            parked: Vec::new(),
         };
         let expected = "\
 ondorse-bridge status at 2026-11-25 10:00:00 UTC (from the running daemon)

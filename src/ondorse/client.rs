@@ -4,24 +4,22 @@
 //! it. The API key lives in a [`SecretString`] and is sent as a sensitive
 //! header, so it never shows in `Debug` output or logs.
 //!
-//! Retries: a 429 is retried here, at most [`RATE_LIMIT_RETRIES`] times,
-//! sleeping the server's `Retry-After` (capped at [`MAX_RETRY_AFTER`]) or an
-//! exponential backoff when it gives none. Server errors, timeouts and
-//! dropped connections are *not* retried here: for `create_portal` the caller
-//! (the sync engine) owns the durable intent and retries with the same
-//! `Idempotency-Key`, so a portal whose answer was lost is returned, not
-//! created twice. Every error says whether retrying can help
-//! ([`OndorseError::is_retriable`]).
+//! Retries: none here. Each call is one request; the sync engine owns the
+//! one retry layer (a breaker per endpoint and parked items with growing
+//! delays), so retries never nest. For `create_portal` the engine owns the
+//! durable intent and retries with the same `Idempotency-Key` and the same
+//! bytes, so a portal whose answer was lost is returned, not created twice.
+//! Every error says whether retrying can help
+//! ([`OndorseError::is_retriable`]) and how long the server asked to wait
+//! ([`OndorseError::retry_after`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
 
 use crate::config::OndorseConfig;
 use crate::telemetry::Api;
@@ -34,14 +32,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for a whole request, answer body included. Ondorse answers in well
 /// under a second; 30 s tolerates a slow moment without hanging the engine.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How many times a 429 is retried inside one call before giving up with
-/// [`OndorseError::RateLimited`]; the caller's own backoff takes over then.
-pub const RATE_LIMIT_RETRIES: usize = 3;
-/// Longest `Retry-After` we sleep inside one call; longer waits belong to
-/// the caller's scheduling, not to a request in flight.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
-/// First backoff step after a 429 without `Retry-After`.
-pub const RATE_LIMIT_BASE_DELAY: Duration = Duration::from_millis(500);
 /// Most redirects followed within `ondorse.base_url`'s own host.
 pub const MAX_SAME_HOST_REDIRECTS: usize = 5;
 /// Header that makes `POST /api/portals` safe to repeat.
@@ -152,12 +142,13 @@ impl OndorseClient {
         self
     }
 
-    /// `POST /api/portals` with `Idempotency-Key`. A repeated key returns
-    /// the first portal when the server honours it. Not retried here on
-    /// server errors or transport failures: retry with the same key.
+    /// `POST /api/portals` with `Idempotency-Key`, sending `body` (a JSON
+    /// object) byte for byte. A repeated key with the same bytes returns the
+    /// first portal when the server honours it. Not retried here: retry with
+    /// the same key and the same bytes.
     pub async fn create_portal(
         &self,
-        body: &Map<String, Value>,
+        body: &[u8],
         idempotency_key: &str,
     ) -> Result<Portal, OndorseError> {
         let url = self.url(&["portals"]);
@@ -165,13 +156,15 @@ impl OndorseClient {
             HeaderValue::from_str(idempotency_key).map_err(|_| OndorseError::Validation {
                 detail: format!("idempotency key {idempotency_key:?} is not a valid header value"),
             })?;
-        let portal: Portal = self
-            .call("portal", "portal", || {
-                self.request(Method::POST, url.clone())
-                    .header(IDEMPOTENCY_KEY_HEADER, idempotency.clone())
-                    .json(body)
-            })
-            .await?;
+        let request = self
+            .request(Method::POST, url)
+            .header(IDEMPOTENCY_KEY_HEADER, idempotency)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .body(body.to_vec());
+        let portal: Portal = self.send_once("portal", "portal", request).await?;
         tracing::debug!(portal_id = %portal.id, idempotency_key, "ondorse portal created");
         Ok(portal)
     }
@@ -179,10 +172,9 @@ impl OndorseClient {
     /// `GET /api/applications/{id}`; `id` is encoded as one path segment.
     pub async fn get_application(&self, id: &str) -> Result<Application, OndorseError> {
         let url = self.url(&["applications", id]);
-        self.call("application", &format!("application {id:?}"), || {
-            self.request(Method::GET, url.clone())
-        })
-        .await
+        let request = self.request(Method::GET, url);
+        self.send_once("application", &format!("application {id:?}"), request)
+            .await
     }
 
     fn url(&self, segments: &[&str]) -> Url {
@@ -203,45 +195,8 @@ impl OndorseClient {
             .header(self.auth_header.clone(), auth)
     }
 
-    /// Sends the request built by `build`, retrying 429s only, and decodes
-    /// a 2xx body as `T`. `what` names the answer for decode errors,
-    /// `resource` the thing a 404 is about.
-    async fn call<T: DeserializeOwned>(
-        &self,
-        what: &'static str,
-        resource: &str,
-        build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<T, OndorseError> {
-        // A plain loop over backon's delays rather than `Retryable`: a
-        // closure returning a borrowing future is not provably `Send`, and
-        // callers run inside spawned tasks.
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(RATE_LIMIT_BASE_DELAY)
-            .with_max_delay(MAX_RETRY_AFTER)
-            .with_max_times(RATE_LIMIT_RETRIES)
-            .with_jitter()
-            .build();
-        loop {
-            let error = match self.send_once(what, resource, build()).await {
-                Err(error @ OndorseError::RateLimited { .. }) => error,
-                other => return other,
-            };
-            let Some(backoff) = delays.next() else {
-                return Err(error);
-            };
-            let delay = error
-                .retry_after()
-                .map_or(backoff, |asked| asked.min(MAX_RETRY_AFTER));
-            tracing::warn!(
-                what,
-                delay_ms = delay.as_millis() as u64,
-                error = %error,
-                "ondorse rate limit; retrying"
-            );
-            tokio::time::sleep(delay).await;
-        }
-    }
-
+    /// Sends one request and decodes a 2xx body as `T`. `what` names the
+    /// answer for decode errors, `resource` the thing a 404 is about.
     async fn send_once<T: DeserializeOwned>(
         &self,
         what: &'static str,
@@ -307,6 +262,14 @@ impl OndorseClient {
                 what: resource.to_owned(),
                 detail: error_detail(&body),
             },
+            // Stripe answers a reused key with 400, 409 or 422 and says so.
+            StatusCode::BAD_REQUEST | StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY
+                if mentions_idempotency(&body) =>
+            {
+                OndorseError::IdempotencyConflict {
+                    detail: error_detail(&body),
+                }
+            }
             StatusCode::UNPROCESSABLE_ENTITY => OndorseError::Validation {
                 detail: error_detail(&body),
             },
@@ -326,6 +289,14 @@ impl OndorseClient {
             },
         })
     }
+}
+
+/// Whether an error body is about the `Idempotency-Key` (its location, type
+/// or message), whatever its shape.
+fn mentions_idempotency(body: &[u8]) -> bool {
+    String::from_utf8_lossy(body)
+        .to_ascii_lowercase()
+        .contains("idempotency")
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.

@@ -28,8 +28,13 @@ pub enum OndorseError {
     #[error("ondorse refused the request as invalid: {detail}")]
     Validation { detail: String },
 
-    /// 429 after the client's own bounded retries.
-    #[error("ondorse rate limit still exceeded after retrying (retry after {retry_after:?})")]
+    /// An `Idempotency-Key` came back with another body (Stripe-style 422):
+    /// the key's first request created something; this one creates nothing.
+    #[error("ondorse refused a reused idempotency key: {detail}")]
+    IdempotencyConflict { detail: String },
+
+    /// 429: the caller waits (`Retry-After` when given) and tries again.
+    #[error("ondorse rate limit exceeded (retry after {retry_after:?})")]
     RateLimited { retry_after: Option<Duration> },
 
     /// 5xx.

@@ -1,6 +1,12 @@
 //! The webhook inbox: events and hints stored durably before they are
 //! answered, then worked off by the sync engine, oldest first.
 //!
+//! Webhooks and Salesforce push hints have separate queues (keyspaces), so
+//! a pile of hints never stands in front of a decision. An item whose
+//! processing fails is parked with its reason and a retry time that grows
+//! with each failure; the items behind it go on ([`Store::due_inbox_items`]
+//! skips it until then).
+//!
 //! Ondorse delivers at least once and retries for about 27 h, so each
 //! accepted `event_id` is remembered in a second keyspace for
 //! [`SEEN_EVENT_RETENTION`]; a replay inside that window is answered as a
@@ -15,7 +21,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::codec;
-use super::{INBOX_TREE, SEEN_EVENTS_TREE, Store, StoreError};
+use super::{HINTS_TREE, INBOX_TREE, SEEN_EVENTS_TREE, Store, StoreError};
 use crate::ondorse::webhook::WebhookEnvelope;
 
 /// How long an accepted event id is remembered. Ondorse retries a delivery
@@ -39,6 +45,29 @@ pub struct InboxItem {
     pub sequence: u64,
     pub received_at: DateTime<Utc>,
     pub kind: InboxKind,
+    /// Set while the item is parked after failing.
+    pub parked: Option<ParkedItem>,
+}
+
+/// Why an inbox item waits, and until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParkedItem {
+    /// Failed attempts so far; the retry delay grows with them.
+    pub attempts: u32,
+    pub reason: String,
+    pub retry_at: DateTime<Utc>,
+    /// The Account it is about, when known (for `explain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+}
+
+/// The two inbox queues, each with its own head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxQueue {
+    /// Ondorse webhooks (and hints stored before the queues were split).
+    Webhooks,
+    /// Salesforce push hints.
+    Hints,
 }
 
 /// What arrived.
@@ -59,6 +88,8 @@ struct StoredItem {
     received_at: DateTime<Utc>,
     #[serde(flatten)]
     kind: InboxKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parked: Option<ParkedItem>,
 }
 
 impl Store {
@@ -72,6 +103,7 @@ impl Store {
         let item = StoredItem {
             received_at,
             kind: InboxKind::Webhook(envelope.clone()),
+            parked: None,
         };
         let value = codec::encode_value(INBOX_TREE, &item)?;
         let seen_key = envelope.event_id.as_bytes();
@@ -110,54 +142,149 @@ impl Store {
             &StoredItem {
                 received_at,
                 kind: InboxKind::SalesforceHint { ids },
+                parked: None,
             },
         )?;
         let sequence = self.next_sequence()?;
         self.inner
-            .inbox
+            .hints
             .insert(codec::sequence_key(sequence), value)
             .map_err(StoreError::database("store a salesforce hint"))?;
         self.flush().await?;
         Ok(sequence)
     }
 
-    /// Up to `limit` items not yet completed, oldest first.
+    /// Up to `limit` items not yet completed, oldest first, parked ones
+    /// included, webhooks then hints.
     pub fn inbox_pending(&self, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
-        self.inner
-            .inbox
-            .iter()
-            .take(limit)
-            .map(|entry| {
-                let (key, value) = entry.map_err(StoreError::database("read the inbox"))?;
-                let sequence = codec::decode_sequence_key(INBOX_TREE, &key)?;
-                let stored: StoredItem = codec::decode_value(INBOX_TREE, &key, &value)?;
-                Ok(InboxItem {
-                    sequence,
-                    received_at: stored.received_at,
-                    kind: stored.kind,
-                })
-            })
-            .collect()
+        let mut items = self.queue_items(InboxQueue::Webhooks, limit, |_| true)?;
+        let left = limit.saturating_sub(items.len());
+        items.extend(self.queue_items(InboxQueue::Hints, left, |_| true)?);
+        Ok(items)
+    }
+
+    /// Up to `limit` items of one queue that are due at `now` (not parked,
+    /// or parked until before `now`), oldest first.
+    pub fn due_inbox_items(
+        &self,
+        queue: InboxQueue,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        self.queue_items(queue, limit, |item| {
+            item.parked
+                .as_ref()
+                .is_none_or(|parked| parked.retry_at <= now)
+        })
+    }
+
+    /// Every parked item of both queues, oldest first.
+    pub fn parked_inbox_items(&self) -> Result<Vec<InboxItem>, StoreError> {
+        let mut items = self.queue_items(InboxQueue::Webhooks, usize::MAX, |item| {
+            item.parked.is_some()
+        })?;
+        items
+            .extend(self.queue_items(InboxQueue::Hints, usize::MAX, |item| item.parked.is_some())?);
+        Ok(items)
+    }
+
+    fn queue_tree(&self, queue: InboxQueue) -> &sled::Tree {
+        match queue {
+            InboxQueue::Webhooks => &self.inner.inbox,
+            InboxQueue::Hints => &self.inner.hints,
+        }
+    }
+
+    fn queue_items(
+        &self,
+        queue: InboxQueue,
+        limit: usize,
+        mut keep: impl FnMut(&InboxItem) -> bool,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        let keyspace = match queue {
+            InboxQueue::Webhooks => INBOX_TREE,
+            InboxQueue::Hints => HINTS_TREE,
+        };
+        let mut items = Vec::new();
+        for entry in self.queue_tree(queue).iter() {
+            if items.len() >= limit {
+                break;
+            }
+            let (key, value) = entry.map_err(StoreError::database("read the inbox"))?;
+            let sequence = codec::decode_sequence_key(keyspace, &key)?;
+            let stored: StoredItem = codec::decode_value(keyspace, &key, &value)?;
+            let item = InboxItem {
+                sequence,
+                received_at: stored.received_at,
+                kind: stored.kind,
+                parked: stored.parked,
+            };
+            if keep(&item) {
+                items.push(item);
+            }
+        }
+        Ok(items)
     }
 
     /// Marks an item done (it leaves the inbox). Durable at the next
     /// [`Store::flush`]; until then a crash hands it out again, which the
     /// engine tolerates because processing an item is idempotent.
     pub fn complete_inbox_item(&self, sequence: u64) -> Result<(), StoreError> {
-        self.inner
-            .inbox
-            .remove(codec::sequence_key(sequence))
-            .map_err(StoreError::database("complete an inbox item"))?;
+        for tree in [&self.inner.inbox, &self.inner.hints] {
+            tree.remove(codec::sequence_key(sequence))
+                .map_err(StoreError::database("complete an inbox item"))?;
+        }
         Ok(())
     }
 
-    /// How many items are pending. Counts the entries, so it costs as much
-    /// as the inbox is deep; fine for a gauge, not for a hot loop.
+    /// Parks an item after a failed attempt: it is skipped until
+    /// `retry_at`, with `reason` for `status` and `explain`. Returns the
+    /// attempts so far (0 when the item is gone). Durable at the next flush.
+    pub fn park_inbox_item(
+        &self,
+        sequence: u64,
+        reason: &str,
+        account_id: Option<&str>,
+        retry_at: impl FnOnce(u32) -> DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        let key = codec::sequence_key(sequence);
+        for (tree, keyspace) in [
+            (&self.inner.inbox, INBOX_TREE),
+            (&self.inner.hints, HINTS_TREE),
+        ] {
+            let Some(value) = tree
+                .get(key)
+                .map_err(StoreError::database("read an inbox item"))?
+            else {
+                continue;
+            };
+            let mut stored: StoredItem = codec::decode_value(keyspace, &key, &value)?;
+            let attempts = stored.parked.as_ref().map_or(0, |parked| parked.attempts) + 1;
+            stored.parked = Some(ParkedItem {
+                attempts,
+                reason: reason.to_owned(),
+                retry_at: retry_at(attempts),
+                account_id: account_id.map(str::to_owned),
+            });
+            let updated = codec::encode_value(keyspace, &stored)?;
+            // Only if unchanged: an item completed meanwhile stays completed.
+            let swapped = tree
+                .compare_and_swap(key, Some(value), Some(updated))
+                .map_err(StoreError::database("park an inbox item"))?;
+            return Ok(if swapped.is_ok() { attempts } else { 0 });
+        }
+        Ok(0)
+    }
+
+    /// How many items are pending in both queues. Counts the entries, so it
+    /// costs as much as the inbox is deep; fine for a gauge, not for a hot loop.
     pub fn inbox_depth(&self) -> Result<u64, StoreError> {
         let mut depth = 0;
-        for entry in self.inner.inbox.iter().keys() {
-            entry.map_err(StoreError::database("count the inbox"))?;
-            depth += 1;
+        for tree in [&self.inner.inbox, &self.inner.hints] {
+            for entry in tree.iter().keys() {
+                entry.map_err(StoreError::database("count the inbox"))?;
+                depth += 1;
+            }
         }
         Ok(depth)
     }

@@ -4,6 +4,11 @@
 //!
 //! Keyed `account_id \0 mapping`, so everything about one Account is one
 //! prefix scan; a second keyspace maps application ids to link keys.
+//!
+//! An intent carries its portal request, rendered once ([`PortalRequest`]):
+//! every attempt sends exactly those bytes, so a retry after a lost answer
+//! never meets a "key reused with another body" refusal. The request is
+//! dropped once the portal exists (it holds personal data).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -39,6 +44,54 @@ pub struct Link {
     pub portal_attempts: u32,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The portal request, frozen when the intent was made; `None` once the
+    /// portal exists (and for intents stored before requests were frozen,
+    /// until their next attempt freezes one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<PortalRequest>,
+    /// No portal attempt before this instant (a failed attempt parks the
+    /// intent with a growing delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Ondorse refused the request for good (nothing was created): no
+    /// automatic attempt any more; `resync --account ID --new-intent`
+    /// abandons it for a fresh intent once the data is fixed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+    /// The portal is recorded but its `on_portal_created` write-back is not
+    /// planned yet (the portal is stored first, before anything that can
+    /// fail); reconcile plans it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub portal_writeback_due: bool,
+}
+
+impl Link {
+    /// A pending intent that waits for an operator or for its retry time.
+    pub fn is_parked(&self, at: DateTime<Utc>) -> bool {
+        self.portal.is_none() && (self.refused || self.retry_at.is_some_and(|retry| retry > at))
+    }
+}
+
+/// The exact body of an intent's `POST /api/portals`, as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PortalRequest(String);
+
+impl PortalRequest {
+    /// Renders the body once; later attempts send [`PortalRequest::bytes`].
+    pub fn freeze(body: &serde_json::Map<String, serde_json::Value>) -> PortalRequest {
+        PortalRequest(serde_json::Value::Object(body.clone()).to_string())
+    }
+
+    /// The bytes every attempt sends.
+    pub fn bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// The body as JSON, for the journal.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// The portal Ondorse answered, as templates see it (`portal.*`).

@@ -38,9 +38,9 @@ mod writebacks;
 
 pub use cursors::Cursor;
 pub use dead_letters::DeadLetter;
-pub use inbox::{Accepted, InboxItem, InboxKind, SEEN_EVENT_RETENTION};
+pub use inbox::{Accepted, InboxItem, InboxKind, InboxQueue, ParkedItem, SEEN_EVENT_RETENTION};
 pub use journal::JournalEntry;
-pub use links::{Link, PortalRecord};
+pub use links::{Link, PortalRecord, PortalRequest};
 pub use writebacks::{Fields, PendingWrite, WriteSettlement};
 
 /// sled's page cache. Its default (1 GiB) lets a long-running daemon grow
@@ -48,8 +48,10 @@ pub use writebacks::{Fields, PendingWrite, WriteSettlement};
 /// being touched. Cold reads (an old journal) go to disk, which is fine.
 const CACHE_CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Keyspace: pending inbox items, by sequence.
+/// Keyspace: pending inbox items (webhooks), by sequence.
 const INBOX_TREE: &str = "inbox";
+/// Keyspace: pending Salesforce push hints, by sequence (their own queue).
+const HINTS_TREE: &str = "hints";
 /// Keyspace: Ondorse event ids already accepted, with when they arrived.
 const SEEN_EVENTS_TREE: &str = "seen_events";
 /// Keyspace: intake cursor per mapping.
@@ -94,6 +96,7 @@ struct Inner {
     path: PathBuf,
     db: sled::Db,
     inbox: sled::Tree,
+    hints: sled::Tree,
     seen_events: sled::Tree,
     cursors: sled::Tree,
     links: sled::Tree,
@@ -194,6 +197,7 @@ impl Store {
             })
         };
         let inbox = open_tree(INBOX_TREE)?;
+        let hints = open_tree(HINTS_TREE)?;
         let seen_events = open_tree(SEEN_EVENTS_TREE)?;
         let cursors = open_tree(CURSORS_TREE)?;
         let links = open_tree(LINKS_TREE)?;
@@ -211,6 +215,7 @@ impl Store {
                 group_commit: flush::GroupCommit::new(db.clone()),
                 db,
                 inbox,
+                hints,
                 seen_events,
                 cursors,
                 links,

@@ -104,19 +104,29 @@ impl Store {
             .unwrap_or_default())
     }
 
-    /// Records values read from Salesforce (they win over what we wrote).
+    /// Records values read from Salesforce (they win over what we wrote), in
+    /// one transaction: a write settled meanwhile is never overwritten with
+    /// a stale copy.
     pub fn remember_fields(&self, account_id: &str, fields: &Fields) -> Result<(), StoreError> {
         let key = account_id.as_bytes();
-        let mut known = self.known_fields(account_id)?;
-        for (name, value) in fields {
-            known.insert(name.clone(), value.clone());
-        }
-        let value = codec::encode_value(KNOWN_FIELDS_TREE, &known)?;
         self.inner
             .known_fields
-            .insert(key, value)
-            .map_err(StoreError::database("remember fields"))?;
-        Ok(())
+            .transaction(|known_fields| {
+                let abort = ConflictableTransactionError::Abort;
+                let mut known: Fields = match known_fields.get(key)? {
+                    Some(bytes) => {
+                        codec::decode_value(KNOWN_FIELDS_TREE, key, &bytes).map_err(abort)?
+                    }
+                    None => Fields::new(),
+                };
+                for (name, value) in fields {
+                    known.insert(name.clone(), value.clone());
+                }
+                let value = codec::encode_value(KNOWN_FIELDS_TREE, &known).map_err(abort)?;
+                known_fields.insert(key, value)?;
+                Ok(())
+            })
+            .map_err(transaction_error("remember fields"))
     }
 
     /// What planning compares a new value with: the fields Salesforce holds

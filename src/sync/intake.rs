@@ -1,20 +1,23 @@
 //! Intake: Accounts that match a mapping's `select` become portal intents.
 //!
 //! Each poll reads `SystemModstamp >= cursor - overlap` in cursor order,
-//! page by page. A page's new Accounts are recorded as durable intents and
-//! their portals created before the cursor moves past the page, so a crash
-//! at any point re-reads the page instead of skipping it.
+//! page by page. A page's new Accounts are recorded as durable intents (with
+//! their portal request rendered once, frozen) and their portals attempted
+//! before the cursor moves past the page, so a crash at any point re-reads
+//! the page instead of skipping it. A mapping's polls take its cursor lock;
+//! each Account's link is touched under the link's lock.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::budget::Work;
+use super::locks::link_key;
 use super::plan::{self, record_fields};
 use super::{Engine, SyncError, now};
 use crate::mapping::Mapping;
 use crate::salesforce::model::Record;
 use crate::salesforce::soql;
-use crate::store::{Cursor, Link};
+use crate::store::{Cursor, Link, PortalRequest};
 use crate::telemetry;
 
 /// What one intake run did.
@@ -92,7 +95,10 @@ impl Engine {
         move_cursor: bool,
     ) -> Result<IntakeReport, SyncError> {
         let mapping = self.mapping(mapping_name)?;
-        let _intake = self.intake_lock.lock().await;
+        let _cursor_lock = match move_cursor {
+            true => Some(self.cursor_locks.lock(&mapping.name).await),
+            false => None,
+        };
         let mut pages = self
             .salesforce
             .query(Work::Intake, plan::intake_query(&mapping, since));
@@ -139,7 +145,6 @@ impl Engine {
         if ids.is_empty() {
             return Ok(report);
         }
-        let _intake = self.intake_lock.lock().await;
         for mapping in self.mappings().iter() {
             for chunk in ids.chunks(IDS_PER_QUERY) {
                 let mut pages = self
@@ -176,43 +181,8 @@ impl Engine {
                 tracing::warn!(mapping = %mapping.name, "a record without Id was skipped");
                 continue;
             };
-            self.store
-                .remember_fields(&account_id, &record_fields(&record))?;
-            match self.store.link(&mapping.name, &account_id)? {
-                Some(mut link) => {
-                    // Fresh data for later templates (decisions).
-                    link.account = record;
-                    self.store.put_link(&link)?;
-                }
-                None => {
-                    let intent_at = now();
-                    let link = Link {
-                        idempotency_key: plan::idempotency_key(
-                            &mapping.name,
-                            &account_id,
-                            intent_at,
-                        ),
-                        mapping: mapping.name.clone(),
-                        account_id: account_id.clone(),
-                        intent_at,
-                        portal: None,
-                        application_id: None,
-                        decision_final: false,
-                        account: record,
-                        portal_attempts: 0,
-                        last_error: None,
-                    };
-                    self.store.put_link(&link)?;
-                    self.journal(
-                        &account_id,
-                        Some(&mapping.name),
-                        "intent_recorded",
-                        format!("matched `{}`; a portal will be created", mapping.name),
-                        json!({ "idempotency_key": link.idempotency_key, "fields": record_fields(&link.account) }),
-                    )?;
-                    tracing::info!(account_id = %account_id, mapping = %mapping.name, "portal intent recorded");
-                    intents.push(link);
-                }
+            if self.record_account(mapping, &account_id, record).await? {
+                intents.push(account_id);
             }
         }
         report.intents = intents.len();
@@ -222,6 +192,62 @@ impl Engine {
         report.portals_created = created.created;
         report.portals_failed = created.failed;
         Ok(report)
+    }
+
+    /// Remembers what Salesforce holds for one Account and records its
+    /// intent when it has no link yet (true then), under the link's lock. An
+    /// existing link gets the fresh record for later templates; its frozen
+    /// request never changes.
+    async fn record_account(
+        &self,
+        mapping: &Mapping,
+        account_id: &str,
+        record: Record,
+    ) -> Result<bool, SyncError> {
+        let _link_lock = self
+            .link_locks
+            .lock(&link_key(&mapping.name, account_id))
+            .await;
+        self.store
+            .remember_fields(account_id, &record_fields(&record))?;
+        if let Some(mut link) = self.store.link(&mapping.name, account_id)? {
+            link.account = record;
+            self.store.put_link(&link)?;
+            return Ok(false);
+        }
+        let intent_at = now();
+        // Rendered once, here; a template that fails now is rendered again
+        // at the first attempt (and the intent parked until it renders).
+        let request = mapping
+            .portal_body(&record)
+            .ok()
+            .map(|body| PortalRequest::freeze(&body));
+        let link = Link {
+            idempotency_key: plan::idempotency_key(&mapping.name, account_id, intent_at),
+            mapping: mapping.name.clone(),
+            account_id: account_id.to_owned(),
+            intent_at,
+            portal: None,
+            application_id: None,
+            decision_final: false,
+            account: record,
+            portal_attempts: 0,
+            last_error: None,
+            request,
+            retry_at: None,
+            refused: false,
+            portal_writeback_due: false,
+        };
+        self.store.put_link(&link)?;
+        self.journal(
+            account_id,
+            Some(&mapping.name),
+            "intent_recorded",
+            format!("matched `{}`; a portal will be created", mapping.name),
+            json!({ "idempotency_key": link.idempotency_key, "fields": record_fields(&link.account) }),
+        )?;
+        tracing::info!(account_id, mapping = %mapping.name, "portal intent recorded");
+        Ok(true)
     }
 
     pub(super) fn mapping(&self, name: &str) -> Result<std::sync::Arc<Mapping>, SyncError> {

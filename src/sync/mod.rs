@@ -25,6 +25,7 @@ pub mod budget;
 mod decisions;
 pub mod governed;
 mod intake;
+mod locks;
 pub mod online_check;
 pub mod operations;
 pub mod plan;
@@ -112,6 +113,19 @@ impl SyncError {
             SyncError::Paused(_) | SyncError::Backoff(_) => true,
         }
     }
+
+    /// True for a failure of our own store (not of the item being worked).
+    pub fn is_store(&self) -> bool {
+        matches!(self, SyncError::Store(_))
+    }
+
+    /// How long the server asked us to wait, when it said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SyncError::Ondorse(error) => error.retry_after(),
+            _ => None,
+        }
+    }
 }
 
 /// The engine: clients, the ledger, the loaded mappings.
@@ -134,9 +148,14 @@ pub struct Engine {
     writes_queued: Notify,
     /// Woken by the public listener when the inbox has something.
     inbox_wake: Arc<Notify>,
-    /// One intake at a time (scheduled poll, hint, resync), so a cursor is
-    /// never moved by two runs at once.
-    intake_lock: tokio::sync::Mutex<()>,
+    /// One worker per (mapping, Account) link at a time: every path that
+    /// reads, calls out for and rewrites a link holds its lock.
+    link_locks: locks::KeyedLocks,
+    /// One poll per mapping at a time, so a cursor is never moved by two.
+    cursor_locks: locks::KeyedLocks,
+    /// Woken when an intent was parked, so the deferred-intent loop looks
+    /// at its retry time.
+    intents_deferred: Notify,
     /// Refused reloads and mappings paused by schema drift, for `status`.
     health: reload::MappingHealth,
 }
@@ -202,7 +221,9 @@ impl Engine {
             settings,
             writes_queued: Notify::new(),
             inbox_wake: parts.inbox_wake,
-            intake_lock: tokio::sync::Mutex::new(()),
+            link_locks: locks::KeyedLocks::default(),
+            cursor_locks: locks::KeyedLocks::default(),
+            intents_deferred: Notify::new(),
             health: reload::MappingHealth::default(),
         })
     }
@@ -265,6 +286,13 @@ impl Engine {
         *self.describe.write().await = None;
     }
 
+    /// When an item (intent, inbox item) that failed `attempts` times in a
+    /// row is tried again: the retry policy's growing delay, or the
+    /// server's `Retry-After` (capped).
+    fn retry_at(&self, attempts: u32, retry_after: Option<Duration>) -> DateTime<Utc> {
+        self.breakers.policy().retry_at(attempts, retry_after)
+    }
+
     /// Appends to an Account's journal.
     fn journal(
         &self,
@@ -276,13 +304,7 @@ impl Engine {
     ) -> Result<(), StoreError> {
         self.store.journal(
             account_id,
-            &JournalEntry {
-                at: now(),
-                mapping: mapping.map(str::to_owned),
-                step: step.to_owned(),
-                summary,
-                detail,
-            },
+            &JournalEntry::new(now(), mapping.map(str::to_owned), step, summary, detail),
         )
     }
 }

@@ -15,13 +15,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::budget::{BudgetState, Work};
+use super::locks::link_key;
 use super::plan::{self, record_fields};
 use super::{Engine, Schedules, SyncError, now};
 use crate::mapping::{Mapping, Moment, WritebackContext};
 use crate::ondorse::OndorseError;
 use crate::salesforce::model::Record;
 use crate::salesforce::soql;
-use crate::store::{DeadLetter, Fields, JournalEntry, Link, PendingWrite, Store, StoreError};
+use crate::store::{
+    DeadLetter, Fields, InboxKind, JournalEntry, Link, PendingWrite, PortalRequest, Store,
+    StoreError,
+};
 
 /// Ids per `Id IN (...)` query: far below SOQL's 100,000-character limit.
 const IDS_PER_QUERY: usize = 500;
@@ -95,6 +99,65 @@ pub struct Status {
     pub mappings: Vec<MappingStatus>,
     pub queues: Queues,
     pub dead_letters: usize,
+    /// Items that keep failing, each with its reason and retry time.
+    #[serde(default)]
+    pub parked: Vec<ParkedStatus>,
+}
+
+/// One parked item: an inbox item or an intent that failed, waiting for
+/// its retry time (or, refused for good, for an operator).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParkedStatus {
+    /// `webhooks`, `hints` or `intents`.
+    pub queue: String,
+    /// What it is about: an application, a push hint, an intent's mapping.
+    pub subject: String,
+    pub account_id: Option<String>,
+    pub reason: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The next attempt; `None` when only an operator can move it on.
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// Every parked item, inbox items first, oldest first.
+fn parked_items(store: &Store, links: &[Link]) -> Result<Vec<ParkedStatus>, OperationError> {
+    let at = now();
+    let mut parked = Vec::new();
+    for item in store.parked_inbox_items()? {
+        let Some(state) = item.parked else { continue };
+        let (queue, subject) = match &item.kind {
+            InboxKind::Webhook(envelope) => (
+                "webhooks",
+                match &envelope.application_id {
+                    Some(id) => format!("{} about application {id}", envelope.event_type),
+                    None => envelope.event_type.clone(),
+                },
+            ),
+            InboxKind::SalesforceHint { ids } => {
+                ("hints", format!("push hint for {}", ids.join(", ")))
+            }
+        };
+        parked.push(ParkedStatus {
+            queue: queue.to_owned(),
+            subject,
+            account_id: state.account_id,
+            reason: state.reason,
+            attempts: state.attempts,
+            retry_at: Some(state.retry_at),
+        });
+    }
+    for link in links.iter().filter(|link| link.is_parked(at)) {
+        parked.push(ParkedStatus {
+            queue: "intents".to_owned(),
+            subject: format!("portal intent of mapping `{}`", link.mapping),
+            account_id: Some(link.account_id.clone()),
+            reason: link.last_error.clone().unwrap_or_default(),
+            attempts: link.portal_attempts,
+            retry_at: link.retry_at,
+        });
+    }
+    Ok(parked)
 }
 
 /// Work waiting, across mappings.
@@ -300,6 +363,7 @@ pub fn status(
             pending_portals: links.iter().filter(|link| link.portal.is_none()).count(),
         },
         dead_letters: store.dead_letter_count(),
+        parked: parked_items(store, &links)?,
     })
 }
 
@@ -312,6 +376,9 @@ pub struct Explanation {
     pub links: Vec<LinkSummary>,
     pub pending_write: Option<PendingWrite>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Its items that keep failing, with their reasons and retry times.
+    #[serde(default)]
+    pub parked: Vec<ParkedStatus>,
     /// Oldest first.
     pub journal: Vec<JournalEntry>,
 }
@@ -364,8 +431,13 @@ pub fn explain(store: &Store, account_id: &str) -> Result<Explanation, Operation
             id: account_id.to_owned(),
         });
     }
+    let parked = parked_items(store, &links)?
+        .into_iter()
+        .filter(|item| item.account_id.as_deref() == Some(account_id))
+        .collect();
     Ok(Explanation {
         account_id: account_id.to_owned(),
+        parked,
         links: links
             .into_iter()
             .map(|link| LinkSummary {
@@ -447,16 +519,16 @@ pub async fn retry_dead_letters(
     for letter in &chosen {
         store.journal(
             &letter.account_id,
-            &JournalEntry {
+            &JournalEntry::new(
                 at,
-                mapping: letter.mappings.first().cloned(),
-                step: "dead_letter_retried".to_owned(),
-                summary: format!(
+                letter.mappings.first().cloned(),
+                "dead_letter_retried",
+                format!(
                     "dead letter {} ({}) retried: the Account is planned again from its current state",
                     letter.id, letter.code,
                 ),
-                detail: json!({ "refused": letter.fields, "kept": letter.kept }),
-            },
+                json!({ "refused": letter.fields, "kept": letter.kept }),
+            ),
         )?;
         tracing::info!(account_id = %letter.account_id, dead_letter = letter.id, code = %letter.code, "dead letter retried; the account will be planned again");
     }
@@ -481,6 +553,10 @@ pub struct ResyncRequest {
     pub mapping: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// With `accounts`: abandon each pending intent (one Ondorse refused,
+    /// say) and start a fresh one from the Account as it is now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_intent: bool,
 }
 
 /// What a resync covers, validated.
@@ -524,6 +600,11 @@ impl ResyncRequest {
                 "say what to resync: some accounts, a since time, or all (exactly one)".to_owned(),
             ));
         }
+        if self.new_intent && self.accounts.is_empty() {
+            return Err(OperationError::InvalidRequest(
+                "--new-intent applies to chosen accounts only: name them with --account".to_owned(),
+            ));
+        }
         if let Some(since) = &self.since {
             return Ok(ResyncScope::Since(parse_since(since)?));
         }
@@ -564,6 +645,9 @@ pub struct ResyncReport {
     pub portals_created: usize,
     /// Portal creations that failed and wait for a retry.
     pub portals_failed: usize,
+    /// Pending intents abandoned for a fresh one (`new_intent`).
+    #[serde(default)]
+    pub intents_renewed: usize,
     /// Fields queued for Salesforce (would be, in a dry run).
     pub changes: Vec<FieldChange>,
     /// Fields that cannot be written (dead letters, unless a dry run).
@@ -659,7 +743,7 @@ impl Engine {
         };
         match scope {
             ResyncScope::Accounts(ids) => {
-                self.resync_accounts(&mappings, &ids, request.dry_run, &mut report, progress)
+                self.resync_accounts(&mappings, &ids, request, &mut report, progress)
                     .await?
             }
             ResyncScope::Since(since) => {
@@ -729,10 +813,11 @@ impl Engine {
         &self,
         mappings: &[std::sync::Arc<Mapping>],
         ids: &[String],
-        dry_run: bool,
+        request: &ResyncRequest,
         report: &mut ResyncReport,
         progress: &(dyn Fn(ResyncProgress) + Send + Sync),
     ) -> Result<(), OperationError> {
+        let (dry_run, new_intent) = (request.dry_run, request.new_intent);
         // Read everything first: an unknown Id refuses the whole request
         // before anything changes.
         let mut records: BTreeMap<String, Vec<(std::sync::Arc<Mapping>, Record)>> = BTreeMap::new();
@@ -764,31 +849,41 @@ impl Engine {
         let describe = self.describe().await?;
         let mut without_portal = Vec::new();
         let total = records.len() as u64;
-        // Polls and push hints rewrite links too: they wait until this is done.
-        let intake = self.intake_lock.lock().await;
         for (index, (account_id, found)) in records.into_iter().enumerate() {
             report.accounts_read += 1;
             for (mapping, record) in found {
+                let Some(unlocked) = self.store.link(&mapping.name, &account_id)? else {
+                    without_portal.push((mapping.name.clone(), account_id.clone()));
+                    continue;
+                };
+                // Fetched before taking the link's lock: no lock is held
+                // across a call to Ondorse.
+                let application = match &unlocked.application_id {
+                    Some(application_id) => match self.fetch_application(application_id).await {
+                        Ok(application) => Some(application),
+                        Err(SyncError::Ondorse(OndorseError::NotFound { .. })) => {
+                            tracing::warn!(account_id = %account_id, application_id = %application_id, "ondorse does not know this application any more");
+                            None
+                        }
+                        Err(error) => return Err(error.into()),
+                    },
+                    None => None,
+                };
+                let link_lock = self
+                    .link_locks
+                    .lock(&link_key(&mapping.name, &account_id))
+                    .await;
                 let Some(mut link) = self.store.link(&mapping.name, &account_id)? else {
                     without_portal.push((mapping.name.clone(), account_id.clone()));
                     continue;
                 };
+                if new_intent && link.portal.is_none() && !dry_run {
+                    self.renew_intent(&mapping, &mut link, &record)?;
+                    report.intents_renewed += 1;
+                }
                 let held = record_fields(&record);
                 let known = self.store.planning_baseline(&account_id, &held)?;
                 link.account = record;
-                let application = match &link.application_id {
-                    Some(application_id) => {
-                        match self.ondorse.get_application(application_id).await {
-                            Ok(application) => Some(application),
-                            Err(OndorseError::NotFound { .. }) => {
-                                tracing::warn!(account_id = %account_id, application_id = %application_id, "ondorse does not know this application any more");
-                                None
-                            }
-                            Err(error) => return Err(SyncError::from(error).into()),
-                        }
-                    }
-                    None => None,
-                };
                 let application_value = application
                     .as_ref()
                     .map(|application| application.template_value());
@@ -862,13 +957,11 @@ impl Engine {
                     continue;
                 }
                 self.store.remember_fields(&account_id, &held)?;
-                // Read again: the inbox may have linked an application while
-                // Ondorse answered; keep its news unless ours is fresher.
-                let mut current = match self.store.link(&mapping.name, &account_id)? {
-                    Some(current) => current,
-                    None => link.clone(),
-                };
-                current.account = link.account.clone();
+                // Read under the link's lock: nobody changed it meanwhile.
+                let mut current = link.clone();
+                // Asked by hand: a parked intent is tried now (one refused
+                // for good needs `--new-intent`).
+                current.retry_at = None;
                 if let Some(application) = &application {
                     current.application_id = Some(application.id.clone());
                     current.decision_final = application.is_final();
@@ -900,11 +993,14 @@ impl Engine {
                     ),
                     json!({ "read": held, "fields": changed }),
                 )?;
+                drop(link_lock);
                 if intent_pending {
                     // Its portal creation failed before: try now (same
-                    // intent, same Idempotency-Key) rather than at reconcile.
+                    // intent, same request and key) rather than at reconcile.
                     self.store.flush().await?;
-                    let created = self.create_portals(&mapping, vec![current]).await?;
+                    let created = self
+                        .create_portals(&mapping, vec![account_id.clone()])
+                        .await?;
                     report.new_portals.push(NewPortal {
                         account_id: account_id.clone(),
                         mapping: mapping.name.clone(),
@@ -919,7 +1015,6 @@ impl Engine {
                 item: account_id.clone(),
             });
         }
-        drop(intake);
         if without_portal.is_empty() {
             return Ok(());
         }
@@ -952,6 +1047,43 @@ impl Engine {
             report.portals_created += intake.portals_created;
             report.portals_failed += intake.portals_failed;
         }
+        Ok(())
+    }
+
+    /// Abandons a pending intent for a fresh one: a new key and a request
+    /// rendered from the Account as read now (the caller holds the link's
+    /// lock). The old key may have created nothing (Ondorse refused it), so
+    /// no second portal can come of it.
+    fn renew_intent(
+        &self,
+        mapping: &Mapping,
+        link: &mut Link,
+        record: &Record,
+    ) -> Result<(), OperationError> {
+        let abandoned = link.idempotency_key.clone();
+        let intent_at = now();
+        link.idempotency_key = plan::idempotency_key(&mapping.name, &link.account_id, intent_at);
+        link.intent_at = intent_at;
+        link.request = mapping
+            .portal_body(record)
+            .ok()
+            .map(|body| PortalRequest::freeze(&body));
+        link.refused = false;
+        link.retry_at = None;
+        link.portal_attempts = 0;
+        link.last_error = None;
+        self.store.put_link(link)?;
+        self.journal(
+            &link.account_id,
+            Some(&mapping.name),
+            "intent_renewed",
+            format!(
+                "intent {abandoned} abandoned by hand; a fresh intent {} will create the portal",
+                link.idempotency_key
+            ),
+            json!({ "abandoned_key": abandoned, "idempotency_key": link.idempotency_key }),
+        )?;
+        tracing::info!(account_id = %link.account_id, mapping = %mapping.name, "intent renewed by hand");
         Ok(())
     }
 

@@ -1,79 +1,173 @@
-//! Portal creation: one `POST /api/portals` per intent, with the intent's
-//! `Idempotency-Key`, retried on transient failures; the link and the
-//! `on_portal_created` write-back recorded on success.
+//! Portal creation: one `POST /api/portals` per intent, sending the
+//! request frozen with the intent and its `Idempotency-Key`.
+//!
+//! Each intent is worked under its link's lock ([`super::locks`]), re-read
+//! once the lock is held: an intent already in flight elsewhere is skipped,
+//! never POSTed twice at once. A created portal is recorded and flushed
+//! before anything that can fail (planning its write-back needs the
+//! describe); a failed attempt parks the intent with a growing delay, and a
+//! refusal for good parks it until an operator starts a fresh intent.
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
+use super::locks::link_key;
 use super::plan;
+use super::retry::Endpoint;
 use super::{Engine, SyncError, now};
 use crate::mapping::{Mapping, Moment, WritebackContext};
-use crate::ondorse::Portal;
-use crate::store::{Fields, Link, PortalRecord};
+use crate::ondorse::{OndorseError, Portal};
+use crate::store::{Fields, Link, PortalRecord, PortalRequest};
 use crate::telemetry::{self, PortalResult, WritebackResult};
-
-/// Attempts of one portal POST within a step; later steps (reconcile) try
-/// again, with the same key, while the intent stays pending.
-const PORTAL_ATTEMPTS: usize = 3;
 
 /// What a batch of portal creations did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct PortalsReport {
     pub created: usize,
     pub failed: usize,
+    /// When portal creation's breaker lets calls out again, if it held
+    /// some back.
+    pub deferred_until: Option<DateTime<Utc>>,
+}
+
+/// What became of one intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Created,
+    Failed,
+    /// The endpoint's breaker held it back until then.
+    Deferred(DateTime<Utc>),
+    /// Nothing to do now: the portal exists, the intent is parked, or its
+    /// work is in flight elsewhere.
+    Skipped,
 }
 
 impl Engine {
     /// Creates the portals of pending intents, a bounded number at a time.
+    /// One intent's failure never stops the others; the first store error
+    /// is returned once every intent was tried.
     pub(super) async fn create_portals(
         &self,
         mapping: &Mapping,
-        intents: Vec<Link>,
+        account_ids: Vec<String>,
     ) -> Result<PortalsReport, SyncError> {
         let mut report = PortalsReport::default();
-        let mut outcomes = futures::stream::iter(intents)
-            .map(|link| self.create_portal(mapping, link).boxed())
+        let mut first_error = None;
+        let mut outcomes = futures::stream::iter(account_ids)
+            .map(|account_id| async move { self.create_portal(mapping, &account_id).await }.boxed())
             .buffer_unordered(self.settings.portal_concurrency.max(1));
         while let Some(outcome) = outcomes.next().await {
-            match outcome? {
-                true => report.created += 1,
-                false => report.failed += 1,
+            match outcome {
+                Ok(Attempt::Created) => report.created += 1,
+                Ok(Attempt::Failed) => report.failed += 1,
+                Ok(Attempt::Deferred(until)) => {
+                    report.deferred_until = Some(
+                        report
+                            .deferred_until
+                            .map_or(until, |known| known.min(until)),
+                    );
+                }
+                Ok(Attempt::Skipped) => {}
+                Err(error) => {
+                    tracing::error!(mapping = %mapping.name, %error, "portal creation could not be recorded");
+                    first_error.get_or_insert(error);
+                }
             }
         }
         if report.created > 0 {
             self.store.flush().await?;
             self.writes_queued.notify_one();
         }
-        Ok(report)
+        if report.failed > 0 || report.deferred_until.is_some() {
+            self.intents_deferred.notify_one();
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(report),
+        }
     }
 
-    /// One intent: `Ok(true)` when its portal exists now, `Ok(false)` when
-    /// it stays pending (recorded in the link and the journal).
-    async fn create_portal(&self, mapping: &Mapping, mut link: Link) -> Result<bool, SyncError> {
-        let account_id = link.account_id.clone();
-        let body = match mapping.portal_body(&link.account) {
-            Ok(body) => body,
-            Err(error) => {
-                // Only a mapping change can fix this: no call is made.
-                self.portal_failed(&mut link, error.to_string())?;
-                return Ok(false);
-            }
+    /// One intent, under its link's lock.
+    async fn create_portal(
+        &self,
+        mapping: &Mapping,
+        account_id: &str,
+    ) -> Result<Attempt, SyncError> {
+        let Some(_link_lock) = self
+            .link_locks
+            .try_lock(&link_key(&mapping.name, account_id))
+        else {
+            return Ok(Attempt::Skipped);
         };
-        let answer = self.post_portal(&body, &link.idempotency_key).await;
+        let Some(mut link) = self.store.link(&mapping.name, account_id)? else {
+            return Ok(Attempt::Skipped);
+        };
+        if link.portal.is_some() || link.is_parked(now()) {
+            return Ok(Attempt::Skipped);
+        }
+        let request = match &link.request {
+            Some(request) => request.clone(),
+            // Stored before requests were frozen: freeze it now, once.
+            None => match mapping.portal_body(&link.account) {
+                Ok(body) => {
+                    let request = PortalRequest::freeze(&body);
+                    link.request = Some(request.clone());
+                    self.store.put_link(&link)?;
+                    self.store.flush().await?;
+                    request
+                }
+                Err(error) => {
+                    // Only a mapping change can fix this: no call is made.
+                    let retry_at = self.retry_at(link.portal_attempts + 1, None);
+                    self.portal_failed(&mut link, error.to_string(), Some(retry_at))?;
+                    return Ok(Attempt::Failed);
+                }
+            },
+        };
+        let breaker = self.breakers.get(Endpoint::PortalCreation);
+        if let Err(open) = breaker.admit() {
+            return Ok(Attempt::Deferred(open.until));
+        }
+        let answer = self
+            .ondorse
+            .create_portal(request.bytes(), &link.idempotency_key)
+            .await;
+        match &answer {
+            Err(error) if error.is_retriable() => {
+                breaker.record_failure(&error.to_string(), error.retry_after());
+            }
+            _ => breaker.record_success(),
+        }
         let portal = match answer {
             Ok(portal) => portal,
             Err(error) => {
-                tracing::warn!(account_id = %account_id, mapping = %mapping.name, %error, "portal creation failed; the intent stays pending");
-                self.portal_failed(&mut link, error.to_string())?;
-                return Ok(false);
+                tracing::warn!(account_id, mapping = %mapping.name, %error, "portal creation failed");
+                let retry_at = error
+                    .is_retriable()
+                    .then(|| self.retry_at(link.portal_attempts + 1, error.retry_after()));
+                let reason = match &error {
+                    OndorseError::IdempotencyConflict { .. } => format!(
+                        "{error}; a portal may exist under key {}: check Ondorse before starting a new intent",
+                        link.idempotency_key
+                    ),
+                    _ => error.to_string(),
+                };
+                self.portal_failed(&mut link, reason, retry_at)?;
+                return Ok(Attempt::Failed);
             }
         };
         let record = self.portal_record(&portal);
-        telemetry::metrics().portal(&mapping.name, PortalResult::Created);
-        tracing::info!(account_id = %account_id, mapping = %mapping.name, portal_id = %record.id, "portal created");
+        // Recorded before anything that can fail: a portal that exists is
+        // never forgotten. The request holds personal data: dropped now.
+        link.portal = Some(record.clone());
+        link.request = None;
+        link.last_error = None;
+        link.retry_at = None;
+        link.portal_writeback_due = true;
+        self.store.put_link(&link)?;
         self.journal(
-            &account_id,
+            account_id,
             Some(&mapping.name),
             "portal_created",
             format!(
@@ -81,59 +175,71 @@ impl Engine {
                 record.id,
                 record.url.as_deref().unwrap_or("(no url)")
             ),
-            json!({ "request": body, "answer": record.answer }),
+            json!({ "request": request.json(), "answer": record.answer }),
         )?;
-        link.portal = Some(record);
-        link.last_error = None;
+        self.store.flush().await?;
+        telemetry::metrics().portal(&mapping.name, PortalResult::Created);
+        tracing::info!(account_id, mapping = %mapping.name, portal_id = %record.id, "portal created");
+        if let Err(error) = self.plan_portal_writeback(mapping, &mut link).await {
+            // Reconcile plans it again: the link says it is still due.
+            tracing::warn!(account_id, mapping = %mapping.name, %error, "portal write-back not planned yet");
+        }
+        Ok(Attempt::Created)
+    }
+
+    /// Plans and queues the `on_portal_created` write-back of a recorded
+    /// portal (the caller holds the link's lock).
+    pub(super) async fn plan_portal_writeback(
+        &self,
+        mapping: &Mapping,
+        link: &mut Link,
+    ) -> Result<(), SyncError> {
         let planned = self
             .plan_moment(
                 mapping,
-                &link,
+                link,
                 Moment::PortalCreated,
                 None,
                 None,
                 &Fields::new(),
             )
             .await?;
-        self.commit_link(&link, Moment::PortalCreated, planned)?;
-        Ok(true)
+        link.portal_writeback_due = false;
+        self.commit_link(link, Moment::PortalCreated, planned)
     }
 
-    /// The POST, retried on transient failures with the same key (a lost
-    /// answer then returns the portal created the first time).
-    async fn post_portal(
+    /// Parks a failed intent: until `retry_at`, or (`None`) until an
+    /// operator starts a fresh intent.
+    fn portal_failed(
         &self,
-        body: &serde_json::Map<String, Value>,
-        idempotency_key: &str,
-    ) -> Result<Portal, crate::ondorse::OndorseError> {
-        let mut delays = ExponentialBuilder::default()
-            .with_max_times(PORTAL_ATTEMPTS - 1)
-            .build();
-        loop {
-            let error = match self.ondorse.create_portal(body, idempotency_key).await {
-                Err(error) if error.is_retriable() => error,
-                other => return other,
-            };
-            let Some(delay) = delays.next() else {
-                return Err(error);
-            };
-            tokio::time::sleep(error.retry_after().unwrap_or(delay)).await;
-        }
-    }
-
-    fn portal_failed(&self, link: &mut Link, error: String) -> Result<(), SyncError> {
+        link: &mut Link,
+        error: String,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), SyncError> {
         telemetry::metrics().portal(&link.mapping, PortalResult::Failed);
         link.portal_attempts += 1;
         link.last_error = Some(error.clone());
+        link.refused = retry_at.is_none();
+        link.retry_at = retry_at;
+        let for_good = link.refused;
+        let summary = if for_good {
+            format!(
+                "ondorse refused the portal for good: {error}; fix the data, then run `ondorse-bridge resync --account {} --new-intent`",
+                link.account_id
+            )
+        } else {
+            format!("portal creation failed; retried later: {error}")
+        };
         self.store.put_link(link)?;
         self.journal(
             &link.account_id,
             Some(&link.mapping),
-            "portal_failed",
-            format!(
-                "portal creation failed (attempt {}): {error}",
-                link.portal_attempts
-            ),
+            if for_good {
+                "portal_refused"
+            } else {
+                "portal_failed"
+            },
+            summary,
             Value::Null,
         )?;
         Ok(())

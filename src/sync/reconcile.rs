@@ -1,12 +1,17 @@
-//! Reconcile: the safety net behind webhooks. Pending intents get their
-//! portal, undecided applications are re-fetched and written back if they
-//! changed, old webhook ids are forgotten.
+//! Reconcile: the safety net behind webhooks. Due intents get their portal,
+//! portals whose write-back was not planned yet get it, undecided
+//! applications are re-fetched and written back if they changed, old
+//! webhook ids are forgotten.
 
+use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
+use serde_json::Value;
 
 use super::budget::Work;
 use super::decisions::Refreshed;
+use super::locks::link_key;
 use super::{Engine, SyncError, now};
+use crate::telemetry;
 
 /// What one reconcile pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -17,44 +22,64 @@ pub struct ReconcileReport {
     pub applications_failed: usize,
 }
 
+/// What one look at the pending intents did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct IntentsReport {
+    /// Due intents attempted.
+    pub attempted: usize,
+    pub created: usize,
+    /// Intents parked now (refused ones included).
+    pub parked: usize,
+    /// The earliest retry time among intents still parked (refused ones
+    /// wait for an operator and have none).
+    pub next_retry: Option<DateTime<Utc>>,
+}
+
 impl Engine {
     pub async fn reconcile(&self) -> Result<ReconcileReport, SyncError> {
         self.salesforce.may_run(Work::Reconcile).await?;
         // Dead letters retried while the daemon was stopped.
         self.replan_marked().await?;
-        let mut report = ReconcileReport::default();
-        for mapping in self.mappings().iter() {
-            let intents = self
-                .store
-                .links_where(|link| link.mapping == mapping.name && link.portal.is_none())?;
-            report.intents_retried += intents.len();
-            report.portals_created += self.create_portals(mapping, intents).await?.created;
-        }
-        let undecided: Vec<String> = self
+        let intents = self.retry_intents().await?;
+        let mut report = ReconcileReport {
+            intents_retried: intents.attempted,
+            portals_created: intents.created,
+            ..ReconcileReport::default()
+        };
+        self.plan_due_portal_writebacks().await?;
+        let undecided: Vec<(String, String)> = self
             .store
             .links_where(|link| !link.decision_final && link.application_id.is_some())?
             .into_iter()
-            .filter_map(|link| link.application_id)
+            .filter_map(|link| Some((link.application_id?, link.account_id)))
             .collect();
         let mut checks = futures::stream::iter(undecided)
-            .map(|application_id| {
+            .map(|(application_id, account_id)| {
                 async move {
-                    (
-                        self.refresh_application(&application_id, false).await,
-                        application_id,
-                    )
+                    let outcome = self.refresh_application(&application_id, false).await;
+                    (outcome, application_id, account_id)
                 }
                 .boxed()
             })
             .buffer_unordered(self.settings.fetch_concurrency.max(1));
-        while let Some((outcome, application_id)) = checks.next().await {
+        while let Some((outcome, application_id, account_id)) = checks.next().await {
             match outcome {
                 Ok(Refreshed::Applied | Refreshed::Unmatched | Refreshed::Missing) => {
                     report.applications_checked += 1
                 }
+                Err(error) if error.is_store() => return Err(error),
                 Err(error) => {
                     tracing::warn!(application_id = %application_id, %error, "reconcile could not refresh an application");
                     report.applications_failed += 1;
+                    // The same failure pass after pass is one journal entry
+                    // with a count.
+                    self.journal(
+                        &account_id,
+                        None,
+                        "application_refresh_failed",
+                        format!("application {application_id} could not be re-fetched: {error}"),
+                        Value::Null,
+                    )?;
                 }
             }
         }
@@ -69,5 +94,64 @@ impl Engine {
             "reconcile finished"
         );
         Ok(report)
+    }
+
+    /// Attempts every pending intent that is due (not parked), mapping by
+    /// mapping. Intents in flight elsewhere are skipped.
+    pub(super) async fn retry_intents(&self) -> Result<IntentsReport, SyncError> {
+        let at = now();
+        let mut report = IntentsReport::default();
+        for mapping in self.mappings().iter() {
+            let pending = self
+                .store
+                .links_where(|link| link.mapping == mapping.name && link.portal.is_none())?;
+            let mut due = Vec::new();
+            for link in pending {
+                if link.is_parked(at) {
+                    report.parked += 1;
+                    if let Some(retry) = link.retry_at.filter(|_| !link.refused) {
+                        report.next_retry =
+                            Some(report.next_retry.map_or(retry, |next| next.min(retry)));
+                    }
+                } else {
+                    due.push(link.account_id);
+                }
+            }
+            report.attempted += due.len();
+            let created = self.create_portals(mapping, due).await?;
+            report.created += created.created;
+            if let Some(until) = created.deferred_until {
+                report.next_retry = Some(report.next_retry.map_or(until, |next| next.min(until)));
+            }
+        }
+        telemetry::metrics().parked("intents", report.parked);
+        Ok(report)
+    }
+
+    /// Plans the `on_portal_created` write-back of portals recorded while
+    /// planning failed (the describe was unreachable, say).
+    async fn plan_due_portal_writebacks(&self) -> Result<(), SyncError> {
+        let due = self.store.links_where(|link| link.portal_writeback_due)?;
+        for found in due {
+            let Some(mapping) = self.mappings().get(&found.mapping).cloned() else {
+                continue;
+            };
+            let _link_lock = self
+                .link_locks
+                .lock(&link_key(&found.mapping, &found.account_id))
+                .await;
+            let Some(mut link) = self.store.link(&found.mapping, &found.account_id)? else {
+                continue;
+            };
+            if link.portal_writeback_due
+                && let Err(error) = self.plan_portal_writeback(&mapping, &mut link).await
+            {
+                if error.is_store() {
+                    return Err(error);
+                }
+                tracing::warn!(account_id = %link.account_id, mapping = %link.mapping, %error, "portal write-back still not planned");
+            }
+        }
+        Ok(())
     }
 }

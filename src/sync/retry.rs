@@ -70,22 +70,25 @@ impl RetryPolicy {
     }
 
     /// The wait after the `failures`-th failure in a row (1 for the first):
-    /// doubling from `initial_delay`, capped at `max_delay`, with "equal
-    /// jitter" (between half and all of the step) so items that failed
-    /// together do not come back together.
+    /// doubling from `initial_delay`, plus up to half again at random so
+    /// items that failed together do not come back together, never more
+    /// than `max_delay`. Never shorter than the step: a wait is a promise
+    /// to the endpoint.
     pub fn delay(&self, failures: u32) -> Duration {
         // Past this many doublings every wait is the cap; it also bounds the
         // walk down the iterator.
         const MAX_STEPS: u32 = 64;
+        // The jitter: up to this share of the step on top of it.
+        const JITTER: f64 = 0.5;
         let steps = failures.clamp(1, MAX_STEPS) as usize;
-        ExponentialBuilder::default()
-            .with_min_delay(self.settings.initial_delay / 2)
-            .with_max_delay(self.settings.max_delay / 2)
-            .with_jitter()
+        let step = ExponentialBuilder::default()
+            .with_min_delay(self.settings.initial_delay)
+            .with_max_delay(self.settings.max_delay)
             .without_max_times()
             .build()
             .nth(steps - 1)
-            .unwrap_or(self.settings.max_delay)
+            .unwrap_or(self.settings.max_delay);
+        step.mul_f64(1.0 + rand::random_range(0.0..JITTER))
             .min(self.settings.max_delay)
     }
 
@@ -94,13 +97,12 @@ impl RetryPolicy {
         retry_after.min(self.settings.retry_after_cap)
     }
 
-    /// The wait after the `failures`-th failure in a row: what the server
-    /// asked for (capped) when it said, else [`RetryPolicy::delay`].
+    /// The wait after the `failures`-th failure in a row: our backoff
+    /// ([`RetryPolicy::delay`]), or what the server asked for when longer
+    /// (capped).
     pub fn wait(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        match retry_after {
-            Some(asked) => self.capped_retry_after(asked),
-            None => self.delay(failures),
-        }
+        let backoff = self.delay(failures);
+        retry_after.map_or(backoff, |asked| backoff.max(self.capped_retry_after(asked)))
     }
 
     /// The instant at which a retry waiting [`RetryPolicy::wait`] is due.
@@ -365,20 +367,20 @@ mod tests {
     #[test]
     fn delays_double_with_jitter_and_stop_at_the_cap() {
         let policy = policy(1_000, 300_000, 60_000);
-        for (failures, step) in [(1, 1_000), (2, 2_000), (3, 4_000), (9, 256_000)] {
+        for (failures, step) in [(1, 1_000), (2, 2_000), (3, 4_000), (8, 128_000)] {
             for _ in 0..20 {
                 let delay = policy.delay(failures).as_millis() as u64;
                 assert!(
-                    (step / 2..=step).contains(&delay),
-                    "failure {failures}: {delay} ms outside {}..={step}",
-                    step / 2
+                    (step..=step * 3 / 2).contains(&delay),
+                    "failure {failures}: {delay} ms outside {step}..={}",
+                    step * 3 / 2
                 );
             }
         }
+        // From the tenth failure the step itself (512 s) is past the cap, so
+        // jitter cannot bring it under; the ninth (256 s) may stay below.
         for failures in [10, 40, u32::MAX] {
-            let delay = policy.delay(failures);
-            assert!(delay <= Duration::from_secs(300), "{delay:?}");
-            assert!(delay >= Duration::from_secs(150), "{delay:?}");
+            assert_eq!(policy.delay(failures), Duration::from_secs(300));
         }
         let spread: std::collections::BTreeSet<_> = (0..20).map(|_| policy.delay(5)).collect();
         assert!(spread.len() > 1, "no jitter: {spread:?}");
@@ -392,10 +394,12 @@ mod tests {
             Duration::from_secs(60)
         );
         assert_eq!(
-            policy.wait(7, Some(Duration::from_secs(3))),
+            policy.wait(1, Some(Duration::from_secs(3))),
             Duration::from_secs(3)
         );
-        assert!(policy.wait(1, None) <= Duration::from_secs(1));
+        // Our own backoff when it is longer than what the server asked.
+        assert!(policy.wait(7, Some(Duration::from_secs(3))) >= Duration::from_secs(64));
+        assert!(policy.wait(1, None) <= Duration::from_millis(1_500));
     }
 
     #[test]
@@ -436,7 +440,7 @@ mod tests {
     fn after_the_wait_one_probe_goes_and_its_failure_waits_longer() {
         let breaker = Breaker::new(Endpoint::ApplicationFetch, policy(20, 10_000, 60_000));
         breaker.record_failure("502", None);
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(45));
         assert!(breaker.admit().is_ok(), "the probe goes");
         assert!(breaker.admit().is_err(), "the others wait for the probe");
         breaker.record_failure("502", None);

@@ -16,6 +16,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 use super::{Engine, SyncError, now};
 use crate::config::{ScheduleConfig, parse_schedule};
+use crate::store::{InboxKind, InboxQueue};
 use crate::telemetry;
 
 /// How late a slot may fire before its schedule counts as stalled: the
@@ -24,6 +25,9 @@ const SLOT_GRACE: Duration = Duration::from_secs(5);
 /// How often the store's gauges are refreshed: counting costs a scan of the
 /// inbox and the pending writes, and Prometheus scrapes every 15 s or more.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the deferred-intent loop sleeps when no intent is parked: a
+/// failed attempt wakes it sooner, and reconcile is the safety net.
+const INTENTS_IDLE: Duration = Duration::from_secs(60);
 
 /// One cron schedule and what it has done.
 #[derive(Debug)]
@@ -256,7 +260,24 @@ impl Engine {
                 });
             }
         }));
-        tasks.spawn(self.clone().inbox_loop(stopped.clone()));
+        // The listener rings one bell; each queue has its own loop (and
+        // head), so each gets its own wake-up.
+        let webhooks_wake = Arc::new(Notify::new());
+        let hints_wake = Arc::new(Notify::new());
+        tasks.spawn(relay_wake(
+            self.inbox_wake.clone(),
+            [webhooks_wake.clone(), hints_wake.clone()],
+            stopped.clone(),
+        ));
+        tasks.spawn(
+            self.clone()
+                .inbox_loop(InboxQueue::Webhooks, webhooks_wake, stopped.clone()),
+        );
+        tasks.spawn(
+            self.clone()
+                .inbox_loop(InboxQueue::Hints, hints_wake, stopped.clone()),
+        );
+        tasks.spawn(self.clone().intents_loop(stopped.clone()));
         tasks.spawn(self.clone().gauge_loop(schedules.clone(), stopped.clone()));
         tasks.spawn(self.clone().writer_loop(stopped));
         Ok(RunningEngine {
@@ -267,30 +288,45 @@ impl Engine {
         })
     }
 
-    async fn inbox_loop(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+    /// Works off one inbox queue. Parked items wait for their retry time
+    /// (skipped by each pass meanwhile), so a poison item never spins.
+    async fn inbox_loop(
+        self: Arc<Self>,
+        queue: InboxQueue,
+        wake: Arc<Notify>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
         loop {
-            match self.process_inbox().await {
-                Ok(report) if report.deferred > 0 => {
-                    // Ondorse or Salesforce is unreachable: do not spin.
-                    if wait_or_stop(
-                        &mut stopped,
-                        self.breakers.policy().settings().initial_delay,
-                        None,
-                    )
-                    .await
-                    {
-                        return;
-                    }
-                    continue;
-                }
-                Ok(report) if report.items > 0 => continue,
+            match self.process_queue(queue).await {
+                // Progress: look again at once.
+                Ok(report) if report.items > report.deferred + report.parked => continue,
                 Ok(_) => {}
-                Err(error) => tracing::error!(%error, "inbox processing failed"),
+                Err(error) => tracing::error!(?queue, %error, "inbox processing failed"),
             }
+            if wait_or_stop(&mut stopped, self.settings.inbox_interval, Some(&wake)).await {
+                return;
+            }
+        }
+    }
+
+    /// Retries parked intents when their time comes (or when an attempt
+    /// failed), so portal creation resumes soon after Ondorse does,
+    /// without waiting for reconcile.
+    async fn intents_loop(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        loop {
+            let wait = match self.retry_intents().await {
+                Ok(report) => report.next_retry.map_or(INTENTS_IDLE, |at| {
+                    (at - now()).to_std().unwrap_or(Duration::ZERO)
+                }),
+                Err(error) => {
+                    tracing::error!(%error, "retrying parked intents failed");
+                    self.breakers.policy().settings().max_delay
+                }
+            };
             if wait_or_stop(
                 &mut stopped,
-                self.settings.inbox_interval,
-                Some(&self.inbox_wake),
+                wait.max(Duration::from_millis(10)),
+                Some(&self.intents_deferred),
             )
             .await
             {
@@ -332,6 +368,17 @@ impl Engine {
                 self.store.dead_letter_count() as u64,
             ),
             Err(error) => tracing::warn!(%error, "cannot count the inbox for metrics"),
+        }
+        match self.store.parked_inbox_items() {
+            Ok(items) => {
+                let hints = items
+                    .iter()
+                    .filter(|item| matches!(item.kind, InboxKind::SalesforceHint { .. }))
+                    .count();
+                metrics.parked("webhooks", items.len() - hints);
+                metrics.parked("hints", hints);
+            }
+            Err(error) => tracing::warn!(%error, "cannot count parked inbox items for metrics"),
         }
         match self.store.cursors() {
             Ok(cursors) => {
@@ -403,6 +450,20 @@ impl Engine {
                 tracing::error!(%error, "cannot read pending writes");
                 self.breakers.policy().settings().initial_delay
             }
+        }
+    }
+}
+
+/// Passes each ring of `bell` on to every one of `wakes`, until stopped.
+async fn relay_wake<const N: usize>(
+    bell: Arc<Notify>,
+    wakes: [Arc<Notify>; N],
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = bell.notified() => wakes.iter().for_each(|wake| wake.notify_one()),
+            _ = stopped.changed() => return,
         }
     }
 }

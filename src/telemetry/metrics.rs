@@ -194,6 +194,7 @@ pub struct Metrics {
     paused: Family<ReasonLabels, Gauge>,
     deferred: Family<WorkLabels, Counter>,
     queue_depth: Family<QueueLabels, Gauge>,
+    parked: Family<QueueLabels, Gauge>,
     dead_letters: Gauge,
     cursor_lag: Family<MappingLabels, FloatGauge>,
     last_poll: Family<MappingLabels, FloatGauge>,
@@ -238,6 +239,7 @@ impl Metrics {
             paused: Family::default(),
             deferred: Family::default(),
             queue_depth: Family::default(),
+            parked: Family::default(),
             dead_letters: Gauge::default(),
             cursor_lag: Family::default(),
             last_poll: Family::default(),
@@ -305,6 +307,11 @@ impl Metrics {
             "queue_depth",
             "Items waiting: the webhook inbox and Accounts with a write-back pending",
             metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "parked",
+            "Items that keep failing, parked with a growing retry delay, per queue (webhooks, hints, intents)",
+            metrics.parked.clone(),
         );
         registry.register(
             "dead_letters",
@@ -502,6 +509,19 @@ impl Metrics {
     /// A step the budget governor turned away (`work` is a bounded name).
     pub(crate) fn salesforce_deferred(&self, work: &'static str) {
         self.deferred.get_or_create(&WorkLabels { work }).inc();
+    }
+
+    /// Items parked after failing, per queue (`webhooks`, `hints`, `intents`).
+    pub fn parked(&self, queue: &str, count: usize) {
+        let queue = match queue {
+            "webhooks" => "webhooks",
+            "hints" => "hints",
+            "intents" => "intents",
+            _ => "other",
+        };
+        self.parked
+            .get_or_create(&QueueLabels { queue })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn queue_depths(&self, inbox: u64, pending_writes: u64, dead_letters: u64) {

@@ -28,6 +28,7 @@
 //! | `ondorse_bridge_salesforce_paused` | gauge | `reason` = `over_budget` \| `near_limit` \| `limit_exceeded` | 1 while the budget governor holds that pause, else 0 |
 //! | `ondorse_bridge_salesforce_deferred_total` | counter | `work` = `intake` \| `reconcile` \| `writeback` \| `lookup` | steps the budget governor turned away |
 //! | `ondorse_bridge_queue_depth` | gauge | `queue` = `inbox` \| `pending_writes` | items waiting: stored webhooks and hints not yet processed, Accounts with a write-back pending |
+//! | `ondorse_bridge_parked` | gauge | `queue` = `webhooks` \| `hints` \| `intents` | items that keep failing, parked with a growing retry delay (`status` and `explain` show why) |
 //! | `ondorse_bridge_dead_letters` | gauge | | dead letters waiting for a human (`dead-letters list`) |
 //! | `ondorse_bridge_cursor_lag_seconds` | gauge | `mapping` | now minus the `SystemModstamp` of the mapping's cursor; grows in a quiet org too, so alert on it together with the last poll |
 //! | `ondorse_bridge_last_poll_timestamp_seconds` | gauge | `mapping` | Unix time of the mapping's last successful poll |

@@ -192,3 +192,53 @@ fn environment_overrides_win_and_are_named_in_errors() {
         "environment ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT: [salesforce] api_budget_percent: 250 is out of range 0..=100"
     );
 }
+
+#[test]
+fn the_retry_policy_has_defaults_takes_fractions_and_names_bad_values() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let retry = load(dir.path(), "").expect("valid configuration").retry;
+    assert_eq!(retry.initial_delay, Duration::from_secs(1));
+    assert_eq!(retry.max_delay, Duration::from_secs(300));
+    assert_eq!(
+        retry.retry_after_cap,
+        Duration::from_secs(60),
+        "the documented cap"
+    );
+
+    let retry = load(
+        dir.path(),
+        "[retry]\ninitial_delay_seconds = 0.25\nmax_delay_seconds = 30\nretry_after_cap_seconds = 5\n",
+    )
+    .expect("valid configuration")
+    .retry;
+    assert_eq!(retry.initial_delay, Duration::from_millis(250));
+    assert_eq!(retry.max_delay, Duration::from_secs(30));
+    assert_eq!(retry.retry_after_cap, Duration::from_secs(5));
+
+    let message = load(
+        dir.path(),
+        "[retry]\ninitial_delay_seconds = 10\nmax_delay_seconds = 2\nretry_after_cap_seconds = -1\ninitial_delay_second = 3\n",
+    )
+    .unwrap_err();
+    let at = |needle: &str| position_of(dir.path(), needle);
+    for expected in [
+        format!(
+            "{}: [retry] max_delay_seconds: 2 is below initial_delay_seconds = 10",
+            at("max_delay_seconds")
+        ),
+        format!(
+            "{}: [retry] retry_after_cap_seconds: -1 is out of range: more than 0 and at most 86400 seconds",
+            at("retry_after_cap_seconds")
+        ),
+        format!(
+            "{}: unknown key [retry] initial_delay_second; did you mean `initial_delay_seconds`?",
+            at("initial_delay_second =")
+        ),
+    ] {
+        assert!(
+            message.contains(&expected),
+            "{expected:?} missing from:\n{message}"
+        );
+    }
+}

@@ -6,6 +6,7 @@ mod budget;
 mod config;
 mod deploy;
 mod edges;
+mod engine_faults;
 mod mappings;
 mod ondorse_client;
 mod operations;

@@ -7,7 +7,12 @@ use ondorse_bridge::ondorse::{Decision, OndorseError, RiskLevel};
 use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Map, Value, json};
 
-use crate::support::ondorse::{client_for, client_with, serve_canned, start_ondorse, timed};
+use crate::support::ondorse::{client_for, client_with, serve_canned, start_ondorse};
+
+/// The bytes the engine sends: a body frozen once.
+fn bytes(body: &Map<String, Value>) -> Vec<u8> {
+    serde_json::to_vec(body).expect("a json object")
+}
 
 fn portal_body(account_id: &str) -> Map<String, Value> {
     json!({
@@ -25,7 +30,7 @@ async fn portal_and_application_round_trip() {
     let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;
     let client = client_for(&sandbox);
     let portal = client
-        .create_portal(&portal_body("001A"), "intent-001A")
+        .create_portal(&bytes(&portal_body("001A")), "intent-001A")
         .await
         .expect("portal created");
     let stored = sandbox.portal(&portal.id).expect("sandbox holds it");
@@ -82,7 +87,7 @@ async fn key_travels_in_the_configured_header_and_scheme() {
         })
         .await;
         client_for(&sandbox)
-            .create_portal(&portal_body("001B"), "k")
+            .create_portal(&bytes(&portal_body("001B")), "k")
             .await
             .unwrap_or_else(|error| panic!("{header}/{scheme:?}: {error}"));
         let wrong_scheme = client_with(
@@ -92,7 +97,7 @@ async fn key_travels_in_the_configured_header_and_scheme() {
             "Basic",
         );
         let error = wrong_scheme
-            .create_portal(&portal_body("001B"), "k2")
+            .create_portal(&bytes(&portal_body("001B")), "k2")
             .await
             .unwrap_err();
         assert!(
@@ -132,7 +137,7 @@ async fn not_found_and_validation_errors_are_precise() {
     let mut body = portal_body("001C");
     body.insert("redirect_url".to_owned(), json!(17));
     body.insert("default_custom_fields".to_owned(), json!({"list": [1]}));
-    let error = client.create_portal(&body, "k").await.unwrap_err();
+    let error = client.create_portal(&bytes(&body), "k").await.unwrap_err();
     match &error {
         OndorseError::Validation { detail } => assert_eq!(
             detail,
@@ -143,15 +148,15 @@ async fn not_found_and_validation_errors_are_precise() {
     assert!(!error.is_retriable());
 
     client
-        .create_portal(&portal_body("001C"), "same")
+        .create_portal(&bytes(&portal_body("001C")), "same")
         .await
         .expect("first");
     let error = client
-        .create_portal(&portal_body("001D"), "same")
+        .create_portal(&bytes(&portal_body("001D")), "same")
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, OndorseError::Validation { detail } if detail.contains("Idempotency-Key")),
+        matches!(&error, OndorseError::IdempotencyConflict { detail } if detail.contains("Idempotency-Key")),
         "{error:?}"
     );
 }
@@ -162,7 +167,7 @@ async fn server_errors_are_retriable_and_not_retried_inside_the_client() {
     let client = client_for(&sandbox);
     sandbox.fail_next_requests(1, 503);
     let error = client
-        .create_portal(&portal_body("001E"), "k")
+        .create_portal(&bytes(&portal_body("001E")), "k")
         .await
         .unwrap_err();
     assert!(
@@ -180,42 +185,37 @@ async fn server_errors_are_retriable_and_not_retried_inside_the_client() {
         "{error:?}"
     );
     client
-        .create_portal(&portal_body("001E"), "k")
+        .create_portal(&bytes(&portal_body("001E")), "k")
         .await
         .expect("recovers");
     assert_eq!(sandbox.portals().len(), 1);
 }
 
 #[tokio::test]
-async fn rate_limits_are_retried_after_the_servers_delay() {
+async fn a_rate_limit_is_handed_back_with_the_servers_delay_not_retried_inside_the_client() {
     let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;
     let client = client_for(&sandbox);
-    sandbox.rate_limit_next_requests(1, Some(Duration::from_secs(1)));
-    let (portal, elapsed) = timed(client.create_portal(&portal_body("001F"), "k")).await;
-    portal.expect("created after the rate limit");
-    assert!(elapsed >= Duration::from_secs(1), "waited only {elapsed:?}");
-    let stats = sandbox.stats();
-    assert_eq!(
-        (
-            stats.rate_limited,
-            stats.portal_posts,
-            stats.portals_created
-        ),
-        (1, 1, 1)
-    );
-
-    // A rate limit that lasts beyond the client's patience is handed back.
-    sandbox.rate_limit_next_requests(100, Some(Duration::ZERO));
-    let error = client.get_application("app_x").await.unwrap_err();
+    sandbox.rate_limit_next_requests(1, Some(Duration::from_secs(86_400)));
+    let error = client
+        .create_portal(&bytes(&portal_body("001F")), "k")
+        .await
+        .unwrap_err();
     assert!(
-        matches!(error, OndorseError::RateLimited { retry_after: Some(delay) } if delay.is_zero()),
+        matches!(error, OndorseError::RateLimited { retry_after: Some(delay) } if delay == Duration::from_secs(86_400)),
         "{error:?}"
     );
     assert!(error.is_retriable());
+    let stats = sandbox.stats();
     assert_eq!(
-        sandbox.stats().rate_limited,
-        1 + 1 + ondorse_bridge::ondorse::client::RATE_LIMIT_RETRIES as u64
+        (stats.requests, stats.rate_limited, stats.portals_created),
+        (1, 1, 0),
+        "one request, no retry inside the client (the engine owns retries)"
     );
+    client
+        .create_portal(&bytes(&portal_body("001F")), "k")
+        .await
+        .expect("created once the limit is over");
+    assert_eq!(sandbox.portals().len(), 1);
 }
 
 #[tokio::test]
@@ -237,7 +237,7 @@ async fn a_lost_portal_answer_is_recovered_with_the_same_key() {
     let client = client_for(&sandbox);
     sandbox.drop_next_portal_responses(1);
     let error = client
-        .create_portal(&portal_body("001G"), "intent-001G")
+        .create_portal(&bytes(&portal_body("001G")), "intent-001G")
         .await
         .unwrap_err();
     assert!(matches!(error, OndorseError::Transport { .. }), "{error:?}");
@@ -249,7 +249,7 @@ async fn a_lost_portal_answer_is_recovered_with_the_same_key() {
     );
 
     let portal = client
-        .create_portal(&portal_body("001G"), "intent-001G")
+        .create_portal(&bytes(&portal_body("001G")), "intent-001G")
         .await
         .expect("retry with the same key");
     let portals = sandbox.portals();
@@ -319,7 +319,7 @@ async fn garbage_answers_keep_an_excerpt() {
 
     let server = serve_canned(200, "application/json", r#"{"link":"abc"}"#).await;
     let client = client_with(&server.base_url, "k", "Authorization", "Bearer");
-    let error = client.create_portal(&Map::new(), "k").await.unwrap_err();
+    let error = client.create_portal(b"{}", "k").await.unwrap_err();
     match &error {
         OndorseError::Decode { what, excerpt, .. } => {
             assert_eq!(*what, "portal");

@@ -567,8 +567,8 @@ async fn resync_of_an_account_whose_portal_failed_creates_it_at_once() {
     let id = world.seed(1, "Customer", 29).remove(0);
     {
         let engine = world.engine();
-        // A refusal is not retried within the step: the intent stays pending.
-        world.ondorse.fail_next_requests(1, 400);
+        // A failure is not retried within the step: the intent is parked.
+        world.ondorse.fail_next_requests(1, 503);
         let report = engine.poll(BUSINESS).await.expect("poll");
         assert_eq!(
             (report.intents, report.portals_failed),

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ondorse_bridge::ondorse::webhook::{WebhookEnvelope, parse_envelope};
-use ondorse_bridge::store::{Accepted, InboxKind, SEEN_EVENT_RETENTION, Store, StoreError};
+use ondorse_bridge::store::{
+    Accepted, InboxKind, InboxQueue, SEEN_EVENT_RETENTION, Store, StoreError,
+};
 
 fn envelope(event_id: &str) -> WebhookEnvelope {
     parse_envelope(
@@ -32,24 +34,98 @@ fn event_ids(store: &Store) -> Vec<String> {
         .collect()
 }
 
+/// Stores `evt_0`..`evt_{count-1}` (all new) and returns their sequences.
+async fn accept_events(store: &Store, count: usize, received: DateTime<Utc>) -> Vec<u64> {
+    let mut sequences = Vec::new();
+    for index in 0..count {
+        match store
+            .accept_webhook(&envelope(&format!("evt_{index}")), received)
+            .await
+            .unwrap()
+        {
+            Accepted::Stored { sequence } => sequences.push(sequence),
+            Accepted::Duplicate => panic!("evt_{index} is new"),
+        }
+    }
+    sequences
+}
+
+#[tokio::test]
+async fn a_parked_item_waits_for_its_time_and_never_blocks_the_items_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let received = at("2026-11-26T09:00:00Z");
+    let sequences = accept_events(&store, 3, received).await;
+    let hint = store
+        .accept_salesforce_hint(vec!["001xx000003DGb2AAG".to_owned()], received)
+        .await
+        .unwrap();
+    let now = at("2026-11-26T10:00:00Z");
+    let retry_at = at("2026-11-26T10:05:00Z");
+    let attempts = store
+        .park_inbox_item(
+            sequences[0],
+            "application app_1: http 400",
+            Some("001A"),
+            |_| retry_at,
+        )
+        .unwrap();
+    assert_eq!(attempts, 1);
+    let due = |at| {
+        store
+            .due_inbox_items(InboxQueue::Webhooks, at, 10)
+            .unwrap()
+            .into_iter()
+            .map(|item| item.sequence)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(due(now), sequences[1..], "the items behind it go on");
+    assert_eq!(due(retry_at), sequences, "due again at its time");
+    let hints: Vec<u64> = store
+        .due_inbox_items(InboxQueue::Hints, now, 10)
+        .unwrap()
+        .into_iter()
+        .map(|item| item.sequence)
+        .collect();
+    assert_eq!(hints, [hint], "hints have their own queue head");
+
+    // A second failure counts, and keeps the reason and the Account.
+    let attempts = store
+        .park_inbox_item(
+            sequences[0],
+            "application app_1: http 400",
+            Some("001A"),
+            |attempts| retry_at + chrono::Duration::minutes(i64::from(attempts)),
+        )
+        .unwrap();
+    assert_eq!(attempts, 2);
+    let parked = store.parked_inbox_items().unwrap();
+    assert_eq!(parked.len(), 1);
+    let state = parked[0].parked.clone().unwrap();
+    assert_eq!(
+        (state.attempts, state.account_id.as_deref(), state.retry_at),
+        (2, Some("001A"), retry_at + chrono::Duration::minutes(2))
+    );
+    store.complete_inbox_item(sequences[0]).unwrap();
+    assert!(store.parked_inbox_items().unwrap().is_empty());
+    assert_eq!(
+        store
+            .park_inbox_item(sequences[0], "gone", None, |_| retry_at)
+            .unwrap(),
+        0,
+        "a completed item stays completed"
+    );
+}
+
 #[tokio::test]
 async fn inbox_order_and_sequences_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     let received = at("2026-11-26T09:00:00Z");
-    let mut sequences = Vec::new();
+    let mut sequences;
     {
         let store = Store::open(&path).unwrap();
-        for index in 0..5 {
-            match store
-                .accept_webhook(&envelope(&format!("evt_{index}")), received)
-                .await
-                .unwrap()
-            {
-                Accepted::Stored { sequence } => sequences.push(sequence),
-                Accepted::Duplicate => panic!("evt_{index} is new"),
-            }
-        }
+        sequences = accept_events(&store, 5, received).await;
         sequences.push(
             store
                 .accept_salesforce_hint(vec!["001xx000003DGb2AAG".to_owned()], received)
@@ -85,7 +161,18 @@ async fn inbox_order_and_sequences_survive_a_reopen() {
         panic!("evt_5 is new");
     };
     assert!(sequence > *sequences.last().unwrap());
-    assert_eq!(event_ids(&store).last().map(String::as_str), Some("evt_5"));
+    // Webhooks keep their arrival order in their queue; hints have their own.
+    assert_eq!(
+        event_ids(&store),
+        [
+            "evt_0",
+            "evt_2",
+            "evt_3",
+            "evt_4",
+            "evt_5",
+            "001xx000003DGb2AAG"
+        ]
+    );
     // Completed items stay completed, and their ids stay known.
     assert_eq!(
         store

@@ -349,40 +349,54 @@ async fn while_ondorse_is_down_intents_wait_and_resume_without_duplicates() {
     let world = World::start(OndorseSandboxOptions::default()).await;
     let ids = world.seed(30, "Customer", 7);
     let engine = world.engine();
-    // Every portal POST (and its retries) fails for this poll.
+    // Every portal POST fails for this poll.
     world.ondorse.fail_next_requests(10_000, 503);
     let report = engine
         .poll(BUSINESS)
         .await
         .expect("the poll itself succeeds");
-    assert_eq!(
-        (
-            report.intents,
-            report.portals_created,
-            report.portals_failed
-        ),
-        (30, 0, 30)
-    );
+    assert_eq!((report.intents, report.portals_created), (30, 0));
+    assert!(report.portals_failed >= 1, "{report:?}");
+    // The first failures open portal creation's breaker: the other intents
+    // wait as a whole instead of each hammering Ondorse.
+    let posts: u64 = world.ondorse.portal_posts_by_key().values().sum();
+    assert!(posts <= 16, "{posts} POSTs for 30 intents");
     assert!(world.ondorse.portals().is_empty());
     assert!(
         engine.store().cursor(BUSINESS).unwrap().is_some(),
         "the intents are durable, so the cursor moves on"
     );
 
-    // Ondorse is back: reconcile creates the waiting portals, once each.
+    // Ondorse is back: once their waits are over, reconcile creates the
+    // waiting portals, once each.
     world.ondorse.fail_next_requests(0, 503);
-    let report = engine.reconcile().await.expect("reconcile");
-    assert_eq!(report.portals_created, 30);
+    let mut created = 0;
+    let until = tokio::time::Instant::now() + E2E_DEADLINE;
+    while created < 30 && tokio::time::Instant::now() < until {
+        created += engine.reconcile().await.expect("reconcile").portals_created;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(created, 30);
     engine.flush_writes().await.expect("write-back");
     let portals = world.portals_by_account();
     for id in &ids {
         assert_eq!(portals.get(id), Some(&1), "{id}");
         assert!(world.field(id, "Ondorse_Portal_Url__c").is_string(), "{id}");
     }
-    let journal = engine.store().journal_of(&ids[0]).unwrap();
-    assert!(
-        journal.iter().any(|entry| entry.step == "portal_failed"),
-        "the outage is in the Account's journal"
+    let failed = ids
+        .iter()
+        .filter(|id| {
+            engine
+                .store()
+                .journal_of(id)
+                .unwrap()
+                .iter()
+                .any(|entry| entry.step == "portal_failed")
+        })
+        .count() as u64;
+    assert_eq!(
+        failed, posts,
+        "each refused POST is in its Account's journal"
     );
 }
 

@@ -135,7 +135,7 @@ fn allowed_values(label: &str) -> &'static [&'static str] {
         ],
         "status" => &["2xx", "3xx", "4xx", "5xx", "error"],
         "work" => &["intake", "reconcile", "writeback", "lookup", "check"],
-        "queue" => &["inbox", "pending_writes"],
+        "queue" => &["inbox", "pending_writes", "webhooks", "hints", "intents"],
         "schedule" => &["poll", "reconcile"],
         other => panic!("unexpected label `{other}`"),
     }

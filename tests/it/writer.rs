@@ -309,3 +309,50 @@ async fn retrying_a_dead_letter_after_a_newer_decision_leaves_the_newer_value() 
     assert_eq!(store.dead_letter_count(), 0);
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_retry_is_planned_again_when_the_daemon_next_runs() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(1, "Customer", 68);
+    let account = ids[0].as_str();
+    world
+        .salesforce
+        .add_validation_rule(&[account], "KYC fields need a review date");
+    let daemon = world.daemon().await;
+    let store = daemon.engine.store().clone();
+    eventually("the portal link is refused", E2E_DEADLINE, || {
+        store.dead_letter_count() == 1
+    })
+    .await;
+    daemon.stop().await.expect("clean stop");
+    drop(store);
+
+    world.salesforce.clear_validation_rules();
+    let output =
+        crate::support::daemon::cli(&world.config_path, &["dead-letters", "retry", "--all"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("at its first reconcile after it starts"),
+        "{stdout}"
+    );
+    assert_eq!(world.field(account, "Ondorse_Portal_Url__c"), Value::Null);
+
+    let daemon = world.daemon().await;
+    eventually(
+        "the Account is planned again and written",
+        E2E_DEADLINE,
+        || {
+            world.field(account, "KYC_Status__c") == json!("Portal sent")
+                && world.field(account, "Ondorse_Portal_Url__c").is_string()
+        },
+    )
+    .await;
+    assert_eq!(daemon.engine.store().dead_letter_count(), 0);
+    assert!(daemon.engine.store().replans().expect("replans").is_empty());
+    daemon.stop().await.expect("clean stop");
+}

@@ -54,9 +54,30 @@ fn problem(location: &[&str], message: &str, kind: &str) -> Value {
 async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let counters = &shared.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
+    let is_portal_post =
+        request.method() == http::Method::POST && request.uri().path() == "/api/portals";
+    // Counted from arrival to answer, latency included, so overlapping
+    // retries of one key show.
+    let _in_flight = is_portal_post.then(|| {
+        let key = request
+            .headers()
+            .get(IDEMPOTENCY_KEY_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        shared.portal_post_started(key)
+    });
     let latency = shared.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
+    }
+    if shared.faults.down.load(Ordering::Acquire) {
+        counters.failed_requests.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if is_portal_post && let Some(retry_after) = shared.faults.portal_throttle() {
+        counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return rate_limited(Some(retry_after));
     }
     if let Some(status) = shared.faults.take_failure() {
         counters.failed_requests.fetch_add(1, Ordering::Relaxed);
@@ -71,16 +92,7 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     }
     if let Some(retry_after) = shared.faults.take_rate_limit() {
         counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let mut response = detail(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
-        if let Some(retry_after) = retry_after {
-            // Retry-After counts whole seconds; round up so the client never
-            // comes back early.
-            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        return response;
+        return rate_limited(retry_after);
     }
     let presented = request
         .headers()
@@ -91,6 +103,20 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
         return detail(StatusCode::UNAUTHORIZED, "Invalid API key");
     }
     next.run(request).await
+}
+
+/// 429, with `Retry-After` in whole seconds when given.
+fn rate_limited(retry_after: Option<std::time::Duration>) -> Response {
+    let mut response = detail(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+    if let Some(retry_after) = retry_after {
+        // Retry-After counts whole seconds; round up so the client never
+        // comes back early.
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 async fn create_portal(
@@ -117,7 +143,14 @@ async fn create_portal(
             )]);
         }
     };
-    let problems = validate_portal(&body);
+    let mut problems = validate_portal(&body);
+    if let Some(field) = shared.faults.refused_portal_value(&body) {
+        problems.push(problem(
+            &["body", "default_custom_fields", &field],
+            "Value is not accepted",
+            "value_error",
+        ));
+    }
     if !problems.is_empty() {
         return unprocessable(problems);
     }
@@ -207,6 +240,10 @@ async fn get_application(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
         .counters
         .application_gets
         .fetch_add(1, Ordering::Relaxed);
+    if let Some(status) = shared.faults.refused_application(&id) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+        return detail(status, "You are not allowed to read this application");
+    }
     match shared.application(&id) {
         Some(application) => axum::Json(application).into_response(),
         None => detail(StatusCode::NOT_FOUND, "Not found"),

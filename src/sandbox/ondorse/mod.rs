@@ -17,7 +17,12 @@
 //! - a portal without `type` onboards a business;
 //! - events raised while no webhook URL is set, or while webhooks are
 //!   suppressed, are recorded (see [`OndorseSandbox::events`]) but never
-//!   delivered.
+//!   delivered;
+//! - while "down", every request answers 503 with an empty body (a
+//!   gateway in front of a stopped service); a throttle on portal creation
+//!   answers 429 with its `Retry-After` on `POST /api/portals` alone;
+//! - `POST /api/portals` are counted per `Idempotency-Key`, with the keys
+//!   that ever had two requests in flight at once.
 //!
 //! Layout: `api` (routes and the fault guard), `state` (the records),
 //! `delivery` (the clock: scheduled submissions, reviews, webhook
@@ -29,6 +34,7 @@ mod connection;
 mod delivery;
 mod state;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -193,6 +199,15 @@ struct Faults {
     latency_micros: AtomicU64,
     dropped_portal_responses_left: AtomicUsize,
     suppress_webhooks: AtomicBool,
+    /// Every API request answers 503 while on (Ondorse down).
+    down: AtomicBool,
+    /// `POST /api/portals` answers 429 with this `Retry-After` while set.
+    portal_throttle: Mutex<Option<Duration>>,
+    /// `GET /api/applications/{id}` answers this status for these ids.
+    refused_applications: Mutex<HashMap<String, u16>>,
+    /// `POST /api/portals` whose `default_custom_fields` hold one of these
+    /// (key, value) pairs answers 422: data Ondorse refuses for good.
+    refused_portal_values: Mutex<Vec<(String, Value)>>,
 }
 
 /// Takes one from a countdown; `false` when it is already zero.
@@ -226,6 +241,76 @@ impl Faults {
     fn latency(&self) -> Duration {
         Duration::from_micros(self.latency_micros.load(Ordering::Relaxed))
     }
+
+    fn portal_throttle(&self) -> Option<Duration> {
+        *self.portal_throttle.lock().expect("fault switch poisoned")
+    }
+
+    /// The first refused (key, value) the portal body's custom fields hold.
+    fn refused_portal_value(&self, body: &Map<String, Value>) -> Option<String> {
+        let fields = body.get("default_custom_fields")?.as_object()?;
+        self.refused_portal_values
+            .lock()
+            .expect("fault switch poisoned")
+            .iter()
+            .find(|(key, value)| fields.get(key) == Some(value))
+            .map(|(key, _)| key.clone())
+    }
+
+    fn refused_application(&self, id: &str) -> Option<u16> {
+        self.refused_applications
+            .lock()
+            .expect("fault switch poisoned")
+            .get(id)
+            .copied()
+    }
+}
+
+/// `POST /api/portals` per `Idempotency-Key`: how many arrived, how many
+/// are in flight, and whether two ever overlapped.
+#[derive(Default)]
+struct PortalKeys {
+    posts: HashMap<String, u64>,
+    in_flight: HashMap<String, u32>,
+    /// Keys that had a POST arrive while another with the same key was in
+    /// flight.
+    overlapping: HashSet<String>,
+}
+
+impl Shared {
+    /// Marks a portal POST with `key` in flight until the guard drops.
+    fn portal_post_started(self: &Arc<Self>, key: String) -> PortalPostGuard {
+        let mut keys = self.portal_keys.lock().expect("portal keys poisoned");
+        *keys.posts.entry(key.clone()).or_default() += 1;
+        let in_flight = keys.in_flight.entry(key.clone()).or_default();
+        *in_flight += 1;
+        if *in_flight > 1 {
+            keys.overlapping.insert(key.clone());
+        }
+        PortalPostGuard {
+            shared: self.clone(),
+            key,
+        }
+    }
+}
+
+/// A portal POST in flight; done when dropped (answered or cut off).
+struct PortalPostGuard {
+    shared: Arc<Shared>,
+    key: String,
+}
+
+impl Drop for PortalPostGuard {
+    fn drop(&mut self) {
+        let mut keys = self
+            .shared
+            .portal_keys
+            .lock()
+            .expect("portal keys poisoned");
+        if let Some(in_flight) = keys.in_flight.get_mut(&self.key) {
+            *in_flight = in_flight.saturating_sub(1);
+        }
+    }
 }
 
 /// Everything the server, the clock and the handle share.
@@ -237,6 +322,7 @@ struct Shared {
     state: Mutex<State>,
     faults: Faults,
     counters: Counters,
+    portal_keys: Mutex<PortalKeys>,
     timers: Timers,
     /// Client for webhook deliveries (its own pool).
     http: reqwest::Client,
@@ -429,6 +515,7 @@ impl OndorseSandbox {
             state: Mutex::new(State::new(options.seed)),
             faults: Faults::default(),
             counters: Counters::default(),
+            portal_keys: Mutex::new(PortalKeys::default()),
             timers: Timers::default(),
             http,
             delivery_slots: Arc::new(Semaphore::new(options.delivery_concurrency.max(1))),
@@ -551,6 +638,71 @@ impl OndorseSandbox {
             .lock()
             .expect("fault switch poisoned") = retry_after;
         faults.rate_limits_left.store(count, Ordering::Release);
+    }
+
+    /// While on, every API request answers 503 with an empty body, as a
+    /// gateway in front of a stopped service would.
+    pub fn set_down(&self, down: bool) {
+        self.shared.faults.down.store(down, Ordering::Release);
+    }
+
+    /// While `Some`, `POST /api/portals` answers 429 with this
+    /// `Retry-After` (whole seconds, rounded up); applications are served.
+    pub fn throttle_portals(&self, retry_after: Option<Duration>) {
+        *self
+            .shared
+            .faults
+            .portal_throttle
+            .lock()
+            .expect("fault switch poisoned") = retry_after;
+    }
+
+    /// `GET /api/applications/{id}` answers `status` (a 4xx with a
+    /// `detail`) for this id from now on; `None` serves it again.
+    pub fn refuse_application(&self, id: &str, status: Option<u16>) {
+        let mut refused = self
+            .shared
+            .faults
+            .refused_applications
+            .lock()
+            .expect("fault switch poisoned");
+        match status {
+            Some(status) => refused.insert(id.to_owned(), status),
+            None => refused.remove(id),
+        };
+    }
+
+    /// From now on, `POST /api/portals` whose `default_custom_fields[key]`
+    /// is `value` answers 422 at that field (Ondorse refuses the data) and
+    /// creates nothing.
+    pub fn refuse_portals_with(&self, key: &str, value: Value) {
+        self.shared
+            .faults
+            .refused_portal_values
+            .lock()
+            .expect("fault switch poisoned")
+            .push((key.to_owned(), value));
+    }
+
+    /// How many `POST /api/portals` arrived per `Idempotency-Key` (faults
+    /// included).
+    pub fn portal_posts_by_key(&self) -> HashMap<String, u64> {
+        self.shared
+            .portal_keys
+            .lock()
+            .expect("portal keys poisoned")
+            .posts
+            .clone()
+    }
+
+    /// The keys that had two `POST /api/portals` in flight at once.
+    pub fn overlapping_portal_keys(&self) -> HashSet<String> {
+        self.shared
+            .portal_keys
+            .lock()
+            .expect("portal keys poisoned")
+            .overlapping
+            .clone()
     }
 
     /// Every API request waits this long before being handled.

@@ -2,7 +2,6 @@
 //! receiver that records what it gets, and a canned server for answers the
 //! sandbox would never give.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -215,11 +214,4 @@ pub fn client_with(base_url: &str, key: &str, header: &str, scheme: &str) -> Ond
         portal_base_url: "https://collect.ondorse.co".to_owned(),
     })
     .expect("client builds")
-}
-
-/// Runs `future` and says how long it took.
-pub async fn timed<T>(future: impl Future<Output = T>) -> (T, Duration) {
-    let start = tokio::time::Instant::now();
-    let output = future.await;
-    (output, start.elapsed())
 }

@@ -58,7 +58,7 @@ pub fn quick_retry() -> RetrySettings {
     RetrySettings {
         initial_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(400),
-        retry_after_cap: Duration::from_millis(400),
+        retry_after_cap: Duration::from_secs(1),
     }
 }
 
@@ -118,7 +118,12 @@ impl World {
 
     /// Starts the real daemon in-process and points Ondorse's webhooks at it.
     pub async fn daemon(&self) -> Daemon {
-        let daemon = Daemon::start(&self.config, quick_settings())
+        self.daemon_with(quick_settings()).await
+    }
+
+    /// [`World::daemon`] with other engine settings.
+    pub async fn daemon_with(&self, settings: EngineSettings) -> Daemon {
+        let daemon = Daemon::start(&self.config, settings)
             .await
             .expect("the daemon starts");
         self.ondorse
