@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use chrono::Utc;
 use futures::StreamExt;
-use ondorse_bridge::config::WebhooksConfig;
+use ondorse_bridge::config::{ListenerLimits, WebhooksConfig};
 use ondorse_bridge::ondorse::webhook::{SIGNATURE_HEADER, signature_header};
 use ondorse_bridge::server::public::{self, PublicState};
 use ondorse_bridge::store::Store;
@@ -100,6 +100,7 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
         allowed_ips: Vec::new(),
         trusted_proxies: Vec::new(),
         signing_secret: settings.signed.then(|| SecretString::from(SIGNING_SECRET)),
+        limits: ListenerLimits::default(),
     };
     let state = PublicState {
         store: store.clone(),

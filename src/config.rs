@@ -108,6 +108,34 @@ pub struct WebhooksConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Optional HMAC key for `Ondorse-Signature`.
     pub signing_secret: Option<SecretString>,
+    /// How long slow and idle clients may hold a connection, and how many
+    /// connections are served at once.
+    pub limits: ListenerLimits,
+}
+
+/// What a listener grants one connection (`[webhooks]` `*_timeout_seconds`
+/// and `max_connections`); the admin listener uses the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// From connecting, or from a request's first byte, to its whole head.
+    pub header_read_timeout: Duration,
+    /// Between an answer and the next request on a keep-alive connection.
+    pub idle_timeout: Duration,
+    /// From a request's head to the end of its body.
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECONDS),
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECONDS),
+            body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECONDS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// `[admin]`: the loopback listener for health, metrics and `/admin/*`.
@@ -115,6 +143,9 @@ pub struct WebhooksConfig {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: SecretString,
+    /// How long a mapping's polls, or the writer, may keep failing before
+    /// `/readyz` answers 503 (key `failure_grace_seconds`).
+    pub failure_grace: Duration,
 }
 
 /// `[store]`: where the sled ledger lives.
@@ -155,6 +186,24 @@ pub const DEFAULT_RECONCILE_SCHEDULE: &str = "0 */10 * * * *";
 /// Salesforce stamps a row when its transaction starts and commits it up to
 /// minutes later; 15 minutes of overlap covers long transactions.
 pub const DEFAULT_OVERLAP_SECONDS: u64 = 15 * 60;
+/// One failed poll is a blip; five minutes of them is an outage someone
+/// should look at.
+pub const DEFAULT_FAILURE_GRACE_SECONDS: u64 = 5 * 60;
+/// A webhook head is a few hundred bytes: ten seconds is generous even on a
+/// poor link, and short enough that a trickling client ties nothing up.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u64 = 10;
+/// Ondorse and reverse proxies reuse connections within seconds; an idle
+/// connection kept longer only holds a descriptor.
+pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 30;
+/// A body is at most 1 MiB; ten seconds is 100 KiB/s.
+pub const DEFAULT_BODY_TIMEOUT_SECONDS: u64 = 10;
+/// Far above what Ondorse and a Flow send at once, far below the unit's
+/// `LimitNOFILE=65536`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Longest accepted listener timeout: beyond it a client is surely gone.
+const MAX_LISTENER_TIMEOUT_SECONDS: u64 = 600;
+/// Most connections served at once (the unit's `LimitNOFILE`).
+const MAX_CONNECTIONS: u64 = 65536;
 /// Shortest accepted webhook path secret: it is the first defence of the
 /// public listener, so it must not be guessable.
 pub const MIN_PATH_SECRET_LENGTH: usize = 16;
@@ -1030,12 +1079,40 @@ impl Loader {
         let allowed_ips = self.networks(SECTION, "allowed_ips");
         let trusted_proxies = self.networks(SECTION, "trusted_proxies");
         let signing_secret = self.secret_file(SECTION, "signing_secret_file");
+        let mut timeout = |key: &str, default: u64| {
+            let seconds = self.unsigned(SECTION, key, default, MAX_LISTENER_TIMEOUT_SECONDS);
+            if seconds == 0 {
+                self.problem(SECTION, key, "must be at least 1 second");
+            }
+            Duration::from_secs(seconds.max(1))
+        };
+        let header_read_timeout = timeout(
+            "header_read_timeout_seconds",
+            DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
+        );
+        let idle_timeout = timeout("idle_timeout_seconds", DEFAULT_IDLE_TIMEOUT_SECONDS);
+        let body_timeout = timeout("body_timeout_seconds", DEFAULT_BODY_TIMEOUT_SECONDS);
+        let max_connections = self.unsigned(
+            SECTION,
+            "max_connections",
+            DEFAULT_MAX_CONNECTIONS as u64,
+            MAX_CONNECTIONS,
+        );
+        if max_connections == 0 {
+            self.problem(SECTION, "max_connections", "must be at least 1");
+        }
         WebhooksConfig {
             listen,
             path_secret: path_secret.unwrap_or_else(|| SecretString::from(String::new())),
             allowed_ips,
             trusted_proxies,
             signing_secret,
+            limits: ListenerLimits {
+                header_read_timeout,
+                idle_timeout,
+                body_timeout,
+                max_connections: max_connections.max(1) as usize,
+            },
         }
     }
 
@@ -1044,9 +1121,18 @@ impl Loader {
         let listen = self.socket_address(SECTION, "listen", DEFAULT_ADMIN_LISTEN);
         let token =
             self.required_secret_file(SECTION, "token_file", "the bearer token of the admin API");
+        // A week: longer means readiness never looks at polls.
+        const MAX_FAILURE_GRACE_SECONDS: u64 = 7 * 24 * 60 * 60;
+        let failure_grace = self.unsigned(
+            SECTION,
+            "failure_grace_seconds",
+            DEFAULT_FAILURE_GRACE_SECONDS,
+            MAX_FAILURE_GRACE_SECONDS,
+        );
         AdminConfig {
             listen,
             token: token.unwrap_or_else(|| SecretString::from(String::new())),
+            failure_grace: Duration::from_secs(failure_grace),
         }
     }
 

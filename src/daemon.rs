@@ -22,8 +22,10 @@ use crate::sync::{
     BuildError, Engine, EngineParts, EngineSettings, Prepared, ReloadOutcome, RunningEngine,
 };
 
-/// How long work in flight may take to finish after a stop is asked.
-/// systemd's default stop timeout is 90 s; a webhook answer takes
+/// How long the whole stop may take before the final flush: the engine's
+/// work in flight, then the listeners' requests, share this one deadline.
+/// The unit's `TimeoutStopSec=60` leaves the rest (30 s) to the flush and
+/// exit, so systemd's SIGKILL never cuts the flush; a webhook answer takes
 /// milliseconds and a Salesforce call is bounded by the client's timeout.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -69,6 +71,9 @@ impl Daemon {
     /// succeeded; `run` tells systemd READY only after this returns.
     pub async fn start(config: &Config, settings: EngineSettings) -> Result<Daemon, StartError> {
         let prepared = Prepared::new(config)?;
+        for warning in exposure_warnings(config) {
+            tracing::warn!("{warning}");
+        }
         let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
         let inbox_wake = Arc::new(Notify::new());
         let engine = Arc::new(Engine::from_prepared(
@@ -118,6 +123,9 @@ impl Daemon {
             listen: admin_listen,
             resync_gate: ResyncGate::default(),
             stopping: Default::default(),
+            mappings_dir: config.mappings.dir.clone(),
+            api_version: config.salesforce.api_version.clone(),
+            failure_grace: config.admin.failure_grace,
         });
         let admin_stop = Arc::new(Notify::new());
         let stopped = admin_stop.clone();
@@ -181,8 +189,10 @@ impl Daemon {
         }
     }
 
-    /// Stops taking work, lets work in flight finish (bounded), flushes.
+    /// Stops taking work, lets work in flight finish within one
+    /// [`SHUTDOWN_GRACE`] for everything, then flushes.
     pub async fn stop(self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         self.admin_state
             .stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -190,29 +200,13 @@ impl Daemon {
         // has not polled its shutdown future yet.
         self.public_stop.notify_one();
         self.mappings_watch.abort();
-        self.running.stop(SHUTDOWN_GRACE).await;
-        let mut server = self.public_server;
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-            Ok(outcome) => outcome
-                .context("the webhook listener task panicked")?
-                .context("the webhook listener failed")?,
-            Err(_) => {
-                server.abort();
-                tracing::warn!(
-                    grace_seconds = SHUTDOWN_GRACE.as_secs(),
-                    "requests still in flight after the grace period were cut off"
-                );
-            }
-        }
+        self.running
+            .stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
+        finish_listener("webhook", self.public_server, deadline).await?;
         // The admin API answers (503 on /readyz) until the work is done.
         self.admin_stop.notify_one();
-        let mut admin_server = self.admin_server;
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut admin_server)
-            .await
-            .is_err()
-        {
-            admin_server.abort();
-        }
+        finish_listener("admin", self.admin_server, deadline).await?;
         self.store
             .flush()
             .await
@@ -220,6 +214,65 @@ impl Daemon {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Waits for a stopping listener until `deadline`, then cuts off what is
+/// still in flight.
+async fn finish_listener(
+    name: &str,
+    mut server: JoinHandle<std::io::Result<()>>,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout_at(deadline, &mut server).await {
+        Ok(outcome) => outcome
+            .with_context(|| format!("the {name} listener task panicked"))?
+            .with_context(|| format!("the {name} listener failed")),
+        Err(_) => {
+            server.abort();
+            tracing::warn!(
+                listener = name,
+                grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                "requests still in flight after the grace period were cut off"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// What an operator should know about how exposed the configuration is:
+/// a key sent over plain http to another host, an admin API reachable from
+/// the network. Logged at start and printed by `check`; none stops anything.
+pub fn exposure_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (key, url) in [
+        ("ondorse.base_url", &config.ondorse.base_url),
+        ("salesforce.login_url", &config.salesforce.login_url),
+    ] {
+        if plain_http_to_another_host(url) {
+            warnings.push(format!(
+                "{key} {url} is plain http to a host that is not loopback: credentials and data cross the network unencrypted; use https"
+            ));
+        }
+    }
+    if !admin::is_loopback(config.admin.listen.ip()) {
+        warnings.push(format!(
+            "admin.listen {} is not a loopback address: the admin API is reachable from the network, so /readyz and /metrics need the admin token too (only /healthz stays open); bind it to 127.0.0.1 unless that is what you want",
+            config.admin.listen
+        ));
+    }
+    warnings
+}
+
+fn plain_http_to_another_host(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let host = url.host_str().unwrap_or_default();
+    let local = match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        Ok(address) => admin::is_loopback(address),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    url.scheme() == "http" && !local
 }
 
 /// Reloads the mappings when the directory changes: a change is acted on

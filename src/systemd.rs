@@ -29,6 +29,8 @@ pub fn notify_stopping() {
 /// When systemd asks for watchdog pings (`WatchdogSec=`), pings at half the
 /// interval (as sd_watchdog_enabled(3) advises) while the schedules are
 /// alive; a stalled schedule stops the pings and systemd restarts us.
+/// Only the process's own health counts: a refused login or failing polls
+/// make `/readyz` 503, never a restart loop that cannot fix the other side.
 /// `None` when no watchdog is configured.
 pub fn spawn_watchdog(schedules: Arc<Schedules>) -> Option<JoinHandle<()>> {
     let interval = sd_notify::watchdog_enabled()? / 2;

@@ -195,6 +195,9 @@ pub fn render(status: &Status, store_path: &str) -> String {
                 .as_deref()
                 .map_or(String::new(), |url| format!(" for {url}"));
             let _ = writeln!(text, "  token         {}{instance}", salesforce.token);
+            if let Some(problem) = &salesforce.problem {
+                let _ = writeln!(text, "  STOPPED       {problem}");
+            }
         }
     }
     text
@@ -281,6 +284,7 @@ mod tests {
                     },
                     token: "held".to_owned(),
                     instance_url: Some("https://acme.my.salesforce.com".to_owned()),
+                    problem: None,
                 },
             }),
             mappings: vec![MappingStatus {

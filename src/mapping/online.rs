@@ -37,6 +37,9 @@ pub trait OrgReader {
         &self,
         soql: String,
     ) -> impl Future<Output = Result<Option<QueryRefusal>, Self::Error>> + Send;
+
+    /// How many records `soql` matches (its first page's `totalSize`).
+    fn count(&self, soql: String) -> impl Future<Output = Result<u64, Self::Error>> + Send;
 }
 
 impl OrgReader for SalesforceClient {
@@ -48,6 +51,12 @@ impl OrgReader for SalesforceClient {
 
     async fn try_query(&self, soql: String) -> Result<Option<QueryRefusal>, SalesforceError> {
         QueryRefusal::of(self.query(soql).next_page().await)
+    }
+
+    async fn count(&self, soql: String) -> Result<u64, SalesforceError> {
+        let mut pages = self.query(soql);
+        pages.next_page().await?;
+        Ok(pages.total_size().unwrap_or_default())
     }
 }
 
@@ -288,10 +297,10 @@ impl std::fmt::Display for Overlap {
 
 /// Counts, for every pair of mappings on the same object, the records both
 /// `select` conditions match (the first page's `totalSize`: one call a pair).
-pub async fn overlaps(
-    client: &SalesforceClient,
+pub async fn overlaps<R: OrgReader>(
+    client: &R,
     mappings: &MappingSet,
-) -> Result<Vec<Overlap>, SalesforceError> {
+) -> Result<Vec<Overlap>, R::Error> {
     let all: Vec<&Arc<Mapping>> = mappings.iter().collect();
     let mut found = Vec::new();
     for (index, first) in all.iter().enumerate() {
@@ -299,12 +308,12 @@ pub async fn overlaps(
             if first.object != second.object {
                 continue;
             }
-            let mut pages = client.query(format!(
-                "SELECT Id FROM {} WHERE ({}) AND ({})",
-                first.object, first.select, second.select
-            ));
-            pages.next_page().await?;
-            let records = pages.total_size().unwrap_or_default();
+            let records = client
+                .count(format!(
+                    "SELECT Id FROM {} WHERE ({}) AND ({})",
+                    first.object, first.select, second.select
+                ))
+                .await?;
             if records > 0 {
                 found.push(Overlap {
                     first: Arc::clone(first),

@@ -32,6 +32,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for a whole request, answer body included. Ondorse answers in well
 /// under a second; 30 s tolerates a slow moment without hanging the engine.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most redirects followed within `ondorse.base_url`'s own host.
+pub const MAX_SAME_HOST_REDIRECTS: usize = 5;
 /// Header that makes `POST /api/portals` safe to repeat.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 
@@ -105,6 +107,19 @@ impl OndorseClient {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            // reqwest drops `Authorization` on a cross-host redirect but not
+            // a custom `ondorse.auth_header` (`X-API-KEY`): the key must
+            // never follow a redirect to another host.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let origin = attempt.previous().first().map(Url::origin);
+                if attempt.previous().len() > MAX_SAME_HOST_REDIRECTS
+                    || origin != Some(attempt.url().origin())
+                {
+                    attempt.stop()
+                } else {
+                    attempt.follow()
+                }
+            }))
             .user_agent(concat!("ondorse-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| OndorseError::InvalidConfig {
@@ -219,6 +234,10 @@ impl OndorseClient {
             Some(status.as_u16()),
             started.elapsed(),
         );
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -256,6 +275,11 @@ impl OndorseClient {
                 detail: error_detail(&body),
             },
             StatusCode::TOO_MANY_REQUESTS => OndorseError::RateLimited { retry_after },
+            status if status.is_redirection() => OndorseError::Redirected {
+                status: status.as_u16(),
+                url,
+                location: location.unwrap_or_else(|| "(no Location header)".to_owned()),
+            },
             status if status.is_server_error() => OndorseError::Server {
                 status: status.as_u16(),
                 body_excerpt: error_detail(&body),

@@ -41,6 +41,17 @@ pub enum OndorseError {
     #[error("ondorse server error (http {status}): {body_excerpt}")]
     Server { status: u16, body_excerpt: String },
 
+    /// A redirect the client did not follow: to another host (the api key
+    /// would go with it), or too many of them.
+    #[error(
+        "ondorse answered {url} with http {status}, a redirect to {location}, which is not followed to another host (the api key would be sent there); if that is the new API address, set ondorse.base_url to it"
+    )]
+    Redirected {
+        status: u16,
+        url: String,
+        location: String,
+    },
+
     /// Any other 4xx.
     #[error("ondorse refused the request (http {status}): {detail}")]
     Client { status: u16, detail: String },
@@ -87,7 +98,8 @@ impl OndorseError {
             OndorseError::Unauthorized { status, .. }
             | OndorseError::Server { status, .. }
             | OndorseError::Client { status, .. }
-            | OndorseError::IdempotencyConflict { status, .. } => Some(*status),
+            | OndorseError::IdempotencyConflict { status, .. }
+            | OndorseError::Redirected { status, .. } => Some(*status),
             OndorseError::NotFound { .. } => Some(404),
             OndorseError::Validation { .. } => Some(422),
             OndorseError::RateLimited { .. } => Some(429),

@@ -7,11 +7,18 @@
 //! token and the others find it already replaced ([`Authenticator::renew`]),
 //! so an expiry costs exactly one token request.
 //!
+//! With refresh-token rotation on, every refresh answers a new refresh token
+//! and revokes the old one. When a [`RefreshTokenKeeper`] (the store) is
+//! attached, the newest token is kept durably *before* the access token that
+//! came with it is used, and preferred at the next start over the file it
+//! descends from; a file whose content changed since (an operator issued a
+//! new token) wins over the kept one.
+//!
 //! JWT bearer is a plain form post (the `oauth2` crate has no JWT grant);
 //! the two other flows go through `oauth2` with our own reqwest client, so
 //! every flow shares the same timeouts and never follows a redirect.
 
-use std::sync::{Arc, Mutex as SyncMutex};
+use std::sync::{Arc, Mutex as SyncMutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -25,6 +32,7 @@ use oauth2::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::config::{SalesforceAuth, SalesforceConfig};
 use crate::salesforce::error::{SalesforceError, excerpt, transport_reason};
@@ -46,6 +54,32 @@ pub(crate) struct Session {
     pub(crate) instance_url: String,
 }
 
+/// A refresh token kept across restarts, with the fingerprint of the
+/// `refresh_token_file` content it descends from.
+pub struct KeptRefreshToken {
+    pub token: SecretString,
+    pub file_fingerprint: String,
+}
+
+/// Where the newest refresh token is kept durably (the store).
+pub trait RefreshTokenKeeper: Send + Sync {
+    /// The token kept so far, if any.
+    fn load(&self) -> Result<Option<KeptRefreshToken>, String>;
+    /// Keeps `kept`; it is on disk when the future resolves.
+    fn keep<'a>(
+        &'a self,
+        kept: &'a KeptRefreshToken,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
+}
+
+/// The refresh token in use, guarded by the renewal lock.
+struct RefreshState {
+    /// `None` for flows without one.
+    token: Option<SecretString>,
+    /// Whether the keeper was asked for a newer token than the file's.
+    keeper_consulted: bool,
+}
+
 /// Gets and renews access tokens; shared by every clone of the client.
 pub(crate) struct Authenticator {
     http: reqwest::Client,
@@ -53,8 +87,13 @@ pub(crate) struct Authenticator {
     flow: Flow,
     /// Held for the whole token request, so renewals happen one at a time.
     /// It guards the refresh token because rotation replaces it on every
-    /// refresh (`None` for flows without one).
-    renewal: tokio::sync::Mutex<Option<SecretString>>,
+    /// refresh.
+    renewal: tokio::sync::Mutex<RefreshState>,
+    /// Keeps rotated refresh tokens across restarts, once attached.
+    keeper: OnceLock<Arc<dyn RefreshTokenKeeper>>,
+    /// Why the last login was refused (bad or revoked credentials); `None`
+    /// once one succeeds. Readiness and `status` show it.
+    refused: SyncMutex<Option<String>>,
     /// The session in use. A plain mutex: reads are short, never held across
     /// an await, and [`crate::salesforce::SalesforceClient::instance_url`] is
     /// synchronous.
@@ -71,6 +110,9 @@ enum Flow {
     RefreshToken {
         client_id: String,
         client_secret: SecretString,
+        /// SHA-256 of the configured file's token: which file a kept token
+        /// descends from.
+        file_fingerprint: String,
     },
 }
 
@@ -177,6 +219,9 @@ impl Authenticator {
                 Flow::RefreshToken {
                     client_id: client_id.clone(),
                     client_secret: client_secret.clone(),
+                    file_fingerprint: hex::encode(Sha256::digest(
+                        refresh_token.expose_secret().as_bytes(),
+                    )),
                 },
                 Some(refresh_token.clone()),
             ),
@@ -185,9 +230,21 @@ impl Authenticator {
             http,
             token_url: format!("{}{TOKEN_PATH}", config.login_url.trim_end_matches('/')),
             flow,
-            renewal: tokio::sync::Mutex::new(refresh_token),
+            renewal: tokio::sync::Mutex::new(RefreshState {
+                token: refresh_token,
+                keeper_consulted: false,
+            }),
+            keeper: OnceLock::new(),
+            refused: SyncMutex::new(None),
             current: SyncMutex::new(None),
         })
+    }
+
+    /// Keeps rotated refresh tokens in `keeper` from now on, and prefers
+    /// the one it holds over the file's when it descends from the same file.
+    /// Only the first keeper attached counts.
+    pub(crate) fn keep_refresh_tokens_in(&self, keeper: Arc<dyn RefreshTokenKeeper>) {
+        let _ = self.keeper.set(keeper);
     }
 
     pub(crate) fn flow_name(&self) -> &'static str {
@@ -232,14 +289,19 @@ impl Authenticator {
         &self,
         failed: Option<&Arc<Session>>,
     ) -> Result<Arc<Session>, SalesforceError> {
-        let mut refresh_token = self.renewal.lock().await;
+        let mut refresh = self.renewal.lock().await;
         if let Some(current) = self.current() {
             let still_failing = failed.is_some_and(|failed| Arc::ptr_eq(failed, &current));
             if !still_failing {
                 return Ok(current);
             }
         }
-        let answer = self.request_token(&mut refresh_token).await?;
+        self.consult_keeper(&mut refresh)?;
+        let answer = self.request_token(&refresh.token).await;
+        if let Err(error @ SalesforceError::Auth { .. }) = &answer {
+            *self.lock_refused() = Some(error.to_string());
+        }
+        let answer = answer?;
         let instance_url = answer.extra_fields().instance_url.trim_end_matches('/');
         if !instance_url.starts_with("https://") && !instance_url.starts_with("http://") {
             return Err(SalesforceError::Decode {
@@ -252,10 +314,29 @@ impl Authenticator {
             instance_url: instance_url.to_owned(),
         });
         if let Some(rotated) = answer.refresh_token() {
-            // With rotation on, the old refresh token is dead from now on.
-            *refresh_token = Some(SecretString::from(rotated.secret().to_owned()));
+            // With rotation on, the old refresh token is dead from now on:
+            // the new one is kept on disk before its access token is used.
+            let rotated = SecretString::from(rotated.secret().to_owned());
+            refresh.token = Some(rotated.clone());
+            if let (
+                Some(keeper),
+                Flow::RefreshToken {
+                    file_fingerprint, ..
+                },
+            ) = (self.keeper.get(), &self.flow)
+            {
+                let kept = KeptRefreshToken {
+                    token: rotated,
+                    file_fingerprint: file_fingerprint.clone(),
+                };
+                keeper
+                    .keep(&kept)
+                    .await
+                    .map_err(|reason| SalesforceError::TokenNotKept { reason })?;
+            }
             tracing::info!(
                 flow = self.flow.name(),
+                kept = self.keeper.get().is_some(),
                 "salesforce rotated the refresh token"
             );
         }
@@ -265,6 +346,7 @@ impl Authenticator {
             user = answer.extra_fields().id.as_deref().unwrap_or(""),
             "salesforce access token obtained"
         );
+        *self.lock_refused() = None;
         *self
             .current
             .lock()
@@ -272,10 +354,54 @@ impl Authenticator {
         Ok(session)
     }
 
+    fn lock_refused(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Why the last login was refused, while no login succeeded since.
+    pub(crate) fn refusal(&self) -> Option<String> {
+        self.lock_refused().clone()
+    }
+
+    /// Once, before the first refresh with a keeper: takes the kept token
+    /// when it descends from the configured file (the file's own token was
+    /// rotated away), else keeps to the file (an operator put a new one).
+    fn consult_keeper(&self, refresh: &mut RefreshState) -> Result<(), SalesforceError> {
+        let (
+            Some(keeper),
+            Flow::RefreshToken {
+                file_fingerprint, ..
+            },
+        ) = (self.keeper.get(), &self.flow)
+        else {
+            return Ok(());
+        };
+        if refresh.keeper_consulted {
+            return Ok(());
+        }
+        let kept = keeper
+            .load()
+            .map_err(|reason| SalesforceError::TokenNotKept { reason })?;
+        refresh.keeper_consulted = true;
+        match kept {
+            Some(kept) if kept.file_fingerprint == *file_fingerprint => {
+                tracing::info!("using the newest salesforce refresh token, kept in the store");
+                refresh.token = Some(kept.token);
+            }
+            Some(_) => tracing::info!(
+                "salesforce.refresh_token_file changed since the kept refresh token was issued: the file's token is used"
+            ),
+            None => {}
+        }
+        Ok(())
+    }
+
     /// One token request for the configured flow.
     async fn request_token(
         &self,
-        refresh_token: &mut Option<SecretString>,
+        refresh_token: &Option<SecretString>,
     ) -> Result<TokenAnswer, SalesforceError> {
         let http = &self.http;
         // The closure owns its client handle: a future borrowing from the
@@ -317,6 +443,7 @@ impl Authenticator {
             Flow::RefreshToken {
                 client_id,
                 client_secret,
+                ..
             } => {
                 let Some(current) = refresh_token.as_ref() else {
                     return Err(SalesforceError::Configuration(
@@ -395,8 +522,10 @@ impl Authenticator {
             Flow::JwtBearer(_) if description.contains("audience") => {
                 "set salesforce.audience to https://login.salesforce.com, https://test.salesforce.com or the community URL"
             }
-            Flow::RefreshToken { .. } if description.contains("expired") => {
-                "the refresh token was revoked or rotated away: issue a new one and update salesforce.refresh_token_file"
+            Flow::RefreshToken { .. }
+                if description.contains("expired") || description.contains("revoked") =>
+            {
+                "the refresh token was revoked or rotated away: authorize the connected app again to issue a new one, write it to salesforce.refresh_token_file and restart the daemon (a new file wins over the token kept in the store)"
             }
             _ => "check the connected app, the user and the credentials",
         }

@@ -38,6 +38,12 @@ const QUERY_BATCH_HINT: &str = "batchSize=2000";
 const QUERY_OPTIONS_HEADER: &str = "sforce-query-options";
 const LIMIT_INFO_HEADER: &str = "sforce-limit-info";
 const USER_AGENT: &str = concat!("ondorse-bridge/", env!("CARGO_PKG_VERSION"));
+/// The versions an org serves; no authentication needed.
+const VERSIONS_PATH: &str = "/services/data/";
+/// How long a refusal of the configured version stands before the org is
+/// asked again (orgs are upgraded a few times a year; an operator who
+/// changed `api_version` restarts anyway).
+const VERSION_RECHECK: Duration = Duration::from_secs(300);
 
 /// Timeouts of the client; tests shorten them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +78,23 @@ struct Inner {
     /// `REQUEST_LIMIT_EXCEEDED` answers so far: the budget governor stops
     /// every call when it grows.
     limit_refusals: AtomicU64,
+    /// Whether the org serves `api_version`, from `GET /services/data/` on
+    /// first contact; held across that call so it is made once.
+    version: tokio::sync::Mutex<Option<VersionCheck>>,
+    /// The refusal in force, readable without waiting (status, readiness).
+    version_refusal: SyncMutex<Option<String>>,
+}
+
+/// What the org answered about the configured version.
+enum VersionCheck {
+    Offered,
+    NotOffered { newest: String, checked: Instant },
+}
+
+/// One entry of `GET /services/data/`.
+#[derive(Deserialize)]
+struct OfferedVersion {
+    version: String,
 }
 
 impl std::fmt::Debug for SalesforceClient {
@@ -120,8 +143,16 @@ impl SalesforceClient {
                 api_version: config.api_version.trim_start_matches('v').to_owned(),
                 api_usage: SyncMutex::new(None),
                 limit_refusals: AtomicU64::new(0),
+                version: tokio::sync::Mutex::new(None),
+                version_refusal: SyncMutex::new(None),
             }),
         })
+    }
+
+    /// Keeps rotated refresh tokens in `keeper` (the store), and starts from
+    /// the newest one kept there; see [`crate::salesforce::auth`].
+    pub fn keep_refresh_tokens_in(&self, keeper: Arc<dyn crate::salesforce::RefreshTokenKeeper>) {
+        self.inner.auth.keep_refresh_tokens_in(keeper);
     }
 
     /// Gets a new token now, to prove the credentials at startup or in
@@ -266,6 +297,99 @@ impl SalesforceClient {
         self.inner.auth.instance_url()
     }
 
+    /// Why the last login was refused (bad or revoked credentials), while
+    /// no login succeeded since.
+    pub fn login_problem(&self) -> Option<String> {
+        self.inner.auth.refusal()
+    }
+
+    /// Why the configured `api_version` cannot be used (the org does not
+    /// offer it), `None` while it works or before first contact.
+    pub fn api_version_problem(&self) -> Option<String> {
+        self.inner
+            .version_refusal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Makes sure the org serves the configured version, asking it once
+    /// (again after [`VERSION_RECHECK`] while it does not): every REST call
+    /// passes here, so none goes to a version the org does not serve.
+    pub async fn check_api_version(&self) -> Result<(), SalesforceError> {
+        let session = self.inner.auth.session().await?;
+        self.ensure_api_version(&session.instance_url).await
+    }
+
+    async fn ensure_api_version(&self, instance_url: &str) -> Result<(), SalesforceError> {
+        let mut check = self.inner.version.lock().await;
+        let configured = &self.inner.api_version;
+        match &*check {
+            Some(VersionCheck::Offered) => return Ok(()),
+            Some(VersionCheck::NotOffered { newest, checked })
+                if checked.elapsed() < VERSION_RECHECK =>
+            {
+                return Err(SalesforceError::ApiVersionNotOffered {
+                    configured: configured.clone(),
+                    newest: newest.clone(),
+                });
+            }
+            _ => {}
+        }
+        let endpoint = format!("GET {VERSIONS_PATH}");
+        let started = Instant::now();
+        let response = self
+            .inner
+            .http
+            .get(format!("{instance_url}{VERSIONS_PATH}"))
+            .send()
+            .await
+            .map_err(|error| transport(&endpoint, error))?;
+        let status = response.status();
+        crate::telemetry::metrics().api_request(
+            Api::Salesforce,
+            &endpoint,
+            Some(status.as_u16()),
+            started.elapsed(),
+        );
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| transport(&endpoint, error))?;
+        if !status.is_success() {
+            return Err(classify(&endpoint, status, None, &body));
+        }
+        let offered: Vec<OfferedVersion> = decode(&endpoint, &body)?;
+        let mut refusal = self
+            .inner
+            .version_refusal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if offered.iter().any(|offered| offered.version == *configured) {
+            tracing::info!(api_version = %configured, "the salesforce org serves the configured api version");
+            *check = Some(VersionCheck::Offered);
+            *refusal = None;
+            return Ok(());
+        }
+        let newest = offered
+            .iter()
+            .map(|offered| offered.version.as_str())
+            .max_by(|left, right| version_order(left).cmp(&version_order(right)))
+            .unwrap_or("(no version)")
+            .to_owned();
+        let error = SalesforceError::ApiVersionNotOffered {
+            configured: configured.clone(),
+            newest: newest.clone(),
+        };
+        tracing::error!(%error, "salesforce work stops until the api version is fixed");
+        *refusal = Some(error.to_string());
+        *check = Some(VersionCheck::NotOffered {
+            newest,
+            checked: Instant::now(),
+        });
+        Err(error)
+    }
+
     /// `/services/data/v62.0`
     fn data_path(&self) -> String {
         format!("/services/data/v{}", self.inner.api_version)
@@ -288,6 +412,7 @@ impl SalesforceClient {
         build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<Bytes, SalesforceError> {
         let mut session = self.inner.auth.session().await?;
+        self.ensure_api_version(&session.instance_url).await?;
         let mut replayed = false;
         loop {
             let started = Instant::now();
@@ -355,6 +480,12 @@ impl SalesforceClient {
             return Err(error);
         }
     }
+}
+
+/// `62.0` as `(62, 0)`, so `100.0` sorts after `99.0`.
+fn version_order(version: &str) -> (u32, u32) {
+    let (major, minor) = version.split_once('.').unwrap_or((version, "0"));
+    (major.parse().unwrap_or(0), minor.parse().unwrap_or(0))
 }
 
 /// What a call does, as a bounded name for logs and metrics (an endpoint

@@ -57,6 +57,22 @@ pub enum SalesforceError {
         body_excerpt: String,
     },
 
+    /// The org does not serve the configured `api_version`
+    /// (`GET /services/data/`). Work waits (retriable) until the org offers
+    /// it or the configuration names one it serves.
+    #[error(
+        "salesforce.api_version {configured} is not offered; this org serves up to {newest}: set salesforce.api_version to a version it serves and restart"
+    )]
+    ApiVersionNotOffered { configured: String, newest: String },
+
+    /// Salesforce rotated the refresh token but the store could not keep
+    /// it: its access token is not used, so a restart never finds only a
+    /// revoked token. Retrying rotates again and keeps that one.
+    #[error(
+        "salesforce rotated the refresh token but the store could not keep it ({reason}); the call is retried once the store works"
+    )]
+    TokenNotKept { reason: String },
+
     /// The configuration cannot produce a working client (for example a
     /// private key that is not an RSA key in PEM form). Never retriable.
     #[error("salesforce client configuration: {0}")]
@@ -147,7 +163,9 @@ impl SalesforceError {
             SalesforceError::RequestLimitExceeded { .. }
             | SalesforceError::InvalidQueryLocator { .. }
             | SalesforceError::Server { .. }
-            | SalesforceError::Transport { .. } => true,
+            | SalesforceError::Transport { .. }
+            | SalesforceError::TokenNotKept { .. }
+            | SalesforceError::ApiVersionNotOffered { .. } => true,
             SalesforceError::Configuration(_)
             | SalesforceError::Decode { .. }
             | SalesforceError::TooManyRecords { .. }

@@ -4,8 +4,10 @@
 //!
 //! It listens on loopback by default. There, a peer that is not loopback
 //! (an odd proxy or a mapped socket) is refused outright; an operator who
-//! binds it elsewhere chose to expose it and the token is what guards it.
-//! Refusals say nothing about the daemon's state.
+//! binds it elsewhere chose to expose it (the daemon warns at start and in
+//! `check`) and the token is what guards it: then `/readyz` and `/metrics`
+//! need it too, only `/healthz` stays open. Refusals say nothing about the
+//! daemon's state.
 
 use std::future::Future;
 use std::io;
@@ -26,6 +28,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::store::Store;
+use crate::sync::online_check;
 use crate::sync::operations::{
     self, OperationError, ResyncGate, ResyncRequest, RetrySelection, RunningDaemon,
 };
@@ -44,16 +47,27 @@ pub struct AdminState {
     pub resync_gate: ResyncGate,
     /// Set when a stop begins, so `/readyz` answers 503 at once.
     pub stopping: AtomicBool,
+    /// Where `check --online` reads the mapping files, and the version it
+    /// expects the org to serve.
+    pub mappings_dir: std::path::PathBuf,
+    pub api_version: String,
+    /// `[admin] failure_grace_seconds`.
+    pub failure_grace: std::time::Duration,
 }
 
 impl AdminState {
-    /// `None` when ready, else why not.
+    /// `None` when ready, else why not: stopping, a stalled schedule, a
+    /// refused login, an API version the org does not serve, or a mapping
+    /// whose polls (or the writer, paused by failed calls) kept failing for
+    /// longer than `failure_grace`. (The systemd
+    /// watchdog looks at the schedules only: an outage on the other side
+    /// must not make systemd restart the daemon.)
     pub fn not_ready_reason(&self) -> Option<String> {
         if self.stopping.load(Ordering::Relaxed) {
             return Some("the daemon is stopping".to_owned());
         }
         let at = chrono::Utc::now();
-        [&self.schedules.poll, &self.schedules.reconcile]
+        let stalled = [&self.schedules.poll, &self.schedules.reconcile]
             .into_iter()
             .find_map(|health| {
                 health.missed_slot(at).map(|slot| {
@@ -64,7 +78,43 @@ impl AdminState {
                         slot.to_rfc3339()
                     )
                 })
+            });
+        let salesforce = self.engine.salesforce();
+        let grace = chrono::Duration::from_std(self.failure_grace).unwrap_or_default();
+        let failing: Vec<String> = self
+            .schedules
+            .poll_failures
+            .failing()
+            .into_iter()
+            .filter(|(_, failure)| at - failure.since >= grace)
+            .map(|(mapping, failure)| {
+                format!(
+                    "the polls of mapping {mapping} have failed since {}: {}",
+                    failure.since.to_rfc3339(),
+                    failure.last_error
+                )
             })
+            .collect();
+        let writer = self.engine.writer_state();
+        let writer_paused = writer
+            .since
+            .filter(|since| writer.open && at - *since >= grace)
+            .map(|since| {
+                format!(
+                    "the writer is paused by failed calls since {}: {}",
+                    since.to_rfc3339(),
+                    writer.last_error.as_deref().unwrap_or("no answer")
+                )
+            });
+        stalled
+            .or_else(|| {
+                salesforce
+                    .login_problem()
+                    .map(|problem| format!("salesforce refuses the login: {problem}"))
+            })
+            .or_else(|| salesforce.api_version_problem())
+            .or(writer_paused)
+            .or_else(|| (!failing.is_empty()).then(|| failing.join("; ")))
     }
 
     fn running(&self) -> RunningDaemon<'_> {
@@ -83,12 +133,18 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/explain/{account_id}", get(explain))
         .route("/dead-letters", get(dead_letters))
         .route("/dead-letters/retry", post(retry_dead_letters))
+        .route("/check-online", post(check_online))
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
+    let mut machines = Router::new()
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    if !is_loopback(state.listen.ip()) {
+        machines = machines.layer(middleware::from_fn_with_state(state.clone(), authorize));
+    }
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(machines)
         .nest("/admin", admin)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -103,18 +159,28 @@ pub async fn serve(
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    super::serve_with_peers(listener, router(state), shutdown).await
+    super::serve_with_peers(
+        listener,
+        router(state),
+        shutdown,
+        super::ListenerLimits::default(),
+    )
+    .await
 }
 
-/// Whether a peer may talk to a listener bound on `listen`.
-pub fn peer_allowed(listen: SocketAddr, peer: SocketAddr) -> bool {
-    let loopback = |address: std::net::IpAddr| match address {
+/// Whether `address` is loopback, IPv4-mapped IPv6 included.
+pub fn is_loopback(address: std::net::IpAddr) -> bool {
+    match address {
         std::net::IpAddr::V6(v6) => {
             v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
         std::net::IpAddr::V4(v4) => v4.is_loopback(),
-    };
-    !loopback(listen.ip()) || loopback(peer.ip())
+    }
+}
+
+/// Whether a peer may talk to a listener bound on `listen`.
+pub fn peer_allowed(listen: SocketAddr, peer: SocketAddr) -> bool {
+    !is_loopback(listen.ip()) || is_loopback(peer.ip())
 }
 
 /// Whether `presented` is the token, in time independent of where they
@@ -239,6 +305,25 @@ async fn retry_dead_letters(
     match body {
         Ok(axum::Json(selection)) => answer(state.engine.retry_dead_letters(&selection).await),
         Err(rejection) => bad_body(rejection),
+    }
+}
+
+/// `check --online` with the daemon's own Salesforce session.
+async fn check_online(State(state): State<Arc<AdminState>>) -> Response {
+    let salesforce = state.engine.salesforce();
+    match online_check::check_online(
+        &salesforce.checker(),
+        salesforce.check_api_version(),
+        &state.api_version,
+        &state.mappings_dir,
+    )
+    .await
+    {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(error) if error.is_bad_input() => {
+            error_response(StatusCode::BAD_REQUEST, error.to_string())
+        }
+        Err(error) => error_response(StatusCode::BAD_GATEWAY, error.to_string()),
     }
 }
 

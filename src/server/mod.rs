@@ -4,26 +4,74 @@
 //! stores what arrives, durably, and wakes the sync engine. Nothing a caller
 //! posts is trusted: webhooks are hints that the engine verifies by
 //! re-fetching from the API.
+//!
+//! Both listeners go through [`serve_with_peers`], the one place that holds
+//! a connection to account: slow and idle clients are closed, and no more
+//! than `max_connections` are served at once (see [`ListenerLimits`]).
 
 pub mod admin;
+mod connection;
 pub mod public;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, watch};
+
+pub use crate::config::ListenerLimits;
+pub use connection::BodyTimedOut;
 
 /// Serves `router` on `listener`, with each request's peer address (both
-/// listeners check it), until `shutdown` resolves; then waits for the
-/// requests in flight.
+/// listeners check it), until `shutdown` resolves; then closes idle
+/// connections and waits for the requests in flight.
+///
+/// At `max_connections` the listener stops accepting: new clients wait in
+/// the kernel's backlog until a connection ends, and idle or slow ones end
+/// within their timeouts, so a legitimate sender gets its turn.
 async fn serve_with_peers(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ListenerLimits,
 ) -> io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let capacity = limits.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(capacity));
+    let (stop, stopping) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the connection slots are never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors or a connection reset before
+                    // accept: not a reason to stop serving the others.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(connection::ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let connection = connection::Connection {
+            router: router.clone(),
+            peer,
+            limits: limits.clone(),
+            stopping: stopping.clone(),
+        };
+        tokio::spawn(async move {
+            connection.serve(stream).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // Every connection holds a slot until it ends: all slots back means
+    // every request in flight was answered.
+    let _all = slots.acquire_many(capacity as u32).await;
+    Ok(())
 }

@@ -11,7 +11,6 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -40,9 +39,6 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Most Account ids in one Salesforce hint: a Flow batch is at most 200
 /// records, and this bounds the work one request can queue.
 pub const MAX_HINT_IDS: usize = 200;
-/// How long a sender may take to send its body; stops slow senders from
-/// holding connections open.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -72,7 +68,8 @@ pub async fn serve(
     state: PublicState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    super::serve_with_peers(listener, router(state), shutdown).await
+    let limits = state.config.limits.clone();
+    super::serve_with_peers(listener, router(state), shutdown, limits).await
 }
 
 async fn not_found() -> StatusCode {
@@ -327,25 +324,24 @@ async fn admit(
             ));
         }
     }
-    match tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        axum::body::to_bytes(body, MAX_BODY_BYTES),
-    )
-    .await
-    {
-        Ok(Ok(bytes)) => Ok(bytes),
-        // `to_bytes` fails both for a body over the limit and for a broken
-        // connection; the declared length was fine, so it is most likely
-        // the limit, and a dropped sender never sees the answer anyway.
-        Ok(Err(_)) => Err(too_large()),
-        Err(_) => Err(Refusal::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the body did not arrive within {} s",
-                BODY_READ_TIMEOUT.as_secs()
-            ),
-        )),
-    }
+    // The connection gives every body a deadline from its head on
+    // (`webhooks.body_timeout_seconds`), so a slow sender fails here.
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|error| {
+            let error = error.into_inner();
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+            while let Some(current) = cause {
+                if let Some(timed_out) = current.downcast_ref::<super::BodyTimedOut>() {
+                    return Refusal::new(StatusCode::REQUEST_TIMEOUT, timed_out.to_string());
+                }
+                cause = current.source();
+            }
+            // Over the limit, or a sender that hung up: the declared length
+            // was fine, so it is most likely the limit, and a dropped sender
+            // never sees the answer anyway.
+            too_large()
+        })
 }
 
 /// Compares the path secret in constant time, lengths included: both sides

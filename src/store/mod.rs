@@ -27,6 +27,7 @@
 use std::path::{Path, PathBuf};
 
 mod codec;
+mod credentials;
 mod cursors;
 mod dead_letters;
 mod flush;

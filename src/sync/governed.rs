@@ -62,6 +62,23 @@ impl GovernedSalesforce {
         self.client.instance_url()
     }
 
+    /// Why the last login was refused, while none succeeded since (no call).
+    pub fn login_problem(&self) -> Option<String> {
+        self.client.login_problem()
+    }
+
+    /// Why the configured API version cannot be used (no call).
+    pub fn api_version_problem(&self) -> Option<String> {
+        self.client.api_version_problem()
+    }
+
+    /// Makes sure the org serves the configured API version. Its
+    /// `GET /services/data/` needs no session and counts against no
+    /// allowance, so neither the governor nor a breaker is asked.
+    pub async fn check_api_version(&self) -> Result<(), SalesforceError> {
+        self.client.check_api_version().await
+    }
+
     /// The describe of `sobject`, as `work`.
     pub async fn describe(&self, work: Work, sobject: &str) -> Result<SObjectDescribe, SyncError> {
         let breaker = self.admit(work, Endpoint::SalesforceQueries).await?;
@@ -133,6 +150,9 @@ fn endpoint_failing(error: &SalesforceError) -> bool {
     match error {
         SalesforceError::Api { status, .. } => matches!(status, 401 | 403 | 500..),
         SalesforceError::RequestLimitExceeded { .. }
+        // The configuration or the store is wrong, not the endpoint.
+        | SalesforceError::ApiVersionNotOffered { .. }
+        | SalesforceError::TokenNotKept { .. }
         | SalesforceError::InvalidQueryLocator { .. }
         | SalesforceError::TooManyRecords { .. }
         | SalesforceError::InvalidArgument { .. } => false,
@@ -185,5 +205,11 @@ impl OrgReader for GovernedReader<'_> {
             Err(SyncError::Salesforce(error)) => Ok(QueryRefusal::of::<()>(Err(error))?),
             Err(error) => Err(error),
         }
+    }
+
+    async fn count(&self, soql: String) -> Result<u64, SyncError> {
+        let mut pages = self.owner.query(Work::Check, soql);
+        pages.next_page().await?;
+        Ok(pages.pages.total_size().unwrap_or_default())
     }
 }

@@ -26,6 +26,7 @@ mod decisions;
 pub mod governed;
 mod intake;
 mod locks;
+pub mod online_check;
 pub mod operations;
 pub mod plan;
 mod portals;
@@ -41,7 +42,7 @@ pub use intake::IntakeReport;
 pub use reconcile::ReconcileReport;
 pub use reload::{MappingHealth, Pause, ReloadOutcome, ReloadStatus};
 pub use retry::{BreakerOpen, BreakerState, Endpoint, RetryPolicy, RetrySettings};
-pub use run::{RunningEngine, ScheduleHealth, ScheduleState, Schedules};
+pub use run::{PollFailure, PollFailures, RunningEngine, ScheduleHealth, ScheduleState, Schedules};
 pub use writeback::WriteReport;
 
 /// The Salesforce object every mapping reads and writes today.
@@ -245,6 +246,8 @@ impl Engine {
             salesforce,
             ondorse,
         } = prepared;
+        // Rotated refresh tokens outlive the process, in the engine's store.
+        salesforce.keep_refresh_tokens_in(Arc::new(parts.store.clone()));
         let settings = EngineSettings {
             overlap: config.schedule.overlap,
             budget: BudgetSettings {

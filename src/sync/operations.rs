@@ -237,6 +237,10 @@ pub struct SalesforceStatus {
     /// `held` once a token was obtained, `not yet requested` before.
     pub token: String,
     pub instance_url: Option<String>,
+    /// What stops every Salesforce call: a refused login, or an
+    /// `api_version` the org does not serve.
+    #[serde(default)]
+    pub problem: Option<String>,
 }
 
 /// The running parts [`status`] reports on when the daemon runs.
@@ -257,7 +261,10 @@ pub fn status(
     if let Some(running) = running {
         names.extend(running.engine.mappings().names().map(str::to_owned));
     }
-    let poll_error = running.and_then(|running| running.schedules.poll.state().last_error);
+    // Every failing mapping's own last poll error, not the first found.
+    let poll_failures = running
+        .map(|running| running.schedules.poll_failures.failing())
+        .unwrap_or_default();
     let mut mappings = Vec::new();
     for name in names {
         let own: Vec<&Link> = links.iter().filter(|link| link.mapping == name).collect();
@@ -266,7 +273,6 @@ pub fn status(
             system_modstamp: cursor.system_modstamp,
             id: cursor.id,
         });
-        let prefix = format!("{name}: ");
         // A mapping paused by schema drift says so first: nothing else moves
         // until it is fixed.
         let paused = running.and_then(|running| {
@@ -279,10 +285,9 @@ pub fn status(
         });
         let last_error = paused
             .or_else(|| {
-                poll_error
-                    .as_deref()
-                    .and_then(|error| error.strip_prefix(&prefix))
-                    .map(str::to_owned)
+                poll_failures
+                    .get(&name)
+                    .map(|failure| failure.last_error.clone())
             })
             .or_else(|| {
                 own.iter()
@@ -325,7 +330,8 @@ pub fn status(
         let budget = running.engine.budget_state();
         let usage = budget.usage;
         let used_percent = usage.map(|usage| usage.ratio() * 100.0);
-        let instance_url = running.engine.salesforce().instance_url();
+        let salesforce = running.engine.salesforce();
+        let instance_url = salesforce.instance_url();
         DaemonStatus {
             mapping_reload: running.engine.mapping_health().reload_status(),
             schedules_alive: running.schedules.alive(at),
@@ -343,6 +349,10 @@ pub fn status(
                 }
                 .to_owned(),
                 instance_url,
+                problem: salesforce
+                    .login_problem()
+                    .map(|problem| format!("the login is refused: {problem}"))
+                    .or_else(|| salesforce.api_version_problem()),
             },
         }
     });

@@ -85,6 +85,61 @@ impl ScheduleHealth {
 pub struct Schedules {
     pub poll: ScheduleHealth,
     pub reconcile: ScheduleHealth,
+    /// Which mappings' polls fail, since when, and why.
+    pub poll_failures: PollFailures,
+}
+
+/// A mapping whose polls keep failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollFailure {
+    /// The first failure of the current run of failures.
+    pub since: DateTime<Utc>,
+    pub last_error: String,
+}
+
+/// Per mapping, the run of failed polls it is in (none once a poll works).
+/// A budget pause is no failure: the governor reports it on its own.
+#[derive(Debug, Default)]
+pub struct PollFailures {
+    failing: Mutex<std::collections::BTreeMap<String, PollFailure>>,
+}
+
+impl PollFailures {
+    fn record(
+        &self,
+        results: &[(String, Result<super::IntakeReport, SyncError>)],
+        at: DateTime<Utc>,
+    ) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        for (mapping, result) in results {
+            match result {
+                Ok(_) => {
+                    failing.remove(mapping);
+                }
+                Err(SyncError::Paused(_)) => {}
+                Err(error) => {
+                    let last_error = error.to_string();
+                    failing
+                        .entry(mapping.clone())
+                        .and_modify(|failure| failure.last_error = last_error.clone())
+                        .or_insert(PollFailure {
+                            since: at,
+                            last_error,
+                        });
+                }
+            }
+        }
+        // A mapping removed by a reload fails no more.
+        failing.retain(|mapping, _| results.iter().any(|(name, _)| name == mapping));
+    }
+
+    /// Every failing mapping, by name.
+    pub fn failing(&self) -> std::collections::BTreeMap<String, PollFailure> {
+        self.failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl Schedules {
@@ -134,6 +189,7 @@ impl Engine {
         let schedules = Arc::new(Schedules {
             poll: ScheduleHealth::new("poll", &schedule.poll)?,
             reconcile: ScheduleHealth::new("reconcile", &schedule.reconcile)?,
+            poll_failures: PollFailures::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let poll_due = Arc::new(Notify::new());
@@ -174,6 +230,7 @@ impl Engine {
             let health = health.clone();
             async move {
                 let results = engine.poll_all().await;
+                health.poll_failures.record(&results, now());
                 let error = results.into_iter().find_map(|(mapping, result)| {
                     result.err().map(|error| format!("{mapping}: {error}"))
                 });

@@ -5,6 +5,7 @@ mod admin_tools;
 mod budget;
 mod config;
 mod deploy;
+mod edges;
 mod engine_faults;
 mod mappings;
 mod mistakes_config;

@@ -337,3 +337,84 @@ async fn garbage_answers_keep_an_excerpt() {
         "{error:?}"
     );
 }
+
+/// A server that redirects `/api/applications/moved` within its own host
+/// and `/api/applications/away` to another host name for the same port,
+/// and records the key each request to `/api/applications/app_1` carried.
+async fn redirecting_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = keys.clone();
+    let redirect = |to: String| {
+        move || {
+            let to = to.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response() }
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/api/applications/moved",
+            get(redirect("/api/applications/app_1".to_owned())),
+        )
+        .route(
+            "/api/applications/away",
+            get(redirect(format!(
+                "http://localhost:{port}/api/applications/app_1"
+            ))),
+        )
+        .route(
+            "/api/applications/app_1",
+            get(move |headers: HeaderMap| {
+                let seen = seen.clone();
+                async move {
+                    let key = headers
+                        .get("x-api-key")
+                        .map(|value| value.to_str().unwrap_or_default().to_owned())
+                        .unwrap_or_default();
+                    seen.lock().unwrap().push(key);
+                    axum::Json(json!({"id": "app_1", "status_review": "approved"}))
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (format!("http://127.0.0.1:{port}"), keys)
+}
+
+#[tokio::test]
+async fn a_custom_key_header_never_follows_a_redirect_to_another_host() {
+    let (base_url, keys) = redirecting_server().await;
+    let client = client_with(&base_url, "s3cret-key", "X-API-KEY", "");
+
+    let moved = client
+        .get_application("moved")
+        .await
+        .expect("a redirect within the host is followed");
+    assert_eq!(moved.id, "app_1");
+    assert_eq!(*keys.lock().unwrap(), vec!["s3cret-key".to_owned()]);
+
+    let error = client.get_application("away").await.unwrap_err();
+    match &error {
+        OndorseError::Redirected {
+            status, location, ..
+        } => {
+            assert_eq!(*status, 307);
+            assert!(location.starts_with("http://localhost:"), "{location}");
+        }
+        other => panic!("expected a refused redirect, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains("ondorse.base_url"), "{message}");
+    assert!(!message.contains("s3cret-key"), "{message}");
+    assert!(!error.is_retriable());
+    assert_eq!(
+        keys.lock().unwrap().len(),
+        1,
+        "the other host never saw a request, so never the key"
+    );
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use futures::StreamExt;
-use ondorse_bridge::config::WebhooksConfig;
+use ondorse_bridge::config::{ListenerLimits, WebhooksConfig};
 use ondorse_bridge::ondorse::webhook::{EventType, SIGNATURE_HEADER, signature_header};
 use ondorse_bridge::server::public::{self, PublicState};
 use ondorse_bridge::store::{InboxItem, InboxKind, Store};
@@ -39,6 +39,7 @@ fn webhooks_config() -> WebhooksConfig {
         allowed_ips: Vec::new(),
         trusted_proxies: Vec::new(),
         signing_secret: None,
+        limits: ListenerLimits::default(),
     }
 }
 
@@ -544,4 +545,159 @@ fn a_second_daemon_on_the_same_store_is_told_why_it_cannot_start() {
     assert!(stderr.contains("is in use by another process"), "{stderr}");
     let (exit, log) = daemon.terminate();
     assert!(exit.success(), "{log}");
+}
+
+/// Posts a new event and checks it was stored.
+async fn post_and_expect_stored(receiver: &Receiver, event_id: &str) {
+    let (status, answer) = receiver
+        .post_event(&event(event_id, "application.review_updated"))
+        .await;
+    assert_eq!(
+        (status, status_field(&answer).as_str()),
+        (StatusCode::OK, "stored"),
+        "{answer}"
+    );
+}
+
+/// Limits short enough for a test: a second per head and per idle wait.
+fn quick_limits(max_connections: usize) -> WebhooksConfig {
+    limits_of(1, max_connections)
+}
+
+/// Every timeout `seconds` long.
+fn limits_of(seconds: u64, max_connections: usize) -> WebhooksConfig {
+    let timeout = std::time::Duration::from_secs(seconds);
+    WebhooksConfig {
+        limits: ListenerLimits {
+            header_read_timeout: timeout,
+            idle_timeout: timeout,
+            body_timeout: timeout,
+            max_connections,
+        },
+        ..webhooks_config()
+    }
+}
+
+/// How long a connection the listener should close may stay open in a
+/// test: its one-second limits, with room for a loaded machine.
+const CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Reads until the listener closes `stream`, returning what it sent; panics
+/// if it is still open after [`CLOSE_DEADLINE`].
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, what: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let outcome = tokio::time::timeout(CLOSE_DEADLINE, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(count) => received.extend_from_slice(&buffer[..count]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        outcome.is_ok(),
+        "{what}: still open after {CLOSE_DEADLINE:?}"
+    );
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+async fn connect(receiver: &Receiver) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(receiver.address)
+        .await
+        .expect("connect to the receiver")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_answered_while_200_idle_connections_are_open_and_they_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    // Five seconds: the idle ones are still open while the webhook is sent.
+    let receiver = Receiver::start(limits_of(5, ListenerLimits::default().max_connections)).await;
+    let mut idle = Vec::new();
+    for index in 0..200 {
+        let mut stream = connect(&receiver).await;
+        if index % 2 == 1 {
+            // Half of them start a head and never finish it (slowloris).
+            stream
+                .write_all(b"POST /webhooks/ondorse/x HTTP/1.1\r\nHost: bridge\r\n")
+                .await
+                .unwrap();
+        }
+        idle.push(stream);
+    }
+
+    post_and_expect_stored(&receiver, "evt_busy").await;
+    assert_eq!(receiver.pending_event_ids(), vec!["evt_busy".to_owned()]);
+
+    for (index, stream) in idle.iter_mut().enumerate() {
+        let sent = read_until_closed(stream, &format!("idle connection {index}")).await;
+        assert!(!sent.contains("200 OK"), "{sent}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_is_closed_once_idle() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let receiver = Receiver::start(quick_limits(8)).await;
+    let mut stream = connect(&receiver).await;
+    let body = event("evt_keep", "application.review_updated");
+    let request = format!(
+        "POST /webhooks/ondorse/{PATH_SECRET} HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buffer = [0u8; 1024];
+    let count = stream.read(&mut buffer).await.unwrap();
+    let answer = String::from_utf8_lossy(&buffer[..count]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The answer kept the connection open; nothing more comes, so it goes.
+    read_until_closed(&mut stream, "the idle keep-alive connection").await;
+    assert_eq!(receiver.pending_event_ids(), vec!["evt_keep".to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_trickles_is_cut_off_whatever_the_path() {
+    use tokio::io::AsyncWriteExt;
+    let receiver = Receiver::start(quick_limits(8)).await;
+    for path in [
+        format!("/webhooks/ondorse/{PATH_SECRET}"),
+        "/webhooks/ondorse/not-the-secret-at-all".to_owned(),
+    ] {
+        let mut stream = connect(&receiver).await;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"event_id\":"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut stream, &format!("a trickling body to {path}")).await;
+        let status = answer.split(' ').nth(1).unwrap_or_default().to_owned();
+        assert!(
+            status == "408" || status == "404",
+            "{path}: the sender is told, then the connection closes: {answer}"
+        );
+        if path.contains(PATH_SECRET) {
+            assert_eq!(status, "408", "{answer}");
+            assert!(answer.contains("did not arrive within 1 s"), "{answer}");
+        }
+    }
+    assert!(receiver.pending().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_a_sender_is_answered_once_idle_ones_are_closed() {
+    let receiver = Receiver::start(quick_limits(5)).await;
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(connect(&receiver).await);
+    }
+    tokio::time::timeout(
+        CLOSE_DEADLINE,
+        post_and_expect_stored(&receiver, "evt_capped"),
+    )
+    .await
+    .expect("the sender gets its turn once the idle connections are closed");
+    for (index, stream) in idle.iter_mut().enumerate() {
+        read_until_closed(stream, &format!("idle connection {index}")).await;
+    }
 }

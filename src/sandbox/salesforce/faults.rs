@@ -27,6 +27,9 @@ pub(crate) struct Faults {
     pub(crate) short_collection_answers: usize,
     /// REST requests still to refuse with 403 `API_DISABLED_FOR_ORG`.
     pub(crate) api_disabled_requests: usize,
+    /// sObject Collections updates still to answer with a 503 HTML page
+    /// while every other call works (a write pod in trouble).
+    pub(crate) failing_collection_updates: usize,
 }
 
 impl Faults {

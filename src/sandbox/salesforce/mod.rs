@@ -73,8 +73,11 @@ pub struct SalesforceSandboxOptions {
     pub daily_api_limit: u64,
     /// Records per query page; `Sforce-Query-Options: batchSize` may lower it.
     pub page_size: usize,
-    /// e.g. `62.0`; other versions in a path answer 404 `NOT_FOUND`.
+    /// The newest version the org serves, e.g. `62.0`; versions it does
+    /// not serve answer 404 `NOT_FOUND` on every path under them.
     pub api_version: String,
+    /// Older versions the org serves too (listed by `GET /services/data/`).
+    pub older_api_versions: Vec<String>,
 }
 
 /// Debug output leaves the secrets out, even fake ones: habits travel.
@@ -92,6 +95,7 @@ impl std::fmt::Debug for SalesforceSandboxOptions {
             .field("daily_api_limit", &self.daily_api_limit)
             .field("page_size", &self.page_size)
             .field("api_version", &self.api_version)
+            .field("older_api_versions", &self.older_api_versions)
             .finish()
     }
 }
@@ -109,6 +113,7 @@ impl Default for SalesforceSandboxOptions {
             daily_api_limit: DEFAULT_DAILY_API_LIMIT,
             page_size: DEFAULT_PAGE_SIZE,
             api_version: DEFAULT_API_VERSION.into(),
+            older_api_versions: Vec::new(),
         }
     }
 }
@@ -349,6 +354,12 @@ impl SalesforceSandbox {
         self.org().faults.api_disabled_requests = count;
     }
 
+    /// The next `count` sObject Collections updates answer 503 with an HTML
+    /// page, changing nothing, while queries and every other call work.
+    pub fn fail_next_collection_updates(&self, count: usize) {
+        self.org().faults.failing_collection_updates = count;
+    }
+
     /// Each write to these records fails `UNABLE_TO_LOCK_ROW` `attempts`
     /// times, then goes through.
     pub fn lock_rows(&self, ids: &[&str], attempts: u32) {
@@ -453,11 +464,15 @@ fn instance_router(shared: Shared) -> Router {
             rest::gate,
         ))
         .with_state(shared.clone());
-    let token_shared = shared;
+    let token_shared = shared.clone();
     Router::new()
         .route(
             "/services/oauth2/token",
             post(move |headers, form| auth::token(token_shared, Host::Instance, headers, form)),
+        )
+        .route(
+            "/services/data/",
+            get(move || rest::versions(shared.clone())),
         )
         .merge(api)
 }

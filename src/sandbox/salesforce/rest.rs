@@ -151,7 +151,7 @@ impl IntoResponse for Refusal {
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
                 &format!(
-                    "The requested resource does not exist: this org serves API version {expected}, not {requested:?}"
+                    "The requested resource does not exist: this org serves API versions {expected}, not {requested:?}"
                 ),
             )),
         }
@@ -165,6 +165,11 @@ fn admit(org: &mut Org, request: &Request) -> Result<Usage, Refusal> {
     }
     if Faults::take(&mut org.faults.api_disabled_requests) {
         return Err(Refusal::ApiDisabled);
+    }
+    if request.uri().path().ends_with("/composite/sobjects")
+        && Faults::take(&mut org.faults.failing_collection_updates)
+    {
+        return Err(Refusal::Unavailable);
     }
     let token = request
         .headers()
@@ -184,17 +189,62 @@ fn admit(org: &mut Org, request: &Request) -> Result<Usage, Refusal> {
     }
     org.api_usage += 1;
     org.stats.api_requests += 1;
-    let expected = format!("v{}", org.options.api_version);
     // `/services/data/{version}/...`
     let requested = request.uri().path().split('/').nth(3).unwrap_or_default();
-    if requested != expected {
+    let served = served_versions(org);
+    if !served
+        .iter()
+        .any(|version| requested.strip_prefix('v') == Some(version.as_str()))
+    {
         return Err(Refusal::UnknownVersion {
             usage: Usage::of(org),
-            expected,
+            expected: served.join(", "),
             requested: requested.to_owned(),
         });
     }
     Ok(Usage::of(org))
+}
+
+/// Every version the org serves, oldest first.
+fn served_versions(org: &Org) -> Vec<String> {
+    let mut versions = org.options.older_api_versions.clone();
+    versions.push(org.options.api_version.clone());
+    versions
+}
+
+/// The release name Salesforce gives a version: `62.0` is Winter '25, and
+/// each release (Winter, Spring, Summer) adds one.
+fn release_label(version: &str) -> String {
+    const SEASONS: [&str; 3] = ["Winter", "Spring", "Summer"];
+    let major: i64 = version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .unwrap_or(62);
+    let since = major - 62;
+    format!(
+        "{} '{:02}",
+        SEASONS[since.rem_euclid(3) as usize],
+        25 + since.div_euclid(3)
+    )
+}
+
+/// `GET /services/data/`: the versions the org serves, without a session
+/// and outside the daily allowance, as on Salesforce.
+pub(crate) async fn versions(shared: Shared) -> Response {
+    shared.delay().await;
+    let org = shared.lock();
+    let listed: Vec<Value> = served_versions(&org)
+        .iter()
+        .map(|version| {
+            json!({
+                "label": release_label(version),
+                "url": format!("/services/data/v{version}"),
+                "version": version,
+            })
+        })
+        .collect();
+    Json(listed).into_response()
 }
 
 /// Unknown paths under `/services/data`.
