@@ -68,6 +68,7 @@ impl Daemon {
     pub async fn start(config: &Config, settings: EngineSettings) -> Result<Daemon, StartError> {
         let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
         let mappings = mapping::load_dir(&config.mappings.dir).map_err(StartError::Mappings)?;
+        mappings.log_warnings();
         let salesforce = SalesforceClient::new(&config.salesforce).map_err(|error| {
             StartError::Configuration(format!("{}: {error}", config.source.display()))
         })?;

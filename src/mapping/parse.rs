@@ -8,12 +8,14 @@ use serde_json::Value;
 use serde_saphyr::{Error as YamlError, MessageFormatter, UserMessageFormatter};
 
 use super::compiled::{FieldRule, Mapping, Moment, Source};
+use super::context::{CONTEXT_ROOTS, PathCheck, check_path};
 use super::diagnostic::{Diagnostic, Diagnostics, Position, suggestion};
+use super::layout;
 use super::model::{
     FieldBlock, FieldValue, Located, MappingFile, OrderedMap, SUPPORTED_VERSION, Scalar,
 };
 use super::strict::{self, Node, one_of};
-use super::template::{CONTEXT_ROOTS, Template, is_template, position_in};
+use super::template::{Template, is_template, position_in};
 
 /// Largest mapping file read. Real ones are a few KiB; anything near this
 /// is a mistake (a log or a dump in the directory), refused before parsing
@@ -50,11 +52,20 @@ pub fn parse_mapping(path: &Path, text: &str) -> Result<Mapping, Diagnostics> {
     if !tabs.is_empty() {
         return Err(tabs);
     }
+    let misread = layout::unquoted_values(text);
+    if !misread.is_empty() {
+        return Err(Diagnostics(
+            misread
+                .into_iter()
+                .map(|(position, message)| Diagnostic::new(path, position, message))
+                .collect(),
+        ));
+    }
     // Only `true` and `false` are booleans: `yes`, `no`, `on` stay text, so
     // a picklist value `No` is not silently turned into `false`.
     let options = serde_saphyr::options! { strict_booleans: true };
     let document: Located<Node> = serde_saphyr::from_str_with_options(text, options.clone())
-        .map_err(|error| Diagnostics::from(yaml_diagnostic(path, &error)))?;
+        .map_err(|error| Diagnostics::from(syntax_diagnostic(path, text, &error)))?;
     let problems = strict::check(&document);
     if !problems.is_empty() {
         return Err(Diagnostics(
@@ -70,6 +81,7 @@ pub fn parse_mapping(path: &Path, text: &str) -> Result<Mapping, Diagnostics> {
         path,
         text,
         diagnostics: Diagnostics::default(),
+        warnings: Diagnostics::default(),
     }
     .build(file)
 }
@@ -96,6 +108,19 @@ fn tab_indentation(path: &Path, text: &str) -> Diagnostics {
         }
     }
     diagnostics
+}
+
+/// A YAML syntax error. The parser notices a wrong indentation where it
+/// can no longer make sense of the file, often a line or more later; the
+/// line that is wrong is named instead when there is one at or before it.
+fn syntax_diagnostic(path: &Path, text: &str, error: &YamlError) -> Diagnostic {
+    let reported = yaml_diagnostic(path, error);
+    match layout::indentation(text) {
+        Some((position, message)) if reported.line == 0 || position.line <= reported.line => {
+            Diagnostic::new(path, position, message)
+        }
+        _ => reported,
+    }
 }
 
 fn yaml_diagnostic(path: &Path, error: &YamlError) -> Diagnostic {
@@ -141,6 +166,9 @@ struct Builder<'a> {
     path: &'a Path,
     text: &'a str,
     diagnostics: Diagnostics,
+    /// Problems that do not stop the file from loading (a probable typo
+    /// of a documented application field).
+    warnings: Diagnostics,
 }
 
 /// Where a template is evaluated, which decides what it may read.
@@ -217,6 +245,7 @@ impl Builder<'_> {
             custom_fields,
             portal_extra,
             writeback,
+            warnings: self.warnings,
         };
         self.diagnostics.into_result(mapping)
     }
@@ -352,7 +381,7 @@ impl Builder<'_> {
         };
         match Template::compile(text, origin, verbatim) {
             Ok(template) => {
-                self.check_scope(&template, scope);
+                self.check_paths(&template, scope);
                 Some(Source::Template(template))
             }
             Err(error) => {
@@ -363,7 +392,10 @@ impl Builder<'_> {
         }
     }
 
-    fn check_scope(&mut self, template: &Template, scope: Scope) {
+    /// Every path the template reads: its root is available where the
+    /// template is evaluated, and the names under `portal`, `collect`,
+    /// `now` and `application` are ones they hold (see [`check_path`]).
+    fn check_paths(&mut self, template: &Template, scope: Scope) {
         let (allowed, place): (&[&str], &str) = match scope {
             Scope::Portal => (&[], "`portal:` (the portal does not exist yet)"),
             Scope::Writeback(moment) => (moment.scope(), moment.key()),
@@ -382,6 +414,15 @@ impl Builder<'_> {
                     *position,
                     format!("`{root}` is not available in {place}; available there: {available}"),
                 );
+                continue;
+            }
+            match check_path(variable) {
+                PathCheck::Fine => {}
+                PathCheck::Error(message) => self.problem(*position, message),
+                PathCheck::Warning(message) => {
+                    self.warnings
+                        .push(Diagnostic::new(self.path, *position, message));
+                }
             }
         }
     }

@@ -4,8 +4,10 @@
 mod admin_tools;
 mod budget;
 mod config;
+mod demo;
 mod deploy;
 mod mappings;
+mod mistakes_mapping;
 mod ondorse_client;
 mod operations;
 mod salesforce_client;

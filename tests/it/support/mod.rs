@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod files;
 pub mod ondorse;
 pub mod salesforce;
 pub mod salesforce_client;
