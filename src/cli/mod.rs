@@ -188,10 +188,11 @@ impl Cli {
 
 /// A reader that stops reading (`ondorse-bridge demo | head`) ends the
 /// program quietly, for every command and every thread: printing to a
-/// closed stdout or stderr panics in Rust (SIGPIPE is ignored, so the write
-/// fails with `EPIPE`), and this hook turns that one panic into a quiet
-/// exit 0 instead of a panic message on the terminal. Every other panic
-/// goes to the default hook.
+/// closed stdout panics in Rust (SIGPIPE is ignored, so the write fails
+/// with `EPIPE`), and this hook turns that one panic into a quiet exit 0
+/// instead of a panic message on the terminal. Every other panic goes to
+/// the default hook (a closed stderr included: an error must keep its exit
+/// status).
 pub fn exit_quietly_when_output_closes() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -203,7 +204,7 @@ pub fn exit_quietly_when_output_closes() {
             .unwrap_or_default();
         // std's message: "failed printing to stdout: Broken pipe (os error 32)".
         let broken_pipe = std::io::Error::from_raw_os_error(EPIPE).to_string();
-        if message.starts_with("failed printing to std") && message.ends_with(&broken_pipe) {
+        if message.starts_with("failed printing to stdout") && message.ends_with(&broken_pipe) {
             std::process::exit(0);
         }
         default(info);

@@ -217,7 +217,7 @@ pub(crate) fn indentation(text: &str) -> Option<(Position, String)> {
                         return Some((
                             line.position(0),
                             format!(
-                                "`{name}` is indented by {} spaces, which lines up with no key above it; keys of one block line up exactly: indent it by {level} spaces (the block it leaves) or {outer} (like `{outer_name}` on line {outer_line})",
+                                "`{name}` is indented by {} spaces, which lines up with no key above it; keys of one block line up exactly: indent it by {level} spaces to keep it in the block above, or by {outer} to line it up with `{outer_name}` (line {outer_line})",
                                 line.indent
                             ),
                         ));
@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(position, Position { line: 3, column: 3 });
         assert!(
             message
-                .contains("indent it by 4 spaces (the block it leaves) or 0 (like `a` on line 1)"),
+                .contains("indent it by 4 spaces to keep it in the block above, or by 0 to line it up with `a` (line 1)"),
             "{message}"
         );
 

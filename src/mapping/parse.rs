@@ -52,29 +52,13 @@ pub fn parse_mapping(path: &Path, text: &str) -> Result<Mapping, Diagnostics> {
     if !tabs.is_empty() {
         return Err(tabs);
     }
-    let misread = layout::unquoted_values(text);
-    if !misread.is_empty() {
-        return Err(Diagnostics(
-            misread
-                .into_iter()
-                .map(|(position, message)| Diagnostic::new(path, position, message))
-                .collect(),
-        ));
-    }
+    refuse(path, layout::unquoted_values(text))?;
     // Only `true` and `false` are booleans: `yes`, `no`, `on` stay text, so
     // a picklist value `No` is not silently turned into `false`.
     let options = serde_saphyr::options! { strict_booleans: true };
     let document: Located<Node> = serde_saphyr::from_str_with_options(text, options.clone())
         .map_err(|error| Diagnostics::from(syntax_diagnostic(path, text, &error)))?;
-    let problems = strict::check(&document);
-    if !problems.is_empty() {
-        return Err(Diagnostics(
-            problems
-                .into_iter()
-                .map(|(position, message)| Diagnostic::new(path, position, message))
-                .collect(),
-        ));
-    }
+    refuse(path, strict::check(&document))?;
     let file: MappingFile = serde_saphyr::from_str_with_options(text, options)
         .map_err(|error| Diagnostics::from(yaml_diagnostic(path, &error)))?;
     Builder {
@@ -84,6 +68,17 @@ pub fn parse_mapping(path: &Path, text: &str) -> Result<Mapping, Diagnostics> {
         warnings: Diagnostics::default(),
     }
     .build(file)
+}
+
+/// Every problem found by a check of the whole file, as its diagnostics.
+fn refuse(path: &Path, problems: Vec<(Position, String)>) -> Result<(), Diagnostics> {
+    Diagnostics(
+        problems
+            .into_iter()
+            .map(|(position, message)| Diagnostic::new(path, position, message))
+            .collect(),
+    )
+    .into_result(())
 }
 
 /// YAML forbids tabs in indentation; say so plainly, at each one, instead of

@@ -561,16 +561,11 @@ fn an_empty_default_clears_the_field() {
         "      map: { approved: Approved }\n      default:\n",
     );
     let mapping = parse_mapping(Path::new("flow.yaml"), &yaml).unwrap();
-    let account = business_account();
-    let application = json!({"status_review": "on_hold"});
-    let context = WritebackContext {
-        account: &account,
-        portal: None,
-        application: Some(&application),
-        collect: None,
-        now: Utc::now(),
-    };
-    let written = mapping.writeback(Moment::Application, &context).unwrap();
+    let written = on_application(
+        &mapping,
+        &business_account(),
+        &json!({"status_review": "on_hold"}),
+    );
     assert_eq!(written["KYC_Status__c"], Value::Null);
     let field = &mapping.written_fields()[0];
     assert_eq!(
@@ -902,16 +897,25 @@ fn a_field_missing_from_salesforces_answer_is_never_written_as_null() {
         "Site": null,
     }));
     let application = application(json!("approved"), json!(0), json!(null));
-    let context = WritebackContext {
-        account: &account,
-        portal: None,
-        application: Some(&application),
-        collect: None,
-        now: Utc::now(),
-    };
-    let written = mapping.writeback(Moment::Application, &context).unwrap();
+    let written = on_application(&mapping, &account, &application);
     assert!(!written.contains_key("Description"), "{written:?}");
     // A field Salesforce answered empty is empty: writing null clears it.
     assert_eq!(written.get("Site"), Some(&Value::Null), "{written:?}");
     assert_eq!(written["KYC_Status__c"], json!("Approved"));
+}
+
+/// What `mapping` writes at `on_application` for `account` and `application`.
+fn on_application(
+    mapping: &Mapping,
+    account: &Record,
+    application: &Value,
+) -> serde_json::Map<String, Value> {
+    let context = WritebackContext {
+        account,
+        portal: None,
+        application: Some(application),
+        collect: None,
+        now: Utc::now(),
+    };
+    mapping.writeback(Moment::Application, &context).unwrap()
 }

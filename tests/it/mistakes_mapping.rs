@@ -109,7 +109,7 @@ const MISTAKES: &[Mistake] = &[
             "   company_name: \"{{ Name }}\"",
         )],
         at: "company_name",
-        message: "`company_name` is indented by 3 spaces, which lines up with no key above it; keys of one block line up exactly: indent it by 4 spaces (the block it leaves) or 2 (like `type` on line 18)",
+        message: "`company_name` is indented by 3 spaces, which lines up with no key above it; keys of one block line up exactly: indent it by 4 spaces to keep it in the block above, or by 2 to line it up with `type` (line 18)",
         caught: Caught::Refused,
     },
     Mistake {
@@ -127,7 +127,22 @@ const MISTAKES: &[Mistake] = &[
         message: "`on_portal_created` cannot be a list; write its entries as `key: value` lines, without `- ` or `[ ]`",
         caught: Caught::Refused,
     },
+    Mistake {
+        edits: &[("  type: business", "\ttype: business")],
+        at: "\ttype",
+        message: "tab character in indentation; indent with spaces",
+        caught: Caught::Refused,
+    },
     // What the earlier tests cover, through the three commands.
+    Mistake {
+        edits: &[(
+            "company_name: \"{{ Name }}\"",
+            "company_name: \"{{ Name }\"",
+        )],
+        at: "}\"\n    registration_number",
+        message: "template error: unexpected `}`",
+        caught: Caught::Refused,
+    },
     Mistake {
         edits: &[("  redirect_url:", "  redirect_ur:")],
         at: "redirect_ur:",
