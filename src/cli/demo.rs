@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::cli::Failure;
 use crate::cli::run::StopSignals;
 use crate::daemon::Daemon;
-use crate::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
+use crate::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions, OndorseSandboxStats};
 use crate::sandbox::salesforce::SalesforceSandbox;
 use crate::sandbox::world::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
 use crate::store::Link;
@@ -296,22 +296,25 @@ fn summary(
         "  Ondorse API calls               {} (portal posts {}, application reads {})",
         od.requests, od.portal_posts, od.application_gets
     );
-    if od.portal_posts != od.portals_created {
-        // A post whose answer is slow or lost is sent again with the same
-        // Idempotency-Key (a retry, or reconcile re-sending the intent);
-        // Ondorse answers it with the portal it already created.
-        let refused = od
-            .portal_posts
-            .saturating_sub(od.portals_created + od.idempotent_replays);
-        println!(
-            "  portal posts, explained         {} = {} portals created + {} repeats of a post whose answer was slow or lost, answered with the portal already created for the same Idempotency-Key (never a second portal) + {refused} refused",
-            od.portal_posts, od.portals_created, od.idempotent_replays
-        );
-    }
+    println!("{}", portal_posts_explained(&od));
     println!(
         "  webhooks                        {} events, {} deliveries (duplicates and retries included)",
         od.events_emitted, od.deliveries_succeeded
     );
+}
+
+/// Why Ondorse saw more portal posts than portals, when it did: a post
+/// whose answer is slow or lost is sent again with the same
+/// Idempotency-Key (a retry, or reconcile re-sending the intent), and
+/// Ondorse answers it with the portal it already created.
+fn portal_posts_explained(od: &OndorseSandboxStats) -> String {
+    let refused = od
+        .portal_posts
+        .saturating_sub(od.portals_created + od.idempotent_replays);
+    format!(
+        "  portal posts, explained         {} = {} portal(s) created + {} repeat(s) of a post whose answer was slow or lost, sent with the same Idempotency-Key and answered with the portal already created (never a second one) + {refused} refused by Ondorse",
+        od.portal_posts, od.portals_created, od.idempotent_replays
+    )
 }
 
 /// The journal of one decided Account, as `explain` shows it.
@@ -335,4 +338,23 @@ fn explain_one(daemon: &Daemon, link: &Link) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_portal_posts_are_explained() {
+        let stats = OndorseSandboxStats {
+            portal_posts: 205,
+            portals_created: 200,
+            idempotent_replays: 4,
+            ..OndorseSandboxStats::default()
+        };
+        assert_eq!(
+            portal_posts_explained(&stats),
+            "  portal posts, explained         205 = 200 portal(s) created + 4 repeat(s) of a post whose answer was slow or lost, sent with the same Idempotency-Key and answered with the portal already created (never a second one) + 1 refused by Ondorse"
+        );
+    }
 }

@@ -45,6 +45,13 @@ impl Line<'_> {
         Some((key, value_offset, &self.content[value_offset..]))
     }
 
+    /// The key of a `key: value` line, else the content.
+    fn name(&self) -> &str {
+        self.key_value()
+            .map_or(self.content, |(key, _, _)| key)
+            .trim_start_matches("- ")
+    }
+
     /// Whether the next lines are this line's block: `key:` with nothing
     /// after it, or a `- ` list item.
     fn opens_block(&self) -> bool {
@@ -174,26 +181,51 @@ fn quoted(value: &str) -> String {
     }
 }
 
+/// What a YAML syntax error most likely is, at the line that is wrong: the
+/// first of a line indented to no level around it, a quote or a `{`/`[`
+/// not closed on its line, a key without its `: `. Only asked once the
+/// parser failed: some of these are valid YAML in rare forms (a quoted
+/// value continued on the next line).
+pub(crate) fn syntax_hint(text: &str) -> Option<(Position, String)> {
+    let lines = lines(text);
+    [indentation(&lines), unclosed(&lines), missing_colon(&lines)]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(position, _)| *position)
+}
+
 /// The first line indented to no level of the lines around it: deeper
 /// than the line above when that line holds a value (not a block), or
 /// between two levels when going back out.
-pub(crate) fn indentation(text: &str) -> Option<(Position, String)> {
-    let lines = lines(text);
+fn indentation(lines: &[Line]) -> Option<(Position, String)> {
     // Indentations of the blocks open at this point, innermost last, with
     // the line that set each one and its key.
     let mut open: Vec<(usize, usize, &str)> = Vec::new();
     let mut previous: Option<&Line> = None;
-    for line in &lines {
-        let name = line
-            .key_value()
-            .map_or(line.content, |(key, _, _)| key)
-            .trim_start_matches("- ");
+    // The indentation the previous line went back out from, if it did.
+    let mut left: Option<usize> = None;
+    for line in lines {
+        let name = line.name();
         let top = open.last().copied();
+        let mut dedent_from = None;
         match (top, previous) {
             (None, _) => open.push((line.indent, line.number, name)),
             (Some((level, _, _)), Some(previous)) if line.indent > level => {
                 if previous.opens_block() && line.indent > previous.indent {
                     open.push((line.indent, line.number, name));
+                } else if left == Some(line.indent) {
+                    // The line above went out one level and this one comes
+                    // back: the line above is the one out of place.
+                    return Some((
+                        previous.position(0),
+                        format!(
+                            "`{}` is indented by {} spaces, less than the keys around it ({}); indent it by {} spaces",
+                            previous.name(),
+                            previous.indent,
+                            line.indent,
+                            line.indent
+                        ),
+                    ));
                 } else {
                     return Some((
                         line.position(0),
@@ -205,6 +237,7 @@ pub(crate) fn indentation(text: &str) -> Option<(Position, String)> {
                 }
             }
             (Some((level, _, _)), _) if line.indent < level => {
+                dedent_from = Some(level);
                 while open
                     .last()
                     .is_some_and(|(level, _, _)| line.indent < *level)
@@ -226,6 +259,95 @@ pub(crate) fn indentation(text: &str) -> Option<(Position, String)> {
                 }
             }
             _ => {}
+        }
+        left = dedent_from;
+        previous = Some(line);
+    }
+    None
+}
+
+/// The first value whose quote, `{` or `[` is not closed on its line.
+fn unclosed(lines: &[Line]) -> Option<(Position, String)> {
+    lines.iter().find_map(|line| {
+        let (key, offset, value) = line.key_value()?;
+        let close = match value.chars().next()? {
+            '"' | '\'' if closing_quote(value).is_none() => value[..1].to_owned(),
+            '{' | '[' if !balanced(value) => {
+                if value.starts_with('{') { "}" } else { "]" }.to_owned()
+            }
+            _ => return None,
+        };
+        let opened = &value[..1];
+        Some((
+            line.position(offset),
+            format!(
+                "the `{opened}` that starts the value of `{key}` is not closed on its line; end the value with `{close}`"
+            ),
+        ))
+    })
+}
+
+/// The byte offset of the quote closing the one `value` starts with.
+fn closing_quote(value: &str) -> Option<usize> {
+    let quote = value.chars().next()?;
+    let mut characters = value.char_indices().skip(1).peekable();
+    while let Some((index, character)) = characters.next() {
+        match (quote, character) {
+            ('"', '\\') => {
+                characters.next();
+            }
+            ('\'', '\'') if characters.peek().is_some_and(|(_, next)| *next == '\'') => {
+                characters.next();
+            }
+            _ if character == quote => return Some(index),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether every `{` and `[` of `value` (outside quotes) is closed.
+fn balanced(value: &str) -> bool {
+    let mut depth = 0i32;
+    let mut quote = None;
+    for character in value.chars() {
+        match (quote, character) {
+            (None, '"' | '\'') => quote = Some(character),
+            (Some(open), _) if character == open => quote = None,
+            (None, '{' | '[') => depth += 1,
+            (None, '}' | ']') => depth -= 1,
+            _ => {}
+        }
+    }
+    depth <= 0
+}
+
+/// The first line that is not `key: value`: a key with no space after its
+/// `:`, or a line with no `:` at all (often a value put on its own line).
+fn missing_colon(lines: &[Line]) -> Option<(Position, String)> {
+    let mut previous: Option<&Line> = None;
+    for line in lines {
+        let content = &line.content[list_markers(line.content)..];
+        let plain = !content.is_empty() && !content.starts_with(['"', '\'', '{', '[', '-']);
+        if plain && line.key_value().is_none() {
+            if let Some(colon) = content.find(':') {
+                let (key, value) = (&content[..colon], &content[colon + 1..]);
+                return Some((
+                    line.position(line.content.len() - content.len() + colon),
+                    format!("put a space after the `:` of `{key}`: write `{key}: {value}`"),
+                ));
+            }
+            let message = match previous.and_then(Line::key_value) {
+                Some((key, _, "")) if previous.is_some_and(|above| above.indent == line.indent) => {
+                    format!(
+                        "`{content}` is not a `key: value` line; if it is the value of `{key}` above, write it on that line: `{key}: {content}`"
+                    )
+                }
+                _ => format!(
+                    "`{content}` is not a `key: value` line; a key is followed by `: ` and its value"
+                ),
+            };
+            return Some((line.position(0), message));
         }
         previous = Some(line);
     }
@@ -258,7 +380,7 @@ mod tests {
     #[test]
     fn indentation_points_at_the_line_that_is_wrong() {
         let deeper = "a:\n  b: 1\n   c: 2\n";
-        let (position, message) = indentation(deeper).unwrap();
+        let (position, message) = syntax_hint(deeper).unwrap();
         assert_eq!(position, Position { line: 3, column: 4 });
         assert!(
             message.starts_with("`c` is indented by 3 spaces, deeper than line 2"),
@@ -266,7 +388,7 @@ mod tests {
         );
 
         let between = "a:\n    b: 1\n  c: 2\nd: 3\n";
-        let (position, message) = indentation(between).unwrap();
+        let (position, message) = syntax_hint(between).unwrap();
         assert_eq!(position, Position { line: 3, column: 3 });
         assert!(
             message
@@ -274,7 +396,44 @@ mod tests {
             "{message}"
         );
 
+        let back_in = "a:\n  b:\n    c: 1\n  d: 2\n    e: 3\n";
+        let (position, message) = syntax_hint(back_in).unwrap();
+        assert_eq!(position, Position { line: 4, column: 3 });
+        assert_eq!(
+            message,
+            "`d` is indented by 2 spaces, less than the keys around it (4); indent it by 4 spaces"
+        );
+
         let fine = "a:\n  b:\n    c: 1\n  d: |\n     text\n   more: text\ne:\n  - f: 1\n    g: 2\n";
-        assert_eq!(indentation(fine), None);
+        assert_eq!(syntax_hint(fine), None);
+    }
+
+    #[test]
+    fn unclosed_values_and_missing_colons_are_named_with_their_fix() {
+        let hint = |text: &str| {
+            let (position, message) = syntax_hint(text).unwrap();
+            format!("{position}: {message}")
+        };
+        assert_eq!(
+            hint("a:\n  b: \"open\n  c: 'x''y'\n"),
+            "2:6: the `\"` that starts the value of `b` is not closed on its line; end the value with `\"`"
+        );
+        assert_eq!(
+            hint("a: { x: 1\nb: 2\n"),
+            "1:4: the `{` that starts the value of `a` is not closed on its line; end the value with `}`"
+        );
+        assert_eq!(
+            hint("a:\n  b:\"x\"\n"),
+            "2:4: put a space after the `:` of `b`: write `b: \"x\"`"
+        );
+        assert_eq!(
+            hint("a:\nvalue\n"),
+            "2:1: `value` is not a `key: value` line; if it is the value of `a` above, write it on that line: `a: value`"
+        );
+        assert_eq!(
+            hint("a: 1\nb 2\n"),
+            "2:1: `b 2` is not a `key: value` line; a key is followed by `: ` and its value"
+        );
+        assert_eq!(syntax_hint("a: \"x\\\" y\"\nb: [1, {c: 2}]\n"), None);
     }
 }

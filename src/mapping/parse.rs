@@ -110,7 +110,7 @@ fn tab_indentation(path: &Path, text: &str) -> Diagnostics {
 /// line that is wrong is named instead when there is one at or before it.
 fn syntax_diagnostic(path: &Path, text: &str, error: &YamlError) -> Diagnostic {
     let reported = yaml_diagnostic(path, error);
-    match layout::indentation(text) {
+    match layout::syntax_hint(text) {
         Some((position, message)) if reported.line == 0 || position.line <= reported.line => {
             Diagnostic::new(path, position, message)
         }

@@ -128,6 +128,48 @@ const MISTAKES: &[Mistake] = &[
         caught: Caught::Refused,
     },
     Mistake {
+        edits: &[(
+            "    company_name: \"{{ Name }}\"",
+            "  company_name: \"{{ Name }}\"",
+        )],
+        at: "company_name",
+        message: "`company_name` is indented by 2 spaces, less than the keys around it (4); indent it by 4 spaces",
+        caught: Caught::Refused,
+    },
+    Mistake {
+        edits: &[("company_name: \"{{ Name }}\"", "company_name: \"{{ Name }}")],
+        at: "\"{{ Name }}\n",
+        message: "the `\"` that starts the value of `company_name` is not closed on its line; end the value with `\"`",
+        caught: Caught::Refused,
+    },
+    Mistake {
+        edits: &[(
+            "company_name: \"{{ Name }}\"",
+            "company_name:\"{{ Name }}\"",
+        )],
+        at: ":\"{{ Name",
+        message: "put a space after the `:` of `company_name`: write `company_name: \"{{ Name }}\"`",
+        caught: Caught::Refused,
+    },
+    Mistake {
+        edits: &[(
+            "    KYC_Status__c: Portal sent",
+            "    KYC_Status__c:\n    Portal sent",
+        )],
+        at: "Portal sent",
+        message: "`Portal sent` is not a `key: value` line; if it is the value of `KYC_Status__c` above, write it on that line: `KYC_Status__c: Portal sent`",
+        caught: Caught::Refused,
+    },
+    Mistake {
+        edits: &[(
+            "map: { approved: Approved, rejected: Rejected }",
+            "map: { approved: Approved, rejected: Rejected",
+        )],
+        at: "{ approved",
+        message: "the `{` that starts the value of `map` is not closed on its line; end the value with `}`",
+        caught: Caught::Refused,
+    },
+    Mistake {
         edits: &[("  type: business", "\ttype: business")],
         at: "\ttype",
         message: "tab character in indentation; indent with spaces",
