@@ -37,6 +37,10 @@ pub async fn preview(cli: &Cli, mapping_name: &str, account_id: &str) -> Result<
             names.join(", ")
         )));
     };
+    // The preview runs the file as written; what looks like a typo is said.
+    for warning in mapping.warnings.iter() {
+        eprintln!("{}", warning.as_warning());
+    }
     if !soql::is_valid_id(account_id) {
         return Err(Failure::Invalid(format!(
             "`{account_id}` is not a Salesforce record Id (15 or 18 letters and digits, such as 001...)"

@@ -1,19 +1,20 @@
 //! `ondorse-bridge demo` as a new user and a CRM admin run it: `--serve`
 //! keeps everything running for the other commands and reloads the admin's
-//! own mapping files; `--accounts 0` finishes; a closed stdout ends it
-//! quietly.
+//! own mapping files; `--accounts 0` finishes; a closed stdout ends it (and
+//! every other command) quietly.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ondorse_bridge::cli::demo::SERVING_LINE;
+use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 
 use crate::support::daemon::{STOP_DEADLINE, cli, command, wait_until};
 use crate::support::files::position;
-use crate::support::world::{E2E_DEADLINE, copy_mappings, eventually};
+use crate::support::world::{E2E_DEADLINE, World, copy_mappings, eventually};
 
 /// `ondorse-bridge demo ARGS`, outside any configuration of the caller's.
 fn demo(args: &[&str]) -> Command {
@@ -201,29 +202,65 @@ async fn demo_with_no_accounts_finishes_and_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_closed_stdout_ends_the_demo_quietly() {
-    // `ondorse-bridge demo | head -n 1`: the reader goes after one line.
-    let mut child = demo(&["--accounts", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ondorse-bridge demo");
-    let mut stdout = BufReader::new(child.stdout.take().expect("a piped stdout"));
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("read the first line");
-    assert!(first.starts_with("ondorse-bridge demo"), "{first}");
-    drop(stdout);
-    let child = Running(child);
-    let mut child = child;
-    let mut exit = None;
-    wait_until("the demo ends", Duration::from_secs(60), || {
-        exit = child.0.try_wait().expect("poll the demo");
-        exit.is_some()
-    });
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(exit.unwrap().code(), Some(0), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr, "", "nothing is said on stderr");
+async fn a_closed_stdout_ends_every_command_quietly() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let config = world.config_path.display().to_string();
+    let commands: [&[&str]; 3] = [
+        &["demo", "--accounts", "0"],
+        &["mappings", "schema"],
+        &["check", "--config", &config],
+    ];
+    for args in commands {
+        // `ondorse-bridge ... | head -n 0`: nobody reads, from the start.
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .output()
+            .expect("run ondorse-bridge");
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_refuses_a_missing_or_broken_mappings_directory_with_the_place() {
+    let output = demo(&["--accounts", "0", "--mappings", "/nonexistent/mappings"])
+        .output()
+        .expect("run ondorse-bridge demo");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("--mappings /nonexistent/mappings: no such directory"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    copy_mappings(scratch.path());
+    let file = scratch.path().join("business-onboarding.yaml");
+    let shipped = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        shipped.replacen("{{ portal.url }}", "{{ portal.ulr }}", 1),
+    )
+    .unwrap();
+    let output = demo(&["--accounts", "0", "--mappings"])
+        .arg(scratch.path())
+        .output()
+        .expect("run ondorse-bridge demo");
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let place = position(&file.canonicalize().unwrap(), "portal.ulr");
+    assert!(
+        stderr.contains(&format!(
+            "{place}: `portal` has no `ulr`; did you mean `url`?"
+        )),
+        "{stderr}"
+    );
 }
