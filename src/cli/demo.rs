@@ -56,6 +56,9 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     } else {
         None
     };
+    // Listened for from the start, so a Ctrl-C while the demo settles still
+    // stops the daemon and removes the scratch directory.
+    let stop_signals = settings.serve.then(StopSignals::listen).transpose()?;
     let world = SandboxWorld::start(SandboxWorldOptions {
         ondorse: OndorseSandboxOptions {
             submit_after: Some(SUBMIT_AFTER),
@@ -86,8 +89,13 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
         "  mapping files       {}  ({mappings_source}; saving a change reloads it)",
         world.config.mappings.dir.display()
     );
+    let configuration_use = if settings.serve {
+        "use it with --config"
+    } else {
+        "removed at the end; --serve keeps it for other commands"
+    };
     println!(
-        "  configuration       {}  (use it with --config)",
+        "  configuration       {}  ({configuration_use})",
         world.config_path.display()
     );
     println!(
@@ -124,8 +132,8 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     if let Some(link) = decided {
         explain_one(&daemon, link)?;
     }
-    if settings.serve {
-        serve(&world, &links).await?;
+    if let Some(signals) = stop_signals {
+        serve(&world, &links, signals).await;
     } else if !settled {
         daemon.stop().await?;
         return Err(anyhow::anyhow!(
@@ -160,8 +168,7 @@ fn free_loopback_address() -> anyhow::Result<SocketAddr> {
 }
 
 /// Prints what to try against the running world, then waits for Ctrl-C.
-async fn serve(world: &SandboxWorld, links: &[Link]) -> Result<(), Failure> {
-    let mut signals = StopSignals::listen()?;
+async fn serve(world: &SandboxWorld, links: &[Link], mut signals: StopSignals) {
     let config = world.config_path.display();
     let account = links
         .first()
@@ -182,7 +189,6 @@ async fn serve(world: &SandboxWorld, links: &[Link]) -> Result<(), Failure> {
     );
     let signal = signals.recv().await;
     println!("{signal}: stopping the daemon and the sandboxes");
-    Ok(())
 }
 
 /// Prints a progress line every second until every Account the mappings
