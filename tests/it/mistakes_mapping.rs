@@ -1,7 +1,7 @@
 //! The mapping mistakes CRM admins make, one row each, fed to `check`,
-//! `check --online` and `run` (the real binary, against the sandboxes):
-//! every one is named at `file:line:column` with what to write instead,
-//! and the three commands agree on it.
+//! `check --online`, `run` and `preview` (the real binary, against the
+//! sandboxes): every one is named at `file:line:column` with what to write
+//! instead, and the commands agree on it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -16,11 +16,11 @@ use crate::support::world::{E2E_DEADLINE, World, copy_mappings};
 /// How a mistake is caught.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Caught {
-    /// Offline: `check`, `check --online` and `run` all refuse the file
-    /// (exit 2) with the message.
+    /// Offline: `check`, `check --online`, `run` and `preview` all refuse
+    /// the file (exit 2) with the message.
     Refused,
-    /// A probable typo that may be real: `check` and `check --online` pass
-    /// and print it as a warning; `run` starts and logs it.
+    /// A probable typo that may be real: `check`, `check --online` and
+    /// `preview` pass and print it as a warning; `run` starts and logs it.
     Warned,
     /// Only the org can tell: `check` passes, `check --online` refuses the
     /// file (exit 2); `run` starts and logs `at_run` once the mapping runs.
@@ -243,16 +243,18 @@ async fn every_mapping_mistake_is_named_where_it_is_by_check_check_online_and_ru
         FAST_POLL,
     )
     .await;
-    // An Account for the business mapping, so `run` renders its templates.
-    world.seed(1, "Customer", 11);
+    // An Account for the business mapping, so `run` and `preview` render
+    // its templates.
+    let account = world.seed(1, "Customer", 11).remove(0);
     for (index, mistake) in MISTAKES.iter().enumerate() {
-        check(&world, index, mistake).await;
+        check(&world, &account, index, mistake).await;
     }
 }
 
-/// Runs `check`, `check --online` and `run` on the shipped mappings with
-/// `mistake` made, and asserts what each says and how it exits.
-async fn check(world: &World, index: usize, mistake: &Mistake) {
+/// Runs `check`, `check --online`, `run` and (offline mistakes) `preview`
+/// of `account` on the shipped mappings with `mistake` made, and asserts
+/// what each says and how it exits.
+async fn check(world: &World, account: &str, index: usize, mistake: &Mistake) {
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let file = with_mistake(scratch.path(), mistake);
     let expected = format!("{}: {}", position(&file, mistake.at), mistake.message);
@@ -260,15 +262,30 @@ async fn check(world: &World, index: usize, mistake: &Mistake) {
 
     let offline = bridge(world, scratch.path(), &["check"]).await;
     let online = bridge(world, scratch.path(), &["check", "--online"]).await;
+    let preview = [
+        "preview",
+        "--mapping",
+        "business-onboarding",
+        "--account",
+        account,
+    ];
     match mistake.caught {
         Caught::Refused => {
             refused(&offline, &expected, &format!("{row}: check"));
             refused(&online, &expected, &format!("{row}: check --online"));
             let run = run_until(world, scratch.path(), None);
             refused(&run, &expected, &format!("{row}: run"));
+            let previewed = bridge(world, scratch.path(), &preview).await;
+            refused(&previewed, &expected, &format!("{row}: preview"));
         }
         Caught::Warned => {
-            for (output, command) in [(&offline, "check"), (&online, "check --online")] {
+            let previewed = bridge(world, scratch.path(), &preview).await;
+            let commands = [
+                (&offline, "check"),
+                (&online, "check --online"),
+                (&previewed, "preview"),
+            ];
+            for (output, command) in commands {
                 passed(output, &format!("{row}: {command}"));
                 assert!(
                     text(&output.stderr).contains(&expected),
