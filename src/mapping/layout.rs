@@ -153,6 +153,21 @@ pub(crate) fn unquoted_values(text: &str) -> Vec<(Position, String)> {
             ));
             continue;
         }
+        // YAML reserves these; a value cannot start with one unquoted.
+        if let Some(reserved) = value
+            .chars()
+            .next()
+            .filter(|first| matches!(first, '@' | '`' | '%'))
+        {
+            problems.push((
+                line.position(offset),
+                format!(
+                    "a value starting with `{reserved}` must be quoted; write `{key}: {}`",
+                    quoted(value)
+                ),
+            ));
+            continue;
+        }
         if value.is_empty() || value.starts_with(['"', '\'', '{', '[', '|', '>', '&', '*', '!']) {
             continue;
         }
@@ -367,12 +382,13 @@ mod tests {
 
     #[test]
     fn unquoted_templates_and_colons_are_found_with_their_fix() {
-        let text = "portal:\n  company: {{ Name }}   # the name\n  status: Sent: waiting\n  ok: \"{{ Id }}\"\n  url: https://x.example/a?b=c\n  select: >\n    a: b\n  map: { a: b }\n";
+        let text = "portal:\n  company: {{ Name }}   # the name\n  status: Sent: waiting\n  ok: \"{{ Id }}\"\n  url: https://x.example/a?b=c\n  select: >\n    a: b\n  map: { a: b }\n  handle: @acme\n";
         assert_eq!(
             at(&unquoted_values(text)),
             [
                 "2:12: a value starting with `{{` must be quoted, or YAML reads it as a map; write `company: \"{{ Name }}\"`",
                 "3:15: `: ` inside a value that is not quoted reads as a second key; quote the whole value: `status: \"Sent: waiting\"`",
+                "9:11: a value starting with `@` must be quoted; write `handle: \"@acme\"`",
             ]
         );
     }
