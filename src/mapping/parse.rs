@@ -376,7 +376,7 @@ impl Builder<'_> {
         };
         match Template::compile(text, origin, verbatim) {
             Ok(template) => {
-                self.check_paths(&template, scope);
+                self.check_scope(&template, scope);
                 Some(Source::Template(template))
             }
             Err(error) => {
@@ -387,10 +387,7 @@ impl Builder<'_> {
         }
     }
 
-    /// Every path the template reads: its root is available where the
-    /// template is evaluated, and the names under `portal`, `collect`,
-    /// `now` and `application` are ones they hold (see [`check_path`]).
-    fn check_paths(&mut self, template: &Template, scope: Scope) {
+    fn check_scope(&mut self, template: &Template, scope: Scope) {
         let (allowed, place): (&[&str], &str) = match scope {
             Scope::Portal => (&[], "`portal:` (the portal does not exist yet)"),
             Scope::Writeback(moment) => (moment.scope(), moment.key()),
@@ -411,6 +408,8 @@ impl Builder<'_> {
                 );
                 continue;
             }
+            // Available here: the names under `portal`, `collect`, `now`
+            // and `application` must be ones they hold.
             match check_path(variable) {
                 PathCheck::Fine => {}
                 PathCheck::Error(message) => self.problem(*position, message),

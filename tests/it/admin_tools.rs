@@ -10,7 +10,7 @@ use ondorse_bridge::sync::operations::{self, RunningDaemon};
 use serde_json::json;
 
 use crate::support::daemon::cli;
-use crate::support::files::position;
+use crate::support::position;
 use crate::support::world::{E2E_DEADLINE, World, eventually, repository_mappings};
 
 const BUSINESS: &str = "business-onboarding";

@@ -13,7 +13,7 @@ use ondorse_bridge::cli::demo::SERVING_LINE;
 use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 
 use crate::support::daemon::{STOP_DEADLINE, cli, command, wait_until};
-use crate::support::files::position;
+use crate::support::position;
 use crate::support::world::{E2E_DEADLINE, World, copy_mappings, eventually};
 
 /// `ondorse-bridge demo ARGS`, outside any configuration of the caller's.

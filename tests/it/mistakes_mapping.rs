@@ -10,7 +10,7 @@ use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::sandbox::salesforce::SalesforceSandboxOptions;
 
 use crate::support::daemon::{STOP_DEADLINE, command, run_command, wait_until};
-use crate::support::files::position;
+use crate::support::position;
 use crate::support::world::{E2E_DEADLINE, World, copy_mappings};
 
 /// How a mistake is caught.
