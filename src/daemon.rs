@@ -68,7 +68,6 @@ impl Daemon {
     pub async fn start(config: &Config, settings: EngineSettings) -> Result<Daemon, StartError> {
         let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
         let mappings = mapping::load_dir(&config.mappings.dir).map_err(StartError::Mappings)?;
-        mappings.log_warnings();
         let salesforce = SalesforceClient::new(&config.salesforce).map_err(|error| {
             StartError::Configuration(format!("{}: {error}", config.source.display()))
         })?;
@@ -120,6 +119,7 @@ impl Daemon {
             inbox_wake,
         ));
         let running = engine.clone().start(&config.schedule).await?;
+        engine.mappings().log_warnings();
         let mappings_watch =
             tokio::spawn(watch_mappings(engine.clone(), config.mappings.dir.clone()));
         let admin_state = Arc::new(AdminState {
