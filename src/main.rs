@@ -6,6 +6,7 @@ use ondorse_bridge::cli;
 use ondorse_bridge::telemetry;
 
 fn main() -> ExitCode {
+    cli::exit_quietly_when_output_closes();
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(code) => return code,

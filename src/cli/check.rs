@@ -25,6 +25,9 @@ pub async fn check(cli: &Cli, online: bool) -> Result<(), Failure> {
         salesforce,
         ..
     } = Prepared::new(&config)?;
+    for warning in mappings.warnings() {
+        eprintln!("{}", warning.as_warning());
+    }
     let names: Vec<&str> = mappings.names().collect();
     println!("configuration {} is valid", cli.config_path().display());
     for warning in crate::daemon::exposure_warnings(&config) {

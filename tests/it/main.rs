@@ -4,11 +4,13 @@
 mod admin_tools;
 mod budget;
 mod config;
+mod demo;
 mod deploy;
 mod edges;
 mod engine_faults;
 mod mappings;
 mod mistakes_config;
+mod mistakes_mapping;
 mod ondorse_client;
 mod operations;
 mod salesforce_client;
