@@ -4,9 +4,10 @@
 //! Offline, it runs what `run` runs before it starts ([`Prepared::new`]):
 //! whatever `run` would refuse as configuration, `check` refuses first.
 //!
-//! The online checks run where the Salesforce session lives: in the running
-//! daemon (through its admin API) when it holds the store, else here with
-//! the store's newest refresh token, keeping the one Salesforce rotates in.
+//! With the refresh-token flow, the online checks run where the refresh
+//! token lives: in the running daemon (through its admin API) when it holds
+//! the store, else here with the store's newest refresh token, keeping the
+//! one Salesforce rotates in. The other flows check here, store untouched.
 
 use std::sync::Arc;
 
@@ -71,15 +72,14 @@ pub async fn check(cli: &Cli, online: bool) -> Result<(), Failure> {
 /// Who holds the store, and so the refresh token.
 enum StoreAccess {
     Daemon,
-    /// The daemon is stopped; `None` when there is no store and the flow
-    /// keeps no refresh token.
+    /// The checks run here; `None` when the flow keeps no refresh token
+    /// (the store is then not touched: another process holding it is no
+    /// concern of `check`).
     Here(Option<Store>),
 }
 
 fn open_store(config: &Config) -> Result<StoreAccess, Failure> {
-    let keeps_refresh_tokens =
-        matches!(config.salesforce.auth, SalesforceAuth::RefreshToken { .. });
-    if !keeps_refresh_tokens && !config.store.path.exists() {
+    if !matches!(config.salesforce.auth, SalesforceAuth::RefreshToken { .. }) {
         return Ok(StoreAccess::Here(None));
     }
     match Store::open(&config.store.path) {

@@ -215,6 +215,7 @@ fn environment_overrides_are_parsed_as_the_key_type() {
         ("ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT", " 40 "),
         ("ONDORSE_BRIDGE__SALESFORCE__API_VERSION", "63.0"),
         ("ONDORSE_BRIDGE__SCHEDULE__OVERLAP_SECONDS", "60"),
+        ("ONDORSE_BRIDGE__RETRY__INITIAL_DELAY_SECONDS", "0.5"),
         (
             "ONDORSE_BRIDGE__WEBHOOKS__ALLOWED_IPS",
             "10.0.0.0/8, 192.0.2.7",
@@ -224,6 +225,10 @@ fn environment_overrides_are_parsed_as_the_key_type() {
     assert_eq!(config.salesforce.api_budget_percent, 40);
     assert_eq!(config.salesforce.api_version, "63.0");
     assert_eq!(config.schedule.overlap.as_secs(), 60);
+    assert_eq!(
+        config.retry.initial_delay,
+        std::time::Duration::from_millis(500)
+    );
     let allowed: Vec<String> = config
         .webhooks
         .allowed_ips

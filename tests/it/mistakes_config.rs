@@ -330,6 +330,24 @@ async fn values_of_the_wrong_type_are_refused_with_the_key_the_type_and_the_posi
             warns: &[],
         },
         Mistake {
+            what: "a quoted retry delay",
+            make: |setup| setup.append("\n[retry]\ninitial_delay_seconds = \"2\"\n"),
+            outcomes: REFUSED,
+            says: &[
+                "{config:initial_delay_seconds}: [retry] initial_delay_seconds: expected a number, found the text \"2\"",
+            ],
+            warns: &[],
+        },
+        Mistake {
+            what: "a retry cap as a boolean",
+            make: |setup| setup.append("\n[retry]\nretry_after_cap_seconds = true\n"),
+            outcomes: REFUSED,
+            says: &[
+                "{config:retry_after_cap_seconds}: [retry] retry_after_cap_seconds: expected a number, found the boolean true",
+            ],
+            warns: &[],
+        },
+        Mistake {
             what: "an api version as a number",
             make: |setup| setup.insert("salesforce", "api_version = 62.0"),
             outcomes: REFUSED,
@@ -405,6 +423,15 @@ async fn values_of_the_wrong_type_are_refused_with_the_key_the_type_and_the_posi
             outcomes: REFUSED,
             says: &[
                 "environment ONDORSE_BRIDGE__SALESFORCE__API_BUDGET_PERCENT: [salesforce] api_budget_percent: 250 is out of range 0..=100",
+            ],
+            warns: &[],
+        },
+        Mistake {
+            what: "a retry delay override that is not a number",
+            make: |setup| setup.set_env("ONDORSE_BRIDGE__RETRY__MAX_DELAY_SECONDS", "5min"),
+            outcomes: REFUSED,
+            says: &[
+                "environment ONDORSE_BRIDGE__RETRY__MAX_DELAY_SECONDS: [retry] max_delay_seconds: expected a number, found \"5min\"",
             ],
             warns: &[],
         },
@@ -945,24 +972,37 @@ async fn explain_shows_the_http_status_of_every_failed_call() {
     let id = world.seed(1, "Customer", 31).remove(0);
     {
         let engine = world.engine();
-        // Ondorse refuses the portal once; then Salesforce fails the write-back call.
-        world.ondorse.fail_next_requests(1, 400);
+        // Ondorse fails the portal once; then Salesforce fails the write-back call.
+        world.ondorse.fail_next_requests(1, 500);
         engine.poll(BUSINESS).await.expect("poll");
-        engine
-            .reconcile()
-            .await
-            .expect("reconcile creates the portal");
+        // The failed intent waits its (test-sized) backoff, then reconcile
+        // creates the portal.
+        let until = tokio::time::Instant::now() + crate::support::world::E2E_DEADLINE;
+        while engine
+            .store()
+            .link(BUSINESS, &id)
+            .unwrap()
+            .and_then(|link| link.portal)
+            .is_none()
+        {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "reconcile never created the portal"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            engine.reconcile().await.expect("reconcile");
+        }
         world.salesforce.fail_next_requests(1);
         engine.flush_writes().await.expect("a write pass");
     }
     let explained = explain_text(&world, &id).await;
     assert_eq!(
         status_under(&explained, "portal creation failed").as_deref(),
-        Some("400"),
+        Some("500"),
         "{explained}"
     );
     assert_eq!(
-        status_under(&explained, "retrying at").as_deref(),
+        status_under(&explained, "the write-back call failed").as_deref(),
         Some("503"),
         "{explained}"
     );
