@@ -13,7 +13,7 @@ pub mod error;
 pub mod model;
 pub mod soql;
 
-pub use auth::{KeptRefreshToken, RefreshTokenKeeper};
+pub use auth::{KeptRefreshToken, LoginRefusal, RefreshTokenKeeper};
 pub use client::{ClientSettings, QueryPages, SalesforceClient};
 pub use error::{Disposition, RecordError, SalesforceError};
 pub use model::{ApiUsage, Record, RecordOutcome, RecordUpdate, SObjectDescribe};

@@ -55,6 +55,8 @@ impl Setup {
         settings.webhooks_listen = webhooks.to_string();
         settings.admin_listen = admin.to_string();
         settings.extra = extra.to_owned();
+        // Readiness is lost after one second of failures.
+        settings.admin_extra = "failure_grace_seconds = 1".to_owned();
         copy_mappings(&settings.mappings_dir);
         let config = write_config(dir.path(), &settings, &keys.private_key_pem).path;
         Setup {
@@ -273,7 +275,7 @@ async fn a_refused_login_makes_readyz_say_what_to_do_and_the_watchdog_keeps_quie
     // The org knows no refresh token at all: the file's was revoked.
     let setup = Setup::rotating(&[]).await;
     let daemon = setup.daemon();
-    let body = not_ready_because(setup.admin, "salesforce refuses the login").await;
+    let body = not_ready_because(setup.admin, "salesforce has refused the login since").await;
     assert!(body.contains("invalid_grant"), "{body}");
     assert!(
         body.contains("write it to salesforce.refresh_token_file and restart the daemon"),
