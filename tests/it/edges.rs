@@ -660,3 +660,23 @@ async fn a_rotated_refresh_token_that_cannot_be_kept_is_not_used() {
         "the access token that came with it was never used"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_closes_a_connection_that_sends_nothing_too() {
+    use tokio::io::AsyncReadExt;
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let daemon = world.daemon().await;
+    let mut idle = tokio::net::TcpStream::connect(daemon.admin_address())
+        .await
+        .expect("connect to the admin listener");
+    // Its head timeout is the default one: ten seconds, with room for load.
+    let deadline = ondorse_bridge::config::ListenerLimits::default().header_read_timeout * 3;
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(deadline, idle.read(&mut buffer))
+        .await
+        .expect("closed within the head timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let (status, _) = admin_get(daemon.admin_address(), "/healthz", false).await;
+    assert_eq!(status, 200);
+    daemon.stop().await.expect("the daemon stops");
+}
