@@ -472,3 +472,71 @@ async fn an_unchanged_refetch_counts_on_the_last_journal_entry() {
     assert!(text.contains(&format!("(x{}", last.count)), "{text}");
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_created_while_salesforce_fails_is_recorded_first_and_its_link_written_later() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(3, "Customer", 81);
+    let engine = world.engine();
+    // Ondorse answers slowly; while the POSTs are out, Salesforce starts
+    // failing, so the describe that planning the write-back needs fails.
+    world.ondorse.set_latency(Duration::from_millis(300));
+    let polling = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.poll(BUSINESS).await }
+    });
+    eventually("the portal POSTs are out", E2E_DEADLINE, || {
+        !world.ondorse.portal_posts_by_key().is_empty()
+    })
+    .await;
+    world.salesforce.fail_next_requests(1_000);
+    let report = polling
+        .await
+        .expect("poll task")
+        .expect("the poll succeeds");
+    assert_eq!(report.portals_created, 3, "{report:?}");
+    for id in &ids {
+        let link = engine
+            .store()
+            .link(BUSINESS, id)
+            .expect("read the link")
+            .expect("a link");
+        assert!(link.portal.is_some(), "{id}: the portal is recorded");
+        assert!(link.request.is_none(), "{id}: its request is dropped");
+        assert!(
+            link.portal_writeback_due,
+            "{id}: its write-back is still due"
+        );
+    }
+    assert_eq!(
+        engine.store().pending_write_count(),
+        0,
+        "planning failed: nothing queued yet"
+    );
+
+    // Salesforce is back: reconcile plans the write-backs it could not.
+    world.salesforce.fail_next_requests(0);
+    world.ondorse.set_latency(Duration::ZERO);
+    let until = tokio::time::Instant::now() + E2E_DEADLINE;
+    while engine.store().pending_write_count() < ids.len() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "reconcile never planned the portal links"
+        );
+        // Salesforce's breakers may still wait out their delay.
+        let _ = engine.reconcile().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    engine.flush_writes().await.expect("write-back");
+    assert_one_portal_each(&world, &ids);
+    for id in &ids {
+        assert_eq!(
+            world.field(id, "Ondorse_Portal_Url__c"),
+            world
+                .ondorse
+                .portal(&world.portal_of(id))
+                .expect("the portal")["url"],
+            "{id}"
+        );
+    }
+}
