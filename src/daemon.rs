@@ -203,9 +203,20 @@ impl Daemon {
         // has not polled its shutdown future yet.
         self.public_stop.notify_one();
         self.mappings_watch.abort();
-        self.running
-            .stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
-            .await;
+        // The scheduler's own shutdown is bounded too: dropping the stop
+        // future at the deadline aborts the engine's tasks.
+        let engine_stopped = tokio::time::timeout_at(
+            deadline,
+            self.running
+                .stop(deadline.saturating_duration_since(tokio::time::Instant::now())),
+        )
+        .await;
+        if engine_stopped.is_err() {
+            tracing::warn!(
+                grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                "the engine did not stop within the grace period; its tasks were cut off"
+            );
+        }
         finish_listener("webhook", self.public_server, deadline).await?;
         // The admin API answers (503 on /readyz) until the work is done.
         self.admin_stop.notify_one();
