@@ -309,3 +309,29 @@ async fn watch_mappings(engine: Arc<Engine>, dir: PathBuf) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_to_another_host;
+
+    #[test]
+    fn only_plain_http_to_a_host_that_is_not_loopback_is_exposed() {
+        for exposed in [
+            "http://api.ondorse.example",
+            "http://10.0.0.7:8080/v1",
+            "http://[2001:db8::1]/",
+        ] {
+            assert!(plain_http_to_another_host(exposed), "{exposed}");
+        }
+        for safe in [
+            "https://api.ondorse.example",
+            "http://127.0.0.1:9000",
+            "http://localhost:9000",
+            "http://LOCALHOST",
+            "http://[::1]:9000",
+            "not a url",
+        ] {
+            assert!(!plain_http_to_another_host(safe), "{safe}");
+        }
+    }
+}
