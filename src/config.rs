@@ -143,8 +143,8 @@ impl Default for ListenerLimits {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: SecretString,
-    /// How long a mapping's polls, or the writer, may keep failing before
-    /// `/readyz` answers 503 (key `failure_grace_seconds`).
+    /// How long logins, a mapping's polls or the writer may keep failing
+    /// before `/readyz` answers 503 (key `failure_grace_seconds`).
     pub failure_grace: Duration,
 }
 

@@ -201,9 +201,20 @@ impl Daemon {
         // has not polled its shutdown future yet.
         self.public_stop.notify_one();
         self.mappings_watch.abort();
-        self.running
-            .stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
-            .await;
+        // The scheduler's own shutdown is bounded too: dropping the stop
+        // future at the deadline aborts the engine's tasks.
+        let engine_stopped = tokio::time::timeout_at(
+            deadline,
+            self.running
+                .stop(deadline.saturating_duration_since(tokio::time::Instant::now())),
+        )
+        .await;
+        if engine_stopped.is_err() {
+            tracing::warn!(
+                grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                "the engine did not stop within the grace period; its tasks were cut off"
+            );
+        }
         finish_listener("webhook", self.public_server, deadline).await?;
         // The admin API answers (503 on /readyz) until the work is done.
         self.admin_stop.notify_one();
@@ -293,6 +304,32 @@ async fn watch_mappings(engine: Arc<Engine>, dir: PathBuf) {
             tracing::info!(dir = %dir.display(), "mapping files changed; reloading");
             engine.reload_mappings(&dir).await;
             in_force = now;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_to_another_host;
+
+    #[test]
+    fn only_plain_http_to_a_host_that_is_not_loopback_is_exposed() {
+        for exposed in [
+            "http://api.ondorse.example",
+            "http://10.0.0.7:8080/v1",
+            "http://[2001:db8::1]/",
+        ] {
+            assert!(plain_http_to_another_host(exposed), "{exposed}");
+        }
+        for safe in [
+            "https://api.ondorse.example",
+            "http://127.0.0.1:9000",
+            "http://localhost:9000",
+            "http://LOCALHOST",
+            "http://[::1]:9000",
+            "not a url",
+        ] {
+            assert!(!plain_http_to_another_host(safe), "{safe}");
         }
     }
 }

@@ -72,6 +72,13 @@ pub trait RefreshTokenKeeper: Send + Sync {
     ) -> futures::future::BoxFuture<'a, Result<(), String>>;
 }
 
+/// Logins refused in a row: since when, and the last refusal's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRefusal {
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub message: String,
+}
+
 /// The refresh token in use, guarded by the renewal lock.
 struct RefreshState {
     /// `None` for flows without one.
@@ -91,9 +98,9 @@ pub(crate) struct Authenticator {
     renewal: tokio::sync::Mutex<RefreshState>,
     /// Keeps rotated refresh tokens across restarts, once attached.
     keeper: OnceLock<Arc<dyn RefreshTokenKeeper>>,
-    /// Why the last login was refused (bad or revoked credentials); `None`
-    /// once one succeeds. Readiness and `status` show it.
-    refused: SyncMutex<Option<String>>,
+    /// Since when logins are refused (bad or revoked credentials), and the
+    /// last refusal; `None` once one succeeds. Readiness and `status` show it.
+    refused: SyncMutex<Option<LoginRefusal>>,
     /// The session in use. A plain mutex: reads are short, never held across
     /// an await, and [`crate::salesforce::SalesforceClient::instance_url`] is
     /// synchronous.
@@ -299,7 +306,14 @@ impl Authenticator {
         self.consult_keeper(&mut refresh)?;
         let answer = self.request_token(&refresh.token).await;
         if let Err(error @ SalesforceError::Auth { .. }) = &answer {
-            *self.lock_refused() = Some(error.to_string());
+            let mut refused = self.lock_refused();
+            let since = refused
+                .as_ref()
+                .map_or_else(chrono::Utc::now, |refusal| refusal.since);
+            *refused = Some(LoginRefusal {
+                since,
+                message: error.to_string(),
+            });
         }
         let answer = answer?;
         let instance_url = answer.extra_fields().instance_url.trim_end_matches('/');
@@ -354,14 +368,14 @@ impl Authenticator {
         Ok(session)
     }
 
-    fn lock_refused(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+    fn lock_refused(&self) -> std::sync::MutexGuard<'_, Option<LoginRefusal>> {
         self.refused
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Why the last login was refused, while no login succeeded since.
-    pub(crate) fn refusal(&self) -> Option<String> {
+    /// Since when logins are refused, while no login succeeded since.
+    pub(crate) fn refusal(&self) -> Option<LoginRefusal> {
         self.lock_refused().clone()
     }
 

@@ -299,7 +299,7 @@ impl SalesforceClient {
 
     /// Why the last login was refused (bad or revoked credentials), while
     /// no login succeeded since.
-    pub fn login_problem(&self) -> Option<String> {
+    pub fn login_problem(&self) -> Option<crate::salesforce::LoginRefusal> {
         self.inner.auth.refusal()
     }
 

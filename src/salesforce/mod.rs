@@ -13,7 +13,7 @@ pub mod error;
 pub mod model;
 pub mod soql;
 
-pub use auth::{KeptRefreshToken, RefreshTokenKeeper, rsa_private_key};
+pub use auth::{KeptRefreshToken, LoginRefusal, RefreshTokenKeeper, rsa_private_key};
 pub use client::{ClientSettings, QueryPages, SalesforceClient};
 pub use error::{Disposition, RecordError, SalesforceError};
 pub use model::{ApiUsage, Record, RecordOutcome, RecordUpdate, SObjectDescribe};

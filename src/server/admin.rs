@@ -56,12 +56,11 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// `None` when ready, else why not: stopping, a stalled schedule, a
-    /// refused login, an API version the org does not serve, or a mapping
-    /// whose polls (or the writer, paused by failed calls) kept failing for
-    /// longer than `failure_grace`. (The systemd
-    /// watchdog looks at the schedules only: an outage on the other side
-    /// must not make systemd restart the daemon.)
+    /// `None` when ready, else why not: stopping, a stalled schedule, an API
+    /// version the org does not serve, or logins, a mapping's polls or the
+    /// writer (paused by failed calls) failing for longer than
+    /// `failure_grace`. The systemd watchdog looks at the schedules only: an
+    /// outage on the other side must not make systemd restart the daemon.
     pub fn not_ready_reason(&self) -> Option<String> {
         if self.stopping.load(Ordering::Relaxed) {
             return Some("the daemon is stopping".to_owned());
@@ -110,7 +109,14 @@ impl AdminState {
             .or_else(|| {
                 salesforce
                     .login_problem()
-                    .map(|problem| format!("salesforce refuses the login: {problem}"))
+                    .filter(|refusal| at - refusal.since >= grace)
+                    .map(|refusal| {
+                        format!(
+                            "salesforce has refused the login since {}: {}",
+                            refusal.since.to_rfc3339(),
+                            refusal.message
+                        )
+                    })
             })
             .or_else(|| salesforce.api_version_problem())
             .or(writer_paused)

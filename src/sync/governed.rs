@@ -63,7 +63,7 @@ impl GovernedSalesforce {
     }
 
     /// Why the last login was refused, while none succeeded since (no call).
-    pub fn login_problem(&self) -> Option<String> {
+    pub fn login_problem(&self) -> Option<crate::salesforce::LoginRefusal> {
         self.client.login_problem()
     }
 

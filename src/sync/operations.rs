@@ -351,7 +351,7 @@ pub fn status(
                 instance_url,
                 problem: salesforce
                     .login_problem()
-                    .map(|problem| format!("the login is refused: {problem}"))
+                    .map(|refusal| format!("the login is refused: {}", refusal.message))
                     .or_else(|| salesforce.api_version_problem()),
             },
         }

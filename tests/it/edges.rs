@@ -55,6 +55,8 @@ impl Setup {
         settings.webhooks_listen = webhooks.to_string();
         settings.admin_listen = admin.to_string();
         settings.extra = extra.to_owned();
+        // Readiness is lost after one second of failures.
+        settings.admin_extra = "failure_grace_seconds = 1".to_owned();
         copy_mappings(&settings.mappings_dir);
         let config = write_config(dir.path(), &settings, &keys.private_key_pem).path;
         Setup {
@@ -273,7 +275,7 @@ async fn a_refused_login_makes_readyz_say_what_to_do_and_the_watchdog_keeps_quie
     // The org knows no refresh token at all: the file's was revoked.
     let setup = Setup::rotating(&[]).await;
     let daemon = setup.daemon();
-    let body = not_ready_because(setup.admin, "salesforce refuses the login").await;
+    let body = not_ready_because(setup.admin, "salesforce has refused the login since").await;
     assert!(body.contains("invalid_grant"), "{body}");
     assert!(
         body.contains("write it to salesforce.refresh_token_file and restart the daemon"),
@@ -657,4 +659,24 @@ async fn a_rotated_refresh_token_that_cannot_be_kept_is_not_used() {
         0,
         "the access token that came with it was never used"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_closes_a_connection_that_sends_nothing_too() {
+    use tokio::io::AsyncReadExt;
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let daemon = world.daemon().await;
+    let mut idle = tokio::net::TcpStream::connect(daemon.admin_address())
+        .await
+        .expect("connect to the admin listener");
+    // Its head timeout is the default one: ten seconds, with room for load.
+    let deadline = ondorse_bridge::config::ListenerLimits::default().header_read_timeout * 3;
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(deadline, idle.read(&mut buffer))
+        .await
+        .expect("closed within the head timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let (status, _) = admin_get(daemon.admin_address(), "/healthz", false).await;
+    assert_eq!(status, 200);
+    daemon.stop().await.expect("the daemon stops");
 }

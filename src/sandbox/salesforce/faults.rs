@@ -22,14 +22,14 @@ pub(crate) struct Faults {
     /// sObject Collections updates still to carry out and then answer with
     /// an empty 200 body (the answer lost on the way back).
     pub(crate) blank_collection_answers: usize,
+    /// sObject Collections updates still to answer with a 503 HTML page
+    /// while every other call works (a write pod in trouble).
+    pub(crate) failing_collection_updates: usize,
     /// sObject Collections updates still to carry out and then answer with
     /// one result fewer than records sent.
     pub(crate) short_collection_answers: usize,
     /// REST requests still to refuse with 403 `API_DISABLED_FOR_ORG`.
     pub(crate) api_disabled_requests: usize,
-    /// sObject Collections updates still to answer with a 503 HTML page
-    /// while every other call works (a write pod in trouble).
-    pub(crate) failing_collection_updates: usize,
 }
 
 impl Faults {

@@ -342,6 +342,12 @@ impl SalesforceSandbox {
         self.org().faults.blank_collection_answers = count;
     }
 
+    /// The next `count` sObject Collections updates answer 503 with an HTML
+    /// page, changing nothing, while queries and every other call work.
+    pub fn fail_next_collection_updates(&self, count: usize) {
+        self.org().faults.failing_collection_updates = count;
+    }
+
     /// The next `count` sObject Collections updates are carried out, then
     /// answered with one result fewer than the records sent.
     pub fn short_collection_answers(&self, count: usize) {
@@ -352,12 +358,6 @@ impl SalesforceSandbox {
     /// an org whose API was switched off does.
     pub fn disable_api(&self, count: usize) {
         self.org().faults.api_disabled_requests = count;
-    }
-
-    /// The next `count` sObject Collections updates answer 503 with an HTML
-    /// page, changing nothing, while queries and every other call work.
-    pub fn fail_next_collection_updates(&self, count: usize) {
-        self.org().faults.failing_collection_updates = count;
     }
 
     /// Each write to these records fails `UNABLE_TO_LOCK_ROW` `attempts`

@@ -163,13 +163,13 @@ fn admit(org: &mut Org, request: &Request) -> Result<Usage, Refusal> {
     if org.faults.take_failing_request() {
         return Err(Refusal::Unavailable);
     }
-    if Faults::take(&mut org.faults.api_disabled_requests) {
-        return Err(Refusal::ApiDisabled);
-    }
     if request.uri().path().ends_with("/composite/sobjects")
         && Faults::take(&mut org.faults.failing_collection_updates)
     {
         return Err(Refusal::Unavailable);
+    }
+    if Faults::take(&mut org.faults.api_disabled_requests) {
+        return Err(Refusal::ApiDisabled);
     }
     let token = request
         .headers()

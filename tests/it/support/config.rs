@@ -18,6 +18,8 @@ pub struct ConfigSettings {
     pub mappings_dir: PathBuf,
     /// Extra TOML lines appended to the file (tests of odd inputs).
     pub extra: String,
+    /// Extra TOML lines in the `[admin]` section.
+    pub admin_extra: String,
 }
 
 impl ConfigSettings {
@@ -31,6 +33,7 @@ impl ConfigSettings {
             store_path: dir.join("store"),
             mappings_dir: dir.join("mappings"),
             extra: String::new(),
+            admin_extra: String::new(),
         }
     }
 }
@@ -75,7 +78,7 @@ path_secret_file = "webhook-path-secret"
 [admin]
 listen = "{admin_listen}"
 token_file = "admin-token"
-
+{admin_extra}
 [store]
 path = "{store}"
 
@@ -91,6 +94,7 @@ dir = "{mappings}"
         store = settings.store_path.display(),
         mappings = settings.mappings_dir.display(),
         extra = settings.extra,
+        admin_extra = settings.admin_extra,
     );
     let path = dir.join("config.toml");
     std::fs::write(&path, text).expect("write config.toml");
