@@ -22,6 +22,10 @@ pub(crate) struct Faults {
     /// sObject Collections updates still to carry out and then answer with
     /// an empty 200 body (the answer lost on the way back).
     pub(crate) blank_collection_answers: usize,
+    /// While set, sObject Collections updates change nothing and answer
+    /// `204` with no body (a Salesforce-compatible server that does not
+    /// implement them); single-record updates still work.
+    pub(crate) ignored_collections: bool,
 }
 
 impl Faults {
