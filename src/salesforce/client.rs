@@ -218,25 +218,22 @@ impl SalesforceClient {
         });
         let path = format!("{}/composite/sobjects", self.data_path());
         let endpoint = format!("PATCH {path}");
-        let answer = self
-            .execute(Operation::Update, &endpoint, |instance_url| {
+        let (status, answer) = self
+            .send(Operation::Update, &endpoint, |instance_url| {
                 self.inner
                     .http
                     .patch(format!("{instance_url}{path}"))
                     .json(&body)
             })
             .await?;
-        let results: Vec<CompositeResult> = decode(&endpoint, &answer)?;
-        if results.len() != records.len() {
-            return Err(SalesforceError::Decode {
-                what: format!(
-                    "{endpoint}: {} results for {} records",
-                    results.len(),
-                    records.len()
-                ),
+        let results = read_results(records, &answer).map_err(|problem| {
+            SalesforceError::UnexpectedAnswer {
+                endpoint: endpoint.clone(),
+                status: status.as_u16(),
+                problem,
                 excerpt: excerpt(&answer),
-            });
-        }
+            }
+        })?;
         let outcomes: Vec<RecordOutcome> = records
             .iter()
             .zip(results)
@@ -259,6 +256,49 @@ impl SalesforceClient {
             "salesforce records updated"
         );
         Ok(outcomes)
+    }
+
+    /// Sets fields on one record with `PATCH /sobjects/{sobject}/{id}`
+    /// (success is `204` with no body): the writer's fallback when sObject
+    /// Collections answers are unreadable. A refusal of the record itself
+    /// (a `400` or `404` error array) is its outcome, as it would be in a
+    /// collection; a failure of the call is an error.
+    pub async fn update_record(
+        &self,
+        sobject: &str,
+        record: &RecordUpdate,
+    ) -> Result<RecordOutcome, SalesforceError> {
+        check_sobject_name(sobject)?;
+        check_record_id(&record.id)?;
+        let path = format!("{}/sobjects/{sobject}/{}", self.data_path(), record.id);
+        let endpoint = format!("PATCH {path}");
+        let answer = self
+            .execute(Operation::UpdateOne, &endpoint, |instance_url| {
+                self.inner
+                    .http
+                    .patch(format!("{instance_url}{path}"))
+                    .json(&record.fields)
+            })
+            .await;
+        let result = match answer {
+            Ok(_) => Ok(()),
+            Err(SalesforceError::Api {
+                status: 400 | 404,
+                code,
+                message,
+                fields,
+                ..
+            }) => Err(vec![RecordError {
+                status_code: code,
+                message,
+                fields,
+            }]),
+            Err(error) => return Err(error),
+        };
+        Ok(RecordOutcome {
+            id: record.id.clone(),
+            result,
+        })
     }
 
     /// The org's daily API usage from `GET /limits` (which is itself a call).
@@ -402,15 +442,26 @@ impl SalesforceClient {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sends the request `build` makes for the current `instance_url`,
-    /// renewing the token and replaying once on `401`, and returns the body
-    /// of a 2xx answer or the classified error.
+    /// [`SalesforceClient::send`] for callers that need only the body.
     async fn execute(
         &self,
         operation: Operation,
         endpoint: &str,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<Bytes, SalesforceError> {
+        let (_status, body) = self.send(operation, endpoint, build).await?;
+        Ok(body)
+    }
+
+    /// Sends the request `build` makes for the current `instance_url`,
+    /// renewing the token and replaying once on `401`, and returns the
+    /// status and body of a 2xx answer or the classified error.
+    async fn send(
+        &self,
+        operation: Operation,
+        endpoint: &str,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<(http::StatusCode, Bytes), SalesforceError> {
         let mut session = self.inner.auth.session().await?;
         self.ensure_api_version(&session.instance_url).await?;
         let mut replayed = false;
@@ -462,7 +513,7 @@ impl SalesforceClient {
                 "salesforce call"
             );
             if status.is_success() {
-                return Ok(body);
+                return Ok((status, body));
             }
             if status == http::StatusCode::UNAUTHORIZED && !replayed {
                 tracing::info!(
@@ -496,6 +547,7 @@ enum Operation {
     QueryMore,
     Describe,
     Update,
+    UpdateOne,
     Limits,
 }
 
@@ -506,6 +558,7 @@ impl Operation {
             Operation::QueryMore => "query_more",
             Operation::Describe => "describe",
             Operation::Update => "composite_update",
+            Operation::UpdateOne => "record_update",
             Operation::Limits => "limits",
         }
     }
@@ -636,6 +689,9 @@ impl QueryPages {
 /// One entry of an sObject Collections answer.
 #[derive(Deserialize)]
 struct CompositeResult {
+    /// Present on successes; names the record the result is about.
+    #[serde(default)]
+    id: Option<String>,
     success: bool,
     #[serde(default)]
     errors: Vec<RecordError>,
@@ -735,6 +791,62 @@ fn transport(endpoint: &str, error: reqwest::Error) -> SalesforceError {
     }
 }
 
+/// The results of an sObject Collections update as the contract says they
+/// come (one per record, in order, a success naming its record), or what
+/// is wrong with them, in words.
+fn read_results(records: &[RecordUpdate], body: &[u8]) -> Result<Vec<CompositeResult>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(format!(
+            "no body, where one result per record was expected ({} records sent)",
+            records.len()
+        ));
+    }
+    let results: Vec<CompositeResult> = serde_json::from_slice(body)
+        .map_err(|error| format!("a body that is not a list of results ({error})"))?;
+    if results.len() != records.len() {
+        return Err(format!(
+            "{} results for {} records sent",
+            results.len(),
+            records.len()
+        ));
+    }
+    for (index, (record, result)) in records.iter().zip(&results).enumerate() {
+        if let Some(id) = &result.id
+            && !same_record(id, &record.id)
+        {
+            return Err(format!(
+                "result {} is about record {id}, but record {} was sent there",
+                index + 1,
+                record.id
+            ));
+        }
+    }
+    Ok(results)
+}
+
+/// Whether two Ids name one record: an 18-character Id is the 15-character
+/// one plus a case checksum.
+fn same_record(left: &str, right: &str) -> bool {
+    let stem = |id: &str| {
+        id.get(..15)
+            .map(str::to_owned)
+            .unwrap_or_else(|| id.to_owned())
+    };
+    stem(left) == stem(right)
+}
+
+/// Record Ids go into paths: 15 or 18 letters and digits.
+fn check_record_id(id: &str) -> Result<(), SalesforceError> {
+    if matches!(id.len(), 15 | 18) && id.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(SalesforceError::InvalidArgument {
+            what: "record id",
+            value: id.to_owned(),
+        })
+    }
+}
+
 /// SObject API names go into paths: letters, digits and underscores only.
 fn check_sobject_name(sobject: &str) -> Result<(), SalesforceError> {
     let valid = !sobject.is_empty()
@@ -817,6 +929,38 @@ mod tests {
             "{redirect}"
         );
         assert!(!redirect.is_retriable());
+    }
+
+    #[test]
+    fn collection_answers_that_break_the_contract_say_what_is_wrong() {
+        let record = |id: &str| RecordUpdate {
+            id: id.to_owned(),
+            fields: serde_json::Map::new(),
+        };
+        let sent = [record("001Sb0000000001IAA"), record("001Sb0000000002IAA")];
+        let problem = |body: &str| {
+            read_results(&sent, body.as_bytes())
+                .err()
+                .unwrap_or_default()
+        };
+        assert!(problem("").contains("no body"), "{}", problem(""));
+        assert!(problem("<html>").contains("not a list of results"));
+        assert_eq!(
+            problem(r#"[{"id":"001Sb0000000001IAA","success":true}]"#),
+            "1 results for 2 records sent"
+        );
+        assert_eq!(
+            problem(
+                r#"[{"id":"001Sb0000000002IAA","success":true},{"id":"001Sb0000000001IAA","success":true}]"#
+            ),
+            "result 1 is about record 001Sb0000000002IAA, but record 001Sb0000000001IAA was sent there"
+        );
+        // A failure names no record; a 15-character Id is the same record.
+        let fine = r#"[{"id":"001Sb0000000001","success":true},{"success":false,"errors":[]}]"#;
+        assert_eq!(
+            read_results(&sent, fine.as_bytes()).map(|results| results.len()),
+            Ok(2)
+        );
     }
 
     #[test]

@@ -119,6 +119,21 @@ pub enum SalesforceError {
         timed_out: bool,
     },
 
+    /// A success status whose answer breaks the contract (no body, fewer
+    /// results than records, results about other records), as proxies and
+    /// Salesforce-compatible servers answer: the call may or may not have
+    /// been carried out.
+    #[error(
+        "salesforce {endpoint} answered {status} with {problem}, not what the contract says; body: {excerpt}"
+    )]
+    UnexpectedAnswer {
+        endpoint: String,
+        status: u16,
+        /// What was unexpected, in words.
+        problem: String,
+        excerpt: String,
+    },
+
     /// An answer we cannot read: wrong shape, not JSON, unexpected status.
     #[error("unexpected salesforce answer for {what}: {excerpt}")]
     Decode { what: String, excerpt: String },
@@ -141,7 +156,8 @@ impl SalesforceError {
         match self {
             SalesforceError::TokenEndpoint { status, .. }
             | SalesforceError::Api { status, .. }
-            | SalesforceError::Server { status, .. } => Some(*status),
+            | SalesforceError::Server { status, .. }
+            | SalesforceError::UnexpectedAnswer { status, .. } => Some(*status),
             SalesforceError::RequestLimitExceeded { .. } => Some(403),
             _ => None,
         }
@@ -168,6 +184,7 @@ impl SalesforceError {
             | SalesforceError::ApiVersionNotOffered { .. } => true,
             SalesforceError::Configuration(_)
             | SalesforceError::Decode { .. }
+            | SalesforceError::UnexpectedAnswer { .. }
             | SalesforceError::TooManyRecords { .. }
             | SalesforceError::InvalidArgument { .. } => false,
         }

@@ -105,16 +105,20 @@ impl GovernedSalesforce {
         let breaker = self
             .admit(Work::WriteBack, Endpoint::SalesforceWrites)
             .await?;
-        let answer = self.client.update_records(sobject, records).await;
-        match &answer {
-            Ok(_) => breaker.record_success(),
-            // The governor stops every call on its own.
-            Err(SalesforceError::RequestLimitExceeded { .. }) => {}
-            Err(error) => {
-                breaker.record_failure(&error.to_string(), None);
-            }
-        }
-        Ok(answer?)
+        settle_write(breaker, self.client.update_records(sobject, records).await)
+    }
+
+    /// One single-record update (the writer's fallback when collection
+    /// answers are unreadable), on the same write breaker.
+    pub async fn update_record(
+        &self,
+        sobject: &str,
+        record: &RecordUpdate,
+    ) -> Result<RecordOutcome, SyncError> {
+        let breaker = self
+            .admit(Work::WriteBack, Endpoint::SalesforceWrites)
+            .await?;
+        settle_write(breaker, self.client.update_record(sobject, record).await)
     }
 
     /// Reads for an online mapping check (reload), as [`Work::Check`].
@@ -128,6 +132,20 @@ impl GovernedSalesforce {
         breaker.admit()?;
         Ok(breaker)
     }
+}
+
+/// Reports a write's outcome to the write breaker: every failure of the
+/// call counts, except the daily limit (the governor stops every call on
+/// its own).
+fn settle_write<T>(breaker: &Breaker, answer: Result<T, SalesforceError>) -> Result<T, SyncError> {
+    match &answer {
+        Ok(_) => breaker.record_success(),
+        Err(SalesforceError::RequestLimitExceeded { .. }) => {}
+        Err(error) => {
+            breaker.record_failure(&error.to_string(), None);
+        }
+    }
+    Ok(answer?)
 }
 
 /// Reports a read's outcome to its breaker: only a failure of the endpoint
@@ -161,7 +179,8 @@ fn endpoint_failing(error: &SalesforceError) -> bool {
         | SalesforceError::Configuration(_)
         | SalesforceError::Server { .. }
         | SalesforceError::Transport { .. }
-        | SalesforceError::Decode { .. } => true,
+        | SalesforceError::Decode { .. }
+        | SalesforceError::UnexpectedAnswer { .. } => true,
     }
 }
 

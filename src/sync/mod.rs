@@ -63,6 +63,9 @@ pub struct EngineSettings {
     pub write_linger: Duration,
     /// How often the inbox is looked at without a wake-up (a safety net).
     pub inbox_interval: Duration,
+    /// While the writer sends one update per record because sObject
+    /// Collections answers were unreadable, how often it tries a batch again.
+    pub collection_probe: Duration,
     /// The Salesforce API budget governor.
     pub budget: BudgetSettings,
 }
@@ -75,6 +78,7 @@ impl Default for EngineSettings {
             fetch_concurrency: 16,
             write_linger: Duration::from_millis(500),
             inbox_interval: Duration::from_secs(1),
+            collection_probe: writeback::DEFAULT_COLLECTION_PROBE,
             budget: BudgetSettings::default(),
         }
     }
@@ -158,6 +162,9 @@ pub struct Engine {
     intents_deferred: Notify,
     /// Refused reloads and mappings paused by schema drift, for `status`.
     health: reload::MappingHealth,
+    /// Whether sObject Collections answers are readable, or the writer
+    /// falls back to one update per record.
+    collection: writeback::CollectionHealth,
 }
 
 /// Why an engine could not be built from the configuration: the
@@ -276,6 +283,7 @@ impl Engine {
             cursor_locks: locks::KeyedLocks::default(),
             intents_deferred: Notify::new(),
             health: reload::MappingHealth::default(),
+            collection: writeback::CollectionHealth::default(),
         }
     }
 

@@ -13,6 +13,11 @@
 //!   every record stays queued, however long it lasts. An answer that
 //!   cannot be read is an unknown outcome: the Accounts' fields are read
 //!   again to find out what landed before anything is decided.
+//! - When collection answers keep breaking the contract (a 2xx with no
+//!   body, fewer results than records, results about other records), the
+//!   service falls back to one `PATCH /sobjects/Account/{id}` per record,
+//!   with a warning, and tries a batch again every `collection_probe` until
+//!   one is answered as the contract says ([`CollectionHealth`]).
 //!
 //! Each record's outcome is then settled on its own: written; retried with
 //! backoff when Salesforce says so (`UNABLE_TO_LOCK_ROW`), never written off
@@ -22,6 +27,8 @@
 //! change.
 
 use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -35,6 +42,75 @@ use crate::telemetry::{self, WritebackResult};
 
 /// sObject Collections takes at most 200 records a call.
 pub const BATCH_SIZE: usize = 200;
+/// Unreadable collection answers in a row before the writer sends one
+/// update per record: one can be a proxy's hiccup, two in a row is a habit.
+const UNREADABLE_BEFORE_FALLBACK: u32 = 2;
+/// How often a writer that fell back to single-record updates tries a batch
+/// again: rarely enough that a broken endpoint costs little, often enough
+/// that a recovered one is back to 200 records a call within minutes.
+pub const DEFAULT_COLLECTION_PROBE: Duration = Duration::from_secs(300);
+
+/// Whether sObject Collections answers can be read, or the writer sends
+/// one update per record until a probe batch is answered properly.
+#[derive(Debug, Default)]
+pub(super) struct CollectionHealth {
+    state: Mutex<CollectionState>,
+}
+
+#[derive(Debug, Default)]
+struct CollectionState {
+    /// Unreadable answers in a row.
+    unreadable: u32,
+    /// Set while falling back: when to try a batch again.
+    probe_at: Option<Instant>,
+}
+
+impl CollectionHealth {
+    fn state(&self) -> std::sync::MutexGuard<'_, CollectionState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the next batch goes as one collection update.
+    fn use_collection(&self) -> bool {
+        self.state()
+            .probe_at
+            .is_none_or(|probe_at| Instant::now() >= probe_at)
+    }
+
+    /// Whether the writer sends one update per record now.
+    fn falling_back(&self) -> bool {
+        self.state().probe_at.is_some()
+    }
+
+    /// A collection answer broke the contract.
+    fn unreadable(&self, probe: Duration, error: &SalesforceError) {
+        let mut state = self.state();
+        state.unreadable += 1;
+        if state.unreadable < UNREADABLE_BEFORE_FALLBACK {
+            return;
+        }
+        if state.probe_at.is_none() {
+            tracing::warn!(
+                %error,
+                unreadable = state.unreadable,
+                probe_seconds = probe.as_secs(),
+                "salesforce keeps answering sObject Collections updates in a way the contract does not allow; writing one record per call (PATCH /sobjects/Account/{{id}}) and trying a batch again later"
+            );
+        }
+        state.probe_at = Some(Instant::now() + probe);
+    }
+
+    /// A collection answer was read as the contract says.
+    fn readable(&self) {
+        let mut state = self.state();
+        state.unreadable = 0;
+        if state.probe_at.take().is_some() {
+            tracing::info!(
+                "sObject Collections answers are readable again; the writer is back to batches"
+            );
+        }
+    }
+}
 
 /// What one write pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,6 +134,12 @@ impl Engine {
     /// `status` and `/readyz`).
     pub fn writer_state(&self) -> super::BreakerState {
         self.breakers.get(Endpoint::SalesforceWrites).state()
+    }
+
+    /// Whether the writer sends one update per record because sObject
+    /// Collections answers were unreadable.
+    pub fn writer_falls_back(&self) -> bool {
+        self.collection.falling_back()
     }
 
     /// One pass of the writer. Without `force`, a partial batch is sent only
@@ -106,6 +188,9 @@ impl Engine {
         batch: Vec<PendingWrite>,
         report: &mut WriteReport,
     ) -> Result<bool, SyncError> {
+        if !self.collection.use_collection() {
+            return self.write_singly(&batch, report).await;
+        }
         let updates = build_request(&batch);
         let outcomes = match self.salesforce.update_records(ACCOUNT, &updates).await {
             Ok(outcomes) => outcomes,
@@ -115,6 +200,10 @@ impl Engine {
                 report.calls += 1;
                 tracing::warn!(records = batch.len(), %error, "write-back call failed; the writer pauses and keeps every record queued");
                 self.journal_call_failed(&batch, &error)?;
+                if let SalesforceError::UnexpectedAnswer { .. } = error {
+                    self.collection
+                        .unreadable(self.settings.collection_probe, &error);
+                }
                 if unknown_outcome(&error) {
                     self.settle_unknown(&batch, &error, report).await?;
                 }
@@ -124,15 +213,9 @@ impl Engine {
             Err(other) => return Err(other),
         };
         report.calls += 1;
+        self.collection.readable();
         for (pending, outcome) in batch.iter().zip(outcomes) {
-            match outcome.result {
-                Ok(()) => self.settle_written(pending, report)?,
-                Err(errors) => {
-                    let mappings: Vec<String> = pending.mappings.iter().cloned().collect();
-                    self.pause_on_write_drift(&mappings, &errors).await;
-                    self.record_failed(pending, &errors, report)?
-                }
-            }
+            self.settle_outcome(pending, outcome.result, report).await?;
         }
         self.store.flush().await?;
         Ok(true)
@@ -158,6 +241,60 @@ impl Engine {
         Ok(())
     }
 
+    /// The fallback service: one `PATCH /sobjects/Account/{id}` per record,
+    /// each settled as its collection result would be. False when the
+    /// writer must pause (the records not yet sent stay queued).
+    async fn write_singly(
+        &self,
+        batch: &[PendingWrite],
+        report: &mut WriteReport,
+    ) -> Result<bool, SyncError> {
+        let mut going = true;
+        for (pending, update) in batch.iter().zip(build_request(batch)) {
+            match self.salesforce.update_record(ACCOUNT, &update).await {
+                Ok(outcome) => {
+                    report.calls += 1;
+                    self.settle_outcome(pending, outcome.result, report).await?;
+                }
+                Err(SyncError::Paused(_) | SyncError::Backoff(_)) => {
+                    going = false;
+                    break;
+                }
+                Err(SyncError::Salesforce(error)) => {
+                    report.calls += 1;
+                    tracing::warn!(account_id = %pending.account_id, %error, "single-record write-back failed; the writer pauses and keeps the record queued");
+                    self.journal_call_failed(std::slice::from_ref(pending), &error)?;
+                    if unknown_outcome(&error) {
+                        self.settle_unknown(std::slice::from_ref(pending), &error, report)
+                            .await?;
+                    }
+                    going = false;
+                    break;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        self.store.flush().await?;
+        Ok(going)
+    }
+
+    /// Settles one record by what Salesforce answered for it.
+    async fn settle_outcome(
+        &self,
+        pending: &PendingWrite,
+        result: Result<(), Vec<RecordError>>,
+        report: &mut WriteReport,
+    ) -> Result<(), SyncError> {
+        match result {
+            Ok(()) => self.settle_written(pending, report),
+            Err(errors) => {
+                let mappings: Vec<String> = pending.mappings.iter().cloned().collect();
+                self.pause_on_write_drift(&mappings, &errors).await;
+                self.record_failed(pending, &errors, report)
+            }
+        }
+    }
+
     /// The call may have landed (its answer was lost or unreadable): read
     /// the Accounts' fields again and settle as written every record whose
     /// values Salesforce now holds; the others stay queued.
@@ -167,6 +304,15 @@ impl Engine {
         error: &SalesforceError,
         report: &mut WriteReport,
     ) -> Result<(), SyncError> {
+        for pending in batch {
+            self.journal(
+                &pending.account_id,
+                None,
+                "write_unknown",
+                format!("the write-back's outcome is unknown ({error}); reading the Account back to see what landed"),
+                json!({ "fields": pending.fields }),
+            )?;
+        }
         let fields: BTreeSet<&str> = batch
             .iter()
             .flat_map(|pending| pending.fields.keys().map(String::as_str))
@@ -337,7 +483,9 @@ fn build_request(batch: &[PendingWrite]) -> Vec<RecordUpdate> {
 fn unknown_outcome(error: &SalesforceError) -> bool {
     matches!(
         error,
-        SalesforceError::Decode { .. } | SalesforceError::Transport { .. }
+        SalesforceError::Decode { .. }
+            | SalesforceError::UnexpectedAnswer { .. }
+            | SalesforceError::Transport { .. }
     )
 }
 

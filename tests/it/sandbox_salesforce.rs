@@ -1882,3 +1882,55 @@ async fn a_short_collection_answer_and_a_disabled_api() {
     assert_eq!(answer.error_code(), "API_DISABLED_FOR_ORG");
     assert_eq!(api.get("/limits").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn ignored_collections_answer_204_change_nothing_and_leave_single_updates_working() {
+    let (sandbox, ids) = start_seeded_salesforce(2, 9).await;
+    sandbox.ignore_collection_updates(true);
+    let api = Api::new(&sandbox).await;
+    let ignored = api
+        .composite(
+            false,
+            vec![account_update(
+                &ids[0],
+                json!({"KYC_Status__c": "Approved"}),
+            )],
+        )
+        .await;
+    assert_eq!(ignored.status, StatusCode::NO_CONTENT);
+    assert!(ignored.text.is_empty(), "{}", ignored.text);
+    assert_eq!(
+        sandbox.account(&ids[0]).unwrap()["KYC_Status__c"],
+        Value::Null
+    );
+    let single = api
+        .patch(
+            &format!("/sobjects/Account/{}", ids[1]),
+            json!({"KYC_Status__c": "Approved"}),
+        )
+        .await;
+    assert_eq!(single.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        sandbox.account(&ids[1]).unwrap()["KYC_Status__c"],
+        json!("Approved")
+    );
+
+    sandbox.ignore_collection_updates(false);
+    let answered = api
+        .composite(
+            false,
+            vec![account_update(
+                &ids[0],
+                json!({"KYC_Status__c": "Approved"}),
+            )],
+        )
+        .await;
+    assert_eq!(answered.status, StatusCode::OK);
+    assert_eq!(answered.body[0]["success"], json!(true));
+    assert_eq!(
+        sandbox.account(&ids[0]).unwrap()["KYC_Status__c"],
+        json!("Approved")
+    );
+    let stats = sandbox.stats();
+    assert_eq!((stats.composite_requests, stats.records_updated), (2, 2));
+}

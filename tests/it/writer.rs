@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ondorse_bridge::daemon::Daemon;
 use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
-use ondorse_bridge::sync::operations::RetrySelection;
+use ondorse_bridge::sync::operations::{self, RetrySelection};
 use ondorse_bridge::sync::{Endpoint, Engine};
 use serde_json::{Value, json};
 
@@ -374,5 +374,116 @@ async fn an_offline_retry_is_planned_again_when_the_daemon_next_runs() {
     .await;
     assert_eq!(daemon.engine.store().dead_letter_count(), 0);
     assert!(daemon.engine.store().replans().expect("replans").is_empty());
+    daemon.stop().await.expect("clean stop");
+}
+
+/// Engine settings whose writer tries a batch again soon after falling back.
+fn quick_probe() -> ondorse_bridge::sync::EngineSettings {
+    ondorse_bridge::sync::EngineSettings {
+        collection_probe: Duration::from_secs(1),
+        ..crate::support::world::quick_settings()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_answers_that_break_the_contract_fall_back_to_one_update_per_record() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(12, "Customer", 66);
+    let engine = world.engine_with(quick_probe());
+    engine.poll(BUSINESS).await.expect("poll");
+    world.salesforce.ignore_collection_updates(true);
+
+    let first = engine
+        .flush_writes()
+        .await
+        .expect("a paused pass is no error");
+    assert!(first.paused && first.written == 0, "{first:?}");
+    let last_error = engine.writer_state().last_error.unwrap_or_default();
+    assert!(
+        last_error.contains("answered 204 with no body") && !last_error.contains("refused"),
+        "{last_error}"
+    );
+    // explain says what Salesforce answered, and that it is not a refusal.
+    let explanation = operations::explain(engine.store(), &ids[0]).expect("explain");
+    let unknown = explanation
+        .journal
+        .iter()
+        .find(|entry| entry.step == "write_unknown")
+        .expect("the unknown outcome is journaled");
+    assert!(
+        unknown.summary.contains("204") && unknown.summary.contains("no body"),
+        "{unknown:?}"
+    );
+    assert!(
+        explanation
+            .journal
+            .iter()
+            .all(|entry| !entry.summary.contains("refused")),
+        "{:?}",
+        explanation.journal
+    );
+    assert!(
+        !engine.writer_falls_back(),
+        "one unreadable answer is not yet a habit"
+    );
+
+    drain(&engine).await;
+    assert_links_written(&world, &ids);
+    assert!(engine.writer_falls_back());
+    assert_eq!(engine.store().dead_letter_count(), 0);
+    let stats = world.salesforce.stats();
+    assert!(stats.single_updates >= ids.len() as u64, "{stats:?}");
+    assert_eq!(stats.records_updated, ids.len() as u64, "{stats:?}");
+
+    // Once batches are answered again, the writer goes back to them.
+    world.salesforce.ignore_collection_updates(false);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = world.seed(5, "Customer", 67);
+    engine.poll(BUSINESS).await.expect("poll");
+    drain(&engine).await;
+    assert_links_written(&world, &later);
+    assert!(!engine.writer_falls_back());
+    let after = world.salesforce.stats();
+    assert_eq!(after.single_updates, stats.single_updates, "{after:?}");
+    assert_eq!(after.composite_requests, stats.composite_requests + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_collections_answered_204_and_ignored_every_link_and_decision_lands() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(8, "Customer", 68);
+    world.salesforce.ignore_collection_updates(true);
+    let daemon = world.daemon().await;
+    eventually("every portal link is in Salesforce", E2E_DEADLINE, || {
+        ids.iter()
+            .all(|id| world.field(id, "KYC_Status__c") == json!("Portal sent"))
+    })
+    .await;
+    for (index, id) in ids.iter().enumerate() {
+        let decision = if index % 2 == 0 {
+            "approved"
+        } else {
+            "rejected"
+        };
+        world.decide(id, decision, 1, Some(42.0));
+    }
+    eventually("every decision is in Salesforce", E2E_DEADLINE, || {
+        ids.iter().enumerate().all(|(index, id)| {
+            let expected = if index % 2 == 0 {
+                "Approved"
+            } else {
+                "Rejected"
+            };
+            world.field(id, "KYC_Status__c") == json!(expected)
+                && world.field(id, "KYC_Risk_Level__c") == json!("Medium")
+        })
+    })
+    .await;
+    for id in &ids {
+        assert!(world.field(id, "Ondorse_Portal_Url__c").is_string(), "{id}");
+    }
+    assert!(daemon.engine.writer_falls_back());
+    assert_eq!(daemon.engine.store().dead_letter_count(), 0);
+    assert!(world.salesforce.stats().single_updates >= 2 * ids.len() as u64);
     daemon.stop().await.expect("clean stop");
 }

@@ -30,6 +30,10 @@ pub(crate) struct Faults {
     pub(crate) short_collection_answers: usize,
     /// REST requests still to refuse with 403 `API_DISABLED_FOR_ORG`.
     pub(crate) api_disabled_requests: usize,
+    /// While set, sObject Collections updates change nothing and answer
+    /// `204` with no body (a Salesforce-compatible server that does not
+    /// implement them); single-record updates still work.
+    pub(crate) ignored_collections: bool,
 }
 
 impl Faults {

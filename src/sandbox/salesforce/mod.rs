@@ -360,6 +360,13 @@ impl SalesforceSandbox {
         self.org().faults.api_disabled_requests = count;
     }
 
+    /// While `on`, sObject Collections updates change nothing and answer
+    /// `204` with no body, as a Salesforce-compatible server that does not
+    /// implement them does; `PATCH /sobjects/Account/{id}` still works.
+    pub fn ignore_collection_updates(&self, on: bool) {
+        self.org().faults.ignored_collections = on;
+    }
+
     /// Each write to these records fails `UNABLE_TO_LOCK_ROW` `attempts`
     /// times, then goes through.
     pub fn lock_rows(&self, ids: &[&str], attempts: u32) {

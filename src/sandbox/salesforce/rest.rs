@@ -449,6 +449,9 @@ pub(crate) async fn update_collection(State(shared): State<Shared>, body: Bytes)
             ),
         );
     }
+    if shared.lock().faults.ignored_collections {
+        return StatusCode::NO_CONTENT.into_response();
+    }
     let (mut outcomes, blank, short) = {
         let mut org = shared.lock();
         let outcomes = org.update_accounts(records, all_or_none);
