@@ -146,7 +146,10 @@ async fn metrics_tell_what_happened_with_bounded_labels() {
     const ACCOUNTS: usize = 8;
     let world = World::start(OndorseSandboxOptions {
         submit_after: Some(Duration::from_millis(20)),
-        review_after: Some(Duration::from_millis(60)),
+        // Late enough that each portal link is written before its decision
+        // exists, even on a loaded machine: otherwise the writer rightly
+        // coalesces both into one write and the count below is short.
+        review_after: Some(Duration::from_millis(1500)),
         duplicate_ratio: 0.5,
         ..OndorseSandboxOptions::default()
     })
