@@ -144,12 +144,12 @@ fn allowed_values(label: &str) -> &'static [&'static str] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_tell_what_happened_with_bounded_labels() {
     const ACCOUNTS: usize = 8;
-    // The applicant submits well after the portal link can be written, so
-    // the link and the decision are two writes even on a loaded machine
-    // (pending writes of one Account coalesce).
     let world = World::start(OndorseSandboxOptions {
-        submit_after: Some(Duration::from_millis(500)),
-        review_after: Some(Duration::from_millis(60)),
+        submit_after: Some(Duration::from_millis(20)),
+        // Late enough that each portal link is written before its decision
+        // exists, even on a loaded machine: otherwise the writer rightly
+        // coalesces both into one write and the count below is short.
+        review_after: Some(Duration::from_millis(1500)),
         duplicate_ratio: 0.5,
         ..OndorseSandboxOptions::default()
     })
