@@ -126,6 +126,9 @@ pub fn render(explanation: &Explanation) -> String {
         if let Some(error) = &link.last_error {
             let _ = writeln!(text, "  [{}] last error: {error}", link.mapping);
         }
+        if let Some(reason) = &link.closed {
+            let _ = writeln!(text, "  [{}] closed: {reason}", link.mapping);
+        }
     }
     match &explanation.pending_write {
         Some(pending) => {
@@ -218,6 +221,7 @@ mod tests {
                 decision_final: false,
                 portal_attempts: 0,
                 last_error: None,
+                closed: None,
             }],
             pending_write: None,
             dead_letters: vec![DeadLetter {

@@ -120,6 +120,26 @@ pub fn render(status: &Status, store_path: &str) -> String {
             let _ = writeln!(text, "    ... (`status --json` lists them all)");
         }
     }
+    if !status.closed.is_empty() {
+        let _ = writeln!(
+            text,
+            "  closed        {} link(s) whose Account is gone from Salesforce:",
+            status.closed.len()
+        );
+        for closed in status.closed.iter().take(PARKED_SHOWN) {
+            let _ = writeln!(
+                text,
+                "    [{}] Account {}: {} (since {})",
+                closed.mapping,
+                closed.account_id,
+                closed.reason,
+                instant(closed.at)
+            );
+        }
+        if status.closed.len() > PARKED_SHOWN {
+            let _ = writeln!(text, "    ... (`status --json` lists them all)");
+        }
+    }
     match &status.daemon {
         None => {
             let _ = writeln!(
@@ -203,7 +223,8 @@ pub fn render(status: &Status, store_path: &str) -> String {
     text
 }
 
-/// Parked items shown in the text form; `--json` has them all.
+/// Parked items (and closed links) shown in the text form; `--json` has
+/// them all.
 const PARKED_SHOWN: usize = 10;
 
 /// One parked item on one line: what, whose, why, and what happens next.
@@ -308,6 +329,7 @@ mod tests {
             },
             dead_letters: 0,
             parked: Vec::new(),
+            closed: Vec::new(),
         };
         let expected = "\
 ondorse-bridge status at 2026-11-25 10:00:00 UTC (from the running daemon)

@@ -52,6 +52,26 @@ pub struct Replan {
 
 type Abort = ConflictableTransactionError<StoreError>;
 
+/// Marks `account_id` for re-planning, naming `mappings`, inside a transaction.
+pub(super) fn mark_replan(
+    replans: &TransactionalTree,
+    account_id: &str,
+    mappings: &[String],
+) -> Result<(), Abort> {
+    let key = account_id.as_bytes();
+    let mut replan = match replans.get(key)? {
+        Some(bytes) => codec::decode_value(REPLANS_TREE, key, &bytes).map_err(Abort::Abort)?,
+        None => Replan {
+            account_id: account_id.to_owned(),
+            mappings: BTreeSet::new(),
+        },
+    };
+    replan.mappings.extend(mappings.iter().cloned());
+    let value = codec::encode_value(REPLANS_TREE, &replan).map_err(Abort::Abort)?;
+    replans.insert(key, value)?;
+    Ok(())
+}
+
 fn read_fields(
     tree: &TransactionalTree,
     keyspace: &'static str,
@@ -234,22 +254,20 @@ impl Store {
                     let key = letter.account_id.as_bytes();
                     dead_letters.remove(&codec::sequence_key(letter.id))?;
                     forget_refusals(refused_fields, key, letter.fields.keys())?;
-                    let mut replan = match replans.get(key)? {
-                        Some(bytes) => {
-                            codec::decode_value(REPLANS_TREE, key, &bytes).map_err(Abort::Abort)?
-                        }
-                        None => Replan {
-                            account_id: letter.account_id.clone(),
-                            mappings: BTreeSet::new(),
-                        },
-                    };
-                    replan.mappings.extend(letter.mappings.iter().cloned());
-                    let value = codec::encode_value(REPLANS_TREE, &replan).map_err(Abort::Abort)?;
-                    replans.insert(key, value)?;
+                    mark_replan(replans, &letter.account_id, &letter.mappings)?;
                 }
                 Ok(())
             })
             .map_err(transaction_error("retry dead letters"))
+    }
+
+    /// Marks an Account to be planned again from its current links (an
+    /// undeleted Account whose link reopened). Durable at the next flush.
+    pub fn mark_replan(&self, account_id: &str, mapping: &str) -> Result<(), StoreError> {
+        self.inner
+            .replans
+            .transaction(|replans| mark_replan(replans, account_id, &[mapping.to_owned()]))
+            .map_err(transaction_error("mark an Account for re-planning"))
     }
 
     /// Accounts waiting to be planned again, in Account Id order.

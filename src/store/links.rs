@@ -63,12 +63,35 @@ pub struct Link {
     /// fail); reconcile plans it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub portal_writeback_due: bool,
+    /// The Account is gone from Salesforce (deleted, or merged into an
+    /// Account that has its own portal): nothing is planned, written or
+    /// retried for this link any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<LinkClosure>,
+}
+
+/// Why and when a link was closed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkClosure {
+    /// In words, for `status` and `explain`.
+    pub reason: String,
+    pub at: DateTime<Utc>,
+    /// The Account was deleted (not merged away): restoring it from the
+    /// recycle bin reopens the link.
+    pub deleted: bool,
 }
 
 impl Link {
+    /// Whether work is still done on this link (it is not closed).
+    pub fn is_open(&self) -> bool {
+        self.closed.is_none()
+    }
+
     /// A pending intent that waits for an operator or for its retry time.
     pub fn is_parked(&self, at: DateTime<Utc>) -> bool {
-        self.portal.is_none() && (self.refused || self.retry_at.is_some_and(|retry| retry > at))
+        self.portal.is_none()
+            && self.is_open()
+            && (self.refused || self.retry_at.is_some_and(|retry| retry > at))
     }
 }
 
@@ -151,12 +174,48 @@ impl Store {
                 if let Some(application_id) = &link.application_id {
                     applications.insert(application_id.as_bytes(), key.as_slice())?;
                 }
-                if let Some(fields) = write.filter(|fields| !fields.is_empty()) {
+                // Nothing is written to an Account whose link is closed.
+                if let Some(fields) = write.filter(|fields| !fields.is_empty() && link.is_open()) {
                     merge_write(writes, &link.account_id, &link.mapping, fields, now)?;
                 }
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
             .map_err(transaction_error("write a link"))
+    }
+
+    /// Moves a merged-away Account's link to the surviving `master`, in one
+    /// transaction: the link under the master's key (the application index
+    /// follows), and the master marked for re-planning so the link's fields
+    /// are planned on it. Returns the moved link. The caller holds both
+    /// links' locks and has seen that the master has no link of its own.
+    pub fn move_link(&self, link: &Link, master_id: &str) -> Result<Link, StoreError> {
+        let old_key = link_key(&link.account_id, &link.mapping);
+        let moved = Link {
+            account_id: master_id.to_owned(),
+            ..link.clone()
+        };
+        let new_key = link_key(master_id, &moved.mapping);
+        let value = codec::encode_value(LINKS_TREE, &moved)?;
+        (
+            &self.inner.links,
+            &self.inner.applications,
+            &self.inner.replans,
+        )
+            .transaction(|(links, applications, replans)| {
+                links.remove(old_key.as_slice())?;
+                links.insert(new_key.as_slice(), value.as_slice())?;
+                if let Some(application_id) = &moved.application_id {
+                    applications.insert(application_id.as_bytes(), new_key.as_slice())?;
+                }
+                super::dead_letters::mark_replan(
+                    replans,
+                    master_id,
+                    std::slice::from_ref(&moved.mapping),
+                )?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(transaction_error("move a link"))?;
+        Ok(moved)
     }
 
     /// The link an application belongs to, through the application index.

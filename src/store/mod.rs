@@ -40,7 +40,7 @@ pub use cursors::Cursor;
 pub use dead_letters::DeadLetter;
 pub use inbox::{Accepted, InboxItem, InboxKind, InboxQueue, ParkedItem, SEEN_EVENT_RETENTION};
 pub use journal::JournalEntry;
-pub use links::{Link, PortalRecord, PortalRequest};
+pub use links::{Link, LinkClosure, PortalRecord, PortalRequest};
 pub use writebacks::{Fields, PendingWrite, WriteSettlement};
 
 /// sled's page cache. Its default (1 GiB) lets a long-running daemon grow

@@ -95,6 +95,16 @@ impl GovernedSalesforce {
         }
     }
 
+    /// Like [`GovernedSalesforce::query`], deleted and merged-away rows
+    /// included (`queryAll`).
+    pub fn query_all(&self, work: Work, soql: impl Into<String>) -> GovernedPages<'_> {
+        GovernedPages {
+            owner: self,
+            work,
+            pages: self.client.query_all(soql),
+        }
+    }
+
     /// One sObject Collections update (the writer's call). Every failure of
     /// the call opens the write breaker: the writer waits as a whole.
     pub async fn update_records(

@@ -212,6 +212,9 @@ impl Engine {
             .remember_fields(account_id, &record_fields(&record))?;
         if let Some(mut link) = self.store.link(&mapping.name, account_id)? {
             link.account = record;
+            // Seen again after a delete: restored from the recycle bin (the
+            // next reconcile plans its fields again).
+            self.reopen(&mut link)?;
             self.store.put_link(&link)?;
             return Ok(false);
         }
@@ -237,6 +240,7 @@ impl Engine {
             retry_at: None,
             refused: false,
             portal_writeback_due: false,
+            closed: None,
         };
         self.store.put_link(&link)?;
         self.journal(

@@ -23,6 +23,7 @@ use crate::store::{JournalEntry, Store, StoreError};
 
 pub mod budget;
 mod decisions;
+mod gone;
 pub mod governed;
 mod intake;
 mod locks;

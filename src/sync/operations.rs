@@ -105,6 +105,18 @@ pub struct Status {
     /// Items that keep failing, each with its reason and retry time.
     #[serde(default)]
     pub parked: Vec<ParkedStatus>,
+    /// Links closed because their Account is gone from Salesforce.
+    #[serde(default)]
+    pub closed: Vec<ClosedStatus>,
+}
+
+/// A link closed because its Account was deleted or merged away.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClosedStatus {
+    pub mapping: String,
+    pub account_id: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
 }
 
 /// One parked item: an inbox item or an intent that failed, waiting for
@@ -363,10 +375,25 @@ pub fn status(
         queues: Queues {
             inbox: store.inbox_depth()?,
             pending_writes: store.pending_write_count(),
-            pending_portals: links.iter().filter(|link| link.portal.is_none()).count(),
+            pending_portals: links
+                .iter()
+                .filter(|link| link.portal.is_none() && link.is_open())
+                .count(),
         },
         dead_letters: store.dead_letter_count(),
         parked: parked_items(store, &links)?,
+        closed: links
+            .iter()
+            .filter_map(|link| {
+                let closed = link.closed.as_ref()?;
+                Some(ClosedStatus {
+                    mapping: link.mapping.clone(),
+                    account_id: link.account_id.clone(),
+                    reason: closed.reason.clone(),
+                    at: closed.at,
+                })
+            })
+            .collect(),
     })
 }
 
@@ -397,6 +424,9 @@ pub struct LinkSummary {
     pub decision_final: bool,
     pub portal_attempts: u32,
     pub last_error: Option<String>,
+    /// Why the link is closed (its Account was deleted or merged away).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<String>,
 }
 
 /// Key prefixes (an Id's first three characters name its object) people
@@ -485,6 +515,7 @@ pub fn explain(store: &Store, account_id: &str) -> Result<Explanation, Operation
                 decision_final: link.decision_final,
                 portal_attempts: link.portal_attempts,
                 last_error: link.last_error,
+                closed: link.closed.map(|closed| closed.reason),
             })
             .collect(),
         pending_write: store.pending_write(account_id)?,

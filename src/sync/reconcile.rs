@@ -38,6 +38,8 @@ pub(super) struct IntentsReport {
 impl Engine {
     pub async fn reconcile(&self) -> Result<ReconcileReport, SyncError> {
         self.salesforce.may_run(Work::Reconcile).await?;
+        // Deleted Accounts restored from the recycle bin get their links back.
+        self.reopen_restored().await?;
         // Dead letters retried while the daemon was stopped.
         self.replan_marked().await?;
         let intents = self.retry_intents().await?;
@@ -49,7 +51,9 @@ impl Engine {
         self.plan_due_portal_writebacks().await?;
         let undecided: Vec<(String, String)> = self
             .store
-            .links_where(|link| !link.decision_final && link.application_id.is_some())?
+            .links_where(|link| {
+                !link.decision_final && link.application_id.is_some() && link.is_open()
+            })?
             .into_iter()
             .filter_map(|link| Some((link.application_id?, link.account_id)))
             .collect();
@@ -102,9 +106,9 @@ impl Engine {
         let at = now();
         let mut report = IntentsReport::default();
         for mapping in self.mappings().iter() {
-            let pending = self
-                .store
-                .links_where(|link| link.mapping == mapping.name && link.portal.is_none())?;
+            let pending = self.store.links_where(|link| {
+                link.mapping == mapping.name && link.portal.is_none() && link.is_open()
+            })?;
             let mut due = Vec::new();
             for link in pending {
                 if link.is_parked(at) {

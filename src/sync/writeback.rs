@@ -119,6 +119,9 @@ pub struct WriteReport {
     pub written: usize,
     pub retried: usize,
     pub dead_lettered: usize,
+    /// Records whose Account is gone (merged or deleted): their links moved
+    /// or closed, nothing dead-lettered.
+    pub gone: usize,
     /// The pass stopped with work queued: the write breaker is open or the
     /// budget governor holds write-backs.
     pub paused: bool,
@@ -287,6 +290,13 @@ impl Engine {
     ) -> Result<(), SyncError> {
         match result {
             Ok(()) => self.settle_written(pending, report),
+            Err(errors)
+                if errors
+                    .iter()
+                    .any(|error| error.disposition() == Disposition::Gone) =>
+            {
+                self.settle_gone(pending, &errors, report).await
+            }
             Err(errors) => {
                 let mappings: Vec<String> = pending.mappings.iter().cloned().collect();
                 self.pause_on_write_drift(&mappings, &errors).await;
@@ -400,6 +410,44 @@ impl Engine {
             self.retry_later(pending, &message, code, report)
         } else {
             self.dead_letter(pending, code, &message, report)
+        }
+    }
+
+    /// The Account is gone (`ENTITY_IS_DELETED`...): never a dead letter.
+    /// Its links move to the master it was merged into, or close; while
+    /// the lookup cannot be made, the record waits its backoff.
+    async fn settle_gone(
+        &self,
+        pending: &PendingWrite,
+        errors: &[RecordError],
+        report: &mut WriteReport,
+    ) -> Result<(), SyncError> {
+        let code = errors
+            .first()
+            .map_or("ENTITY_IS_DELETED", |error| error.status_code.as_str());
+        let answer = errors
+            .iter()
+            .map(|error| format!("{}: {}", error.status_code, error.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        match self.account_gone(&pending.account_id, &answer).await {
+            Ok(super::gone::Fate::Alive) => self.retry_later(
+                pending,
+                &format!("{answer}, but queryAll shows the Account is there"),
+                code,
+                report,
+            ),
+            Ok(_) => {
+                report.gone += 1;
+                Ok(())
+            }
+            Err(SyncError::Store(error)) => Err(error.into()),
+            Err(error) => self.retry_later(
+                pending,
+                &format!("{answer}; looking the Account up failed: {error}"),
+                code,
+                report,
+            ),
         }
     }
 

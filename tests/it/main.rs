@@ -1,6 +1,7 @@
 //! The one integration-test binary. Every test talks real HTTP on loopback to
 //! the sandboxes and checks what Salesforce and Ondorse end up holding.
 
+mod accounts_gone;
 mod admin_tools;
 mod budget;
 mod config;

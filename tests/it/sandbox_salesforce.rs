@@ -1934,3 +1934,73 @@ async fn ignored_collections_answer_204_change_nothing_and_leave_single_updates_
     let stats = sandbox.stats();
     assert_eq!((stats.composite_requests, stats.records_updated), (2, 2));
 }
+
+#[tokio::test]
+async fn merges_and_undeletes_show_in_query_and_query_all() {
+    let (sandbox, ids) = start_seeded_salesforce(4, 10).await;
+    sandbox.merge_accounts(&ids[0], &[&ids[1], &ids[2]]);
+    sandbox.delete_account(&ids[3]);
+    let api = Api::new(&sandbox).await;
+    assert_eq!(
+        api.query("SELECT Id FROM Account").await["totalSize"],
+        json!(1),
+        "losers and deleted Accounts leave query"
+    );
+    let all = send(
+        api.http
+            .get(api.url("/queryAll"))
+            .query(&[(
+                "q",
+                "SELECT Id, IsDeleted, MasterRecordId FROM Account ORDER BY Id",
+            )])
+            .bearer_auth(&api.token),
+    )
+    .await;
+    let rows: Vec<(Value, Value, Value)> = all.body["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|row| {
+            (
+                row["Id"].clone(),
+                row["IsDeleted"].clone(),
+                row["MasterRecordId"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (json!(ids[0]), json!(false), Value::Null),
+            (json!(ids[1]), json!(true), json!(ids[0])),
+            (json!(ids[2]), json!(true), json!(ids[0])),
+            (json!(ids[3]), json!(true), Value::Null),
+        ]
+    );
+    let loser = api
+        .patch(
+            &format!("/sobjects/Account/{}", ids[1]),
+            json!({"Phone": "1"}),
+        )
+        .await;
+    assert_eq!(loser.error_code(), "ENTITY_IS_DELETED");
+
+    let stamp = sandbox.account(&ids[3]).unwrap()["SystemModstamp"].clone();
+    // Stamps are to the second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sandbox.undelete_account(&ids[3]);
+    let restored = sandbox.account(&ids[3]).unwrap();
+    assert_eq!(restored["IsDeleted"], json!(false));
+    assert_ne!(restored["SystemModstamp"], stamp, "an undelete is a change");
+    assert_eq!(
+        api.query("SELECT Id FROM Account").await["totalSize"],
+        json!(2)
+    );
+    let write = api
+        .patch(
+            &format!("/sobjects/Account/{}", ids[3]),
+            json!({"Phone": "1"}),
+        )
+        .await;
+    assert_eq!(write.status, StatusCode::NO_CONTENT);
+}

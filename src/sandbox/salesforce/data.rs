@@ -389,6 +389,7 @@ pub(crate) fn account_schema() -> ObjectSchema {
     let fields = vec![
         FieldDef::new("Id", "Account ID", T::Id).system(),
         FieldDef::new("IsDeleted", "Deleted", T::Boolean).system(),
+        FieldDef::new("MasterRecordId", "Master Record ID", T::Reference).system(),
         FieldDef::new("Name", "Account Name", T::String).required(),
         FieldDef::new("Type", "Account Type", T::Picklist)
             .picklist(&["Prospect", "Customer", "Partner", "Other"], false),

@@ -291,6 +291,19 @@ impl SalesforceSandbox {
         self.org().delete_account(id);
     }
 
+    /// Restores a deleted Account from the recycle bin (its stamp bumped,
+    /// as an undelete does): query sees it and writes work again.
+    pub fn undelete_account(&self, id: &str) {
+        self.org().undelete_account(id);
+    }
+
+    /// Merges `losers` into `master`: each loser goes to the recycle bin
+    /// with `IsDeleted = true` and `MasterRecordId` = the master (queryAll
+    /// shows both), and writes to it answer `ENTITY_IS_DELETED`.
+    pub fn merge_accounts(&self, master: &str, losers: &[&str]) {
+        self.org().merge_accounts(master, losers);
+    }
+
     /// `count` realistic companies, deterministic per `seed`, without Ids;
     /// owners are the seeded sales users ([`sales_user_ids`]).
     pub fn generate_accounts(count: usize, seed: u64) -> Vec<Map<String, Value>> {

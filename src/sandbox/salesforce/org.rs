@@ -571,6 +571,54 @@ impl Org {
         touch(row);
     }
 
+    /// Restores a deleted Account from the recycle bin: visible to query
+    /// again, writable, its stamp bumped.
+    pub(crate) fn undelete_account(&mut self, id: &str) {
+        let id = data::normalize_id(id)
+            .unwrap_or_else(|| panic!("undelete_account: malformed Id {id:?}"));
+        let row = self
+            .accounts
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("undelete_account: no Account {id}"));
+        let row = Arc::make_mut(row);
+        assert_eq!(
+            row.get("IsDeleted"),
+            Some(&json!(true)),
+            "undelete_account: Account {id} is not deleted"
+        );
+        row.insert("IsDeleted".into(), json!(false));
+        row.insert("MasterRecordId".into(), Value::Null);
+        touch(row);
+    }
+
+    /// Merges `losers` into `master` as Salesforce does: each loser is
+    /// deleted with `MasterRecordId` = the master; the master's stamp is
+    /// bumped.
+    pub(crate) fn merge_accounts(&mut self, master: &str, losers: &[&str]) {
+        let master = data::normalize_id(master)
+            .unwrap_or_else(|| panic!("merge_accounts: malformed Id {master:?}"));
+        assert!(
+            self.accounts
+                .get(&master)
+                .is_some_and(|row| row.get("IsDeleted") != Some(&json!(true))),
+            "merge_accounts: no live master Account {master}"
+        );
+        for loser in losers {
+            let loser = data::normalize_id(loser)
+                .unwrap_or_else(|| panic!("merge_accounts: malformed Id {loser:?}"));
+            assert_ne!(
+                loser, master,
+                "merge_accounts: an Account merged into itself"
+            );
+            self.delete_account(&loser);
+            let row = self.accounts.get_mut(&loser).expect("deleted above");
+            Arc::make_mut(row).insert("MasterRecordId".into(), json!(master));
+        }
+        if let Some(row) = self.accounts.get_mut(&master) {
+            touch(Arc::make_mut(row));
+        }
+    }
+
     /// A stored Account with every field describe still lists.
     pub(crate) fn account_view(&self, id: &str) -> Option<Map<String, Value>> {
         let id = data::normalize_id(id)?;
