@@ -250,7 +250,8 @@ mod tests {
     use super::*;
     use crate::salesforce::model::ApiUsage;
     use crate::sync::operations::{
-        CursorStatus, DaemonStatus, MappingStatus, Queues, SalesforceStatus, ScheduleStatus,
+        ClosedStatus, CursorStatus, DaemonStatus, MappingStatus, Queues, SalesforceStatus,
+        ScheduleStatus,
     };
     use crate::sync::{BudgetState, PauseReason};
 
@@ -329,7 +330,12 @@ mod tests {
             },
             dead_letters: 0,
             parked: Vec::new(),
-            closed: Vec::new(),
+            closed: vec![ClosedStatus {
+                mapping: "business-onboarding".to_owned(),
+                account_id: "001Sb0000000002IAA".to_owned(),
+                reason: "merged into 001Sb0000000003IAA, which has its own portal".to_owned(),
+                at: at(9, 45),
+            }],
         };
         let expected = "\
 ondorse-bridge status at 2026-11-25 10:00:00 UTC (from the running daemon)
@@ -346,6 +352,8 @@ Queues
   write-backs   3 Account(s) waiting for Salesforce
   portals       1 Account(s) waiting for a portal
   dead letters  0
+  closed        1 link(s) whose Account is gone from Salesforce:
+    [business-onboarding] Account 001Sb0000000002IAA: merged into 001Sb0000000003IAA, which has its own portal (since 2026-11-25 09:45:00 UTC)
 
 Schedules (STALLED)
   poll       */30 * * * * *     on time; last success 2026-11-25 09:59:00 UTC

@@ -38,8 +38,11 @@ pub(super) struct IntentsReport {
 impl Engine {
     pub async fn reconcile(&self) -> Result<ReconcileReport, SyncError> {
         self.salesforce.may_run(Work::Reconcile).await?;
-        // Deleted Accounts restored from the recycle bin get their links back.
-        self.reopen_restored().await?;
+        // Deleted Accounts restored from the recycle bin get their links
+        // back; Salesforce failing here must not stop the Ondorse side.
+        if let Err(error) = self.reopen_restored().await {
+            tracing::warn!(%error, "could not look for restored Accounts; the next reconcile looks again");
+        }
         // Dead letters retried while the daemon was stopped.
         self.replan_marked().await?;
         let intents = self.retry_intents().await?;

@@ -377,8 +377,6 @@ mod tests {
                 );
             }
         }
-        // From the tenth failure the step itself (512 s) is past the cap, so
-        // jitter cannot bring it under; the ninth (256 s) may stay below.
         for failures in [10, 40, u32::MAX] {
             assert_eq!(policy.delay(failures), Duration::from_secs(300));
         }

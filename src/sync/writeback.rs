@@ -295,7 +295,12 @@ impl Engine {
                     .iter()
                     .any(|error| error.disposition() == Disposition::Gone) =>
             {
-                self.settle_gone(pending, &errors, report).await
+                let code = errors
+                    .iter()
+                    .find(|error| error.disposition() == Disposition::Gone)
+                    .map_or("ENTITY_IS_DELETED", |error| error.status_code.as_str());
+                self.settle_gone(pending, code, &describe(&errors), report)
+                    .await
             }
             Err(errors) => {
                 let mappings: Vec<String> = pending.mappings.iter().cloned().collect();
@@ -355,6 +360,14 @@ impl Engine {
         }
         for pending in batch {
             let Some(fields) = held.get(&pending.account_id) else {
+                // Query no longer sees it: deleted or merged away.
+                self.settle_gone(
+                    pending,
+                    "NOT_FOUND",
+                    "the Account did not come back when read again",
+                    report,
+                )
+                .await?;
                 continue;
             };
             self.store.remember_fields(&pending.account_id, fields)?;
@@ -401,11 +414,7 @@ impl Engine {
         let code = errors
             .first()
             .map_or("UNKNOWN", |error| error.status_code.as_str());
-        let message = errors
-            .iter()
-            .map(|error| format!("{}: {}", error.status_code, error.message))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let message = describe(errors);
         if retriable {
             self.retry_later(pending, &message, code, report)
         } else {
@@ -413,24 +422,18 @@ impl Engine {
         }
     }
 
-    /// The Account is gone (`ENTITY_IS_DELETED`...): never a dead letter.
+    /// The Account is gone (`ENTITY_IS_DELETED`..., or a read-back no longer
+    /// sees it): never a dead letter.
     /// Its links move to the master it was merged into, or close; while
     /// the lookup cannot be made, the record waits its backoff.
     async fn settle_gone(
         &self,
         pending: &PendingWrite,
-        errors: &[RecordError],
+        code: &str,
+        answer: &str,
         report: &mut WriteReport,
     ) -> Result<(), SyncError> {
-        let code = errors
-            .first()
-            .map_or("ENTITY_IS_DELETED", |error| error.status_code.as_str());
-        let answer = errors
-            .iter()
-            .map(|error| format!("{}: {}", error.status_code, error.message))
-            .collect::<Vec<_>>()
-            .join("; ");
-        match self.account_gone(&pending.account_id, &answer).await {
+        match self.account_gone(&pending.account_id, answer).await {
             Ok(super::gone::Fate::Alive) => self.retry_later(
                 pending,
                 &format!("{answer}, but queryAll shows the Account is there"),
@@ -513,6 +516,15 @@ impl Engine {
         );
         Ok(())
     }
+}
+
+/// Salesforce's per-record errors as one line.
+fn describe(errors: &[RecordError]) -> String {
+    errors
+        .iter()
+        .map(|error| format!("{}: {}", error.status_code, error.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The request builder: one update per Account, its pending fields.

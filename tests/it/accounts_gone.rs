@@ -158,3 +158,29 @@ async fn a_deleted_accounts_link_is_closed_not_retried_and_an_undelete_reopens_i
     assert_eq!(world.ondorse.portals().len(), 1, "no second portal");
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_a_read_back_no_longer_sees_is_looked_up_and_its_link_closed() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(3, "Customer", 85);
+    let engine = world.engine();
+    engine.poll(BUSINESS).await.expect("poll");
+    world.salesforce.delete_account(&ids[0]);
+    // The batch answer is unreadable, so the writer reads the Accounts back:
+    // the deleted one is not there any more.
+    world.salesforce.blank_collection_answers(1);
+    let report = engine.flush_writes().await.expect("pass");
+    assert_eq!((report.written, report.gone), (2, 1), "{report:?}");
+    let link = engine
+        .store()
+        .link(BUSINESS, &ids[0])
+        .expect("read")
+        .expect("link");
+    let closed = link.closed.expect("closed");
+    assert!(
+        closed.deleted && closed.reason.contains("deleted"),
+        "{closed:?}"
+    );
+    assert_eq!(engine.store().dead_letter_count(), 0);
+    assert_eq!(engine.store().pending_write_count(), 0);
+}

@@ -1888,15 +1888,11 @@ async fn ignored_collections_answer_204_change_nothing_and_leave_single_updates_
     let (sandbox, ids) = start_seeded_salesforce(2, 9).await;
     sandbox.ignore_collection_updates(true);
     let api = Api::new(&sandbox).await;
-    let ignored = api
-        .composite(
-            false,
-            vec![account_update(
-                &ids[0],
-                json!({"KYC_Status__c": "Approved"}),
-            )],
-        )
-        .await;
+    let approve = vec![account_update(
+        &ids[0],
+        json!({"KYC_Status__c": "Approved"}),
+    )];
+    let ignored = api.composite(false, approve.clone()).await;
     assert_eq!(ignored.status, StatusCode::NO_CONTENT);
     assert!(ignored.text.is_empty(), "{}", ignored.text);
     assert_eq!(
@@ -1916,15 +1912,7 @@ async fn ignored_collections_answer_204_change_nothing_and_leave_single_updates_
     );
 
     sandbox.ignore_collection_updates(false);
-    let answered = api
-        .composite(
-            false,
-            vec![account_update(
-                &ids[0],
-                json!({"KYC_Status__c": "Approved"}),
-            )],
-        )
-        .await;
+    let answered = api.composite(false, approve).await;
     assert_eq!(answered.status, StatusCode::OK);
     assert_eq!(answered.body[0]["success"], json!(true));
     assert_eq!(

@@ -74,6 +74,29 @@ fn assert_links_written(world: &World, ids: &[String]) {
     }
 }
 
+/// Approves the even and rejects the odd Accounts' applications, and waits
+/// until every decision is in Salesforce.
+async fn decide_all_and_wait(world: &World, ids: &[String]) {
+    // (review decision, what Salesforce shows)
+    let decision = |index: usize| {
+        if index.is_multiple_of(2) {
+            ("approved", "Approved")
+        } else {
+            ("rejected", "Rejected")
+        }
+    };
+    for (index, id) in ids.iter().enumerate() {
+        world.decide(id, decision(index).0, 1, Some(42.0));
+    }
+    eventually("every decision is in Salesforce", E2E_DEADLINE, || {
+        ids.iter().enumerate().all(|(index, id)| {
+            world.field(id, "KYC_Status__c") == json!(decision(index).1)
+                && world.field(id, "KYC_Risk_Level__c") == json!("Medium")
+        })
+    })
+    .await;
+}
+
 /// A first write pass meets a call-level fault: the writer pauses, nothing
 /// is dead-lettered, every record stays queued; then it recovers alone.
 async fn a_call_level_fault_pauses_the_writer(
@@ -216,26 +239,7 @@ async fn every_decision_is_written_through_login_outages_503s_and_long_row_locks
     world.salesforce.refuse_logins(3);
     world.salesforce.fail_next_requests(3);
     let tokens = world.salesforce.stats().token_requests;
-    for (index, id) in ids.iter().enumerate() {
-        let decision = if index % 2 == 0 {
-            "approved"
-        } else {
-            "rejected"
-        };
-        world.decide(id, decision, 1, Some(42.0));
-    }
-    eventually("every decision is in Salesforce", E2E_DEADLINE, || {
-        ids.iter().enumerate().all(|(index, id)| {
-            let expected = if index % 2 == 0 {
-                "Approved"
-            } else {
-                "Rejected"
-            };
-            world.field(id, "KYC_Status__c") == json!(expected)
-                && world.field(id, "KYC_Risk_Level__c") == json!("Medium")
-        })
-    })
-    .await;
+    decide_all_and_wait(&world, &ids).await;
     assert!(
         world.salesforce.stats().token_requests >= tokens + 4,
         "the refused logins were met"
@@ -459,26 +463,7 @@ async fn with_collections_answered_204_and_ignored_every_link_and_decision_lands
             .all(|id| world.field(id, "KYC_Status__c") == json!("Portal sent"))
     })
     .await;
-    for (index, id) in ids.iter().enumerate() {
-        let decision = if index % 2 == 0 {
-            "approved"
-        } else {
-            "rejected"
-        };
-        world.decide(id, decision, 1, Some(42.0));
-    }
-    eventually("every decision is in Salesforce", E2E_DEADLINE, || {
-        ids.iter().enumerate().all(|(index, id)| {
-            let expected = if index % 2 == 0 {
-                "Approved"
-            } else {
-                "Rejected"
-            };
-            world.field(id, "KYC_Status__c") == json!(expected)
-                && world.field(id, "KYC_Risk_Level__c") == json!("Medium")
-        })
-    })
-    .await;
+    decide_all_and_wait(&world, &ids).await;
     for id in &ids {
         assert!(world.field(id, "Ondorse_Portal_Url__c").is_string(), "{id}");
     }
