@@ -202,13 +202,14 @@ impl Engine {
             Err(SyncError::Salesforce(error)) => {
                 report.calls += 1;
                 tracing::warn!(records = batch.len(), %error, "write-back call failed; the writer pauses and keeps every record queued");
-                self.journal_call_failed(&batch, &error)?;
                 if let SalesforceError::UnexpectedAnswer { .. } = error {
                     self.collection
                         .unreadable(self.settings.collection_probe, &error);
                 }
                 if unknown_outcome(&error) {
                     self.settle_unknown(&batch, &error, report).await?;
+                } else {
+                    self.journal_call_failed(&batch, &error)?;
                 }
                 self.store.flush().await?;
                 return Ok(false);
@@ -227,6 +228,7 @@ impl Engine {
     /// Tells each Account of the batch that its write call failed, with the
     /// HTTP status Salesforce answered (`explain` shows it); the records
     /// stay queued. A repeat of the same failure counts on the same entry.
+    /// (A call whose outcome is unknown is told by `settle_unknown`.)
     fn journal_call_failed(
         &self,
         batch: &[PendingWrite],
@@ -266,10 +268,11 @@ impl Engine {
                 Err(SyncError::Salesforce(error)) => {
                     report.calls += 1;
                     tracing::warn!(account_id = %pending.account_id, %error, "single-record write-back failed; the writer pauses and keeps the record queued");
-                    self.journal_call_failed(std::slice::from_ref(pending), &error)?;
                     if unknown_outcome(&error) {
                         self.settle_unknown(std::slice::from_ref(pending), &error, report)
                             .await?;
+                    } else {
+                        self.journal_call_failed(std::slice::from_ref(pending), &error)?;
                     }
                     going = false;
                     break;
@@ -325,7 +328,7 @@ impl Engine {
                 None,
                 "write_unknown",
                 format!("the write-back's outcome is unknown ({error}); reading the Account back to see what landed"),
-                json!({ "fields": pending.fields }),
+                json!({ "fields": pending.fields, "http_status": error.http_status() }),
             )?;
         }
         let fields: BTreeSet<&str> = batch
