@@ -69,6 +69,9 @@ impl Api {
                     "composite"
                 } else if path.ends_with("/limits") {
                     "limits"
+                } else if request.starts_with("PATCH ") && path.contains("/sobjects/") {
+                    // The writer's single-record fallback; the Id stays out.
+                    "record"
                 } else {
                     "other"
                 }
@@ -591,6 +594,10 @@ mod tests {
             ),
             ("PATCH /services/data/v62.0/composite/sobjects", "composite"),
             ("GET /services/data/v62.0/limits", "limits"),
+            (
+                "PATCH /services/data/v62.0/sobjects/Account/001xx000003DGb2AAG",
+                "record",
+            ),
             (
                 "GET /services/data/v62.0/sobjects/Account/001xx000003DGb2AAG",
                 "other",
