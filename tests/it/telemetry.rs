@@ -145,9 +145,8 @@ fn allowed_values(label: &str) -> &'static [&'static str] {
 async fn metrics_tell_what_happened_with_bounded_labels() {
     const ACCOUNTS: usize = 8;
     let world = World::start(OndorseSandboxOptions {
-        // Late enough that each portal link is written before its decision
-        // comes (they would be one write otherwise: writes coalesce per
-        // Account), which the write-back count below relies on.
+        // Long past the writer's linger: each portal link is written before
+        // its decision comes (they would share one coalesced write).
         submit_after: Some(Duration::from_millis(500)),
         review_after: Some(Duration::from_millis(60)),
         duplicate_ratio: 0.5,
@@ -209,17 +208,6 @@ async fn metrics_tell_what_happened_with_bounded_labels() {
             ))
         },
     )
-    .await;
-    // Salesforce holds a value as soon as the call lands; the writer counts
-    // it once it has read the answer.
-    eventually("the writer counted every write-back", E2E_DEADLINE, || {
-        let written = total(
-            &samples(&render_metrics()),
-            "ondorse_bridge_writebacks_total",
-            &[("mapping", MAPPING), ("result", "written")],
-        );
-        written >= 2.0 * ACCOUNTS as f64
-    })
     .await;
     daemon.stop().await.expect("clean stop");
 
