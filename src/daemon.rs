@@ -111,6 +111,7 @@ impl Daemon {
         tracing::info!(address = %webhook_address, store = %config.store.path.display(), mappings = engine.mappings().len(), "listening for webhooks");
 
         let running = engine.clone().start(&config.schedule).await?;
+        engine.mappings().log_warnings();
         let mappings_watch =
             tokio::spawn(watch_mappings(engine.clone(), config.mappings.dir.clone()));
         let admin_state = Arc::new(AdminState {

@@ -7,6 +7,7 @@ use ondorse_bridge::cli::{self, Cli};
 use ondorse_bridge::telemetry;
 
 fn main() -> ExitCode {
+    cli::exit_quietly_when_output_closes();
     let cli = Cli::parse();
     if matches!(cli.command, cli::Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
         // The demo prints its own progress; the daemon's info logs would bury

@@ -9,6 +9,9 @@ pub async fn check(cli: &Cli, online: bool) -> Result<(), Failure> {
     let config = cli.load_config()?;
     let mappings = mapping::load_dir(&config.mappings.dir)
         .map_err(|diagnostics| Failure::Invalid(diagnostics.to_string()))?;
+    for warning in mappings.warnings() {
+        eprintln!("{}", warning.as_warning());
+    }
     let names: Vec<&str> = mappings.names().collect();
     println!("configuration {} is valid", cli.config_path().display());
     println!(

@@ -3,15 +3,19 @@
 //! real daemon between them, with the repository's demo configuration and
 //! mapping files; it shows what happened.
 
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde_json::Value;
 
 use crate::cli::Failure;
+use crate::cli::run::StopSignals;
 use crate::daemon::Daemon;
-use crate::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
+use crate::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions, OndorseSandboxStats};
 use crate::sandbox::salesforce::SalesforceSandbox;
-use crate::sandbox::world::{SandboxWorld, SandboxWorldOptions};
+use crate::sandbox::world::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
 use crate::store::Link;
 use crate::sync::EngineSettings;
 
@@ -23,12 +27,38 @@ const REVIEW_AFTER: Duration = Duration::from_millis(900);
 /// A demo that has not settled by then reports what is stuck.
 const DEMO_DEADLINE: Duration = Duration::from_secs(180);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// The line `demo --serve` prints once everything is up and the summary is
+/// shown; what follows it is the list of commands to try.
+pub const SERVING_LINE: &str = "Serving until Ctrl-C (SIGINT or SIGTERM).";
 
-pub async fn demo(accounts: usize) -> Result<(), Failure> {
+/// What `ondorse-bridge demo` was asked for.
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    /// Accounts seeded in the sandbox Salesforce.
+    pub accounts: usize,
+    /// Keep the sandboxes and the daemon running after the summary.
+    pub serve: bool,
+    /// The admin's own mapping files, instead of a copy of the examples.
+    pub mappings: Option<PathBuf>,
+}
+
+pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     let started = Instant::now();
+    let accounts = settings.accounts;
+    let mappings_dir = settings.mappings.as_deref().map(mappings_dir).transpose()?;
     println!(
         "ondorse-bridge demo: {accounts} Accounts, a sandbox Salesforce, a sandbox Ondorse and the real daemon, on loopback"
     );
+    // Served, the configuration is handed to other commands: its admin
+    // listener needs an address they can read from it.
+    let admin_listen = if settings.serve {
+        Some(free_loopback_address()?)
+    } else {
+        None
+    };
+    // Listened for from the start, so a Ctrl-C while the demo settles still
+    // stops the daemon and removes the scratch directory.
+    let stop_signals = settings.serve.then(StopSignals::listen).transpose()?;
     let world = SandboxWorld::start(SandboxWorldOptions {
         ondorse: OndorseSandboxOptions {
             submit_after: Some(SUBMIT_AFTER),
@@ -37,6 +67,8 @@ pub async fn demo(accounts: usize) -> Result<(), Failure> {
             reorder: true,
             ..OndorseSandboxOptions::default()
         },
+        admin_listen,
+        mappings_dir: mappings_dir.clone(),
         ..SandboxWorldOptions::default()
     })
     .await?;
@@ -48,15 +80,32 @@ pub async fn demo(accounts: usize) -> Result<(), Failure> {
         world.salesforce.instance_url()
     );
     println!("  sandbox Ondorse     {}", world.ondorse.base_url());
+    let daemon = world.start_daemon(EngineSettings::default()).await?;
+    let mappings_source = match &mappings_dir {
+        Some(_) => "yours, from --mappings",
+        None => "a copy of the shipped examples",
+    };
     println!(
-        "  configuration       {} (from config/demo.toml and mappings/)",
+        "  mapping files       {}  ({mappings_source}; saving a change reloads it)",
+        world.config.mappings.dir.display()
+    );
+    let configuration_use = if settings.serve {
+        "use it with --config"
+    } else {
+        "removed at the end; --serve keeps it for other commands"
+    };
+    println!(
+        "  configuration       {}  ({configuration_use})",
         world.config_path.display()
     );
-
-    let daemon = world.start_daemon(EngineSettings::default()).await?;
     println!(
-        "  daemon              webhooks on {}",
-        daemon.webhook_address()
+        "  admin URL           http://{}/admin/status",
+        daemon.admin_address()
+    );
+    println!("  admin token         {ADMIN_TOKEN}");
+    println!(
+        "  webhook URL         {}",
+        world::webhook_url(daemon.webhook_address())
     );
     println!();
 
@@ -79,24 +128,76 @@ pub async fn demo(accounts: usize) -> Result<(), Failure> {
         &world.ondorse,
         elapsed,
     );
-    if let Some(link) = links.iter().find(|link| link.decision_final) {
+    let decided = links.iter().find(|link| link.decision_final);
+    if let Some(link) = decided {
         explain_one(&daemon, link)?;
     }
-    daemon.stop().await?;
-    if !settled {
+    if let Some(signals) = stop_signals {
+        serve(&world, &links, signals).await;
+    } else if !settled {
+        daemon.stop().await?;
         return Err(anyhow::anyhow!(
             "the demo did not settle within {} s; the numbers above show where it stopped",
             DEMO_DEADLINE.as_secs()
         )
         .into());
     }
+    daemon.stop().await?;
     Ok(())
 }
 
-/// Prints a progress line every second until every linked Account has its
-/// decision written back (or the deadline passes); true when settled.
+/// `--mappings DIR`, absolute, so the printed configuration works from
+/// any directory.
+fn mappings_dir(dir: &Path) -> Result<PathBuf, Failure> {
+    std::fs::canonicalize(dir)
+        .ok()
+        .filter(|dir| dir.is_dir())
+        .ok_or_else(|| {
+            Failure::Invalid(format!(
+                "--mappings {}: no such directory (give the directory holding your *.yaml mapping files)",
+                dir.display()
+            ))
+        })
+}
+
+/// A loopback address whose port was free a moment ago.
+fn free_loopback_address() -> anyhow::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .context("cannot find a free loopback port for the admin API")
+}
+
+/// Prints what to try against the running world, then waits for Ctrl-C.
+async fn serve(world: &SandboxWorld, links: &[Link], mut signals: StopSignals) {
+    let config = world.config_path.display();
+    let account = links
+        .first()
+        .map_or("001...", |link| link.account_id.as_str());
+    let mapping = links
+        .first()
+        .map_or("business-onboarding", |link| link.mapping.as_str());
+    println!();
+    println!("{SERVING_LINE} Try, from another terminal:");
+    println!("  ondorse-bridge status --config {config}");
+    println!("  ondorse-bridge explain --account {account} --config {config}");
+    println!("  ondorse-bridge preview --mapping {mapping} --account {account} --config {config}");
+    println!("  ondorse-bridge resync --all --dry-run --config {config}");
+    println!("  ondorse-bridge check --online --config {config}");
+    println!(
+        "Edit a file in {} and save: the daemon reloads it (a refused change shows in `status`).",
+        world.config.mappings.dir.display()
+    );
+    let signal = signals.recv().await;
+    println!("{signal}: stopping the daemon and the sandboxes");
+}
+
+/// Prints a progress line every second until every Account the mappings
+/// matched has its decision written back (or the deadline passes); true
+/// when settled. Nothing to do (no Account matched) settles after the
+/// first poll.
 async fn watch_progress(daemon: &Daemon, salesforce: &SalesforceSandbox) -> bool {
     let deadline = Instant::now() + DEMO_DEADLINE;
+    let started = Instant::now();
     loop {
         tokio::time::sleep(PROGRESS_EVERY).await;
         let store = daemon.engine.store();
@@ -115,13 +216,13 @@ async fn watch_progress(daemon: &Daemon, salesforce: &SalesforceSandbox) -> bool
             })
             .count();
         println!(
-            "  portals {portals:>5}/{:<5}  decisions {decided:>5}  decisions in Salesforce {written:>5}  write-backs pending {pending:>4}",
+            "  {:>5.1} s  Accounts matched {:>5}  portals created {portals:>5}  decided in Ondorse {decided:>5}  decisions in Salesforce {written:>5}  Accounts with a write-back waiting {pending:>4}",
+            started.elapsed().as_secs_f64(),
             links.len()
         );
         let first_poll_done = daemon.schedules().poll.state().last_finished.is_some();
         let inbox_empty = store.inbox_depth().unwrap_or(1) == 0;
         if first_poll_done
-            && !links.is_empty()
             && decided == links.len()
             && written >= decided
             && pending == 0
@@ -201,10 +302,25 @@ fn summary(
         "  Ondorse API calls               {} (portal posts {}, application reads {})",
         od.requests, od.portal_posts, od.application_gets
     );
+    println!("{}", portal_posts_explained(&od));
     println!(
         "  webhooks                        {} events, {} deliveries (duplicates and retries included)",
         od.events_emitted, od.deliveries_succeeded
     );
+}
+
+/// Why Ondorse saw more portal posts than portals, when it did: a post
+/// whose answer is slow or lost is sent again with the same
+/// Idempotency-Key (a retry, or reconcile re-sending the intent), and
+/// Ondorse answers it with the portal it already created.
+fn portal_posts_explained(od: &OndorseSandboxStats) -> String {
+    let refused = od
+        .portal_posts
+        .saturating_sub(od.portals_created + od.idempotent_replays);
+    format!(
+        "  portal posts, explained         {} = {} portal(s) created + {} repeat(s) of a post whose answer was slow or lost, sent with the same Idempotency-Key and answered with the portal already created (never a second one) + {refused} refused by Ondorse",
+        od.portal_posts, od.portals_created, od.idempotent_replays
+    )
 }
 
 /// The journal of one decided Account, as `explain` shows it.
@@ -228,4 +344,23 @@ fn explain_one(daemon: &Daemon, link: &Link) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_portal_posts_are_explained() {
+        let stats = OndorseSandboxStats {
+            portal_posts: 205,
+            portals_created: 200,
+            idempotent_replays: 4,
+            ..OndorseSandboxStats::default()
+        };
+        assert_eq!(
+            portal_posts_explained(&stats),
+            "  portal posts, explained         205 = 200 portal(s) created + 4 repeat(s) of a post whose answer was slow or lost, sent with the same Idempotency-Key and answered with the portal already created (never a second one) + 1 refused by Ondorse"
+        );
+    }
 }

@@ -71,6 +71,14 @@ pub enum Command {
         /// How many Accounts to seed in the sandbox Salesforce.
         #[arg(long, default_value_t = 200)]
         accounts: usize,
+        /// Keep the sandboxes and the daemon running after the summary, and
+        /// print what to run against them (status, explain, preview, resync).
+        #[arg(long)]
+        serve: bool,
+        /// Your own mapping files to try against the sandbox org, instead of
+        /// the shipped examples; saving a change reloads them.
+        #[arg(long, value_name = "DIR")]
+        mappings: Option<PathBuf>,
     },
     /// Cursors, queues, dead letters, schedules, API usage, per mapping.
     Status {
@@ -182,6 +190,34 @@ impl Cli {
     }
 }
 
+/// A reader that stops reading (`ondorse-bridge demo | head`) ends the
+/// program quietly, for every command and every thread: printing to a
+/// closed stdout panics in Rust (SIGPIPE is ignored, so the write fails
+/// with `EPIPE`), and this hook turns that one panic into a quiet exit 0
+/// instead of a panic message on the terminal. Every other panic goes to
+/// the default hook (a closed stderr included: an error must keep its exit
+/// status).
+pub fn exit_quietly_when_output_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // std's message: "failed printing to stdout: Broken pipe (os error 32)".
+        let broken_pipe = std::io::Error::from_raw_os_error(EPIPE).to_string();
+        if message.starts_with("failed printing to stdout") && message.ends_with(&broken_pipe) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// `EPIPE`, "broken pipe", on Linux and the BSDs.
+const EPIPE: i32 = 32;
+
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
@@ -214,6 +250,17 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             };
             resync::resync(&cli.load_config()?, request).await
         }
-        Command::Demo { accounts } => demo::demo(*accounts).await,
+        Command::Demo {
+            accounts,
+            serve,
+            mappings,
+        } => {
+            demo::demo(demo::DemoSettings {
+                accounts: *accounts,
+                serve: *serve,
+                mappings: mappings.clone(),
+            })
+            .await
+        }
     }
 }

@@ -51,6 +51,10 @@ pub async fn preview(cli: &Cli, mapping_name: &str, account_id: &str) -> Result<
     let (account, matches) = read_account(&salesforce, &mapping, account_id).await?;
     let stored = StoredLink::read(&config, &mapping.name, account_id);
     let output = render(&config, &mapping, &account, matches, &stored, &describe).await?;
+    // The preview runs the file as written; what looks like a typo is said.
+    for warning in mapping.warnings.iter() {
+        eprintln!("{}", warning.as_warning());
+    }
     print!("{output}");
     Ok(())
 }

@@ -37,13 +37,13 @@ pub async fn run(config: Config) -> Result<(), Failure> {
 }
 
 /// SIGTERM (systemd) and SIGINT (a terminal), which both mean "stop".
-struct StopSignals {
+pub(crate) struct StopSignals {
     terminate: Signal,
     interrupt: Signal,
 }
 
 impl StopSignals {
-    fn listen() -> anyhow::Result<StopSignals> {
+    pub(crate) fn listen() -> anyhow::Result<StopSignals> {
         Ok(StopSignals {
             terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
             interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
@@ -51,7 +51,7 @@ impl StopSignals {
     }
 
     /// Waits for either and names it.
-    async fn recv(&mut self) -> &'static str {
+    pub(crate) async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",

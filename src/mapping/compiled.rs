@@ -9,9 +9,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::diagnostic::Position;
+use super::context::CONTEXT_ROOTS;
+use super::diagnostic::{Diagnostics, Position};
 use super::model::PortalType;
-use super::template::{CONTEXT_ROOTS, Template};
+use super::template::Template;
 use crate::salesforce::model::Record;
 
 /// Fields every query reads, whatever the templates say: the record's
@@ -38,6 +39,9 @@ pub struct Mapping {
     pub(crate) custom_fields: Vec<(String, Source)>,
     pub(crate) portal_extra: Vec<(String, Source)>,
     pub(crate) writeback: BTreeMap<Moment, Vec<FieldRule>>,
+    /// What is probably wrong but does not stop the file from loading
+    /// (`check` prints these, the daemon logs them at start and reload).
+    pub warnings: Diagnostics,
 }
 
 /// When fields are written back (the keys under `writeback:`); serialized
@@ -169,6 +173,29 @@ pub(crate) fn map_key(value: &Value) -> Option<String> {
     }
 }
 
+/// Whether `record` holds `path` (`Name`, `Owner.Email`), null included:
+/// a null lookup (`Owner: null`) holds every path below it.
+fn holds_path(record: &Record, path: &str) -> bool {
+    let mut segments = path.split('.');
+    let Some(first) = segments.next() else {
+        return true;
+    };
+    let mut value = match record.get(first) {
+        Some(value) => value,
+        None => return false,
+    };
+    for segment in segments {
+        value = match value {
+            Value::Object(members) => match members.get(segment) {
+                Some(member) => member,
+                None => return false,
+            },
+            _ => return true,
+        };
+    }
+    true
+}
+
 /// `value` with every null member of every object removed.
 fn without_nulls(value: Value) -> Value {
     match value {
@@ -283,6 +310,25 @@ impl Mapping {
     /// `redirect_url`, `default_custom_fields`, then any other keys.
     pub fn portal_body(&self, account: &Record) -> Result<Map<String, Value>, RenderError> {
         let context = self.context(account, [], Utc::now());
+        // The portal is still created (the Account needs it); the warning
+        // says which value went empty.
+        let sources = self
+            .redirect_url
+            .iter()
+            .map(|source| ("redirect_url", source))
+            .chain(
+                self.custom_fields
+                    .iter()
+                    .map(|(key, source)| (key.as_str(), source)),
+            )
+            .chain(
+                self.portal_extra
+                    .iter()
+                    .map(|(key, source)| (key.as_str(), source)),
+            );
+        for (key, source) in sources {
+            self.reads_missing_fields(account, key, source);
+        }
         let mut body = Map::new();
         body.insert(
             "type".to_owned(),
@@ -324,6 +370,9 @@ impl Mapping {
         let template_context = self.context(context.account, extra, context.now);
         let mut fields = Map::new();
         for rule in self.writeback.get(&moment).into_iter().flatten() {
+            if self.reads_missing_fields(context.account, &rule.field, &rule.value) {
+                continue;
+            }
             let value = rule
                 .apply(&template_context)
                 .map_err(|message| RenderError {
@@ -395,6 +444,40 @@ impl Mapping {
             Value::String(now.to_rfc3339_opts(SecondsFormat::Millis, true)),
         );
         without_nulls(Value::Object(context))
+    }
+
+    /// Whether `source` reads an Account field that Salesforce's answer does
+    /// not hold at all (not even as null): a name the org spells otherwise
+    /// (templates are case-sensitive, Salesforce is not) or a field the
+    /// query did not return. Each is a logged warning, so the value is never
+    /// a silent null; a write-back of such a value is skipped, so it cannot
+    /// clear the field.
+    fn reads_missing_fields(&self, account: &Record, key: &str, source: &Source) -> bool {
+        let Source::Template(template) = source else {
+            return false;
+        };
+        let missing: Vec<&(String, Position)> = template
+            .variables()
+            .iter()
+            .filter(|(path, _)| {
+                let root = path.split('.').next().unwrap_or_default();
+                !CONTEXT_ROOTS.contains(&root) && !holds_path(account, path)
+            })
+            .collect();
+        let Some((_, position)) = missing.first() else {
+            return false;
+        };
+        let names: Vec<&str> = missing.iter().map(|(path, _)| path.as_str()).collect();
+        let account_id = account.get("Id").and_then(Value::as_str).unwrap_or("?");
+        tracing::warn!(
+            account_id,
+            mapping = %self.name,
+            key,
+            missing = %names.join(", "),
+            position = %format!("{}:{position}", self.file.display()),
+            "salesforce's answer has no such field (templates are case-sensitive: check the spelling against the org with `check --online`); a field written from it is left as it is"
+        );
+        true
     }
 
     fn render(&self, key: &str, source: &Source, context: &Value) -> Result<Value, RenderError> {

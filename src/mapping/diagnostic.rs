@@ -69,6 +69,18 @@ impl Diagnostic {
         }
     }
 
+    /// Displays as `file:line:column: warning: message`, for a problem
+    /// that does not stop the file from loading.
+    pub fn as_warning(&self) -> String {
+        format!(
+            "{}:{}:{}: warning: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+
     pub fn position(&self) -> Position {
         Position {
             line: self.line,
@@ -172,11 +184,14 @@ pub fn suggestion<'a>(
     let lowered = word.to_ascii_lowercase();
     candidates
         .into_iter()
-        .map(|candidate| {
-            let similarity = strsim::jaro_winkler(&lowered, &candidate.to_ascii_lowercase());
-            (candidate, similarity)
+        .filter_map(|candidate| {
+            let candidate_lowered = candidate.to_ascii_lowercase();
+            let similarity = strsim::jaro_winkler(&lowered, &candidate_lowered);
+            // Jaro-Winkler misses two swapped letters in a short word
+            // (`ulr` for `url` is 0.6): one edit away is a typo too.
+            let one_edit = strsim::osa_distance(&lowered, &candidate_lowered) <= 1;
+            (similarity >= MINIMUM_SIMILARITY || one_edit).then_some((candidate, similarity))
         })
-        .filter(|(_, similarity)| *similarity >= MINIMUM_SIMILARITY)
         .max_by(|left, right| left.1.total_cmp(&right.1))
         .map(|(candidate, _)| candidate)
 }

@@ -5,11 +5,15 @@
 //! each moment (`writeback`). Values are minijinja templates.
 //!
 //! - [`model`]: the format as serde types; also the JSON Schema source.
+//! - `layout`: the YAML mistakes admins make most (a template or a `: `
+//!   not quoted, a wrong indentation), each with what to write instead.
 //! - [`parse`]: strict parsing with `file:line:column` diagnostics; the
 //!   key check (`strict`) walks the file against the generated schema.
 //! - [`template`]: evaluation; one expression keeps its type.
 //! - [`compiled`]: the checked [`Mapping`] the engine runs (pure).
 //! - [`convert`]: values to Salesforce field types from describe.
+//! - [`context`]: what templates read besides Account fields (`portal`,
+//!   `application`, `collect`, `now`), and the offline check of each path.
 //! - [`diagnostic`]: positions and problems.
 //!
 //! The schema is meant to sit next to the mapping files as
@@ -23,8 +27,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub mod compiled;
+pub mod context;
 pub mod convert;
 pub mod diagnostic;
+mod layout;
 pub mod model;
 pub mod online;
 pub mod parse;
@@ -71,6 +77,28 @@ impl MappingSet {
     /// The mapping names, ordered.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.mappings.keys().map(String::as_str)
+    }
+
+    /// What is probably wrong in the files but does not stop them from
+    /// loading, ordered by file and position.
+    pub fn warnings(&self) -> Vec<&Diagnostic> {
+        let mut warnings: Vec<&Diagnostic> = self
+            .mappings
+            .values()
+            .flat_map(|mapping| mapping.warnings.iter())
+            .collect();
+        warnings.sort_by(|left, right| {
+            (&left.file, left.line, left.column).cmp(&(&right.file, right.line, right.column))
+        });
+        warnings
+    }
+
+    /// Logs every warning, one event each: what the daemon does with a set
+    /// it puts in force (at start and on reload).
+    pub fn log_warnings(&self) {
+        for warning in self.warnings() {
+            tracing::warn!(problem = %warning.as_warning(), "the mapping runs as written");
+        }
     }
 }
 

@@ -93,17 +93,19 @@ impl PortalType {
 #[serde(deny_unknown_fields)]
 pub struct WritebackSpec {
     /// Once the portal exists. In scope: the Account fields and `portal`
-    /// (`id`, `link`, `url`), and `now`.
+    /// (`id`, `link`, `url`, `created_at`), and `now`.
     #[serde(default)]
     pub on_portal_created: OrderedMap<Located<FieldValue>>,
     /// Every time the Ondorse application is (re)fetched. In scope: the
-    /// Account fields, `portal`, `application` (`status_review`, `risk_level`
-    /// as an integer, `risk_score`, and every other field Ondorse returns),
-    /// and `now`.
+    /// Account fields, `portal`, `application` (`id`, `status_review`,
+    /// `status_execution`, `risk_level` as an integer, `risk_score`,
+    /// `custom_fields`, `business`, `person`, `portals`, `created_at`,
+    /// `updated_at`, and every other field Ondorse returns), and `now`.
     #[serde(default)]
     pub on_application: OrderedMap<Located<FieldValue>>,
     /// When the client opens the document collection. In scope: the Account
-    /// fields, `portal`, `application`, `collect` (`url`, `link`), and `now`.
+    /// fields, `portal`, `application`, `collect` (`url`, `link`, `at`), and
+    /// `now`.
     #[serde(default)]
     pub on_collect_opened: OrderedMap<Located<FieldValue>>,
 }

@@ -270,6 +270,15 @@ fn resolve_read(path: &str, root: &SObjectDescribe, metadata: &OrgMetadata) -> R
                 did_you_mean(relationship, names)
             ));
         };
+        let spelled = reference.relationship_name.as_deref().unwrap_or_default();
+        if spelled != *relationship {
+            return Err(case_mismatch(
+                "relationship",
+                &object.name,
+                relationship,
+                spelled,
+            ));
+        }
         let target = reference
             .reference_to
             .first()
@@ -282,7 +291,10 @@ fn resolve_read(path: &str, root: &SObjectDescribe, metadata: &OrgMetadata) -> R
         };
         object = target;
     }
-    if object.field(last).is_some() {
+    if let Some(field) = object.field(last) {
+        if field.name != *last {
+            return Err(case_mismatch("field", &object.name, last, &field.name));
+        }
         return Ok(());
     }
     let mut message = format!(
@@ -299,6 +311,15 @@ fn resolve_read(path: &str, root: &SObjectDescribe, metadata: &OrgMetadata) -> R
         object.fields.iter().map(|field| field.name.as_str()),
     ));
     Err(message)
+}
+
+/// Salesforce accepts any case in a query and answers with the field's own
+/// spelling, while templates are case-sensitive: `{{ name }}` would read
+/// nothing on every Account.
+fn case_mismatch(what: &str, object: &str, written: &str, spelled: &str) -> String {
+    format!(
+        "{object} {what} `{written}` is spelled `{spelled}` in the org; templates are case-sensitive, write `{spelled}`"
+    )
 }
 
 /// A fixed value (a literal, a `map` output, a `default`) must fit the

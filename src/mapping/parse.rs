@@ -8,12 +8,14 @@ use serde_json::Value;
 use serde_saphyr::{Error as YamlError, MessageFormatter, UserMessageFormatter};
 
 use super::compiled::{FieldRule, Mapping, Moment, Source};
+use super::context::{CONTEXT_ROOTS, PathCheck, check_path};
 use super::diagnostic::{Diagnostic, Diagnostics, Position, suggestion};
+use super::layout;
 use super::model::{
     FieldBlock, FieldValue, Located, MappingFile, OrderedMap, SUPPORTED_VERSION, Scalar,
 };
 use super::strict::{self, Node, one_of};
-use super::template::{CONTEXT_ROOTS, Template, is_template, position_in};
+use super::template::{Template, is_template, position_in};
 
 /// Largest mapping file read. Real ones are a few KiB; anything near this
 /// is a mistake (a log or a dump in the directory), refused before parsing
@@ -50,28 +52,33 @@ pub fn parse_mapping(path: &Path, text: &str) -> Result<Mapping, Diagnostics> {
     if !tabs.is_empty() {
         return Err(tabs);
     }
+    refuse(path, layout::unquoted_values(text))?;
     // Only `true` and `false` are booleans: `yes`, `no`, `on` stay text, so
     // a picklist value `No` is not silently turned into `false`.
     let options = serde_saphyr::options! { strict_booleans: true };
     let document: Located<Node> = serde_saphyr::from_str_with_options(text, options.clone())
-        .map_err(|error| Diagnostics::from(yaml_diagnostic(path, &error)))?;
-    let problems = strict::check(&document);
-    if !problems.is_empty() {
-        return Err(Diagnostics(
-            problems
-                .into_iter()
-                .map(|(position, message)| Diagnostic::new(path, position, message))
-                .collect(),
-        ));
-    }
+        .map_err(|error| Diagnostics::from(syntax_diagnostic(path, text, &error)))?;
+    refuse(path, strict::check(&document))?;
     let file: MappingFile = serde_saphyr::from_str_with_options(text, options)
         .map_err(|error| Diagnostics::from(yaml_diagnostic(path, &error)))?;
     Builder {
         path,
         text,
         diagnostics: Diagnostics::default(),
+        warnings: Diagnostics::default(),
     }
     .build(file)
+}
+
+/// Every problem found by a check of the whole file, as its diagnostics.
+fn refuse(path: &Path, problems: Vec<(Position, String)>) -> Result<(), Diagnostics> {
+    Diagnostics(
+        problems
+            .into_iter()
+            .map(|(position, message)| Diagnostic::new(path, position, message))
+            .collect(),
+    )
+    .into_result(())
 }
 
 /// YAML forbids tabs in indentation; say so plainly, at each one, instead of
@@ -96,6 +103,19 @@ fn tab_indentation(path: &Path, text: &str) -> Diagnostics {
         }
     }
     diagnostics
+}
+
+/// A YAML syntax error. The parser notices a wrong indentation where it
+/// can no longer make sense of the file, often a line or more later; the
+/// line that is wrong is named instead when there is one at or before it.
+fn syntax_diagnostic(path: &Path, text: &str, error: &YamlError) -> Diagnostic {
+    let reported = yaml_diagnostic(path, error);
+    match layout::syntax_hint(text) {
+        Some((position, message)) if reported.line == 0 || position.line <= reported.line => {
+            Diagnostic::new(path, position, message)
+        }
+        _ => reported,
+    }
 }
 
 fn yaml_diagnostic(path: &Path, error: &YamlError) -> Diagnostic {
@@ -141,6 +161,9 @@ struct Builder<'a> {
     path: &'a Path,
     text: &'a str,
     diagnostics: Diagnostics,
+    /// Problems that do not stop the file from loading (a probable typo
+    /// of a documented application field).
+    warnings: Diagnostics,
 }
 
 /// Where a template is evaluated, which decides what it may read.
@@ -217,6 +240,7 @@ impl Builder<'_> {
             custom_fields,
             portal_extra,
             writeback,
+            warnings: self.warnings,
         };
         self.diagnostics.into_result(mapping)
     }
@@ -382,6 +406,17 @@ impl Builder<'_> {
                     *position,
                     format!("`{root}` is not available in {place}; available there: {available}"),
                 );
+                continue;
+            }
+            // Available here: the names under `portal`, `collect`, `now`
+            // and `application` must be ones they hold.
+            match check_path(variable) {
+                PathCheck::Fine => {}
+                PathCheck::Error(message) => self.problem(*position, message),
+                PathCheck::Warning(message) => {
+                    self.warnings
+                        .push(Diagnostic::new(self.path, *position, message));
+                }
             }
         }
     }

@@ -47,7 +47,15 @@ fn walk(
     let what = key.map_or_else(|| "a mapping file".to_owned(), |key| format!("`{key}`"));
     // The format has no lists anywhere.
     if let Node::Sequence = node.value {
-        problems.push((node.position, format!("{what} cannot be a list")));
+        let holds_keys = is_object(schema)
+            || alternatives(schema)
+                .is_some_and(|branches| branches.iter().any(|branch| is_object(resolve(branch))));
+        let instead = if holds_keys {
+            "; write its entries as `key: value` lines, without `- ` or `[ ]`"
+        } else {
+            "; write one value"
+        };
+        problems.push((node.position, format!("{what} cannot be a list{instead}")));
         return;
     }
     if is_object(schema) && matches!(node.value, Node::Scalar(Some(_))) {

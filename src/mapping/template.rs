@@ -14,9 +14,6 @@ use serde_json::Value;
 
 use super::diagnostic::{Position, suggestion};
 
-/// Names that templates read but that are not Account fields.
-pub const CONTEXT_ROOTS: &[&str] = &["portal", "application", "collect", "now"];
-
 /// The one environment every template runs in: builtin filters and tests,
 /// no HTML escaping (nothing here is HTML), undefined values that chain
 /// (`{{ Owner.Email }}` is empty when `Owner` is null or absent) and render

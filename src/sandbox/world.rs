@@ -44,6 +44,12 @@ pub struct SandboxWorldOptions {
     /// `[webhooks] listen`, when a fixed address is needed (a daemon run as
     /// a child process); otherwise any free port.
     pub webhooks_listen: Option<SocketAddr>,
+    /// `[admin] listen`, when a fixed address is needed (the configuration
+    /// is handed to the state commands); otherwise any free port.
+    pub admin_listen: Option<SocketAddr>,
+    /// `[mappings] dir`, when the mapping files are someone's own (`demo
+    /// --mappings DIR`); otherwise a copy of the shipped examples.
+    pub mappings_dir: Option<PathBuf>,
 }
 
 /// The sandboxes, the generated configuration and its scratch directory
@@ -122,12 +128,18 @@ fn write_files(
     let write = |path: &Path, content: &str| {
         std::fs::write(path, content).with_context(|| format!("cannot write {}", path.display()))
     };
-    let mappings = scratch.join("mappings");
-    std::fs::create_dir_all(&mappings)
-        .with_context(|| format!("cannot create {}", mappings.display()))?;
-    for (name, text) in DEMO_MAPPINGS {
-        write(&mappings.join(name), text)?;
-    }
+    let mappings = match &options.mappings_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let copy = scratch.join("mappings");
+            std::fs::create_dir_all(&copy)
+                .with_context(|| format!("cannot create {}", copy.display()))?;
+            for (name, text) in DEMO_MAPPINGS {
+                write(&copy.join(name), text)?;
+            }
+            copy
+        }
+    };
     let mut table: toml::Table = DEMO_CONFIG
         .parse()
         .context("config/demo.toml is not valid TOML")?;
@@ -162,6 +174,9 @@ fn write_files(
     }
     if let Some(address) = options.webhooks_listen {
         set("webhooks", "listen", text(&address.to_string()));
+    }
+    if let Some(address) = options.admin_listen {
+        set("admin", "listen", text(&address.to_string()));
     }
     for (name, secret) in [
         ("sf-jwt-key.pem", private_key_pem),

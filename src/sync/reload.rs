@@ -137,6 +137,7 @@ impl Engine {
         let outcome = match outcome {
             Ok(set) => {
                 let mappings = set.len();
+                set.log_warnings();
                 self.replace_mappings(set);
                 self.forget_describe().await;
                 // The new set passed the checks (or nobody could check it):

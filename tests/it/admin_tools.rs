@@ -2,8 +2,6 @@
 //! `preview`, `mappings schema`, hot reload and schema drift. The CLI runs
 //! as a child process where exit codes and stderr matter.
 
-use std::path::Path;
-
 use ondorse_bridge::daemon::Daemon;
 use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
@@ -12,6 +10,7 @@ use ondorse_bridge::sync::operations::{self, RunningDaemon};
 use serde_json::json;
 
 use crate::support::daemon::cli;
+use crate::support::position;
 use crate::support::world::{E2E_DEADLINE, World, eventually, repository_mappings};
 
 const BUSINESS: &str = "business-onboarding";
@@ -88,21 +87,6 @@ async fn only_person_pauses_over(daemon: &Daemon, field: &str) -> String {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// `file:line:column` of the first `needle` in `path` (1-based, in characters).
-fn position(path: &Path, needle: &str) -> String {
-    let content = std::fs::read_to_string(path).expect("read the mapping");
-    let offset = content
-        .find(needle)
-        .unwrap_or_else(|| panic!("{needle:?} not in {}", path.display()));
-    let before = &content[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before[before.rfind('\n').map_or(0, |newline| newline + 1)..]
-        .chars()
-        .count()
-        + 1;
-    format!("{}:{line}:{column}", path.display())
 }
 
 /// The shipped business mapping with `edits` (from, to) applied, written

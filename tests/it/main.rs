@@ -4,9 +4,11 @@
 mod admin_tools;
 mod budget;
 mod config;
+mod demo;
 mod deploy;
 mod engine_faults;
 mod mappings;
+mod mistakes_mapping;
 mod ondorse_client;
 mod operations;
 mod salesforce_client;

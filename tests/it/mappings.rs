@@ -99,7 +99,7 @@ fn bad_files_are_reported_at_their_position() {
         ),
         (
             with("select: \"Type = 'Customer'\"", "select: [Type, Customer]"),
-            "flow.yaml:3:9: `select` cannot be a list",
+            "flow.yaml:3:9: `select` cannot be a list; write one value",
         ),
         (
             with("version: 1", "version: one"),
@@ -134,11 +134,11 @@ fn bad_files_are_reported_at_their_position() {
         ),
         (
             "- a\n- b\n".to_owned(),
-            "flow.yaml:1:1: a mapping file cannot be a list",
+            "flow.yaml:1:1: a mapping file cannot be a list; write its entries as `key: value` lines, without `- ` or `[ ]`",
         ),
         (
             with("      map: { approved: Approved }", "      map: [approved]"),
-            "flow.yaml:13:12: `map` cannot be a list",
+            "flow.yaml:13:12: `map` cannot be a list; write its entries as `key: value` lines, without `- ` or `[ ]`",
         ),
         (
             with("    KYC_Status__c:\n", "    KYC Status:\n"),
@@ -561,16 +561,11 @@ fn an_empty_default_clears_the_field() {
         "      map: { approved: Approved }\n      default:\n",
     );
     let mapping = parse_mapping(Path::new("flow.yaml"), &yaml).unwrap();
-    let account = business_account();
-    let application = json!({"status_review": "on_hold"});
-    let context = WritebackContext {
-        account: &account,
-        portal: None,
-        application: Some(&application),
-        collect: None,
-        now: Utc::now(),
-    };
-    let written = mapping.writeback(Moment::Application, &context).unwrap();
+    let written = on_application(
+        &mapping,
+        &business_account(),
+        &json!({"status_review": "on_hold"}),
+    );
     assert_eq!(written["KYC_Status__c"], Value::Null);
     let field = &mapping.written_fields()[0];
     assert_eq!(
@@ -884,4 +879,43 @@ fn the_schema_describes_every_key_of_the_examples() {
         "mappings/{} is stale; run UPDATE_SCHEMA=1 cargo test --test it mappings",
         mapping::SCHEMA_FILE_NAME
     );
+}
+
+#[test]
+fn a_field_missing_from_salesforces_answer_is_never_written_as_null() {
+    // `description` is not how the org spells it: Salesforce answers
+    // `Description`, so the template reads nothing at all.
+    let yaml = with(
+        "    KYC_Status__c:\n",
+        "    Description: \"{{ description }}\"\n    Site: \"{{ Site }}\"\n    KYC_Status__c:\n",
+    );
+    let mapping = parse_mapping(Path::new("flow.yaml"), &yaml).expect("the file is valid offline");
+    let account = record(json!({
+        "attributes": {"type": "Account"},
+        "Id": "001xx000003DGb2AAG",
+        "Description": "kept as it is",
+        "Site": null,
+    }));
+    let application = application(json!("approved"), json!(0), json!(null));
+    let written = on_application(&mapping, &account, &application);
+    assert!(!written.contains_key("Description"), "{written:?}");
+    // A field Salesforce answered empty is empty: writing null clears it.
+    assert_eq!(written.get("Site"), Some(&Value::Null), "{written:?}");
+    assert_eq!(written["KYC_Status__c"], json!("Approved"));
+}
+
+/// What `mapping` writes at `on_application` for `account` and `application`.
+fn on_application(
+    mapping: &Mapping,
+    account: &Record,
+    application: &Value,
+) -> serde_json::Map<String, Value> {
+    let context = WritebackContext {
+        account,
+        portal: None,
+        application: Some(application),
+        collect: None,
+        now: Utc::now(),
+    };
+    mapping.writeback(Moment::Application, &context).unwrap()
 }

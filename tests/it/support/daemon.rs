@@ -50,9 +50,14 @@ pub fn write_daemon_config(dir: &Path, address: SocketAddr) -> PathBuf {
 
 /// `ondorse-bridge run --config <config>`, with an environment of its own.
 pub fn run_command(config: &Path) -> Command {
+    command(config, &["run"])
+}
+
+/// `ondorse-bridge ARGS --config <config>`, with an environment of its own.
+pub fn command(config: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"));
     command
-        .arg("run")
+        .args(args)
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "info")

@@ -1,0 +1,266 @@
+//! `ondorse-bridge demo` as a new user and a CRM admin run it: `--serve`
+//! keeps everything running for the other commands and reloads the admin's
+//! own mapping files; `--accounts 0` finishes; a closed stdout ends it (and
+//! every other command) quietly.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use ondorse_bridge::cli::demo::SERVING_LINE;
+use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
+
+use crate::support::daemon::{STOP_DEADLINE, cli, command, wait_until};
+use crate::support::position;
+use crate::support::world::{E2E_DEADLINE, World, copy_mappings, eventually};
+
+/// `ondorse-bridge demo ARGS`, outside any configuration of the caller's.
+fn demo(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"));
+    command
+        .arg("demo")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// A child process killed when dropped (a failed assertion included).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Reads `child`'s stdout lines on a thread; the receiver gets each line.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("a piped stdout");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// The value printed after `label` on one of `lines`.
+fn labelled<'a>(lines: &'a [String], label: &str) -> &'a str {
+    lines
+        .iter()
+        .find_map(|line| line.trim_start().strip_prefix(label))
+        .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+        .unwrap_or_else(|| panic!("no {label:?} line in:\n{}", lines.join("\n")))
+}
+
+/// What `ondorse-bridge status --config CONFIG` prints now.
+fn status_now(config: &Path) -> String {
+    let output = command(config, &["status"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run status");
+    text(&output.stdout)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_answers_the_state_commands_and_reloads_the_admins_mappings() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let mappings = scratch.path().join("my-mappings");
+    copy_mappings(&mappings);
+    let mut child = demo(&["--serve", "--accounts", "5", "--mappings"])
+        .arg(&mappings)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ondorse-bridge demo --serve");
+    let receiver = lines_of(&mut child);
+    let child = Running(child);
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + E2E_DEADLINE * 3;
+    // The list of commands to try ends with where to edit the mappings.
+    let served = |lines: &[String]| {
+        lines
+            .iter()
+            .skip_while(|line| !line.starts_with(SERVING_LINE))
+            .any(|line| line.starts_with("Edit a file in"))
+    };
+    while !served(&lines) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(error) => panic!(
+                "demo --serve stopped talking ({error}):\n{}",
+                lines.join("\n")
+            ),
+        }
+    }
+    let printed = lines.join("\n");
+    let config = PathBuf::from(labelled(&lines, "configuration"));
+    assert!(
+        labelled(&lines, "admin URL").starts_with("http://127.0.0.1:"),
+        "{printed}"
+    );
+    assert_eq!(
+        labelled(&lines, "admin token"),
+        ondorse_bridge::sandbox::world::ADMIN_TOKEN
+    );
+    assert!(
+        labelled(&lines, "webhook URL").contains("/webhooks/ondorse/"),
+        "{printed}"
+    );
+    assert_eq!(
+        Path::new(labelled(&lines, "mapping files")),
+        mappings.canonicalize().unwrap()
+    );
+    let account = labelled(&lines, "ondorse-bridge explain --account").to_owned();
+
+    let status = cli(&config, &["status"]).await;
+    let status_text = text(&status.stdout);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(status_text.contains("business-onboarding"), "{status_text}");
+
+    let explain = cli(&config, &["explain", "--account", &account]).await;
+    assert!(explain.status.success(), "{}", text(&explain.stderr));
+    assert!(
+        text(&explain.stdout).contains("portal"),
+        "{}",
+        text(&explain.stdout)
+    );
+
+    // The admin breaks their mapping: the running daemon refuses the
+    // reload, and `status` says where the problem is.
+    let file = mappings.join("business-onboarding.yaml");
+    let shipped = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, shipped.replacen("writeback:", "writebak:", 1)).unwrap();
+    let place = position(&file, "writebak:");
+    let mut shown = String::new();
+    eventually("status shows the refused reload", E2E_DEADLINE, || {
+        shown = status_now(&config);
+        shown.contains("Mapping reload REFUSED") && shown.contains(&place)
+    })
+    .await;
+    assert!(
+        shown.contains("unknown key `writebak`; did you mean `writeback`?"),
+        "{shown}"
+    );
+    // Fixed, it is reloaded and the refusal is gone.
+    std::fs::write(&file, &shipped).unwrap();
+    eventually(
+        "status shows the fixed mapping in force",
+        E2E_DEADLINE,
+        || {
+            let shown = status_now(&config);
+            shown.contains("business-onboarding") && !shown.contains("REFUSED")
+        },
+    )
+    .await;
+
+    let mut child = child;
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let mut exit = None;
+    wait_until("demo --serve exits after SIGTERM", STOP_DEADLINE, || {
+        exit = child.0.try_wait().expect("poll the demo");
+        exit.is_some()
+    });
+    assert!(exit.unwrap().success(), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_with_no_accounts_finishes_and_says_so() {
+    let output = demo(&["--accounts", "0"])
+        .output()
+        .expect("run ondorse-bridge demo");
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    assert!(
+        stdout.contains("Accounts in Salesforce          0"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_every_command_quietly() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let config = world.config_path.display().to_string();
+    let commands: [&[&str]; 3] = [
+        &["demo", "--accounts", "0"],
+        &["mappings", "schema"],
+        &["check", "--config", &config],
+    ];
+    for args in commands {
+        // `ondorse-bridge ... | head -n 0`: nobody reads, from the start.
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .output()
+            .expect("run ondorse-bridge");
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_refuses_a_missing_or_broken_mappings_directory_with_the_place() {
+    let output = demo(&["--accounts", "0", "--mappings", "/nonexistent/mappings"])
+        .output()
+        .expect("run ondorse-bridge demo");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("--mappings /nonexistent/mappings: no such directory"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    copy_mappings(scratch.path());
+    let file = scratch.path().join("business-onboarding.yaml");
+    let shipped = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        shipped.replacen("{{ portal.url }}", "{{ portal.ulr }}", 1),
+    )
+    .unwrap();
+    let output = demo(&["--accounts", "0", "--mappings"])
+        .arg(scratch.path())
+        .output()
+        .expect("run ondorse-bridge demo");
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let place = position(&file.canonicalize().unwrap(), "portal.ulr");
+    assert!(
+        stderr.contains(&format!(
+            "{place}: `portal` has no `ulr`; did you mean `url`?"
+        )),
+        "{stderr}"
+    );
+}
