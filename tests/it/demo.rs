@@ -264,3 +264,41 @@ async fn demo_refuses_a_missing_or_broken_mappings_directory_with_the_place() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_with_realistic_latency_and_refuses_an_unknown_profile() {
+    let output = demo(&["--accounts", "6", "--latency", "realistic"])
+        .output()
+        .expect("run ondorse-bridge demo");
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("(realistic latency)"), "{stdout}");
+    assert!(
+        stdout
+            .contains("Ondorse POST /api/portals           median 300 ms, sigma 0.5, mean 340 ms"),
+        "{stdout}"
+    );
+    // Every portal created under the profile got its decision back.
+    let lines: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    let portals = labelled(&lines, "portals created in Ondorse");
+    assert_ne!(portals, "0", "{stdout}");
+    assert_eq!(
+        labelled(&lines, "decisions in Salesforce"),
+        portals,
+        "{stdout}"
+    );
+
+    let output = demo(&["--accounts", "0", "--latency", "bogus"])
+        .output()
+        .expect("run ondorse-bridge demo");
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown latency profile \"bogus\"; expected loopback or realistic"),
+        "{stderr}"
+    );
+}
