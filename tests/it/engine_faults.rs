@@ -540,3 +540,109 @@ async fn a_portal_created_while_salesforce_fails_is_recorded_first_and_its_link_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intent_stored_before_requests_were_frozen_is_frozen_at_its_next_attempt() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = world.seed(1, "Customer", 91).remove(0);
+    let engine = world.engine();
+    world.ondorse.set_down(true);
+    assert_eq!(engine.poll(BUSINESS).await.expect("poll").portals_failed, 1);
+    // As an older version stored it: no request, due now.
+    let mut link = engine
+        .store()
+        .link(BUSINESS, &id)
+        .expect("read")
+        .expect("the intent");
+    assert!(link.request.is_some(), "new intents carry their request");
+    link.request = None;
+    link.retry_at = None;
+    engine.store().put_link(&link).expect("store the old form");
+    world.ondorse.set_down(false);
+
+    let until = tokio::time::Instant::now() + E2E_DEADLINE;
+    while world.ondorse.portals().is_empty() {
+        assert!(tokio::time::Instant::now() < until, "no portal was created");
+        // The breaker waits out its delay after the outage.
+        engine.reconcile().await.expect("reconcile");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let portal = world.ondorse.portals().remove(0);
+    assert_eq!(
+        portal["default_custom_fields"]["company_name"],
+        world.field(&id, "Name")
+    );
+    let link = engine.store().link(BUSINESS, &id).unwrap().unwrap();
+    assert!(link.portal.is_some() && link.request.is_none(), "{link:?}");
+    let explanation = operations::explain(engine.store(), &id).expect("explain");
+    let created = explanation
+        .journal
+        .iter()
+        .find(|entry| entry.step == "portal_created")
+        .expect("journaled");
+    assert_eq!(
+        created.detail["request"]["default_custom_fields"]["company_name"],
+        world.field(&id, "Name"),
+        "the journal keeps the request that was sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_push_hint_is_parked_and_never_holds_up_webhooks() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let early = world.seed(1, "Customer", 101).remove(0);
+    let daemon = world.daemon().await;
+    portal_links_written(&world, std::slice::from_ref(&early)).await;
+    let application = world
+        .ondorse
+        .submit_portal(&world.portal_of(&early))
+        .expect("submitted");
+    eventually("the submission is in review", E2E_DEADLINE, || {
+        world.field(&early, "KYC_Status__c") == json!("In review")
+    })
+    .await;
+
+    // Salesforce's queries fail: a push hint cannot be read...
+    let hinted = world.seed(1, "Customer", 102).remove(0);
+    world.salesforce.fail_next_requests(1_000_000);
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/webhooks/salesforce/{PATH_SECRET}",
+            daemon.webhook_address()
+        ))
+        .json(&json!({ "ids": [hinted] }))
+        .send()
+        .await
+        .expect("the hint is delivered");
+    assert!(response.status().is_success(), "{}", response.status());
+    let store = daemon.engine.store();
+    eventually("the hint is parked", E2E_DEADLINE, || {
+        operations::status(store, None)
+            .expect("status")
+            .parked
+            .iter()
+            .any(|item| item.queue == "hints" && item.subject.contains(&hinted))
+    })
+    .await;
+
+    // ...while a decision webhook behind it is worked off at once.
+    world.ondorse.review(&application, "approved", 0, Some(3.0));
+    eventually("the webhook left the inbox", E2E_DEADLINE, || {
+        let status = operations::status(store, None).expect("status");
+        status.queues.inbox == 1 && status.queues.pending_writes == 1
+    })
+    .await;
+
+    // Salesforce is back: the hint is retried by itself, the decision written.
+    world.salesforce.fail_next_requests(0);
+    eventually(
+        "the decision is written and the hinted Account has its portal",
+        E2E_DEADLINE,
+        || {
+            world.field(&early, "KYC_Status__c") == json!("Approved")
+                && world.portals_by_account().contains_key(&hinted)
+        },
+    )
+    .await;
+    daemon.stop().await.expect("clean stop");
+}
