@@ -218,7 +218,7 @@ fn the_retry_policy_has_defaults_takes_fractions_and_names_bad_values() {
 
     let message = load(
         dir.path(),
-        "[retry]\ninitial_delay_seconds = 10\nmax_delay_seconds = 2\nretry_after_cap_seconds = -1\nretry_after_cap = 3\n",
+        "[retry]\ninitial_delay_seconds = 10\nmax_delay_seconds = 2\nretry_after_cap_seconds = -1\ninitial_delay_second = 3\n",
     )
     .unwrap_err();
     let at = |needle: &str| position_of(dir.path(), needle);
@@ -232,8 +232,8 @@ fn the_retry_policy_has_defaults_takes_fractions_and_names_bad_values() {
             at("retry_after_cap_seconds")
         ),
         format!(
-            "{}: unknown key [retry] retry_after_cap; did you mean `retry_after_cap_seconds`?",
-            at("retry_after_cap =")
+            "{}: unknown key [retry] initial_delay_second; did you mean `initial_delay_seconds`?",
+            at("initial_delay_second =")
         ),
     ] {
         assert!(
