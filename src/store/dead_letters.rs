@@ -17,7 +17,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::codec;
-use super::writebacks::{Fields, PendingWrite, transaction_error};
+use super::writebacks::{Fields, PendingWrite, account_fields, transaction_error};
 use super::{
     DEAD_LETTERS_TREE, KNOWN_FIELDS_TREE, REFUSED_FIELDS_TREE, REPLANS_TREE, Store, StoreError,
     WRITES_TREE,
@@ -208,15 +208,7 @@ impl Store {
 
     /// The values Salesforce refused for good for an Account, by field.
     pub fn refused_fields(&self, account_id: &str) -> Result<Fields, StoreError> {
-        let key = account_id.as_bytes();
-        Ok(self
-            .inner
-            .refused_fields
-            .get(key)
-            .map_err(StoreError::database("read refused fields"))?
-            .map(|bytes| codec::decode_value(REFUSED_FIELDS_TREE, key, &bytes))
-            .transpose()?
-            .unwrap_or_default())
+        account_fields(&self.inner.refused_fields, REFUSED_FIELDS_TREE, account_id)
     }
 
     /// Every dead letter, oldest first.

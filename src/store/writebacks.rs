@@ -90,18 +90,29 @@ pub(super) fn transaction_error(
     }
 }
 
+/// The fields an Account has in a per-Account keyspace of [`Fields`]
+/// (none when absent).
+pub(super) fn account_fields(
+    tree: &sled::Tree,
+    keyspace: &'static str,
+    account_id: &str,
+) -> Result<Fields, StoreError> {
+    let key = account_id.as_bytes();
+    Ok(tree
+        .get(key)
+        .map_err(|source| StoreError::Database {
+            operation: "read an account's fields",
+            source,
+        })?
+        .map(|bytes| codec::decode_value(keyspace, key, &bytes))
+        .transpose()?
+        .unwrap_or_default())
+}
+
 impl Store {
     /// The field values we believe Salesforce holds for an Account.
     pub fn known_fields(&self, account_id: &str) -> Result<Fields, StoreError> {
-        let key = account_id.as_bytes();
-        Ok(self
-            .inner
-            .known_fields
-            .get(key)
-            .map_err(StoreError::database("read known fields"))?
-            .map(|bytes| codec::decode_value(KNOWN_FIELDS_TREE, key, &bytes))
-            .transpose()?
-            .unwrap_or_default())
+        account_fields(&self.inner.known_fields, KNOWN_FIELDS_TREE, account_id)
     }
 
     /// Records values read from Salesforce (they win over what we wrote), in

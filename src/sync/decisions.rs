@@ -164,7 +164,9 @@ impl Engine {
                         self.store.complete_inbox_item(sequence)?;
                     }
                 }
-                Err(SyncError::Paused(_)) => report.deferred += hint_sequences.len(),
+                Err(SyncError::Paused(_) | SyncError::Backoff(_)) => {
+                    report.deferred += hint_sequences.len()
+                }
                 Err(error) if error.is_store() => return Err(error),
                 Err(error) => {
                     report.parked += self.park_items(&hint_sequences, "push hint", None, &error)?;

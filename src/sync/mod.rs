@@ -278,6 +278,11 @@ impl Engine {
         Ok(describe)
     }
 
+    /// Whether the describe is cached (using it calls out to no one).
+    async fn describe_cached(&self) -> bool {
+        self.describe.read().await.is_some()
+    }
+
     /// Drops the cached describe (a field vanished, a reload).
     pub async fn forget_describe(&self) {
         *self.describe.write().await = None;

@@ -1091,13 +1091,8 @@ impl Engine {
 /// Reads chosen Accounts with every field a mapping reads and writes,
 /// whatever its `select` says (a resynced Account may no longer match it).
 fn by_id_query(mapping: &Mapping, ids: &[String]) -> String {
-    let ids: Vec<String> = ids.iter().map(|id| soql::quote(id)).collect();
-    format!(
-        "SELECT {} FROM {} WHERE Id IN ({}) ORDER BY Id",
-        plan::query_fields(mapping).join(", "),
-        mapping.object,
-        ids.join(", "),
-    )
+    let fields = plan::query_fields(mapping);
+    plan::fields_query(&mapping.object, fields.iter().map(String::as_str), ids)
 }
 
 fn record_id(record: &Record) -> Option<String> {

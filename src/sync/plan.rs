@@ -103,16 +103,12 @@ pub fn intake_query(mapping: &Mapping, since: DateTime<Utc>) -> String {
 
 /// The SOQL reading chosen Accounts of a mapping (push hints, resync).
 pub fn accounts_query(mapping: &Mapping, ids: &[String]) -> String {
-    let ids: Vec<String> = ids
-        .iter()
-        .map(|id| crate::salesforce::soql::quote(id))
-        .collect();
     format!(
         "SELECT {} FROM {} WHERE ({}) AND Id IN ({}) ORDER BY SystemModstamp, Id",
         query_fields(mapping).join(", "),
         mapping.object,
         mapping.select,
-        ids.join(", "),
+        id_list(ids),
     )
 }
 
@@ -129,15 +125,19 @@ pub fn fields_query<'a>(
             .into_iter()
             .filter(|field| !field.eq_ignore_ascii_case("Id")),
     );
-    let ids: Vec<String> = ids
-        .iter()
-        .map(|id| crate::salesforce::soql::quote(id))
-        .collect();
     format!(
         "SELECT {} FROM {object} WHERE Id IN ({}) ORDER BY Id",
         names.join(", "),
-        ids.join(", "),
+        id_list(ids),
     )
+}
+
+/// `'001…', '001…'`: Ids as SOQL literals for `Id IN (...)`.
+pub fn id_list(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| crate::salesforce::soql::quote(id))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Fields to query: what templates read plus what the mapping writes.

@@ -158,8 +158,9 @@ impl Engine {
             }
         };
         let record = self.portal_record(&portal);
-        // Recorded before anything that can fail: a portal that exists is
-        // never forgotten. The request holds personal data: dropped now.
+        // Recorded before anything that can fail, and on disk before
+        // anything that calls out: a portal that exists is never forgotten.
+        // The request holds personal data: dropped now.
         link.portal = Some(record.clone());
         link.request = None;
         link.last_error = None;
@@ -177,7 +178,11 @@ impl Engine {
             ),
             json!({ "request": request.json(), "answer": record.answer }),
         )?;
-        self.store.flush().await?;
+        // Planning calls Salesforce only for a describe not cached yet;
+        // otherwise the batch's one flush (before any cursor moves) will do.
+        if !self.describe_cached().await {
+            self.store.flush().await?;
+        }
         telemetry::metrics().portal(&mapping.name, PortalResult::Created);
         tracing::info!(account_id, mapping = %mapping.name, portal_id = %record.id, "portal created");
         if let Err(error) = self.plan_portal_writeback(mapping, &mut link).await {

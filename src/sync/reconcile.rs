@@ -68,6 +68,11 @@ impl Engine {
                     report.applications_checked += 1
                 }
                 Err(error) if error.is_store() => return Err(error),
+                // The endpoint backs off as a whole (its breaker logged it):
+                // nothing to say about this Account.
+                Err(SyncError::Backoff(_) | SyncError::Paused(_)) => {
+                    report.applications_failed += 1
+                }
                 Err(error) => {
                     tracing::warn!(application_id = %application_id, %error, "reconcile could not refresh an application");
                     report.applications_failed += 1;

@@ -377,7 +377,7 @@ mod tests {
                 );
             }
         }
-        for failures in [9, 40, u32::MAX] {
+        for failures in [10, 40, u32::MAX] {
             assert_eq!(policy.delay(failures), Duration::from_secs(300));
         }
         let spread: std::collections::BTreeSet<_> = (0..20).map(|_| policy.delay(5)).collect();

@@ -35,6 +35,62 @@ fn assert_one_portal_each(world: &World, ids: &[String]) {
     );
 }
 
+/// Seeds one Customer Account and gives it its portal and link, with an
+/// engine of its own (dropped before a daemon opens the store).
+async fn linked_account(world: &World, seed: u64) -> String {
+    let id = world.seed(1, "Customer", seed).remove(0);
+    let engine = world.engine();
+    engine.poll(BUSINESS).await.expect("first poll");
+    engine.flush_writes().await.expect("write-back");
+    id
+}
+
+/// Waits until `approved` shows its approval and `hinted` has its portal.
+async fn approved_and_hinted_portal(world: &World, approved: &str, hinted: &str) {
+    eventually(
+        "the decision is written and the hinted Account has its portal",
+        E2E_DEADLINE,
+        || {
+            world.field(approved, "KYC_Status__c") == json!("Approved")
+                && world.portals_by_account().contains_key(hinted)
+        },
+    )
+    .await;
+}
+
+/// Posts a Salesforce Flow's push hint for one Account to the daemon.
+async fn send_hint(daemon: &ondorse_bridge::daemon::Daemon, account_id: &str) {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/webhooks/salesforce/{PATH_SECRET}",
+            daemon.webhook_address()
+        ))
+        .json(&json!({ "ids": [account_id] }))
+        .send()
+        .await
+        .expect("the hint is delivered");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// Runs reconcile until `condition` holds (breakers wait out their delays
+/// after a fault), or panics naming `what`.
+async fn reconcile_until(
+    engine: &ondorse_bridge::sync::Engine,
+    what: &str,
+    condition: impl Fn() -> bool,
+) {
+    let until = tokio::time::Instant::now() + E2E_DEADLINE;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting until {what}"
+        );
+        // A step turned away by an open breaker is retried next round.
+        let _ = engine.reconcile().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until every Account shows its portal link was written back.
 async fn portal_links_written(world: &World, ids: &[String]) {
     eventually("every Account has its portal link", E2E_DEADLINE, || {
@@ -104,12 +160,7 @@ async fn a_decision_and_a_push_hint_during_a_backfill_against_a_slow_ondorse_are
     // several seconds here and keeps the suite within minutes on 2 cores.
     const BACKFILL: usize = 2_000;
     let world = World::start(OndorseSandboxOptions::default()).await;
-    let early = world.seed(1, "Customer", 21).remove(0);
-    {
-        let engine = world.engine();
-        engine.poll(BUSINESS).await.expect("first poll");
-        engine.flush_writes().await.expect("write-back");
-    }
+    let early = linked_account(&world, 21).await;
     let backfill = world.seed(BACKFILL, "Customer", 22);
     world.ondorse.set_latency(Duration::from_millis(40));
     let daemon = world.daemon().await;
@@ -135,30 +186,13 @@ async fn a_decision_and_a_push_hint_during_a_backfill_against_a_slow_ondorse_are
     // A decision arrives by webhook, and a Flow hints at a new Account.
     world.decide(&early, "approved", 1, Some(42.0));
     let hinted = world.seed(1, "Customer", 23).remove(0);
-    let response = reqwest::Client::new()
-        .post(format!(
-            "http://{}/webhooks/salesforce/{PATH_SECRET}",
-            daemon.webhook_address()
-        ))
-        .json(&json!({ "ids": [hinted] }))
-        .send()
-        .await
-        .expect("the hint is delivered");
-    assert!(response.status().is_success(), "{}", response.status());
+    send_hint(&daemon, &hinted).await;
 
     let backfill_done = || {
         let portals = world.portals_by_account();
         backfill.iter().all(|id| portals.contains_key(id))
     };
-    eventually(
-        "the decision is written and the hinted Account has its portal",
-        E2E_DEADLINE,
-        || {
-            world.field(&early, "KYC_Status__c") == json!("Approved")
-                && world.portals_by_account().contains_key(&hinted)
-        },
-    )
-    .await;
+    approved_and_hinted_portal(&world, &early, &hinted).await;
     assert!(
         !backfill_done(),
         "the decision and the hint did not wait for the backfill"
@@ -193,12 +227,7 @@ async fn a_decision_and_a_push_hint_during_a_backfill_against_a_slow_ondorse_are
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_portal_creation_does_not_stop_decisions_and_resumes_within_the_cap() {
     let world = World::start(OndorseSandboxOptions::default()).await;
-    let early = world.seed(1, "Customer", 31).remove(0);
-    {
-        let engine = world.engine();
-        engine.poll(BUSINESS).await.expect("first poll");
-        engine.flush_writes().await.expect("write-back");
-    }
+    let early = linked_account(&world, 31).await;
     world
         .ondorse
         .throttle_portals(Some(Duration::from_secs(86_400)));
@@ -517,16 +546,10 @@ async fn a_portal_created_while_salesforce_fails_is_recorded_first_and_its_link_
     // Salesforce is back: reconcile plans the write-backs it could not.
     world.salesforce.fail_next_requests(0);
     world.ondorse.set_latency(Duration::ZERO);
-    let until = tokio::time::Instant::now() + E2E_DEADLINE;
-    while engine.store().pending_write_count() < ids.len() {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "reconcile never planned the portal links"
-        );
-        // Salesforce's breakers may still wait out their delay.
-        let _ = engine.reconcile().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    reconcile_until(&engine, "every portal link is queued", || {
+        engine.store().pending_write_count() == ids.len()
+    })
+    .await;
     engine.flush_writes().await.expect("write-back");
     assert_one_portal_each(&world, &ids);
     for id in &ids {
@@ -560,13 +583,10 @@ async fn an_intent_stored_before_requests_were_frozen_is_frozen_at_its_next_atte
     engine.store().put_link(&link).expect("store the old form");
     world.ondorse.set_down(false);
 
-    let until = tokio::time::Instant::now() + E2E_DEADLINE;
-    while world.ondorse.portals().is_empty() {
-        assert!(tokio::time::Instant::now() < until, "no portal was created");
-        // The breaker waits out its delay after the outage.
-        engine.reconcile().await.expect("reconcile");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    reconcile_until(&engine, "the portal is created", || {
+        !world.ondorse.portals().is_empty()
+    })
+    .await;
     let portal = world.ondorse.portals().remove(0);
     assert_eq!(
         portal["default_custom_fields"]["company_name"],
@@ -605,16 +625,7 @@ async fn a_failing_push_hint_is_parked_and_never_holds_up_webhooks() {
     // Salesforce's queries fail: a push hint cannot be read...
     let hinted = world.seed(1, "Customer", 102).remove(0);
     world.salesforce.fail_next_requests(1_000_000);
-    let response = reqwest::Client::new()
-        .post(format!(
-            "http://{}/webhooks/salesforce/{PATH_SECRET}",
-            daemon.webhook_address()
-        ))
-        .json(&json!({ "ids": [hinted] }))
-        .send()
-        .await
-        .expect("the hint is delivered");
-    assert!(response.status().is_success(), "{}", response.status());
+    send_hint(&daemon, &hinted).await;
     let store = daemon.engine.store();
     eventually("the hint is parked", E2E_DEADLINE, || {
         operations::status(store, None)
@@ -635,14 +646,6 @@ async fn a_failing_push_hint_is_parked_and_never_holds_up_webhooks() {
 
     // Salesforce is back: the hint is retried by itself, the decision written.
     world.salesforce.fail_next_requests(0);
-    eventually(
-        "the decision is written and the hinted Account has its portal",
-        E2E_DEADLINE,
-        || {
-            world.field(&early, "KYC_Status__c") == json!("Approved")
-                && world.portals_by_account().contains_key(&hinted)
-        },
-    )
-    .await;
+    approved_and_hinted_portal(&world, &early, &hinted).await;
     daemon.stop().await.expect("clean stop");
 }

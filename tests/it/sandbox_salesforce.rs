@@ -1847,3 +1847,38 @@ async fn requests_are_counted_per_endpoint_even_when_refused() {
     assert_eq!(stats.limits_requests, 1, "only answered looks");
     assert_eq!(stats.api_requests, 2);
 }
+
+#[tokio::test]
+async fn a_short_collection_answer_and_a_disabled_api() {
+    let (sandbox, ids) = start_seeded_salesforce(2, 32).await;
+    let api = Api::new(&sandbox).await;
+    sandbox.short_collection_answers(1);
+    let update = |status: &str| {
+        api.composite(
+            false,
+            vec![
+                account_update(&ids[0], json!({ "KYC_Status__c": status })),
+                account_update(&ids[1], json!({ "KYC_Status__c": status })),
+            ],
+        )
+    };
+    let answer = update("In review").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        answer.text
+    );
+    assert_eq!(
+        sandbox.account(&ids[1]).expect("seeded")["KYC_Status__c"],
+        json!("In review"),
+        "both records were updated"
+    );
+
+    sandbox.disable_api(1);
+    let answer = api.get("/limits").await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.error_code(), "API_DISABLED_FOR_ORG");
+    assert_eq!(api.get("/limits").await.status, StatusCode::OK);
+}

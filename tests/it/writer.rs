@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ondorse_bridge::daemon::Daemon;
 use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::sync::operations::RetrySelection;
 use ondorse_bridge::sync::{Endpoint, Engine};
@@ -42,6 +43,24 @@ async fn drain(engine: &Engine) {
         engine.flush_writes().await.expect("a write pass");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// A running daemon whose org refuses (by a validation rule) every write
+/// to the last of `count` seeded Accounts, once that Account's portal link
+/// is its dead letter.
+async fn portal_link_refused(count: usize, seed: u64) -> (World, Daemon, Vec<String>) {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(count, "Customer", seed);
+    world
+        .salesforce
+        .add_validation_rule(&[ids[count - 1].as_str()], "KYC fields need a review date");
+    let daemon = world.daemon().await;
+    let store = daemon.engine.store().clone();
+    eventually("the portal link is refused", E2E_DEADLINE, || {
+        store.dead_letter_count() == 1
+    })
+    .await;
+    (world, daemon, ids)
 }
 
 fn assert_links_written(world: &World, ids: &[String]) {
@@ -112,9 +131,21 @@ async fn an_html_503_pauses_the_writer_and_writes_off_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_answer_is_settled_by_reading_back_what_landed() {
-    let (world, engine, ids) = links_queued(12, 63).await;
-    world.salesforce.blank_collection_answers(1);
+async fn an_api_disabled_for_the_org_pauses_the_writer_and_writes_off_nothing() {
+    a_call_level_fault_pauses_the_writer(
+        |world| world.salesforce.disable_api(3),
+        "API_DISABLED_FOR_ORG",
+        69,
+    )
+    .await;
+}
+
+/// A write call lands but its answer cannot be read (`lose` arms how): the
+/// writer reads the Accounts back and settles what landed, sending nothing
+/// twice.
+async fn an_unknown_outcome_is_settled_by_reading_back(lose: impl FnOnce(&World), seed: u64) {
+    let (world, engine, ids) = links_queued(12, seed).await;
+    lose(&world);
     let before = world.salesforce.stats();
     let report = engine.flush_writes().await.expect("pass");
     let after = world.salesforce.stats();
@@ -134,6 +165,24 @@ async fn an_unreadable_answer_is_settled_by_reading_back_what_landed() {
     );
     assert_eq!(engine.store().dead_letter_count(), 0);
     assert_links_written(&world, &ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_answer_is_settled_by_reading_back_what_landed() {
+    an_unknown_outcome_is_settled_by_reading_back(
+        |world| world.salesforce.blank_collection_answers(1),
+        63,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_a_result_missing_is_settled_by_reading_back_what_landed() {
+    an_unknown_outcome_is_settled_by_reading_back(
+        |world| world.salesforce.short_collection_answers(1),
+        70,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,19 +246,10 @@ async fn every_decision_is_written_through_login_outages_503s_and_long_row_locks
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validation_refusal_dead_letters_once_not_once_per_reconcile() {
-    let world = World::start(OndorseSandboxOptions::default()).await;
-    let ids = world.seed(2, "Customer", 66);
+    let (world, daemon, ids) = portal_link_refused(2, 66).await;
     let refused = ids[1].as_str();
-    world
-        .salesforce
-        .add_validation_rule(&[refused], "KYC fields need a review date");
-    let daemon = world.daemon().await;
     let engine = daemon.engine.clone();
     let store = engine.store().clone();
-    eventually("the portal link is refused", E2E_DEADLINE, || {
-        store.dead_letter_count() == 1
-    })
-    .await;
     let letter = &store.dead_letters().expect("letters")[0];
     assert_eq!(letter.code, "FIELD_CUSTOM_VALIDATION_EXCEPTION");
     assert_eq!(letter.fields["KYC_Status__c"], json!("Portal sent"));
@@ -251,19 +291,10 @@ async fn a_validation_refusal_dead_letters_once_not_once_per_reconcile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrying_a_dead_letter_after_a_newer_decision_leaves_the_newer_value() {
-    let world = World::start(OndorseSandboxOptions::default()).await;
-    let ids = world.seed(1, "Customer", 67);
+    let (world, daemon, ids) = portal_link_refused(1, 67).await;
     let account = ids[0].as_str();
-    world
-        .salesforce
-        .add_validation_rule(&[account], "KYC fields need a review date");
-    let daemon = world.daemon().await;
     let engine = daemon.engine.clone();
     let store = engine.store().clone();
-    eventually("the portal link is refused", E2E_DEADLINE, || {
-        store.dead_letter_count() == 1
-    })
-    .await;
     let application = world
         .ondorse
         .submit_portal(&world.portal_of(account))
@@ -312,20 +343,9 @@ async fn retrying_a_dead_letter_after_a_newer_decision_leaves_the_newer_value() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_retry_is_planned_again_when_the_daemon_next_runs() {
-    let world = World::start(OndorseSandboxOptions::default()).await;
-    let ids = world.seed(1, "Customer", 68);
+    let (world, daemon, ids) = portal_link_refused(1, 68).await;
     let account = ids[0].as_str();
-    world
-        .salesforce
-        .add_validation_rule(&[account], "KYC fields need a review date");
-    let daemon = world.daemon().await;
-    let store = daemon.engine.store().clone();
-    eventually("the portal link is refused", E2E_DEADLINE, || {
-        store.dead_letter_count() == 1
-    })
-    .await;
     daemon.stop().await.expect("clean stop");
-    drop(store);
 
     world.salesforce.clear_validation_rules();
     let output =

@@ -349,6 +349,18 @@ impl SalesforceSandbox {
         self.org().faults.blank_collection_answers = count;
     }
 
+    /// The next `count` sObject Collections updates are carried out, then
+    /// answered with one result fewer than the records sent.
+    pub fn short_collection_answers(&self, count: usize) {
+        self.org().faults.short_collection_answers = count;
+    }
+
+    /// The next `count` REST requests answer 403 `API_DISABLED_FOR_ORG`, as
+    /// an org whose API was switched off does.
+    pub fn disable_api(&self, count: usize) {
+        self.org().faults.api_disabled_requests = count;
+    }
+
     /// Each write to these records fails `UNABLE_TO_LOCK_ROW` `attempts`
     /// times, then goes through.
     pub fn lock_rows(&self, ids: &[&str], attempts: u32) {

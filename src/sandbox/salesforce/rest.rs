@@ -109,6 +109,8 @@ enum Refusal {
     /// An injected 5xx: the pod never reached the API, so no JSON, no
     /// usage and no header.
     Unavailable,
+    /// The org's REST API is switched off (edition or permission).
+    ApiDisabled,
     InvalidSession(Usage),
     LimitExceeded(Usage),
     UnknownVersion {
@@ -127,6 +129,11 @@ impl IntoResponse for Refusal {
                 UNAVAILABLE_PAGE,
             )
                 .into_response(),
+            Refusal::ApiDisabled => api_error(
+                StatusCode::FORBIDDEN,
+                "API_DISABLED_FOR_ORG",
+                "The REST API is not enabled for this Organization.",
+            ),
             Refusal::InvalidSession(usage) => usage.stamp(api_error(
                 StatusCode::UNAUTHORIZED,
                 "INVALID_SESSION_ID",
@@ -156,6 +163,9 @@ impl IntoResponse for Refusal {
 fn admit(org: &mut Org, request: &Request) -> Result<Usage, Refusal> {
     if org.faults.take_failing_request() {
         return Err(Refusal::Unavailable);
+    }
+    if Faults::take(&mut org.faults.api_disabled_requests) {
+        return Err(Refusal::ApiDisabled);
     }
     let token = request
         .headers()
@@ -401,16 +411,20 @@ pub(crate) async fn update_collection(State(shared): State<Shared>, body: Bytes)
         .latency
         .wait(Endpoint::SalesforceCompositeUpdate, records.len())
         .await;
-    let (outcomes, blank) = {
+    let (mut outcomes, blank, short) = {
         let mut org = shared.lock();
         let outcomes = org.update_accounts(records, all_or_none);
         (
             outcomes,
             Faults::take(&mut org.faults.blank_collection_answers),
+            Faults::take(&mut org.faults.short_collection_answers),
         )
     };
     if blank {
         return StatusCode::OK.into_response();
+    }
+    if short {
+        outcomes.pop();
     }
     let results: Vec<Value> = outcomes
         .into_iter()
