@@ -145,7 +145,9 @@ fn allowed_values(label: &str) -> &'static [&'static str] {
 async fn metrics_tell_what_happened_with_bounded_labels() {
     const ACCOUNTS: usize = 8;
     let world = World::start(OndorseSandboxOptions {
-        submit_after: Some(Duration::from_millis(20)),
+        // Long past the writer's linger: each portal link is written before
+        // its decision comes (they would share one coalesced write).
+        submit_after: Some(Duration::from_millis(500)),
         review_after: Some(Duration::from_millis(60)),
         duplicate_ratio: 0.5,
         ..OndorseSandboxOptions::default()
