@@ -5,7 +5,11 @@
 //! ```text
 //! cargo bench --bench webhook_ingest
 //! cargo bench --bench webhook_ingest -- --events 5000 --concurrency 32 --signed
+//! cargo bench --bench webhook_ingest -- --json
 //! ```
+//!
+//! It prints one summary table (Markdown, for README) with the target beside
+//! each figure; `--json` prints one JSON line instead.
 //!
 //! The same settings can come from `WEBHOOK_INGEST_EVENTS`,
 //! `WEBHOOK_INGEST_CONCURRENCY` and `WEBHOOK_INGEST_SIGNED=1`.
@@ -25,6 +29,8 @@ use tokio::sync::Notify;
 
 /// Default number of events: enough for a steady state, a few seconds long.
 const DEFAULT_EVENTS: usize = 20_000;
+/// The durable ingest rate the product promises (issue 13).
+const TARGET_EVENTS_PER_SECOND: f64 = 2_000.0;
 /// Default senders in flight; Ondorse delivers in parallel, a few dozen at
 /// most in a burst.
 const DEFAULT_CONCURRENCY: usize = 64;
@@ -35,6 +41,7 @@ struct Settings {
     events: usize,
     concurrency: usize,
     signed: bool,
+    json: bool,
 }
 
 impl Settings {
@@ -50,6 +57,7 @@ impl Settings {
             events: DEFAULT_EVENTS,
             concurrency: DEFAULT_CONCURRENCY,
             signed: false,
+            json: false,
         };
         if let Ok(value) = std::env::var("WEBHOOK_INGEST_EVENTS") {
             settings.events = number("WEBHOOK_INGEST_EVENTS", &value)?;
@@ -73,11 +81,14 @@ impl Settings {
                     }
                 }
                 "--signed" => settings.signed = true,
+                "--json" => settings.json = true,
                 // `cargo bench` passes `--bench`; a name filter may follow.
                 "--bench" => {}
                 other if !other.starts_with("--") => {}
                 other => {
-                    bail!("unknown argument {other:?} (use --events N, --concurrency N, --signed)")
+                    bail!(
+                        "unknown argument {other:?} (use --events N, --concurrency N, --signed, --json)"
+                    )
                 }
             }
         }
@@ -173,26 +184,45 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
         latencies[index - 1]
     };
     let milliseconds = |duration: Duration| duration.as_secs_f64() * 1_000.0;
-    println!(
-        "webhook_ingest: {events} events ({signing}), concurrency {concurrency}, in {seconds:.2} s",
-        events = settings.events,
-        signing = if settings.signed {
-            "signed"
-        } else {
-            "unsigned"
-        },
-        concurrency = settings.concurrency,
-        seconds = elapsed.as_secs_f64(),
-    );
-    println!(
-        "  durably stored: {:.0} events/s",
-        settings.events as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "  latency of the 200: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+    let rate = settings.events as f64 / elapsed.as_secs_f64();
+    let signing = if settings.signed {
+        "signed"
+    } else {
+        "unsigned"
+    };
+    let (p50, p99) = (
         milliseconds(percentile(0.50)),
         milliseconds(percentile(0.99)),
-        milliseconds(*latencies.last().expect("at least one event")),
+    );
+    let max = milliseconds(*latencies.last().expect("at least one event"));
+    if settings.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "benchmark": "webhook_ingest",
+                "date": Utc::now().to_rfc3339(),
+                "cores": std::thread::available_parallelism().map_or(1, usize::from),
+                "events": settings.events,
+                "concurrency": settings.concurrency,
+                "signed": settings.signed,
+                "events_per_second": rate,
+                "target_events_per_second": TARGET_EVENTS_PER_SECOND,
+                "answer_latency_ms": { "p50": p50, "p99": p99, "max": max },
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "webhook_ingest, {}, {} cores",
+        Utc::now().format("%Y-%m-%d"),
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    println!();
+    println!("| figure | measured | target |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| webhook ingest, {} {signing} events, {} senders | {rate:.0} events/s, 200 after p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms | ≥ {TARGET_EVENTS_PER_SECOND:.0} events/s |",
+        settings.events, settings.concurrency
     );
     Ok(())
 }

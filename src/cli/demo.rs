@@ -13,8 +13,9 @@ use serde_json::Value;
 use crate::cli::Failure;
 use crate::cli::run::StopSignals;
 use crate::daemon::Daemon;
+use crate::sandbox::latency::{Endpoint, LatencyProfile};
 use crate::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions, OndorseSandboxStats};
-use crate::sandbox::salesforce::SalesforceSandbox;
+use crate::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
 use crate::sandbox::world::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
 use crate::store::Link;
 use crate::sync::EngineSettings;
@@ -40,15 +41,19 @@ pub struct DemoSettings {
     pub serve: bool,
     /// The admin's own mapping files, instead of a copy of the examples.
     pub mappings: Option<PathBuf>,
+    /// How fast both sandboxes answer.
+    pub latency: LatencyProfile,
 }
 
 pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     let started = Instant::now();
     let accounts = settings.accounts;
     let mappings_dir = settings.mappings.as_deref().map(mappings_dir).transpose()?;
+    let latency = settings.latency;
     println!(
-        "ondorse-bridge demo: {accounts} Accounts, a sandbox Salesforce, a sandbox Ondorse and the real daemon, on loopback"
+        "ondorse-bridge demo: {accounts} Accounts, a sandbox Salesforce, a sandbox Ondorse and the real daemon, on loopback ({latency} latency)"
     );
+    print_latency(latency);
     // Served, the configuration is handed to other commands: its admin
     // listener needs an address they can read from it.
     let admin_listen = if settings.serve {
@@ -65,7 +70,12 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
             review_after: Some(REVIEW_AFTER),
             duplicate_ratio: 0.1,
             reorder: true,
+            latency,
             ..OndorseSandboxOptions::default()
+        },
+        salesforce: SalesforceSandboxOptions {
+            latency,
+            ..SalesforceSandboxOptions::default()
         },
         admin_listen,
         mappings_dir: mappings_dir.clone(),
@@ -144,6 +154,15 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     }
     daemon.stop().await?;
     Ok(())
+}
+
+/// Each endpoint's latency under a profile other than loopback.
+fn print_latency(latency: LatencyProfile) {
+    for endpoint in Endpoint::ALL {
+        if let Some(parameters) = latency.endpoint(endpoint) {
+            println!("  {:<34}  {parameters}", endpoint.label());
+        }
+    }
 }
 
 /// `--mappings DIR`, absolute, so the printed configuration works from

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config};
+use crate::sandbox::latency::LatencyProfile;
 
 pub mod access;
 pub mod check;
@@ -79,6 +80,10 @@ pub enum Command {
         /// the shipped examples; saving a change reloads them.
         #[arg(long, value_name = "DIR")]
         mappings: Option<PathBuf>,
+        /// How fast the sandboxes answer: `loopback` (at once) or
+        /// `realistic` (each endpoint's latency as a real service has it).
+        #[arg(long, value_name = "PROFILE", default_value = "loopback")]
+        latency: LatencyProfile,
     },
     /// Cursors, queues, dead letters, schedules, API usage, per mapping.
     Status {
@@ -358,11 +363,13 @@ async fn run_command(cli: &Cli) -> Result<(), Failure> {
             accounts,
             serve,
             mappings,
+            latency,
         } => {
             demo::demo(demo::DemoSettings {
                 accounts: *accounts,
                 serve: *serve,
                 mappings: mappings.clone(),
+                latency: *latency,
             })
             .await
         }

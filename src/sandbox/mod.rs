@@ -3,7 +3,10 @@
 //! They follow `contracts/salesforce.md` and `contracts/ondorse.md` (formats,
 //! errors, pagination, tokens, limits) and carry fault switches, so tests,
 //! the demo and benchmarks exercise the real clients against real sockets.
+//! Both answer at loopback speed, or with a realistic latency per endpoint
+//! ([`latency`]).
 
+pub mod latency;
 pub mod ondorse;
 pub mod salesforce;
 pub mod world;

@@ -27,6 +27,18 @@ fn demo(args: &[&str]) -> Command {
     command
 }
 
+/// Runs `ondorse-bridge demo ARGS` to its end; it must succeed. Answers its stdout.
+fn successful_demo(args: &[&str]) -> String {
+    let output = demo(args).output().expect("run ondorse-bridge demo");
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    stdout
+}
+
 /// A child process killed when dropped (a failed assertion included).
 struct Running(Child);
 
@@ -186,15 +198,7 @@ async fn demo_serve_answers_the_state_commands_and_reloads_the_admins_mappings()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_with_no_accounts_finishes_and_says_so() {
-    let output = demo(&["--accounts", "0"])
-        .output()
-        .expect("run ondorse-bridge demo");
-    let stdout = text(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        text(&output.stderr)
-    );
+    let stdout = successful_demo(&["--accounts", "0"]);
     assert!(
         stdout.contains("Accounts in Salesforce          0"),
         "{stdout}"
@@ -261,6 +265,36 @@ async fn demo_refuses_a_missing_or_broken_mappings_directory_with_the_place() {
         stderr.contains(&format!(
             "{place}: `portal` has no `ulr`; did you mean `url`?"
         )),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_with_realistic_latency_and_refuses_an_unknown_profile() {
+    let stdout = successful_demo(&["--accounts", "6", "--latency", "realistic"]);
+    assert!(stdout.contains("(realistic latency)"), "{stdout}");
+    assert!(
+        stdout
+            .contains("Ondorse POST /api/portals           median 300 ms, sigma 0.5, mean 340 ms"),
+        "{stdout}"
+    );
+    // Every portal created under the profile got its decision back.
+    let lines: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    let portals = labelled(&lines, "portals created in Ondorse");
+    assert_ne!(portals, "0", "{stdout}");
+    assert_eq!(
+        labelled(&lines, "decisions in Salesforce"),
+        portals,
+        "{stdout}"
+    );
+
+    let output = demo(&["--accounts", "0", "--latency", "bogus"])
+        .output()
+        .expect("run ondorse-bridge demo");
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown latency profile \"bogus\"; expected loopback or realistic"),
         "{stderr}"
     );
 }

@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 use super::Shared;
 use super::connection::ConnectionHandle;
 use super::state::PortalOutcome;
+use crate::sandbox::latency::Endpoint;
 
 /// Header carrying the client's idempotency key.
 const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -125,6 +126,7 @@ async fn create_portal(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    shared.latency.wait(Endpoint::OndorsePortalPost, 0).await;
     shared.counters.portal_posts.fetch_add(1, Ordering::Relaxed);
     let body = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(body)) => body,
@@ -236,6 +238,10 @@ fn validate_portal(body: &Map<String, Value>) -> Vec<Value> {
 }
 
 async fn get_application(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    shared
+        .latency
+        .wait(Endpoint::OndorseApplicationGet, 0)
+        .await;
     shared
         .counters
         .application_gets

@@ -22,7 +22,9 @@
 //!   gateway in front of a stopped service); a throttle on portal creation
 //!   answers 429 with its `Retry-After` on `POST /api/portals` alone;
 //! - `POST /api/portals` are counted per `Idempotency-Key`, with the keys
-//!   that ever had two requests in flight at once.
+//!   that ever had two requests in flight at once;
+//! - under a latency profile ([`OndorseSandboxOptions::latency`]), a route
+//!   waits its draw before doing anything, after the fault guard.
 //!
 //! Layout: `api` (routes and the fault guard), `state` (the records),
 //! `delivery` (the clock: scheduled submissions, reviews, webhook
@@ -48,6 +50,7 @@ use tokio::task::JoinHandle;
 use self::connection::{ConnectionHandle, KillableListener};
 use self::delivery::{Delivery, Job, Timers};
 use self::state::{PortalOutcome, State};
+use super::latency::{Latency, LatencyProfile};
 
 /// The real Ondorse's first retry delay; tests use milliseconds instead.
 pub const ONDORSE_RETRY_BASE: Duration = Duration::from_secs(10);
@@ -113,6 +116,8 @@ pub struct OndorseSandboxOptions {
     pub honour_idempotency_key: bool,
     /// Deliveries in flight at once.
     pub delivery_concurrency: usize,
+    /// How long portal POSTs and application GETs take (drawn from `seed`).
+    pub latency: LatencyProfile,
 }
 
 impl Default for OndorseSandboxOptions {
@@ -136,6 +141,7 @@ impl Default for OndorseSandboxOptions {
             reorder: false,
             honour_idempotency_key: true,
             delivery_concurrency: DEFAULT_DELIVERY_CONCURRENCY,
+            latency: LatencyProfile::Loopback,
         }
     }
 }
@@ -321,6 +327,8 @@ struct Shared {
     webhook_url: Mutex<Option<String>>,
     state: Mutex<State>,
     faults: Faults,
+    /// The latency profile's draws, waited by each route.
+    latency: Latency,
     counters: Counters,
     portal_keys: Mutex<PortalKeys>,
     timers: Timers,
@@ -514,6 +522,7 @@ impl OndorseSandbox {
             webhook_url: Mutex::new(options.webhook_url.clone()),
             state: Mutex::new(State::new(options.seed)),
             faults: Faults::default(),
+            latency: Latency::new(options.latency, options.seed),
             counters: Counters::default(),
             portal_keys: Mutex::new(PortalKeys::default()),
             timers: Timers::default(),

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::faults::Faults;
 use super::org::Org;
+use crate::sandbox::latency::Endpoint;
 
 /// The `grant_type` of the JWT bearer flow.
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -108,6 +109,7 @@ pub(crate) async fn token(
     form: Result<axum::Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
     shared.delay().await;
+    shared.latency.wait(Endpoint::SalesforceToken, 0).await;
     let mut org = shared.lock();
     org.stats.token_requests += 1;
     if Faults::take(&mut org.faults.refused_logins) {

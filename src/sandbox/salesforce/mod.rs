@@ -8,7 +8,9 @@
 //! [`SalesforceSandbox::instance_url`] is the org's My Domain (token
 //! endpoint with every flow, and the REST API). Data lives in memory behind
 //! one lock; a query over 10,000 rows or a 200-record update takes
-//! milliseconds.
+//! milliseconds, unless [`SalesforceSandboxOptions::latency`] asks for a
+//! realistic latency (token calls, query pages, single and composite
+//! updates each wait their draw before being carried out).
 //!
 //! # Layout
 //!
@@ -38,6 +40,7 @@ use tokio::sync::watch;
 pub use auth::{JwtKeyPair, generate_jwt_key_pair};
 pub use seed::sales_user_ids;
 
+use super::latency::{Latency, LatencyProfile};
 use auth::Host;
 use org::Org;
 
@@ -47,6 +50,8 @@ pub const DEFAULT_PAGE_SIZE: usize = 2000;
 pub const DEFAULT_DAILY_API_LIMIT: u64 = 1_000_000;
 /// The API version the sandbox serves unless told otherwise.
 pub const DEFAULT_API_VERSION: &str = "62.0";
+/// Seeds the latency profile's draws: any fixed value makes runs repeatable.
+const LATENCY_SEED: u64 = 62;
 /// JWT audiences Salesforce accepts besides the login host itself.
 const PUBLIC_AUDIENCES: [&str; 2] = [
     "https://login.salesforce.com",
@@ -78,6 +83,8 @@ pub struct SalesforceSandboxOptions {
     pub api_version: String,
     /// Older versions the org serves too (listed by `GET /services/data/`).
     pub older_api_versions: Vec<String>,
+    /// How long token calls, query pages and updates take.
+    pub latency: LatencyProfile,
 }
 
 /// Debug output leaves the secrets out, even fake ones: habits travel.
@@ -96,6 +103,7 @@ impl std::fmt::Debug for SalesforceSandboxOptions {
             .field("page_size", &self.page_size)
             .field("api_version", &self.api_version)
             .field("older_api_versions", &self.older_api_versions)
+            .field("latency", &self.latency)
             .finish()
     }
 }
@@ -114,6 +122,7 @@ impl Default for SalesforceSandboxOptions {
             page_size: DEFAULT_PAGE_SIZE,
             api_version: DEFAULT_API_VERSION.into(),
             older_api_versions: Vec::new(),
+            latency: LatencyProfile::Loopback,
         }
     }
 }
@@ -145,6 +154,8 @@ pub struct SalesforceSandboxStats {
 #[derive(Clone)]
 pub(crate) struct Shared {
     org: Arc<Mutex<Org>>,
+    /// The latency profile's draws, waited by each route.
+    latency: Arc<Latency>,
 }
 
 impl Shared {
@@ -210,6 +221,7 @@ impl SalesforceSandbox {
             .map(auth::verification_key)
             .transpose()?;
         let shared = Shared {
+            latency: Arc::new(Latency::new(options.latency, LATENCY_SEED)),
             org: Arc::new(Mutex::new(Org::new(
                 options,
                 jwt_key,

@@ -15,6 +15,7 @@ use super::Shared;
 use super::data::RecordError;
 use super::faults::Faults;
 use super::org::{Org, QueryFailure};
+use crate::sandbox::latency::Endpoint;
 
 /// sObject Collections take at most this many records per request.
 const MAX_COLLECTION_RECORDS: usize = 200;
@@ -316,6 +317,7 @@ pub(crate) async fn query(
     headers: HeaderMap,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Response {
+    shared.latency.wait(Endpoint::SalesforceQueryPage, 0).await;
     run_query(&shared, &headers, &parameters, false)
 }
 
@@ -324,6 +326,7 @@ pub(crate) async fn query_all(
     headers: HeaderMap,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Response {
+    shared.latency.wait(Endpoint::SalesforceQueryPage, 0).await;
     run_query(&shared, &headers, &parameters, true)
 }
 
@@ -331,6 +334,7 @@ pub(crate) async fn query_more(
     State(shared): State<Shared>,
     Path((_version, locator)): Path<(String, String)>,
 ) -> Response {
+    shared.latency.wait(Endpoint::SalesforceQueryPage, 0).await;
     let mut org = shared.lock();
     org.stats.query_more_requests += 1;
     match org.query_more(&locator) {
@@ -374,6 +378,10 @@ pub(crate) async fn update_one(
     Path((_version, object, id)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
+    shared
+        .latency
+        .wait(Endpoint::SalesforceSingleUpdate, 0)
+        .await;
     shared.lock().stats.single_updates += 1;
     if !object.eq_ignore_ascii_case("Account") {
         return api_error(
@@ -452,6 +460,10 @@ pub(crate) async fn update_collection(State(shared): State<Shared>, body: Bytes)
     if shared.lock().faults.ignored_collections {
         return StatusCode::NO_CONTENT.into_response();
     }
+    shared
+        .latency
+        .wait(Endpoint::SalesforceCompositeUpdate, records.len())
+        .await;
     let (mut outcomes, blank, short) = {
         let mut org = shared.lock();
         let outcomes = org.update_accounts(records, all_or_none);
