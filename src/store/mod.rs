@@ -34,6 +34,7 @@ mod flush;
 mod inbox;
 mod journal;
 mod links;
+mod release;
 mod writebacks;
 
 pub use cursors::Cursor;
@@ -108,6 +109,12 @@ struct Inner {
     replans: sled::Tree,
     journal: sled::Tree,
     group_commit: flush::GroupCommit,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        release::released(&self.path);
+    }
 }
 
 /// What can go wrong with the store.
@@ -211,25 +218,31 @@ impl Store {
 
     /// Opens (creating if needed) the store in the directory `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_CAPACITY_BYTES)
-            .open()
-            .map_err(|source| {
-                // sled reports a held lock as a bare I/O error; recognise it so
-                // the operator learns what to do.
-                let message = source.to_string();
-                if message.contains("could not acquire lock") {
-                    StoreError::InUse {
-                        path: path.to_owned(),
-                    }
-                } else {
-                    StoreError::Open {
-                        path: path.to_owned(),
-                        source,
-                    }
-                }
-            })?;
+        let db = release::open_after_release(
+            path,
+            |error| matches!(error, StoreError::InUse { .. }),
+            || {
+                sled::Config::new()
+                    .path(path)
+                    .cache_capacity(CACHE_CAPACITY_BYTES)
+                    .open()
+                    .map_err(|source| {
+                        // sled reports a held lock as a bare I/O error; recognise it so
+                        // the operator learns what to do.
+                        let message = source.to_string();
+                        if message.contains("could not acquire lock") {
+                            StoreError::InUse {
+                                path: path.to_owned(),
+                            }
+                        } else {
+                            StoreError::Open {
+                                path: path.to_owned(),
+                                source,
+                            }
+                        }
+                    })
+            },
+        )?;
         let open_tree = |name: &str| {
             db.open_tree(name).map_err(|source| StoreError::Open {
                 path: path.to_owned(),

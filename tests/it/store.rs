@@ -310,6 +310,28 @@ fn a_store_in_use_says_so_and_names_its_path() {
     assert!(!error.is_retriable());
 }
 
+#[tokio::test]
+async fn a_store_closed_in_this_process_reopens_at_once() {
+    // sled lets go of a dropped handle's lock from its own threads (most
+    // often after the first close of a new store): each round gives a
+    // reopen the chance to arrive before it has.
+    const ROUNDS: usize = 20;
+    let received = at("2026-11-26T09:00:00Z");
+    for round in 0..ROUNDS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let store = Store::open(&path).unwrap();
+        accept_events(&store, 1, received).await;
+        drop(store);
+        let store = Store::open(&path)
+            .unwrap_or_else(|error| panic!("round {round}: the closed store reopens: {error}"));
+        assert_eq!(event_ids(&store), ["evt_0"], "round {round}");
+        // A live handle in this process still holds it.
+        let error = Store::open(&path).unwrap_err();
+        assert!(matches!(error, StoreError::InUse { .. }), "{error:?}");
+    }
+}
+
 #[test]
 fn a_store_that_cannot_be_created_names_its_path() {
     let dir = tempfile::tempdir().unwrap();
