@@ -144,9 +144,16 @@ impl Setup {
         let unprivileged = *self.unprivileged.lock().unwrap();
         let mut command = if unprivileged && is_root() {
             // Root writes anywhere: become `nobody` to meet a permission.
+            // `nobody` may not search the directories the build lives in (a
+            // clone in a private temp dir): it runs a copy from the setup.
+            let copy = self.dir.path().join("ondorse-bridge");
+            if !copy.exists() {
+                std::fs::copy(binary, &copy).expect("copy the binary for nobody");
+            }
             let mut command = tokio::process::Command::new("setpriv");
             command
-                .args(["--reuid=65534", "--regid=65534", "--clear-groups", binary])
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&copy)
                 .args(args);
             command
         } else {
