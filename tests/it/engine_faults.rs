@@ -156,9 +156,9 @@ async fn a_lost_portal_answer_then_an_account_edit_ends_with_one_portal_and_its_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decision_and_a_push_hint_during_a_backfill_against_a_slow_ondorse_are_done_before_it_ends()
  {
-    // 10,000 in the issue; 2,000 at 40 ms an Ondorse call already takes
-    // several seconds here and keeps the suite within minutes on 2 cores.
-    const BACKFILL: usize = 2_000;
+    // An org's first backfill: large enough that the decision and the hint
+    // would visibly wait behind it if they shared its lock or its queue.
+    const BACKFILL: usize = 10_000;
     let world = World::start(OndorseSandboxOptions::default()).await;
     let early = linked_account(&world, 21).await;
     let backfill = world.seed(BACKFILL, "Customer", 22);
