@@ -34,8 +34,7 @@ async fn post_portal(
     let response = request.send().await.expect("sandbox answers");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.json().await.expect("json answer");
-    (status, headers, body)
+    (status, headers, json_or_null(response).await)
 }
 
 async fn get_application(sandbox: &OndorseSandbox, id: &str) -> (u16, Value) {
@@ -45,10 +44,17 @@ async fn get_application(sandbox: &OndorseSandbox, id: &str) -> (u16, Value) {
         .send()
         .await
         .expect("sandbox answers");
-    (
-        response.status().as_u16(),
-        response.json().await.expect("json answer"),
-    )
+    (response.status().as_u16(), json_or_null(response).await)
+}
+
+/// The answer's JSON body; `Null` for an empty body (a gateway's answer).
+async fn json_or_null(response: reqwest::Response) -> Value {
+    let bytes = response.bytes().await.expect("sandbox answers a body");
+    if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("json answer")
+    }
 }
 
 fn bearer(sandbox: &OndorseSandbox) -> String {
@@ -581,4 +587,164 @@ async fn suppressed_and_unaddressed_events_are_recorded_not_delivered() {
     let stats = sandbox.stats();
     assert_eq!((stats.events_emitted, stats.events_undelivered), (3, 2));
     assert_eq!(sandbox.events().len(), 3);
+}
+
+#[tokio::test]
+async fn a_down_sandbox_answers_503_with_an_empty_body_and_creates_nothing() {
+    let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;
+    let auth = bearer(&sandbox);
+    let application = submitted_application(&sandbox, "001D").await;
+    let portals_before = sandbox.portals();
+
+    sandbox.set_down(true);
+    let (status, _, answer) = post_portal(&sandbox, Some(&auth), Some("down-1"), "{}").await;
+    assert_eq!((status, answer), (503, Value::Null));
+    assert_eq!(
+        get_application(&sandbox, &application).await,
+        (503, Value::Null)
+    );
+    assert_eq!(sandbox.portals(), portals_before);
+    let stats = sandbox.stats();
+    assert_eq!((stats.failed_requests, stats.portals_created), (2, 1));
+
+    sandbox.set_down(false);
+    let (status, _, _) = post_portal(&sandbox, Some(&auth), Some("down-1"), "{}").await;
+    assert_eq!(status, 201);
+    assert_eq!(get_application(&sandbox, &application).await.0, 200);
+    assert_eq!(sandbox.portals().len(), 2);
+}
+
+#[tokio::test]
+async fn throttled_portal_posts_get_429_with_retry_after_and_applications_are_served() {
+    let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;
+    let auth = bearer(&sandbox);
+    let application = submitted_application(&sandbox, "001T").await;
+
+    sandbox.throttle_portals(Some(Duration::from_millis(1500)));
+    let (status, headers, answer) =
+        post_portal(&sandbox, Some(&auth), Some("throttled-1"), "{}").await;
+    assert_eq!(status, 429);
+    // Whole seconds, rounded up: the client never comes back early.
+    assert_eq!(headers["retry-after"], "2");
+    assert_eq!(answer, json!({"detail": "Too many requests"}));
+    let (status, served) = get_application(&sandbox, &application).await;
+    assert_eq!(status, 200);
+    assert_eq!(served["id"], json!(application));
+    assert_eq!(sandbox.portals().len(), 1);
+    let stats = sandbox.stats();
+    assert_eq!((stats.rate_limited, stats.portals_created), (1, 1));
+
+    sandbox.throttle_portals(None);
+    let (status, headers, _) = post_portal(&sandbox, Some(&auth), Some("throttled-1"), "{}").await;
+    assert_eq!(status, 201);
+    assert!(headers.get("retry-after").is_none());
+    assert_eq!(sandbox.portals().len(), 2);
+}
+
+#[tokio::test]
+async fn a_refused_application_answers_its_status_with_a_detail_until_cleared() {
+    let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;
+    let refused = submitted_application(&sandbox, "001R").await;
+    let other = submitted_application(&sandbox, "001S").await;
+
+    sandbox.refuse_application(&refused, Some(403));
+    let (status, answer) = get_application(&sandbox, &refused).await;
+    assert_eq!(status, 403);
+    assert!(answer["detail"].is_string(), "{answer}");
+    assert_eq!(get_application(&sandbox, &other).await.0, 200);
+
+    sandbox.refuse_application(&refused, None);
+    let (status, served) = get_application(&sandbox, &refused).await;
+    assert_eq!(status, 200);
+    assert_eq!(served["id"], json!(refused));
+}
+
+#[tokio::test]
+async fn portals_holding_a_refused_value_get_422_at_that_field_and_create_nothing() {
+    let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;
+    let auth = bearer(&sandbox);
+    sandbox.refuse_portals_with("employees", json!(-1));
+
+    let refused =
+        json!({"default_custom_fields": {"salesforce_account_id": "001N", "employees": -1}});
+    let (status, _, answer) = post_portal(
+        &sandbox,
+        Some(&auth),
+        Some("refused-1"),
+        &refused.to_string(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let detail = answer["detail"].as_array().expect("detail list");
+    assert_eq!(detail.len(), 1, "{answer}");
+    assert_eq!(
+        detail[0]["loc"],
+        json!(["body", "default_custom_fields", "employees"])
+    );
+    assert!(detail[0]["msg"].is_string() && detail[0]["type"].is_string());
+    assert!(sandbox.portals().is_empty());
+    assert_eq!(sandbox.stats().portals_created, 0);
+
+    let accepted =
+        json!({"default_custom_fields": {"salesforce_account_id": "001N", "employees": 3}});
+    let (status, _, _) = post_portal(
+        &sandbox,
+        Some(&auth),
+        Some("accepted-1"),
+        &accepted.to_string(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(sandbox.portals().len(), 1);
+}
+
+#[tokio::test]
+async fn portal_posts_are_counted_per_key_and_overlapping_retries_are_seen() {
+    let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;
+    let auth = bearer(&sandbox);
+    let latency = Duration::from_secs(1);
+    sandbox.set_latency(latency);
+
+    // Two posts of one key at once overlap; a third key's posts in turn do not.
+    let started = std::time::Instant::now();
+    let (first, second) = tokio::join!(
+        post_portal(&sandbox, Some(&auth), Some("overlap"), "{}"),
+        post_portal(&sandbox, Some(&auth), Some("overlap"), "{}"),
+    );
+    assert!(
+        started.elapsed() >= latency,
+        "every request waits the latency"
+    );
+    assert_eq!((first.0, second.0), (201, 201));
+    assert_eq!(first.2["id"], second.2["id"]);
+    for _ in 0..2 {
+        assert_eq!(
+            post_portal(&sandbox, Some(&auth), Some("in-turn"), "{}")
+                .await
+                .0,
+            201
+        );
+    }
+    // Refused posts count too.
+    sandbox.throttle_portals(Some(Duration::from_secs(1)));
+    assert_eq!(
+        post_portal(&sandbox, Some(&auth), Some("throttled"), "{}")
+            .await
+            .0,
+        429
+    );
+
+    assert_eq!(
+        sandbox.portal_posts_by_key(),
+        HashMap::from([
+            ("overlap".to_owned(), 2),
+            ("in-turn".to_owned(), 2),
+            ("throttled".to_owned(), 1),
+        ])
+    );
+    assert_eq!(
+        sandbox.overlapping_portal_keys(),
+        HashSet::from(["overlap".to_owned()])
+    );
+    assert_eq!(sandbox.portals().len(), 2);
 }
