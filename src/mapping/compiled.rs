@@ -327,7 +327,7 @@ impl Mapping {
                     .map(|(key, source)| (key.as_str(), source)),
             );
         for (key, source) in sources {
-            self.reads_missing_fields(account, key, source);
+            self.reads_missing_values(account, &[], key, source);
         }
         let mut body = Map::new();
         body.insert(
@@ -370,7 +370,7 @@ impl Mapping {
         let template_context = self.context(context.account, extra, context.now);
         let mut fields = Map::new();
         for rule in self.writeback.get(&moment).into_iter().flatten() {
-            if self.reads_missing_fields(context.account, &rule.field, &rule.value) {
+            if self.reads_missing_values(context.account, &extra, &rule.field, &rule.value) {
                 continue;
             }
             let value = rule
@@ -446,22 +446,35 @@ impl Mapping {
         without_nulls(Value::Object(context))
     }
 
-    /// Whether `source` reads an Account field that Salesforce's answer does
-    /// not hold at all (not even as null): a name the org spells otherwise
-    /// (templates are case-sensitive, Salesforce is not) or a field the
-    /// query did not return. Each is a logged warning, so the value is never
-    /// a silent null; a write-back of such a value is skipped, so it cannot
-    /// clear the field.
-    fn reads_missing_fields(&self, account: &Record, key: &str, source: &Source) -> bool {
+    /// Whether `source` reads a value that is missing at run time: an
+    /// Account field that Salesforce's answer does not hold at all (not even
+    /// as null), as a name the org spells otherwise (templates are
+    /// case-sensitive, Salesforce is not) or a field the query did not
+    /// return; or a `named` value this moment does not have (a `collect`
+    /// whose application has no collect link). Each is a logged warning, so
+    /// the value is never a silent null; a write-back of such a value is
+    /// skipped, so it cannot clear the field.
+    fn reads_missing_values(
+        &self,
+        account: &Record,
+        named: &[(&str, Option<&Value>)],
+        key: &str,
+        source: &Source,
+    ) -> bool {
         let Source::Template(template) = source else {
             return false;
         };
+        let is_absent = |root: &str| named.contains(&(root, None));
         let missing: Vec<&(String, Position)> = template
             .variables()
             .iter()
             .filter(|(path, _)| {
                 let root = path.split('.').next().unwrap_or_default();
-                !CONTEXT_ROOTS.contains(&root) && !holds_path(account, path)
+                if CONTEXT_ROOTS.contains(&root) {
+                    is_absent(root)
+                } else {
+                    !holds_path(account, path)
+                }
             })
             .collect();
         let Some((_, position)) = missing.first() else {
@@ -469,13 +482,21 @@ impl Mapping {
         };
         let names: Vec<&str> = missing.iter().map(|(path, _)| path.as_str()).collect();
         let account_id = account.get("Id").and_then(Value::as_str).unwrap_or("?");
+        let reason = if missing
+            .iter()
+            .any(|(path, _)| is_absent(path.split('.').next().unwrap_or_default()))
+        {
+            "this moment has no such value (ondorse did not give it, e.g. a collect without a link)"
+        } else {
+            "salesforce's answer has no such field (templates are case-sensitive: check the spelling against the org with `check --online`)"
+        };
         tracing::warn!(
             account_id,
             mapping = %self.name,
             key,
             missing = %names.join(", "),
             position = %format!("{}:{position}", self.file.display()),
-            "salesforce's answer has no such field (templates are case-sensitive: check the spelling against the org with `check --online`); a field written from it is left as it is"
+            "{reason}; a field written from it is left as it is"
         );
         true
     }

@@ -1,8 +1,8 @@
 //! The engine under Ondorse's production faults, over real HTTP: lost
 //! answers, Stripe-style key conflicts, throttling, outages, an application
-//! it refuses to serve, a portal it refuses for good, and every path
-//! working on the same intents at once. The sandbox reproduces each fault
-//! and counts what reached it.
+//! it refuses to serve, a portal it refuses for good, a collect opened
+//! without a link, and every path working on the same intents at once. The
+//! sandbox reproduces each fault and counts what reached it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -647,5 +647,41 @@ async fn a_failing_push_hint_is_parked_and_never_holds_up_webhooks() {
     // Salesforce is back: the hint is retried by itself, the decision written.
     world.salesforce.fail_next_requests(0);
     approved_and_hinted_portal(&world, &early, &hinted).await;
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collect_opened_without_a_link_keeps_the_collect_url_in_salesforce() {
+    const KEPT: &str = "https://collect.ondorse.co/portals/kept000001";
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = world.seed(1, "Customer", 81).remove(0);
+    world
+        .salesforce
+        .edit_account(&id, fields(json!({"Ondorse_Collect_Url__c": KEPT})));
+    let daemon = world.daemon().await;
+    portal_links_written(&world, std::slice::from_ref(&id)).await;
+    let application = world
+        .ondorse
+        .submit_portal(&world.portal_of(&id))
+        .expect("the portal is submitted");
+
+    // Ondorse says a collect was opened, but the application holds no link.
+    world.ondorse.send_event("collect.opened", &application);
+    eventually("the collect's status is written", E2E_DEADLINE, || {
+        world.field(&id, "KYC_Status__c") == json!("Documents requested")
+    })
+    .await;
+    assert_eq!(world.field(&id, "Ondorse_Collect_Url__c"), json!(KEPT));
+
+    // A collect with its link is written as usual.
+    let link = world
+        .ondorse
+        .open_collect(&application)
+        .expect("the application exists");
+    let url = format!("https://collect.ondorse.co/portals/{link}");
+    eventually("the collect's url is written", E2E_DEADLINE, || {
+        world.field(&id, "Ondorse_Collect_Url__c") == json!(url)
+    })
+    .await;
     daemon.stop().await.expect("clean stop");
 }

@@ -904,6 +904,20 @@ fn a_field_missing_from_salesforces_answer_is_never_written_as_null() {
     assert_eq!(written["KYC_Status__c"], json!("Approved"));
 }
 
+#[test]
+fn a_collect_without_a_link_is_never_written_as_null() {
+    let application = application(json!(null), json!(-1), json!(null));
+    assert_eq!(
+        writeback_of(
+            "business-onboarding",
+            Moment::CollectOpened,
+            Some(&application),
+            None
+        ),
+        json!({"KYC_Status__c": "Documents requested"})
+    );
+}
+
 /// What `mapping` writes at `on_application` for `account` and `application`.
 fn on_application(
     mapping: &Mapping,
