@@ -160,6 +160,15 @@ impl Api {
         .await
     }
 
+    /// One collection call setting `KYC_Status__c` on every Account of `ids`.
+    async fn set_status(&self, ids: &[String], status: &str) -> Answer {
+        let records = ids
+            .iter()
+            .map(|id| account_update(id, json!({ "KYC_Status__c": status })))
+            .collect();
+        self.composite(false, records).await
+    }
+
     async fn composite(&self, all_or_none: bool, records: Vec<Value>) -> Answer {
         self.patch(
             "/composite/sobjects",
@@ -1802,16 +1811,7 @@ async fn a_blank_collection_answer_still_updates_the_records() {
     let (sandbox, ids) = start_seeded_salesforce(2, 31).await;
     let api = Api::new(&sandbox).await;
     sandbox.blank_collection_answers(1);
-    let update = |status: &str| {
-        api.composite(
-            false,
-            vec![
-                account_update(&ids[0], json!({ "KYC_Status__c": status })),
-                account_update(&ids[1], json!({ "KYC_Status__c": status })),
-            ],
-        )
-    };
-    let answer = update("In review").await;
+    let answer = api.set_status(&ids, "In review").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert!(answer.text.is_empty(), "{}", answer.text);
     for id in &ids {
@@ -1821,7 +1821,7 @@ async fn a_blank_collection_answer_still_updates_the_records() {
         );
     }
     // One blank answer only.
-    let answer = update("Approved").await;
+    let answer = api.set_status(&ids, "Approved").await;
     assert_eq!(answer.body[0]["success"], json!(true));
     assert_eq!(sandbox.stats().records_updated, 4);
 }
@@ -1963,16 +1963,7 @@ async fn a_short_collection_answer_and_a_disabled_api() {
     let (sandbox, ids) = start_seeded_salesforce(2, 32).await;
     let api = Api::new(&sandbox).await;
     sandbox.short_collection_answers(1);
-    let update = |status: &str| {
-        api.composite(
-            false,
-            vec![
-                account_update(&ids[0], json!({ "KYC_Status__c": status })),
-                account_update(&ids[1], json!({ "KYC_Status__c": status })),
-            ],
-        )
-    };
-    let answer = update("In review").await;
+    let answer = api.set_status(&ids, "In review").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(
         answer.body.as_array().map(Vec::len),
