@@ -47,6 +47,9 @@ pub struct OndorseClient {
     /// Key with its scheme prefix (`Bearer <key>`), or the bare key.
     auth_value: Arc<SecretString>,
     request_timeout: Duration,
+    /// One permit per request in flight (`[ondorse] max_concurrent_requests`),
+    /// shared by every clone: every call waits for one in `send_once`.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for OndorseClient {
@@ -133,6 +136,9 @@ impl OndorseClient {
             auth_header,
             auth_value: Arc::new(SecretString::from(auth_value)),
             request_timeout: REQUEST_TIMEOUT,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_requests.max(1),
+            )),
         })
     }
 
@@ -209,6 +215,8 @@ impl OndorseClient {
             source,
         })?;
         let url = request.url().to_string();
+        // Never closed: the client owns the semaphore.
+        let _permit = self.in_flight.acquire().await.ok();
         let transport = |source: reqwest::Error| {
             if source.is_timeout() {
                 OndorseError::Timeout {
@@ -327,6 +335,7 @@ mod tests {
 
     fn config(base_url: &str, header: &str) -> OndorseConfig {
         OndorseConfig {
+            max_concurrent_requests: crate::config::DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
             base_url: base_url.to_owned(),
             api_key: SecretString::from("s3cr3t"),
             auth_header: header.to_owned(),

@@ -16,7 +16,7 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 use super::codec;
-use super::writebacks::{Fields, merge_write, transaction_error};
+use super::writebacks::{Fields, Urgency, merge_write, transaction_error};
 use super::{LINKS_TREE, Store, StoreError};
 use crate::salesforce::model::Record;
 
@@ -149,7 +149,7 @@ impl Store {
     /// Writes a link and, when it has one, its application index entry, in
     /// one transaction; durable at the next [`Store::flush`].
     pub fn put_link(&self, link: &Link) -> Result<(), StoreError> {
-        self.put_link_and_queue(link, None, Utc::now())
+        self.put_link_and_queue(link, None, Urgency::Now, Utc::now())
     }
 
     /// Writes a link together with the write-back its new state calls for,
@@ -160,6 +160,7 @@ impl Store {
         &self,
         link: &Link,
         write: Option<&Fields>,
+        urgency: Urgency,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let key = link_key(&link.account_id, &link.mapping);
@@ -176,7 +177,14 @@ impl Store {
                 }
                 // Nothing is written to an Account whose link is closed.
                 if let Some(fields) = write.filter(|fields| !fields.is_empty() && link.is_open()) {
-                    merge_write(writes, &link.account_id, &link.mapping, fields, now)?;
+                    merge_write(
+                        writes,
+                        &link.account_id,
+                        &link.mapping,
+                        fields,
+                        urgency,
+                        now,
+                    )?;
                 }
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })

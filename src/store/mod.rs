@@ -42,7 +42,7 @@ pub use dead_letters::DeadLetter;
 pub use inbox::{Accepted, InboxItem, InboxKind, InboxQueue, ParkedItem, SEEN_EVENT_RETENTION};
 pub use journal::JournalEntry;
 pub use links::{Link, LinkClosure, PortalRecord, PortalRequest};
-pub use writebacks::{Fields, PendingWrite, WriteSettlement};
+pub use writebacks::{Fields, PendingWrite, Urgency, WriteSettlement};
 
 /// sled's page cache. Its default (1 GiB) lets a long-running daemon grow
 /// far past what its working set needs: cursors, pending work and the links

@@ -68,7 +68,7 @@ impl Engine {
                 }
                 .boxed()
             })
-            .buffer_unordered(self.settings.fetch_concurrency.max(1));
+            .buffer_unordered(self.settings.ondorse_concurrency.max(1));
         while let Some((outcome, application_id, account_id)) = checks.next().await {
             match outcome {
                 Ok(Refreshed::Applied | Refreshed::Unmatched | Refreshed::Missing) => {

@@ -14,6 +14,7 @@ mod mistakes_config;
 mod mistakes_mapping;
 mod ondorse_client;
 mod operations;
+mod pipeline;
 mod salesforce_client;
 mod sandbox_latency;
 mod sandbox_ondorse;
