@@ -22,6 +22,7 @@ use crate::salesforce::model::SObjectDescribe;
 use crate::store::{JournalEntry, Store, StoreError};
 
 pub mod budget;
+pub mod clock;
 mod decisions;
 mod gone;
 pub mod governed;
@@ -264,7 +265,10 @@ impl Engine {
             },
             ..parts.settings
         };
-        let breakers = Arc::new(retry::Breakers::new(RetryPolicy::new(config.retry)));
+        let breakers = Arc::new(retry::Breakers::new(
+            RetryPolicy::new(config.retry),
+            clock::Clock::system(),
+        ));
         Engine {
             salesforce: governed::GovernedSalesforce::new(
                 salesforce,
