@@ -1,4 +1,5 @@
-//! The sandbox Salesforce against `contracts/salesforce.md`, over raw HTTP:
+//! The sandbox Salesforce against Salesforce's documented REST and OAuth
+//! behaviour, over raw HTTP:
 //! token flows and refusals, sessions, query pages, SOQL, describe, writes,
 //! limits and every fault switch.
 
@@ -6,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ondorse_bridge::config::SalesforceAuth;
-use ondorse_bridge::sandbox::salesforce::{
+use ondorse_sandbox::salesforce::{
     SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair, sales_user_ids,
 };
 use reqwest::StatusCode;
