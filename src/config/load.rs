@@ -12,8 +12,9 @@ use ipnet::IpNet;
 use super::positions::{Origins, Positions};
 use super::{
     CREDENTIALS_DIRECTORY_ENV, Config, ConfigErrors, DEFAULT_MAPPINGS_DIR, DEFAULT_STORE_PATH,
-    ENV_PREFIX, ENV_SEPARATOR, MappingsConfig, StoreConfig, did_you_mean, parse_schedule,
+    ENV_PREFIX, ENV_SEPARATOR, MappingsConfig, StoreConfig, parse_schedule,
 };
+use crate::text::did_you_mean;
 
 /// What `config` writes as the origin of values that came from the environment.
 const ENVIRONMENT_ORIGIN: &str = "the environment";
@@ -499,7 +500,7 @@ impl Loader {
                 problems.push(format!(
                     "{}: unknown section [{section}]{}",
                     self.section_location(section),
-                    did_you_mean(section, &section_names)
+                    did_you_mean(section, section_names.iter().copied())
                 ));
                 continue;
             };
@@ -508,7 +509,7 @@ impl Loader {
                 problems.push(format!(
                     "{}: unknown key [{section}] {key}{}",
                     self.location(section, key),
-                    did_you_mean(key, &key_names)
+                    did_you_mean(key, key_names.iter().copied())
                 ));
             }
         }

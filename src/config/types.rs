@@ -155,7 +155,8 @@ pub struct ScheduleConfig {
     pub overlap: Duration,
 }
 
-// Defaults of SPEC §5. Operators' files rely on them: change none lightly.
+// The defaults README's "Configuration" and `config/example.toml` document.
+// Operators' files rely on them: change none lightly.
 pub const DEFAULT_LOGIN_URL: &str = "https://login.salesforce.com";
 pub const DEFAULT_API_VERSION: &str = "62.0";
 pub const DEFAULT_API_BUDGET_PERCENT: u8 = 50;

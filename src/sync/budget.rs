@@ -1,4 +1,4 @@
-//! The Salesforce API budget governor (SPEC §7 "API budget").
+//! The Salesforce API budget governor.
 //!
 //! An org's API allowance is a rolling 24-hour count shared by every
 //! integration of the org, so the bridge must never be the one that uses it

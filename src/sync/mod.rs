@@ -1,7 +1,7 @@
 //! The sync engine: intake, portals, write-back, decisions, reconcile.
 //!
 //! Every step is a method on [`Engine`] that tests, `resync` and the
-//! scheduler call alike; [`Engine::run`] only wires them to timers and
+//! scheduler call alike; [`Engine::start`] only wires them to timers and
 //! wake-ups. The decisions themselves are pure functions in [`plan`].
 //!
 //! Durability follows one rule: nothing irreversible (a portal POST, a
