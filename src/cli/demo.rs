@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::Value;
 
+use ondorse_sandbox::latency::{Endpoint, LatencyProfile};
+use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions, OndorseSandboxStats};
+use ondorse_sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
+
 use crate::cli::Failure;
 use crate::cli::run::StopSignals;
 use crate::daemon::{Daemon, Listeners};
-use crate::sandbox::latency::{Endpoint, LatencyProfile};
-use crate::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions, OndorseSandboxStats};
-use crate::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
-use crate::sandbox::world::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
+use crate::demo::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
 use crate::store::Link;
 use crate::sync::EngineSettings;
 
@@ -132,7 +133,7 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     println!("  admin token         {ADMIN_TOKEN}");
     println!(
         "  webhook URL         {}",
-        world::webhook_url(daemon.webhook_address())
+        demo::webhook_url(daemon.webhook_address())
     );
     println!();
 
@@ -141,7 +142,8 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     let links = daemon
         .engine
         .store()
-        .links_where(|_| true)
+        .links()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::from)?;
     let dead_letters = daemon
         .engine
@@ -230,9 +232,10 @@ async fn watch_progress(daemon: &Daemon, salesforce: &SalesforceSandbox) -> bool
     loop {
         tokio::time::sleep(PROGRESS_EVERY).await;
         let store = daemon.engine.store();
-        let links = store.links_where(|_| true).unwrap_or_default();
-        let portals = links.iter().filter(|link| link.portal.is_some()).count();
-        let decided = links.iter().filter(|link| link.decision_final).count();
+        let counts = store.link_counts().unwrap_or_default();
+        let matched: u64 = counts.values().map(|counts| counts.accounts).sum();
+        let portals: u64 = counts.values().map(|counts| counts.portals).sum();
+        let decided: u64 = counts.values().map(|counts| counts.final_decisions).sum();
         let pending = store.pending_write_count();
         let written = salesforce
             .accounts()
@@ -247,13 +250,13 @@ async fn watch_progress(daemon: &Daemon, salesforce: &SalesforceSandbox) -> bool
         println!(
             "  {:>5.1} s  Accounts matched {:>5}  portals created {portals:>5}  decided in Ondorse {decided:>5}  decisions in Salesforce {written:>5}  Accounts with a write-back waiting {pending:>4}",
             started.elapsed().as_secs_f64(),
-            links.len()
+            matched
         );
         let first_poll_done = daemon.schedules().poll.state().last_finished.is_some();
         let inbox_empty = store.inbox_depth().unwrap_or(1) == 0;
         if first_poll_done
-            && decided == links.len()
-            && written >= decided
+            && decided == matched
+            && written as u64 >= decided
             && pending == 0
             && inbox_empty
         {
