@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::Value;
 
+use ondorse_sandbox::latency::{Endpoint, LatencyProfile};
+use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions, OndorseSandboxStats};
+use ondorse_sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
+
 use crate::cli::Failure;
 use crate::cli::run::StopSignals;
 use crate::daemon::Daemon;
-use crate::sandbox::latency::{Endpoint, LatencyProfile};
-use crate::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions, OndorseSandboxStats};
-use crate::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
-use crate::sandbox::world::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
+use crate::demo::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
 use crate::store::Link;
 use crate::sync::EngineSettings;
 
@@ -115,7 +116,7 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     println!("  admin token         {ADMIN_TOKEN}");
     println!(
         "  webhook URL         {}",
-        world::webhook_url(daemon.webhook_address())
+        demo::webhook_url(daemon.webhook_address())
     );
     println!();
 

@@ -9,8 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use ondorse_sandbox::latency::LatencyProfile;
+
 use crate::config::{self, Config};
-use crate::sandbox::latency::LatencyProfile;
 
 pub mod access;
 pub mod check;

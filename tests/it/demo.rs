@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use ondorse_bridge::cli::demo::SERVING_LINE;
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 
 use crate::support::daemon::{STOP_DEADLINE, cli, command, wait_until};
 use crate::support::position;
@@ -129,7 +129,7 @@ async fn demo_serve_answers_the_state_commands_and_reloads_the_admins_mappings()
     );
     assert_eq!(
         labelled(&lines, "admin token"),
-        ondorse_bridge::sandbox::world::ADMIN_TOKEN
+        ondorse_bridge::demo::ADMIN_TOKEN
     );
     assert!(
         labelled(&lines, "webhook URL").contains("/webhooks/ondorse/"),

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ondorse_bridge::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
-use ondorse_bridge::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
+use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
+use ondorse_sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
 use serde_json::{Value, json};
 
 use crate::support::config::{ADMIN_TOKEN, ConfigSettings, ONDORSE_API_KEY, write_config};
@@ -32,7 +32,7 @@ struct Setup {
 
 impl Setup {
     async fn start(salesforce: SalesforceSandboxOptions, auth: &str, extra: &str) -> Setup {
-        let keys = ondorse_bridge::sandbox::salesforce::generate_jwt_key_pair();
+        let keys = ondorse_sandbox::salesforce::generate_jwt_key_pair();
         let salesforce = SalesforceSandbox::start(SalesforceSandboxOptions {
             jwt_public_key_pem: Some(keys.public_key_pem.clone()),
             ..salesforce
@@ -455,7 +455,7 @@ async fn an_exposed_admin_listener_and_plain_http_are_warned_about_and_the_token
     settings.admin_listen = format!("0.0.0.0:{admin_port}");
     settings.ondorse_base_url = "http://api.ondorse.example".to_owned();
     copy_mappings(&settings.mappings_dir);
-    let keys = ondorse_bridge::sandbox::salesforce::generate_jwt_key_pair();
+    let keys = ondorse_sandbox::salesforce::generate_jwt_key_pair();
     let config = write_config(dir.path(), &settings, &keys.private_key_pem).path;
 
     let checked = cli(&config, &["check"]).await;
@@ -508,7 +508,7 @@ async fn plain_http_to_loopback_is_not_warned_about() {
     let mut settings = ConfigSettings::in_dir(dir.path());
     settings.ondorse_base_url = "http://127.0.0.1:9/".to_owned();
     copy_mappings(&settings.mappings_dir);
-    let keys = ondorse_bridge::sandbox::salesforce::generate_jwt_key_pair();
+    let keys = ondorse_sandbox::salesforce::generate_jwt_key_pair();
     let config = write_config(dir.path(), &settings, &keys.private_key_pem).path;
     let checked = cli(&config, &["check"]).await;
     let said = String::from_utf8_lossy(&checked.stderr).into_owned();
@@ -544,7 +544,7 @@ fn the_whole_stop_path_fits_inside_the_units_stop_timeout() {
 fn listener_limits_and_the_readiness_grace_are_read_and_checked() {
     let dir = tempfile::tempdir().expect("temp dir");
     let settings = ConfigSettings::in_dir(dir.path());
-    let keys = ondorse_bridge::sandbox::salesforce::generate_jwt_key_pair();
+    let keys = ondorse_sandbox::salesforce::generate_jwt_key_pair();
     let path = write_config(dir.path(), &settings, &keys.private_key_pem).path;
     let load = |pairs: &[(&str, &str)]| {
         ondorse_bridge::config::Config::load_with_environment(

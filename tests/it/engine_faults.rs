@@ -7,9 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::sync::RetrySettings;
 use ondorse_bridge::sync::operations::{self, ResyncGate, ResyncRequest};
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Map, Value, json};
 
 use crate::support::config::PATH_SECRET;

@@ -4,9 +4,9 @@
 //! store (fast); the proof is the store's count of links it decoded.
 
 use chrono::{DateTime, Duration, Utc};
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::store::{Link, LinkClosure, LinkState, PortalRecord, Store};
 use ondorse_bridge::sync::operations;
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::json;
 
 use crate::support::world::World;

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use ondorse_bridge::cli::EXIT_INVALID;
 use ondorse_bridge::config::{CREDENTIALS_DIRECTORY_ENV, ENV_PREFIX};
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::store::Store;
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::Value;
 
 use crate::support::config::{ConfigSettings, write_config};

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
-use ondorse_bridge::sandbox::salesforce::SalesforceSandboxOptions;
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
+use ondorse_sandbox::salesforce::SalesforceSandboxOptions;
 
 use crate::support::daemon::{STOP_DEADLINE, command, run_command, wait_until};
 use crate::support::position;

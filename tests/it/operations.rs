@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use ondorse_bridge::config::Config;
 use ondorse_bridge::daemon::Daemon;
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::store::Store;
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Value, json};
 
 use crate::support::config::ADMIN_TOKEN;

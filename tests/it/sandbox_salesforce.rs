@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ondorse_bridge::config::SalesforceAuth;
-use ondorse_bridge::sandbox::salesforce::{
+use ondorse_sandbox::salesforce::{
     SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair, sales_user_ids,
 };
 use reqwest::StatusCode;

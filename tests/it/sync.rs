@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Value, json};
 
 use crate::support::daemon::{Daemon as ChildDaemon, free_address};
@@ -117,7 +117,7 @@ async fn each_matching_account_gets_one_portal_and_its_link_across_polls_and_res
     // A late commit: stamped minutes ago (behind the cursor), visible now.
     let stamped = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
     let mut late =
-        ondorse_bridge::sandbox::salesforce::SalesforceSandbox::generate_accounts(1, 99).remove(0);
+        ondorse_sandbox::salesforce::SalesforceSandbox::generate_accounts(1, 99).remove(0);
     late.insert("Type".to_owned(), json!("Customer"));
     late.insert("SystemModstamp".to_owned(), json!(stamped));
     let late_id = world.salesforce.insert_accounts(vec![late]).remove(0);

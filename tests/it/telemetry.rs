@@ -6,8 +6,8 @@ use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::telemetry::render_metrics;
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Value, json};
 
 use crate::support::daemon::free_address;

@@ -44,7 +44,7 @@ pub fn write_daemon_config(dir: &Path, address: SocketAddr) -> PathBuf {
     crate::support::world::copy_mappings(&settings.mappings_dir);
     // A real key: the daemon checks it at start (Salesforce itself is not
     // reachable in these tests, which only exercise the webhook listener).
-    let keys = ondorse_bridge::sandbox::salesforce::generate_jwt_key_pair();
+    let keys = ondorse_sandbox::salesforce::generate_jwt_key_pair();
     write_config(dir, &settings, &keys.private_key_pem).path
 }
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use ondorse_bridge::config::Config;
 use ondorse_bridge::daemon::Daemon;
-use ondorse_bridge::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
-use ondorse_bridge::sandbox::salesforce::{
+use ondorse_bridge::sync::{BudgetSettings, Engine, EngineParts, EngineSettings, RetrySettings};
+use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
+use ondorse_sandbox::salesforce::{
     SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
 };
-use ondorse_bridge::sync::{BudgetSettings, Engine, EngineParts, EngineSettings, RetrySettings};
 use serde_json::{Value, json};
 
 use crate::support::config::{ConfigSettings, ONDORSE_API_KEY, write_config};

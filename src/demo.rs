@@ -9,24 +9,25 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::config::Config;
-use crate::daemon::{Daemon, StartError};
-use crate::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
-use crate::sandbox::salesforce::{
+use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
+use ondorse_sandbox::salesforce::{
     SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
 };
+
+use crate::config::Config;
+use crate::daemon::{Daemon, StartError};
 use crate::sync::EngineSettings;
 
 /// The demo configuration and mappings, as shipped in the repository.
-const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 const DEMO_MAPPINGS: &[(&str, &str)] = &[
     (
         "business-onboarding.yaml",
-        include_str!("../../mappings/business-onboarding.yaml"),
+        include_str!("../mappings/business-onboarding.yaml"),
     ),
     (
         "person-onboarding.yaml",
-        include_str!("../../mappings/person-onboarding.yaml"),
+        include_str!("../mappings/person-onboarding.yaml"),
     ),
 ];
 /// Secrets of the sandbox world (sandbox credentials, nothing real).

@@ -9,4 +9,3 @@
 pub mod latency;
 pub mod ondorse;
 pub mod salesforce;
-pub mod world;

@@ -34,6 +34,7 @@
 mod api;
 mod connection;
 mod delivery;
+mod signature;
 mod state;
 
 use std::collections::{HashMap, HashSet};
