@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::store::{DEFAULT_RETENTION_DAYS, Retention};
+
 use super::positions::{Origins, Positions};
 use super::{
     CREDENTIALS_DIRECTORY_ENV, Config, ConfigErrors, DEFAULT_MAPPINGS_DIR, DEFAULT_STORE_PATH,
-    ENV_PREFIX, ENV_SEPARATOR, MappingsConfig, StoreConfig, parse_schedule,
+    ENV_PREFIX, ENV_SEPARATOR, MAX_RETENTION_DAYS, MappingsConfig, StoreConfig, parse_schedule,
 };
 use crate::text::did_you_mean;
 
@@ -92,6 +94,12 @@ impl Config {
             admin: loader.admin(),
             store: StoreConfig {
                 path: PathBuf::from(loader.string_or("store", "path", DEFAULT_STORE_PATH)),
+                retention: Retention::from_days(loader.unsigned(
+                    "store",
+                    "retention_days",
+                    DEFAULT_RETENTION_DAYS,
+                    MAX_RETENTION_DAYS,
+                )),
             },
             mappings: MappingsConfig {
                 dir: PathBuf::from(loader.string_or("mappings", "dir", DEFAULT_MAPPINGS_DIR)),

@@ -19,7 +19,7 @@ use crate::mapping::{self, MappingSet};
 use crate::ondorse::{OndorseClient, OndorseError};
 use crate::salesforce::SalesforceClient;
 use crate::salesforce::model::SObjectDescribe;
-use crate::store::{JournalEntry, Store, StoreError};
+use crate::store::{JournalEntry, Retention, Store, StoreError};
 
 pub mod budget;
 pub mod clock;
@@ -72,6 +72,9 @@ pub struct EngineSettings {
     pub collection_probe: Duration,
     /// The Salesforce API budget governor.
     pub budget: BudgetSettings,
+    /// How long the journal keeps evidence (`[store] retention_days`);
+    /// reconcile prunes it.
+    pub retention: Retention,
 }
 
 impl Default for EngineSettings {
@@ -84,6 +87,7 @@ impl Default for EngineSettings {
             inbox_interval: Duration::from_secs(1),
             collection_probe: writeback::DEFAULT_COLLECTION_PROBE,
             budget: BudgetSettings::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -261,6 +265,7 @@ impl Engine {
         salesforce.keep_refresh_tokens_in(Arc::new(parts.store.clone()));
         let settings = EngineSettings {
             overlap: config.schedule.overlap,
+            retention: config.store.retention,
             budget: BudgetSettings {
                 budget_percent: config.salesforce.api_budget_percent,
                 ..parts.settings.budget

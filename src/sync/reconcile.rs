@@ -100,6 +100,7 @@ impl Engine {
             }
         }
         self.store.prune_seen_events(now())?;
+        self.store.prune_journal(now(), self.settings.retention)?;
         self.store.flush().await?;
         self.writes_queued.notify_one();
         tracing::info!(
