@@ -15,6 +15,7 @@ use tokio::sync::SemaphorePermit;
 
 use super::SyncError;
 use super::budget::{BudgetSettings, BudgetState, Governor, Paused, Work};
+use super::clock::Clock;
 use super::retry::{Breaker, Breakers, Endpoint};
 use crate::mapping::online::{OrgReader, QueryRefusal};
 use crate::salesforce::model::{Record, RecordOutcome, RecordUpdate, SObjectDescribe};
@@ -47,7 +48,7 @@ impl GovernedSalesforce {
         max_concurrent_requests: usize,
     ) -> GovernedSalesforce {
         GovernedSalesforce {
-            governor: Governor::new(client.clone(), budget),
+            governor: Governor::new(client.clone(), budget, Clock::system()),
             client,
             breakers,
             in_flight: tokio::sync::Semaphore::new(max_concurrent_requests.max(1)),

@@ -206,15 +206,14 @@ impl Engine {
                 error: message.to_owned(),
             },
         )?;
+        // No attempt number nor retry time in the entry: the same answer
+        // again is one entry with a count (the pending write holds when).
         self.journal(
             &pending.account_id,
             None,
             "write_retry",
-            format!(
-                "Salesforce answered {message}; retrying at {}",
-                not_before.to_rfc3339()
-            ),
-            json!({ "code": code, "attempt": attempt }),
+            format!("Salesforce answered {message}; retried with a growing delay"),
+            json!({ "code": code }),
         )?;
         tracing::info!(account_id = %pending.account_id, %code, attempt, "write-back will be retried");
         report.retried += 1;

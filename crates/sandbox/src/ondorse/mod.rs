@@ -1,0 +1,804 @@
+//! Sandbox Ondorse: portals, applications, reviews and webhook delivery, faults.
+//!
+//! A real HTTP server (axum) on `127.0.0.1:0` that serves the Ondorse API as
+//! Ondorse documents it, keeps everything in memory and is fast enough for
+//! the benchmark (tens of thousands of portals and webhooks). Tests drive it
+//! through [`OndorseSandbox`]: they play the portal's client
+//! ([`OndorseSandbox::submit_portal`]) and the compliance team
+//! ([`OndorseSandbox::review`]), flip faults and read what it holds.
+//!
+//! Choices where the contract is silent:
+//! - an `Idempotency-Key` reused with a *different* body answers 422 with a
+//!   `detail` item at `loc: ["header", "Idempotency-Key"]`; the same body
+//!   replays the first answer (201, `Idempotent-Replayed: true`) and creates
+//!   nothing;
+//! - injected 500s carry `{"detail": ...}`, other injected 5xx an empty
+//!   body (as a gateway would answer);
+//! - a portal without `type` onboards a business;
+//! - events raised while no webhook URL is set, or while webhooks are
+//!   suppressed, are recorded (see [`OndorseSandbox::events`]) but never
+//!   delivered;
+//! - while "down", every request answers 503 with an empty body (a
+//!   gateway in front of a stopped service); a throttle on portal creation
+//!   answers 429 with its `Retry-After` on `POST /api/portals` alone;
+//! - `POST /api/portals` are counted per `Idempotency-Key`, with the keys
+//!   that ever had two requests in flight at once;
+//! - under a latency profile ([`OndorseSandboxOptions::latency`]), a route
+//!   waits its draw before doing anything, after the fault guard.
+//!
+//! Layout: `api` (routes and the fault guard), `state` (the records),
+//! `delivery` (the clock: scheduled submissions, reviews, webhook
+//! deliveries with retries), `connection` (dropping a connection without
+//! answering).
+
+mod api;
+mod connection;
+mod delivery;
+mod signature;
+mod state;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::task::JoinHandle;
+
+use self::connection::{ConnectionHandle, KillableListener};
+use self::delivery::{Delivery, Job, Timers};
+use self::state::{PortalOutcome, State};
+use super::latency::{Latency, LatencyProfile};
+
+/// The real Ondorse's first retry delay; tests use milliseconds instead.
+pub const ONDORSE_RETRY_BASE: Duration = Duration::from_secs(10);
+/// The real Ondorse's longest retry delay.
+pub const ONDORSE_RETRY_CAP: Duration = Duration::from_secs(4 * 3600);
+/// The real Ondorse's number of retries (about 27 h with the delays above).
+pub const ONDORSE_MAX_RETRIES: u32 = 15;
+/// Default first retry delay: fast enough for tests to see several retries.
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(20);
+/// Default retry cap: keeps a test's worst case within seconds.
+pub const DEFAULT_RETRY_CAP: Duration = Duration::from_secs(1);
+/// Default time a receiver has to answer one delivery.
+pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default parallel deliveries: enough for the benchmark, gentle on a
+/// 2-core machine.
+pub const DEFAULT_DELIVERY_CONCURRENCY: usize = 16;
+/// Default share of automatic reviews that approve.
+pub const DEFAULT_APPROVE_RATIO: f64 = 0.8;
+/// Default seed: any fixed value makes runs repeatable.
+pub const DEFAULT_SEED: u64 = 42;
+/// Longest extra delay given to a first delivery when `reorder` is on:
+/// long enough to overtake neighbours, short enough for tests.
+pub const REORDER_WINDOW: Duration = Duration::from_millis(50);
+
+/// How the sandbox behaves. `Default` is a well-behaved, fast Ondorse.
+#[derive(Debug, Clone)]
+pub struct OndorseSandboxOptions {
+    /// The key clients must present.
+    pub api_key: String,
+    /// Header carrying the key (`Authorization`).
+    pub auth_header: String,
+    /// Prefix before the key (`Bearer`); empty expects the bare key.
+    pub auth_scheme: String,
+    /// Portal URLs are `{portal_base_url}/portals/{link}`.
+    pub portal_base_url: String,
+    /// Where events are delivered (can be set later).
+    pub webhook_url: Option<String>,
+    /// Signs deliveries with `Ondorse-Signature` when set.
+    pub signing_secret: Option<String>,
+    /// A portal is submitted by its client this long after creation
+    /// (`None`: only when a test calls `submit_portal`).
+    pub submit_after: Option<Duration>,
+    /// A submitted application is reviewed this long after submission
+    /// (`None`: only when a test calls `review`).
+    pub review_after: Option<Duration>,
+    /// Share of automatic reviews that approve (the rest reject).
+    pub approve_ratio: f64,
+    /// Seeds ids, decisions, risk levels, scores, duplicates and reordering.
+    pub seed: u64,
+    /// First delivery retry delay; doubles each time up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// Retries after the first attempt before a delivery is abandoned.
+    pub max_retries: u32,
+    /// A delivery not answered within this is a failure, retried.
+    pub delivery_timeout: Duration,
+    /// Share of events delivered twice (same `event_id`).
+    pub duplicate_ratio: f64,
+    /// Delays each first delivery by a random time up to
+    /// [`REORDER_WINDOW`], so events overtake each other.
+    pub reorder: bool,
+    /// Honour `Idempotency-Key` on `POST /api/portals`.
+    pub honour_idempotency_key: bool,
+    /// Deliveries in flight at once.
+    pub delivery_concurrency: usize,
+    /// How long portal POSTs and application GETs take (drawn from `seed`).
+    pub latency: LatencyProfile,
+}
+
+impl Default for OndorseSandboxOptions {
+    fn default() -> OndorseSandboxOptions {
+        OndorseSandboxOptions {
+            api_key: "sandbox-ondorse-api-key".to_owned(),
+            auth_header: "Authorization".to_owned(),
+            auth_scheme: "Bearer".to_owned(),
+            portal_base_url: "https://collect.ondorse.co".to_owned(),
+            webhook_url: None,
+            signing_secret: None,
+            submit_after: None,
+            review_after: None,
+            approve_ratio: DEFAULT_APPROVE_RATIO,
+            seed: DEFAULT_SEED,
+            retry_base: DEFAULT_RETRY_BASE,
+            retry_cap: DEFAULT_RETRY_CAP,
+            max_retries: ONDORSE_MAX_RETRIES,
+            delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
+            duplicate_ratio: 0.0,
+            reorder: false,
+            honour_idempotency_key: true,
+            delivery_concurrency: DEFAULT_DELIVERY_CONCURRENCY,
+            latency: LatencyProfile::Loopback,
+        }
+    }
+}
+
+/// What the sandbox has seen and done, for assertions and the demo.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OndorseSandboxStats {
+    /// Every API request, faults included.
+    pub requests: u64,
+    /// `POST /api/portals` that passed the faults and the key check.
+    pub portal_posts: u64,
+    pub portals_created: u64,
+    /// Portal posts answered from an earlier `Idempotency-Key`.
+    pub idempotent_replays: u64,
+    pub application_gets: u64,
+    /// Injected 5xx answers.
+    pub failed_requests: u64,
+    /// Injected 429 answers.
+    pub rate_limited: u64,
+    /// Requests refused for a missing or wrong key.
+    pub unauthorized: u64,
+    /// Portal answers dropped on purpose after the portal was written.
+    pub dropped_responses: u64,
+    pub events_emitted: u64,
+    /// Events recorded but never delivered (suppressed, or no webhook URL).
+    pub events_undelivered: u64,
+    pub deliveries_attempted: u64,
+    pub deliveries_succeeded: u64,
+    /// Deliveries given up after `max_retries`.
+    pub deliveries_abandoned: u64,
+    /// Deliveries queued or waiting for a retry.
+    pub deliveries_pending: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    portal_posts: AtomicU64,
+    portals_created: AtomicU64,
+    idempotent_replays: AtomicU64,
+    application_gets: AtomicU64,
+    failed_requests: AtomicU64,
+    rate_limited: AtomicU64,
+    unauthorized: AtomicU64,
+    dropped_responses: AtomicU64,
+    events_emitted: AtomicU64,
+    events_undelivered: AtomicU64,
+    deliveries_attempted: AtomicU64,
+    deliveries_succeeded: AtomicU64,
+    deliveries_abandoned: AtomicU64,
+    deliveries_pending: AtomicU64,
+}
+
+/// Fault switches, flipped by tests, read by the API guard.
+#[derive(Default)]
+struct Faults {
+    failures_left: AtomicUsize,
+    failure_status: AtomicU16,
+    rate_limits_left: AtomicUsize,
+    rate_limit_retry_after: Mutex<Option<Duration>>,
+    latency_micros: AtomicU64,
+    dropped_portal_responses_left: AtomicUsize,
+    suppress_webhooks: AtomicBool,
+    /// Every API request answers 503 while on (Ondorse down).
+    down: AtomicBool,
+    /// `POST /api/portals` answers 429 with this `Retry-After` while set.
+    portal_throttle: Mutex<Option<Duration>>,
+    /// `GET /api/applications/{id}` answers this status for these ids.
+    refused_applications: Mutex<HashMap<String, u16>>,
+    /// `POST /api/portals` whose `default_custom_fields` hold one of these
+    /// (key, value) pairs answers 422: data Ondorse refuses for good.
+    refused_portal_values: Mutex<Vec<(String, Value)>>,
+}
+
+/// Takes one from a countdown; `false` when it is already zero.
+fn take_one(countdown: &AtomicUsize) -> bool {
+    countdown
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+            left.checked_sub(1)
+        })
+        .is_ok()
+}
+
+impl Faults {
+    fn take_failure(&self) -> Option<u16> {
+        take_one(&self.failures_left).then(|| self.failure_status.load(Ordering::Acquire))
+    }
+
+    /// `Some(retry_after)` when this request must be answered 429.
+    fn take_rate_limit(&self) -> Option<Option<Duration>> {
+        take_one(&self.rate_limits_left).then(|| {
+            *self
+                .rate_limit_retry_after
+                .lock()
+                .expect("fault switch poisoned")
+        })
+    }
+
+    fn take_dropped_portal_response(&self) -> bool {
+        take_one(&self.dropped_portal_responses_left)
+    }
+
+    fn latency(&self) -> Duration {
+        Duration::from_micros(self.latency_micros.load(Ordering::Relaxed))
+    }
+
+    fn portal_throttle(&self) -> Option<Duration> {
+        *self.portal_throttle.lock().expect("fault switch poisoned")
+    }
+
+    /// The first refused (key, value) the portal body's custom fields hold.
+    fn refused_portal_value(&self, body: &Map<String, Value>) -> Option<String> {
+        let fields = body.get("default_custom_fields")?.as_object()?;
+        self.refused_portal_values
+            .lock()
+            .expect("fault switch poisoned")
+            .iter()
+            .find(|(key, value)| fields.get(key) == Some(value))
+            .map(|(key, _)| key.clone())
+    }
+
+    fn refused_application(&self, id: &str) -> Option<u16> {
+        self.refused_applications
+            .lock()
+            .expect("fault switch poisoned")
+            .get(id)
+            .copied()
+    }
+}
+
+/// `POST /api/portals` per `Idempotency-Key`: how many arrived, how many
+/// are in flight, and whether two ever overlapped.
+#[derive(Default)]
+struct PortalKeys {
+    posts: HashMap<String, u64>,
+    in_flight: HashMap<String, u32>,
+    /// Keys that had a POST arrive while another with the same key was in
+    /// flight.
+    overlapping: HashSet<String>,
+    /// POSTs in flight now, whatever their key, and the most ever at once.
+    all_in_flight: u32,
+    most_in_flight: u32,
+}
+
+impl Shared {
+    /// Marks a portal POST with `key` in flight until the guard drops.
+    fn portal_post_started(self: &Arc<Self>, key: String) -> PortalPostGuard {
+        let mut keys = self.portal_keys.lock().expect("portal keys poisoned");
+        *keys.posts.entry(key.clone()).or_default() += 1;
+        let in_flight = keys.in_flight.entry(key.clone()).or_default();
+        *in_flight += 1;
+        if *in_flight > 1 {
+            keys.overlapping.insert(key.clone());
+        }
+        keys.all_in_flight += 1;
+        keys.most_in_flight = keys.most_in_flight.max(keys.all_in_flight);
+        PortalPostGuard {
+            shared: self.clone(),
+            key,
+        }
+    }
+}
+
+/// A portal POST in flight; done when dropped (answered or cut off).
+struct PortalPostGuard {
+    shared: Arc<Shared>,
+    key: String,
+}
+
+impl Drop for PortalPostGuard {
+    fn drop(&mut self) {
+        let mut keys = self
+            .shared
+            .portal_keys
+            .lock()
+            .expect("portal keys poisoned");
+        if let Some(in_flight) = keys.in_flight.get_mut(&self.key) {
+            *in_flight = in_flight.saturating_sub(1);
+        }
+        keys.all_in_flight = keys.all_in_flight.saturating_sub(1);
+    }
+}
+
+/// Everything the server, the clock and the handle share.
+struct Shared {
+    options: OndorseSandboxOptions,
+    /// The `auth_header` value a client must send.
+    expected_auth: String,
+    webhook_url: Mutex<Option<String>>,
+    state: Mutex<State>,
+    faults: Faults,
+    /// The latency profile's draws, waited by each route.
+    latency: Latency,
+    counters: Counters,
+    portal_keys: Mutex<PortalKeys>,
+    timers: Timers,
+    /// Client for webhook deliveries (its own pool).
+    http: reqwest::Client,
+    delivery_slots: Arc<Semaphore>,
+    /// Rung when `deliveries_pending` drops to zero.
+    idle: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("sandbox ondorse state poisoned")
+    }
+
+    fn webhook_url(&self) -> Option<String> {
+        self.webhook_url
+            .lock()
+            .expect("webhook url poisoned")
+            .clone()
+    }
+
+    fn create_portal(&self, body: Map<String, Value>, key: Option<String>) -> PortalOutcome {
+        let outcome = self
+            .lock()
+            .create_portal(body, key, &self.options.portal_base_url);
+        match &outcome {
+            PortalOutcome::Created(portal) => {
+                self.counters
+                    .portals_created
+                    .fetch_add(1, Ordering::Relaxed);
+                if let (Some(delay), Some(id)) = (self.options.submit_after, portal["id"].as_str())
+                {
+                    self.timers.schedule(delay, Job::Submit(id.to_owned()));
+                }
+            }
+            PortalOutcome::Replayed(_) => {
+                self.counters
+                    .idempotent_replays
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            PortalOutcome::Conflict => {}
+        }
+        outcome
+    }
+
+    fn application(&self, id: &str) -> Option<Value> {
+        self.lock().application(id)
+    }
+
+    fn submit_portal(&self, portal_id: &str) -> Option<String> {
+        let mut state = self.lock();
+        let (application_id, new) = state.submit_portal(portal_id)?;
+        if new {
+            let created = state.event("application.created", &application_id);
+            let submitted = state.event("application.submitted", &application_id);
+            self.dispatch(&mut state, created);
+            self.dispatch(&mut state, submitted);
+            drop(state);
+            if let Some(delay) = self.options.review_after {
+                self.timers
+                    .schedule(delay, Job::Review(application_id.clone()));
+            }
+        }
+        Some(application_id)
+    }
+
+    fn automatic_review(&self, application_id: &str) {
+        let verdict = self.lock().verdict(self.options.approve_ratio);
+        self.review(
+            application_id,
+            verdict.decision,
+            verdict.risk_level,
+            verdict.risk_score,
+        );
+    }
+
+    fn review(
+        &self,
+        application_id: &str,
+        decision: &str,
+        risk_level: i64,
+        risk_score: Option<f64>,
+    ) {
+        let mut state = self.lock();
+        if state.review(application_id, decision, risk_level, risk_score) {
+            let event = state.event("application.review_updated", application_id);
+            self.dispatch(&mut state, event);
+        }
+    }
+
+    fn open_collect(&self, application_id: &str) -> Option<String> {
+        let mut state = self.lock();
+        let link = state.open_collect(application_id, &self.options.portal_base_url)?;
+        let event = state.event("collect.opened", application_id);
+        self.dispatch(&mut state, event);
+        Some(link)
+    }
+
+    fn send_event(&self, event_type: &str, application_id: &str) -> String {
+        let mut state = self.lock();
+        let event = state.event(event_type, application_id);
+        let event_id = event["event_id"].as_str().unwrap_or_default().to_owned();
+        self.dispatch(&mut state, event);
+        event_id
+    }
+
+    /// Queues an event's deliveries (one, or two for a duplicate), unless
+    /// webhooks are suppressed or there is nowhere to send them.
+    fn dispatch(&self, state: &mut State, event: Value) {
+        self.counters.events_emitted.fetch_add(1, Ordering::Relaxed);
+        let event_id = event["event_id"].as_str().unwrap_or_default().to_owned();
+        if self.faults.suppress_webhooks.load(Ordering::Acquire) || self.webhook_url().is_none() {
+            self.counters
+                .events_undelivered
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%event_id, "sandbox ondorse recorded an event it will not deliver");
+            return;
+        }
+        let body = Bytes::from(serde_json::to_vec(&event).expect("json values serialise"));
+        let copies = if state.random_ratio() < self.options.duplicate_ratio {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.options.reorder {
+                REORDER_WINDOW.mul_f64(state.random_ratio())
+            } else {
+                Duration::ZERO
+            };
+            self.counters
+                .deliveries_pending
+                .fetch_add(1, Ordering::AcqRel);
+            self.timers.schedule(
+                delay,
+                Job::Deliver(Delivery {
+                    event_id: event_id.clone(),
+                    body: body.clone(),
+                    attempt: 0,
+                }),
+            );
+        }
+    }
+
+    /// A delivery is over (delivered or abandoned).
+    fn finish_delivery(&self) {
+        if self
+            .counters
+            .deliveries_pending
+            .fetch_sub(1, Ordering::AcqRel)
+            == 1
+        {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// A running sandbox Ondorse. Dropping it stops the server, the clock and
+/// every delivery in flight.
+pub struct OndorseSandbox {
+    shared: Arc<Shared>,
+    address: std::net::SocketAddr,
+    clock: JoinHandle<()>,
+    /// Dropping the sender starts the server's graceful shutdown.
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl Drop for OndorseSandbox {
+    fn drop(&mut self) {
+        self.clock.abort();
+    }
+}
+
+impl OndorseSandbox {
+    /// Binds `127.0.0.1:0` and starts serving.
+    pub async fn start(options: OndorseSandboxOptions) -> std::io::Result<OndorseSandbox> {
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let address = listener.local_addr()?;
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(std::io::Error::other)?;
+        let scheme = options.auth_scheme.trim();
+        let expected_auth = if scheme.is_empty() {
+            options.api_key.clone()
+        } else {
+            format!("{scheme} {}", options.api_key)
+        };
+        let shared = Arc::new(Shared {
+            expected_auth,
+            webhook_url: Mutex::new(options.webhook_url.clone()),
+            state: Mutex::new(State::new(options.seed)),
+            faults: Faults::default(),
+            latency: Latency::new(options.latency, options.seed),
+            counters: Counters::default(),
+            portal_keys: Mutex::new(PortalKeys::default()),
+            timers: Timers::default(),
+            http,
+            delivery_slots: Arc::new(Semaphore::new(options.delivery_concurrency.max(1))),
+            idle: Notify::new(),
+            options,
+        });
+
+        let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+        let app =
+            api::router(shared.clone()).into_make_service_with_connect_info::<ConnectionHandle>();
+        tokio::spawn(async move {
+            let served = axum::serve(KillableListener(listener), app)
+                .with_graceful_shutdown(async move {
+                    let _ = shutdown_signal.await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::warn!(%error, "sandbox ondorse server stopped");
+            }
+        });
+        let clock = tokio::spawn(delivery::run_clock(shared.clone()));
+        tracing::debug!(%address, "sandbox ondorse listening");
+        Ok(OndorseSandbox {
+            shared,
+            address,
+            clock,
+            _shutdown: shutdown,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` (API paths are under `/api/`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The options it was started with.
+    pub fn options(&self) -> &OndorseSandboxOptions {
+        &self.shared.options
+    }
+
+    /// Where later events go; `None` stops delivering new events.
+    pub fn set_webhook_url(&self, url: Option<String>) {
+        *self
+            .shared
+            .webhook_url
+            .lock()
+            .expect("webhook url poisoned") = url;
+    }
+
+    /// Every portal as stored: the answer's fields plus every request key.
+    pub fn portals(&self) -> Vec<Value> {
+        self.shared.lock().portals()
+    }
+
+    pub fn portal(&self, id: &str) -> Option<Value> {
+        self.shared.lock().portal(id)
+    }
+
+    pub fn applications(&self) -> Vec<Value> {
+        self.shared.lock().applications()
+    }
+
+    pub fn application(&self, id: &str) -> Option<Value> {
+        self.shared.application(id)
+    }
+
+    /// Every event raised so far, as its envelope, delivered or not.
+    pub fn events(&self) -> Vec<Value> {
+        self.shared.lock().events()
+    }
+
+    /// The portal's client submits: creates the application (its
+    /// `custom_fields` are the portal's `default_custom_fields`) and raises
+    /// `application.created` then `application.submitted`. A second call
+    /// returns the same application and raises nothing. `None` for an
+    /// unknown portal.
+    pub fn submit_portal(&self, portal_id: &str) -> Option<String> {
+        self.shared.submit_portal(portal_id)
+    }
+
+    /// Compliance decides: sets `status_review`, `risk_level`, `risk_score`,
+    /// `status_execution: "done"`, `updated_at`; raises
+    /// `application.review_updated`. Unknown ids are ignored.
+    pub fn review(
+        &self,
+        application_id: &str,
+        decision: &str,
+        risk_level: i64,
+        risk_score: Option<f64>,
+    ) {
+        self.shared
+            .review(application_id, decision, risk_level, risk_score);
+    }
+
+    /// Opens a collect portal on the application (`portals.link`), raises
+    /// `collect.opened`; returns the link, `None` for an unknown id.
+    pub fn open_collect(&self, application_id: &str) -> Option<String> {
+        self.shared.open_collect(application_id)
+    }
+
+    /// Raises any event type (unknown ones included) about an application;
+    /// returns its `event_id`.
+    pub fn send_event(&self, event_type: &str, application_id: &str) -> String {
+        self.shared.send_event(event_type, application_id)
+    }
+
+    /// The next `count` API requests answer `status` (a 5xx).
+    pub fn fail_next_requests(&self, count: usize, status: u16) {
+        let faults = &self.shared.faults;
+        faults.failure_status.store(status, Ordering::Release);
+        faults.failures_left.store(count, Ordering::Release);
+    }
+
+    /// The next `count` API requests answer 429, with `Retry-After` in
+    /// whole seconds (rounded up) when given.
+    pub fn rate_limit_next_requests(&self, count: usize, retry_after: Option<Duration>) {
+        let faults = &self.shared.faults;
+        *faults
+            .rate_limit_retry_after
+            .lock()
+            .expect("fault switch poisoned") = retry_after;
+        faults.rate_limits_left.store(count, Ordering::Release);
+    }
+
+    /// While on, every API request answers 503 with an empty body, as a
+    /// gateway in front of a stopped service would.
+    pub fn set_down(&self, down: bool) {
+        self.shared.faults.down.store(down, Ordering::Release);
+    }
+
+    /// While `Some`, `POST /api/portals` answers 429 with this
+    /// `Retry-After` (whole seconds, rounded up); applications are served.
+    pub fn throttle_portals(&self, retry_after: Option<Duration>) {
+        *self
+            .shared
+            .faults
+            .portal_throttle
+            .lock()
+            .expect("fault switch poisoned") = retry_after;
+    }
+
+    /// `GET /api/applications/{id}` answers `status` (a 4xx with a
+    /// `detail`) for this id from now on; `None` serves it again.
+    pub fn refuse_application(&self, id: &str, status: Option<u16>) {
+        let mut refused = self
+            .shared
+            .faults
+            .refused_applications
+            .lock()
+            .expect("fault switch poisoned");
+        match status {
+            Some(status) => refused.insert(id.to_owned(), status),
+            None => refused.remove(id),
+        };
+    }
+
+    /// From now on, `POST /api/portals` whose `default_custom_fields[key]`
+    /// is `value` answers 422 at that field (Ondorse refuses the data) and
+    /// creates nothing.
+    pub fn refuse_portals_with(&self, key: &str, value: Value) {
+        self.shared
+            .faults
+            .refused_portal_values
+            .lock()
+            .expect("fault switch poisoned")
+            .push((key.to_owned(), value));
+    }
+
+    /// How many `POST /api/portals` arrived per `Idempotency-Key` (faults
+    /// included).
+    pub fn portal_posts_by_key(&self) -> HashMap<String, u64> {
+        self.shared
+            .portal_keys
+            .lock()
+            .expect("portal keys poisoned")
+            .posts
+            .clone()
+    }
+
+    /// The most `POST /api/portals` ever in flight at once, any keys,
+    /// from arrival to answer.
+    pub fn most_portal_posts_in_flight(&self) -> u32 {
+        self.shared
+            .portal_keys
+            .lock()
+            .expect("portal keys poisoned")
+            .most_in_flight
+    }
+
+    /// The keys that had two `POST /api/portals` in flight at once.
+    pub fn overlapping_portal_keys(&self) -> HashSet<String> {
+        self.shared
+            .portal_keys
+            .lock()
+            .expect("portal keys poisoned")
+            .overlapping
+            .clone()
+    }
+
+    /// Every API request waits this long before being handled.
+    pub fn set_latency(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.shared
+            .faults
+            .latency_micros
+            .store(micros, Ordering::Relaxed);
+    }
+
+    /// The next `count` `POST /api/portals` do their write, then drop the
+    /// connection without answering.
+    pub fn drop_next_portal_responses(&self, count: usize) {
+        self.shared
+            .faults
+            .dropped_portal_responses_left
+            .store(count, Ordering::Release);
+    }
+
+    /// While on, events are recorded as never delivered (not queued).
+    pub fn suppress_webhooks(&self, suppress: bool) {
+        self.shared
+            .faults
+            .suppress_webhooks
+            .store(suppress, Ordering::Release);
+    }
+
+    pub fn stats(&self) -> OndorseSandboxStats {
+        let counters = &self.shared.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Acquire);
+        OndorseSandboxStats {
+            requests: read(&counters.requests),
+            portal_posts: read(&counters.portal_posts),
+            portals_created: read(&counters.portals_created),
+            idempotent_replays: read(&counters.idempotent_replays),
+            application_gets: read(&counters.application_gets),
+            failed_requests: read(&counters.failed_requests),
+            rate_limited: read(&counters.rate_limited),
+            unauthorized: read(&counters.unauthorized),
+            dropped_responses: read(&counters.dropped_responses),
+            events_emitted: read(&counters.events_emitted),
+            events_undelivered: read(&counters.events_undelivered),
+            deliveries_attempted: read(&counters.deliveries_attempted),
+            deliveries_succeeded: read(&counters.deliveries_succeeded),
+            deliveries_abandoned: read(&counters.deliveries_abandoned),
+            deliveries_pending: read(&counters.deliveries_pending),
+        }
+    }
+
+    /// Waits until no delivery is queued or waiting for a retry; `false`
+    /// if that did not happen within `deadline`.
+    pub async fn wait_deliveries_idle(&self, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        let pending = || {
+            self.shared
+                .counters
+                .deliveries_pending
+                .load(Ordering::Acquire)
+        };
+        loop {
+            let notified = self.shared.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if pending() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return pending() == 0;
+            }
+        }
+    }
+}
