@@ -192,6 +192,7 @@ impl Engine {
             }
         };
         let (read, created) = tokio::join!(read, create);
+        self.intake_finished.notify_one();
         let mut report = read?;
         let created = created?;
         report.portals_created = created.created;

@@ -162,6 +162,9 @@ pub struct Engine {
     /// Woken when portal links are queued: the writer looks again only once
     /// enough are pending to fill a call (links may wait).
     links_queued: Notify,
+    /// Woken when an intake run ends: links lingering for company go now,
+    /// since no more are coming from it.
+    intake_finished: Notify,
     /// Woken by the public listener when the inbox has something.
     inbox_wake: Arc<Notify>,
     /// One worker per (mapping, Account) link at a time: every path that
@@ -299,6 +302,7 @@ impl Engine {
             settings,
             writes_queued: Notify::new(),
             links_queued: Notify::new(),
+            intake_finished: Notify::new(),
             inbox_wake: parts.inbox_wake,
             link_locks: locks::KeyedLocks::default(),
             cursor_locks: locks::KeyedLocks::default(),

@@ -64,6 +64,8 @@ impl Engine {
         // batcher look again once a call could be full).
         let mut linger_until: Option<Instant> = None;
         let mut look = true;
+        // After an intake run: what lingers goes without waiting.
+        let mut flush_links = false;
         loop {
             let mut wait = self.settings.inbox_interval;
             match (paused_until, linger_until) {
@@ -75,7 +77,7 @@ impl Engine {
                     paused_until = None;
                     linger_until = None;
                     while in_flight.calls.len() < slots {
-                        match self.next_batch(false, &in_flight.busy) {
+                        match self.next_batch(flush_links, &in_flight.busy) {
                             Ok(Batch::Send(batch)) => in_flight.start(&self, batch),
                             Ok(Batch::Linger(left)) => {
                                 wait = left;
@@ -83,6 +85,7 @@ impl Engine {
                                 break;
                             }
                             Ok(Batch::Idle) => {
+                                flush_links = false;
                                 // Calls in flight wake the loop when they end.
                                 if in_flight.calls.is_empty() {
                                     wait = self.next_write_wait();
@@ -114,6 +117,9 @@ impl Engine {
                 _ = tokio::time::sleep(wait.max(MIN_WAIT)) => {}
                 // New writes do not end a pause.
                 _ = self.writes_queued.notified(), if paused_until.is_none() => {}
+                _ = self.intake_finished.notified(), if paused_until.is_none() => {
+                    flush_links = true;
+                }
                 _ = self.links_queued.notified(), if paused_until.is_none() => {
                     look = self.store.pending_write_count() >= BATCH_SIZE + in_flight.busy.len();
                 }
