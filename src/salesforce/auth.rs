@@ -35,8 +35,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{SalesforceAuth, SalesforceConfig};
+use crate::salesforce::client::Endpoint;
 use crate::salesforce::error::{SalesforceError, excerpt, transport_reason};
-use crate::telemetry::Api;
+use crate::telemetry::Metrics;
 
 /// Path of the token endpoint under `login_url`.
 const TOKEN_PATH: &str = "/services/oauth2/token";
@@ -90,6 +91,8 @@ struct RefreshState {
 /// Gets and renews access tokens; shared by every clone of the client.
 pub(crate) struct Authenticator {
     http: reqwest::Client,
+    /// Token requests count in the client's registry.
+    metrics: Metrics,
     token_url: String,
     flow: Flow,
     /// Held for the whole token request, so renewals happen one at a time.
@@ -189,6 +192,7 @@ impl Authenticator {
     pub(crate) fn new(
         http: reqwest::Client,
         config: &SalesforceConfig,
+        metrics: Metrics,
     ) -> Result<Authenticator, SalesforceError> {
         let (flow, refresh_token) = match &config.auth {
             SalesforceAuth::JwtBearer {
@@ -235,6 +239,7 @@ impl Authenticator {
         };
         Ok(Authenticator {
             http,
+            metrics,
             token_url: format!("{}{TOKEN_PATH}", config.login_url.trim_end_matches('/')),
             flow,
             renewal: tokio::sync::Mutex::new(RefreshState {
@@ -422,11 +427,13 @@ impl Authenticator {
         // closure is not provably `Send`, and tokens are fetched from
         // spawned tasks.
         let owned_http = self.http.clone();
+        let owned_metrics = self.metrics.clone();
         let send = move |request: oauth2::HttpRequest| {
             let http = owned_http.clone();
+            let metrics = owned_metrics.clone();
             async move {
                 let request = reqwest::Request::try_from(request).map_err(transport_error)?;
-                send_token_request(&http, request).await
+                send_token_request(&http, &metrics, request).await
             }
         };
         let result = match &self.flow {
@@ -443,7 +450,8 @@ impl Authenticator {
                             self.token_url
                         ))
                     })?;
-                return self.read_jwt_answer(send_token_request(http, request).await);
+                return self
+                    .read_jwt_answer(send_token_request(http, &self.metrics, request).await);
             }
             Flow::ClientCredentials {
                 client_id,
@@ -596,20 +604,16 @@ impl Authenticator {
 /// follow one), a `5xx` or an HTML page becomes [`TokenTransportError::Unexpected`].
 async fn send_token_request(
     http: &reqwest::Client,
+    metrics: &Metrics,
     request: reqwest::Request,
 ) -> Result<oauth2::HttpResponse, TokenTransportError> {
     let started = std::time::Instant::now();
     let response = http.execute(request).await.map_err(|error| {
-        crate::telemetry::metrics().api_request(Api::Salesforce, "token", None, started.elapsed());
+        metrics.api_request(Endpoint::Token, None, started.elapsed());
         transport_error(error)
     })?;
     let status = response.status();
-    crate::telemetry::metrics().api_request(
-        Api::Salesforce,
-        "token",
-        Some(status.as_u16()),
-        started.elapsed(),
-    );
+    metrics.api_request(Endpoint::Token, Some(status.as_u16()), started.elapsed());
     let headers = response.headers().clone();
     let body = response.bytes().await.map_err(transport_error)?;
     let is_json = headers

@@ -17,7 +17,6 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use super::{Engine, SyncError, now};
 use crate::config::{ScheduleConfig, parse_schedule};
 use crate::store::{InboxKind, InboxQueue};
-use crate::telemetry;
 
 /// How late a slot may fire before its schedule counts as stalled: the
 /// scheduler polls the clock about every half second.
@@ -344,11 +343,11 @@ impl Engine {
     ) {
         loop {
             let at = now();
-            telemetry::metrics().schedule_alive(
+            self.metrics.schedule_alive(
                 schedules.poll.name,
                 schedules.poll.missed_slot(at).is_none(),
             );
-            telemetry::metrics().schedule_alive(
+            self.metrics.schedule_alive(
                 schedules.reconcile.name,
                 schedules.reconcile.missed_slot(at).is_none(),
             );
@@ -360,7 +359,7 @@ impl Engine {
     }
 
     fn record_gauges(&self) {
-        let metrics = telemetry::metrics();
+        let metrics = &self.metrics;
         match self.store.inbox_depth() {
             Ok(inbox) => metrics.queue_depths(
                 inbox,

@@ -38,7 +38,7 @@ use super::{ACCOUNT, Engine, SyncError, now, plan};
 use crate::mapping::Moment;
 use crate::salesforce::{Disposition, RecordError, RecordUpdate, SalesforceError};
 use crate::store::{Fields, PendingWrite, WriteSettlement};
-use crate::telemetry::{self, WritebackResult};
+use crate::telemetry::WritebackResult;
 
 /// sObject Collections takes at most 200 records a call.
 pub const BATCH_SIZE: usize = 200;
@@ -397,7 +397,7 @@ impl Engine {
             json!({ "fields": pending.fields }),
         )?;
         report.written += 1;
-        telemetry::metrics().writeback(
+        self.metrics.writeback(
             pending.mappings.iter().map(String::as_str),
             WritebackResult::Written,
         );
@@ -487,7 +487,7 @@ impl Engine {
         )?;
         tracing::info!(account_id = %pending.account_id, %code, attempt, "write-back will be retried");
         report.retried += 1;
-        telemetry::metrics().writeback(
+        self.metrics.writeback(
             pending.mappings.iter().map(String::as_str),
             WritebackResult::Retried,
         );
@@ -513,7 +513,7 @@ impl Engine {
         )?;
         tracing::warn!(account_id = %pending.account_id, %code, %message, dead_letter = id, "write-back dead-lettered");
         report.dead_lettered += 1;
-        telemetry::metrics().writeback(
+        self.metrics.writeback(
             pending.mappings.iter().map(String::as_str),
             WritebackResult::DeadLettered,
         );
