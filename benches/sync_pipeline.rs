@@ -32,13 +32,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use axum::extract::State;
 use axum::http::StatusCode;
-use ondorse_bridge::sandbox::latency::{Endpoint, LatencyProfile};
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
-use ondorse_bridge::sandbox::salesforce::{
+use ondorse_bridge::demo::{API_KEY, SandboxWorld, SandboxWorldOptions, webhook_url};
+use ondorse_bridge::sync::EngineSettings;
+use ondorse_sandbox::latency::{Endpoint, LatencyProfile};
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
+use ondorse_sandbox::salesforce::{
     DEFAULT_API_VERSION, SalesforceSandbox, SalesforceSandboxOptions,
 };
-use ondorse_bridge::sandbox::world::{API_KEY, SandboxWorld, SandboxWorldOptions, webhook_url};
-use ondorse_bridge::sync::EngineSettings;
 use serde_json::{Value, json};
 
 const DEFAULT_ACCOUNTS: usize = 10_000;

@@ -3,20 +3,21 @@
 //! real daemon between them, with the repository's demo configuration and
 //! mapping files; it shows what happened.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::Value;
 
+use ondorse_sandbox::latency::{Endpoint, LatencyProfile};
+use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions, OndorseSandboxStats};
+use ondorse_sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
+
 use crate::cli::Failure;
 use crate::cli::run::StopSignals;
-use crate::daemon::Daemon;
-use crate::sandbox::latency::{Endpoint, LatencyProfile};
-use crate::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions, OndorseSandboxStats};
-use crate::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
-use crate::sandbox::world::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
+use crate::daemon::{Daemon, Listeners};
+use crate::demo::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
 use crate::store::Link;
 use crate::sync::EngineSettings;
 
@@ -55,12 +56,21 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     );
     print_latency(latency);
     // Served, the configuration is handed to other commands: its admin
-    // listener needs an address they can read from it.
-    let admin_listen = if settings.serve {
-        Some(free_loopback_address()?)
+    // listener needs an address they can read from it, bound here and
+    // handed to the daemon so no other process takes the port meanwhile.
+    let admin_listener = if settings.serve {
+        Some(
+            TcpListener::bind("127.0.0.1:0")
+                .context("cannot listen on a loopback port for the admin API")?,
+        )
     } else {
         None
     };
+    let admin_listen = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .context("the admin listener has no address")?;
     // Listened for from the start, so a Ctrl-C while the demo settles still
     // stops the daemon and removes the scratch directory.
     let stop_signals = settings.serve.then(StopSignals::listen).transpose()?;
@@ -90,7 +100,15 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
         world.salesforce.instance_url()
     );
     println!("  sandbox Ondorse     {}", world.ondorse.base_url());
-    let daemon = world.start_daemon(EngineSettings::default()).await?;
+    let daemon = world
+        .start_daemon(
+            EngineSettings::default(),
+            Listeners {
+                admin: admin_listener,
+                webhooks: None,
+            },
+        )
+        .await?;
     let mappings_source = match &mappings_dir {
         Some(_) => "yours, from --mappings",
         None => "a copy of the shipped examples",
@@ -115,7 +133,7 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     println!("  admin token         {ADMIN_TOKEN}");
     println!(
         "  webhook URL         {}",
-        world::webhook_url(daemon.webhook_address())
+        demo::webhook_url(daemon.webhook_address())
     );
     println!();
 
@@ -124,7 +142,8 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     let links = daemon
         .engine
         .store()
-        .links_where(|_| true)
+        .links()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::from)?;
     let dead_letters = daemon
         .engine
@@ -179,13 +198,6 @@ fn mappings_dir(dir: &Path) -> Result<PathBuf, Failure> {
         })
 }
 
-/// A loopback address whose port was free a moment ago.
-fn free_loopback_address() -> anyhow::Result<SocketAddr> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .context("cannot find a free loopback port for the admin API")
-}
-
 /// Prints what to try against the running world, then waits for Ctrl-C.
 async fn serve(world: &SandboxWorld, links: &[Link], mut signals: StopSignals) {
     let config = world.config_path.display();
@@ -220,9 +232,10 @@ async fn watch_progress(daemon: &Daemon, salesforce: &SalesforceSandbox) -> bool
     loop {
         tokio::time::sleep(PROGRESS_EVERY).await;
         let store = daemon.engine.store();
-        let links = store.links_where(|_| true).unwrap_or_default();
-        let portals = links.iter().filter(|link| link.portal.is_some()).count();
-        let decided = links.iter().filter(|link| link.decision_final).count();
+        let counts = store.link_counts().unwrap_or_default();
+        let matched: u64 = counts.values().map(|counts| counts.accounts).sum();
+        let portals: u64 = counts.values().map(|counts| counts.portals).sum();
+        let decided: u64 = counts.values().map(|counts| counts.final_decisions).sum();
         let pending = store.pending_write_count();
         let written = salesforce
             .accounts()
@@ -237,13 +250,13 @@ async fn watch_progress(daemon: &Daemon, salesforce: &SalesforceSandbox) -> bool
         println!(
             "  {:>5.1} s  Accounts matched {:>5}  portals created {portals:>5}  decided in Ondorse {decided:>5}  decisions in Salesforce {written:>5}  Accounts with a write-back waiting {pending:>4}",
             started.elapsed().as_secs_f64(),
-            links.len()
+            matched
         );
         let first_poll_done = daemon.schedules().poll.state().last_finished.is_some();
         let inbox_empty = store.inbox_depth().unwrap_or(1) == 0;
         if first_poll_done
-            && decided == links.len()
-            && written >= decided
+            && decided == matched
+            && written as u64 >= decided
             && pending == 0
             && inbox_empty
         {

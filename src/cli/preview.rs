@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use crate::cli::access::operation_failure;
 use crate::cli::{Cli, Failure};
 use crate::config::Config;
-use crate::mapping::diagnostic::suggestion;
 use crate::mapping::{self, Mapping, Moment, WritebackContext};
 use crate::ondorse::OndorseClient;
 use crate::salesforce::model::{Record, SObjectDescribe};
@@ -20,6 +19,7 @@ use crate::salesforce::{SalesforceClient, soql};
 use crate::store::{Link, Store, StoreError};
 use crate::sync::{ACCOUNT, operations, plan};
 use crate::telemetry::Metrics;
+use crate::text::suggestion;
 
 /// Id of the stand-in application used when no real one is linked.
 pub const SAMPLE_APPLICATION_ID: &str = "app_sample";

@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::diagnostic::{Diagnostic, Diagnostics, Position, suggestion};
+use super::diagnostic::{Diagnostic, Diagnostics};
 use super::{Mapping, MappingSet, convert_value};
 use crate::salesforce::model::{FieldDescribe, SObjectDescribe};
 use crate::salesforce::{SalesforceClient, SalesforceError};
+use crate::text::{Position, did_you_mean};
 
 /// What the online checks read from the org. `check --online` reads with
 /// the client itself; the running engine reads through its API budget
@@ -420,13 +421,6 @@ fn check_fixed_value(value: &Value, field: &FieldDescribe) -> Result<(), String>
     convert_value(value, field)
         .map(drop)
         .map_err(|error| error.to_string())
-}
-
-/// ` (did you mean `X`?)`, or nothing when no candidate is close.
-fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    suggestion(word, candidates)
-        .map(|near| format!("; did you mean `{near}`?"))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The sync engine: intake, portals, write-back, decisions, reconcile.
 //!
 //! Every step is a method on [`Engine`] that tests, `resync` and the
-//! scheduler call alike; [`Engine::run`] only wires them to timers and
+//! scheduler call alike; [`Engine::start`] only wires them to timers and
 //! wake-ups. The decisions themselves are pure functions in [`plan`].
 //!
 //! Durability follows one rule: nothing irreversible (a portal POST, a
@@ -23,6 +23,7 @@ use crate::store::{JournalEntry, Store, StoreError};
 use crate::telemetry::Metrics;
 
 pub mod budget;
+pub mod clock;
 mod decisions;
 mod gone;
 pub mod governed;
@@ -36,6 +37,7 @@ mod reconcile;
 pub mod reload;
 pub mod retry;
 mod run;
+mod schedules;
 mod writeback;
 
 pub use budget::{BudgetSettings, BudgetState, PauseReason, Paused};
@@ -44,7 +46,8 @@ pub use intake::IntakeReport;
 pub use reconcile::ReconcileReport;
 pub use reload::{MappingHealth, Pause, ReloadOutcome, ReloadStatus};
 pub use retry::{BreakerOpen, BreakerState, Endpoint, RetryPolicy, RetrySettings};
-pub use run::{PollFailure, PollFailures, RunningEngine, ScheduleHealth, ScheduleState, Schedules};
+pub use run::RunningEngine;
+pub use schedules::{PollFailure, PollFailures, ScheduleHealth, ScheduleState, Schedules};
 pub use writeback::WriteReport;
 
 /// The Salesforce object every mapping reads and writes today.
@@ -274,7 +277,10 @@ impl Engine {
             },
             ..parts.settings
         };
-        let breakers = Arc::new(retry::Breakers::new(RetryPolicy::new(config.retry)));
+        let breakers = Arc::new(retry::Breakers::new(
+            RetryPolicy::new(config.retry),
+            clock::Clock::system(),
+        ));
         Engine {
             salesforce: governed::GovernedSalesforce::new(
                 salesforce,

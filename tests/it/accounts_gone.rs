@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::sync::operations;
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::json;
 
 use crate::support::world::{E2E_DEADLINE, World, eventually};

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ondorse_bridge::daemon::Daemon;
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_bridge::sync::operations::{self, RetrySelection};
 use ondorse_bridge::sync::{Endpoint, Engine};
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Value, json};
 
 use crate::support::world::{E2E_DEADLINE, World, eventually};

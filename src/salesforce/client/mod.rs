@@ -167,7 +167,7 @@ impl SalesforceClient {
     }
 
     /// Keeps rotated refresh tokens in `keeper` (the store), and starts from
-    /// the newest one kept there; see [`crate::salesforce::auth`].
+    /// the newest one kept there (the `salesforce::auth` module says how).
     pub fn keep_refresh_tokens_in(&self, keeper: Arc<dyn crate::salesforce::RefreshTokenKeeper>) {
         self.inner.auth.keep_refresh_tokens_in(keeper);
     }
@@ -371,7 +371,7 @@ impl SalesforceClient {
     }
 
     /// Makes sure the org serves the configured version, asking it once
-    /// (again after [`VERSION_RECHECK`] while it does not): every REST call
+    /// (again after `VERSION_RECHECK` while it does not): every REST call
     /// passes here, so none goes to a version the org does not serve.
     pub async fn check_api_version(&self) -> Result<(), SalesforceError> {
         let session = self.inner.auth.session().await?;

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use ondorse_bridge::config::{SalesforceAuth, SalesforceConfig};
 use ondorse_bridge::salesforce::{ClientSettings, SalesforceClient};
-use ondorse_bridge::sandbox::salesforce::{
+use ondorse_bridge::telemetry::Metrics;
+use ondorse_sandbox::salesforce::{
     JwtKeyPair, SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
 };
-use ondorse_bridge::telemetry::Metrics;
 use secrecy::SecretString;
 
 use super::salesforce::start_salesforce;
