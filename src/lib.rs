@@ -17,6 +17,7 @@
 //! - [`demo`]: the sandboxes of the `ondorse-sandbox` crate (`crates/sandbox`)
 //!   wired to the daemon, for the `demo` command, tests and benchmarks.
 //! - [`daemon`]: the composition `run` starts (store, listeners, engine).
+//! - [`shutdown`]: the one stop signal every task watches, with its cut-off.
 //! - [`systemd`]: readiness, watchdog and stopping notifications.
 //! - [`cli`]: one module per command; `main.rs` only dispatches.
 //! - [`telemetry`]: logs and metrics.
@@ -31,6 +32,7 @@ pub mod mapping;
 pub mod ondorse;
 pub mod salesforce;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod sync;
 pub mod systemd;

@@ -7,7 +7,6 @@
 //! answered 200 once the store has flushed it to disk; a store failure is a
 //! 503 so that the sender retries.
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -31,6 +30,7 @@ use crate::ondorse::webhook::{
     DEFAULT_SIGNATURE_TOLERANCE, SIGNATURE_HEADER, WebhookEnvelope, parse_envelope,
     verify_signature,
 };
+use crate::shutdown::Shutdown;
 use crate::store::{Accepted, Store, StoreError};
 use crate::telemetry::{Metrics, WebhookSource};
 
@@ -64,12 +64,12 @@ pub fn router(state: PublicState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` resolves, then waits for
+/// Serves [`router`] on `listener` until `shutdown` is stopping, then waits for
 /// the requests in flight.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: PublicState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> io::Result<()> {
     let limits = state.config.limits.clone();
     super::serve_with_peers(listener, router(state), shutdown, limits).await

@@ -19,6 +19,7 @@ mod salesforce_client;
 mod sandbox_latency;
 mod sandbox_ondorse;
 mod sandbox_salesforce;
+mod shutdown;
 mod store;
 mod support;
 mod sync;
