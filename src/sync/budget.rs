@@ -203,8 +203,8 @@ impl std::fmt::Debug for Governor {
 }
 
 impl Governor {
-    /// A governor for `salesforce` reading `clock`, showing its budget and
-    /// pauses in `metrics` from now on.
+    /// A governor for `salesforce`, deciding on `clock`, showing its budget
+    /// and pauses in `metrics` from now on.
     pub fn new(
         salesforce: SalesforceClient,
         settings: BudgetSettings,
