@@ -132,7 +132,8 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     let links = daemon
         .engine
         .store()
-        .links_where(|_| true)
+        .links()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::from)?;
     let dead_letters = daemon
         .engine
@@ -228,9 +229,10 @@ async fn watch_progress(daemon: &Daemon, salesforce: &SalesforceSandbox) -> bool
     loop {
         tokio::time::sleep(PROGRESS_EVERY).await;
         let store = daemon.engine.store();
-        let links = store.links_where(|_| true).unwrap_or_default();
-        let portals = links.iter().filter(|link| link.portal.is_some()).count();
-        let decided = links.iter().filter(|link| link.decision_final).count();
+        let counts = store.link_counts().unwrap_or_default();
+        let matched: u64 = counts.values().map(|counts| counts.accounts).sum();
+        let portals: u64 = counts.values().map(|counts| counts.portals).sum();
+        let decided: u64 = counts.values().map(|counts| counts.final_decisions).sum();
         let pending = store.pending_write_count();
         let written = salesforce
             .accounts()
@@ -245,13 +247,13 @@ async fn watch_progress(daemon: &Daemon, salesforce: &SalesforceSandbox) -> bool
         println!(
             "  {:>5.1} s  Accounts matched {:>5}  portals created {portals:>5}  decided in Ondorse {decided:>5}  decisions in Salesforce {written:>5}  Accounts with a write-back waiting {pending:>4}",
             started.elapsed().as_secs_f64(),
-            links.len()
+            matched
         );
         let first_poll_done = daemon.schedules().poll.state().last_finished.is_some();
         let inbox_empty = store.inbox_depth().unwrap_or(1) == 0;
         if first_poll_done
-            && decided == links.len()
-            && written >= decided
+            && decided == matched
+            && written as u64 >= decided
             && pending == 0
             && inbox_empty
         {

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::budget::Work;
 use super::locks::link_key;
 use super::{ACCOUNT, Engine, SyncError, now, plan};
-use crate::store::{Link, LinkClosure};
+use crate::store::{Link, LinkClosure, LinkState};
 
 /// What `queryAll` says became of an Account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,9 +76,13 @@ impl Engine {
     pub(super) async fn reopen_restored(&self) -> Result<usize, SyncError> {
         // Well below SOQL's 100,000-character limit even with 18-char Ids.
         const IDS_PER_QUERY: usize = 500;
-        let closed = self
-            .store
-            .links_where(|link| link.closed.as_ref().is_some_and(|closed| closed.deleted))?;
+        let mut closed = Vec::new();
+        for link in self.store.links_in(LinkState::Closed) {
+            let link = link?;
+            if link.closed.as_ref().is_some_and(|closed| closed.deleted) {
+                closed.push(link);
+            }
+        }
         let ids: Vec<String> = closed.iter().map(|link| link.account_id.clone()).collect();
         let mut reopened = 0;
         for chunk in ids.chunks(IDS_PER_QUERY) {

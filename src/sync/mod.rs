@@ -22,6 +22,7 @@ use crate::salesforce::model::SObjectDescribe;
 use crate::store::{JournalEntry, Store, StoreError};
 
 pub mod budget;
+pub mod clock;
 mod decisions;
 mod gone;
 pub mod governed;
@@ -35,6 +36,7 @@ mod reconcile;
 pub mod reload;
 pub mod retry;
 mod run;
+mod schedules;
 mod writeback;
 
 pub use budget::{BudgetSettings, BudgetState, PauseReason, Paused};
@@ -43,7 +45,8 @@ pub use intake::IntakeReport;
 pub use reconcile::ReconcileReport;
 pub use reload::{MappingHealth, Pause, ReloadOutcome, ReloadStatus};
 pub use retry::{BreakerOpen, BreakerState, Endpoint, RetryPolicy, RetrySettings};
-pub use run::{PollFailure, PollFailures, RunningEngine, ScheduleHealth, ScheduleState, Schedules};
+pub use run::RunningEngine;
+pub use schedules::{PollFailure, PollFailures, ScheduleHealth, ScheduleState, Schedules};
 pub use writeback::WriteReport;
 
 /// The Salesforce object every mapping reads and writes today.
@@ -264,7 +267,10 @@ impl Engine {
             },
             ..parts.settings
         };
-        let breakers = Arc::new(retry::Breakers::new(RetryPolicy::new(config.retry)));
+        let breakers = Arc::new(retry::Breakers::new(
+            RetryPolicy::new(config.retry),
+            clock::Clock::system(),
+        ));
         Engine {
             salesforce: governed::GovernedSalesforce::new(
                 salesforce,
