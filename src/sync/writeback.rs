@@ -339,25 +339,24 @@ impl Engine {
             .iter()
             .map(|pending| pending.account_id.clone())
             .collect();
-        let mut pages = self.salesforce.query(
-            Work::WriteBack,
-            plan::fields_query(ACCOUNT, fields.iter().copied(), &ids),
-        );
         let mut held = std::collections::BTreeMap::new();
-        loop {
-            match pages.next_page().await {
-                Ok(Some(records)) => {
-                    for record in records {
-                        let fields = plan::record_fields(&record);
-                        if let Some(id) = fields.get("Id").and_then(|id| id.as_str()) {
-                            held.insert(id.to_owned(), fields.clone());
+        for soql in plan::fields_queries(ACCOUNT, fields.iter().copied(), &ids) {
+            let mut pages = self.salesforce.query(Work::WriteBack, soql);
+            loop {
+                match pages.next_page().await {
+                    Ok(Some(records)) => {
+                        for record in records {
+                            let fields = plan::record_fields(&record);
+                            if let Some(id) = fields.get("Id").and_then(|id| id.as_str()) {
+                                held.insert(id.to_owned(), fields.clone());
+                            }
                         }
                     }
-                }
-                Ok(None) => break,
-                Err(reread) => {
-                    tracing::warn!(%error, %reread, "cannot read back an unknown write-back outcome; the records stay queued");
-                    return Ok(());
+                    Ok(None) => break,
+                    Err(reread) => {
+                        tracing::warn!(%error, %reread, "cannot read back an unknown write-back outcome; the records stay queued");
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -589,12 +588,8 @@ impl Engine {
                         .await?;
                     if link.application_id.is_some() {
                         // The application's fields come from its current
-                        // state below; "portal sent" must not undo them.
-                        for written in mapping.written_fields() {
-                            if written.moment != Moment::PortalCreated {
-                                fields.retain(|name, _| !name.eq_ignore_ascii_case(&written.field));
-                            }
-                        }
+                        // state below.
+                        plan::leave_to_later_moments(mapping, Moment::PortalCreated, &mut fields);
                     }
                     self.commit_link(&link, Moment::PortalCreated, fields)?;
                 }
