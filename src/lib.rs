@@ -14,22 +14,27 @@
 //! - [`store`]: the sled ledger; the only module that touches sled.
 //! - [`sync`]: intake, portal creation, write-back, decisions, reconcile.
 //! - [`server`]: the public webhook listener and the admin listener.
-//! - [`sandbox`]: faithful simulators of both APIs, for tests, the demo and
-//!   benchmarks.
+//! - `demo` (the default-on `demo` feature): the sandboxes of the
+//!   `ondorse-sandbox` crate (`crates/sandbox`) wired to the daemon, for the
+//!   `demo` command, tests and benchmarks.
 //! - [`daemon`]: the composition `run` starts (store, listeners, engine).
 //! - [`systemd`]: readiness, watchdog and stopping notifications.
 //! - [`cli`]: one module per command; `main.rs` only dispatches.
 //! - [`telemetry`]: logs and metrics.
+//! - [`text`]: what messages about an operator's text share (`line:column`
+//!   in characters, did-you-mean suggestions), for configuration and mappings.
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod mapping;
 pub mod ondorse;
 pub mod salesforce;
-pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+pub mod text;

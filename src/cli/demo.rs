@@ -3,20 +3,21 @@
 //! real daemon between them, with the repository's demo configuration and
 //! mapping files; it shows what happened.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::Value;
 
+use ondorse_sandbox::latency::{Endpoint, LatencyProfile};
+use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions, OndorseSandboxStats};
+use ondorse_sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
+
 use crate::cli::Failure;
 use crate::cli::run::StopSignals;
-use crate::daemon::Daemon;
-use crate::sandbox::latency::{Endpoint, LatencyProfile};
-use crate::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions, OndorseSandboxStats};
-use crate::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
-use crate::sandbox::world::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
+use crate::daemon::{Daemon, Listeners};
+use crate::demo::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
 use crate::store::Link;
 use crate::sync::EngineSettings;
 
@@ -33,15 +34,22 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 pub const SERVING_LINE: &str = "Serving until Ctrl-C (SIGINT or SIGTERM).";
 
 /// What `ondorse-bridge demo` was asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoSettings {
-    /// Accounts seeded in the sandbox Salesforce.
+    /// How many Accounts to seed in the sandbox Salesforce.
+    #[arg(long, default_value_t = 200)]
     pub accounts: usize,
-    /// Keep the sandboxes and the daemon running after the summary.
+    /// Keep the sandboxes and the daemon running after the summary, and
+    /// print what to run against them (status, explain, preview, resync).
+    #[arg(long)]
     pub serve: bool,
-    /// The admin's own mapping files, instead of a copy of the examples.
+    /// Your own mapping files to try against the sandbox org, instead of
+    /// the shipped examples; saving a change reloads them.
+    #[arg(long, value_name = "DIR")]
     pub mappings: Option<PathBuf>,
-    /// How fast both sandboxes answer.
+    /// How fast the sandboxes answer: `loopback` (at once) or
+    /// `realistic` (each endpoint's latency as a real service has it).
+    #[arg(long, value_name = "PROFILE", default_value = "loopback")]
     pub latency: LatencyProfile,
 }
 
@@ -55,12 +63,21 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     );
     print_latency(latency);
     // Served, the configuration is handed to other commands: its admin
-    // listener needs an address they can read from it.
-    let admin_listen = if settings.serve {
-        Some(free_loopback_address()?)
+    // listener needs an address they can read from it, bound here and
+    // handed to the daemon so no other process takes the port meanwhile.
+    let admin_listener = if settings.serve {
+        Some(
+            TcpListener::bind("127.0.0.1:0")
+                .context("cannot listen on a loopback port for the admin API")?,
+        )
     } else {
         None
     };
+    let admin_listen = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .context("the admin listener has no address")?;
     // Listened for from the start, so a Ctrl-C while the demo settles still
     // stops the daemon and removes the scratch directory.
     let stop_signals = settings.serve.then(StopSignals::listen).transpose()?;
@@ -90,7 +107,15 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
         world.salesforce.instance_url()
     );
     println!("  sandbox Ondorse     {}", world.ondorse.base_url());
-    let daemon = world.start_daemon(EngineSettings::default()).await?;
+    let daemon = world
+        .start_daemon(
+            EngineSettings::default(),
+            Listeners {
+                admin: admin_listener,
+                webhooks: None,
+            },
+        )
+        .await?;
     let mappings_source = match &mappings_dir {
         Some(_) => "yours, from --mappings",
         None => "a copy of the shipped examples",
@@ -115,7 +140,7 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     println!("  admin token         {ADMIN_TOKEN}");
     println!(
         "  webhook URL         {}",
-        world::webhook_url(daemon.webhook_address())
+        demo::webhook_url(daemon.webhook_address())
     );
     println!();
 
@@ -124,7 +149,8 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     let links = daemon
         .engine
         .store()
-        .links_where(|_| true)
+        .links()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::from)?;
     let dead_letters = daemon
         .engine
@@ -179,13 +205,6 @@ fn mappings_dir(dir: &Path) -> Result<PathBuf, Failure> {
         })
 }
 
-/// A loopback address whose port was free a moment ago.
-fn free_loopback_address() -> anyhow::Result<SocketAddr> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .context("cannot find a free loopback port for the admin API")
-}
-
 /// Prints what to try against the running world, then waits for Ctrl-C.
 async fn serve(world: &SandboxWorld, links: &[Link], mut signals: StopSignals) {
     let config = world.config_path.display();
@@ -220,9 +239,10 @@ async fn watch_progress(daemon: &Daemon, salesforce: &SalesforceSandbox) -> bool
     loop {
         tokio::time::sleep(PROGRESS_EVERY).await;
         let store = daemon.engine.store();
-        let links = store.links_where(|_| true).unwrap_or_default();
-        let portals = links.iter().filter(|link| link.portal.is_some()).count();
-        let decided = links.iter().filter(|link| link.decision_final).count();
+        let counts = store.link_counts().unwrap_or_default();
+        let matched: u64 = counts.values().map(|counts| counts.accounts).sum();
+        let portals: u64 = counts.values().map(|counts| counts.portals).sum();
+        let decided: u64 = counts.values().map(|counts| counts.final_decisions).sum();
         let pending = store.pending_write_count();
         let written = salesforce
             .accounts()
@@ -237,13 +257,13 @@ async fn watch_progress(daemon: &Daemon, salesforce: &SalesforceSandbox) -> bool
         println!(
             "  {:>5.1} s  Accounts matched {:>5}  portals created {portals:>5}  decided in Ondorse {decided:>5}  decisions in Salesforce {written:>5}  Accounts with a write-back waiting {pending:>4}",
             started.elapsed().as_secs_f64(),
-            links.len()
+            matched
         );
         let first_poll_done = daemon.schedules().poll.state().last_finished.is_some();
         let inbox_empty = store.inbox_depth().unwrap_or(1) == 0;
         if first_poll_done
-            && decided == links.len()
-            && written >= decided
+            && decided == matched
+            && written as u64 >= decided
             && pending == 0
             && inbox_empty
         {

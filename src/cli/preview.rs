@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 use crate::cli::access::operation_failure;
 use crate::cli::{Cli, Failure};
 use crate::config::Config;
-use crate::mapping::diagnostic::suggestion;
 use crate::mapping::{self, Mapping, Moment, WritebackContext};
 use crate::ondorse::OndorseClient;
 use crate::salesforce::model::{Record, SObjectDescribe};
 use crate::salesforce::{Id, SalesforceClient};
 use crate::store::{Link, Store, StoreError};
 use crate::sync::{ACCOUNT, plan};
+use crate::text::suggestion;
 
 /// Id of the stand-in application used when no real one is linked.
 pub const SAMPLE_APPLICATION_ID: &str = "app_sample";

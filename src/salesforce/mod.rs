@@ -1,7 +1,7 @@
 //! The Salesforce REST client: OAuth flows, SOQL queries streamed page by
 //! page, describe, and sObject Collections updates.
 //!
-//! - [`auth`]: the three OAuth flows and single-flight token renewal.
+//! - `auth`: the three OAuth flows and single-flight token renewal.
 //! - [`client`]: [`SalesforceClient`] and [`QueryPages`].
 //! - [`id`]: [`Id`], the one reader of record Ids (shape, checksum, key prefix).
 //! - [`soql`]: literals (quoting, datetimes).

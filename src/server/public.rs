@@ -1,4 +1,4 @@
-//! The public webhook listener (SPEC §8).
+//! The public webhook listener (README's "HTTP endpoints" lists its answers).
 //!
 //! `POST /webhooks/ondorse/{secret}` and `POST /webhooks/salesforce/{secret}`.
 //! Checks run cheapest and least revealing first: size (413), path secret
@@ -35,7 +35,8 @@ use crate::salesforce::Id;
 use crate::store::{Accepted, Store, StoreError};
 use crate::telemetry::{self, WebhookSource};
 
-/// Largest body accepted (SPEC §8). Ondorse events are a few KiB.
+/// Largest body accepted; a larger one is refused with 413. Ondorse events
+/// are a few KiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Most Account ids in one Salesforce hint: a Flow batch is at most 200
 /// records, and this bounds the work one request can queue.

@@ -16,8 +16,9 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 use super::codec;
+use super::link_index::replace_link;
 use super::writebacks::{Fields, merge_write, transaction_error};
-use super::{LINKS_TREE, Store, StoreError};
+use super::{Store, StoreError};
 use crate::salesforce::model::Record;
 
 /// What the bridge knows about one Account in one mapping.
@@ -137,12 +138,12 @@ impl Store {
         self.link_at(&link_key(account_id, mapping))
     }
 
-    fn link_at(&self, key: &[u8]) -> Result<Option<Link>, StoreError> {
+    pub(super) fn link_at(&self, key: &[u8]) -> Result<Option<Link>, StoreError> {
         self.inner
             .links
             .get(key)
             .map_err(StoreError::database("read a link"))?
-            .map(|bytes| codec::decode_value(LINKS_TREE, key, &bytes))
+            .map(|bytes| self.decode_link(key, &bytes))
             .transpose()
     }
 
@@ -163,14 +164,16 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let key = link_key(&link.account_id, &link.mapping);
-        let value = codec::encode_value(LINKS_TREE, link)?;
+        let inner = &self.inner;
         (
-            &self.inner.links,
-            &self.inner.applications,
-            &self.inner.writes,
+            &inner.links,
+            &inner.link_states,
+            &inner.link_counts,
+            &inner.applications,
+            &inner.writes,
         )
-            .transaction(|(links, applications, writes)| {
-                links.insert(key.as_slice(), value.as_slice())?;
+            .transaction(|(links, states, counts, applications, writes)| {
+                replace_link(links, states, counts, &key, Some(link))?;
                 if let Some(application_id) = &link.application_id {
                     applications.insert(application_id.as_bytes(), key.as_slice())?;
                 }
@@ -195,15 +198,17 @@ impl Store {
             ..link.clone()
         };
         let new_key = link_key(master_id, &moved.mapping);
-        let value = codec::encode_value(LINKS_TREE, &moved)?;
+        let inner = &self.inner;
         (
-            &self.inner.links,
-            &self.inner.applications,
-            &self.inner.replans,
+            &inner.links,
+            &inner.link_states,
+            &inner.link_counts,
+            &inner.applications,
+            &inner.replans,
         )
-            .transaction(|(links, applications, replans)| {
-                links.remove(old_key.as_slice())?;
-                links.insert(new_key.as_slice(), value.as_slice())?;
+            .transaction(|(links, states, counts, applications, replans)| {
+                replace_link(links, states, counts, &old_key, None)?;
+                replace_link(links, states, counts, &new_key, Some(&moved))?;
                 if let Some(application_id) = &moved.application_id {
                     applications.insert(application_id.as_bytes(), new_key.as_slice())?;
                 }
@@ -240,24 +245,18 @@ impl Store {
             .scan_prefix(prefix)
             .map(|entry| {
                 let (key, value) = entry.map_err(StoreError::database("read links"))?;
-                codec::decode_value(LINKS_TREE, &key, &value)
+                self.decode_link(&key, &value)
             })
             .collect()
     }
 
-    /// Every link for which `keep` is true, in key order.
-    pub fn links_where(
-        &self,
-        mut keep: impl FnMut(&Link) -> bool,
-    ) -> Result<Vec<Link>, StoreError> {
-        let mut links = Vec::new();
-        for entry in self.inner.links.iter() {
+    /// Every link, read one at a time as the iterator is advanced. For the
+    /// demo's small sandbox org; the daemon's passes read the counts and the
+    /// state index instead ([`Store::link_counts`], [`Store::links_in`]).
+    pub fn links(&self) -> impl Iterator<Item = Result<Link, StoreError>> + '_ {
+        self.inner.links.iter().map(|entry| {
             let (key, value) = entry.map_err(StoreError::database("read links"))?;
-            let link: Link = codec::decode_value(LINKS_TREE, &key, &value)?;
-            if keep(&link) {
-                links.push(link);
-            }
-        }
-        Ok(links)
+            self.decode_link(&key, &value)
+        })
     }
 }

@@ -33,15 +33,19 @@ mod dead_letters;
 mod flush;
 mod inbox;
 mod journal;
+mod link_index;
 mod links;
 mod release;
+mod retention;
 mod writebacks;
 
 pub use cursors::Cursor;
 pub use dead_letters::DeadLetter;
 pub use inbox::{Accepted, InboxItem, InboxKind, InboxQueue, ParkedItem, SEEN_EVENT_RETENTION};
 pub use journal::JournalEntry;
+pub use link_index::{LinkCounts, LinkState};
 pub use links::{Link, LinkClosure, PortalRecord, PortalRequest};
+pub use retention::{DEFAULT_RETENTION_DAYS, NOISE_RETENTION, NOISE_STEPS, PruneReport, Retention};
 pub use writebacks::{Fields, PendingWrite, WriteSettlement};
 
 /// sled's page cache. Its default (1 GiB) lets a long-running daemon grow
@@ -59,6 +63,10 @@ const SEEN_EVENTS_TREE: &str = "seen_events";
 const CURSORS_TREE: &str = "cursors";
 /// Keyspace: link per (Account, mapping): intent, portal, application.
 const LINKS_TREE: &str = "links";
+/// Keyspace: per-mapping link counts, kept with every link write.
+const LINK_COUNTS_TREE: &str = "link_counts";
+/// Keyspace: the links in each state some pass works off, `state \0 link key`.
+const LINK_STATES_TREE: &str = "link_states";
 /// Keyspace: application id → link key.
 const APPLICATIONS_TREE: &str = "applications";
 /// Keyspace: pending write-back per Account.
@@ -101,6 +109,8 @@ struct Inner {
     seen_events: sled::Tree,
     cursors: sled::Tree,
     links: sled::Tree,
+    link_counts: sled::Tree,
+    link_states: sled::Tree,
     applications: sled::Tree,
     writes: sled::Tree,
     known_fields: sled::Tree,
@@ -109,6 +119,8 @@ struct Inner {
     replans: sled::Tree,
     journal: sled::Tree,
     group_commit: flush::GroupCommit,
+    /// Links decoded since the store opened ([`Store::links_read`]).
+    links_read: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -254,6 +266,8 @@ impl Store {
         let seen_events = open_tree(SEEN_EVENTS_TREE)?;
         let cursors = open_tree(CURSORS_TREE)?;
         let links = open_tree(LINKS_TREE)?;
+        let link_counts = open_tree(LINK_COUNTS_TREE)?;
+        let link_states = open_tree(LINK_STATES_TREE)?;
         let applications = open_tree(APPLICATIONS_TREE)?;
         let writes = open_tree(WRITES_TREE)?;
         let known_fields = open_tree(KNOWN_FIELDS_TREE)?;
@@ -262,7 +276,7 @@ impl Store {
         let replans = open_tree(REPLANS_TREE)?;
         let journal = open_tree(JOURNAL_TREE)?;
         tracing::debug!(path = %path.display(), "store opened");
-        Ok(Store {
+        let store = Store {
             inner: std::sync::Arc::new(Inner {
                 path: path.to_owned(),
                 group_commit: flush::GroupCommit::new(db.clone()),
@@ -272,6 +286,8 @@ impl Store {
                 seen_events,
                 cursors,
                 links,
+                link_counts,
+                link_states,
                 applications,
                 writes,
                 known_fields,
@@ -279,8 +295,11 @@ impl Store {
                 refused_fields,
                 replans,
                 journal,
+                links_read: std::sync::atomic::AtomicU64::new(0),
             }),
-        })
+        };
+        store.build_link_index()?;
+        Ok(store)
     }
 
     /// The directory the store lives in.

@@ -1,4 +1,4 @@
-//! The Salesforce API budget governor (SPEC §7 "API budget").
+//! The Salesforce API budget governor.
 //!
 //! An org's API allowance is a rolling 24-hour count shared by every
 //! integration of the org, so the bridge must never be the one that uses it
@@ -25,12 +25,13 @@
 //! state is readable for `status` ([`Governor::state`]) and as metrics.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::clock::{Clock, Moment};
 use crate::salesforce::model::ApiUsage;
 use crate::salesforce::{SalesforceClient, SalesforceError};
 use crate::telemetry;
@@ -149,22 +150,6 @@ pub struct Paused {
     pub until: Option<DateTime<Utc>>,
 }
 
-/// A moment on both clocks: monotonic to decide, wall-clock to show.
-#[derive(Debug, Clone, Copy)]
-struct Due {
-    at: Instant,
-    wall: DateTime<Utc>,
-}
-
-impl Due {
-    fn after(delay: Duration) -> Due {
-        Due {
-            at: Instant::now() + delay,
-            wall: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
-        }
-    }
-}
-
 /// Calls are stopped after `REQUEST_LIMIT_EXCEEDED`.
 #[derive(Debug)]
 struct LimitStop {
@@ -182,7 +167,7 @@ struct Inner {
     usage_pause: Option<(PauseReason, DateTime<Utc>)>,
     /// When `GET /limits` is due next. Due at once on start, so the first
     /// poll already knows the usage.
-    recheck: Option<Due>,
+    recheck: Option<Moment>,
     deferred_steps: u64,
 }
 
@@ -190,6 +175,8 @@ struct Inner {
 pub struct Governor {
     salesforce: SalesforceClient,
     settings: BudgetSettings,
+    /// What "now" is for the stops and the looks at usage.
+    clock: Clock,
     inner: Mutex<Inner>,
     /// One `GET /limits` at a time; the others wait for its answer.
     recheck_lock: tokio::sync::Mutex<()>,
@@ -206,18 +193,19 @@ impl std::fmt::Debug for Governor {
 }
 
 impl Governor {
-    pub fn new(salesforce: SalesforceClient, settings: BudgetSettings) -> Governor {
+    pub fn new(salesforce: SalesforceClient, settings: BudgetSettings, clock: Clock) -> Governor {
         telemetry::metrics().salesforce_budget(settings.budget_percent);
         Governor {
             inner: Mutex::new(Inner {
                 refusals_seen: salesforce.limit_refusals(),
                 limit: None,
                 usage_pause: None,
-                recheck: Some(Due::after(Duration::ZERO)),
+                recheck: Some(clock.now()),
                 deferred_steps: 0,
             }),
             salesforce,
             settings,
+            clock,
             recheck_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -287,7 +275,7 @@ impl Governor {
     fn recheck_due(&self) -> bool {
         self.lock()
             .recheck
-            .is_some_and(|due| Instant::now() >= due.at)
+            .is_some_and(|due| self.clock.reached(due))
     }
 
     /// The usage level at `usage`, if it pauses anything.
@@ -317,13 +305,13 @@ impl Governor {
     fn strike(&self, inner: &mut Inner) {
         let strikes = inner.limit.as_ref().map_or(0, |stop| stop.strikes) + 1;
         let delay = self.backoff(strikes);
-        let due = Due::after(delay);
+        let due = self.clock.after(delay);
         inner.recheck = Some(due);
         match &mut inner.limit {
             None => {
                 inner.limit = Some(LimitStop {
                     strikes,
-                    since: Utc::now(),
+                    since: self.clock.now().wall,
                 });
                 tracing::error!(
                     retry_in_seconds = delay.as_secs_f64(),
@@ -383,9 +371,9 @@ impl Governor {
             Err(error) => {
                 tracing::warn!(%error, "cannot read the org's API usage (GET /limits)");
                 inner.recheck = match &inner.limit {
-                    Some(stop) => Some(Due::after(self.backoff(stop.strikes))),
+                    Some(stop) => Some(self.clock.after(self.backoff(stop.strikes))),
                     None if inner.usage_pause.is_some() => {
-                        Some(Due::after(self.settings.recheck_interval))
+                        Some(self.clock.after(self.settings.recheck_interval))
                     }
                     // Nothing paused: the next real call reports the usage.
                     None => None,
@@ -399,7 +387,7 @@ impl Governor {
         let current = inner.usage_pause.map(|(reason, _)| reason);
         if current == level {
             if level.is_some() && inner.recheck.is_none() {
-                inner.recheck = Some(Due::after(self.settings.recheck_interval));
+                inner.recheck = Some(self.clock.after(self.settings.recheck_interval));
             }
             return;
         }
@@ -438,9 +426,9 @@ impl Governor {
             ),
             (None, None) => {}
         }
-        inner.usage_pause = level.map(|reason| (reason, Utc::now()));
+        inner.usage_pause = level.map(|reason| (reason, self.clock.now().wall));
         if inner.limit.is_none() {
-            inner.recheck = level.map(|_| Due::after(self.settings.recheck_interval));
+            inner.recheck = level.map(|_| self.clock.after(self.settings.recheck_interval));
         }
         self.publish(inner);
     }
@@ -460,7 +448,7 @@ impl Governor {
         &self,
         reason: PauseReason,
         usage: Option<ApiUsage>,
-        recheck: Option<Due>,
+        recheck: Option<Moment>,
     ) -> String {
         let usage = usage.map_or_else(
             || "unknown".to_owned(),
@@ -496,7 +484,8 @@ mod tests {
     use super::*;
     use crate::config::{SalesforceAuth, SalesforceConfig};
 
-    /// A governor whose client is never called by these tests.
+    /// A governor on a manual clock; its client answers no call (nothing
+    /// listens on port 9), so a look at the usage fails and is retried later.
     fn governor(budget_percent: u8) -> Governor {
         let client = SalesforceClient::new(&SalesforceConfig {
             login_url: "http://127.0.0.1:9".to_owned(),
@@ -516,6 +505,7 @@ mod tests {
                 limit_backoff_cap: Duration::from_secs(300),
                 ..BudgetSettings::default()
             },
+            Clock::manual(),
         )
     }
 
@@ -560,14 +550,81 @@ mod tests {
         let state = governor.state();
         assert!(state.paused);
         assert_eq!(state.reason, Some(PauseReason::LimitExceeded));
+        assert_eq!(state.since, Some(governor.clock.now().wall));
         let until = state.until.expect("until");
-        let wait = (until - Utc::now()).num_seconds();
-        assert!((55..=60).contains(&wait), "{wait}");
+        assert_eq!((until - governor.clock.now().wall).num_seconds(), 60);
         let message = state.message.expect("message");
         assert!(
             message.contains("REQUEST_LIMIT_EXCEEDED") && message.contains(&until.to_rfc3339()),
             "{message}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_limit_stop_holds_every_call_until_its_backoff_is_over() {
+        let governor = governor(50);
+        {
+            let mut inner = governor.lock();
+            inner.recheck = None;
+            governor.strike(&mut inner);
+        }
+        for work in [Work::Lookup, Work::WriteBack, Work::Intake] {
+            let paused = governor.admit(work).await.expect_err("stopped");
+            assert_eq!(paused.reason, PauseReason::LimitExceeded);
+        }
+        governor.clock.advance(Duration::from_secs(59));
+        assert!(!governor.recheck_due(), "the first wait is 60 s");
+        governor.clock.advance(Duration::from_secs(1));
+        assert!(governor.recheck_due(), "GET /limits looks after 60 s");
+        // The look fails (nothing answers): still stopped, looking again
+        // after the same step, not sooner.
+        let paused = governor
+            .admit(Work::Lookup)
+            .await
+            .expect_err("still stopped");
+        assert_eq!(paused.reason, PauseReason::LimitExceeded);
+        assert!(!governor.recheck_due());
+        let until = governor.state().until.expect("until");
+        assert_eq!((until - governor.clock.now().wall).num_seconds(), 60);
+        // A second refusal in a row doubles the wait.
+        {
+            let mut inner = governor.lock();
+            governor.strike(&mut inner);
+        }
+        governor.clock.advance(Duration::from_secs(119));
+        assert!(!governor.recheck_due());
+        governor.clock.advance(Duration::from_secs(1));
+        assert!(governor.recheck_due());
+        assert_eq!(governor.state().deferred_steps, 4);
+    }
+
+    #[tokio::test]
+    async fn usage_over_the_budget_is_looked_at_again_each_recheck_interval() {
+        let governor = governor(50);
+        let interval = governor.settings.recheck_interval;
+        {
+            let mut inner = governor.lock();
+            inner.recheck = None;
+            governor.follow_usage(
+                &mut inner,
+                Some(PauseReason::OverBudget),
+                Some(ApiUsage {
+                    used: 600,
+                    max: 1000,
+                }),
+            );
+        }
+        let state = governor.state();
+        assert_eq!(state.reason, Some(PauseReason::OverBudget));
+        let until = state.until.expect("until");
+        assert_eq!(
+            (until - governor.clock.now().wall).to_std().ok(),
+            Some(interval)
+        );
+        governor.clock.advance(interval - Duration::from_secs(1));
+        assert!(!governor.recheck_due());
+        governor.clock.advance(Duration::from_secs(1));
+        assert!(governor.recheck_due());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::budget::Work;
 use super::locks::link_key;
 use super::{ACCOUNT, Engine, SyncError, now, plan};
-use crate::store::{Link, LinkClosure};
+use crate::store::{Link, LinkClosure, LinkState};
 
 /// What `queryAll` says became of an Account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,9 +74,13 @@ impl Engine {
     /// Reopens the links of deleted Accounts that are back (restored from
     /// the recycle bin), and plans them again. Returns how many reopened.
     pub(super) async fn reopen_restored(&self) -> Result<usize, SyncError> {
-        let closed = self
-            .store
-            .links_where(|link| link.closed.as_ref().is_some_and(|closed| closed.deleted))?;
+        let mut closed = Vec::new();
+        for link in self.store.links_in(LinkState::Closed) {
+            let link = link?;
+            if link.closed.as_ref().is_some_and(|closed| closed.deleted) {
+                closed.push(link);
+            }
+        }
         let ids: Vec<String> = closed.iter().map(|link| link.account_id.clone()).collect();
         let mut reopened = 0;
         // `query` (not `queryAll`) answers only the Accounts that are back.
@@ -256,6 +260,13 @@ impl Engine {
             at: now(),
             deleted,
         });
+        if !deleted {
+            // Merged away: nothing is rendered for this link again, so the
+            // Account's personal data it held goes (the journal keeps the
+            // evidence).
+            link.account.clear();
+            link.request = None;
+        }
         self.store.put_link(&link)?;
         Ok(())
     }

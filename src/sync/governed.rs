@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::SyncError;
 use super::budget::{BudgetSettings, BudgetState, Governor, Paused, Work};
+use super::clock::Clock;
 use super::retry::{Breaker, Breakers, Endpoint};
 use crate::mapping::online::{OrgReader, QueryRefusal};
 use crate::salesforce::model::{Record, RecordOutcome, RecordUpdate, SObjectDescribe};
@@ -40,7 +41,7 @@ impl GovernedSalesforce {
         breakers: Arc<Breakers>,
     ) -> GovernedSalesforce {
         GovernedSalesforce {
-            governor: Governor::new(client.clone(), budget),
+            governor: Governor::new(client.clone(), budget, Clock::system()),
             client,
             breakers,
         }

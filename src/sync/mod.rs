@@ -1,7 +1,7 @@
 //! The sync engine: intake, portals, write-back, decisions, reconcile.
 //!
 //! Every step is a method on [`Engine`] that tests, `resync` and the
-//! scheduler call alike; [`Engine::run`] only wires them to timers and
+//! scheduler call alike; [`Engine::start`] only wires them to timers and
 //! wake-ups. The decisions themselves are pure functions in [`plan`].
 //!
 //! Durability follows one rule: nothing irreversible (a portal POST, a
@@ -19,9 +19,10 @@ use crate::mapping::{self, MappingSet};
 use crate::ondorse::{OndorseClient, OndorseError};
 use crate::salesforce::SalesforceClient;
 use crate::salesforce::model::SObjectDescribe;
-use crate::store::{JournalEntry, Store, StoreError};
+use crate::store::{JournalEntry, Retention, Store, StoreError};
 
 pub mod budget;
+pub mod clock;
 mod decisions;
 mod gone;
 pub mod governed;
@@ -35,6 +36,7 @@ mod reconcile;
 pub mod reload;
 pub mod retry;
 mod run;
+mod schedules;
 mod writeback;
 
 pub use budget::{BudgetSettings, BudgetState, PauseReason, Paused};
@@ -43,7 +45,8 @@ pub use intake::IntakeReport;
 pub use reconcile::ReconcileReport;
 pub use reload::{MappingHealth, Pause, ReloadOutcome, ReloadStatus};
 pub use retry::{BreakerOpen, BreakerState, Endpoint, RetryPolicy, RetrySettings};
-pub use run::{PollFailure, PollFailures, RunningEngine, ScheduleHealth, ScheduleState, Schedules};
+pub use run::RunningEngine;
+pub use schedules::{PollFailure, PollFailures, ScheduleHealth, ScheduleState, Schedules};
 pub use writeback::WriteReport;
 
 /// The Salesforce object every mapping reads and writes today.
@@ -69,6 +72,9 @@ pub struct EngineSettings {
     pub collection_probe: Duration,
     /// The Salesforce API budget governor.
     pub budget: BudgetSettings,
+    /// How long the journal keeps evidence (`[store] retention_days`);
+    /// reconcile prunes it.
+    pub retention: Retention,
 }
 
 impl Default for EngineSettings {
@@ -81,6 +87,7 @@ impl Default for EngineSettings {
             inbox_interval: Duration::from_secs(1),
             collection_probe: writeback::DEFAULT_COLLECTION_PROBE,
             budget: BudgetSettings::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -258,13 +265,17 @@ impl Engine {
         salesforce.keep_refresh_tokens_in(Arc::new(parts.store.clone()));
         let settings = EngineSettings {
             overlap: config.schedule.overlap,
+            retention: config.store.retention,
             budget: BudgetSettings {
                 budget_percent: config.salesforce.api_budget_percent,
                 ..parts.settings.budget
             },
             ..parts.settings
         };
-        let breakers = Arc::new(retry::Breakers::new(RetryPolicy::new(config.retry)));
+        let breakers = Arc::new(retry::Breakers::new(
+            RetryPolicy::new(config.retry),
+            clock::Clock::system(),
+        ));
         Engine {
             salesforce: governed::GovernedSalesforce::new(
                 salesforce,

@@ -175,6 +175,23 @@ pub fn intake_query(mapping: &Mapping, since: DateTime<Utc>) -> String {
     )
 }
 
+/// The SOQL that asks Salesforce to parse a mapping's `select` (the online
+/// check): one row at most, whatever matches.
+pub fn select_check_query(mapping: &Mapping) -> String {
+    format!(
+        "SELECT Id FROM {} WHERE ({}) LIMIT 1",
+        mapping.object, mapping.select
+    )
+}
+
+/// The SOQL counting the records two mappings' `select` both match.
+pub fn overlap_query(first: &Mapping, second: &Mapping) -> String {
+    format!(
+        "SELECT Id FROM {} WHERE ({}) AND ({})",
+        first.object, first.select, second.select
+    )
+}
+
 /// Ids per `Id IN (...)` query: far below SOQL's 100,000-character limit.
 pub const IDS_PER_QUERY: usize = 500;
 

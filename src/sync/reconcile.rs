@@ -11,6 +11,7 @@ use super::budget::Work;
 use super::decisions::Refreshed;
 use super::locks::link_key;
 use super::{Engine, SyncError, now};
+use crate::store::{LinkState, StoreError};
 use crate::telemetry;
 
 /// What one reconcile pass did.
@@ -52,24 +53,27 @@ impl Engine {
             ..ReconcileReport::default()
         };
         self.plan_due_portal_writebacks().await?;
-        let undecided: Vec<(String, String)> = self
+        // Streamed from the store's index of undecided links: only those
+        // links are read, a few at a time.
+        let undecided = self
             .store
-            .links_where(|link| {
-                !link.decision_final && link.application_id.is_some() && link.is_open()
-            })?
-            .into_iter()
-            .filter_map(|link| Some((link.application_id?, link.account_id)))
-            .collect();
+            .links_in(LinkState::Undecided)
+            .filter_map(|link| match link {
+                Ok(link) => Some(Ok((link.application_id?, link.account_id))),
+                Err(error) => Some(Err(error)),
+            });
         let mut checks = futures::stream::iter(undecided)
-            .map(|(application_id, account_id)| {
+            .map(|entry| {
                 async move {
+                    let (application_id, account_id) = entry?;
                     let outcome = self.refresh_application(&application_id, false).await;
-                    (outcome, application_id, account_id)
+                    Ok::<_, StoreError>((outcome, application_id, account_id))
                 }
                 .boxed()
             })
             .buffer_unordered(self.settings.fetch_concurrency.max(1));
-        while let Some((outcome, application_id, account_id)) = checks.next().await {
+        while let Some(checked) = checks.next().await {
+            let (outcome, application_id, account_id) = checked?;
             match outcome {
                 Ok(Refreshed::Applied | Refreshed::Unmatched | Refreshed::Missing) => {
                     report.applications_checked += 1
@@ -96,6 +100,7 @@ impl Engine {
             }
         }
         self.store.prune_seen_events(now())?;
+        self.store.prune_journal(now(), self.settings.retention)?;
         self.store.flush().await?;
         self.writes_queued.notify_one();
         tracing::info!(
@@ -114,11 +119,12 @@ impl Engine {
         let at = now();
         let mut report = IntentsReport::default();
         for mapping in self.mappings().iter() {
-            let pending = self.store.links_where(|link| {
-                link.mapping == mapping.name && link.portal.is_none() && link.is_open()
-            })?;
             let mut due = Vec::new();
-            for link in pending {
+            for link in self.store.links_in(LinkState::PendingPortal) {
+                let link = link?;
+                if link.mapping != mapping.name {
+                    continue;
+                }
                 if link.is_parked(at) {
                     report.parked += 1;
                     if let Some(retry) = link.retry_at.filter(|_| !link.refused) {
@@ -143,8 +149,8 @@ impl Engine {
     /// Plans the `on_portal_created` write-back of portals recorded while
     /// planning failed (the describe was unreachable, say).
     async fn plan_due_portal_writebacks(&self) -> Result<(), SyncError> {
-        let due = self.store.links_where(|link| link.portal_writeback_due)?;
-        for found in due {
+        for found in self.store.links_in(LinkState::PortalWritebackDue) {
+            let found = found?;
             let Some(mapping) = self.mappings().get(&found.mapping).cloned() else {
                 continue;
             };

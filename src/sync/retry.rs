@@ -18,11 +18,13 @@
 //! lengthen the wait.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use super::clock::{Clock, Moment};
 
 /// `retry.initial_delay_seconds`: the first wait after a failure.
 pub const DEFAULT_INITIAL_DELAY: Duration = Duration::from_secs(1);
@@ -88,7 +90,7 @@ impl RetryPolicy {
             .build()
             .nth(steps - 1)
             .unwrap_or(self.settings.max_delay);
-        step.mul_f64(1.0 + rand::random_range(0.0..JITTER))
+        step.mul_f64(1.0 + fastrand::f64() * JITTER)
             .min(self.settings.max_delay)
     }
 
@@ -186,8 +188,8 @@ pub struct BreakerState {
 struct Inner {
     failures: u32,
     since: Option<DateTime<Utc>>,
-    /// Until when work waits: monotonic to decide, wall-clock to show.
-    open_until: Option<(Instant, DateTime<Utc>)>,
+    /// Until when work waits.
+    open_until: Option<Moment>,
     /// A call was let through after a wait: its failure lengthens the wait.
     probing: bool,
     last_error: Option<String>,
@@ -198,14 +200,17 @@ struct Inner {
 pub struct Breaker {
     endpoint: Endpoint,
     policy: RetryPolicy,
+    /// What "now" is for the waits.
+    clock: Clock,
     inner: Mutex<Inner>,
 }
 
 impl Breaker {
-    pub fn new(endpoint: Endpoint, policy: RetryPolicy) -> Breaker {
+    pub fn new(endpoint: Endpoint, policy: RetryPolicy, clock: Clock) -> Breaker {
         Breaker {
             endpoint,
             policy,
+            clock,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -219,23 +224,23 @@ impl Breaker {
     /// step, so a recovering endpoint gets one call, not a stampede.
     pub fn admit(&self) -> Result<(), BreakerOpen> {
         let mut inner = self.lock();
-        let Some((until, wall)) = inner.open_until else {
+        let Some(until) = inner.open_until else {
             return Ok(());
         };
-        let now = Instant::now();
-        if now < until {
+        let now = self.clock.now();
+        if now.at < until.at {
             return Err(BreakerOpen {
                 endpoint: self.endpoint,
                 failures: inner.failures,
                 last_error: inner.last_error.clone().unwrap_or_default(),
-                until: wall,
-                wait: until - now,
+                until: until.wall,
+                wait: until.at - now.at,
             });
         }
         // The probe: should it vanish without an answer, the others go at
         // the end of this step anyway.
         let wait = self.policy.delay(inner.failures);
-        inner.open_until = Some(open_until(wait));
+        inner.open_until = Some(self.clock.after(wait));
         inner.probing = true;
         Ok(())
     }
@@ -258,29 +263,30 @@ impl Breaker {
     /// next step. Returns when work may resume.
     pub fn record_failure(&self, error: &str, retry_after: Option<Duration>) -> DateTime<Utc> {
         let mut inner = self.lock();
-        let now = Instant::now();
+        let now = self.clock.now();
         inner.last_error = Some(error.to_owned());
-        if let Some((until, wall)) = inner.open_until
-            && now < until
+        if let Some(until) = inner.open_until
+            && now.at < until.at
             && !inner.probing
         {
             // Already waiting because of another call's failure: a call that
             // was in flight then says nothing new about the endpoint, unless
             // the server asks for a longer wait.
             if let Some(asked) = retry_after {
-                let asked = self.policy.capped_retry_after(asked);
-                if now + asked > until {
-                    inner.open_until = Some(open_until(asked));
+                let asked = self.clock.after(self.policy.capped_retry_after(asked));
+                if asked.at > until.at {
+                    inner.open_until = Some(asked);
+                    return asked.wall;
                 }
             }
-            return inner.open_until.map_or(wall, |(_, wall)| wall);
+            return until.wall;
         }
         inner.failures = inner.failures.saturating_add(1);
         inner.probing = false;
-        inner.since.get_or_insert_with(Utc::now);
+        inner.since.get_or_insert(now.wall);
         let wait = self.policy.wait(inner.failures, retry_after);
-        let (at, wall) = open_until(wait);
-        inner.open_until = Some((at, wall));
+        let until = self.clock.after(wait);
+        inner.open_until = Some(until);
         tracing::warn!(
             endpoint = self.endpoint.as_str(),
             failures = inner.failures,
@@ -288,7 +294,7 @@ impl Breaker {
             %error,
             "endpoint failing; work on it backs off"
         );
-        wall
+        until.wall
     }
 
     /// The breaker now.
@@ -296,13 +302,13 @@ impl Breaker {
         let inner = self.lock();
         let open = inner
             .open_until
-            .is_some_and(|(until, _)| Instant::now() < until);
+            .is_some_and(|until| !self.clock.reached(until));
         BreakerState {
             endpoint: self.endpoint,
             open,
             failures: inner.failures,
             since: inner.since,
-            until: inner.open_until.map(|(_, wall)| wall),
+            until: inner.open_until.map(|until| until.wall),
             last_error: inner.last_error.clone(),
         }
     }
@@ -310,13 +316,6 @@ impl Breaker {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-fn open_until(wait: Duration) -> (Instant, DateTime<Utc>) {
-    (
-        Instant::now() + wait,
-        Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-    )
 }
 
 /// A breaker for every [`Endpoint`], sharing one policy. One per engine.
@@ -327,10 +326,10 @@ pub struct Breakers {
 }
 
 impl Breakers {
-    pub fn new(policy: RetryPolicy) -> Breakers {
+    pub fn new(policy: RetryPolicy, clock: Clock) -> Breakers {
         Breakers {
             policy,
-            breakers: Endpoint::ALL.map(|endpoint| Breaker::new(endpoint, policy)),
+            breakers: Endpoint::ALL.map(|endpoint| Breaker::new(endpoint, policy, clock.clone())),
         }
     }
 
@@ -402,7 +401,11 @@ mod tests {
 
     #[test]
     fn a_failure_opens_the_breaker_and_a_success_closes_it() {
-        let breaker = Breaker::new(Endpoint::SalesforceWrites, policy(60_000, 600_000, 60_000));
+        let breaker = Breaker::new(
+            Endpoint::SalesforceWrites,
+            policy(60_000, 600_000, 60_000),
+            Clock::manual(),
+        );
         assert!(breaker.admit().is_ok());
         breaker.record_failure("503 Service Unavailable", None);
         let open = breaker.admit().expect_err("open after a failure");
@@ -426,7 +429,11 @@ mod tests {
 
     #[test]
     fn calls_in_flight_when_it_opened_do_not_lengthen_the_wait() {
-        let breaker = Breaker::new(Endpoint::PortalCreation, policy(60_000, 600_000, 60_000));
+        let breaker = Breaker::new(
+            Endpoint::PortalCreation,
+            policy(60_000, 600_000, 60_000),
+            Clock::manual(),
+        );
         let first = breaker.record_failure("timeout", None);
         for _ in 0..15 {
             assert_eq!(breaker.record_failure("timeout", None), first);
@@ -436,27 +443,62 @@ mod tests {
 
     #[test]
     fn after_the_wait_one_probe_goes_and_its_failure_waits_longer() {
-        let breaker = Breaker::new(Endpoint::ApplicationFetch, policy(20, 10_000, 60_000));
+        let clock = Clock::manual();
+        let breaker = Breaker::new(
+            Endpoint::ApplicationFetch,
+            policy(20_000, 600_000, 60_000),
+            clock.clone(),
+        );
         breaker.record_failure("502", None);
-        std::thread::sleep(Duration::from_millis(45));
+        // The first wait is 20 s plus up to half again of jitter.
+        clock.advance(Duration::from_secs(19));
+        let open = breaker.admit().expect_err("still waiting");
+        assert!(open.wait > Duration::ZERO && open.wait <= Duration::from_secs(11));
+        clock.advance(Duration::from_secs(11));
         assert!(breaker.admit().is_ok(), "the probe goes");
         assert!(breaker.admit().is_err(), "the others wait for the probe");
         breaker.record_failure("502", None);
         assert_eq!(breaker.state().failures, 2);
+        // The second wait is 40 s at least: 30 s more is not enough.
+        clock.advance(Duration::from_secs(30));
         assert!(breaker.admit().is_err());
+        assert!(breaker.state().open);
+        clock.advance(Duration::from_secs(30));
+        assert!(breaker.admit().is_ok(), "the next probe goes");
+        breaker.record_success();
+        assert!(!breaker.state().open);
+        assert!(breaker.admit().is_ok(), "closed: every call goes");
     }
 
     #[test]
     fn a_throttle_opens_the_breaker_for_the_capped_retry_after() {
-        let breaker = Breaker::new(Endpoint::PortalCreation, policy(10, 100, 60_000));
+        let clock = Clock::manual();
+        let breaker = Breaker::new(
+            Endpoint::PortalCreation,
+            policy(10, 100, 60_000),
+            clock.clone(),
+        );
         let until = breaker.record_failure("429", Some(Duration::from_secs(86_400)));
-        let wait = (until - Utc::now()).num_seconds();
-        assert!((55..=60).contains(&wait), "{wait}");
+        assert_eq!((until - clock.now().wall).num_seconds(), 60);
+        // A call in flight then, throttled for longer, lengthens the wait
+        // up to the cap only; a shorter one leaves it.
+        clock.advance(Duration::from_secs(30));
+        let longer = breaker.record_failure("429", Some(Duration::from_secs(86_400)));
+        assert_eq!((longer - clock.now().wall).num_seconds(), 60);
+        assert_eq!(
+            breaker.record_failure("429", Some(Duration::from_secs(5))),
+            longer
+        );
+        assert_eq!(breaker.state().failures, 1);
+        clock.advance(Duration::from_secs(59));
+        assert!(breaker.admit().is_err());
+        clock.advance(Duration::from_secs(1));
+        assert!(breaker.admit().is_ok());
     }
 
     #[test]
     fn each_endpoint_has_its_own_breaker() {
-        let breakers = Breakers::new(policy(60_000, 600_000, 60_000));
+        let breakers = Breakers::new(policy(60_000, 600_000, 60_000), Clock::manual());
         breakers
             .get(Endpoint::PortalCreation)
             .record_failure("429", Some(Duration::from_secs(30)));

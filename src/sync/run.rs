@@ -1,153 +1,30 @@
 //! The engine loop: cron schedules (tokio-cron-scheduler) for poll and
-//! reconcile, wake-ups for the inbox and the writer, and the health of the
-//! schedules (a slot that passed without firing means a stalled scheduler).
+//! reconcile, wake-ups for the inbox and the writer; the health of the
+//! schedules is kept in [`super::schedules`].
 //!
 //! Cron jobs only signal; the work runs in the engine's own tasks, so a long
 //! poll never piles up behind itself and every step stays callable without
 //! the scheduler.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
+use super::schedules::{PollFailures, ScheduleHealth, Schedules};
 use super::{Engine, SyncError, now};
-use crate::config::{ScheduleConfig, parse_schedule};
+use crate::config::ScheduleConfig;
 use crate::store::{InboxKind, InboxQueue};
 use crate::telemetry;
 
-/// How late a slot may fire before its schedule counts as stalled: the
-/// scheduler polls the clock about every half second.
-const SLOT_GRACE: Duration = Duration::from_secs(5);
 /// How often the store's gauges are refreshed: counting costs a scan of the
 /// inbox and the pending writes, and Prometheus scrapes every 15 s or more.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the deferred-intent loop sleeps when no intent is parked: a
 /// failed attempt wakes it sooner, and reconcile is the safety net.
 const INTENTS_IDLE: Duration = Duration::from_secs(60);
-
-/// One cron schedule and what it has done.
-#[derive(Debug)]
-pub struct ScheduleHealth {
-    pub name: &'static str,
-    pub expression: String,
-    cron: croner::Cron,
-    started_at: DateTime<Utc>,
-    state: Mutex<ScheduleState>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ScheduleState {
-    pub last_fired: Option<DateTime<Utc>>,
-    pub last_finished: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-}
-
-impl ScheduleHealth {
-    fn new(
-        name: &'static str,
-        expression: &str,
-    ) -> Result<ScheduleHealth, croner::errors::CronError> {
-        Ok(ScheduleHealth {
-            name,
-            expression: expression.to_owned(),
-            cron: parse_schedule(expression)?,
-            started_at: now(),
-            state: Mutex::new(ScheduleState::default()),
-        })
-    }
-
-    pub fn state(&self) -> ScheduleState {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn update(&self, change: impl FnOnce(&mut ScheduleState)) {
-        change(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
-    }
-
-    /// The slot that should have fired by now and did not, if any.
-    pub fn missed_slot(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let since = self.state().last_fired.unwrap_or(self.started_at);
-        let due = self.cron.find_next_occurrence(&since, false).ok()?;
-        let grace = chrono::Duration::from_std(SLOT_GRACE).unwrap_or_default();
-        (at > due + grace).then_some(due)
-    }
-}
-
-/// The schedules of a running engine, for readiness, watchdog and status.
-#[derive(Debug)]
-pub struct Schedules {
-    pub poll: ScheduleHealth,
-    pub reconcile: ScheduleHealth,
-    /// Which mappings' polls fail, since when, and why.
-    pub poll_failures: PollFailures,
-}
-
-/// A mapping whose polls keep failing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollFailure {
-    /// The first failure of the current run of failures.
-    pub since: DateTime<Utc>,
-    pub last_error: String,
-}
-
-/// Per mapping, the run of failed polls it is in (none once a poll works).
-/// A budget pause is no failure: the governor reports it on its own.
-#[derive(Debug, Default)]
-pub struct PollFailures {
-    failing: Mutex<std::collections::BTreeMap<String, PollFailure>>,
-}
-
-impl PollFailures {
-    fn record(
-        &self,
-        results: &[(String, Result<super::IntakeReport, SyncError>)],
-        at: DateTime<Utc>,
-    ) {
-        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
-        for (mapping, result) in results {
-            match result {
-                Ok(_) => {
-                    failing.remove(mapping);
-                }
-                Err(SyncError::Paused(_)) => {}
-                Err(error) => {
-                    let last_error = error.to_string();
-                    failing
-                        .entry(mapping.clone())
-                        .and_modify(|failure| failure.last_error = last_error.clone())
-                        .or_insert(PollFailure {
-                            since: at,
-                            last_error,
-                        });
-                }
-            }
-        }
-        // A mapping removed by a reload fails no more.
-        failing.retain(|mapping, _| results.iter().any(|(name, _)| name == mapping));
-    }
-
-    /// Every failing mapping, by name.
-    pub fn failing(&self) -> std::collections::BTreeMap<String, PollFailure> {
-        self.failing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl Schedules {
-    /// True while every schedule fires on time.
-    pub fn alive(&self, at: DateTime<Utc>) -> bool {
-        self.poll.missed_slot(at).is_none() && self.reconcile.missed_slot(at).is_none()
-    }
-}
 
 /// A started engine: its schedules and its tasks.
 pub struct RunningEngine {
@@ -187,8 +64,8 @@ impl Engine {
         schedule: &ScheduleConfig,
     ) -> anyhow::Result<RunningEngine> {
         let schedules = Arc::new(Schedules {
-            poll: ScheduleHealth::new("poll", &schedule.poll)?,
-            reconcile: ScheduleHealth::new("reconcile", &schedule.reconcile)?,
+            poll: ScheduleHealth::new("poll", &schedule.poll, now())?,
+            reconcile: ScheduleHealth::new("reconcile", &schedule.reconcile, now())?,
             poll_failures: PollFailures::default(),
         });
         let (stop, stopped) = watch::channel(false);
@@ -212,7 +89,7 @@ impl Engine {
                         } else {
                             &schedules.reconcile
                         };
-                        health.update(|state| state.last_fired = Some(now()));
+                        health.fired(now());
                         due.notify_one();
                     })
                 })?)
@@ -234,10 +111,7 @@ impl Engine {
                 let error = results.into_iter().find_map(|(mapping, result)| {
                     result.err().map(|error| format!("{mapping}: {error}"))
                 });
-                health.poll.update(|state| {
-                    state.last_finished = Some(now());
-                    state.last_error = error;
-                });
+                health.poll.finished(now(), error);
             }
         }));
         let engine = self.clone();
@@ -254,10 +128,7 @@ impl Engine {
                     tracing::warn!(%error, "reconcile failed");
                 }
                 let error = result.err().map(|error| error.to_string());
-                health.reconcile.update(|state| {
-                    state.last_finished = Some(now());
-                    state.last_error = error;
-                });
+                health.reconcile.finished(now(), error);
             }
         }));
         // The listener rings one bell; each queue has its own loop (and

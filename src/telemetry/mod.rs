@@ -1,4 +1,4 @@
-//! Logs and metrics (SPEC §9).
+//! Logs and metrics (README's "Metrics" lists every metric and its labels).
 //!
 //! - [`init_logging`]: human-readable logs on a terminal, JSON lines when
 //!   stderr is the systemd journal; every event carries structured fields

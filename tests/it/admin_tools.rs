@@ -3,10 +3,10 @@
 //! as a child process where exit codes and stderr matter.
 
 use ondorse_bridge::daemon::Daemon;
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
-use ondorse_bridge::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
 use ondorse_bridge::sync::ReloadOutcome;
 use ondorse_bridge::sync::operations::{self, RunningDaemon};
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
+use ondorse_sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
 use serde_json::json;
 
 use crate::support::daemon::cli;

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
-use ondorse_bridge::sandbox::salesforce::SalesforceSandboxOptions;
 use ondorse_bridge::sync::{
     BudgetSettings, Engine, EngineSettings, IntakeReport, PauseReason, SyncError,
 };
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
+use ondorse_sandbox::salesforce::SalesforceSandboxOptions;
 use serde_json::json;
 
 use crate::support::world::{E2E_DEADLINE, World, eventually, quick_settings};
@@ -360,7 +360,7 @@ async fn while_the_limit_stop_holds_only_the_governors_own_look_reaches_salesfor
         "the reload is checked offline only"
     );
     let after = world.salesforce.stats();
-    let but_limits = |stats: &ondorse_bridge::sandbox::salesforce::SalesforceSandboxStats| {
+    let but_limits = |stats: &ondorse_sandbox::salesforce::SalesforceSandboxStats| {
         let mut received = stats.received.clone();
         received.remove("limits");
         received

@@ -13,7 +13,7 @@ use crate::support::position;
 fn private_key_pem() -> &'static str {
     static PEM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PEM.get_or_init(|| {
-        ondorse_bridge::sandbox::salesforce::generate_jwt_key_pair()
+        ondorse_sandbox::salesforce::generate_jwt_key_pair()
             .private_key_pem
             .replace("\r\n", "\n")
     })

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ondorse_bridge::ondorse::{Decision, OndorseError, RiskLevel};
-use ondorse_bridge::sandbox::ondorse::OndorseSandboxOptions;
+use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Map, Value, json};
 
 use crate::support::ondorse::{client_for, client_with, serve_canned, start_ondorse};

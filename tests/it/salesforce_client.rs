@@ -10,7 +10,7 @@ use ondorse_bridge::config::SalesforceAuth;
 use ondorse_bridge::salesforce::{
     Disposition, RecordUpdate, SalesforceClient, SalesforceError, soql,
 };
-use ondorse_bridge::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
+use ondorse_sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 

@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use ondorse_bridge::sandbox::latency::{Endpoint, LatencyProfile};
-use ondorse_bridge::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
-use ondorse_bridge::sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
+use ondorse_sandbox::latency::{Endpoint, LatencyProfile};
+use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
+use ondorse_sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
 use serde_json::{Value, json};
 
 use crate::support::salesforce::{access_token, start_salesforce};

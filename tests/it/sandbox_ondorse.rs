@@ -1,4 +1,4 @@
-//! The sandbox Ondorse against `contracts/ondorse.md`: shapes, status codes,
+//! The sandbox Ondorse against the Ondorse API's documented behaviour: shapes, status codes,
 //! error shapes, idempotency, auth variants, and the webhook journey
 //! (delivery, retries, duplicates, reordering, signatures).
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use ondorse_bridge::ondorse::webhook::{
     DEFAULT_SIGNATURE_TOLERANCE, parse_envelope, verify_signature,
 };
-use ondorse_bridge::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
+use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
 use serde_json::{Value, json};
 
 use crate::support::ondorse::{DEADLINE, WebhookReceiver, start_ondorse};

@@ -4,9 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::OperationError;
-use super::status::{ParkedStatus, parked_items};
+use super::status::{ParkedStatus, parked_intent, parked_items};
 use crate::salesforce::Id;
 use crate::store::{DeadLetter, JournalEntry, PendingWrite, Store};
+use crate::sync::now;
 
 /// One Account's story (`explain`, `GET /admin/explain/{id}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,7 +50,13 @@ pub fn explain(store: &Store, account_id: &str) -> Result<Explanation, Operation
             id: account_id.to_owned(),
         });
     }
-    let parked = parked_items(store, &links)?
+    let at = now();
+    let intents = links
+        .iter()
+        .filter(|link| link.is_parked(at))
+        .map(parked_intent)
+        .collect();
+    let parked = parked_items(store, intents)?
         .into_iter()
         .filter(|item| item.account_id.as_deref() == Some(account_id))
         .collect();

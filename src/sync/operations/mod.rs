@@ -3,8 +3,9 @@
 //! resyncs. The admin API (daemon running) and the CLI (daemon stopped, the
 //! store opened directly) both call these functions, so the logic exists once.
 //!
-//! Snapshots, explanations and dead-letter retries need only the [`Store`](crate::store::Store);
-//! a resync needs the [`Engine`](crate::sync::Engine) (it reads Salesforce and Ondorse) and a
+//! Snapshots, explanations and dead-letter retries need only the
+//! [`Store`](crate::store::Store); a resync needs the
+//! [`Engine`](crate::sync::Engine) (it reads Salesforce and Ondorse) and a
 //! [`ResyncGate`], which lets one resync run at a time.
 
 mod dead_letters;

@@ -105,7 +105,7 @@ impl Drop for ResyncTicket<'_> {
 }
 
 impl Engine {
-    /// Runs a resync (see SPEC §4):
+    /// Runs a resync (the `resync` command and `POST /admin/resync`):
     ///
     /// - `accounts`: re-reads each Account (whatever the mapping's `select`
     ///   says now), re-fetches its application, and rewrites every mapped

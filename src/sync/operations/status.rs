@@ -1,12 +1,12 @@
 //! `status`: a snapshot of the ledger, and of the daemon when it runs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::OperationError;
-use crate::store::{InboxKind, Link, Store};
+use crate::store::{InboxKind, Link, LinkState, Store};
 use crate::sync::budget::BudgetState;
 use crate::sync::{Engine, Schedules, now};
 
@@ -52,12 +52,11 @@ pub struct ParkedStatus {
     pub retry_at: Option<DateTime<Utc>>,
 }
 
-/// Every parked item, inbox items first, oldest first.
+/// Every parked item, inbox items first, oldest first, then `intents`.
 pub(super) fn parked_items(
     store: &Store,
-    links: &[Link],
+    intents: Vec<ParkedStatus>,
 ) -> Result<Vec<ParkedStatus>, OperationError> {
-    let at = now();
     let mut parked = Vec::new();
     for item in store.parked_inbox_items()? {
         let Some(state) = item.parked else { continue };
@@ -82,17 +81,20 @@ pub(super) fn parked_items(
             retry_at: Some(state.retry_at),
         });
     }
-    for link in links.iter().filter(|link| link.is_parked(at)) {
-        parked.push(ParkedStatus {
-            queue: "intents".to_owned(),
-            subject: format!("portal intent of mapping `{}`", link.mapping),
-            account_id: Some(link.account_id.clone()),
-            reason: link.last_error.clone().unwrap_or_default(),
-            attempts: link.portal_attempts,
-            retry_at: link.retry_at,
-        });
-    }
+    parked.extend(intents);
     Ok(parked)
+}
+
+/// A parked portal intent, as `status` and `explain` show it.
+pub(super) fn parked_intent(link: &Link) -> ParkedStatus {
+    ParkedStatus {
+        queue: "intents".to_owned(),
+        subject: format!("portal intent of mapping `{}`", link.mapping),
+        account_id: Some(link.account_id.clone()),
+        reason: link.last_error.clone().unwrap_or_default(),
+        attempts: link.portal_attempts,
+        retry_at: link.retry_at,
+    }
 }
 
 /// Work waiting, across mappings.
@@ -103,7 +105,7 @@ pub struct Queues {
     /// Accounts with fields waiting to be written to Salesforce.
     pub pending_writes: usize,
     /// Accounts whose portal is not created yet.
-    pub pending_portals: usize,
+    pub pending_portals: u64,
 }
 
 /// One mapping's intake and links.
@@ -112,12 +114,12 @@ pub struct MappingStatus {
     pub name: String,
     pub cursor: Option<CursorStatus>,
     /// Accounts this mapping picked up.
-    pub accounts: usize,
-    pub portals: usize,
-    pub applications: usize,
-    pub final_decisions: usize,
+    pub accounts: u64,
+    pub portals: u64,
+    pub applications: u64,
+    pub final_decisions: u64,
     /// Accounts whose portal creation failed and waits for a retry.
-    pub failing_portals: usize,
+    pub failing_portals: u64,
     /// The last error of this mapping: the last poll's, else a portal's.
     pub last_error: Option<String>,
 }
@@ -187,9 +189,24 @@ pub fn status(
     running: Option<&RunningDaemon<'_>>,
 ) -> Result<Status, OperationError> {
     let at = now();
-    let links = store.links_where(|_| true)?;
+    // Counters the store keeps with every link write, and the few links
+    // still waiting for a portal, streamed: never every link.
+    let counts = store.link_counts()?;
+    let mut intents = Vec::new();
+    let mut portal_errors: BTreeMap<String, String> = BTreeMap::new();
+    for link in store.links_in(LinkState::PendingPortal) {
+        let link = link?;
+        if let Some(error) = &link.last_error {
+            portal_errors
+                .entry(link.mapping.clone())
+                .or_insert_with(|| error.clone());
+        }
+        if link.is_parked(at) {
+            intents.push(parked_intent(&link));
+        }
+    }
     let mut names: BTreeSet<String> = store.cursors()?.into_iter().map(|(name, _)| name).collect();
-    names.extend(links.iter().map(|link| link.mapping.clone()));
+    names.extend(counts.keys().cloned());
     if let Some(running) = running {
         names.extend(running.engine.mappings().names().map(str::to_owned));
     }
@@ -199,7 +216,7 @@ pub fn status(
         .unwrap_or_default();
     let mut mappings = Vec::new();
     for name in names {
-        let own: Vec<&Link> = links.iter().filter(|link| link.mapping == name).collect();
+        let own = counts.get(&name).copied().unwrap_or_default();
         let cursor = store.cursor(&name)?.map(|cursor| CursorStatus {
             lag_seconds: (at - cursor.system_modstamp).num_seconds(),
             system_modstamp: cursor.system_modstamp,
@@ -221,24 +238,14 @@ pub fn status(
                     .get(&name)
                     .map(|failure| failure.last_error.clone())
             })
-            .or_else(|| {
-                own.iter()
-                    .filter(|link| link.portal.is_none())
-                    .find_map(|link| link.last_error.clone())
-            });
+            .or_else(|| portal_errors.remove(&name));
         mappings.push(MappingStatus {
             cursor,
-            accounts: own.len(),
-            portals: own.iter().filter(|link| link.portal.is_some()).count(),
-            applications: own
-                .iter()
-                .filter(|link| link.application_id.is_some())
-                .count(),
-            final_decisions: own.iter().filter(|link| link.decision_final).count(),
-            failing_portals: own
-                .iter()
-                .filter(|link| link.portal.is_none() && link.last_error.is_some())
-                .count(),
+            accounts: own.accounts,
+            portals: own.portals,
+            applications: own.applications,
+            final_decisions: own.final_decisions,
+            failing_portals: own.failing_portals,
             last_error,
             name,
         });
@@ -295,24 +302,27 @@ pub fn status(
         queues: Queues {
             inbox: store.inbox_depth()?,
             pending_writes: store.pending_write_count(),
-            pending_portals: links
-                .iter()
-                .filter(|link| link.portal.is_none() && link.is_open())
-                .count(),
+            pending_portals: counts.values().map(|counts| counts.pending_portals).sum(),
         },
         dead_letters: store.dead_letter_count(),
-        parked: parked_items(store, &links)?,
-        closed: links
-            .iter()
-            .filter_map(|link| {
-                let closed = link.closed.as_ref()?;
-                Some(ClosedStatus {
-                    mapping: link.mapping.clone(),
-                    account_id: link.account_id.clone(),
-                    reason: closed.reason.clone(),
-                    at: closed.at,
-                })
-            })
-            .collect(),
+        parked: parked_items(store, intents)?,
+        closed: closed_links(store)?,
     })
+}
+
+/// The closed links, streamed from the store's index of closed links.
+fn closed_links(store: &Store) -> Result<Vec<ClosedStatus>, OperationError> {
+    let mut closed = Vec::new();
+    for link in store.links_in(LinkState::Closed) {
+        let link = link?;
+        if let Some(closure) = link.closed {
+            closed.push(ClosedStatus {
+                mapping: link.mapping,
+                account_id: link.account_id,
+                reason: closure.reason,
+                at: closure.at,
+            });
+        }
+    }
+    Ok(closed)
 }

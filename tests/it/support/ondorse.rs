@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, post};
 use ondorse_bridge::config::OndorseConfig;
 use ondorse_bridge::ondorse::OndorseClient;
-use ondorse_bridge::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
+use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::task::JoinHandle;

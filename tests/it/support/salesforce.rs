@@ -2,7 +2,7 @@
 //! with plain HTTP where a test needs a raw answer.
 
 use ondorse_bridge::config::{SalesforceAuth, SalesforceConfig};
-use ondorse_bridge::sandbox::salesforce::{
+use ondorse_sandbox::salesforce::{
     JwtKeyPair, SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
 };
 use secrecy::SecretString;

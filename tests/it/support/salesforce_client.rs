@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ondorse_bridge::config::{SalesforceAuth, SalesforceConfig};
 use ondorse_bridge::salesforce::{ClientSettings, SalesforceClient};
-use ondorse_bridge::sandbox::salesforce::{
+use ondorse_sandbox::salesforce::{
     JwtKeyPair, SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
 };
 use secrecy::SecretString;

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use ondorse_bridge::config::Config;
 use ondorse_bridge::daemon::Daemon;
-use ondorse_bridge::sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
-use ondorse_bridge::sandbox::salesforce::{
+use ondorse_bridge::sync::{BudgetSettings, Engine, EngineParts, EngineSettings, RetrySettings};
+use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
+use ondorse_sandbox::salesforce::{
     SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
 };
-use ondorse_bridge::sync::{BudgetSettings, Engine, EngineParts, EngineSettings, RetrySettings};
 use serde_json::{Value, json};
 
 use crate::support::config::{ConfigSettings, ONDORSE_API_KEY, write_config};
@@ -230,8 +230,28 @@ impl World {
 
 /// Waits (async) until `condition` holds, or panics naming `what`.
 pub async fn eventually(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    eventually_some(what, deadline, || {
+        std::future::ready(condition().then_some(()))
+    })
+    .await
+}
+
+/// Waits (async) until `condition`, which may itself wait (run a command,
+/// call HTTP), gives a value; answers it, or panics naming `what`.
+pub async fn eventually_some<T, Condition, Answer>(
+    what: &str,
+    deadline: Duration,
+    mut condition: Condition,
+) -> T
+where
+    Condition: FnMut() -> Answer,
+    Answer: std::future::Future<Output = Option<T>>,
+{
     let until = tokio::time::Instant::now() + deadline;
-    while !condition() {
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
         assert!(
             tokio::time::Instant::now() < until,
             "timed out after {deadline:?} waiting until {what}"

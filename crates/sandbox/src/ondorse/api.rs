@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use super::Shared;
 use super::connection::ConnectionHandle;
 use super::state::PortalOutcome;
-use crate::sandbox::latency::Endpoint;
+use crate::latency::Endpoint;
 
 /// Header carrying the client's idempotency key.
 const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";

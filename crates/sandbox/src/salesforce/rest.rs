@@ -15,7 +15,7 @@ use super::Shared;
 use super::data::RecordError;
 use super::faults::Faults;
 use super::org::{Org, QueryFailure};
-use crate::sandbox::latency::Endpoint;
+use crate::latency::Endpoint;
 
 /// sObject Collections take at most this many records per request.
 const MAX_COLLECTION_RECORDS: usize = 200;

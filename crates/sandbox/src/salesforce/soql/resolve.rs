@@ -4,7 +4,7 @@
 use super::lexer::{CompareOp, PatternPiece};
 use super::parser::{Condition, FieldPath, Literal, LiteralAt, parse};
 use super::{MAX_STATEMENT_CHARACTERS, SoqlError, Source};
-use crate::sandbox::salesforce::data::{FieldDef, FieldType, ObjectSchema, normalize_id};
+use crate::salesforce::data::{FieldDef, FieldType, ObjectSchema, normalize_id};
 
 /// Where a selected or filtered value lives.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::faults::Faults;
 use super::org::Org;
-use crate::sandbox::latency::Endpoint;
+use crate::latency::Endpoint;
 
 /// The `grant_type` of the JWT bearer flow.
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";

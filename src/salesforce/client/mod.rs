@@ -5,6 +5,11 @@
 //! renews the token (one request for all concurrent callers) and replays
 //! the call once; there is no other retry here: the sync engine owns the
 //! retry policy and asks [`SalesforceError::is_retriable`].
+//!
+//! - `pages`: [`QueryPages`], a query read page by page.
+//! - `answer`: error answers, sObject Collections results and `GET /limits`
+//!   read as the contract says they come; names and Ids checked before they
+//!   go into a path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
@@ -13,16 +18,20 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
 use crate::config::SalesforceConfig;
-use crate::salesforce::Id;
 use crate::salesforce::auth::Authenticator;
-use crate::salesforce::error::{RecordError, SalesforceError, codes, excerpt, transport_reason};
-use crate::salesforce::model::{
-    ApiUsage, QueryAnswer, Record, RecordOutcome, RecordUpdate, SObjectDescribe,
-};
+use crate::salesforce::error::{RecordError, SalesforceError, excerpt, transport_reason};
+use crate::salesforce::model::{ApiUsage, RecordOutcome, RecordUpdate, SObjectDescribe};
 use crate::telemetry::Api;
+
+mod answer;
+mod pages;
+
+use answer::{
+    Limits, check_record_id, check_sobject_name, classify, decode, read_results, transport,
+};
+pub use pages::QueryPages;
 
 /// The most records one `PATCH /composite/sobjects` accepts.
 pub const MAX_RECORDS_PER_UPDATE: usize = 200;
@@ -151,7 +160,7 @@ impl SalesforceClient {
     }
 
     /// Keeps rotated refresh tokens in `keeper` (the store), and starts from
-    /// the newest one kept there; see [`crate::salesforce::auth`].
+    /// the newest one kept there (the `salesforce::auth` module says how).
     pub fn keep_refresh_tokens_in(&self, keeper: Arc<dyn crate::salesforce::RefreshTokenKeeper>) {
         self.inner.auth.keep_refresh_tokens_in(keeper);
     }
@@ -355,7 +364,7 @@ impl SalesforceClient {
     }
 
     /// Makes sure the org serves the configured version, asking it once
-    /// (again after [`VERSION_RECHECK`] while it does not): every REST call
+    /// (again after `VERSION_RECHECK` while it does not): every REST call
     /// passes here, so none goes to a version the org does not serve.
     pub async fn check_api_version(&self) -> Result<(), SalesforceError> {
         let session = self.inner.auth.session().await?;
@@ -561,411 +570,6 @@ impl Operation {
             Operation::Update => "composite_update",
             Operation::UpdateOne => "record_update",
             Operation::Limits => "limits",
-        }
-    }
-}
-
-/// A query being read page by page; nothing is sent before the first
-/// [`QueryPages::next_page`].
-///
-/// After an error the position is kept: calling `next_page` again retries
-/// the same page, except after [`SalesforceError::InvalidQueryLocator`],
-/// where the query has to be restarted from the caller's own cursor.
-pub struct QueryPages {
-    client: SalesforceClient,
-    next: NextPage,
-    total_size: Option<u64>,
-}
-
-enum NextPage {
-    First {
-        soql: String,
-        /// `query` or `queryAll`.
-        resource: &'static str,
-    },
-    /// The `nextRecordsUrl` path of the page to read next.
-    Locator(String),
-    Done,
-}
-
-impl std::fmt::Debug for QueryPages {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let next = match &self.next {
-            NextPage::First { resource, .. } => format!("first page of {resource}"),
-            NextPage::Locator(path) => path.clone(),
-            NextPage::Done => "done".to_owned(),
-        };
-        formatter
-            .debug_struct("QueryPages")
-            .field("next", &next)
-            .field("total_size", &self.total_size)
-            .finish()
-    }
-}
-
-impl QueryPages {
-    fn new(client: SalesforceClient, soql: String, resource: &'static str) -> QueryPages {
-        QueryPages {
-            client,
-            next: NextPage::First { soql, resource },
-            total_size: None,
-        }
-    }
-
-    /// The next page of rows, or `None` once the query is exhausted.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<Record>>, SalesforceError> {
-        let client = &self.client;
-        let http = &client.inner.http;
-        let (endpoint, body) = match &self.next {
-            NextPage::Done => return Ok(None),
-            NextPage::First { soql, resource } => {
-                if soql.chars().count() > MAX_SOQL_LENGTH {
-                    return Err(SalesforceError::InvalidArgument {
-                        what: "soql statement (too long)",
-                        value: format!(
-                            "{} characters, at most {MAX_SOQL_LENGTH}",
-                            soql.chars().count()
-                        ),
-                    });
-                }
-                let path = format!("{}/{resource}", client.data_path());
-                let endpoint = format!("GET {path}");
-                let body = client
-                    .execute(Operation::Query, &endpoint, |instance_url| {
-                        http.get(format!("{instance_url}{path}"))
-                            .query(&[("q", soql)])
-                            .header(QUERY_OPTIONS_HEADER, QUERY_BATCH_HINT)
-                    })
-                    .await?;
-                (endpoint, body)
-            }
-            NextPage::Locator(path) => {
-                let endpoint = format!("GET {path}");
-                let body = client
-                    .execute(Operation::QueryMore, &endpoint, |instance_url| {
-                        http.get(format!("{instance_url}{path}"))
-                            .header(QUERY_OPTIONS_HEADER, QUERY_BATCH_HINT)
-                    })
-                    .await?;
-                (endpoint, body)
-            }
-        };
-        let answer: QueryAnswer = decode(&endpoint, &body)?;
-        self.next = match (answer.done, answer.next_records_url) {
-            (true, _) => NextPage::Done,
-            // A path on instance_url: an absolute URL would send our token
-            // to a host the token answer did not name.
-            (false, Some(path)) if path.starts_with('/') => NextPage::Locator(path),
-            (false, other) => {
-                return Err(SalesforceError::Decode {
-                    what: format!(
-                        "{endpoint}: a page that is not done needs a nextRecordsUrl path"
-                    ),
-                    excerpt: format!("nextRecordsUrl = {other:?}"),
-                });
-            }
-        };
-        self.total_size = Some(answer.total_size);
-        tracing::debug!(
-            endpoint,
-            rows = answer.records.len(),
-            total_size = answer.total_size,
-            done = answer.done,
-            "salesforce query page"
-        );
-        Ok(Some(answer.records))
-    }
-
-    /// True once the last page was read: `next_page` makes no call any more.
-    pub fn is_done(&self) -> bool {
-        matches!(self.next, NextPage::Done)
-    }
-
-    /// Rows matching the whole query, known after the first page.
-    pub fn total_size(&self) -> Option<u64> {
-        self.total_size
-    }
-}
-
-/// One entry of an sObject Collections answer.
-#[derive(Deserialize)]
-struct CompositeResult {
-    /// Present on successes; names the record the result is about.
-    #[serde(default)]
-    id: Option<String>,
-    success: bool,
-    #[serde(default)]
-    errors: Vec<RecordError>,
-}
-
-/// The part of `GET /limits` we read.
-#[derive(Deserialize)]
-struct Limits {
-    #[serde(rename = "DailyApiRequests")]
-    daily_api_requests: DailyLimit,
-}
-
-#[derive(Deserialize)]
-struct DailyLimit {
-    #[serde(rename = "Max")]
-    max: u64,
-    #[serde(rename = "Remaining")]
-    remaining: u64,
-}
-
-/// One entry of a REST error answer.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RestError {
-    #[serde(default)]
-    message: String,
-    error_code: String,
-    #[serde(default)]
-    fields: Vec<String>,
-}
-
-/// A REST error answer: an array, or (seen on some endpoints) one object.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RestErrors {
-    Many(Vec<RestError>),
-    One(RestError),
-}
-
-/// The error for a non-2xx answer.
-fn classify(
-    endpoint: &str,
-    status: http::StatusCode,
-    location: Option<&str>,
-    body: &[u8],
-) -> SalesforceError {
-    let first = match serde_json::from_slice::<RestErrors>(body) {
-        Ok(RestErrors::Many(errors)) => errors.into_iter().next(),
-        Ok(RestErrors::One(error)) => Some(error),
-        Err(_) => None,
-    };
-    match first {
-        Some(error) if error.error_code == codes::REQUEST_LIMIT_EXCEEDED => {
-            SalesforceError::RequestLimitExceeded {
-                message: error.message,
-            }
-        }
-        Some(error) if error.error_code == codes::INVALID_QUERY_LOCATOR => {
-            SalesforceError::InvalidQueryLocator {
-                message: error.message,
-            }
-        }
-        Some(error) => SalesforceError::Api {
-            endpoint: endpoint.to_owned(),
-            status: status.as_u16(),
-            code: error.error_code,
-            message: error.message,
-            fields: error.fields,
-        },
-        None if status.is_server_error() => SalesforceError::Server {
-            endpoint: endpoint.to_owned(),
-            status: status.as_u16(),
-            body_excerpt: excerpt(body),
-        },
-        None => SalesforceError::Decode {
-            what: match location {
-                Some(target) => format!("{endpoint} (status {status}, redirect to {target})"),
-                None => format!("{endpoint} (status {status})"),
-            },
-            excerpt: excerpt(body),
-        },
-    }
-}
-
-fn decode<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, SalesforceError> {
-    serde_json::from_slice(body).map_err(|error| SalesforceError::Decode {
-        what: format!("{endpoint} ({error})"),
-        excerpt: excerpt(body),
-    })
-}
-
-fn transport(endpoint: &str, error: reqwest::Error) -> SalesforceError {
-    SalesforceError::Transport {
-        endpoint: endpoint.to_owned(),
-        timed_out: error.is_timeout(),
-        reason: transport_reason(error),
-    }
-}
-
-/// The results of an sObject Collections update as the contract says they
-/// come (one per record, in order, a success naming its record), or what
-/// is wrong with them, in words.
-fn read_results(records: &[RecordUpdate], body: &[u8]) -> Result<Vec<CompositeResult>, String> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(format!(
-            "no body, where one result per record was expected ({} records sent)",
-            records.len()
-        ));
-    }
-    let results: Vec<CompositeResult> = serde_json::from_slice(body)
-        .map_err(|error| format!("a body that is not a list of results ({error})"))?;
-    if results.len() != records.len() {
-        return Err(format!(
-            "{} results for {} records sent",
-            results.len(),
-            records.len()
-        ));
-    }
-    for (index, (record, result)) in records.iter().zip(&results).enumerate() {
-        if let Some(id) = &result.id
-            && !same_record(id, &record.id)
-        {
-            return Err(format!(
-                "result {} is about record {id}, but record {} was sent there",
-                index + 1,
-                record.id
-            ));
-        }
-    }
-    Ok(results)
-}
-
-/// Whether two Ids name one record: an 18-character Id is the 15-character
-/// one plus a case checksum.
-fn same_record(left: &str, right: &str) -> bool {
-    match (Id::parse(left), Id::parse(right)) {
-        (Ok(left), Ok(right)) => left == right,
-        _ => left == right,
-    }
-}
-
-/// Record Ids go into paths: 15 or 18 letters and digits.
-fn check_record_id(id: &str) -> Result<(), SalesforceError> {
-    Id::parse(id)
-        .map(drop)
-        .map_err(|_| SalesforceError::InvalidArgument {
-            what: "record id",
-            value: id.to_owned(),
-        })
-}
-
-/// SObject API names go into paths: letters, digits and underscores only.
-fn check_sobject_name(sobject: &str) -> Result<(), SalesforceError> {
-    let valid = !sobject.is_empty()
-        && sobject
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(SalesforceError::InvalidArgument {
-            what: "sobject name",
-            value: sobject.to_owned(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classifies_error_answers() {
-        let status = |code: u16| http::StatusCode::from_u16(code).unwrap();
-        let limit = classify(
-            "GET /q",
-            status(403),
-            None,
-            br#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#,
-        );
-        assert!(matches!(
-            limit,
-            SalesforceError::RequestLimitExceeded { .. }
-        ));
-        assert!(limit.is_retriable());
-
-        let malformed = classify(
-            "GET /q",
-            status(400),
-            None,
-            br#"[{"message":"unexpected token: FROM","errorCode":"MALFORMED_QUERY"}]"#,
-        );
-        assert_eq!(malformed.error_code(), Some("MALFORMED_QUERY"));
-        assert!(!malformed.is_retriable());
-
-        let field = classify(
-            "GET /q",
-            status(400),
-            None,
-            br#"{"message":"No such column","errorCode":"INVALID_FIELD","fields":["Foo__c"]}"#,
-        );
-        assert!(
-            matches!(&field, SalesforceError::Api { fields, .. } if fields == &["Foo__c".to_owned()])
-        );
-
-        let locator = classify(
-            "GET /q/1",
-            status(400),
-            None,
-            br#"[{"message":"invalid query locator","errorCode":"INVALID_QUERY_LOCATOR"}]"#,
-        );
-        assert!(matches!(
-            locator,
-            SalesforceError::InvalidQueryLocator { .. }
-        ));
-
-        let html = classify(
-            "GET /q",
-            status(503),
-            None,
-            b"<html>Service Unavailable</html>",
-        );
-        assert!(matches!(&html, SalesforceError::Server { status: 503, .. }));
-        assert!(html.is_retriable());
-
-        let redirect = classify("GET /q", status(302), Some("https://elsewhere"), b"");
-        assert!(
-            redirect
-                .to_string()
-                .contains("redirect to https://elsewhere"),
-            "{redirect}"
-        );
-        assert!(!redirect.is_retriable());
-    }
-
-    #[test]
-    fn collection_answers_that_break_the_contract_say_what_is_wrong() {
-        let record = |id: &str| RecordUpdate {
-            id: id.to_owned(),
-            fields: serde_json::Map::new(),
-        };
-        let sent = [record("001Sb0000000001IAA"), record("001Sb0000000002IAA")];
-        let problem = |body: &str| {
-            read_results(&sent, body.as_bytes())
-                .err()
-                .unwrap_or_default()
-        };
-        assert!(problem("").contains("no body"), "{}", problem(""));
-        assert!(problem("<html>").contains("not a list of results"));
-        assert_eq!(
-            problem(r#"[{"id":"001Sb0000000001IAA","success":true}]"#),
-            "1 results for 2 records sent"
-        );
-        assert_eq!(
-            problem(
-                r#"[{"id":"001Sb0000000002IAA","success":true},{"id":"001Sb0000000001IAA","success":true}]"#
-            ),
-            "result 1 is about record 001Sb0000000002IAA, but record 001Sb0000000001IAA was sent there"
-        );
-        // A failure names no record; a 15-character Id is the same record.
-        let fine = r#"[{"id":"001Sb0000000001","success":true},{"success":false,"errors":[]}]"#;
-        assert_eq!(
-            read_results(&sent, fine.as_bytes()).map(|results| results.len()),
-            Ok(2)
-        );
-    }
-
-    #[test]
-    fn sobject_names_are_checked_before_going_into_a_path() {
-        assert!(check_sobject_name("Account").is_ok());
-        assert!(check_sobject_name("KYC_Case__c").is_ok());
-        for bad in ["", "Account/../limits", "Account?x=1", "Acc ount"] {
-            assert!(check_sobject_name(bad).is_err(), "{bad}");
         }
     }
 }

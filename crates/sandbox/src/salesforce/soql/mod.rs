@@ -83,7 +83,7 @@ mod tests {
     use super::evaluate::like;
     use super::lexer::lex_string;
     use super::*;
-    use crate::sandbox::salesforce::data::{self, Row, Table, account_schema, user_schema};
+    use crate::salesforce::data::{self, Row, Table, account_schema, user_schema};
 
     fn check(text: &str) -> Result<Query, SoqlError> {
         let account = account_schema();

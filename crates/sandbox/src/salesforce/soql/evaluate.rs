@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::lexer::{CompareOp, PatternPiece};
 use super::resolve::{Column, Filter, Operand, Query, Sort};
-use crate::sandbox::salesforce::data::{FieldType, Row, Table};
+use crate::salesforce::data::{FieldType, Row, Table};
 
 /// Reads one column of one row; related rows come from `related`.
 fn column_value<'a>(row: &'a Row, column: &Column, related: &'a Table) -> &'a Value {

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::Shared;
-use crate::ondorse::webhook::{SIGNATURE_HEADER, signature_header};
+use super::signature::{SIGNATURE_HEADER, signature_header};
 
 /// How long the clock sleeps when nothing is scheduled (it is woken early
 /// whenever something is).

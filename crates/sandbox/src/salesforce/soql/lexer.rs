@@ -2,7 +2,7 @@
 //! decoded, unquoted date, datetime and number literals, punctuation.
 
 use super::{SoqlError, Source};
-use crate::sandbox::salesforce::data::{self, format_datetime};
+use crate::salesforce::data::{self, format_datetime};
 
 /// One piece of a `LIKE` pattern.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,316 @@
+//! One reader per section: each key is declared once, by the typed reader
+//! line that takes it (its type, default and range).
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::load::Loader;
+use super::*;
+use crate::sync::retry::RetrySettings;
+
+impl Loader {
+    pub(super) fn salesforce(&mut self) -> SalesforceConfig {
+        const SECTION: &str = "salesforce";
+        let login_url = self.string_or(SECTION, "login_url", DEFAULT_LOGIN_URL);
+        let login_url = self.url(SECTION, "login_url", Some(login_url));
+        let api_version = self.string_or(SECTION, "api_version", DEFAULT_API_VERSION);
+        let api_version = api_version.trim_start_matches(['v', 'V']).to_owned();
+        let version_ok = api_version.split_once('.').is_some_and(|(major, minor)| {
+            !major.is_empty()
+                && !minor.is_empty()
+                && major.chars().all(|c| c.is_ascii_digit())
+                && minor.chars().all(|c| c.is_ascii_digit())
+        });
+        if !version_ok {
+            self.problem(
+                SECTION,
+                "api_version",
+                format!("{api_version:?} is not a version like 62.0"),
+            );
+        }
+        let flow = self.string_or(SECTION, "auth", "jwt_bearer");
+        let client_id =
+            self.required_string(SECTION, "client_id", "the connected app's consumer key");
+        let username = self.string(SECTION, "username");
+        let audience = self.string(SECTION, "audience");
+        let audience = self.url(SECTION, "audience", audience);
+        let auth = match flow.as_str() {
+            "jwt_bearer" => {
+                if username.is_none() {
+                    self.missing(
+                        SECTION,
+                        "username",
+                        "the integration user, subject of the JWT",
+                    );
+                }
+                let private_key = self.required_secret_file_checked(
+                    SECTION,
+                    "private_key_file",
+                    "the connected app's RSA key in PEM",
+                    |pem| crate::salesforce::rsa_private_key(pem).map(drop),
+                );
+                self.ignore(SECTION, &["client_secret_file", "refresh_token_file"]);
+                SalesforceAuth::JwtBearer {
+                    client_id: client_id.unwrap_or_default(),
+                    username: username.unwrap_or_default(),
+                    audience: if audience.is_empty() {
+                        login_url.clone()
+                    } else {
+                        audience
+                    },
+                    private_key: private_key.unwrap_or_else(|| SecretString::from(String::new())),
+                }
+            }
+            "client_credentials" => {
+                let client_secret = self.required_secret_file(
+                    SECTION,
+                    "client_secret_file",
+                    "the connected app's consumer secret",
+                );
+                self.ignore(SECTION, &["private_key_file", "refresh_token_file"]);
+                SalesforceAuth::ClientCredentials {
+                    client_id: client_id.unwrap_or_default(),
+                    client_secret: client_secret
+                        .unwrap_or_else(|| SecretString::from(String::new())),
+                }
+            }
+            "refresh_token" => {
+                let client_secret = self.required_secret_file(
+                    SECTION,
+                    "client_secret_file",
+                    "the connected app's consumer secret",
+                );
+                let refresh_token = self.required_secret_file(
+                    SECTION,
+                    "refresh_token_file",
+                    "the refresh token of the integration user",
+                );
+                self.ignore(SECTION, &["private_key_file"]);
+                SalesforceAuth::RefreshToken {
+                    client_id: client_id.unwrap_or_default(),
+                    client_secret: client_secret
+                        .unwrap_or_else(|| SecretString::from(String::new())),
+                    refresh_token: refresh_token
+                        .unwrap_or_else(|| SecretString::from(String::new())),
+                }
+            }
+            other => {
+                self.problem(
+                    SECTION,
+                    "auth",
+                    format!("unknown flow {other:?}; expected jwt_bearer, client_credentials or refresh_token"),
+                );
+                self.ignore(
+                    SECTION,
+                    &[
+                        "private_key_file",
+                        "client_secret_file",
+                        "refresh_token_file",
+                    ],
+                );
+                SalesforceAuth::ClientCredentials {
+                    client_id: client_id.unwrap_or_default(),
+                    client_secret: SecretString::from(String::new()),
+                }
+            }
+        };
+        let api_budget_percent = self.unsigned(
+            SECTION,
+            "api_budget_percent",
+            u64::from(DEFAULT_API_BUDGET_PERCENT),
+            100,
+        ) as u8;
+        SalesforceConfig {
+            login_url,
+            api_version,
+            auth,
+            api_budget_percent,
+        }
+    }
+
+    /// Keys that belong to another auth flow: accepted if they are text,
+    /// unused.
+    fn ignore(&mut self, section: &str, keys: &[&str]) {
+        for key in keys {
+            self.string(section, key);
+        }
+    }
+
+    pub(super) fn ondorse(&mut self) -> OndorseConfig {
+        const SECTION: &str = "ondorse";
+        let base_url = self.required_string(
+            SECTION,
+            "base_url",
+            "the Ondorse API base URL; it has no default",
+        );
+        let base_url = self.url(SECTION, "base_url", base_url);
+        let api_key = self.required_secret_file(
+            SECTION,
+            "api_key_file",
+            "the file holding the Ondorse API key",
+        );
+        let auth_header = self.string_or(SECTION, "auth_header", DEFAULT_AUTH_HEADER);
+        if http::HeaderName::from_bytes(auth_header.as_bytes()).is_err() {
+            self.problem(
+                SECTION,
+                "auth_header",
+                format!("{auth_header:?} is not a valid HTTP header name"),
+            );
+        }
+        let auth_scheme = self.string_or(SECTION, "auth_scheme", DEFAULT_AUTH_SCHEME);
+        let portal_base_url = self.string_or(SECTION, "portal_base_url", DEFAULT_PORTAL_BASE_URL);
+        let portal_base_url = self.url(SECTION, "portal_base_url", Some(portal_base_url));
+        OndorseConfig {
+            base_url,
+            api_key: api_key.unwrap_or_else(|| SecretString::from(String::new())),
+            auth_header,
+            auth_scheme,
+            portal_base_url,
+        }
+    }
+
+    pub(super) fn webhooks(&mut self) -> WebhooksConfig {
+        const SECTION: &str = "webhooks";
+        let listen = self.socket_address(SECTION, "listen", DEFAULT_WEBHOOKS_LISTEN);
+        let path_secret = self.required_secret_file(
+            SECTION,
+            "path_secret_file",
+            "the secret path segment Ondorse posts to",
+        );
+        if let Some(secret) = &path_secret {
+            use secrecy::ExposeSecret;
+            let secret = secret.expose_secret();
+            if secret.chars().count() < MIN_PATH_SECRET_LENGTH
+                || !secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                self.problem(
+                    SECTION,
+                    "path_secret_file",
+                    format!(
+                        "the path secret must be at least {MIN_PATH_SECRET_LENGTH} URL-safe characters (letters, digits, - and _), e.g. the output of `openssl rand -hex 16`"
+                    ),
+                );
+            }
+        }
+        let allowed_ips = self.networks(SECTION, "allowed_ips");
+        let trusted_proxies = self.networks(SECTION, "trusted_proxies");
+        let signing_secret = self.secret_file(SECTION, "signing_secret_file");
+        let mut timeout = |key: &str, default: u64| {
+            let seconds = self.unsigned(SECTION, key, default, MAX_LISTENER_TIMEOUT_SECONDS);
+            if seconds == 0 {
+                self.problem(SECTION, key, "must be at least 1 second");
+            }
+            Duration::from_secs(seconds.max(1))
+        };
+        let header_read_timeout = timeout(
+            "header_read_timeout_seconds",
+            DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
+        );
+        let idle_timeout = timeout("idle_timeout_seconds", DEFAULT_IDLE_TIMEOUT_SECONDS);
+        let body_timeout = timeout("body_timeout_seconds", DEFAULT_BODY_TIMEOUT_SECONDS);
+        let max_connections = self.unsigned(
+            SECTION,
+            "max_connections",
+            DEFAULT_MAX_CONNECTIONS as u64,
+            MAX_CONNECTIONS,
+        );
+        if max_connections == 0 {
+            self.problem(SECTION, "max_connections", "must be at least 1");
+        }
+        WebhooksConfig {
+            listen,
+            path_secret: path_secret.unwrap_or_else(|| SecretString::from(String::new())),
+            allowed_ips,
+            trusted_proxies,
+            signing_secret,
+            limits: ListenerLimits {
+                header_read_timeout,
+                idle_timeout,
+                body_timeout,
+                max_connections: max_connections.max(1) as usize,
+            },
+        }
+    }
+
+    pub(super) fn admin(&mut self) -> AdminConfig {
+        const SECTION: &str = "admin";
+        let listen = self.socket_address(SECTION, "listen", DEFAULT_ADMIN_LISTEN);
+        let token =
+            self.required_secret_file(SECTION, "token_file", "the bearer token of the admin API");
+        // A week: longer means readiness never looks at polls.
+        const MAX_FAILURE_GRACE_SECONDS: u64 = 7 * 24 * 60 * 60;
+        let failure_grace = self.unsigned(
+            SECTION,
+            "failure_grace_seconds",
+            DEFAULT_FAILURE_GRACE_SECONDS,
+            MAX_FAILURE_GRACE_SECONDS,
+        );
+        AdminConfig {
+            listen,
+            token: token.unwrap_or_else(|| SecretString::from(String::new())),
+            failure_grace: Duration::from_secs(failure_grace),
+        }
+    }
+
+    pub(super) fn schedule(&mut self) -> ScheduleConfig {
+        const SECTION: &str = "schedule";
+        let poll = self.string_or(SECTION, "poll", DEFAULT_POLL_SCHEDULE);
+        self.check_cron(SECTION, "poll", &poll);
+        let reconcile = self.string_or(SECTION, "reconcile", DEFAULT_RECONCILE_SCHEDULE);
+        self.check_cron(SECTION, "reconcile", &reconcile);
+        // A day is far more than any transaction stays open.
+        const MAX_OVERLAP_SECONDS: u64 = 24 * 60 * 60;
+        let overlap = self.unsigned(
+            SECTION,
+            "overlap_seconds",
+            DEFAULT_OVERLAP_SECONDS,
+            MAX_OVERLAP_SECONDS,
+        );
+        ScheduleConfig {
+            poll,
+            reconcile,
+            overlap: Duration::from_secs(overlap),
+        }
+    }
+
+    pub(super) fn retry(&mut self) -> RetrySettings {
+        use crate::sync::retry::{
+            DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, DEFAULT_RETRY_AFTER_CAP,
+        };
+        const SECTION: &str = "retry";
+        // A day: a longer wait is an outage nobody would notice.
+        const MAX_SECONDS: f64 = 24.0 * 60.0 * 60.0;
+        let initial_delay = self.seconds(
+            SECTION,
+            "initial_delay_seconds",
+            DEFAULT_INITIAL_DELAY,
+            MAX_SECONDS,
+        );
+        let max_delay = self.seconds(SECTION, "max_delay_seconds", DEFAULT_MAX_DELAY, MAX_SECONDS);
+        let retry_after_cap = self.seconds(
+            SECTION,
+            "retry_after_cap_seconds",
+            DEFAULT_RETRY_AFTER_CAP,
+            MAX_SECONDS,
+        );
+        if max_delay < initial_delay {
+            self.problem(
+                SECTION,
+                "max_delay_seconds",
+                format!(
+                    "{} is below initial_delay_seconds = {}",
+                    max_delay.as_secs_f64(),
+                    initial_delay.as_secs_f64()
+                ),
+            );
+        }
+        RetrySettings {
+            initial_delay,
+            max_delay,
+            retry_after_cap,
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Write-back as a sink: a batcher, a request builder and a retrying
+//! service (vector's shape).
+//!
+//! - The batcher takes the due pending writes, already coalesced per Account
+//!   by the store, at most [`BATCH_SIZE`] a call, lingering a little for
+//!   company so a backfill sends full calls.
+//! - The request builder turns them into one sObject Collections update
+//!   (`PATCH /composite/sobjects`, `allOrNone: false`).
+//! - The service sends it through the governed client. A failure of the call
+//!   itself (a refused login, a 401 after the token replay, a 403
+//!   `API_DISABLED_FOR_ORG`, an HTML 503, an answer that cannot be read)
+//!   opens the write breaker: the writer pauses with growing backoff and
+//!   every record stays queued, however long it lasts. An answer that
+//!   cannot be read is an unknown outcome: the Accounts' fields are read
+//!   again to find out what landed before anything is decided.
+//! - When collection answers keep breaking the contract (a 2xx with no
+//!   body, fewer results than records, results about other records), the
+//!   service falls back to one `PATCH /sobjects/Account/{id}` per record,
+//!   with a warning, and tries a batch again every `collection_probe` until
+//!   one is answered as the contract says ([`CollectionHealth`]).
+//!
+//! Each record's outcome is then settled on its own: written; retried with
+//! backoff when Salesforce says so (`UNABLE_TO_LOCK_ROW`), never written off
+//! after some number of attempts; or, when a human must act (a validation
+//! rule, a restricted picklist), a dead letter recording the value
+//! Salesforce kept, which planning does not send again until the inputs
+//! change.
+
+mod collection;
+mod replan;
+mod settle;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::retry::Endpoint;
+use super::{ACCOUNT, Engine, SyncError, now};
+use crate::salesforce::{RecordUpdate, SalesforceError};
+use crate::store::PendingWrite;
+
+pub(super) use collection::CollectionHealth;
+
+/// sObject Collections takes at most 200 records a call.
+pub const BATCH_SIZE: usize = 200;
+/// How often a writer that fell back to single-record updates tries a batch
+/// again: rarely enough that a broken endpoint costs little, often enough
+/// that a recovered one is back to 200 records a call within minutes.
+pub const DEFAULT_COLLECTION_PROBE: Duration = Duration::from_secs(300);
+
+/// What one write pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    pub calls: usize,
+    pub written: usize,
+    pub retried: usize,
+    pub dead_lettered: usize,
+    /// Records whose Account is gone (merged or deleted): their links moved
+    /// or closed, nothing dead-lettered.
+    pub gone: usize,
+    /// The pass stopped with work queued: the write breaker is open or the
+    /// budget governor holds write-backs.
+    pub paused: bool,
+}
+
+impl Engine {
+    /// Sends every due write-back now, in full batches and one last partial.
+    pub async fn flush_writes(&self) -> Result<WriteReport, SyncError> {
+        self.write_pass(true).await
+    }
+
+    /// The writer's breaker: open while call-level failures pause it (for
+    /// `status` and `/readyz`).
+    pub fn writer_state(&self) -> super::BreakerState {
+        self.breakers.get(Endpoint::SalesforceWrites).state()
+    }
+
+    /// Whether the writer sends one update per record because sObject
+    /// Collections answers were unreadable.
+    pub fn writer_falls_back(&self) -> bool {
+        self.collection.falling_back()
+    }
+
+    /// One pass of the writer. Without `force`, a partial batch is sent only
+    /// once its oldest entry has waited `write_linger`.
+    pub(super) async fn write_pass(&self, force: bool) -> Result<WriteReport, SyncError> {
+        let mut report = WriteReport::default();
+        loop {
+            let Some(batch) = self.next_batch(force)? else {
+                break;
+            };
+            let full = batch.len() == BATCH_SIZE;
+            if !self.write_batch(batch, &mut report).await? {
+                report.paused = true;
+                break;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The batcher: up to [`BATCH_SIZE`] due writes, one per Account, or
+    /// `None` when nothing is due or a partial batch should linger.
+    fn next_batch(&self, force: bool) -> Result<Option<Vec<PendingWrite>>, SyncError> {
+        let due = self.store.due_writes(now(), BATCH_SIZE)?;
+        if due.is_empty() {
+            return Ok(None);
+        }
+        let linger = chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
+        let oldest = due
+            .iter()
+            .map(|pending| pending.queued_at)
+            .min()
+            .unwrap_or_else(now);
+        if due.len() < BATCH_SIZE && !force && now() - oldest < linger {
+            return Ok(None);
+        }
+        Ok(Some(due))
+    }
+
+    /// Sends one batch and settles it; false when the writer must pause
+    /// (nothing of the batch was settled unless Salesforce was re-read).
+    async fn write_batch(
+        &self,
+        batch: Vec<PendingWrite>,
+        report: &mut WriteReport,
+    ) -> Result<bool, SyncError> {
+        if !self.collection.use_collection() {
+            return self.write_singly(&batch, report).await;
+        }
+        let updates = build_request(&batch);
+        let outcomes = match self.salesforce.update_records(ACCOUNT, &updates).await {
+            Ok(outcomes) => outcomes,
+            // Turned away before any call: the batch waits untouched.
+            Err(SyncError::Paused(_) | SyncError::Backoff(_)) => return Ok(false),
+            Err(SyncError::Salesforce(error)) => {
+                report.calls += 1;
+                tracing::warn!(records = batch.len(), %error, "write-back call failed; the writer pauses and keeps every record queued");
+                if let SalesforceError::UnexpectedAnswer { .. } = error {
+                    self.collection
+                        .unreadable(self.settings.collection_probe, &error);
+                }
+                if unknown_outcome(&error) {
+                    self.settle_unknown(&batch, &error, report).await?;
+                } else {
+                    self.journal_call_failed(&batch, &error)?;
+                }
+                self.store.flush().await?;
+                return Ok(false);
+            }
+            Err(other) => return Err(other),
+        };
+        report.calls += 1;
+        self.collection.readable();
+        for (pending, outcome) in batch.iter().zip(outcomes) {
+            self.settle_outcome(pending, outcome.result, report).await?;
+        }
+        self.store.flush().await?;
+        Ok(true)
+    }
+
+    /// Tells each Account of the batch that its write call failed, with the
+    /// HTTP status Salesforce answered (`explain` shows it); the records
+    /// stay queued. A repeat of the same failure counts on the same entry.
+    /// (A call whose outcome is unknown is told by `settle_unknown`.)
+    fn journal_call_failed(
+        &self,
+        batch: &[PendingWrite],
+        error: &SalesforceError,
+    ) -> Result<(), SyncError> {
+        for pending in batch {
+            self.journal(
+                &pending.account_id,
+                None,
+                "write_call_failed",
+                format!("the write-back call failed: {error}; kept queued while the writer pauses"),
+                json!({ "fields": pending.fields, "http_status": error.http_status() }),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The fallback service: one `PATCH /sobjects/Account/{id}` per record,
+    /// each settled as its collection result would be. False when the
+    /// writer must pause (the records not yet sent stay queued).
+    async fn write_singly(
+        &self,
+        batch: &[PendingWrite],
+        report: &mut WriteReport,
+    ) -> Result<bool, SyncError> {
+        let mut going = true;
+        for (pending, update) in batch.iter().zip(build_request(batch)) {
+            match self.salesforce.update_record(ACCOUNT, &update).await {
+                Ok(outcome) => {
+                    report.calls += 1;
+                    self.settle_outcome(pending, outcome.result, report).await?;
+                }
+                Err(SyncError::Paused(_) | SyncError::Backoff(_)) => {
+                    going = false;
+                    break;
+                }
+                Err(SyncError::Salesforce(error)) => {
+                    report.calls += 1;
+                    tracing::warn!(account_id = %pending.account_id, %error, "single-record write-back failed; the writer pauses and keeps the record queued");
+                    if unknown_outcome(&error) {
+                        self.settle_unknown(std::slice::from_ref(pending), &error, report)
+                            .await?;
+                    } else {
+                        self.journal_call_failed(std::slice::from_ref(pending), &error)?;
+                    }
+                    going = false;
+                    break;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        self.store.flush().await?;
+        Ok(going)
+    }
+}
+
+/// The request builder: one update per Account, its pending fields.
+fn build_request(batch: &[PendingWrite]) -> Vec<RecordUpdate> {
+    batch
+        .iter()
+        .map(|pending| RecordUpdate {
+            id: pending.account_id.clone(),
+            fields: pending.fields.clone(),
+        })
+        .collect()
+}
+
+/// Whether the call may have been carried out although we cannot tell: the
+/// answer could not be read, or it never came.
+fn unknown_outcome(error: &SalesforceError) -> bool {
+    matches!(
+        error,
+        SalesforceError::Decode { .. }
+            | SalesforceError::UnexpectedAnswer { .. }
+            | SalesforceError::Transport { .. }
+    )
+}

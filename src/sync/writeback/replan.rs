@@ -1,0 +1,60 @@
+//! Re-planning the Accounts whose dead letters were retried.
+
+use serde_json::json;
+
+use crate::mapping::Moment;
+use crate::store::Fields;
+use crate::sync::{Engine, SyncError, plan};
+
+impl Engine {
+    /// Plans again, from the current link and the application's current
+    /// state, every Account whose dead letters were retried (`dead-letters
+    /// retry`, online or offline), so a retried letter never puts an old
+    /// value back. Returns how many Accounts were planned.
+    pub async fn replan_marked(&self) -> Result<usize, SyncError> {
+        let replans = self.store.replans()?;
+        if replans.is_empty() {
+            return Ok(0);
+        }
+        for replan in &replans {
+            let account_id = &replan.account_id;
+            for mapping in self.mappings().iter() {
+                let Some(link) = self.store.link(&mapping.name, account_id)? else {
+                    continue;
+                };
+                if link.portal.is_some() {
+                    let mut fields = self
+                        .plan_moment(
+                            mapping,
+                            &link,
+                            Moment::PortalCreated,
+                            None,
+                            None,
+                            &Fields::new(),
+                        )
+                        .await?;
+                    if link.application_id.is_some() {
+                        // The application's fields come from its current
+                        // state below.
+                        plan::leave_to_later_moments(mapping, Moment::PortalCreated, &mut fields);
+                    }
+                    self.commit_link(&link, Moment::PortalCreated, fields)?;
+                }
+                if let Some(application_id) = &link.application_id {
+                    self.refresh_application(application_id, false).await?;
+                }
+            }
+            self.journal(
+                account_id,
+                None,
+                "replanned",
+                "dead letters retried: planned again from the current state".to_owned(),
+                json!({ "mappings": replan.mappings }),
+            )?;
+            self.store.replanned(account_id)?;
+        }
+        self.store.flush().await?;
+        self.writes_queued.notify_one();
+        Ok(replans.len())
+    }
+}

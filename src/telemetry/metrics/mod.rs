@@ -1,0 +1,278 @@
+//! The process-wide Prometheus registry and typed recorders; the list of
+//! metrics is in the [module documentation](crate::telemetry).
+//!
+//! Labels are built here from fixed sets: callers hand in enums or the
+//! strings they already have (a request path, an event type), and anything
+//! outside the known set becomes `other`.
+//!
+//! - `labels`: the enums callers hand in and the label set of each family.
+//! - `record`: the typed recorders.
+
+use std::collections::BTreeMap;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+mod labels;
+mod record;
+
+pub use labels::{Api, PortalResult, WebhookSource, WritebackResult};
+use labels::{
+    EndpointLabels, FloatGauge, MappingLabels, MappingResultLabels, PAUSE_REASONS, QueueLabels,
+    ReasonLabels, RejectionLabels, RequestLabels, ScheduleLabels, WebhookLabels, WorkLabels,
+};
+
+/// The `Content-Type` of [`render_metrics`]: Prometheus text format 0.0.4.
+pub const METRICS_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Every metric name starts with this.
+const PREFIX: &str = "ondorse_bridge";
+
+/// Request duration buckets, in seconds: Prometheus's usual steps from a
+/// fast Ondorse answer (milliseconds) to a 2,000-row query page or a
+/// 200-record update running the org's triggers (tens of seconds).
+const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Every metric of the process. Obtain it with [`metrics`].
+pub struct Metrics {
+    registry: Registry,
+    accounts_seen: Family<MappingLabels, Counter>,
+    portals: Family<MappingResultLabels, Counter>,
+    writebacks: Family<MappingResultLabels, Counter>,
+    webhooks: Family<WebhookLabels, Counter>,
+    webhooks_rejected: Family<RejectionLabels, Counter>,
+    api_requests: Family<RequestLabels, Counter>,
+    api_request_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    api_usage_ratio: FloatGauge,
+    api_budget_ratio: FloatGauge,
+    paused: Family<ReasonLabels, Gauge>,
+    deferred: Family<WorkLabels, Counter>,
+    queue_depth: Family<QueueLabels, Gauge>,
+    parked: Family<QueueLabels, Gauge>,
+    dead_letters: Gauge,
+    cursor_lag: Family<MappingLabels, FloatGauge>,
+    last_poll: Family<MappingLabels, FloatGauge>,
+    schedule_alive: Family<ScheduleLabels, Gauge>,
+    /// Cursor positions per mapping: the lag is computed when rendered, so
+    /// it is right at scrape time, not at the last poll.
+    cursors: Mutex<BTreeMap<String, DateTime<Utc>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::register);
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+/// Every metric in the Prometheus text exposition format
+/// ([`METRICS_CONTENT_TYPE`]), for `GET /metrics`.
+pub fn render_metrics() -> String {
+    metrics().render()
+}
+
+impl Metrics {
+    fn register() -> Metrics {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let metrics = Metrics {
+            accounts_seen: Family::default(),
+            portals: Family::default(),
+            writebacks: Family::default(),
+            webhooks: Family::default(),
+            webhooks_rejected: Family::default(),
+            api_requests: Family::default(),
+            api_request_duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
+            api_usage_ratio: FloatGauge::default(),
+            api_budget_ratio: FloatGauge::default(),
+            paused: Family::default(),
+            deferred: Family::default(),
+            queue_depth: Family::default(),
+            parked: Family::default(),
+            dead_letters: Gauge::default(),
+            cursor_lag: Family::default(),
+            last_poll: Family::default(),
+            schedule_alive: Family::default(),
+            cursors: Mutex::new(BTreeMap::new()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "accounts_seen",
+            "Accounts read by intake (polls, push hints, resync), per mapping",
+            metrics.accounts_seen.clone(),
+        );
+        registry.register(
+            "portals",
+            "Ondorse portal creations per mapping, by result (created, failed)",
+            metrics.portals.clone(),
+        );
+        registry.register(
+            "writebacks",
+            "Salesforce Account write-backs per mapping, by result (written, retried, dead_lettered, refused)",
+            metrics.writebacks.clone(),
+        );
+        registry.register(
+            "webhooks",
+            "Webhook deliveries accepted, by source, event type and result (stored, duplicate)",
+            metrics.webhooks.clone(),
+        );
+        registry.register(
+            "webhooks_rejected",
+            "Webhook deliveries refused, by source and reason",
+            metrics.webhooks_rejected.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "HTTP requests to Salesforce and Ondorse, by endpoint and status class (error: no answer)",
+            metrics.api_requests.clone(),
+        );
+        registry.register_with_unit(
+            "api_request_duration",
+            "Time until Salesforce or Ondorse answered a request's status line",
+            Unit::Seconds,
+            metrics.api_request_duration.clone(),
+        );
+        registry.register(
+            "salesforce_api_usage_ratio",
+            "Share of the org's rolling 24-hour API allowance used, from the last answer",
+            metrics.api_usage_ratio.clone(),
+        );
+        registry.register(
+            "salesforce_api_budget_ratio",
+            "salesforce.api_budget_percent as a ratio: above it polling and reconcile pause",
+            metrics.api_budget_ratio.clone(),
+        );
+        registry.register(
+            "salesforce_paused",
+            "1 while the API budget governor holds a pause of this reason (over_budget, near_limit, limit_exceeded)",
+            metrics.paused.clone(),
+        );
+        registry.register(
+            "salesforce_deferred",
+            "Steps the API budget governor turned away, by kind of work",
+            metrics.deferred.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Items waiting: the webhook inbox and Accounts with a write-back pending",
+            metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "parked",
+            "Items that keep failing, parked with a growing retry delay, per queue (webhooks, hints, intents)",
+            metrics.parked.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Dead letters waiting for a human",
+            metrics.dead_letters.clone(),
+        );
+        registry.register_with_unit(
+            "cursor_lag",
+            "Now minus the SystemModstamp of the mapping's intake cursor",
+            Unit::Seconds,
+            metrics.cursor_lag.clone(),
+        );
+        registry.register_with_unit(
+            "last_poll_timestamp",
+            "Unix time of the mapping's last successful poll",
+            Unit::Seconds,
+            metrics.last_poll.clone(),
+        );
+        registry.register(
+            "schedule_alive",
+            "1 while the schedule fires on time, 0 once a slot passed without firing",
+            metrics.schedule_alive.clone(),
+        );
+        for reason in PAUSE_REASONS {
+            metrics
+                .paused
+                .get_or_create(&ReasonLabels { reason })
+                .set(0);
+        }
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    fn render(&self) -> String {
+        let now = Utc::now();
+        for (mapping, cursor) in self
+            .cursors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let lag = (now - *cursor).num_milliseconds() as f64 / 1000.0;
+            self.cursor_lag
+                .get_or_create(&MappingLabels {
+                    mapping: mapping.clone(),
+                })
+                .set(lag.max(0.0));
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail; an encoder error would be a
+        // bug in a label, and half a page is better than none for a scrape.
+        if let Err(error) =
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+        {
+            tracing::error!(%error, "metrics could not be fully rendered");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ondorse::webhook::EventType;
+
+    #[test]
+    fn rendering_shows_prefixed_names_and_bounded_labels() {
+        let metrics = metrics();
+        metrics.api_request(
+            Api::Ondorse,
+            "application",
+            Some(503),
+            Duration::from_millis(3),
+        );
+        metrics.webhook(
+            WebhookSource::Ondorse,
+            Some(&EventType::parse("x.custom_event_1234")),
+            false,
+        );
+        let text = render_metrics();
+        assert!(
+            text.contains(r#"ondorse_bridge_api_requests_total{api="ondorse",endpoint="application",status="5xx"}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ondorse_bridge_webhooks_total{source="ondorse",event_type="other",result="stored"}"#),
+            "{text}"
+        );
+        assert!(!text.contains("custom_event_1234"), "{text}");
+        assert!(
+            text.contains("# TYPE ondorse_bridge_api_request_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ondorse_bridge_salesforce_paused{reason="limit_exceeded"}"#),
+            "{text}"
+        );
+    }
+}
