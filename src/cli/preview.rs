@@ -18,6 +18,7 @@ use crate::salesforce::model::{Record, SObjectDescribe};
 use crate::salesforce::{SalesforceClient, soql};
 use crate::store::{Link, Store, StoreError};
 use crate::sync::{ACCOUNT, operations, plan};
+use crate::telemetry::Metrics;
 use crate::text::suggestion;
 
 /// Id of the stand-in application used when no real one is linked.
@@ -39,7 +40,8 @@ pub async fn preview(cli: &Cli, mapping_name: &str, account_id: &str) -> Result<
         )));
     };
     let account_id = &operations::account_id(account_id).map_err(operation_failure)?;
-    let salesforce = SalesforceClient::new(&config.salesforce)
+    // A command serves no `/metrics`: its calls count in a registry of its own.
+    let salesforce = SalesforceClient::new(&config.salesforce, Metrics::new())
         .map_err(|error| Failure::Invalid(format!("{}: {error}", config.source.display())))?;
     let describe = salesforce
         .describe(ACCOUNT)
@@ -247,7 +249,7 @@ async fn application_of(
     out: &mut String,
 ) -> (Value, String) {
     if let Some(application_id) = link.and_then(|link| link.application_id.as_deref()) {
-        let fetched = match OndorseClient::new(&config.ondorse) {
+        let fetched = match OndorseClient::new(&config.ondorse, Metrics::new()) {
             Ok(client) => client
                 .get_application(application_id)
                 .await

@@ -12,8 +12,9 @@ use ipnet::IpNet;
 use super::positions::{Origins, Positions};
 use super::{
     CREDENTIALS_DIRECTORY_ENV, Config, ConfigErrors, DEFAULT_MAPPINGS_DIR, DEFAULT_STORE_PATH,
-    ENV_PREFIX, ENV_SEPARATOR, MappingsConfig, StoreConfig, parse_schedule,
+    ENV_PREFIX, ENV_SEPARATOR, MAX_RETENTION_DAYS, MappingsConfig, StoreConfig, parse_schedule,
 };
+use crate::store::{DEFAULT_RETENTION_DAYS, Retention};
 use crate::text::did_you_mean;
 
 /// What `config` writes as the origin of values that came from the environment.
@@ -270,6 +271,12 @@ impl Loader {
             admin: self.admin(),
             store: StoreConfig {
                 path: PathBuf::from(self.string_or("store", "path", DEFAULT_STORE_PATH)),
+                retention: Retention::from_days(self.unsigned(
+                    "store",
+                    "retention_days",
+                    DEFAULT_RETENTION_DAYS,
+                    MAX_RETENTION_DAYS,
+                )),
             },
             mappings: MappingsConfig {
                 dir: PathBuf::from(self.string_or("mappings", "dir", DEFAULT_MAPPINGS_DIR)),

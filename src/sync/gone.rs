@@ -268,6 +268,13 @@ impl Engine {
             at: now(),
             deleted,
         });
+        if !deleted {
+            // Merged away: nothing is rendered for this link again, so the
+            // Account's personal data it held goes (the journal keeps the
+            // evidence).
+            link.account.clear();
+            link.request = None;
+        }
         self.store.put_link(&link)?;
         Ok(())
     }

@@ -18,7 +18,6 @@ use crate::mapping::Mapping;
 use crate::salesforce::model::Record;
 use crate::salesforce::soql;
 use crate::store::{Cursor, Link, PortalRequest};
-use crate::telemetry;
 
 /// What one intake run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -118,7 +117,7 @@ impl Engine {
             }
         }
         if move_cursor {
-            telemetry::metrics().poll_succeeded(&mapping.name, now());
+            self.metrics.poll_succeeded(&mapping.name, now());
         }
         tracing::info!(
             mapping = %mapping.name,
@@ -166,7 +165,7 @@ impl Engine {
         mapping: &Mapping,
         records: Vec<Record>,
     ) -> Result<IntakeReport, SyncError> {
-        telemetry::metrics().accounts_seen(&mapping.name, records.len());
+        self.metrics.accounts_seen(&mapping.name, records.len());
         let mut report = IntakeReport {
             accounts_seen: records.len(),
             ..IntakeReport::default()
