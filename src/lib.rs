@@ -14,8 +14,9 @@
 //! - [`store`]: the sled ledger; the only module that touches sled.
 //! - [`sync`]: intake, portal creation, write-back, decisions, reconcile.
 //! - [`server`]: the public webhook listener and the admin listener.
-//! - [`demo`]: the sandboxes of the `ondorse-sandbox` crate (`crates/sandbox`)
-//!   wired to the daemon, for the `demo` command, tests and benchmarks.
+//! - `demo` (the default-on `demo` feature): the sandboxes of the
+//!   `ondorse-sandbox` crate (`crates/sandbox`) wired to the daemon, for the
+//!   `demo` command, tests and benchmarks.
 //! - [`daemon`]: the composition `run` starts (store, listeners, engine).
 //! - [`shutdown`]: the one stop signal every task watches, with its cut-off.
 //! - [`systemd`]: readiness, watchdog and stopping notifications.
@@ -27,6 +28,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod mapping;
 pub mod ondorse;

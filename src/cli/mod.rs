@@ -9,13 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use ondorse_sandbox::latency::LatencyProfile;
-
 use crate::config::{self, Config};
 
 pub mod access;
 pub mod check;
 pub mod dead_letters;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod explain;
 pub mod mappings;
@@ -70,23 +69,8 @@ pub enum Command {
         command: mappings::MappingsCommand,
     },
     /// Sandbox Salesforce + sandbox Ondorse + the real daemon, on loopback.
-    Demo {
-        /// How many Accounts to seed in the sandbox Salesforce.
-        #[arg(long, default_value_t = 200)]
-        accounts: usize,
-        /// Keep the sandboxes and the daemon running after the summary, and
-        /// print what to run against them (status, explain, preview, resync).
-        #[arg(long)]
-        serve: bool,
-        /// Your own mapping files to try against the sandbox org, instead of
-        /// the shipped examples; saving a change reloads them.
-        #[arg(long, value_name = "DIR")]
-        mappings: Option<PathBuf>,
-        /// How fast the sandboxes answer: `loopback` (at once) or
-        /// `realistic` (each endpoint's latency as a real service has it).
-        #[arg(long, value_name = "PROFILE", default_value = "loopback")]
-        latency: LatencyProfile,
-    },
+    #[cfg(feature = "demo")]
+    Demo(demo::DemoSettings),
     /// Cursors, queues, dead letters, schedules, API usage, per mapping.
     Status {
         /// Print JSON instead of text.
@@ -259,8 +243,9 @@ impl Command {
             Command::Run
             | Command::Check { .. }
             | Command::Preview { .. }
-            | Command::Mappings { .. }
-            | Command::Demo { .. } => false,
+            | Command::Mappings { .. } => false,
+            #[cfg(feature = "demo")]
+            Command::Demo(_) => false,
         }
     }
 }
@@ -361,19 +346,7 @@ async fn run_command(cli: &Cli) -> Result<(), Failure> {
             };
             resync::resync(&cli.load_config()?, request, arguments.json).await
         }
-        Command::Demo {
-            accounts,
-            serve,
-            mappings,
-            latency,
-        } => {
-            demo::demo(demo::DemoSettings {
-                accounts: *accounts,
-                serve: *serve,
-                mappings: mappings.clone(),
-                latency: *latency,
-            })
-            .await
-        }
+        #[cfg(feature = "demo")]
+        Command::Demo(settings) => demo::demo(settings.clone()).await,
     }
 }

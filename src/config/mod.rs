@@ -14,6 +14,7 @@ mod types;
 
 use std::path::Path;
 
+pub use load::{KnownKey, known_keys};
 pub use positions::Origins;
 pub use types::*;
 
@@ -84,14 +85,26 @@ impl Config {
                 probed.display()
             )));
         }
-        tempfile::tempfile_in(probed).map(drop).map_err(|error| {
-            refuse(format!(
-                "{} cannot be {verb} by the user running this command ({}: {error}); \
+        // A uniquely named file, created then removed.
+        let probe = probed.join(format!(
+            ".ondorse-bridge-probe-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe);
+        created
+            .map(|_| drop(std::fs::remove_file(&probe)))
+            .map_err(|error| {
+                refuse(format!(
+                    "{} cannot be {verb} by the user running this command ({}: {error}); \
                  under systemd it is the service's user that needs it (StateDirectory= makes it)",
-                path.display(),
-                probed.display()
-            ))
-        })
+                    path.display(),
+                    probed.display()
+                ))
+            })
     }
 }
 

@@ -70,7 +70,7 @@ impl Engine {
                 }
                 .boxed()
             })
-            .buffer_unordered(self.settings.fetch_concurrency.max(1));
+            .buffer_unordered(self.settings.ondorse_concurrency.max(1));
         while let Some(checked) = checks.next().await {
             let (outcome, application_id, account_id) = checked?;
             match outcome {
@@ -99,6 +99,7 @@ impl Engine {
             }
         }
         self.store.prune_seen_events(now())?;
+        self.store.prune_journal(now(), self.settings.retention)?;
         self.store.flush().await?;
         self.writes_queued.notify_one();
         tracing::info!(

@@ -70,25 +70,24 @@ impl Engine {
             .iter()
             .map(|pending| pending.account_id.clone())
             .collect();
-        let mut pages = self.salesforce.query(
-            Work::WriteBack,
-            plan::fields_query(ACCOUNT, fields.iter().copied(), &ids),
-        );
         let mut held = std::collections::BTreeMap::new();
-        loop {
-            match pages.next_page().await {
-                Ok(Some(records)) => {
-                    for record in records {
-                        let fields = plan::record_fields(&record);
-                        if let Some(id) = fields.get("Id").and_then(|id| id.as_str()) {
-                            held.insert(id.to_owned(), fields.clone());
+        for soql in plan::fields_queries(ACCOUNT, fields.iter().copied(), &ids) {
+            let mut pages = self.salesforce.query(Work::WriteBack, soql);
+            loop {
+                match pages.next_page().await {
+                    Ok(Some(records)) => {
+                        for record in records {
+                            let fields = plan::record_fields(&record);
+                            if let Some(id) = fields.get("Id").and_then(|id| id.as_str()) {
+                                held.insert(id.to_owned(), fields.clone());
+                            }
                         }
                     }
-                }
-                Ok(None) => break,
-                Err(reread) => {
-                    tracing::warn!(%error, %reread, "cannot read back an unknown write-back outcome; the records stay queued");
-                    return Ok(());
+                    Ok(None) => break,
+                    Err(reread) => {
+                        tracing::warn!(%error, %reread, "cannot read back an unknown write-back outcome; the records stay queued");
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -206,15 +205,14 @@ impl Engine {
                 error: message.to_owned(),
             },
         )?;
+        // No attempt number nor retry time in the entry: the same answer
+        // again is one entry with a count (the pending write holds when).
         self.journal(
             &pending.account_id,
             None,
             "write_retry",
-            format!(
-                "Salesforce answered {message}; retrying at {}",
-                not_before.to_rfc3339()
-            ),
-            json!({ "code": code, "attempt": attempt }),
+            format!("Salesforce answered {message}; retried with a growing delay"),
+            json!({ "code": code }),
         )?;
         tracing::info!(account_id = %pending.account_id, %code, attempt, "write-back will be retried");
         report.retried += 1;
