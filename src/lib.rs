@@ -21,6 +21,8 @@
 //! - [`systemd`]: readiness, watchdog and stopping notifications.
 //! - [`cli`]: one module per command; `main.rs` only dispatches.
 //! - [`telemetry`]: logs and metrics.
+//! - [`text`]: what messages about an operator's text share (`line:column`
+//!   in characters, did-you-mean suggestions), for configuration and mappings.
 
 pub mod cli;
 pub mod config;
@@ -35,3 +37,4 @@ pub mod store;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+pub mod text;

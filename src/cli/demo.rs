@@ -3,7 +3,7 @@
 //! real daemon between them, with the repository's demo configuration and
 //! mapping files; it shows what happened.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use ondorse_sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
 
 use crate::cli::Failure;
 use crate::cli::run::StopSignals;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Listeners};
 use crate::demo::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
 use crate::store::Link;
 use crate::sync::EngineSettings;
@@ -63,12 +63,21 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     );
     print_latency(latency);
     // Served, the configuration is handed to other commands: its admin
-    // listener needs an address they can read from it.
-    let admin_listen = if settings.serve {
-        Some(free_loopback_address()?)
+    // listener needs an address they can read from it, bound here and
+    // handed to the daemon so no other process takes the port meanwhile.
+    let admin_listener = if settings.serve {
+        Some(
+            TcpListener::bind("127.0.0.1:0")
+                .context("cannot listen on a loopback port for the admin API")?,
+        )
     } else {
         None
     };
+    let admin_listen = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .context("the admin listener has no address")?;
     // Listened for from the start, so a Ctrl-C while the demo settles still
     // stops the daemon and removes the scratch directory.
     let stop_signals = settings.serve.then(StopSignals::listen).transpose()?;
@@ -98,7 +107,15 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
         world.salesforce.instance_url()
     );
     println!("  sandbox Ondorse     {}", world.ondorse.base_url());
-    let daemon = world.start_daemon(EngineSettings::default()).await?;
+    let daemon = world
+        .start_daemon(
+            EngineSettings::default(),
+            Listeners {
+                admin: admin_listener,
+                webhooks: None,
+            },
+        )
+        .await?;
     let mappings_source = match &mappings_dir {
         Some(_) => "yours, from --mappings",
         None => "a copy of the shipped examples",
@@ -186,13 +203,6 @@ fn mappings_dir(dir: &Path) -> Result<PathBuf, Failure> {
                 dir.display()
             ))
         })
-}
-
-/// A loopback address whose port was free a moment ago.
-fn free_loopback_address() -> anyhow::Result<SocketAddr> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .context("cannot find a free loopback port for the admin API")
 }
 
 /// Prints what to try against the running world, then waits for Ctrl-C.

@@ -1,6 +1,6 @@
 //! The command line: one module per command.
 //!
-//! `main.rs` parses [`Cli`] and hands it to [`run`]; every command returns a
+//! `main.rs` parses [`Cli`] and hands it to [`run()`]; every command returns a
 //! [`Failure`] that knows its exit status, so messages and codes are decided
 //! in one place.
 
@@ -23,7 +23,8 @@ pub mod resync;
 pub mod run;
 pub mod status;
 
-/// Exit status for bad usage, configuration or mapping (SPEC §4).
+/// Exit status for bad usage, configuration or mapping: what the operator
+/// must fix, told apart from a runtime failure by scripts and systemd.
 pub const EXIT_INVALID: u8 = 2;
 /// Exit status for a runtime failure.
 pub const EXIT_RUNTIME: u8 = 1;

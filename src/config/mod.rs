@@ -1,9 +1,10 @@
-//! The TOML configuration (SPEC §5): raw keys in, validated settings out.
+//! The TOML configuration (every key is shown in `config/example.toml`):
+//! raw keys in, validated settings out.
 //!
 //! Loading goes through the `config` crate (TOML file, then
 //! `ONDORSE_BRIDGE__SECTION__KEY` environment overrides). Every problem is
 //! collected before failing, so an operator fixes a file in one pass. Secrets
-//! are read from `*_file` keys into [`SecretString`] at once and never printed.
+//! are read from `*_file` keys into [`secrecy::SecretString`] at once and never printed.
 
 mod load;
 mod positions;
@@ -112,17 +113,4 @@ pub fn parse_schedule(expression: &str) -> Result<croner::Cron, croner::errors::
         .seconds(croner::parser::Seconds::Required)
         .build()
         .parse(expression)
-}
-
-/// `"; did you mean `x`?"` when a known name is close enough, else nothing.
-pub fn did_you_mean(name: &str, candidates: &[&str]) -> String {
-    // Beyond this distance a suggestion is more confusing than helpful.
-    const MAX_DISTANCE: usize = 3;
-    candidates
-        .iter()
-        .map(|candidate| (strsim::levenshtein(name, candidate), candidate))
-        .filter(|(distance, _)| *distance <= MAX_DISTANCE)
-        .min()
-        .map(|(_, candidate)| format!("; did you mean `{candidate}`?"))
-        .unwrap_or_default()
 }

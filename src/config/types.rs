@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 
 use super::Origins;
+use crate::store::Retention;
 use crate::sync::retry::RetrySettings;
 
 /// The whole validated configuration.
@@ -133,10 +134,13 @@ pub struct AdminConfig {
     pub failure_grace: Duration,
 }
 
-/// `[store]`: where the sled ledger lives.
+/// `[store]`: where the sled ledger lives, and how long it keeps evidence.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// `retention_days`: how long journal entries that record what was
+    /// sent, decided and written are kept (default five years).
+    pub retention: Retention,
 }
 
 /// `[mappings]`: the directory of YAML mapping files.
@@ -155,7 +159,8 @@ pub struct ScheduleConfig {
     pub overlap: Duration,
 }
 
-// Defaults of SPEC §5. Operators' files rely on them: change none lightly.
+// The defaults README's "Configuration" and `config/example.toml` document.
+// Operators' files rely on them: change none lightly.
 pub const DEFAULT_LOGIN_URL: &str = "https://login.salesforce.com";
 pub const DEFAULT_API_VERSION: &str = "62.0";
 pub const DEFAULT_API_BUDGET_PERCENT: u8 = 50;
@@ -165,6 +170,8 @@ pub const DEFAULT_PORTAL_BASE_URL: &str = "https://collect.ondorse.co";
 pub const DEFAULT_WEBHOOKS_LISTEN: &str = "127.0.0.1:8700";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8701";
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/ondorse-bridge";
+/// The longest `[store] retention_days` short of forever (`0`): a century.
+pub const MAX_RETENTION_DAYS: u64 = 100 * 366;
 pub const DEFAULT_MAPPINGS_DIR: &str = "/etc/ondorse-bridge/mappings";
 pub const DEFAULT_POLL_SCHEDULE: &str = "*/30 * * * * *";
 pub const DEFAULT_RECONCILE_SCHEDULE: &str = "0 */10 * * * *";

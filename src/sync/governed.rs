@@ -16,6 +16,7 @@ use super::retry::{Breaker, Breakers, Endpoint};
 use crate::mapping::online::{OrgReader, QueryRefusal};
 use crate::salesforce::model::{Record, RecordOutcome, RecordUpdate, SObjectDescribe};
 use crate::salesforce::{QueryPages, SalesforceClient, SalesforceError};
+use crate::telemetry::Metrics;
 
 /// The Salesforce client behind the budget governor and the breakers.
 pub struct GovernedSalesforce {
@@ -39,9 +40,10 @@ impl GovernedSalesforce {
         client: SalesforceClient,
         budget: BudgetSettings,
         breakers: Arc<Breakers>,
+        metrics: Metrics,
     ) -> GovernedSalesforce {
         GovernedSalesforce {
-            governor: Governor::new(client.clone(), budget, Clock::system()),
+            governor: Governor::new(client.clone(), budget, Clock::system(), metrics),
             client,
             breakers,
         }

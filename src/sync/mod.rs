@@ -1,7 +1,7 @@
 //! The sync engine: intake, portals, write-back, decisions, reconcile.
 //!
 //! Every step is a method on [`Engine`] that tests, `resync` and the
-//! scheduler call alike; [`Engine::run`] only wires them to timers and
+//! scheduler call alike; [`Engine::start`] only wires them to timers and
 //! wake-ups. The decisions themselves are pure functions in [`plan`].
 //!
 //! Durability follows one rule: nothing irreversible (a portal POST, a
@@ -19,7 +19,8 @@ use crate::mapping::{self, MappingSet};
 use crate::ondorse::{OndorseClient, OndorseError};
 use crate::salesforce::SalesforceClient;
 use crate::salesforce::model::SObjectDescribe;
-use crate::store::{JournalEntry, Store, StoreError};
+use crate::store::{JournalEntry, Retention, Store, StoreError};
+use crate::telemetry::Metrics;
 
 pub mod budget;
 pub mod clock;
@@ -72,6 +73,9 @@ pub struct EngineSettings {
     pub collection_probe: Duration,
     /// The Salesforce API budget governor.
     pub budget: BudgetSettings,
+    /// How long the journal keeps evidence (`[store] retention_days`);
+    /// reconcile prunes it.
+    pub retention: Retention,
 }
 
 impl Default for EngineSettings {
@@ -84,6 +88,7 @@ impl Default for EngineSettings {
             inbox_interval: Duration::from_secs(1),
             collection_probe: writeback::DEFAULT_COLLECTION_PROBE,
             budget: BudgetSettings::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -169,6 +174,8 @@ pub struct Engine {
     /// Whether sObject Collections answers are readable, or the writer
     /// falls back to one update per record.
     collection: writeback::CollectionHealth,
+    /// The daemon's registry, shared with both clients and the listeners.
+    metrics: Metrics,
 }
 
 /// Why an engine could not be built from the configuration: the
@@ -185,11 +192,16 @@ pub struct Prepared {
     pub mappings: MappingSet,
     pub salesforce: SalesforceClient,
     pub ondorse: OndorseClient,
+    /// The registry both clients count in, and the engine after them: one
+    /// per composition, so each daemon's `/metrics` shows its own work.
+    pub metrics: Metrics,
 }
 
 impl Prepared {
-    /// The store path, the mappings and both clients; every problem at once.
+    /// The store path, the mappings and both clients (with a new metrics
+    /// registry); every problem at once.
     pub fn new(config: &Config) -> Result<Prepared, BuildError> {
+        let metrics = Metrics::new();
         let mut problems = Vec::new();
         if let Err(problem) = config.check_store_path() {
             problems.push(problem);
@@ -198,10 +210,10 @@ impl Prepared {
             .map_err(|diagnostics| problems.push(diagnostics.to_string()))
             .ok();
         let source = config.source.display();
-        let salesforce = SalesforceClient::new(&config.salesforce)
+        let salesforce = SalesforceClient::new(&config.salesforce, metrics.clone())
             .map_err(|error| problems.push(format!("{source}: {error}")))
             .ok();
-        let ondorse = OndorseClient::new(&config.ondorse)
+        let ondorse = OndorseClient::new(&config.ondorse, metrics.clone())
             .map_err(|error| {
                 // Pointed at the key the client names (`ondorse.api_key_file`).
                 let at = match &error {
@@ -220,6 +232,7 @@ impl Prepared {
                     mappings,
                     salesforce,
                     ondorse,
+                    metrics,
                 })
             }
             _ => Err(BuildError(problems.join("\n"))),
@@ -256,11 +269,13 @@ impl Engine {
             mappings,
             salesforce,
             ondorse,
+            metrics,
         } = prepared;
         // Rotated refresh tokens outlive the process, in the engine's store.
         salesforce.keep_refresh_tokens_in(Arc::new(parts.store.clone()));
         let settings = EngineSettings {
             overlap: config.schedule.overlap,
+            retention: config.store.retention,
             budget: BudgetSettings {
                 budget_percent: config.salesforce.api_budget_percent,
                 ..parts.settings.budget
@@ -276,6 +291,7 @@ impl Engine {
                 salesforce,
                 settings.budget.clone(),
                 breakers.clone(),
+                metrics.clone(),
             ),
             breakers,
             ondorse,
@@ -291,7 +307,13 @@ impl Engine {
             intents_deferred: Notify::new(),
             health: reload::MappingHealth::default(),
             collection: writeback::CollectionHealth::default(),
+            metrics,
         }
+    }
+
+    /// The registry this engine and its clients count in (`GET /metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Store {

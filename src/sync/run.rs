@@ -17,7 +17,6 @@ use super::schedules::{PollFailures, ScheduleHealth, Schedules};
 use super::{Engine, SyncError, now};
 use crate::config::ScheduleConfig;
 use crate::store::{InboxKind, InboxQueue};
-use crate::telemetry;
 
 /// How often the store's gauges are refreshed: counting costs a scan of the
 /// inbox and the pending writes, and Prometheus scrapes every 15 s or more.
@@ -215,11 +214,11 @@ impl Engine {
     ) {
         loop {
             let at = now();
-            telemetry::metrics().schedule_alive(
+            self.metrics.schedule_alive(
                 schedules.poll.name,
                 schedules.poll.missed_slot(at).is_none(),
             );
-            telemetry::metrics().schedule_alive(
+            self.metrics.schedule_alive(
                 schedules.reconcile.name,
                 schedules.reconcile.missed_slot(at).is_none(),
             );
@@ -231,7 +230,7 @@ impl Engine {
     }
 
     fn record_gauges(&self) {
-        let metrics = telemetry::metrics();
+        let metrics = &self.metrics;
         match self.store.inbox_depth() {
             Ok(inbox) => metrics.queue_depths(
                 inbox,

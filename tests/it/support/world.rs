@@ -230,8 +230,28 @@ impl World {
 
 /// Waits (async) until `condition` holds, or panics naming `what`.
 pub async fn eventually(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    eventually_some(what, deadline, || {
+        std::future::ready(condition().then_some(()))
+    })
+    .await
+}
+
+/// Waits (async) until `condition`, which may itself wait (run a command,
+/// call HTTP), gives a value; answers it, or panics naming `what`.
+pub async fn eventually_some<T, Condition, Answer>(
+    what: &str,
+    deadline: Duration,
+    mut condition: Condition,
+) -> T
+where
+    Condition: FnMut() -> Answer,
+    Answer: std::future::Future<Output = Option<T>>,
+{
     let until = tokio::time::Instant::now() + deadline;
-    while !condition() {
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
         assert!(
             tokio::time::Instant::now() < until,
             "timed out after {deadline:?} waiting until {what}"

@@ -1,7 +1,7 @@
 //! Sandbox Ondorse: portals, applications, reviews and webhook delivery, faults.
 //!
-//! A real HTTP server (axum) on `127.0.0.1:0` that serves
-//! `contracts/ondorse.md`, keeps everything in memory and is fast enough for
+//! A real HTTP server (axum) on `127.0.0.1:0` that serves the Ondorse API as
+//! Ondorse documents it, keeps everything in memory and is fast enough for
 //! the benchmark (tens of thousands of portals and webhooks). Tests drive it
 //! through [`OndorseSandbox`]: they play the portal's client
 //! ([`OndorseSandbox::submit_portal`]) and the compliance team

@@ -1,5 +1,5 @@
-//! Sandbox Salesforce: a real HTTP server that follows
-//! `contracts/salesforce.md`: OAuth token endpoint, SOQL query with cursor
+//! Sandbox Salesforce: a real HTTP server that answers as Salesforce's REST
+//! API and OAuth do: OAuth token endpoint, SOQL query with cursor
 //! pages, describe, single and collection updates, limits, and fault
 //! switches.
 //!
