@@ -18,6 +18,7 @@ use crate::salesforce::model::{Record, SObjectDescribe};
 use crate::salesforce::{Id, SalesforceClient};
 use crate::store::{Link, Store, StoreError};
 use crate::sync::{ACCOUNT, plan};
+use crate::telemetry::Metrics;
 use crate::text::suggestion;
 
 /// Id of the stand-in application used when no real one is linked.
@@ -41,7 +42,8 @@ pub async fn preview(cli: &Cli, mapping_name: &str, account_id: &str) -> Result<
     let account_id =
         Id::parse_account(account_id).map_err(|error| operation_failure(error.into()))?;
     let account_id = account_id.as_str();
-    let salesforce = SalesforceClient::new(&config.salesforce)
+    // A command serves no `/metrics`: its calls count in a registry of its own.
+    let salesforce = SalesforceClient::new(&config.salesforce, Metrics::new())
         .map_err(|error| Failure::Invalid(format!("{}: {error}", config.source.display())))?;
     let describe = salesforce
         .describe(ACCOUNT)
@@ -248,7 +250,7 @@ async fn application_of(
     out: &mut String,
 ) -> (Value, String) {
     if let Some(application_id) = link.and_then(|link| link.application_id.as_deref()) {
-        let fetched = match OndorseClient::new(&config.ondorse) {
+        let fetched = match OndorseClient::new(&config.ondorse, Metrics::new()) {
             Ok(client) => client
                 .get_application(application_id)
                 .await

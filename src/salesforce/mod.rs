@@ -16,7 +16,7 @@ pub mod model;
 pub mod soql;
 
 pub use auth::{KeptRefreshToken, LoginRefusal, RefreshTokenKeeper, rsa_private_key};
-pub use client::{ClientSettings, QueryPages, SalesforceClient};
+pub use client::{ClientSettings, Endpoint, QueryPages, SalesforceClient};
 pub use error::{Disposition, RecordError, SalesforceError};
 pub use id::{Id, IdError};
 pub use model::{ApiUsage, Record, RecordOutcome, RecordUpdate, SObjectDescribe};

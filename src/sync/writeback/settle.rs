@@ -12,7 +12,7 @@ use crate::store::{Fields, PendingWrite, WriteSettlement};
 use crate::sync::budget::Work;
 use crate::sync::gone::Fate;
 use crate::sync::{ACCOUNT, Engine, SyncError, now, plan};
-use crate::telemetry::{self, WritebackResult};
+use crate::telemetry::WritebackResult;
 
 impl Engine {
     /// Settles one record by what Salesforce answered for it.
@@ -127,7 +127,7 @@ impl Engine {
             json!({ "fields": pending.fields }),
         )?;
         report.written += 1;
-        telemetry::metrics().writeback(
+        self.metrics.writeback(
             pending.mappings.iter().map(String::as_str),
             WritebackResult::Written,
         );
@@ -216,7 +216,7 @@ impl Engine {
         )?;
         tracing::info!(account_id = %pending.account_id, %code, attempt, "write-back will be retried");
         report.retried += 1;
-        telemetry::metrics().writeback(
+        self.metrics.writeback(
             pending.mappings.iter().map(String::as_str),
             WritebackResult::Retried,
         );
@@ -242,7 +242,7 @@ impl Engine {
         )?;
         tracing::warn!(account_id = %pending.account_id, %code, %message, dead_letter = id, "write-back dead-lettered");
         report.dead_lettered += 1;
-        telemetry::metrics().writeback(
+        self.metrics.writeback(
             pending.mappings.iter().map(String::as_str),
             WritebackResult::DeadLettered,
         );
