@@ -6,6 +6,8 @@
 //!    decisions written back, as fast as they come;
 //! 3. latency: L reviews at a steady rate (default 200/s), each timed from
 //!    the review to the decision being visible in Salesforce;
+//!    then, once Ondorse has nothing left to deliver, the daemon idles for a
+//!    minute and its resident memory and the store's size on disk are read;
 //! 4. the per-record baseline: the daemon stopped, L more reviews at the
 //!    same rate handled as a per-record integration (a Zapier-style recipe)
 //!    does: each webhook answered at once, then one `GET` of the application
@@ -56,6 +58,9 @@ const VISIBILITY_CHECK: Duration = Duration::from_millis(5);
 /// Issue 13's targets, printed beside the figures.
 const TARGET_SHARE_OF_BOUND: f64 = 0.9;
 const TARGET_PEAK_RSS_MIB: f64 = 100.0;
+const TARGET_IDLE_RSS_MIB: f64 = 48.0;
+/// How long after the last write the idle memory is read.
+const IDLE_AFTER: Duration = Duration::from_secs(60);
 
 struct Settings {
     accounts: usize,
@@ -121,12 +126,22 @@ impl Drop for ChildDaemon {
 impl ChildDaemon {
     /// Peak resident memory of the daemon (`VmHWM`), in MiB.
     fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+        self.memory_mib("VmHWM")
+    }
+
+    /// Resident memory of the daemon now (`VmRSS`), in MiB.
+    fn rss_mib(&self) -> anyhow::Result<f64> {
+        self.memory_mib("VmRSS")
+    }
+
+    /// A `kB` field of `/proc/<pid>/status`, in MiB.
+    fn memory_mib(&self, field: &str) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))?;
         let kib: f64 = status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in /proc/<pid>/status")?;
+            .with_context(|| format!("no {field} in /proc/<pid>/status"))?;
         Ok(kib / 1024.0)
     }
 }
@@ -285,6 +300,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         world.ondorse.wait_deliveries_idle(PHASE_DEADLINE).await,
         "webhook deliveries to the daemon did not finish in {PHASE_DEADLINE:?}"
     );
+    eprintln!("idling {IDLE_AFTER:?} after the last write");
+    tokio::time::sleep(IDLE_AFTER).await;
+    let idle_rss = daemon.rss_mib()?;
+    let store_bytes = disk_usage(&world.config.store.path)?;
+    eprintln!(
+        "idle: {idle_rss:.1} MiB resident, store {:.1} MiB on disk",
+        store_bytes as f64 / MIB
+    );
     drop(daemon);
     let recipe = PerRecordRecipe::start(&world).await?;
     world.ondorse.set_webhook_url(Some(recipe.url.clone()));
@@ -307,24 +330,26 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         latency,
         backfill,
         backfill_bound: concurrency_bound(
-            engine.portal_concurrency,
+            engine.ondorse_concurrency,
             latency.mean(Endpoint::OndorsePortalPost, 0),
         ),
-        portal_concurrency: engine.portal_concurrency,
+        portal_concurrency: engine.ondorse_concurrency,
         calls,
         tokens: salesforce.token_requests,
         calls_minimum,
         decisions,
         gets_per_decision,
         decisions_bound: concurrency_bound(
-            engine.fetch_concurrency,
+            engine.ondorse_concurrency,
             latency.mean(Endpoint::OndorseApplicationGet, 0),
         )
         .map(|gets| gets / gets_per_decision.max(1.0)),
-        fetch_concurrency: engine.fetch_concurrency,
+        fetch_concurrency: engine.ondorse_concurrency,
         bridge,
         baseline,
         peak_rss,
+        idle_rss,
+        store_bytes,
     };
     if settings.json {
         println!("{}", figures.json());
@@ -550,6 +575,10 @@ struct Figures {
     bridge: Percentiles,
     baseline: Percentiles,
     peak_rss: f64,
+    /// Resident memory [`IDLE_AFTER`] after the last write.
+    idle_rss: f64,
+    /// The store directory's blocks on disk after the run.
+    store_bytes: u64,
 }
 
 impl Figures {
@@ -661,6 +690,24 @@ impl Figures {
                 String::new(),
                 format!("< {TARGET_PEAK_RSS_MIB:.0} MiB"),
             ],
+            [
+                format!(
+                    "daemon RSS idle, {} s after the last write",
+                    IDLE_AFTER.as_secs()
+                ),
+                format!("{:.1} MiB", self.idle_rss),
+                String::new(),
+                format!("< {TARGET_IDLE_RSS_MIB:.0} MiB"),
+            ],
+            [
+                "store size on disk after the run".to_owned(),
+                format!("{:.1} MiB", self.store_bytes as f64 / MIB),
+                format!(
+                    "{:.1} KiB per Account",
+                    self.store_bytes as f64 / 1024.0 / self.accounts.max(1) as f64
+                ),
+                String::new(),
+            ],
         ];
         println!(
             "sync_pipeline, {} latency, {}, {} cores",
@@ -705,8 +752,30 @@ impl Figures {
             "decision_latency_ms": percentiles(&self.bridge),
             "baseline_decision_latency_ms": percentiles(&self.baseline),
             "peak_rss_mib": self.peak_rss,
+            "idle_rss_mib": self.idle_rss,
+            "store_bytes": self.store_bytes,
         })
     }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The bytes the files under `directory` take on disk (allocated blocks).
+fn disk_usage(directory: &std::path::Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(directory)
+        .with_context(|| format!("cannot list {}", directory.display()))?
+    {
+        let path = entry?.path();
+        let metadata = std::fs::metadata(&path)?;
+        total += if metadata.is_dir() {
+            disk_usage(&path)?
+        } else {
+            metadata.blocks() * 512
+        };
+    }
+    Ok(total)
 }
 
 fn cores() -> usize {

@@ -116,6 +116,7 @@ impl Daemon {
             store: store.clone(),
             config: Arc::new(config.webhooks.clone()),
             inbox_wake: inbox_wake.clone(),
+            metrics: engine.metrics().clone(),
         };
         let public_stop = Arc::new(Notify::new());
         let stopped = public_stop.clone();

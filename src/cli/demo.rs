@@ -34,15 +34,22 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 pub const SERVING_LINE: &str = "Serving until Ctrl-C (SIGINT or SIGTERM).";
 
 /// What `ondorse-bridge demo` was asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoSettings {
-    /// Accounts seeded in the sandbox Salesforce.
+    /// How many Accounts to seed in the sandbox Salesforce.
+    #[arg(long, default_value_t = 200)]
     pub accounts: usize,
-    /// Keep the sandboxes and the daemon running after the summary.
+    /// Keep the sandboxes and the daemon running after the summary, and
+    /// print what to run against them (status, explain, preview, resync).
+    #[arg(long)]
     pub serve: bool,
-    /// The admin's own mapping files, instead of a copy of the examples.
+    /// Your own mapping files to try against the sandbox org, instead of
+    /// the shipped examples; saving a change reloads them.
+    #[arg(long, value_name = "DIR")]
     pub mappings: Option<PathBuf>,
-    /// How fast both sandboxes answer.
+    /// How fast the sandboxes answer: `loopback` (at once) or
+    /// `realistic` (each endpoint's latency as a real service has it).
+    #[arg(long, value_name = "PROFILE", default_value = "loopback")]
     pub latency: LatencyProfile,
 }
 

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::store::{DEFAULT_RETENTION_DAYS, Retention};
+
 use super::positions::{Origins, Positions};
 use super::{
     CREDENTIALS_DIRECTORY_ENV, Config, ConfigErrors, DEFAULT_MAPPINGS_DIR, DEFAULT_STORE_PATH,
-    ENV_PREFIX, ENV_SEPARATOR, MappingsConfig, StoreConfig, did_you_mean, parse_schedule,
+    ENV_PREFIX, ENV_SEPARATOR, MAX_RETENTION_DAYS, MappingsConfig, StoreConfig, parse_schedule,
 };
+use crate::text::did_you_mean;
 
 /// What `config` writes as the origin of values that came from the environment.
 const ENVIRONMENT_ORIGIN: &str = "the environment";
@@ -91,6 +94,12 @@ impl Config {
             admin: loader.admin(),
             store: StoreConfig {
                 path: PathBuf::from(loader.string_or("store", "path", DEFAULT_STORE_PATH)),
+                retention: Retention::from_days(loader.unsigned(
+                    "store",
+                    "retention_days",
+                    DEFAULT_RETENTION_DAYS,
+                    MAX_RETENTION_DAYS,
+                )),
             },
             mappings: MappingsConfig {
                 dir: PathBuf::from(loader.string_or("mappings", "dir", DEFAULT_MAPPINGS_DIR)),
@@ -499,7 +508,7 @@ impl Loader {
                 problems.push(format!(
                     "{}: unknown section [{section}]{}",
                     self.section_location(section),
-                    did_you_mean(section, &section_names)
+                    did_you_mean(section, section_names.iter().copied())
                 ));
                 continue;
             };
@@ -508,7 +517,7 @@ impl Loader {
                 problems.push(format!(
                     "{}: unknown key [{section}] {key}{}",
                     self.location(section, key),
-                    did_you_mean(key, &key_names)
+                    did_you_mean(key, key_names.iter().copied())
                 ));
             }
         }

@@ -36,6 +36,7 @@ mod journal;
 mod link_index;
 mod links;
 mod release;
+mod retention;
 mod writebacks;
 
 pub use cursors::Cursor;
@@ -44,7 +45,8 @@ pub use inbox::{Accepted, InboxItem, InboxKind, InboxQueue, ParkedItem, SEEN_EVE
 pub use journal::JournalEntry;
 pub use link_index::{LinkCounts, LinkState};
 pub use links::{Link, LinkClosure, PortalRecord, PortalRequest};
-pub use writebacks::{Fields, PendingWrite, WriteSettlement};
+pub use retention::{DEFAULT_RETENTION_DAYS, NOISE_RETENTION, NOISE_STEPS, PruneReport, Retention};
+pub use writebacks::{Fields, PendingWrite, Urgency, WriteSettlement};
 
 /// sled's page cache. Its default (1 GiB) lets a long-running daemon grow
 /// far past what its working set needs: cursors, pending work and the links

@@ -97,6 +97,10 @@ async fn a_loser_whose_master_has_its_own_portal_is_closed_and_the_master_keeps_
         Some(expected.as_str())
     );
     assert!(journal_steps(store, &master).contains(&"merged_in".to_owned()));
+    // Nothing is rendered for the closed link again: it keeps no personal data.
+    let closed = store.link(BUSINESS, &loser).expect("read").expect("closed");
+    assert!(closed.account.is_empty(), "{:?}", closed.account);
+    assert_eq!(closed.request, None);
     daemon.stop().await.expect("clean stop");
 }
 

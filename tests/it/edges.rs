@@ -634,8 +634,11 @@ async fn a_rotated_refresh_token_that_cannot_be_kept_is_not_used() {
     let setup = Setup::rotating(&[FILE_REFRESH_TOKEN]).await;
     let config = ondorse_bridge::config::Config::load_with(&setup.config, None)
         .expect("the test configuration is valid");
-    let client = ondorse_bridge::salesforce::SalesforceClient::new(&config.salesforce)
-        .expect("the client builds");
+    let client = ondorse_bridge::salesforce::SalesforceClient::new(
+        &config.salesforce,
+        ondorse_bridge::telemetry::Metrics::new(),
+    )
+    .expect("the client builds");
     client.keep_refresh_tokens_in(std::sync::Arc::new(FullDisk));
     let error = client
         .limits()

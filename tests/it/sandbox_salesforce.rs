@@ -1,4 +1,5 @@
-//! The sandbox Salesforce against `contracts/salesforce.md`, over raw HTTP:
+//! The sandbox Salesforce against Salesforce's documented REST and OAuth
+//! behaviour, over raw HTTP:
 //! token flows and refusals, sessions, query pages, SOQL, describe, writes,
 //! limits and every fault switch.
 

@@ -56,6 +56,7 @@ impl Receiver {
             store: store.clone(),
             config: Arc::new(config),
             inbox_wake: Arc::clone(&inbox_wake),
+            metrics: ondorse_bridge::telemetry::Metrics::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

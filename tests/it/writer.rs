@@ -221,6 +221,14 @@ async fn rows_locked_for_more_than_twenty_attempts_are_written_in_the_end() {
     drain(&engine).await;
     assert_links_written(&world, &ids);
     assert_eq!(engine.store().dead_letter_count(), 0);
+    // The same refusal again and again is one journal entry with a count.
+    let journal = engine.store().journal_of(locked[0]).expect("journal");
+    let retries: Vec<_> = journal
+        .iter()
+        .filter(|entry| entry.step == "write_retry")
+        .collect();
+    assert_eq!(retries.len(), 1, "{journal:#?}");
+    assert_eq!(retries[0].count, 25, "{journal:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
