@@ -29,7 +29,7 @@ use labels::{
     RejectionLabels, RequestLabels, ScheduleLabels, WebhookLabels, WorkLabels,
 };
 
-/// The `Content-Type` of [`render_metrics`]: Prometheus text format 0.0.4.
+/// The `Content-Type` of [`Metrics::render`]: Prometheus text format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Every metric name starts with this.
