@@ -9,6 +9,10 @@ use super::load::Loader;
 use super::*;
 use crate::sync::retry::RetrySettings;
 
+/// Above this, concurrency is a mistake rather than a choice.
+const MAX_CONCURRENT_REQUESTS: u64 = 1_000;
+/// A link waiting longer than this is a mistake: reconcile runs meanwhile.
+const MAX_LINK_BATCH_WAIT_SECONDS: u64 = 3_600;
 /// The OAuth flows `[salesforce] auth` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
@@ -113,12 +117,32 @@ impl Loader {
             u64::from(DEFAULT_API_BUDGET_PERCENT),
             100,
         ) as u8;
+        let max_concurrent_requests =
+            self.concurrency(SECTION, DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS);
+        let link_batch_wait = Duration::from_secs(self.unsigned(
+            SECTION,
+            "link_batch_wait_seconds",
+            DEFAULT_LINK_BATCH_WAIT_SECONDS,
+            MAX_LINK_BATCH_WAIT_SECONDS,
+        ));
         SalesforceConfig {
             login_url,
             api_version,
             auth,
             api_budget_percent,
+            max_concurrent_requests,
+            link_batch_wait,
         }
+    }
+
+    /// `max_concurrent_requests` of `section`: at least 1.
+    fn concurrency(&mut self, section: &str, default: usize) -> usize {
+        const KEY: &str = "max_concurrent_requests";
+        let requests = self.unsigned(section, KEY, default as u64, MAX_CONCURRENT_REQUESTS);
+        if requests == 0 {
+            self.problem(section, KEY, "must be at least 1 request");
+        }
+        requests.max(1) as usize
     }
 
     /// A secret the auth flow needs (`why` says what for), read and
@@ -165,12 +189,15 @@ impl Loader {
         let auth_scheme = self.string_or(SECTION, "auth_scheme", DEFAULT_AUTH_SCHEME);
         let portal_base_url = self.string_or(SECTION, "portal_base_url", DEFAULT_PORTAL_BASE_URL);
         let portal_base_url = self.url(SECTION, "portal_base_url", Some(portal_base_url));
+        let max_concurrent_requests =
+            self.concurrency(SECTION, DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS);
         OndorseConfig {
             base_url,
             api_key: api_key.unwrap_or_else(|| SecretString::from(String::new())),
             auth_header,
             auth_scheme,
             portal_base_url,
+            max_concurrent_requests,
         }
     }
 

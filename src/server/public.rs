@@ -31,6 +31,7 @@ use crate::ondorse::webhook::{
     DEFAULT_SIGNATURE_TOLERANCE, SIGNATURE_HEADER, WebhookEnvelope, parse_envelope,
     verify_signature,
 };
+use crate::salesforce::Id;
 use crate::store::{Accepted, Store, StoreError};
 use crate::telemetry::{Metrics, WebhookSource};
 
@@ -425,13 +426,8 @@ fn validate_hint_ids(ids: Vec<String>) -> Result<Vec<String>, String> {
     }
     let mut unique = Vec::with_capacity(ids.len());
     for id in ids {
-        let well_formed =
-            matches!(id.len(), 15 | 18) && id.bytes().all(|byte| byte.is_ascii_alphanumeric());
-        if !well_formed {
-            return Err(format!(
-                "{id:?} is not a Salesforce id (15 or 18 letters and digits)"
-            ));
-        }
+        // Stored as sent: intake's `Id IN (...)` reads either form.
+        Id::parse_account(&id).map_err(|error| error.to_string())?;
         if !unique.contains(&id) {
             unique.push(id);
         }

@@ -203,8 +203,8 @@ impl std::fmt::Debug for Governor {
 }
 
 impl Governor {
-    /// A governor for `salesforce` reading `clock`, showing its budget and
-    /// pauses in `metrics` from now on.
+    /// A governor for `salesforce`, deciding on `clock`, showing its budget
+    /// and pauses in `metrics` from now on.
     pub fn new(
         salesforce: SalesforceClient,
         settings: BudgetSettings,
@@ -515,6 +515,10 @@ mod tests {
                     client_secret: "secret".to_owned().into(),
                 },
                 api_budget_percent: budget_percent,
+                max_concurrent_requests: crate::config::DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS,
+                link_batch_wait: std::time::Duration::from_secs(
+                    crate::config::DEFAULT_LINK_BATCH_WAIT_SECONDS,
+                ),
             },
             Metrics::new(),
         )

@@ -70,25 +70,24 @@ impl Engine {
             .iter()
             .map(|pending| pending.account_id.clone())
             .collect();
-        let mut pages = self.salesforce.query(
-            Work::WriteBack,
-            plan::fields_query(ACCOUNT, fields.iter().copied(), &ids),
-        );
         let mut held = std::collections::BTreeMap::new();
-        loop {
-            match pages.next_page().await {
-                Ok(Some(records)) => {
-                    for record in records {
-                        let fields = plan::record_fields(&record);
-                        if let Some(id) = fields.get("Id").and_then(|id| id.as_str()) {
-                            held.insert(id.to_owned(), fields.clone());
+        for soql in plan::fields_queries(ACCOUNT, fields.iter().copied(), &ids) {
+            let mut pages = self.salesforce.query(Work::WriteBack, soql);
+            loop {
+                match pages.next_page().await {
+                    Ok(Some(records)) => {
+                        for record in records {
+                            let fields = plan::record_fields(&record);
+                            if let Some(id) = fields.get("Id").and_then(|id| id.as_str()) {
+                                held.insert(id.to_owned(), fields.clone());
+                            }
                         }
                     }
-                }
-                Ok(None) => break,
-                Err(reread) => {
-                    tracing::warn!(%error, %reread, "cannot read back an unknown write-back outcome; the records stay queued");
-                    return Ok(());
+                    Ok(None) => break,
+                    Err(reread) => {
+                        tracing::warn!(%error, %reread, "cannot read back an unknown write-back outcome; the records stay queued");
+                        return Ok(());
+                    }
                 }
             }
         }
