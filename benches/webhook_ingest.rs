@@ -24,6 +24,7 @@ use ondorse_bridge::config::{ListenerLimits, WebhooksConfig};
 use ondorse_bridge::ondorse::webhook::{SIGNATURE_HEADER, signature_header};
 use ondorse_bridge::server::public::{self, PublicState};
 use ondorse_bridge::store::Store;
+use ondorse_bridge::telemetry::Metrics;
 use secrecy::SecretString;
 use tokio::sync::Notify;
 
@@ -117,6 +118,7 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
         store: store.clone(),
         config: Arc::new(config),
         inbox_wake: Arc::new(Notify::new()),
+        metrics: Metrics::new(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!(

@@ -46,6 +46,17 @@ impl From<BuildError> for StartError {
     }
 }
 
+/// Listeners bound before the start, served instead of binding the
+/// configured addresses. Whoever must know a port before the daemon starts
+/// (the demo writes its admin address into the configuration it hands out;
+/// tests hand a port to a daemon) binds it once and hands it over, so no
+/// other process can take it in between.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub webhooks: Option<std::net::TcpListener>,
+    pub admin: Option<std::net::TcpListener>,
+}
+
 /// A running daemon.
 pub struct Daemon {
     pub engine: Arc<Engine>,
@@ -70,6 +81,16 @@ impl Daemon {
     /// listeners and starts the engine. Nothing is polled before all of it
     /// succeeded; `run` tells systemd READY only after this returns.
     pub async fn start(config: &Config, settings: EngineSettings) -> Result<Daemon, StartError> {
+        Daemon::start_on(config, settings, Listeners::default()).await
+    }
+
+    /// [`Daemon::start`], serving the `listeners` handed over; the others
+    /// are bound where the configuration says.
+    pub async fn start_on(
+        config: &Config,
+        settings: EngineSettings,
+        listeners: Listeners,
+    ) -> Result<Daemon, StartError> {
         let prepared = Prepared::new(config)?;
         for warning in exposure_warnings(config) {
             tracing::warn!("{warning}");
@@ -86,24 +107,16 @@ impl Daemon {
             },
         ));
 
-        let listen = config.webhooks.listen;
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen for webhooks on {listen}"))?;
-        let webhook_address = listener
-            .local_addr()
-            .context("the webhook listener has no address")?;
+        let (listener, webhook_address) =
+            listen(config.webhooks.listen, listeners.webhooks, "webhooks").await?;
         let admin_listen = config.admin.listen;
-        let admin_listener = TcpListener::bind(admin_listen)
-            .await
-            .with_context(|| format!("cannot listen for the admin API on {admin_listen}"))?;
-        let admin_address = admin_listener
-            .local_addr()
-            .context("the admin listener has no address")?;
+        let (admin_listener, admin_address) =
+            listen(admin_listen, listeners.admin, "the admin API").await?;
         let state = PublicState {
             store: store.clone(),
             config: Arc::new(config.webhooks.clone()),
             inbox_wake: inbox_wake.clone(),
+            metrics: engine.metrics().clone(),
         };
         let public_stop = Arc::new(Notify::new());
         let stopped = public_stop.clone();
@@ -285,6 +298,28 @@ fn plain_http_to_another_host(url: &str) -> bool {
         Err(_) => host.eq_ignore_ascii_case("localhost"),
     };
     url.scheme() == "http" && !local
+}
+
+/// The listener for `what`: the one `handed` over, else one bound on the
+/// configured address; with the address it listens on.
+async fn listen(
+    configured: SocketAddr,
+    handed: Option<std::net::TcpListener>,
+    what: &str,
+) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = match handed {
+        Some(listener) => listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(listener))
+            .with_context(|| format!("cannot serve the listener handed over for {what}"))?,
+        None => TcpListener::bind(configured)
+            .await
+            .with_context(|| format!("cannot listen for {what} on {configured}"))?,
+    };
+    let address = listener
+        .local_addr()
+        .with_context(|| format!("the listener for {what} has no address"))?;
+    Ok((listener, address))
 }
 
 /// Reloads the mappings when the directory changes: a change is acted on

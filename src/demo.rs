@@ -15,7 +15,7 @@ use ondorse_sandbox::salesforce::{
 };
 
 use crate::config::Config;
-use crate::daemon::{Daemon, StartError};
+use crate::daemon::{Daemon, Listeners, StartError};
 use crate::sync::EngineSettings;
 
 /// The demo configuration and mappings, as shipped in the repository.
@@ -45,8 +45,10 @@ pub struct SandboxWorldOptions {
     /// `[webhooks] listen`, when a fixed address is needed (a daemon run as
     /// a child process); otherwise any free port.
     pub webhooks_listen: Option<SocketAddr>,
-    /// `[admin] listen`, when a fixed address is needed (the configuration
-    /// is handed to the state commands); otherwise any free port.
+    /// `[admin] listen`, when the configuration must name the port (it is
+    /// handed to the state commands): the address of a listener bound
+    /// beforehand and handed to [`SandboxWorld::start_daemon`]; otherwise
+    /// any free port.
     pub admin_listen: Option<SocketAddr>,
     /// `[mappings] dir`, when the mapping files are someone's own (`demo
     /// --mappings DIR`); otherwise a copy of the shipped examples.
@@ -103,9 +105,14 @@ impl SandboxWorld {
         self.scratch.path()
     }
 
-    /// Starts the real daemon in this process and points Ondorse's webhooks at it.
-    pub async fn start_daemon(&self, settings: EngineSettings) -> Result<Daemon, StartError> {
-        let daemon = Daemon::start(&self.config, settings).await?;
+    /// Starts the real daemon in this process, serving the `listeners`
+    /// handed over, and points Ondorse's webhooks at it.
+    pub async fn start_daemon(
+        &self,
+        settings: EngineSettings,
+        listeners: Listeners,
+    ) -> Result<Daemon, StartError> {
+        let daemon = Daemon::start_on(&self.config, settings, listeners).await?;
         self.ondorse
             .set_webhook_url(Some(webhook_url(daemon.webhook_address())));
         Ok(daemon)

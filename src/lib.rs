@@ -14,16 +14,20 @@
 //! - [`store`]: the sled ledger; the only module that touches sled.
 //! - [`sync`]: intake, portal creation, write-back, decisions, reconcile.
 //! - [`server`]: the public webhook listener and the admin listener.
-//! - [`demo`]: the sandboxes of the `ondorse-sandbox` crate (`crates/sandbox`)
-//!   wired to the daemon, for the `demo` command, tests and benchmarks.
+//! - `demo` (the default-on `demo` feature): the sandboxes of the
+//!   `ondorse-sandbox` crate (`crates/sandbox`) wired to the daemon, for the
+//!   `demo` command, tests and benchmarks.
 //! - [`daemon`]: the composition `run` starts (store, listeners, engine).
 //! - [`systemd`]: readiness, watchdog and stopping notifications.
 //! - [`cli`]: one module per command; `main.rs` only dispatches.
 //! - [`telemetry`]: logs and metrics.
+//! - [`text`]: what messages about an operator's text share (`line:column`
+//!   in characters, did-you-mean suggestions), for configuration and mappings.
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod mapping;
 pub mod ondorse;
@@ -33,3 +37,4 @@ pub mod store;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+pub mod text;

@@ -11,7 +11,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    if matches!(cli.command, cli::Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
+    #[cfg(feature = "demo")]
+    if matches!(cli.command, cli::Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none() {
         // The demo prints its own progress; the daemon's info logs would bury
         // it. Set before any thread exists, so no one reads the environment
         // concurrently.

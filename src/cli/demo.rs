@@ -3,7 +3,7 @@
 //! real daemon between them, with the repository's demo configuration and
 //! mapping files; it shows what happened.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use ondorse_sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
 
 use crate::cli::Failure;
 use crate::cli::run::StopSignals;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Listeners};
 use crate::demo::{self, ADMIN_TOKEN, SandboxWorld, SandboxWorldOptions};
 use crate::store::Link;
 use crate::sync::EngineSettings;
@@ -34,15 +34,22 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 pub const SERVING_LINE: &str = "Serving until Ctrl-C (SIGINT or SIGTERM).";
 
 /// What `ondorse-bridge demo` was asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoSettings {
-    /// Accounts seeded in the sandbox Salesforce.
+    /// How many Accounts to seed in the sandbox Salesforce.
+    #[arg(long, default_value_t = 200)]
     pub accounts: usize,
-    /// Keep the sandboxes and the daemon running after the summary.
+    /// Keep the sandboxes and the daemon running after the summary, and
+    /// print what to run against them (status, explain, preview, resync).
+    #[arg(long)]
     pub serve: bool,
-    /// The admin's own mapping files, instead of a copy of the examples.
+    /// Your own mapping files to try against the sandbox org, instead of
+    /// the shipped examples; saving a change reloads them.
+    #[arg(long, value_name = "DIR")]
     pub mappings: Option<PathBuf>,
-    /// How fast both sandboxes answer.
+    /// How fast the sandboxes answer: `loopback` (at once) or
+    /// `realistic` (each endpoint's latency as a real service has it).
+    #[arg(long, value_name = "PROFILE", default_value = "loopback")]
     pub latency: LatencyProfile,
 }
 
@@ -56,12 +63,21 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
     );
     print_latency(latency);
     // Served, the configuration is handed to other commands: its admin
-    // listener needs an address they can read from it.
-    let admin_listen = if settings.serve {
-        Some(free_loopback_address()?)
+    // listener needs an address they can read from it, bound here and
+    // handed to the daemon so no other process takes the port meanwhile.
+    let admin_listener = if settings.serve {
+        Some(
+            TcpListener::bind("127.0.0.1:0")
+                .context("cannot listen on a loopback port for the admin API")?,
+        )
     } else {
         None
     };
+    let admin_listen = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .context("the admin listener has no address")?;
     // Listened for from the start, so a Ctrl-C while the demo settles still
     // stops the daemon and removes the scratch directory.
     let stop_signals = settings.serve.then(StopSignals::listen).transpose()?;
@@ -91,7 +107,15 @@ pub async fn demo(settings: DemoSettings) -> Result<(), Failure> {
         world.salesforce.instance_url()
     );
     println!("  sandbox Ondorse     {}", world.ondorse.base_url());
-    let daemon = world.start_daemon(EngineSettings::default()).await?;
+    let daemon = world
+        .start_daemon(
+            EngineSettings::default(),
+            Listeners {
+                admin: admin_listener,
+                webhooks: None,
+            },
+        )
+        .await?;
     let mappings_source = match &mappings_dir {
         Some(_) => "yours, from --mappings",
         None => "a copy of the shipped examples",
@@ -179,13 +203,6 @@ fn mappings_dir(dir: &Path) -> Result<PathBuf, Failure> {
                 dir.display()
             ))
         })
-}
-
-/// A loopback address whose port was free a moment ago.
-fn free_loopback_address() -> anyhow::Result<SocketAddr> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .context("cannot find a free loopback port for the admin API")
 }
 
 /// Prints what to try against the running world, then waits for Ctrl-C.

@@ -1,6 +1,6 @@
 //! The command line: one module per command.
 //!
-//! `main.rs` parses [`Cli`] and hands it to [`run`]; every command returns a
+//! `main.rs` parses [`Cli`] and hands it to [`run()`]; every command returns a
 //! [`Failure`] that knows its exit status, so messages and codes are decided
 //! in one place.
 
@@ -9,13 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use ondorse_sandbox::latency::LatencyProfile;
-
 use crate::config::{self, Config};
 
 pub mod access;
 pub mod check;
 pub mod dead_letters;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod explain;
 pub mod mappings;
@@ -24,7 +23,8 @@ pub mod resync;
 pub mod run;
 pub mod status;
 
-/// Exit status for bad usage, configuration or mapping (SPEC §4).
+/// Exit status for bad usage, configuration or mapping: what the operator
+/// must fix, told apart from a runtime failure by scripts and systemd.
 pub const EXIT_INVALID: u8 = 2;
 /// Exit status for a runtime failure.
 pub const EXIT_RUNTIME: u8 = 1;
@@ -69,23 +69,8 @@ pub enum Command {
         command: mappings::MappingsCommand,
     },
     /// Sandbox Salesforce + sandbox Ondorse + the real daemon, on loopback.
-    Demo {
-        /// How many Accounts to seed in the sandbox Salesforce.
-        #[arg(long, default_value_t = 200)]
-        accounts: usize,
-        /// Keep the sandboxes and the daemon running after the summary, and
-        /// print what to run against them (status, explain, preview, resync).
-        #[arg(long)]
-        serve: bool,
-        /// Your own mapping files to try against the sandbox org, instead of
-        /// the shipped examples; saving a change reloads them.
-        #[arg(long, value_name = "DIR")]
-        mappings: Option<PathBuf>,
-        /// How fast the sandboxes answer: `loopback` (at once) or
-        /// `realistic` (each endpoint's latency as a real service has it).
-        #[arg(long, value_name = "PROFILE", default_value = "loopback")]
-        latency: LatencyProfile,
-    },
+    #[cfg(feature = "demo")]
+    Demo(demo::DemoSettings),
     /// Cursors, queues, dead letters, schedules, API usage, per mapping.
     Status {
         /// Print JSON instead of text.
@@ -258,8 +243,9 @@ impl Command {
             Command::Run
             | Command::Check { .. }
             | Command::Preview { .. }
-            | Command::Mappings { .. }
-            | Command::Demo { .. } => false,
+            | Command::Mappings { .. } => false,
+            #[cfg(feature = "demo")]
+            Command::Demo(_) => false,
         }
     }
 }
@@ -360,19 +346,7 @@ async fn run_command(cli: &Cli) -> Result<(), Failure> {
             };
             resync::resync(&cli.load_config()?, request, arguments.json).await
         }
-        Command::Demo {
-            accounts,
-            serve,
-            mappings,
-            latency,
-        } => {
-            demo::demo(demo::DemoSettings {
-                accounts: *accounts,
-                serve: *serve,
-                mappings: mappings.clone(),
-                latency: *latency,
-            })
-            .await
-        }
+        #[cfg(feature = "demo")]
+        Command::Demo(settings) => demo::demo(settings.clone()).await,
     }
 }

@@ -1,9 +1,10 @@
-//! The TOML configuration (SPEC §5): raw keys in, validated settings out.
+//! The TOML configuration (every key is shown in `config/example.toml`):
+//! raw keys in, validated settings out.
 //!
 //! Loading goes through the `config` crate (TOML file, then
 //! `ONDORSE_BRIDGE__SECTION__KEY` environment overrides). Every problem is
 //! collected before failing, so an operator fixes a file in one pass. Secrets
-//! are read from `*_file` keys into [`SecretString`] at once and never printed.
+//! are read from `*_file` keys into [`secrecy::SecretString`] at once and never printed.
 
 mod load;
 mod positions;
@@ -13,6 +14,7 @@ mod types;
 
 use std::path::Path;
 
+pub use load::{KnownKey, known_keys};
 pub use positions::Origins;
 pub use types::*;
 
@@ -83,14 +85,26 @@ impl Config {
                 probed.display()
             )));
         }
-        tempfile::tempfile_in(probed).map(drop).map_err(|error| {
-            refuse(format!(
-                "{} cannot be {verb} by the user running this command ({}: {error}); \
+        // A uniquely named file, created then removed.
+        let probe = probed.join(format!(
+            ".ondorse-bridge-probe-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe);
+        created
+            .map(|_| drop(std::fs::remove_file(&probe)))
+            .map_err(|error| {
+                refuse(format!(
+                    "{} cannot be {verb} by the user running this command ({}: {error}); \
                  under systemd it is the service's user that needs it (StateDirectory= makes it)",
-                path.display(),
-                probed.display()
-            ))
-        })
+                    path.display(),
+                    probed.display()
+                ))
+            })
     }
 }
 
@@ -100,17 +114,4 @@ pub fn parse_schedule(expression: &str) -> Result<croner::Cron, croner::errors::
         .seconds(croner::parser::Seconds::Required)
         .build()
         .parse(expression)
-}
-
-/// `"; did you mean `x`?"` when a known name is close enough, else nothing.
-pub fn did_you_mean(name: &str, candidates: &[&str]) -> String {
-    // Beyond this distance a suggestion is more confusing than helpful.
-    const MAX_DISTANCE: usize = 3;
-    candidates
-        .iter()
-        .map(|candidate| (strsim::levenshtein(name, candidate), candidate))
-        .filter(|(distance, _)| *distance <= MAX_DISTANCE)
-        .min()
-        .map(|(_, candidate)| format!("; did you mean `{candidate}`?"))
-        .unwrap_or_default()
 }

@@ -5,24 +5,24 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::{ConfigErrors, ENV_PREFIX, ENV_SEPARATOR};
+use crate::text::Position;
 
 /// Line and column (1-based) of every key in the file, for messages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Positions {
-    pub(super) keys: HashMap<(String, String), (usize, usize)>,
-    pub(super) sections: HashMap<String, (usize, usize)>,
+    pub(super) keys: HashMap<(String, String), Position>,
+    pub(super) sections: HashMap<String, Position>,
 }
 
 impl Positions {
     pub(super) fn of(path: &Path, text: &str) -> Result<Positions, ConfigErrors> {
         let document = toml::de::DeTable::parse(text).map_err(|error| {
-            let (line, column) = error
-                .span()
-                .map(|span| line_column(text, span.start))
-                .unwrap_or((1, 1));
+            let position = error.span().map_or(Position::START, |span| {
+                Position::of_offset(text, span.start)
+            });
             ConfigErrors {
                 problems: vec![format!(
-                    "{}:{line}:{column}: {}",
+                    "{}:{position}: {}",
                     path.display(),
                     error.message().trim_end()
                 )],
@@ -42,12 +42,12 @@ impl Positions {
                 .unwrap_or(start);
             positions
                 .sections
-                .insert(section_name.clone(), line_column(text, start));
+                .insert(section_name.clone(), Position::of_offset(text, start));
             if let toml::de::DeValue::Table(table) = value.get_ref() {
                 for (key, _) in table {
                     positions.keys.insert(
                         (section_name.clone(), key.get_ref().to_string()),
-                        line_column(text, key.span().start),
+                        Position::of_offset(text, key.span().start),
                     );
                 }
             }
@@ -85,30 +85,18 @@ impl Origins {
             .get(&(section.to_owned(), key.to_owned()))
             .or_else(|| self.positions.sections.get(section));
         match position {
-            Some((line, column)) => format!("{}:{line}:{column}", self.file.display()),
+            Some(position) => format!("{}:{position}", self.file.display()),
             None => self.file.display().to_string(),
         }
     }
 
     pub(super) fn section(&self, section: &str) -> String {
         match self.positions.sections.get(section) {
-            Some((line, column)) => format!("{}:{line}:{column}", self.file.display()),
+            Some(position) => format!("{}:{position}", self.file.display()),
             None => format!(
                 "environment {ENV_PREFIX}{ENV_SEPARATOR}{}{ENV_SEPARATOR}*",
                 section.to_uppercase()
             ),
         }
     }
-}
-
-/// 1-based line and column of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map_or(0, |tail| tail.chars().count())
-        + 1;
-    (line, column)
 }

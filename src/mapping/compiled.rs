@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::context::CONTEXT_ROOTS;
-use super::diagnostic::{Diagnostics, Position};
+use super::diagnostic::Diagnostics;
 use super::model::PortalType;
 use super::template::Template;
 use crate::salesforce::model::Record;
+use crate::text::Position;
 
 /// Fields every query reads, whatever the templates say: the record's
 /// identity and the intake cursor.

@@ -3,7 +3,7 @@
 //! template reads is checked offline (`{{ portal.ulr }}` is an error, not a
 //! null that clears a field at run time).
 
-use super::diagnostic::suggestion;
+use crate::text::{did_you_mean, suggestion};
 
 /// Names that templates read but that are not Account fields.
 pub const CONTEXT_ROOTS: &[&str] = &["portal", "application", "collect", "now"];
@@ -13,7 +13,7 @@ const PORTAL_NAMES: &[&str] = &["id", "link", "url", "created_at"];
 /// `collect`: the open document collection, from the `collect.opened` event.
 const COLLECT_NAMES: &[&str] = &["link", "url", "at"];
 /// `application`: the documented fields of an Ondorse application
-/// (contracts/ondorse.md). The set is open: any other field Ondorse returns
+/// (what `GET /api/applications/{id}` documents). The set is open: any other field Ondorse returns
 /// is kept and readable, so an unknown name is only suspicious when it is
 /// close to a documented one.
 const APPLICATION_NAMES: &[&str] = &[
@@ -72,9 +72,7 @@ fn closed(root: &str, member: &str, names: &[&str]) -> PathCheck {
         return PathCheck::Fine;
     }
     let listed: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
-    let near = suggestion(member, names.iter().copied())
-        .map(|near| format!("; did you mean `{near}`?"))
-        .unwrap_or_default();
+    let near = did_you_mean(member, names.iter().copied());
     PathCheck::Error(format!(
         "`{root}` has no `{member}`{near} (`{root}` holds {})",
         listed.join(", ")

@@ -5,7 +5,7 @@
 //! (at the next line, or as a "mapping values are not allowed" puzzle) or
 //! not at all: `key: {{ Name }}` is valid YAML, a map inside a map.
 
-use super::diagnostic::Position;
+use crate::text::Position;
 
 /// One line with content: not blank, not only a comment, not inside a
 /// block scalar (`|` or `>`).

@@ -1,4 +1,4 @@
-//! Mapping files: what CRM admins edit (SPEC §6).
+//! Mapping files: what CRM admins edit (`mappings/README.md` is their manual).
 //!
 //! One YAML file per flow: which Accounts need KYC (`select`), the body of
 //! their Ondorse portal (`portal`), and the Account fields written back at
@@ -27,6 +27,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::text::Position;
+
 pub mod compiled;
 pub mod condition;
 pub mod context;
@@ -41,7 +43,7 @@ pub mod template;
 
 pub use compiled::{Mapping, Moment, RenderError, WritebackContext, WrittenField};
 pub use convert::{ConversionError, convert_value};
-pub use diagnostic::{Diagnostic, Diagnostics, Position};
+pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::json_schema;
 pub use parse::{MAX_MAPPING_FILE_BYTES, parse_mapping};
 

@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::diagnostic::Position;
+use crate::text::Position;
 
 /// The only format version this build reads.
 pub const SUPPORTED_VERSION: u32 = 1;

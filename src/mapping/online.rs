@@ -13,10 +13,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::diagnostic::{Diagnostic, Diagnostics, Position, suggestion};
+use super::diagnostic::{Diagnostic, Diagnostics};
 use super::{Mapping, MappingSet, convert_value};
 use crate::salesforce::model::{FieldDescribe, SObjectDescribe};
 use crate::salesforce::{SalesforceClient, SalesforceError};
+use crate::sync::plan;
+use crate::text::{Position, did_you_mean};
 
 /// What the online checks read from the org. `check --online` reads with
 /// the client itself; the running engine reads through its API budget
@@ -227,12 +229,8 @@ pub async fn check_select<R: OrgReader>(
     client: &R,
     mapping: &Mapping,
 ) -> Result<Option<Diagnostic>, R::Error> {
-    let soql = format!(
-        "SELECT Id FROM {} WHERE ({}) LIMIT 1",
-        mapping.object, mapping.select
-    );
     Ok(client
-        .try_query(soql)
+        .try_query(plan::select_check_query(mapping))
         .await?
         .map(|QueryRefusal { code, message }| {
             Diagnostic::new(
@@ -308,12 +306,7 @@ pub async fn overlaps<R: OrgReader>(
             if first.object != second.object {
                 continue;
             }
-            let records = client
-                .count(format!(
-                    "SELECT Id FROM {} WHERE ({}) AND ({})",
-                    first.object, first.select, second.select
-                ))
-                .await?;
+            let records = client.count(plan::overlap_query(first, second)).await?;
             if records > 0 {
                 found.push(Overlap {
                     first: Arc::clone(first),
@@ -420,13 +413,6 @@ fn check_fixed_value(value: &Value, field: &FieldDescribe) -> Result<(), String>
     convert_value(value, field)
         .map(drop)
         .map_err(|error| error.to_string())
-}
-
-/// ` (did you mean `X`?)`, or nothing when no candidate is close.
-fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    suggestion(word, candidates)
-        .map(|near| format!("; did you mean `{near}`?"))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -10,13 +10,14 @@ use serde_saphyr::{Error as YamlError, MessageFormatter, UserMessageFormatter};
 use super::compiled::{FieldRule, Mapping, Moment, Source};
 use super::condition::check_condition;
 use super::context::{CONTEXT_ROOTS, PathCheck, check_path};
-use super::diagnostic::{Diagnostic, Diagnostics, Position, suggestion};
+use super::diagnostic::{Diagnostic, Diagnostics};
 use super::layout;
 use super::model::{
     FieldBlock, FieldValue, Located, MappingFile, OrderedMap, SUPPORTED_VERSION, Scalar,
 };
 use super::strict::{self, Node, one_of};
 use super::template::{Template, is_template, position_in};
+use crate::text::{Position, did_you_mean, suggestion};
 
 /// Largest mapping file read. Real ones are a few KiB; anything near this
 /// is a mistake (a log or a dump in the directory), refused before parsing
@@ -140,9 +141,7 @@ fn yaml_message(error: &YamlError) -> String {
             variant, expected, ..
         } => {
             let mut message = format!("unknown value `{variant}`, expected {}", one_of(expected));
-            if let Some(near) = suggestion(variant, expected.iter().copied()) {
-                message.push_str(&format!("; did you mean `{near}`?"));
-            }
+            message.push_str(&did_you_mean(variant, expected.iter().copied()));
             message
         }
         YamlError::SerdeMissingField { field, .. } => format!("missing key `{field}`"),

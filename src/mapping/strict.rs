@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::diagnostic::{Position, suggestion};
 use super::model::{Located, SUPPORTED_VERSION, json_schema};
+use crate::text::{Position, did_you_mean, suggestion};
 
 /// The schema of the format, generated once.
 static SCHEMA: LazyLock<Value> = LazyLock::new(json_schema);
@@ -171,9 +171,7 @@ fn closed_list(
         "unknown value `{text}`{place}, expected {}",
         one_of(allowed)
     );
-    if let Some(near) = suggestion(text, allowed.iter().copied()) {
-        message.push_str(&format!("; did you mean `{near}`?"));
-    }
+    message.push_str(&did_you_mean(text, allowed.iter().copied()));
     problems.push((position, message));
 }
 

@@ -12,7 +12,7 @@ use minijinja::value::{Serde, Value as TemplateValue};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
-use super::diagnostic::{Position, suggestion};
+use crate::text::{Position, suggestion};
 
 /// The one environment every template runs in: builtin filters and tests,
 /// no HTML escaping (nothing here is HTML), undefined values that chain

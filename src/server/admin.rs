@@ -255,10 +255,10 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     }
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     (
         [(header::CONTENT_TYPE, telemetry::METRICS_CONTENT_TYPE)],
-        telemetry::render_metrics(),
+        state.engine.metrics().render(),
     )
         .into_response()
 }

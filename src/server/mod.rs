@@ -5,7 +5,7 @@
 //! posts is trusted: webhooks are hints that the engine verifies by
 //! re-fetching from the API.
 //!
-//! Both listeners go through [`serve_with_peers`], the one place that holds
+//! Both listeners go through `serve_with_peers`, the one place that holds
 //! a connection to account: slow and idle clients are closed, and no more
 //! than `max_connections` are served at once (see [`ListenerLimits`]).
 

@@ -2,8 +2,8 @@
 //! stops and the breakers' waits.
 //!
 //! Production reads the system's clocks; unit tests use a clock they move by
-//! hand ([`Clock::manual`]), so a backoff of minutes is tested in no time and
-//! no test depends on how fast a loaded machine runs it.
+//! hand (`Clock::manual`, built in tests only), so a backoff of minutes is
+//! tested in no time and no test depends on how fast a loaded machine runs it.
 
 use std::time::{Duration, Instant};
 

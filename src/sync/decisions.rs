@@ -9,6 +9,7 @@ use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
 use super::locks::link_key;
+use super::plan;
 use super::retry::Endpoint;
 use super::{Engine, SyncError, now};
 use crate::mapping::Moment;
@@ -127,12 +128,17 @@ impl Engine {
                 }
                 .boxed()
             })
-            .buffer_unordered(self.settings.fetch_concurrency.max(1));
+            .buffer_unordered(self.settings.ondorse_concurrency.max(1));
         while let Some((application_id, pending, outcome)) = fetches.next().await {
             match outcome {
                 Ok(refreshed) => {
                     report.applications_fetched += 1;
-                    if refreshed != Refreshed::Applied {
+                    if refreshed == Refreshed::Applied {
+                        // The decision goes to the writer now, not when the
+                        // pass's slowest fetch is back (a crash before the
+                        // pass's flush fetches it again: same fields).
+                        self.writes_queued.notify_one();
+                    } else {
                         report.unmatched += 1;
                     }
                     for sequence in pending.sequences {
@@ -325,8 +331,7 @@ impl Engine {
                 &Fields::new(),
             )
             .await?;
-        // A late `collect.opened` must not overwrite a final decision.
-        if collect_opened && !application.is_final() {
+        if collect_opened && plan::collect_writes(application.is_final()) {
             let collect = self.collect_of(&template_value);
             let collect_fields = self
                 .plan_moment(

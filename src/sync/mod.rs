@@ -1,7 +1,7 @@
 //! The sync engine: intake, portals, write-back, decisions, reconcile.
 //!
 //! Every step is a method on [`Engine`] that tests, `resync` and the
-//! scheduler call alike; [`Engine::run`] only wires them to timers and
+//! scheduler call alike; [`Engine::start`] only wires them to timers and
 //! wake-ups. The decisions themselves are pure functions in [`plan`].
 //!
 //! Durability follows one rule: nothing irreversible (a portal POST, a
@@ -20,6 +20,7 @@ use crate::ondorse::{OndorseClient, OndorseError};
 use crate::salesforce::SalesforceClient;
 use crate::salesforce::model::SObjectDescribe;
 use crate::store::{JournalEntry, Retention, Store, StoreError};
+use crate::telemetry::Metrics;
 
 pub mod budget;
 pub mod clock;
@@ -57,14 +58,15 @@ pub const ACCOUNT: &str = "Account";
 pub struct EngineSettings {
     /// How far behind its cursor each poll re-reads (late commits).
     pub overlap: Duration,
-    /// Portal POSTs in flight at once: Ondorse publishes no rate limit, so
-    /// stay gentle.
-    pub portal_concurrency: usize,
-    /// Application GETs in flight at once.
-    pub fetch_concurrency: usize,
-    /// A batch of fewer than 200 write-backs waits at most this long for
-    /// company, so a backfill uses full sObject Collections calls.
-    pub write_linger: Duration,
+    /// Ondorse requests in flight at once (`[ondorse]
+    /// max_concurrent_requests`; set from the configuration).
+    pub ondorse_concurrency: usize,
+    /// Write-back calls the writer keeps in flight (`[salesforce]
+    /// max_concurrent_requests`; set from the configuration).
+    pub write_calls: usize,
+    /// How long portal links alone wait to fill a write-back call
+    /// (`[salesforce] link_batch_wait_seconds`; set from the configuration).
+    pub link_batch_wait: Duration,
     /// How often the inbox is looked at without a wake-up (a safety net).
     pub inbox_interval: Duration,
     /// While the writer sends one update per record because sObject
@@ -81,9 +83,9 @@ impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             overlap: Duration::from_secs(crate::config::DEFAULT_OVERLAP_SECONDS),
-            portal_concurrency: 16,
-            fetch_concurrency: 16,
-            write_linger: Duration::from_millis(500),
+            ondorse_concurrency: crate::config::DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
+            write_calls: crate::config::DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS,
+            link_batch_wait: Duration::from_secs(crate::config::DEFAULT_LINK_BATCH_WAIT_SECONDS),
             inbox_interval: Duration::from_secs(1),
             collection_probe: writeback::DEFAULT_COLLECTION_PROBE,
             budget: BudgetSettings::default(),
@@ -158,6 +160,12 @@ pub struct Engine {
     settings: EngineSettings,
     /// Woken when write-backs are queued.
     writes_queued: Notify,
+    /// Woken when portal links are queued: the writer looks again only once
+    /// enough are pending to fill a call (links may wait).
+    links_queued: Notify,
+    /// Woken when an intake run ends: links lingering for company go now,
+    /// since no more are coming from it.
+    intake_finished: Notify,
     /// Woken by the public listener when the inbox has something.
     inbox_wake: Arc<Notify>,
     /// One worker per (mapping, Account) link at a time: every path that
@@ -173,6 +181,8 @@ pub struct Engine {
     /// Whether sObject Collections answers are readable, or the writer
     /// falls back to one update per record.
     collection: writeback::CollectionHealth,
+    /// The daemon's registry, shared with both clients and the listeners.
+    metrics: Metrics,
 }
 
 /// Why an engine could not be built from the configuration: the
@@ -189,11 +199,16 @@ pub struct Prepared {
     pub mappings: MappingSet,
     pub salesforce: SalesforceClient,
     pub ondorse: OndorseClient,
+    /// The registry both clients count in, and the engine after them: one
+    /// per composition, so each daemon's `/metrics` shows its own work.
+    pub metrics: Metrics,
 }
 
 impl Prepared {
-    /// The store path, the mappings and both clients; every problem at once.
+    /// The store path, the mappings and both clients (with a new metrics
+    /// registry); every problem at once.
     pub fn new(config: &Config) -> Result<Prepared, BuildError> {
+        let metrics = Metrics::new();
         let mut problems = Vec::new();
         if let Err(problem) = config.check_store_path() {
             problems.push(problem);
@@ -202,10 +217,10 @@ impl Prepared {
             .map_err(|diagnostics| problems.push(diagnostics.to_string()))
             .ok();
         let source = config.source.display();
-        let salesforce = SalesforceClient::new(&config.salesforce)
+        let salesforce = SalesforceClient::new(&config.salesforce, metrics.clone())
             .map_err(|error| problems.push(format!("{source}: {error}")))
             .ok();
-        let ondorse = OndorseClient::new(&config.ondorse)
+        let ondorse = OndorseClient::new(&config.ondorse, metrics.clone())
             .map_err(|error| {
                 // Pointed at the key the client names (`ondorse.api_key_file`).
                 let at = match &error {
@@ -224,6 +239,7 @@ impl Prepared {
                     mappings,
                     salesforce,
                     ondorse,
+                    metrics,
                 })
             }
             _ => Err(BuildError(problems.join("\n"))),
@@ -260,11 +276,15 @@ impl Engine {
             mappings,
             salesforce,
             ondorse,
+            metrics,
         } = prepared;
         // Rotated refresh tokens outlive the process, in the engine's store.
         salesforce.keep_refresh_tokens_in(Arc::new(parts.store.clone()));
         let settings = EngineSettings {
             overlap: config.schedule.overlap,
+            ondorse_concurrency: config.ondorse.max_concurrent_requests,
+            write_calls: config.salesforce.max_concurrent_requests,
+            link_batch_wait: config.salesforce.link_batch_wait,
             retention: config.store.retention,
             budget: BudgetSettings {
                 budget_percent: config.salesforce.api_budget_percent,
@@ -281,6 +301,8 @@ impl Engine {
                 salesforce,
                 settings.budget.clone(),
                 breakers.clone(),
+                metrics.clone(),
+                config.salesforce.max_concurrent_requests,
             ),
             breakers,
             ondorse,
@@ -290,13 +312,21 @@ impl Engine {
             portal_base_url: config.ondorse.portal_base_url.clone(),
             settings,
             writes_queued: Notify::new(),
+            links_queued: Notify::new(),
+            intake_finished: Notify::new(),
             inbox_wake: parts.inbox_wake,
             link_locks: locks::KeyedLocks::default(),
             cursor_locks: locks::KeyedLocks::default(),
             intents_deferred: Notify::new(),
             health: reload::MappingHealth::default(),
             collection: writeback::CollectionHealth::default(),
+            metrics,
         }
+    }
+
+    /// The registry this engine and its clients count in (`GET /metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Store {

@@ -88,6 +88,80 @@ pub fn plan_writeback(
     Ok(plan)
 }
 
+impl WritePlan {
+    /// This plan with a later moment's over it: a field both write takes
+    /// the later value (or stays unsent when Salesforce already holds it).
+    fn then(mut self, later: WritePlan) -> WritePlan {
+        for field in later.unchanged {
+            self.changed.remove(&field);
+            if !self.unchanged.contains(&field) {
+                self.unchanged.push(field);
+            }
+        }
+        for (field, value) in later.changed {
+            self.unchanged.retain(|unchanged| *unchanged != field);
+            self.changed.insert(field, value);
+        }
+        self.refused.extend(later.refused);
+        self
+    }
+}
+
+/// The write-back moments a link has reached, in order: "portal sent" once
+/// its portal exists, then the application once one is linked. A collect
+/// is an event, not a state a link keeps, so it is never reached again.
+pub fn moments_reached(has_portal: bool, has_application: bool) -> Vec<Moment> {
+    let mut moments = Vec::new();
+    if has_portal {
+        moments.push(Moment::PortalCreated);
+    }
+    if has_application {
+        moments.push(Moment::Application);
+    }
+    moments
+}
+
+/// What a link writes at every moment of `moments` (resync): each moment
+/// planned against the same `known`, a later moment winning the fields it
+/// also writes, so a decision overrides "portal sent". A moment the mapping
+/// writes nothing at adds nothing; the error names the moment that failed.
+pub fn plan_moments(
+    mapping: &Mapping,
+    moments: &[Moment],
+    context: &WritebackContext,
+    describe: &SObjectDescribe,
+    known: &Fields,
+) -> Result<WritePlan, (Moment, RenderError)> {
+    let mut plan = WritePlan::default();
+    for &moment in moments {
+        if !mapping.writes_at(moment) {
+            continue;
+        }
+        let later = plan_writeback(mapping, moment, context, describe, known)
+            .map_err(|error| (moment, error))?;
+        plan = plan.then(later);
+    }
+    Ok(plan)
+}
+
+/// Drops from `fields`, planned at `moment`, those a later moment of the
+/// mapping also writes: a link that reached that later moment has them
+/// planned from its current state, which an earlier value ("portal sent")
+/// must not undo.
+pub fn leave_to_later_moments(mapping: &Mapping, moment: Moment, fields: &mut Fields) {
+    for written in mapping.written_fields() {
+        if written.moment > moment {
+            fields.retain(|name, _| !name.eq_ignore_ascii_case(&written.field));
+        }
+    }
+}
+
+/// Whether a `collect.opened` event writes its moment: not once the
+/// decision is final, which a late collect must not overwrite.
+pub fn collect_writes(decision_final: bool) -> bool {
+    !decision_final
+}
+
 /// The SOQL of one intake poll: the mapping's fields (read by templates,
 /// and written, so changes are detected against Salesforce's own values),
 /// its `select`, from `since`, in cursor order.
@@ -101,41 +175,79 @@ pub fn intake_query(mapping: &Mapping, since: DateTime<Utc>) -> String {
     )
 }
 
-/// The SOQL reading chosen Accounts of a mapping (push hints, resync).
-pub fn accounts_query(mapping: &Mapping, ids: &[String]) -> String {
+/// The SOQL that asks Salesforce to parse a mapping's `select` (the online
+/// check): one row at most, whatever matches.
+pub fn select_check_query(mapping: &Mapping) -> String {
     format!(
-        "SELECT {} FROM {} WHERE ({}) AND Id IN ({}) ORDER BY SystemModstamp, Id",
-        query_fields(mapping).join(", "),
-        mapping.object,
-        mapping.select,
-        id_list(ids),
+        "SELECT Id FROM {} WHERE ({}) LIMIT 1",
+        mapping.object, mapping.select
     )
 }
 
+/// The SOQL counting the records two mappings' `select` both match.
+pub fn overlap_query(first: &Mapping, second: &Mapping) -> String {
+    format!(
+        "SELECT Id FROM {} WHERE ({}) AND ({})",
+        first.object, first.select, second.select
+    )
+}
+
+/// Ids per `Id IN (...)` query: far below SOQL's 100,000-character limit.
+pub const IDS_PER_QUERY: usize = 500;
+
+/// The SOQL reading chosen Accounts of a mapping that match its `select`
+/// (push hints, resync), one query per [`IDS_PER_QUERY`] Ids.
+pub fn accounts_queries(mapping: &Mapping, ids: &[impl AsRef<str>]) -> Vec<String> {
+    ids.chunks(IDS_PER_QUERY)
+        .map(|chunk| {
+            format!(
+                "SELECT {} FROM {} WHERE ({}) AND Id IN ({}) ORDER BY SystemModstamp, Id",
+                query_fields(mapping).join(", "),
+                mapping.object,
+                mapping.select,
+                id_list(chunk),
+            )
+        })
+        .collect()
+}
+
+/// The SOQL reading chosen Accounts with every field a mapping reads and
+/// writes, whatever its `select` says (a resynced or previewed Account may
+/// not match it), one query per [`IDS_PER_QUERY`] Ids.
+pub fn by_id_queries(mapping: &Mapping, ids: &[impl AsRef<str>]) -> Vec<String> {
+    let fields = query_fields(mapping);
+    fields_queries(&mapping.object, fields.iter().map(String::as_str), ids)
+}
+
 /// The SOQL reading `fields` of chosen records, whatever any `select` says
-/// (the writer reading back what landed).
-pub fn fields_query<'a>(
+/// (the writer reading back what landed, the recycle bin), one query per
+/// [`IDS_PER_QUERY`] Ids.
+pub fn fields_queries<'a>(
     object: &str,
     fields: impl IntoIterator<Item = &'a str>,
-    ids: &[String],
-) -> String {
+    ids: &[impl AsRef<str>],
+) -> Vec<String> {
     let mut names = vec!["Id"];
     names.extend(
         fields
             .into_iter()
             .filter(|field| !field.eq_ignore_ascii_case("Id")),
     );
-    format!(
-        "SELECT {} FROM {object} WHERE Id IN ({}) ORDER BY Id",
-        names.join(", "),
-        id_list(ids),
-    )
+    ids.chunks(IDS_PER_QUERY)
+        .map(|chunk| {
+            format!(
+                "SELECT {} FROM {object} WHERE Id IN ({}) ORDER BY Id",
+                names.join(", "),
+                id_list(chunk),
+            )
+        })
+        .collect()
 }
 
 /// `'001…', '001…'`: Ids as SOQL literals for `Id IN (...)`.
-pub fn id_list(ids: &[String]) -> String {
+fn id_list(ids: &[impl AsRef<str>]) -> String {
     ids.iter()
-        .map(|id| crate::salesforce::soql::quote(id))
+        .map(|id| crate::salesforce::soql::quote(id.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -18,8 +18,8 @@ use super::retry::Endpoint;
 use super::{Engine, SyncError, now};
 use crate::mapping::{Mapping, Moment, WritebackContext};
 use crate::ondorse::{OndorseError, Portal};
-use crate::store::{Fields, Link, PortalRecord, PortalRequest};
-use crate::telemetry::{self, PortalResult, WritebackResult};
+use crate::store::{Fields, Link, PortalRecord, PortalRequest, Urgency};
+use crate::telemetry::{PortalResult, WritebackResult};
 
 /// What a batch of portal creations did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,9 +31,34 @@ pub(super) struct PortalsReport {
     pub deferred_until: Option<DateTime<Utc>>,
 }
 
+impl PortalsReport {
+    /// Counts one attempt's outcome; a store error is logged and handed
+    /// back for the caller to return once every intent was tried.
+    pub(super) fn count(
+        &mut self,
+        mapping: &Mapping,
+        outcome: Result<Attempt, SyncError>,
+    ) -> Result<(), SyncError> {
+        match outcome {
+            Ok(Attempt::Created) => self.created += 1,
+            Ok(Attempt::Failed) => self.failed += 1,
+            Ok(Attempt::Deferred(until)) => {
+                self.deferred_until =
+                    Some(self.deferred_until.map_or(until, |known| known.min(until)));
+            }
+            Ok(Attempt::Skipped) => {}
+            Err(error) => {
+                tracing::error!(mapping = %mapping.name, %error, "portal creation could not be recorded");
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What became of one intent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Attempt {
+pub(super) enum Attempt {
     Created,
     Failed,
     /// The endpoint's breaker held it back until then.
@@ -56,40 +81,34 @@ impl Engine {
         let mut first_error = None;
         let mut outcomes = futures::stream::iter(account_ids)
             .map(|account_id| async move { self.create_portal(mapping, &account_id).await }.boxed())
-            .buffer_unordered(self.settings.portal_concurrency.max(1));
+            .buffer_unordered(self.settings.ondorse_concurrency.max(1));
         while let Some(outcome) = outcomes.next().await {
-            match outcome {
-                Ok(Attempt::Created) => report.created += 1,
-                Ok(Attempt::Failed) => report.failed += 1,
-                Ok(Attempt::Deferred(until)) => {
-                    report.deferred_until = Some(
-                        report
-                            .deferred_until
-                            .map_or(until, |known| known.min(until)),
-                    );
-                }
-                Ok(Attempt::Skipped) => {}
-                Err(error) => {
-                    tracing::error!(mapping = %mapping.name, %error, "portal creation could not be recorded");
-                    first_error.get_or_insert(error);
-                }
+            if let Err(error) = report.count(mapping, outcome) {
+                first_error.get_or_insert(error);
             }
         }
-        if report.created > 0 {
-            self.store.flush().await?;
-            self.writes_queued.notify_one();
-        }
-        if report.failed > 0 || report.deferred_until.is_some() {
-            self.intents_deferred.notify_one();
-        }
+        self.portals_attempted(&report).await?;
         match first_error {
             Some(error) => Err(error),
             None => Ok(report),
         }
     }
 
+    /// After a run of attempts: the portals created are made durable and
+    /// the writer told; the deferred-intent loop looks at failures.
+    pub(super) async fn portals_attempted(&self, report: &PortalsReport) -> Result<(), SyncError> {
+        if report.created > 0 {
+            self.store.flush().await?;
+            self.links_queued.notify_one();
+        }
+        if report.failed > 0 || report.deferred_until.is_some() {
+            self.intents_deferred.notify_one();
+        }
+        Ok(())
+    }
+
     /// One intent, under its link's lock.
-    async fn create_portal(
+    pub(super) async fn create_portal(
         &self,
         mapping: &Mapping,
         account_id: &str,
@@ -183,7 +202,7 @@ impl Engine {
         if !self.describe_cached().await {
             self.store.flush().await?;
         }
-        telemetry::metrics().portal(&mapping.name, PortalResult::Created);
+        self.metrics.portal(&mapping.name, PortalResult::Created);
         tracing::info!(account_id, mapping = %mapping.name, portal_id = %record.id, "portal created");
         if let Err(error) = self.plan_portal_writeback(mapping, &mut link).await {
             // Reconcile plans it again: the link says it is still due.
@@ -223,7 +242,7 @@ impl Engine {
         retry_at: Option<DateTime<Utc>>,
         http_status: Option<u16>,
     ) -> Result<(), SyncError> {
-        telemetry::metrics().portal(&link.mapping, PortalResult::Failed);
+        self.metrics.portal(&link.mapping, PortalResult::Failed);
         link.portal_attempts += 1;
         link.last_error = Some(error.clone());
         link.refused = retry_at.is_none();
@@ -345,7 +364,7 @@ impl Engine {
             ),
             json!({ "code": refused.code, "field": refused.field, "value": refused.value }),
         )?;
-        telemetry::metrics().writeback([mapping], WritebackResult::Refused);
+        self.metrics.writeback([mapping], WritebackResult::Refused);
         tracing::warn!(account_id, mapping, field = %refused.field, message = %refused.message, "field refused before sending");
         Ok(id)
     }
@@ -357,7 +376,13 @@ impl Engine {
         moment: Moment,
         fields: Fields,
     ) -> Result<(), SyncError> {
-        self.store.put_link_and_queue(link, Some(&fields), now())?;
+        // Only a portal link may wait to fill a call; a decision goes now.
+        let urgency = match moment {
+            Moment::PortalCreated => Urgency::MayWait,
+            _ => Urgency::Now,
+        };
+        self.store
+            .put_link_and_queue(link, Some(&fields), urgency, now())?;
         if !fields.is_empty() {
             self.journal(
                 &link.account_id,

@@ -12,7 +12,6 @@ use super::decisions::Refreshed;
 use super::locks::link_key;
 use super::{Engine, SyncError, now};
 use crate::store::{LinkState, StoreError};
-use crate::telemetry;
 
 /// What one reconcile pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,7 +70,7 @@ impl Engine {
                 }
                 .boxed()
             })
-            .buffer_unordered(self.settings.fetch_concurrency.max(1));
+            .buffer_unordered(self.settings.ondorse_concurrency.max(1));
         while let Some(checked) = checks.next().await {
             let (outcome, application_id, account_id) = checked?;
             match outcome {
@@ -142,7 +141,7 @@ impl Engine {
                 report.next_retry = Some(report.next_retry.map_or(until, |next| next.min(until)));
             }
         }
-        telemetry::metrics().parked("intents", report.parked);
+        self.metrics.parked("intents", report.parked);
         Ok(report)
     }
 

@@ -90,7 +90,7 @@ impl RetryPolicy {
             .build()
             .nth(steps - 1)
             .unwrap_or(self.settings.max_delay);
-        step.mul_f64(1.0 + rand::random_range(0.0..JITTER))
+        step.mul_f64(1.0 + fastrand::f64() * JITTER)
             .min(self.settings.max_delay)
     }
 

@@ -17,7 +17,6 @@ use super::schedules::{PollFailures, ScheduleHealth, Schedules};
 use super::{Engine, SyncError, now};
 use crate::config::ScheduleConfig;
 use crate::store::{InboxKind, InboxQueue};
-use crate::telemetry;
 
 /// How often the store's gauges are refreshed: counting costs a scan of the
 /// inbox and the pending writes, and Prometheus scrapes every 15 s or more.
@@ -215,11 +214,11 @@ impl Engine {
     ) {
         loop {
             let at = now();
-            telemetry::metrics().schedule_alive(
+            self.metrics.schedule_alive(
                 schedules.poll.name,
                 schedules.poll.missed_slot(at).is_none(),
             );
-            telemetry::metrics().schedule_alive(
+            self.metrics.schedule_alive(
                 schedules.reconcile.name,
                 schedules.reconcile.missed_slot(at).is_none(),
             );
@@ -231,7 +230,7 @@ impl Engine {
     }
 
     fn record_gauges(&self) {
-        let metrics = telemetry::metrics();
+        let metrics = &self.metrics;
         match self.store.inbox_depth() {
             Ok(inbox) => metrics.queue_depths(
                 inbox,
@@ -258,69 +257,6 @@ impl Engine {
                 }
             }
             Err(error) => tracing::warn!(%error, "cannot read the cursors for metrics"),
-        }
-    }
-
-    async fn writer_loop(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
-        loop {
-            let paused = match self.write_pass(false).await {
-                Ok(report) => report.paused,
-                Err(error) => {
-                    tracing::error!(%error, "write-back pass failed");
-                    false
-                }
-            };
-            // Sleep until the next write is due (a lingering partial batch or
-            // a backoff), until the pause ends, or until new writes are queued.
-            let wait = if paused {
-                self.writer_pause_left()
-            } else {
-                self.next_write_wait()
-            };
-            if wait_or_stop(
-                &mut stopped,
-                wait.max(Duration::from_millis(10)),
-                // New writes do not end a pause.
-                (!paused).then_some(&self.writes_queued),
-            )
-            .await
-            {
-                // Last chance for what is already due.
-                if let Err(error) = self.flush_writes().await {
-                    tracing::warn!(%error, "final write-back pass failed");
-                }
-                return;
-            }
-        }
-    }
-
-    /// How long the writer's pause lasts: its breaker's wait, or the budget
-    /// governor's next look at the org's usage.
-    fn writer_pause_left(&self) -> Duration {
-        let writer = self.writer_state();
-        let until = writer
-            .until
-            .filter(|_| writer.open)
-            .or(self.budget_state().until);
-        until
-            .and_then(|until| (until - now()).to_std().ok())
-            .unwrap_or(self.breakers.policy().settings().initial_delay)
-    }
-
-    /// How long until the next pending write is due (lingering included).
-    fn next_write_wait(&self) -> Duration {
-        match self.store.next_write_due() {
-            Ok(Some(due)) => {
-                let linger =
-                    chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
-                let due = due.max(now() - linger) + linger;
-                (due - now()).to_std().unwrap_or(Duration::from_millis(10))
-            }
-            Ok(None) => self.settings.inbox_interval,
-            Err(error) => {
-                tracing::error!(%error, "cannot read pending writes");
-                self.breakers.policy().settings().initial_delay
-            }
         }
     }
 }

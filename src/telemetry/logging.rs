@@ -61,7 +61,8 @@ impl LogFormat {
     }
 }
 
-/// Sets up the process's log output (SPEC §9). `RUST_LOG` filters as usual.
+/// Sets up the process's log output: human-readable on a terminal, JSON
+/// lines when stderr is the systemd journal. `RUST_LOG` filters as usual.
 /// Calling it again (tests, the demo) keeps the first setup.
 pub fn init_logging() {
     let filter =

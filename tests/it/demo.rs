@@ -6,15 +6,15 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Instant;
+
+use tokio::sync::mpsc;
 
 use ondorse_bridge::cli::demo::SERVING_LINE;
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 
-use crate::support::daemon::{STOP_DEADLINE, cli, command, wait_until};
+use crate::support::daemon::{STOP_DEADLINE, cli, command};
 use crate::support::position;
-use crate::support::world::{E2E_DEADLINE, World, copy_mappings, eventually};
+use crate::support::world::{E2E_DEADLINE, World, copy_mappings, eventually, eventually_some};
 
 /// `ondorse-bridge demo ARGS`, outside any configuration of the caller's.
 fn demo(args: &[&str]) -> Command {
@@ -28,8 +28,11 @@ fn demo(args: &[&str]) -> Command {
 }
 
 /// Runs `ondorse-bridge demo ARGS` to its end; it must succeed. Answers its stdout.
-fn successful_demo(args: &[&str]) -> String {
-    let output = demo(args).output().expect("run ondorse-bridge demo");
+async fn successful_demo(args: &[&str]) -> String {
+    let output = tokio::process::Command::from(demo(args))
+        .output()
+        .await
+        .expect("run ondorse-bridge demo");
     let stdout = text(&output.stdout);
     assert!(
         output.status.success(),
@@ -52,9 +55,9 @@ impl Drop for Running {
 }
 
 /// Reads `child`'s stdout lines on a thread; the receiver gets each line.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+fn lines_of(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
     let stdout = child.stdout.take().expect("a piped stdout");
-    let (sender, receiver) = mpsc::channel();
+    let (sender, receiver) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
@@ -76,10 +79,11 @@ fn labelled<'a>(lines: &'a [String], label: &str) -> &'a str {
 }
 
 /// What `ondorse-bridge status --config CONFIG` prints now.
-fn status_now(config: &Path) -> String {
-    let output = command(config, &["status"])
+async fn status_now(config: &Path) -> String {
+    let output = tokio::process::Command::from(command(config, &["status"]))
         .env("RUST_LOG", "warn")
         .output()
+        .await
         .expect("run status");
     text(&output.stdout)
 }
@@ -100,10 +104,10 @@ async fn demo_serve_answers_the_state_commands_and_reloads_the_admins_mappings()
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn ondorse-bridge demo --serve");
-    let receiver = lines_of(&mut child);
+    let mut receiver = lines_of(&mut child);
     let child = Running(child);
     let mut lines = Vec::new();
-    let deadline = Instant::now() + E2E_DEADLINE * 3;
+    let deadline = tokio::time::Instant::now() + E2E_DEADLINE * 3;
     // The list of commands to try ends with where to edit the mappings.
     let served = |lines: &[String]| {
         lines
@@ -112,11 +116,12 @@ async fn demo_serve_answers_the_state_commands_and_reloads_the_admins_mappings()
             .any(|line| line.starts_with("Edit a file in"))
     };
     while !served(&lines) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match receiver.recv_timeout(left) {
-            Ok(line) => lines.push(line),
-            Err(error) => panic!(
-                "demo --serve stopped talking ({error}):\n{}",
+        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+            Ok(Some(line)) => lines.push(line),
+            Ok(None) => panic!("demo --serve closed its output:\n{}", lines.join("\n")),
+            Err(_) => panic!(
+                "demo --serve did not list the commands to try in {:?}:\n{}",
+                E2E_DEADLINE * 3,
                 lines.join("\n")
             ),
         }
@@ -160,10 +165,9 @@ async fn demo_serve_answers_the_state_commands_and_reloads_the_admins_mappings()
     let shipped = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, shipped.replacen("writeback:", "writebak:", 1)).unwrap();
     let place = position(&file, "writebak:");
-    let mut shown = String::new();
-    eventually("status shows the refused reload", E2E_DEADLINE, || {
-        shown = status_now(&config);
-        shown.contains("Mapping reload REFUSED") && shown.contains(&place)
+    let shown = eventually_some("status shows the refused reload", E2E_DEADLINE, || async {
+        let shown = status_now(&config).await;
+        (shown.contains("Mapping reload REFUSED") && shown.contains(&place)).then_some(shown)
     })
     .await;
     assert!(
@@ -172,12 +176,12 @@ async fn demo_serve_answers_the_state_commands_and_reloads_the_admins_mappings()
     );
     // Fixed, it is reloaded and the refusal is gone.
     std::fs::write(&file, &shipped).unwrap();
-    eventually(
+    eventually_some(
         "status shows the fixed mapping in force",
         E2E_DEADLINE,
-        || {
-            let shown = status_now(&config);
-            shown.contains("business-onboarding") && !shown.contains("REFUSED")
+        || async {
+            let shown = status_now(&config).await;
+            (shown.contains("business-onboarding") && !shown.contains("REFUSED")).then_some(())
         },
     )
     .await;
@@ -189,16 +193,17 @@ async fn demo_serve_answers_the_state_commands_and_reloads_the_admins_mappings()
         .expect("run kill");
     assert!(sent.success());
     let mut exit = None;
-    wait_until("demo --serve exits after SIGTERM", STOP_DEADLINE, || {
+    eventually("demo --serve exits after SIGTERM", STOP_DEADLINE, || {
         exit = child.0.try_wait().expect("poll the demo");
         exit.is_some()
-    });
+    })
+    .await;
     assert!(exit.unwrap().success(), "{exit:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_with_no_accounts_finishes_and_says_so() {
-    let stdout = successful_demo(&["--accounts", "0"]);
+    let stdout = successful_demo(&["--accounts", "0"]).await;
     assert!(
         stdout.contains("Accounts in Salesforce          0"),
         "{stdout}"
@@ -271,7 +276,7 @@ async fn demo_refuses_a_missing_or_broken_mappings_directory_with_the_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_with_realistic_latency_and_refuses_an_unknown_profile() {
-    let stdout = successful_demo(&["--accounts", "6", "--latency", "realistic"]);
+    let stdout = successful_demo(&["--accounts", "6", "--latency", "realistic"]).await;
     assert!(stdout.contains("(realistic latency)"), "{stdout}");
     assert!(
         stdout

@@ -12,6 +12,27 @@ fn repository(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
+/// Whether `systemd-analyze` runs here; why not otherwise.
+fn systemd_analyze_available() -> Result<(), String> {
+    match Command::new("systemd-analyze").arg("--version").output() {
+        Ok(output) if output.status.success() => Ok(()),
+        Ok(output) => Err(format!(
+            "systemd-analyze --version failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err("systemd-analyze is not installed".to_owned())
+        }
+        Err(error) => Err(format!("systemd-analyze cannot run: {error}")),
+    }
+}
+
+/// Whether this is a CI run (`CI=true`, as CI services set it).
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1")
+}
+
 #[test]
 fn the_unit_file_verifies() {
     let unit = std::fs::read_to_string(repository("deploy/ondorse-bridge.service"))
@@ -20,12 +41,17 @@ fn the_unit_file_verifies() {
         unit.contains(&format!("ExecStart={INSTALLED_BINARY} ")),
         "the unit runs {INSTALLED_BINARY}"
     );
-    let available = Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !available {
-        eprintln!("skipped: systemd-analyze is not installed (`.ci/run` installs it)");
+    if let Err(reason) = systemd_analyze_available() {
+        assert!(
+            !under_ci(),
+            "CI=true and {reason}: `.ci/run` installs it (the systemd package)"
+        );
+        // Past the test harness's capture, so a plain `cargo test` shows it.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "\nSKIPPED deploy::the_unit_file_verifies: {reason}; the unit file was not verified (`.ci/run` installs systemd-analyze; under CI=true this fails)\n"
+        );
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -106,8 +132,7 @@ fn every_secret_of_the_example_configuration_has_a_credential() {
 /// pings while the schedules run, STOPPING on SIGTERM, then a clean exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
-    use std::os::unix::net::UnixDatagram;
-    use std::time::{Duration, Instant};
+    use tokio::net::UnixDatagram;
 
     use crate::support::world::World;
 
@@ -118,11 +143,8 @@ async fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("socket timeout");
     let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
         .arg("run")
         .arg("--config")
         .arg(&world.config_path)
@@ -131,34 +153,44 @@ async fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stderr(log)
+        .kill_on_drop(true)
         .spawn()
         .expect("start the daemon");
     let mut messages = Vec::new();
-    let receive_until = |wanted: &str, messages: &mut Vec<String>| {
-        let deadline = Instant::now() + crate::support::daemon::START_DEADLINE;
+    // Reads messages until one is `wanted`; false if none came in time.
+    async fn receive_until(
+        socket: &UnixDatagram,
+        wanted: &str,
+        messages: &mut Vec<String>,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + crate::support::daemon::START_DEADLINE;
         let mut buffer = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(length) = socket.recv(&mut buffer) {
-                let message = String::from_utf8_lossy(&buffer[..length]).into_owned();
-                let found = message.lines().any(|line| line == wanted);
-                messages.push(message);
-                if found {
-                    return true;
-                }
+        while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv(&mut buffer)).await {
+            let length = received.expect("read the notify socket");
+            let message = String::from_utf8_lossy(&buffer[..length]).into_owned();
+            let found = message.lines().any(|line| line == wanted);
+            messages.push(message);
+            if found {
+                return true;
             }
         }
         false
-    };
-    let ready = receive_until("READY=1", &mut messages);
+    }
+    let ready = receive_until(&socket, "READY=1", &mut messages).await;
     let pinged = ready
-        && receive_until("WATCHDOG=1", &mut messages)
-        && receive_until("WATCHDOG=1", &mut messages);
-    let terminated = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        && receive_until(&socket, "WATCHDOG=1", &mut messages).await
+        && receive_until(&socket, "WATCHDOG=1", &mut messages).await;
+    let pid = child.id().expect("the daemon runs").to_string();
+    let terminated = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
         .status()
+        .await
         .is_ok_and(|status| status.success());
-    let stopping = receive_until("STOPPING=1", &mut messages);
-    let status = child.wait().expect("the daemon exits");
+    let stopping = receive_until(&socket, "STOPPING=1", &mut messages).await;
+    let status = tokio::time::timeout(crate::support::daemon::STOP_DEADLINE, child.wait())
+        .await
+        .expect("the daemon exits after SIGTERM")
+        .expect("the daemon's exit status");
     let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
     assert!(ready, "no READY=1; received {messages:?}\n{log}");
     assert!(pinged, "no watchdog pings; received {messages:?}\n{log}");

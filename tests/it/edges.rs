@@ -11,7 +11,7 @@ use ondorse_sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
 use serde_json::{Value, json};
 
 use crate::support::config::{ADMIN_TOKEN, ConfigSettings, ONDORSE_API_KEY, write_config};
-use crate::support::daemon::{Daemon, cli, free_address};
+use crate::support::daemon::{Daemon, cli};
 use crate::support::world::{E2E_DEADLINE, World, copy_mappings, eventually};
 
 /// Polls every second, so a test sees new Accounts picked up quickly.
@@ -25,8 +25,6 @@ struct Setup {
     salesforce: SalesforceSandbox,
     ondorse: OndorseSandbox,
     config: PathBuf,
-    webhooks: SocketAddr,
-    admin: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -46,14 +44,10 @@ impl Setup {
         .await
         .expect("sandbox ondorse starts");
         let dir = tempfile::tempdir().expect("temp dir");
-        let webhooks = free_address();
-        let admin = free_address();
         let mut settings = ConfigSettings::in_dir(dir.path());
         settings.salesforce_login_url = salesforce.login_url();
         settings.salesforce_auth = auth.to_owned();
         settings.ondorse_base_url = ondorse.base_url();
-        settings.webhooks_listen = webhooks.to_string();
-        settings.admin_listen = admin.to_string();
         settings.extra = extra.to_owned();
         // Readiness is lost after one second of failures.
         settings.admin_extra = "failure_grace_seconds = 1".to_owned();
@@ -63,8 +57,6 @@ impl Setup {
             salesforce,
             ondorse,
             config,
-            webhooks,
-            admin,
             _dir: dir,
         }
     }
@@ -84,8 +76,8 @@ impl Setup {
         .await
     }
 
-    fn daemon(&self) -> Daemon {
-        Daemon::start(&self.config, self.webhooks)
+    async fn daemon(&self) -> Daemon {
+        Daemon::start(&self.config).await
     }
 
     /// Seeds one Customer Account (the business mapping takes it) and waits
@@ -117,8 +109,8 @@ impl Setup {
 }
 
 /// SIGTERM, and the daemon exits 0.
-fn stop(daemon: Daemon) {
-    let (exit, log) = daemon.terminate();
+async fn stop(daemon: Daemon) {
+    let (exit, log) = daemon.terminate().await;
     assert!(exit.success(), "exit after SIGTERM: {exit}\n{log}");
 }
 
@@ -194,10 +186,10 @@ async fn rotated_refresh_tokens_survive_restarts_kills_and_check_online() {
     let setup = Setup::rotating(&[FILE_REFRESH_TOKEN]).await;
 
     // First start: the file's token is redeemed and rotated away.
-    let daemon = setup.daemon();
+    let daemon = setup.daemon().await;
     setup.a_new_account_gets_its_portal(1, &daemon).await;
     assert!(!refresh_token_works(&setup, FILE_REFRESH_TOKEN).await);
-    stop(daemon);
+    stop(daemon).await;
 
     // Stopped: check --online uses the kept token and keeps the next one.
     let checked = cli(&setup.config, &["check", "--online"]).await;
@@ -209,14 +201,14 @@ async fn rotated_refresh_tokens_survive_restarts_kills_and_check_online() {
     );
 
     // Second start, ended by SIGKILL: no chance to save anything then.
-    let daemon = setup.daemon();
+    let daemon = setup.daemon().await;
     setup.a_new_account_gets_its_portal(2, &daemon).await;
     daemon.kill();
 
     // Third start: check --online while it runs goes through the daemon.
-    let daemon = setup.daemon();
+    let daemon = setup.daemon().await;
     setup.a_new_account_gets_its_portal(3, &daemon).await;
-    let checked = cli(&setup.config, &["check", "--online"]).await;
+    let checked = daemon.cli(&setup.config, &["check", "--online"]).await;
     let said = String::from_utf8_lossy(&checked.stdout).into_owned();
     assert!(
         checked.status.success(),
@@ -226,10 +218,10 @@ async fn rotated_refresh_tokens_survive_restarts_kills_and_check_online() {
     assert!(said.contains("the daemon runs"), "{said}");
     assert!(said.contains("checked online"), "{said}");
     setup.a_new_account_gets_its_portal(4, &daemon).await;
-    stop(daemon);
+    stop(daemon).await;
 
     // Fourth start: still no new token from a human.
-    let daemon = setup.daemon();
+    let daemon = setup.daemon().await;
     setup.a_new_account_gets_its_portal(5, &daemon).await;
     let log = daemon.log();
     assert!(log.contains("kept in the store"), "{log}");
@@ -237,7 +229,7 @@ async fn rotated_refresh_tokens_survive_restarts_kills_and_check_online() {
         !log.contains(FILE_REFRESH_TOKEN),
         "a refresh token in the log:\n{log}"
     );
-    stop(daemon);
+    stop(daemon).await;
     assert_eq!(
         std::fs::read_to_string(setup.refresh_token_file()).unwrap(),
         format!("{FILE_REFRESH_TOKEN}\n"),
@@ -249,16 +241,16 @@ async fn rotated_refresh_tokens_survive_restarts_kills_and_check_online() {
 async fn an_operators_new_refresh_token_file_wins_over_the_kept_token() {
     const OPERATORS_NEW_TOKEN: &str = "operators-new-refresh-token";
     let setup = Setup::rotating(&[FILE_REFRESH_TOKEN, OPERATORS_NEW_TOKEN]).await;
-    let daemon = setup.daemon();
+    let daemon = setup.daemon().await;
     setup.a_new_account_gets_its_portal(11, &daemon).await;
-    stop(daemon);
+    stop(daemon).await;
 
     std::fs::write(
         setup.refresh_token_file(),
         format!("{OPERATORS_NEW_TOKEN}\n"),
     )
     .unwrap();
-    let daemon = setup.daemon();
+    let daemon = setup.daemon().await;
     setup.a_new_account_gets_its_portal(12, &daemon).await;
     // The daemon redeemed the new file's token, so rotation revoked it.
     assert!(!refresh_token_works(&setup, OPERATORS_NEW_TOKEN).await);
@@ -267,28 +259,32 @@ async fn an_operators_new_refresh_token_file_wins_over_the_kept_token() {
         log.contains("salesforce.refresh_token_file changed"),
         "{log}"
     );
-    stop(daemon);
+    stop(daemon).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_login_makes_readyz_say_what_to_do_and_the_watchdog_keeps_quiet() {
     // The org knows no refresh token at all: the file's was revoked.
     let setup = Setup::rotating(&[]).await;
-    let daemon = setup.daemon();
-    let body = not_ready_because(setup.admin, "salesforce has refused the login since").await;
+    let daemon = setup.daemon().await;
+    let body = not_ready_because(
+        daemon.admin_address(),
+        "salesforce has refused the login since",
+    )
+    .await;
     assert!(body.contains("invalid_grant"), "{body}");
     assert!(
         body.contains("write it to salesforce.refresh_token_file and restart the daemon"),
         "{body}"
     );
-    let status = status_json(setup.admin).await;
+    let status = status_json(daemon.admin_address()).await;
     let problem = status["daemon"]["salesforce"]["problem"]
         .as_str()
         .unwrap_or_default();
     assert!(problem.contains("the login is refused"), "{status}");
     // The schedules still fire: the process is healthy, the org refuses.
     assert_eq!(status["daemon"]["schedules_alive"], json!(true), "{status}");
-    stop(daemon);
+    stop(daemon).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,9 +310,9 @@ async fn an_api_version_the_org_does_not_serve_stops_the_work_and_says_what_it_s
     let mut account = SalesforceSandbox::generate_accounts(1, 21).remove(0);
     account.insert("Type".to_owned(), json!("Customer"));
     setup.salesforce.insert_accounts(vec![account]);
-    let daemon = setup.daemon();
-    not_ready_because(setup.admin, expected).await;
-    let status = status_json(setup.admin).await;
+    let daemon = setup.daemon().await;
+    not_ready_because(daemon.admin_address(), expected).await;
+    let status = status_json(daemon.admin_address()).await;
     assert!(
         status["daemon"]["salesforce"]["problem"]
             .as_str()
@@ -336,7 +332,7 @@ async fn an_api_version_the_org_does_not_serve_stops_the_work_and_says_what_it_s
         "no query went to an unserved version"
     );
     assert!(setup.ondorse.portals().is_empty());
-    stop(daemon);
+    stop(daemon).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,11 +444,8 @@ async fn admin_get(address: std::net::SocketAddr, path: &str, token: bool) -> (u
 async fn an_exposed_admin_listener_and_plain_http_are_warned_about_and_the_token_guards_readyz_and_metrics()
  {
     let dir = tempfile::tempdir().expect("temp dir");
-    let webhooks = free_address();
-    let admin_port = free_address().port();
     let mut settings = ConfigSettings::in_dir(dir.path());
-    settings.webhooks_listen = webhooks.to_string();
-    settings.admin_listen = format!("0.0.0.0:{admin_port}");
+    settings.admin_listen = "0.0.0.0:0".to_owned();
     settings.ondorse_base_url = "http://api.ondorse.example".to_owned();
     copy_mappings(&settings.mappings_dir);
     let keys = ondorse_sandbox::salesforce::generate_jwt_key_pair();
@@ -469,18 +462,13 @@ async fn an_exposed_admin_listener_and_plain_http_are_warned_about_and_the_token
         "{said}"
     );
     assert!(
-        said.contains(&format!(
-            "warning: admin.listen 0.0.0.0:{admin_port} is not a loopback address"
-        )),
+        said.contains("warning: admin.listen 0.0.0.0:0 is not a loopback address"),
         "{said}"
     );
 
-    let daemon = Daemon::start(&config, webhooks);
-    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
-    eventually("the admin listener answers", E2E_DEADLINE, || {
-        std::net::TcpStream::connect(admin).is_ok()
-    })
-    .await;
+    let daemon = Daemon::start(&config).await;
+    assert!(daemon.admin_address().ip().is_unspecified());
+    let admin = SocketAddr::from(([127, 0, 0, 1], daemon.admin_address().port()));
     let log = daemon.log();
     assert!(
         log.contains("is plain http to a host that is not loopback"),
@@ -499,7 +487,7 @@ async fn an_exposed_admin_listener_and_plain_http_are_warned_about_and_the_token
     let (status, body) = admin_get(admin, "/metrics", true).await;
     assert_eq!(status, 200);
     assert!(body.contains("ondorse_bridge_"), "{body}");
-    stop(daemon);
+    stop(daemon).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,8 +627,11 @@ async fn a_rotated_refresh_token_that_cannot_be_kept_is_not_used() {
     let setup = Setup::rotating(&[FILE_REFRESH_TOKEN]).await;
     let config = ondorse_bridge::config::Config::load_with(&setup.config, None)
         .expect("the test configuration is valid");
-    let client = ondorse_bridge::salesforce::SalesforceClient::new(&config.salesforce)
-        .expect("the client builds");
+    let client = ondorse_bridge::salesforce::SalesforceClient::new(
+        &config.salesforce,
+        ondorse_bridge::telemetry::Metrics::new(),
+    )
+    .expect("the client builds");
     client.keep_refresh_tokens_in(std::sync::Arc::new(FullDisk));
     let error = client
         .limits()

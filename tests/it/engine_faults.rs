@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ondorse_bridge::sync::RetrySettings;
 use ondorse_bridge::sync::operations::{self, ResyncGate, ResyncRequest};
+use ondorse_bridge::sync::{Endpoint, RetrySettings};
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Map, Value, json};
 
@@ -271,30 +271,66 @@ async fn throttled_portal_creation_does_not_stop_decisions_and_resumes_within_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ondorse_down_costs_a_bounded_decreasing_number_of_calls() {
-    const WINDOW: Duration = Duration::from_secs(2);
+    /// The first wait; each next one at least doubles it (no cap within
+    /// the test).
+    const FIRST_WAIT: Duration = Duration::from_millis(100);
+    /// Failures in a row watched: the opening one, then five probes.
+    const FAILURES: u32 = 6;
+    /// Accounts waiting for a portal: before the breaker opens each is
+    /// tried at most once (one worker per Account), so this bounds the
+    /// burst that can fail together.
+    const ACCOUNTS: usize = 30;
     let mut world = World::start(OndorseSandboxOptions::default()).await;
-    // Waits that double from 100 ms, and no cap within the test.
     world.config.retry = RetrySettings {
-        initial_delay: Duration::from_millis(100),
+        initial_delay: FIRST_WAIT,
         max_delay: Duration::from_secs(30),
         ..world.config.retry
     };
-    let ids = world.seed(30, "Customer", 41);
+    let ids = world.seed(ACCOUNTS, "Customer", 41);
     world.ondorse.set_down(true);
     let daemon = world.daemon().await;
-    tokio::time::sleep(WINDOW).await;
-    let first = world.ondorse.stats().requests;
-    tokio::time::sleep(WINDOW).await;
-    let second = world.ondorse.stats().requests - first;
-    // The first failures (at most the 16 POSTs in flight) open the breaker;
-    // then one probe per wait, each wait about twice as long as the last:
-    // 100 ms, 200 ms, 400 ms, 800 ms, 1.6 s, 3.2 s.
-    assert!(first >= 1, "ondorse was called");
-    assert!(
-        first + second <= 16 + 8,
-        "at most the first burst and a few probes: {first} then {second}"
-    );
-    assert!(second < first, "calls decrease: {first} then {second}");
+    let breaker = || {
+        daemon
+            .engine
+            .breakers()
+            .get(Endpoint::PortalCreation)
+            .state()
+    };
+    // Counted against the breaker's states, not against time: however
+    // slowly a loaded machine runs the engine, the calls that reached
+    // Ondorse are the first burst plus one probe per failure in a row, and
+    // the n-th failure in a row comes no sooner than the waits before it
+    // allow, each at least twice the last: 100 ms × (2^n − 1) after the first.
+    let deadline = tokio::time::Instant::now() + E2E_DEADLINE;
+    loop {
+        // Calls first: a probe that fails after the count is counted
+        // below as a failure, never the other way round.
+        let calls = world.ondorse.stats().requests;
+        let state = breaker();
+        assert!(
+            calls <= ACCOUNTS as u64 + u64::from(state.failures),
+            "{calls} calls reached Ondorse for {} failure(s) in a row: more than the first burst and one probe per wait",
+            state.failures
+        );
+        if let (Some(since), Some(until)) = (state.since, state.until) {
+            let spread = (until - since).to_std().unwrap_or_default();
+            let least = FIRST_WAIT * (2u32.pow(state.failures) - 1);
+            assert!(
+                spread >= least,
+                "{} failures in a row and their waits span {spread:?}, less than {least:?}: the waits do not double",
+                state.failures
+            );
+        }
+        if state.failures >= FAILURES {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the breaker did not reach {FAILURES} failures in a row: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(world.ondorse.portals().is_empty());
 
     world.ondorse.set_down(false);
     portal_links_written(&world, &ids).await;

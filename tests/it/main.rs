@@ -15,6 +15,7 @@ mod mistakes_config;
 mod mistakes_mapping;
 mod ondorse_client;
 mod operations;
+mod pipeline;
 mod retention;
 mod salesforce_client;
 mod sandbox_latency;

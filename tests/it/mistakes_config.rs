@@ -21,7 +21,7 @@ use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::Value;
 
 use crate::support::config::{ConfigSettings, write_config};
-use crate::support::daemon::{START_DEADLINE, free_address};
+use crate::support::daemon::{START_DEADLINE, refusing_address};
 use crate::support::position;
 use crate::support::world::{World, copy_mappings};
 
@@ -36,8 +36,10 @@ struct Setup {
     env: Mutex<Vec<(String, String)>>,
     /// Run the commands as an unprivileged user (`nobody`).
     unprivileged: Mutex<bool>,
-    /// What a row holds while the commands run (a bound port, an open store).
+    /// What a row holds while the commands run (a bound port, a port that
+    /// refuses connections, an open store).
     held_ports: Mutex<Vec<TcpListener>>,
+    held_sockets: Mutex<Vec<tokio::net::TcpSocket>>,
     held_stores: Mutex<Vec<Store>>,
     /// Customer Accounts to seed in the org before the commands run.
     customers: Mutex<usize>,
@@ -59,6 +61,7 @@ impl Setup {
             env: Mutex::new(Vec::new()),
             unprivileged: Mutex::new(false),
             held_ports: Mutex::new(Vec::new()),
+            held_sockets: Mutex::new(Vec::new()),
             held_stores: Mutex::new(Vec::new()),
             customers: Mutex::new(0),
         }
@@ -524,7 +527,9 @@ async fn check_refuses_first_whatever_run_would_refuse() {
         Mistake {
             what: "both listeners on one fixed address",
             make: |setup| {
-                let port = free_address().port();
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let port = listener.local_addr().unwrap().port();
+                setup.held_ports.lock().unwrap().push(listener);
                 setup.edit(
                     "config.toml",
                     "listen = \"127.0.0.1:0\"",
@@ -765,7 +770,8 @@ async fn transient_failures_are_exit_1_and_no_concern_of_check() {
         Mistake {
             what: "an org that does not answer",
             make: |setup| {
-                let closed = free_address();
+                let (socket, closed) = refusing_address();
+                setup.held_sockets.lock().unwrap().push(socket);
                 setup.replace_line("login_url", &format!("login_url = \"http://{closed}\""));
             },
             outcomes: [Exits(0), Exits(1), NotRun],

@@ -9,9 +9,9 @@ use std::process::{Output, Stdio};
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_sandbox::salesforce::SalesforceSandboxOptions;
 
-use crate::support::daemon::{STOP_DEADLINE, command, run_command, wait_until};
+use crate::support::daemon::{STOP_DEADLINE, command, run_command};
 use crate::support::position;
-use crate::support::world::{E2E_DEADLINE, World, copy_mappings};
+use crate::support::world::{E2E_DEADLINE, World, copy_mappings, eventually};
 
 /// How a mistake is caught.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -273,7 +273,7 @@ async fn check(world: &World, account: &str, index: usize, mistake: &Mistake) {
         Caught::Refused => {
             refused(&offline, &expected, &format!("{row}: check"));
             refused(&online, &expected, &format!("{row}: check --online"));
-            let run = run_until(world, scratch.path(), None);
+            let run = run_until(world, scratch.path(), None).await;
             refused(&run, &expected, &format!("{row}: run"));
             let previewed = bridge(world, scratch.path(), &preview).await;
             refused(&previewed, &expected, &format!("{row}: preview"));
@@ -293,7 +293,7 @@ async fn check(world: &World, account: &str, index: usize, mistake: &Mistake) {
                     text(&output.stderr)
                 );
             }
-            let run = run_until(world, scratch.path(), Some(&expected));
+            let run = run_until(world, scratch.path(), Some(&expected)).await;
             assert!(run.status.success(), "{row}: run: {}", text(&run.stderr));
         }
         Caught::Online { at_run } => {
@@ -302,7 +302,7 @@ async fn check(world: &World, account: &str, index: usize, mistake: &Mistake) {
             // A new Account the mapping selects (an earlier row's daemon
             // may have written the first one out of `select`).
             world.seed(1, "Customer", 100 + index as u64);
-            let log = run_until(world, scratch.path(), Some(at_run));
+            let log = run_until(world, scratch.path(), Some(at_run)).await;
             let log = text(&log.stderr);
             let place = position(&file, mistake.at);
             assert!(
@@ -351,7 +351,7 @@ async fn bridge(world: &World, dir: &Path, args: &[&str]) -> Output {
 
 /// `ondorse-bridge run` with `dir`'s mappings and store: until it exits
 /// (`until` = None), or until its log shows `until`, then SIGTERM.
-fn run_until(world: &World, dir: &Path, until: Option<&str>) -> Output {
+async fn run_until(world: &World, dir: &Path, until: Option<&str>) -> Output {
     let log_path = dir.join("daemon.log");
     let log_file = std::fs::File::create(&log_path).expect("create the daemon log");
     let mut child = run_command(&world.config_path)
@@ -364,20 +364,22 @@ fn run_until(world: &World, dir: &Path, until: Option<&str>) -> Output {
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let mut status = None;
     let what = until.unwrap_or("the daemon exits");
-    wait_until(what, E2E_DEADLINE, || {
+    eventually(what, E2E_DEADLINE, || {
         status = child.try_wait().expect("poll the daemon");
         status.is_some() || until.is_some_and(|needle| log().contains(needle))
-    });
+    })
+    .await;
     if status.is_none() {
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -TERM failed");
-        wait_until("the daemon exits after SIGTERM", STOP_DEADLINE, || {
+        eventually("the daemon exits after SIGTERM", STOP_DEADLINE, || {
             status = child.try_wait().expect("poll the daemon");
             status.is_some()
-        });
+        })
+        .await;
     }
     Output {
         status: status.expect("the daemon exited"),

@@ -9,13 +9,13 @@ use std::process::Output;
 use std::time::Duration;
 
 use ondorse_bridge::config::Config;
-use ondorse_bridge::daemon::Daemon;
+use ondorse_bridge::daemon::{Daemon, Listeners};
 use ondorse_bridge::store::Store;
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Value, json};
 
 use crate::support::config::ADMIN_TOKEN;
-use crate::support::daemon::{cli, free_address};
+use crate::support::daemon::cli;
 use crate::support::salesforce::fields;
 use crate::support::world::{E2E_DEADLINE, World, eventually, quick_settings};
 
@@ -57,10 +57,12 @@ async fn cli_refused(config: &Path, args: &[&str]) -> String {
     stderr(&output)
 }
 
-/// Gives the admin listener a real port (the CLI must find it) and starts
-/// the daemon in-process with Ondorse's webhooks pointed at it.
+/// Gives the admin listener a real port (the CLI must find it in the
+/// configuration), bound here and handed to the daemon, and starts the
+/// daemon in-process with Ondorse's webhooks pointed at it.
 async fn daemon_with_admin(world: &mut World) -> (Daemon, SocketAddr) {
-    let address = free_address();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let address = listener.local_addr().expect("the listener's address");
     let text = std::fs::read_to_string(&world.config_path).expect("read the test configuration");
     let (head, admin) = text
         .split_once("[admin]")
@@ -74,9 +76,16 @@ async fn daemon_with_admin(world: &mut World) -> (Daemon, SocketAddr) {
         .expect("rewrite the configuration");
     world.config =
         Config::load_with(&world.config_path, None).expect("the rewritten configuration is valid");
-    let daemon = Daemon::start(&world.config, quick_settings())
-        .await
-        .expect("the daemon starts");
+    let daemon = Daemon::start_on(
+        &world.config,
+        quick_settings(),
+        Listeners {
+            admin: Some(listener),
+            webhooks: None,
+        },
+    )
+    .await
+    .expect("the daemon starts");
     assert_eq!(daemon.admin_address(), address);
     world
         .ondorse

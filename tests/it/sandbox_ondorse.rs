@@ -1,4 +1,4 @@
-//! The sandbox Ondorse against `contracts/ondorse.md`: shapes, status codes,
+//! The sandbox Ondorse against the Ondorse API's documented behaviour: shapes, status codes,
 //! error shapes, idempotency, auth variants, and the webhook journey
 //! (delivery, retries, duplicates, reordering, signatures).
 

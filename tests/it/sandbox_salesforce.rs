@@ -1,4 +1,5 @@
-//! The sandbox Salesforce against `contracts/salesforce.md`, over raw HTTP:
+//! The sandbox Salesforce against Salesforce's documented REST and OAuth
+//! behaviour, over raw HTTP:
 //! token flows and refusals, sessions, query pages, SOQL, describe, writes,
 //! limits and every fault switch.
 
@@ -523,7 +524,7 @@ async fn a_dropped_sandbox_stops_answering() {
     let api = Api::new(&sandbox).await;
     assert_eq!(api.get("/limits").await.status, StatusCode::OK);
     drop(sandbox);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + crate::support::world::E2E_DEADLINE;
     loop {
         let outcome = api
             .http
@@ -1504,15 +1505,9 @@ async fn collections_refuse_more_than_200_records_and_bad_bodies() {
     assert_eq!(answer.error_code(), "EXCEEDED_ID_LIMIT");
     assert_eq!(sandbox.stats().records_updated, 0);
 
-    let started = Instant::now();
     let answer = api.composite(false, records[..200].to_vec()).await;
-    let elapsed = started.elapsed();
     assert_eq!(answer.body.as_array().unwrap().len(), 200);
     assert_eq!(sandbox.stats().records_updated, 200);
-    assert!(
-        elapsed < Duration::from_secs(2),
-        "a 200-record update took {elapsed:?}"
-    );
 
     for body in [
         json!({"allOrNone": false}),
@@ -1757,10 +1752,9 @@ async fn schema_drift_reaches_describe_queries_and_writes() {
 }
 
 #[tokio::test]
-async fn ten_thousand_rows_query_quickly() {
+async fn ten_thousand_rows_are_queried_whole_in_pages_and_in_order() {
     let (sandbox, _) = start_seeded_salesforce(10_000, 11).await;
     let api = Api::new(&sandbox).await;
-    let started = Instant::now();
     let (records, pages) = api
         .query_everything(
             "SELECT Id, Name, Type, BillingCountryCode, Owner.Email, SystemModstamp FROM Account \
@@ -1768,14 +1762,30 @@ async fn ten_thousand_rows_query_quickly() {
             None,
         )
         .await;
-    let elapsed = started.elapsed();
-    assert!(records.len() > 6000, "{} customers", records.len());
-    assert!(pages.iter().all(|page| *page <= 2000));
-    // Generous for an unoptimised build on a busy CI machine; it is a few
-    // tens of milliseconds in practice.
+    let selected = sandbox
+        .accounts()
+        .iter()
+        .filter(|account| {
+            account.get("Type") == Some(&json!("Customer"))
+                && account.get("KYC_Status__c").is_none_or(Value::is_null)
+        })
+        .count();
+    assert!(selected > 6000, "{selected} customers");
+    assert_eq!(records.len(), selected, "every selected row, once");
+    assert!(pages.iter().all(|page| *page <= 2000), "{pages:?}");
+    assert_eq!(pages.len(), selected.div_ceil(2000), "{pages:?}");
+    let order: Vec<(&str, &str)> = records
+        .iter()
+        .map(|record| {
+            (
+                record["SystemModstamp"].as_str().expect("SystemModstamp"),
+                record["Id"].as_str().expect("Id"),
+            )
+        })
+        .collect();
     assert!(
-        elapsed < Duration::from_secs(5),
-        "querying 10,000 rows took {elapsed:?}"
+        order.windows(2).all(|pair| pair[0] < pair[1]),
+        "ordered by SystemModstamp, Id without repeats"
     );
 }
 

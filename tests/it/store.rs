@@ -2,7 +2,6 @@
 //! reopen, the deduplication window, exclusive opening, group commit.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ondorse_bridge::ondorse::webhook::{WebhookEnvelope, parse_envelope};
@@ -251,7 +250,7 @@ async fn concurrent_writers_are_all_released_with_their_writes_durable() {
         })
         .collect();
     let all = futures::future::join_all(writers);
-    let results = tokio::time::timeout(Duration::from_secs(20), all)
+    let results = tokio::time::timeout(crate::support::world::E2E_DEADLINE, all)
         .await
         .expect("every writer is released");
     for result in results {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Value, json};
 
-use crate::support::daemon::{Daemon as ChildDaemon, free_address};
+use crate::support::daemon::Daemon as ChildDaemon;
 use crate::support::world::{E2E_DEADLINE, World, eventually};
 
 const BUSINESS: &str = "business-onboarding";
@@ -290,22 +290,8 @@ async fn a_daemon_killed_during_a_backfill_never_creates_a_second_portal() {
     )
     .await;
     let ids: BTreeSet<String> = world.seed(ACCOUNTS, "Customer", 6).into_iter().collect();
-    // The child listens where the configuration says: rewrite it with a real port.
-    let address = free_address();
-    let text = std::fs::read_to_string(&world.config_path).unwrap();
-    // The first `listen` of the file is the webhook listener's.
-    std::fs::write(
-        &world.config_path,
-        text.replacen(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"{address}\""),
-            1,
-        ),
-    )
-    .unwrap();
-
     for kill_after in [150, 700, 1_400] {
-        let daemon = ChildDaemon::start(&world.config_path, address);
+        let daemon = ChildDaemon::start(&world.config_path).await;
         let deadline = tokio::time::Instant::now() + E2E_DEADLINE;
         while world.ondorse.portals().len() < kill_after {
             assert!(
@@ -317,7 +303,7 @@ async fn a_daemon_killed_during_a_backfill_never_creates_a_second_portal() {
         }
         daemon.kill();
     }
-    let daemon = ChildDaemon::start(&world.config_path, address);
+    let daemon = ChildDaemon::start(&world.config_path).await;
     let deadline = tokio::time::Instant::now() + E2E_DEADLINE;
     loop {
         let missing = ids
@@ -334,7 +320,7 @@ async fn a_daemon_killed_during_a_backfill_never_creates_a_second_portal() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, log) = daemon.terminate();
+    let (status, log) = daemon.terminate().await;
     assert!(status.success(), "clean exit after SIGTERM:\n{log}");
     let portals = world.portals_by_account();
     assert_eq!(portals.len(), ACCOUNTS);

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
 use crate::support::config::PATH_SECRET;
-use crate::support::daemon::{Daemon, free_address, run_command, write_daemon_config};
+use crate::support::daemon::{Daemon, run_command, write_daemon_config};
 
 const SIGNING_SECRET: &str = "whsec_current";
 
@@ -56,6 +56,7 @@ impl Receiver {
             store: store.clone(),
             config: Arc::new(config),
             inbox_wake: Arc::clone(&inbox_wake),
+            metrics: ondorse_bridge::telemetry::Metrics::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -137,9 +138,10 @@ async fn an_event_is_stored_once_and_a_replay_is_a_duplicate() {
         (status, status_field(&answer).as_str()),
         (StatusCode::OK, "stored")
     );
-    // The engine is woken: a permit is waiting for it.
+    // The engine is woken: a permit is waiting for it (taken at once; the
+    // deadline only bounds a failing run).
     tokio::time::timeout(
-        std::time::Duration::from_secs(1),
+        crate::support::world::E2E_DEADLINE,
         receiver.inbox_wake.notified(),
     )
     .await
@@ -487,22 +489,27 @@ async fn salesforce_hints_are_stored_and_bad_ids_refused() {
 #[tokio::test]
 async fn an_acknowledged_event_survives_sigkill_and_stays_a_duplicate_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let address = free_address();
-    let config = write_daemon_config(dir.path(), address);
-    let url = format!("http://{address}/webhooks/ondorse/{PATH_SECRET}");
+    let config = write_daemon_config(dir.path());
     // No pooled connections: the first daemon's would be dead after the kill.
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
     let body = event("evt_crash", "application.review_updated");
-    let post = || async {
-        let response = client.post(&url).body(body.clone()).send().await.unwrap();
-        (response.status(), response.text().await.unwrap())
+    let post = |daemon: &Daemon| {
+        let url = format!(
+            "http://{}/webhooks/ondorse/{PATH_SECRET}",
+            daemon.webhook_address()
+        );
+        let request = client.post(url).body(body.clone());
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
     };
 
-    let daemon = Daemon::start(&config, address);
-    let (status, answer) = post().await;
+    let daemon = Daemon::start(&config).await;
+    let (status, answer) = post(&daemon).await;
     assert_eq!(
         (status, status_field(&answer).as_str()),
         (StatusCode::OK, "stored")
@@ -519,31 +526,33 @@ async fn an_acknowledged_event_survives_sigkill_and_stays_a_duplicate_after_rest
         );
     }
 
-    let daemon = Daemon::start(&config, address);
-    let (status, answer) = post().await;
+    let daemon = Daemon::start(&config).await;
+    let (status, answer) = post(&daemon).await;
     assert_eq!(
         (status, status_field(&answer).as_str()),
         (StatusCode::OK, "duplicate"),
         "{}",
         daemon.log()
     );
-    let (exit, log) = daemon.terminate();
+    let (exit, log) = daemon.terminate().await;
     assert!(exit.success(), "SIGTERM should exit 0, got {exit}:\n{log}");
     assert!(log.contains("stopped"), "{log}");
 }
 
-#[test]
-fn a_second_daemon_on_the_same_store_is_told_why_it_cannot_start() {
+#[tokio::test]
+async fn a_second_daemon_on_the_same_store_is_told_why_it_cannot_start() {
     let dir = tempfile::tempdir().unwrap();
-    let address = free_address();
-    let config = write_daemon_config(dir.path(), address);
-    let daemon = Daemon::start(&config, address);
+    let config = write_daemon_config(dir.path());
+    let daemon = Daemon::start(&config).await;
 
-    let output = run_command(&config).output().unwrap();
+    let output = tokio::process::Command::from(run_command(&config))
+        .output()
+        .await
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is in use by another process"), "{stderr}");
-    let (exit, log) = daemon.terminate();
+    let (exit, log) = daemon.terminate().await;
     assert!(exit.success(), "{log}");
 }
 

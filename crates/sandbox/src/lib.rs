@@ -1,6 +1,6 @@
 //! Faithful simulators of both APIs, served over real HTTP on loopback.
 //!
-//! They follow `contracts/salesforce.md` and `contracts/ondorse.md` (formats,
+//! They behave as the real Salesforce REST API and Ondorse API do (formats,
 //! errors, pagination, tokens, limits) and carry fault switches, so tests,
 //! the demo and benchmarks exercise the real clients against real sockets.
 //! Both answer at loopback speed, or with a realistic latency per endpoint

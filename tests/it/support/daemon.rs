@@ -1,45 +1,58 @@
-//! The real daemon as a child process, and waiting on conditions.
+//! The real daemon as a child process.
+//!
+//! A child daemon listens on `127.0.0.1:0` as configured and says in its
+//! log which ports it got; the tests read them there. No port is looked up
+//! free and bound again later, which another test could take in between.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ondorse_bridge::config::{CREDENTIALS_DIRECTORY_ENV, ENV_PREFIX};
+use ondorse_bridge::config::{CREDENTIALS_DIRECTORY_ENV, ENV_PREFIX, ENV_SEPARATOR};
 
 use crate::support::config::{ConfigSettings, write_config};
+use crate::support::world::eventually;
 
 /// Long enough for a cold daemon start on a loaded 2-core CI machine.
 pub const START_DEADLINE: Duration = Duration::from_secs(20);
 /// How long a stopping daemon may take (its own grace period is 10 s).
 pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
-/// Between two looks at a condition.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Polls `condition` until it holds, or panics with `what` after `deadline`.
-pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting until {what}"
-        );
-        std::thread::sleep(POLL_INTERVAL);
-    }
+/// What the daemon logs once it listens for webhooks, then for the admin
+/// API, each with an `address` field.
+const WEBHOOKS_LISTENING: &str = "listening for webhooks";
+const ADMIN_LISTENING: &str = "admin API listening";
+
+/// The `address` field of the first line of `log` that says `message`, in
+/// the human format (`address=…`) or JSON (`"address":"…"`).
+pub fn logged_address(log: &str, message: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|line| line.contains(message))?;
+    let (_, rest) = line
+        .split_once("address=")
+        .or_else(|| line.split_once("\"address\":\""))?;
+    let end = rest
+        .find(|character: char| character.is_whitespace() || character == '"')
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
-/// A loopback address with a port that was free a moment ago.
-pub fn free_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind a loopback port")
+/// A loopback address where connections are refused, for as long as the
+/// socket returned lives: it is bound but not listening, so no other test
+/// can take the port and start answering on it.
+pub fn refusing_address() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a loopback port");
+    let address = socket.local_addr().expect("the socket's address");
+    (socket, address)
 }
 
-/// A daemon configuration in `dir`, listening for webhooks on `address`,
+/// A daemon configuration in `dir`, listening on ports of its choosing,
 /// with its store in `dir/store`.
-pub fn write_daemon_config(dir: &Path, address: SocketAddr) -> PathBuf {
-    let mut settings = ConfigSettings::in_dir(dir);
-    settings.webhooks_listen = address.to_string();
+pub fn write_daemon_config(dir: &Path) -> PathBuf {
+    let settings = ConfigSettings::in_dir(dir);
     // The daemon refuses to start without valid mappings: give it the shipped ones.
     crate::support::world::copy_mappings(&settings.mappings_dir);
     // A real key: the daemon checks it at start (Salesforce itself is not
@@ -76,52 +89,99 @@ pub fn command(config: &Path, args: &[&str]) -> Command {
 /// `ondorse-bridge ARGS --config <config>`, as an operator runs it; its
 /// output once it exits.
 pub async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
+    operator_command(config, args)
+        .output()
+        .await
+        .expect("run ondorse-bridge")
+}
+
+fn operator_command(config: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"));
+    command
         .args(args)
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
-        .env_remove(CREDENTIALS_DIRECTORY_ENV)
-        .output()
-        .await
-        .expect("run ondorse-bridge")
+        .env_remove(CREDENTIALS_DIRECTORY_ENV);
+    command
 }
 
 /// `ondorse-bridge run` as a child process; killed when dropped.
 pub struct Daemon {
     child: Child,
     log: PathBuf,
+    webhook_address: SocketAddr,
+    admin_address: SocketAddr,
 }
 
 impl Daemon {
-    /// Starts the daemon and returns once its webhook port accepts connections.
-    pub fn start(config: &Path, address: SocketAddr) -> Daemon {
-        let log = config.with_file_name(format!("daemon-{}.log", address.port()));
-        let log_file = std::fs::File::create(&log).expect("create the daemon log");
-        let child = run_command(config)
+    /// Starts the daemon and returns once it says where it listens (its
+    /// webhook port then accepts connections).
+    pub async fn start(config: &Path) -> Daemon {
+        let log = tempfile::Builder::new()
+            .prefix("daemon-")
+            .suffix(".log")
+            .tempfile_in(
+                config
+                    .parent()
+                    .expect("the configuration is in a directory"),
+            )
+            .expect("create the daemon log")
+            .into_temp_path()
+            .keep()
+            .expect("keep the daemon log");
+        let log_file = std::fs::File::create(&log).expect("open the daemon log");
+        let mut child = run_command(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .expect("spawn ondorse-bridge");
-        let mut daemon = Daemon { child, log };
-        let start = Instant::now();
-        while TcpStream::connect_timeout(&address, POLL_INTERVAL).is_err() {
-            if let Some(status) = daemon.child.try_wait().expect("poll the daemon") {
-                panic!(
-                    "the daemon exited with {status} before listening:\n{}",
-                    daemon.log()
-                );
-            }
-            assert!(
-                start.elapsed() < START_DEADLINE,
-                "the daemon did not listen on {address} within {START_DEADLINE:?}:\n{}",
-                daemon.log()
-            );
-            std::thread::sleep(POLL_INTERVAL);
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        let mut exited = None;
+        eventually("the daemon says where it listens", START_DEADLINE, || {
+            exited = child.try_wait().expect("poll the daemon");
+            let said = read();
+            exited.is_some()
+                || (logged_address(&said, WEBHOOKS_LISTENING).is_some()
+                    && logged_address(&said, ADMIN_LISTENING).is_some())
+        })
+        .await;
+        let said = read();
+        if let Some(status) = exited {
+            panic!("the daemon exited with {status} before listening:\n{said}");
         }
-        daemon
+        Daemon {
+            child,
+            webhook_address: logged_address(&said, WEBHOOKS_LISTENING).expect("logged"),
+            admin_address: logged_address(&said, ADMIN_LISTENING).expect("logged"),
+            log,
+        }
+    }
+
+    /// Where it listens for webhooks.
+    pub fn webhook_address(&self) -> SocketAddr {
+        self.webhook_address
+    }
+
+    /// Where its admin API listens.
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_address
+    }
+
+    /// [`cli`] while this daemon runs: told where its admin API listens
+    /// (the configuration says port 0), as the environment can override
+    /// `[admin] listen`.
+    pub async fn cli(&self, config: &Path, args: &[&str]) -> std::process::Output {
+        operator_command(config, args)
+            .env(
+                format!("{ENV_PREFIX}{ENV_SEPARATOR}ADMIN{ENV_SEPARATOR}LISTEN"),
+                self.admin_address.to_string(),
+            )
+            .output()
+            .await
+            .expect("run ondorse-bridge")
     }
 
     /// What the daemon logged so far.
@@ -136,17 +196,18 @@ impl Daemon {
     }
 
     /// SIGTERM, then waits for the exit status.
-    pub fn terminate(mut self) -> (ExitStatus, String) {
+    pub async fn terminate(mut self) -> (ExitStatus, String) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM failed: {status}");
         let mut exit = None;
-        wait_until("the daemon exits after SIGTERM", STOP_DEADLINE, || {
+        eventually("the daemon exits after SIGTERM", STOP_DEADLINE, || {
             exit = self.child.try_wait().expect("poll the daemon");
             exit.is_some()
-        });
+        })
+        .await;
         (exit.expect("the daemon exited"), self.log())
     }
 }

@@ -1,7 +1,7 @@
 //! Sandbox Ondorse: portals, applications, reviews and webhook delivery, faults.
 //!
-//! A real HTTP server (axum) on `127.0.0.1:0` that serves
-//! `contracts/ondorse.md`, keeps everything in memory and is fast enough for
+//! A real HTTP server (axum) on `127.0.0.1:0` that serves the Ondorse API as
+//! Ondorse documents it, keeps everything in memory and is fast enough for
 //! the benchmark (tens of thousands of portals and webhooks). Tests drive it
 //! through [`OndorseSandbox`]: they play the portal's client
 //! ([`OndorseSandbox::submit_portal`]) and the compliance team
@@ -282,6 +282,9 @@ struct PortalKeys {
     /// Keys that had a POST arrive while another with the same key was in
     /// flight.
     overlapping: HashSet<String>,
+    /// POSTs in flight now, whatever their key, and the most ever at once.
+    all_in_flight: u32,
+    most_in_flight: u32,
 }
 
 impl Shared {
@@ -294,6 +297,8 @@ impl Shared {
         if *in_flight > 1 {
             keys.overlapping.insert(key.clone());
         }
+        keys.all_in_flight += 1;
+        keys.most_in_flight = keys.most_in_flight.max(keys.all_in_flight);
         PortalPostGuard {
             shared: self.clone(),
             key,
@@ -317,6 +322,7 @@ impl Drop for PortalPostGuard {
         if let Some(in_flight) = keys.in_flight.get_mut(&self.key) {
             *in_flight = in_flight.saturating_sub(1);
         }
+        keys.all_in_flight = keys.all_in_flight.saturating_sub(1);
     }
 }
 
@@ -703,6 +709,16 @@ impl OndorseSandbox {
             .expect("portal keys poisoned")
             .posts
             .clone()
+    }
+
+    /// The most `POST /api/portals` ever in flight at once, any keys,
+    /// from arrival to answer.
+    pub fn most_portal_posts_in_flight(&self) -> u32 {
+        self.shared
+            .portal_keys
+            .lock()
+            .expect("portal keys poisoned")
+            .most_in_flight
     }
 
     /// The keys that had two `POST /api/portals` in flight at once.

@@ -1,5 +1,5 @@
-//! Sandbox Salesforce: a real HTTP server that follows
-//! `contracts/salesforce.md`: OAuth token endpoint, SOQL query with cursor
+//! Sandbox Salesforce: a real HTTP server that answers as Salesforce's REST
+//! API and OAuth do: OAuth token endpoint, SOQL query with cursor
 //! pages, describe, single and collection updates, limits, and fault
 //! switches.
 //!
@@ -148,6 +148,10 @@ pub struct SalesforceSandboxStats {
     pub single_updates: u64,
     /// Record writes that succeeded (single and collection).
     pub records_updated: u64,
+    /// REST requests in flight now (arrival to answer, latency included),
+    /// and the most ever at once.
+    pub in_flight: u64,
+    pub most_in_flight: u64,
 }
 
 /// The state both listeners share.
