@@ -23,7 +23,9 @@ use futures::StreamExt;
 use ondorse_bridge::config::{ListenerLimits, WebhooksConfig};
 use ondorse_bridge::ondorse::webhook::{SIGNATURE_HEADER, signature_header};
 use ondorse_bridge::server::public::{self, PublicState};
+use ondorse_bridge::shutdown::Shutdown;
 use ondorse_bridge::store::Store;
+use ondorse_bridge::telemetry::Metrics;
 use secrecy::SecretString;
 use tokio::sync::Notify;
 
@@ -117,17 +119,15 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
         store: store.clone(),
         config: Arc::new(config),
         inbox_wake: Arc::new(Notify::new()),
+        metrics: Metrics::new(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!(
         "http://{}/webhooks/ondorse/{PATH_SECRET}",
         listener.local_addr()?
     );
-    let stop = Arc::new(Notify::new());
-    let stopped = Arc::clone(&stop);
-    let server = tokio::spawn(public::serve(listener, state, async move {
-        stopped.notified().await
-    }));
+    let shutdown = Shutdown::new();
+    let server = tokio::spawn(public::serve(listener, state, shutdown.clone()));
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(settings.concurrency)
@@ -169,7 +169,7 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let mut latencies = latencies.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
 
-    stop.notify_one();
+    shutdown.stop();
     server.await??;
     let stored = store.inbox_depth()?;
     ensure!(

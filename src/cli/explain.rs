@@ -9,13 +9,15 @@ use serde_json::Value;
 use crate::cli::access::{Access, operation_failure};
 use crate::cli::{Failure, print_json};
 use crate::config::Config;
+use crate::salesforce::Id;
 use crate::sync::operations::{self, Explanation};
 
 /// Longest value shown inline; longer ones are cut (the JSON has them whole).
 const VALUE_WIDTH: usize = 80;
 
 pub async fn explain(config: &Config, account_id: &str, json: bool) -> Result<(), Failure> {
-    let account_id = operations::account_id(account_id).map_err(operation_failure)?;
+    let account_id =
+        Id::parse_account(account_id).map_err(|error| operation_failure(error.into()))?;
     let account_id = account_id.as_str();
     let explanation = match Access::open(config)? {
         Access::Daemon(client) => {

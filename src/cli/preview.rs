@@ -15,9 +15,10 @@ use crate::config::Config;
 use crate::mapping::{self, Mapping, Moment, WritebackContext};
 use crate::ondorse::OndorseClient;
 use crate::salesforce::model::{Record, SObjectDescribe};
-use crate::salesforce::{SalesforceClient, soql};
+use crate::salesforce::{Id, SalesforceClient};
 use crate::store::{Link, Store, StoreError};
-use crate::sync::{ACCOUNT, operations, plan};
+use crate::sync::{ACCOUNT, plan};
+use crate::telemetry::Metrics;
 use crate::text::suggestion;
 
 /// Id of the stand-in application used when no real one is linked.
@@ -38,8 +39,11 @@ pub async fn preview(cli: &Cli, mapping_name: &str, account_id: &str) -> Result<
             names.join(", ")
         )));
     };
-    let account_id = &operations::account_id(account_id).map_err(operation_failure)?;
-    let salesforce = SalesforceClient::new(&config.salesforce)
+    let account_id =
+        Id::parse_account(account_id).map_err(|error| operation_failure(error.into()))?;
+    let account_id = account_id.as_str();
+    // A command serves no `/metrics`: its calls count in a registry of its own.
+    let salesforce = SalesforceClient::new(&config.salesforce, Metrics::new())
         .map_err(|error| Failure::Invalid(format!("{}: {error}", config.source.display())))?;
     let describe = salesforce
         .describe(ACCOUNT)
@@ -62,18 +66,12 @@ async fn read_account(
     mapping: &Mapping,
     account_id: &str,
 ) -> Result<(Record, bool), Failure> {
-    let ids = [account_id.to_owned()];
-    let selected = first_record(salesforce, plan::accounts_query(mapping, &ids)).await?;
+    let ids = [account_id];
+    let selected = first_record(salesforce, plan::accounts_queries(mapping, &ids)).await?;
     if let Some(account) = selected {
         return Ok((account, true));
     }
-    let any = format!(
-        "SELECT {} FROM {} WHERE Id = {}",
-        plan::query_fields(mapping).join(", "),
-        mapping.object,
-        soql::quote(account_id)
-    );
-    match first_record(salesforce, any).await? {
+    match first_record(salesforce, plan::by_id_queries(mapping, &ids)).await? {
         Some(account) => Ok((account, false)),
         None => Err(Failure::Invalid(format!(
             "Salesforce has no {} {account_id} visible to the integration user",
@@ -84,14 +82,19 @@ async fn read_account(
 
 async fn first_record(
     salesforce: &SalesforceClient,
-    soql: String,
+    queries: Vec<String>,
 ) -> Result<Option<Record>, Failure> {
-    let page = salesforce
-        .query(soql)
-        .next_page()
-        .await
-        .map_err(anyhow::Error::from)?;
-    Ok(page.and_then(|records| records.into_iter().next()))
+    for soql in queries {
+        let page = salesforce
+            .query(soql)
+            .next_page()
+            .await
+            .map_err(anyhow::Error::from)?;
+        if let Some(record) = page.and_then(|records| records.into_iter().next()) {
+            return Ok(Some(record));
+        }
+    }
+    Ok(None)
 }
 
 /// What the store knows of the Account, or why it was not asked.
@@ -247,7 +250,7 @@ async fn application_of(
     out: &mut String,
 ) -> (Value, String) {
     if let Some(application_id) = link.and_then(|link| link.application_id.as_deref()) {
-        let fetched = match OndorseClient::new(&config.ondorse) {
+        let fetched = match OndorseClient::new(&config.ondorse, Metrics::new()) {
             Ok(client) => client
                 .get_application(application_id)
                 .await

@@ -7,12 +7,11 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{Number, Value};
 
+use crate::salesforce::Id;
 use crate::salesforce::model::FieldDescribe;
 
 /// Salesforce's own datetime form, as it returns it: `2026-11-25T20:49:32.000+0000`.
 const SALESFORCE_DATETIME: &str = "%Y-%m-%dT%H:%M:%S%.f%z";
-/// Record Id lengths: case-sensitive 15, or case-insensitive 18.
-const ID_LENGTHS: [usize; 2] = [15, 18];
 /// Separator of multi-select picklist values on the wire.
 const MULTIPICKLIST_SEPARATOR: char = ';';
 
@@ -146,17 +145,11 @@ pub fn convert_value(value: &Value, field: &FieldDescribe) -> Result<Value, Conv
                 .as_str()
                 .map(str::trim)
                 .ok_or_else(|| fail("expected a record Id".to_owned()))?;
-            let well_formed = ID_LENGTHS.contains(&text.len())
-                && text
-                    .chars()
-                    .all(|character| character.is_ascii_alphanumeric());
-            if well_formed {
-                Ok(Value::String(text.to_owned()))
-            } else {
-                Err(fail(
-                    "expected a record Id of 15 or 18 letters and digits".to_owned(),
-                ))
-            }
+            // The 18-character form is what Salesforce answers, so an
+            // unchanged reference compares equal and is not sent again.
+            Id::parse(text)
+                .map(|id| Value::String(id.into()))
+                .map_err(|_| fail("expected a record Id of 15 or 18 letters and digits".to_owned()))
         }
         // Types the mapping has no opinion on (time, base64, ...): sent as
         // they are, Salesforce has the last word.

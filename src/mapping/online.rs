@@ -17,6 +17,7 @@ use super::diagnostic::{Diagnostic, Diagnostics};
 use super::{Mapping, MappingSet, convert_value};
 use crate::salesforce::model::{FieldDescribe, SObjectDescribe};
 use crate::salesforce::{SalesforceClient, SalesforceError};
+use crate::sync::plan;
 use crate::text::{Position, did_you_mean};
 
 /// What the online checks read from the org. `check --online` reads with
@@ -228,12 +229,8 @@ pub async fn check_select<R: OrgReader>(
     client: &R,
     mapping: &Mapping,
 ) -> Result<Option<Diagnostic>, R::Error> {
-    let soql = format!(
-        "SELECT Id FROM {} WHERE ({}) LIMIT 1",
-        mapping.object, mapping.select
-    );
     Ok(client
-        .try_query(soql)
+        .try_query(plan::select_check_query(mapping))
         .await?
         .map(|QueryRefusal { code, message }| {
             Diagnostic::new(
@@ -309,12 +306,7 @@ pub async fn overlaps<R: OrgReader>(
             if first.object != second.object {
                 continue;
             }
-            let records = client
-                .count(format!(
-                    "SELECT Id FROM {} WHERE ({}) AND ({})",
-                    first.object, first.select, second.select
-                ))
-                .await?;
+            let records = client.count(plan::overlap_query(first, second)).await?;
             if records > 0 {
                 found.push(Overlap {
                     first: Arc::clone(first),

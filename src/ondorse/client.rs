@@ -22,7 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
 use crate::config::OndorseConfig;
-use crate::telemetry::Api;
+use crate::telemetry::{Api, ApiEndpoint, Metrics};
 
 use super::error::{OndorseError, error_detail, excerpt};
 use super::model::{Application, Portal};
@@ -47,9 +47,32 @@ pub struct OndorseClient {
     /// Key with its scheme prefix (`Bearer <key>`), or the bare key.
     auth_value: Arc<SecretString>,
     request_timeout: Duration,
+    /// The daemon's registry: requests by endpoint.
+    metrics: Metrics,
     /// One permit per request in flight (`[ondorse] max_concurrent_requests`),
     /// shared by every clone: every call waits for one in `send_once`.
     in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// An Ondorse endpoint we call, named for the `endpoint` metric label and
+/// decode errors (the path holds application Ids, so it never is one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /api/portals`.
+    Portal,
+    /// `GET /api/applications/{id}`.
+    Application,
+}
+
+impl ApiEndpoint for Endpoint {
+    const API: Api = Api::Ondorse;
+
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Portal => "portal",
+            Endpoint::Application => "application",
+        }
+    }
 }
 
 impl std::fmt::Debug for OndorseClient {
@@ -63,9 +86,10 @@ impl std::fmt::Debug for OndorseClient {
 }
 
 impl OndorseClient {
-    /// Builds a client from `[ondorse]`; fails on an unusable base URL or
-    /// header name, never on network conditions.
-    pub fn new(config: &OndorseConfig) -> Result<OndorseClient, OndorseError> {
+    /// Builds a client from `[ondorse]`, counting its requests in `metrics`;
+    /// fails on an unusable base URL or header name, never on network
+    /// conditions.
+    pub fn new(config: &OndorseConfig, metrics: Metrics) -> Result<OndorseClient, OndorseError> {
         let mut api_base =
             Url::parse(config.base_url.trim()).map_err(|error| OndorseError::InvalidConfig {
                 key: "ondorse.base_url",
@@ -136,6 +160,7 @@ impl OndorseClient {
             auth_header,
             auth_value: Arc::new(SecretString::from(auth_value)),
             request_timeout: REQUEST_TIMEOUT,
+            metrics,
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_requests.max(1),
             )),
@@ -170,7 +195,7 @@ impl OndorseClient {
                 HeaderValue::from_static("application/json"),
             )
             .body(body.to_vec());
-        let portal: Portal = self.send_once("portal", "portal", request).await?;
+        let portal: Portal = self.send_once(Endpoint::Portal, "portal", request).await?;
         tracing::debug!(portal_id = %portal.id, idempotency_key, "ondorse portal created");
         Ok(portal)
     }
@@ -179,8 +204,12 @@ impl OndorseClient {
     pub async fn get_application(&self, id: &str) -> Result<Application, OndorseError> {
         let url = self.url(&["applications", id]);
         let request = self.request(Method::GET, url);
-        self.send_once("application", &format!("application {id:?}"), request)
-            .await
+        self.send_once(
+            Endpoint::Application,
+            &format!("application {id:?}"),
+            request,
+        )
+        .await
     }
 
     fn url(&self, segments: &[&str]) -> Url {
@@ -201,11 +230,11 @@ impl OndorseClient {
             .header(self.auth_header.clone(), auth)
     }
 
-    /// Sends one request and decodes a 2xx body as `T`. `what` names the
-    /// answer for decode errors, `resource` the thing a 404 is about.
+    /// Sends one request to `endpoint` and decodes a 2xx body as `T`;
+    /// `resource` names the thing a 404 is about.
     async fn send_once<T: DeserializeOwned>(
         &self,
-        what: &'static str,
+        endpoint: Endpoint,
         resource: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<T, OndorseError> {
@@ -232,16 +261,12 @@ impl OndorseClient {
         };
         let started = std::time::Instant::now();
         let response = client.execute(request).await.map_err(|error| {
-            crate::telemetry::metrics().api_request(Api::Ondorse, what, None, started.elapsed());
+            self.metrics.api_request(endpoint, None, started.elapsed());
             transport(error)
         })?;
         let status = response.status();
-        crate::telemetry::metrics().api_request(
-            Api::Ondorse,
-            what,
-            Some(status.as_u16()),
-            started.elapsed(),
-        );
+        self.metrics
+            .api_request(endpoint, Some(status.as_u16()), started.elapsed());
         let location = response
             .headers()
             .get(reqwest::header::LOCATION)
@@ -256,7 +281,7 @@ impl OndorseClient {
 
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|error| OndorseError::Decode {
-                what,
+                what: endpoint.label(),
                 reason: error.to_string(),
                 excerpt: excerpt(&body),
             });
@@ -346,8 +371,11 @@ mod tests {
 
     #[test]
     fn urls_keep_a_base_path_and_encode_ids() {
-        let client = OndorseClient::new(&config("https://example.test/prefix/", "Authorization"))
-            .expect("client builds");
+        let client = OndorseClient::new(
+            &config("https://example.test/prefix/", "Authorization"),
+            Metrics::new(),
+        )
+        .expect("client builds");
         assert_eq!(
             client.url(&["applications", "app 1/2"]).as_str(),
             "https://example.test/prefix/api/applications/app%201%2F2"
@@ -356,13 +384,15 @@ mod tests {
 
     #[test]
     fn bad_configuration_is_named() {
-        let error = OndorseClient::new(&config("ftp://x", "Authorization")).unwrap_err();
+        let error =
+            OndorseClient::new(&config("ftp://x", "Authorization"), Metrics::new()).unwrap_err();
         assert!(error.to_string().contains("ondorse.base_url"), "{error}");
-        let error = OndorseClient::new(&config("https://x", "bad header")).unwrap_err();
+        let error =
+            OndorseClient::new(&config("https://x", "bad header"), Metrics::new()).unwrap_err();
         assert!(error.to_string().contains("ondorse.auth_header"), "{error}");
         let debug = format!(
             "{:?}",
-            OndorseClient::new(&config("https://x", "X-Key")).unwrap()
+            OndorseClient::new(&config("https://x", "X-Key"), Metrics::new()).unwrap()
         );
         assert!(!debug.contains("s3cr3t"), "{debug}");
     }

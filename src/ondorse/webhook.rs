@@ -147,22 +147,28 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every type we know of, each spelt once (by [`EventType::known_name`]).
+    const KNOWN: [EventType; 8] = [
+        EventType::ApplicationCreated,
+        EventType::ApplicationUpdated,
+        EventType::ApplicationSubmitted,
+        EventType::ApplicationReviewUpdated,
+        EventType::ApplicationStatusUpdated,
+        EventType::CollectOpened,
+        EventType::CollectClosed,
+        EventType::WebhooksTest,
+    ];
+
     pub fn parse(name: &str) -> EventType {
-        match name {
-            "application.created" => EventType::ApplicationCreated,
-            "application.updated" => EventType::ApplicationUpdated,
-            "application.submitted" => EventType::ApplicationSubmitted,
-            "application.review_updated" => EventType::ApplicationReviewUpdated,
-            "application.status_updated" => EventType::ApplicationStatusUpdated,
-            "collect.opened" => EventType::CollectOpened,
-            "collect.closed" => EventType::CollectClosed,
-            "webhooks.test" => EventType::WebhooksTest,
-            other => EventType::Other(other.to_owned()),
-        }
+        EventType::KNOWN
+            .into_iter()
+            .find(|known| known.known_name() == Some(name))
+            .unwrap_or_else(|| EventType::Other(name.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
-        match self {
+    /// The wire name of a type we know, `None` for [`EventType::Other`].
+    fn known_name(&self) -> Option<&'static str> {
+        Some(match self {
             EventType::ApplicationCreated => "application.created",
             EventType::ApplicationUpdated => "application.updated",
             EventType::ApplicationSubmitted => "application.submitted",
@@ -171,8 +177,23 @@ impl EventType {
             EventType::CollectOpened => "collect.opened",
             EventType::CollectClosed => "collect.closed",
             EventType::WebhooksTest => "webhooks.test",
+            EventType::Other(_) => return None,
+        })
+    }
+
+    /// The wire name, as Ondorse sent it.
+    pub fn as_str(&self) -> &str {
+        match self {
             EventType::Other(name) => name,
+            known => known.known_name().unwrap_or_default(),
         }
+    }
+
+    /// The `event_type` metric label: the wire name of a known type, and
+    /// `other` for the rest, since a name Ondorse invents must not become
+    /// a series of its own.
+    pub fn label(&self) -> &'static str {
+        self.known_name().unwrap_or("other")
     }
 
     /// True for types the bridge has no use for: stored for the record and
@@ -372,6 +393,17 @@ mod tests {
         );
         assert!(!envelope.kind().is_ignorable());
         assert!(EventType::parse("kyc.something_new").is_ignorable());
+    }
+
+    #[test]
+    fn known_types_are_their_own_label_and_others_share_one() {
+        for known in EventType::KNOWN {
+            assert_eq!(EventType::parse(known.as_str()), known);
+            assert_eq!(known.label(), known.as_str());
+        }
+        let invented = EventType::parse("x.custom_event_1234");
+        assert_eq!(invented.as_str(), "x.custom_event_1234");
+        assert_eq!(invented.label(), "other");
     }
 
     #[test]

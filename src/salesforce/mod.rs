@@ -3,17 +3,20 @@
 //!
 //! - `auth`: the three OAuth flows and single-flight token renewal.
 //! - [`client`]: [`SalesforceClient`] and [`QueryPages`].
-//! - [`soql`]: literals (quoting, datetimes) and Id shapes.
+//! - [`id`]: [`Id`], the one reader of record Ids (shape, checksum, key prefix).
+//! - [`soql`]: literals (quoting, datetimes).
 //! - [`error`]: [`SalesforceError`] per call, [`RecordError`] per record.
 //! - [`model`]: what goes over the wire: records, describe, usage.
 
 mod auth;
 pub mod client;
 pub mod error;
+pub mod id;
 pub mod model;
 pub mod soql;
 
 pub use auth::{KeptRefreshToken, LoginRefusal, RefreshTokenKeeper, rsa_private_key};
-pub use client::{ClientSettings, QueryPages, SalesforceClient};
+pub use client::{ClientSettings, Endpoint, QueryPages, SalesforceClient};
 pub use error::{Disposition, RecordError, SalesforceError};
+pub use id::{Id, IdError};
 pub use model::{ApiUsage, Record, RecordOutcome, RecordUpdate, SObjectDescribe};

@@ -7,10 +7,6 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-/// Lengths of a Salesforce record Id: case-sensitive 15, or the
-/// case-insensitive 18 the API returns (15 plus a 3-character checksum).
-const ID_LENGTHS: [usize; 2] = [15, 18];
-
 /// `value` as a SOQL string literal, quotes included.
 pub fn quote(value: &str) -> String {
     let mut quoted = String::with_capacity(value.len() + 2);
@@ -59,12 +55,6 @@ pub fn parse_datetime(text: &str) -> Result<DateTime<Utc>, InvalidDateTime> {
         .map_err(|_| InvalidDateTime {
             text: text.to_owned(),
         })
-}
-
-/// Whether `id` has the shape of a Salesforce record Id (15 or 18 ASCII
-/// letters and digits). It says nothing about whether the record exists.
-pub fn is_valid_id(id: &str) -> bool {
-    ID_LENGTHS.contains(&id.len()) && id.bytes().all(|byte| byte.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]
@@ -129,22 +119,6 @@ mod tests {
             let error = parse_datetime(text).unwrap_err();
             assert_eq!(error.text, text);
             assert!(error.to_string().contains("expected"), "{error}");
-        }
-    }
-
-    #[test]
-    fn id_shapes() {
-        assert!(is_valid_id("001xx000003DGb2"));
-        assert!(is_valid_id("001xx000003DGb2AAG"));
-        for bad in [
-            "",
-            "001xx000003DGb",
-            "001xx000003DGb2AA",
-            "001xx000003DGb2AAGX",
-            "001xx000003DG'2AAG",
-            "001xx000003DGé2AA",
-        ] {
-            assert!(!is_valid_id(bad), "{bad}");
         }
     }
 }

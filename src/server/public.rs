@@ -7,7 +7,6 @@
 //! answered 200 once the store has flushed it to disk; a store failure is a
 //! 503 so that the sender retries.
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -31,8 +30,10 @@ use crate::ondorse::webhook::{
     DEFAULT_SIGNATURE_TOLERANCE, SIGNATURE_HEADER, WebhookEnvelope, parse_envelope,
     verify_signature,
 };
+use crate::salesforce::Id;
+use crate::shutdown::Shutdown;
 use crate::store::{Accepted, Store, StoreError};
-use crate::telemetry::{self, WebhookSource};
+use crate::telemetry::{Metrics, WebhookSource};
 
 /// Largest body accepted; a larger one is refused with 413. Ondorse events
 /// are a few KiB.
@@ -48,6 +49,8 @@ pub struct PublicState {
     pub config: Arc<WebhooksConfig>,
     /// Woken after each stored item, so the sync engine starts at once.
     pub inbox_wake: Arc<Notify>,
+    /// The daemon's registry: deliveries stored and refused.
+    pub metrics: Metrics,
 }
 
 /// The public routes. Serve with connection info (see [`serve`]): the
@@ -62,12 +65,12 @@ pub fn router(state: PublicState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` resolves, then waits for
+/// Serves [`router`] on `listener` until `shutdown` is stopping, then waits for
 /// the requests in flight.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: PublicState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> io::Result<()> {
     let limits = state.config.limits.clone();
     super::serve_with_peers(listener, router(state), shutdown, limits).await
@@ -117,8 +120,28 @@ impl Refusal {
         }
     }
 
-    fn into_response(self, endpoint: Endpoint, source: Option<IpAddr>) -> Response {
-        telemetry::metrics().webhook_rejected(endpoint.source(), self.status.as_u16());
+    /// The `reason` label of `ondorse_bridge_webhooks_rejected_total`: each
+    /// check answers with its own status.
+    fn label(&self) -> &'static str {
+        match self.status {
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::NOT_FOUND => "wrong_secret",
+            StatusCode::FORBIDDEN => "forbidden_source",
+            StatusCode::UNAUTHORIZED => "bad_signature",
+            StatusCode::BAD_REQUEST => "malformed",
+            StatusCode::REQUEST_TIMEOUT => "timeout",
+            StatusCode::SERVICE_UNAVAILABLE => "store_unavailable",
+            _ => "other",
+        }
+    }
+
+    fn into_response(
+        self,
+        endpoint: Endpoint,
+        source: Option<IpAddr>,
+        metrics: &Metrics,
+    ) -> Response {
+        metrics.webhook_rejected(endpoint.source(), self.label());
         let source = source.map(|address| address.to_string());
         if self.status.is_server_error() {
             tracing::error!(
@@ -157,7 +180,7 @@ async fn ondorse_webhook(
     match receive_ondorse_event(&state, &secret, source, &headers, body).await {
         Ok((envelope, accepted)) => {
             let kind = envelope.kind();
-            telemetry::metrics().webhook(
+            state.metrics.webhook(
                 WebhookSource::Ondorse,
                 Some(&kind),
                 accepted == Accepted::Duplicate,
@@ -183,7 +206,7 @@ async fn ondorse_webhook(
             );
             axum::Json(json!({ "status": outcome })).into_response()
         }
-        Err(refusal) => refusal.into_response(Endpoint::Ondorse, source),
+        Err(refusal) => refusal.into_response(Endpoint::Ondorse, source, &state.metrics),
     }
 }
 
@@ -236,7 +259,9 @@ async fn salesforce_hint(
     match receive_salesforce_hint(&state, &secret, source, &headers, body).await {
         Ok((sequence, count)) => {
             state.inbox_wake.notify_one();
-            telemetry::metrics().webhook(WebhookSource::Salesforce, None, false);
+            state
+                .metrics
+                .webhook(WebhookSource::Salesforce, None, false);
             tracing::info!(
                 endpoint = Endpoint::Salesforce.as_str(),
                 status = 200,
@@ -248,7 +273,7 @@ async fn salesforce_hint(
             );
             axum::Json(json!({ "status": "stored", "ids": count })).into_response()
         }
-        Err(refusal) => refusal.into_response(Endpoint::Salesforce, source),
+        Err(refusal) => refusal.into_response(Endpoint::Salesforce, source, &state.metrics),
     }
 }
 
@@ -401,13 +426,8 @@ fn validate_hint_ids(ids: Vec<String>) -> Result<Vec<String>, String> {
     }
     let mut unique = Vec::with_capacity(ids.len());
     for id in ids {
-        let well_formed =
-            matches!(id.len(), 15 | 18) && id.bytes().all(|byte| byte.is_ascii_alphanumeric());
-        if !well_formed {
-            return Err(format!(
-                "{id:?} is not a Salesforce id (15 or 18 letters and digits)"
-            ));
-        }
+        // Stored as sent: intake's `Id IN (...)` reads either form.
+        Id::parse_account(&id).map_err(|error| error.to_string())?;
         if !unique.contains(&id) {
             unique.push(id);
         }

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::clock::{Clock, Moment};
 use crate::salesforce::model::ApiUsage;
 use crate::salesforce::{SalesforceClient, SalesforceError};
-use crate::telemetry;
+use crate::telemetry::Metrics;
 
 /// Usage (percent of the daily allowance) from which write-backs wait too.
 pub const DECISION_CEILING_PERCENT: u8 = 95;
@@ -81,7 +81,8 @@ pub enum Work {
 }
 
 impl Work {
-    fn as_str(self) -> &'static str {
+    /// The `work` label of metrics and logs.
+    fn label(self) -> &'static str {
         match self {
             Work::Intake => "intake",
             Work::Reconcile => "reconcile",
@@ -114,8 +115,15 @@ pub enum PauseReason {
 }
 
 impl PauseReason {
-    /// The name used in metrics and JSON.
-    pub fn as_str(self) -> &'static str {
+    /// Every reason: the `ondorse_bridge_salesforce_paused` gauge shows each.
+    const ALL: [PauseReason; 3] = [
+        PauseReason::OverBudget,
+        PauseReason::NearLimit,
+        PauseReason::LimitExceeded,
+    ];
+
+    /// The `reason` label of metrics and logs (the JSON name too).
+    pub fn label(self) -> &'static str {
         match self {
             PauseReason::OverBudget => "over_budget",
             PauseReason::NearLimit => "near_limit",
@@ -180,6 +188,8 @@ pub struct Governor {
     inner: Mutex<Inner>,
     /// One `GET /limits` at a time; the others wait for its answer.
     recheck_lock: tokio::sync::Mutex<()>,
+    /// The daemon's registry: the budget, the pauses, the deferred steps.
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Governor {
@@ -193,9 +203,16 @@ impl std::fmt::Debug for Governor {
 }
 
 impl Governor {
-    pub fn new(salesforce: SalesforceClient, settings: BudgetSettings, clock: Clock) -> Governor {
-        telemetry::metrics().salesforce_budget(settings.budget_percent);
-        Governor {
+    /// A governor for `salesforce`, deciding on `clock`, showing its budget
+    /// and pauses in `metrics` from now on.
+    pub fn new(
+        salesforce: SalesforceClient,
+        settings: BudgetSettings,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> Governor {
+        metrics.salesforce_budget(settings.budget_percent);
+        let governor = Governor {
             inner: Mutex::new(Inner {
                 refusals_seen: salesforce.limit_refusals(),
                 limit: None,
@@ -207,7 +224,11 @@ impl Governor {
             settings,
             clock,
             recheck_lock: tokio::sync::Mutex::new(()),
-        }
+            metrics,
+        };
+        // Every reason shows 0 from the start, not only once it held.
+        governor.publish(&governor.lock());
+        governor
     }
 
     /// `Ok` when `work` may call Salesforce now. Reads `GET /limits` first
@@ -229,10 +250,10 @@ impl Governor {
         match holding {
             Some(reason) if work.waits_for(reason) => {
                 inner.deferred_steps += 1;
-                telemetry::metrics().salesforce_deferred(work.as_str());
+                self.metrics.salesforce_deferred(work.label());
                 tracing::debug!(
-                    work = work.as_str(),
-                    reason = reason.as_str(),
+                    work = work.label(),
+                    reason = reason.label(),
                     "salesforce work deferred"
                 );
                 Err(Paused {
@@ -434,14 +455,12 @@ impl Governor {
     }
 
     fn publish(&self, inner: &Inner) {
-        let mut in_force = Vec::new();
-        if inner.limit.is_some() {
-            in_force.push(PauseReason::LimitExceeded.as_str());
-        }
-        if let Some((reason, _)) = inner.usage_pause {
-            in_force.push(reason.as_str());
-        }
-        telemetry::metrics().salesforce_paused(&in_force);
+        let in_force = |reason: PauseReason| match reason {
+            PauseReason::LimitExceeded => inner.limit.is_some(),
+            _ => inner.usage_pause.is_some_and(|(usage, _)| usage == reason),
+        };
+        self.metrics
+            .salesforce_paused(&PauseReason::ALL.map(|reason| (reason.label(), in_force(reason))));
     }
 
     fn explain(
@@ -487,19 +506,22 @@ mod tests {
     /// A governor on a manual clock; its client answers no call (nothing
     /// listens on port 9), so a look at the usage fails and is retried later.
     fn governor(budget_percent: u8) -> Governor {
-        let client = SalesforceClient::new(&SalesforceConfig {
-            login_url: "http://127.0.0.1:9".to_owned(),
-            api_version: "62.0".to_owned(),
-            auth: SalesforceAuth::ClientCredentials {
-                client_id: "id".to_owned(),
-                client_secret: "secret".to_owned().into(),
+        let client = SalesforceClient::new(
+            &SalesforceConfig {
+                login_url: "http://127.0.0.1:9".to_owned(),
+                api_version: "62.0".to_owned(),
+                auth: SalesforceAuth::ClientCredentials {
+                    client_id: "id".to_owned(),
+                    client_secret: "secret".to_owned().into(),
+                },
+                api_budget_percent: budget_percent,
+                max_concurrent_requests: crate::config::DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS,
+                link_batch_wait: std::time::Duration::from_secs(
+                    crate::config::DEFAULT_LINK_BATCH_WAIT_SECONDS,
+                ),
             },
-            api_budget_percent: budget_percent,
-            max_concurrent_requests: crate::config::DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS,
-            link_batch_wait: std::time::Duration::from_secs(
-                crate::config::DEFAULT_LINK_BATCH_WAIT_SECONDS,
-            ),
-        })
+            Metrics::new(),
+        )
         .expect("a client");
         Governor::new(
             client,
@@ -510,6 +532,7 @@ mod tests {
                 ..BudgetSettings::default()
             },
             Clock::manual(),
+            Metrics::new(),
         )
     }
 

@@ -9,6 +9,7 @@ use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
 use super::locks::link_key;
+use super::plan;
 use super::retry::Endpoint;
 use super::{Engine, SyncError, now};
 use crate::mapping::Moment;
@@ -330,8 +331,7 @@ impl Engine {
                 &Fields::new(),
             )
             .await?;
-        // A late `collect.opened` must not overwrite a final decision.
-        if collect_opened && !application.is_final() {
+        if collect_opened && plan::collect_writes(application.is_final()) {
             let collect = self.collect_of(&template_value);
             let collect_fields = self
                 .plan_moment(

@@ -74,8 +74,6 @@ impl Engine {
     /// Reopens the links of deleted Accounts that are back (restored from
     /// the recycle bin), and plans them again. Returns how many reopened.
     pub(super) async fn reopen_restored(&self) -> Result<usize, SyncError> {
-        // Well below SOQL's 100,000-character limit even with 18-char Ids.
-        const IDS_PER_QUERY: usize = 500;
         let mut closed = Vec::new();
         for link in self.store.links_in(LinkState::Closed) {
             let link = link?;
@@ -85,12 +83,9 @@ impl Engine {
         }
         let ids: Vec<String> = closed.iter().map(|link| link.account_id.clone()).collect();
         let mut reopened = 0;
-        for chunk in ids.chunks(IDS_PER_QUERY) {
-            // `query` (not `queryAll`) answers only the Accounts that are back.
-            let mut pages = self.salesforce.query(
-                Work::Reconcile,
-                plan::fields_query(ACCOUNT, ["IsDeleted"], chunk),
-            );
+        // `query` (not `queryAll`) answers only the Accounts that are back.
+        for soql in plan::fields_queries(ACCOUNT, ["IsDeleted"], &ids) {
+            let mut pages = self.salesforce.query(Work::Reconcile, soql);
             while let Some(records) = pages.next_page().await? {
                 for record in records {
                     let Some(account_id) = record.get("Id").and_then(|id| id.as_str()) else {
@@ -140,15 +135,12 @@ impl Engine {
 
     /// Looks the Account up in the recycle bin too.
     async fn fate_of(&self, account_id: &str) -> Result<Fate, SyncError> {
-        let soql = plan::fields_query(
-            ACCOUNT,
-            ["IsDeleted", "MasterRecordId"],
-            &[account_id.to_owned()],
-        );
-        let mut pages = self.salesforce.query_all(Work::WriteBack, soql);
         let mut found = None;
-        while let Some(records) = pages.next_page().await? {
-            found = records.iter().map(plan::record_fields).next().or(found);
+        for soql in plan::fields_queries(ACCOUNT, ["IsDeleted", "MasterRecordId"], &[account_id]) {
+            let mut pages = self.salesforce.query_all(Work::WriteBack, soql);
+            while let Some(records) = pages.next_page().await? {
+                found = records.iter().map(plan::record_fields).next().or(found);
+            }
         }
         let Some(fields) = found else {
             return Ok(Fate::Missing);

@@ -20,6 +20,7 @@ use super::retry::{Breaker, Breakers, Endpoint};
 use crate::mapping::online::{OrgReader, QueryRefusal};
 use crate::salesforce::model::{Record, RecordOutcome, RecordUpdate, SObjectDescribe};
 use crate::salesforce::{QueryPages, SalesforceClient, SalesforceError};
+use crate::telemetry::Metrics;
 
 /// The Salesforce client behind the budget governor and the breakers.
 pub struct GovernedSalesforce {
@@ -45,10 +46,11 @@ impl GovernedSalesforce {
         client: SalesforceClient,
         budget: BudgetSettings,
         breakers: Arc<Breakers>,
+        metrics: Metrics,
         max_concurrent_requests: usize,
     ) -> GovernedSalesforce {
         GovernedSalesforce {
-            governor: Governor::new(client.clone(), budget, Clock::system()),
+            governor: Governor::new(client.clone(), budget, Clock::system(), metrics),
             client,
             breakers,
             in_flight: tokio::sync::Semaphore::new(max_concurrent_requests.max(1)),

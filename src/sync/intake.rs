@@ -21,9 +21,8 @@ use super::portals::{Attempt, PortalsReport};
 use super::{Engine, SyncError, now};
 use crate::mapping::Mapping;
 use crate::salesforce::model::Record;
-use crate::salesforce::soql;
+use crate::salesforce::{Id, soql};
 use crate::store::{Cursor, Link, PortalRequest};
-use crate::telemetry;
 
 /// What one intake run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -198,7 +197,7 @@ impl Engine {
         report.portals_created = created.created;
         report.portals_failed = created.failed;
         if move_cursor {
-            telemetry::metrics().poll_succeeded(&mapping.name, now());
+            self.metrics.poll_succeeded(&mapping.name, now());
         }
         tracing::info!(
             mapping = %mapping.name,
@@ -228,22 +227,14 @@ impl Engine {
     /// Reads chosen Accounts now (push hints, `resync --account`), in every
     /// mapping whose `select` they match; no cursor moves.
     pub async fn intake_accounts(&self, ids: &[String]) -> Result<IntakeReport, SyncError> {
-        // Well below SOQL's 100,000-character limit even with 18-char Ids.
-        const IDS_PER_QUERY: usize = 500;
-        let ids: Vec<String> = ids
-            .iter()
-            .filter(|id| soql::is_valid_id(id))
-            .cloned()
-            .collect();
+        let ids: Vec<&String> = ids.iter().filter(|id| Id::parse(id).is_ok()).collect();
         let mut report = IntakeReport::default();
         if ids.is_empty() {
             return Ok(report);
         }
         for mapping in self.mappings().iter() {
-            for chunk in ids.chunks(IDS_PER_QUERY) {
-                let mut pages = self
-                    .salesforce
-                    .query(Work::Intake, plan::accounts_query(mapping, chunk));
+            for soql in plan::accounts_queries(mapping, &ids) {
+                let mut pages = self.salesforce.query(Work::Intake, soql);
                 while let Some(records) = pages.next_page().await? {
                     report.add(self.intake_records(mapping, records).await?);
                 }
@@ -274,7 +265,7 @@ impl Engine {
         mapping: &Mapping,
         records: Vec<Record>,
     ) -> Result<(IntakeReport, Vec<String>), SyncError> {
-        telemetry::metrics().accounts_seen(&mapping.name, records.len());
+        self.metrics.accounts_seen(&mapping.name, records.len());
         let mut report = IntakeReport {
             accounts_seen: records.len(),
             pages: 1,

@@ -20,6 +20,7 @@ use crate::ondorse::{OndorseClient, OndorseError};
 use crate::salesforce::SalesforceClient;
 use crate::salesforce::model::SObjectDescribe;
 use crate::store::{JournalEntry, Retention, Store, StoreError};
+use crate::telemetry::Metrics;
 
 pub mod budget;
 pub mod clock;
@@ -180,6 +181,8 @@ pub struct Engine {
     /// Whether sObject Collections answers are readable, or the writer
     /// falls back to one update per record.
     collection: writeback::CollectionHealth,
+    /// The daemon's registry, shared with both clients and the listeners.
+    metrics: Metrics,
 }
 
 /// Why an engine could not be built from the configuration: the
@@ -196,11 +199,16 @@ pub struct Prepared {
     pub mappings: MappingSet,
     pub salesforce: SalesforceClient,
     pub ondorse: OndorseClient,
+    /// The registry both clients count in, and the engine after them: one
+    /// per composition, so each daemon's `/metrics` shows its own work.
+    pub metrics: Metrics,
 }
 
 impl Prepared {
-    /// The store path, the mappings and both clients; every problem at once.
+    /// The store path, the mappings and both clients (with a new metrics
+    /// registry); every problem at once.
     pub fn new(config: &Config) -> Result<Prepared, BuildError> {
+        let metrics = Metrics::new();
         let mut problems = Vec::new();
         if let Err(problem) = config.check_store_path() {
             problems.push(problem);
@@ -209,10 +217,10 @@ impl Prepared {
             .map_err(|diagnostics| problems.push(diagnostics.to_string()))
             .ok();
         let source = config.source.display();
-        let salesforce = SalesforceClient::new(&config.salesforce)
+        let salesforce = SalesforceClient::new(&config.salesforce, metrics.clone())
             .map_err(|error| problems.push(format!("{source}: {error}")))
             .ok();
-        let ondorse = OndorseClient::new(&config.ondorse)
+        let ondorse = OndorseClient::new(&config.ondorse, metrics.clone())
             .map_err(|error| {
                 // Pointed at the key the client names (`ondorse.api_key_file`).
                 let at = match &error {
@@ -231,6 +239,7 @@ impl Prepared {
                     mappings,
                     salesforce,
                     ondorse,
+                    metrics,
                 })
             }
             _ => Err(BuildError(problems.join("\n"))),
@@ -267,6 +276,7 @@ impl Engine {
             mappings,
             salesforce,
             ondorse,
+            metrics,
         } = prepared;
         // Rotated refresh tokens outlive the process, in the engine's store.
         salesforce.keep_refresh_tokens_in(Arc::new(parts.store.clone()));
@@ -291,6 +301,7 @@ impl Engine {
                 salesforce,
                 settings.budget.clone(),
                 breakers.clone(),
+                metrics.clone(),
                 config.salesforce.max_concurrent_requests,
             ),
             breakers,
@@ -309,7 +320,13 @@ impl Engine {
             intents_deferred: Notify::new(),
             health: reload::MappingHealth::default(),
             collection: writeback::CollectionHealth::default(),
+            metrics,
         }
+    }
+
+    /// The registry this engine and its clients count in (`GET /metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Store {

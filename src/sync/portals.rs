@@ -19,7 +19,7 @@ use super::{Engine, SyncError, now};
 use crate::mapping::{Mapping, Moment, WritebackContext};
 use crate::ondorse::{OndorseError, Portal};
 use crate::store::{Fields, Link, PortalRecord, PortalRequest, Urgency};
-use crate::telemetry::{self, PortalResult, WritebackResult};
+use crate::telemetry::{PortalResult, WritebackResult};
 
 /// What a batch of portal creations did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -202,7 +202,7 @@ impl Engine {
         if !self.describe_cached().await {
             self.store.flush().await?;
         }
-        telemetry::metrics().portal(&mapping.name, PortalResult::Created);
+        self.metrics.portal(&mapping.name, PortalResult::Created);
         tracing::info!(account_id, mapping = %mapping.name, portal_id = %record.id, "portal created");
         if let Err(error) = self.plan_portal_writeback(mapping, &mut link).await {
             // Reconcile plans it again: the link says it is still due.
@@ -242,7 +242,7 @@ impl Engine {
         retry_at: Option<DateTime<Utc>>,
         http_status: Option<u16>,
     ) -> Result<(), SyncError> {
-        telemetry::metrics().portal(&link.mapping, PortalResult::Failed);
+        self.metrics.portal(&link.mapping, PortalResult::Failed);
         link.portal_attempts += 1;
         link.last_error = Some(error.clone());
         link.refused = retry_at.is_none();
@@ -364,7 +364,7 @@ impl Engine {
             ),
             json!({ "code": refused.code, "field": refused.field, "value": refused.value }),
         )?;
-        telemetry::metrics().writeback([mapping], WritebackResult::Refused);
+        self.metrics.writeback([mapping], WritebackResult::Refused);
         tracing::warn!(account_id, mapping, field = %refused.field, message = %refused.message, "field refused before sending");
         Ok(id)
     }

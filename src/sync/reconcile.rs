@@ -12,7 +12,6 @@ use super::decisions::Refreshed;
 use super::locks::link_key;
 use super::{Engine, SyncError, now};
 use crate::store::{LinkState, StoreError};
-use crate::telemetry;
 
 /// What one reconcile pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -142,7 +141,7 @@ impl Engine {
                 report.next_retry = Some(report.next_retry.map_or(until, |next| next.min(until)));
             }
         }
-        telemetry::metrics().parked("intents", report.parked);
+        self.metrics.parked("intents", report.parked);
         Ok(report)
     }
 

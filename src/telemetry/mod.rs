@@ -3,10 +3,12 @@
 //! - [`init_logging`]: human-readable logs on a terminal, JSON lines when
 //!   stderr is the systemd journal; every event carries structured fields
 //!   (`account_id`, `mapping`, `error`, ...).
-//! - [`metrics()`] and [`render_metrics`]: one process-wide Prometheus
-//!   registry. Code records at the point where things happen
-//!   (`telemetry::metrics().portal(...)`); the admin listener serves
-//!   [`render_metrics`] on `GET /metrics` with [`METRICS_CONTENT_TYPE`].
+//! - [`Metrics`]: one Prometheus registry per daemon, a value made with
+//!   `sync::Prepared` and handed down to the clients, the engine and the
+//!   listeners (no process-wide static, so each daemon counts its own).
+//!   Code records at the point where things happen
+//!   (`self.metrics.portal(...)`); the admin listener serves
+//!   [`Metrics::render`] on `GET /metrics` with [`METRICS_CONTENT_TYPE`].
 //!
 //! # Metrics
 //!
@@ -39,6 +41,5 @@ mod metrics;
 
 pub use logging::{LOG_FORMAT_ENV, LogFormat, init_logging};
 pub use metrics::{
-    Api, METRICS_CONTENT_TYPE, Metrics, PortalResult, WebhookSource, WritebackResult, metrics,
-    render_metrics,
+    Api, ApiEndpoint, METRICS_CONTENT_TYPE, Metrics, PortalResult, WebhookSource, WritebackResult,
 };

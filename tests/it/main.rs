@@ -21,6 +21,7 @@ mod salesforce_client;
 mod sandbox_latency;
 mod sandbox_ondorse;
 mod sandbox_salesforce;
+mod shutdown;
 mod store;
 mod support;
 mod sync;

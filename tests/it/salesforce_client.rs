@@ -10,6 +10,7 @@ use ondorse_bridge::config::SalesforceAuth;
 use ondorse_bridge::salesforce::{
     Disposition, RecordUpdate, SalesforceClient, SalesforceError, soql,
 };
+use ondorse_bridge::telemetry::Metrics;
 use ondorse_sandbox::salesforce::{SalesforceSandbox, SalesforceSandboxOptions};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -178,7 +179,7 @@ async fn a_private_key_that_is_not_pem_is_refused_before_any_call() {
     if let SalesforceAuth::JwtBearer { private_key, .. } = &mut config.auth {
         *private_key = SecretString::from(not_a_key.to_owned());
     }
-    let error = SalesforceClient::new(&config).expect_err("the key is refused");
+    let error = SalesforceClient::new(&config, Metrics::new()).expect_err("the key is refused");
     let shown = format!("{error} {error:?}");
     assert!(shown.contains("private_key_file"), "{shown}");
     assert!(shown.contains("PEM"), "{shown}");
@@ -605,7 +606,9 @@ async fn slow_and_unreachable_hosts_are_retriable_transport_errors() {
         connect_timeout: std::time::Duration::from_secs(1),
         request_timeout: std::time::Duration::from_millis(200),
     };
-    let slow = SalesforceClient::with_settings(&jwt_client_config(&sandbox), settings).unwrap();
+    let slow =
+        SalesforceClient::with_settings(&jwt_client_config(&sandbox), settings, Metrics::new())
+            .unwrap();
     slow.authenticate().await.unwrap();
     sandbox.set_latency(std::time::Duration::from_millis(1000));
     let error = slow

@@ -6,14 +6,13 @@ use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ondorse_bridge::telemetry::render_metrics;
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Value, json};
 
 use crate::support::world::{E2E_DEADLINE, World, eventually};
 
-/// The shipped business mapping, renamed so that no other test in this
-/// process (the registry is process-wide) counts under the same label.
+/// The shipped business mapping, renamed: the label shows the name the
+/// file gives, not the file's.
 const MAPPING: &str = "telemetry-onboarding";
 
 /// One sample of the exposition: name, labels, value.
@@ -162,6 +161,10 @@ async fn metrics_tell_what_happened_with_bounded_labels() {
     .expect("rename the mapping");
     let ids = world.seed(ACCOUNTS, "Customer", 21);
     let daemon = world.daemon().await;
+    // The daemon's own registry: every count below is this daemon's alone,
+    // whatever the other tests of this process do at the same time.
+    let metrics = daemon.engine.metrics().clone();
+    let scrape_url = format!("http://{}/metrics", daemon.admin_address());
 
     eventually(
         "every decision is written back and every webhook delivered",
@@ -203,15 +206,25 @@ async fn metrics_tell_what_happened_with_bounded_labels() {
         "the cursor lag gauge shows the mapping",
         E2E_DEADLINE,
         || {
-            render_metrics().contains(&format!(
+            metrics.render().contains(&format!(
                 "ondorse_bridge_cursor_lag_seconds{{mapping=\"{MAPPING}\"}}"
             ))
         },
     )
     .await;
+    // What a scrape gets is that registry.
+    let scraped = http.get(&scrape_url).send().await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    let scraped = scraped.text().await.unwrap();
+    assert!(
+        scraped.contains(&format!(
+            "ondorse_bridge_portals_total{{mapping=\"{MAPPING}\",result=\"created\"}} {ACCOUNTS}"
+        )),
+        "{scraped}"
+    );
     daemon.stop().await.expect("clean stop");
 
-    let text = render_metrics();
+    let text = metrics.render();
     let all = samples(&text);
     let mapping = [("mapping", MAPPING)];
     assert_eq!(
@@ -231,11 +244,13 @@ async fn metrics_tell_what_happened_with_bounded_labels() {
         ),
         0.0
     );
+    // A lower bound by design: each poll re-reads its overlap window.
     assert!(
         total(&all, "ondorse_bridge_accounts_seen_total", &mapping) >= ACCOUNTS as f64,
         "{text}"
     );
-    // A portal link, then at least one decision, per Account.
+    // A portal link, then at least one decision, per Account (a lower
+    // bound by design: an application under review may be written too).
     let written = total(
         &all,
         "ondorse_bridge_writebacks_total",
@@ -243,25 +258,46 @@ async fn metrics_tell_what_happened_with_bounded_labels() {
     );
     assert!(written >= 2.0 * ACCOUNTS as f64, "{written}\n{text}");
 
-    // The registry is process-wide and other tests deliver webhooks too:
-    // these are lower bounds from what this world's Ondorse delivered.
+    // Every delivery this world's Ondorse made was counted once: stored
+    // the first time, a duplicate after.
     let stats = world.ondorse.stats();
-    let stored = total(
-        &all,
-        "ondorse_bridge_webhooks_total",
-        &[("source", "ondorse"), ("result", "stored")],
-    );
-    assert!(stored >= stats.events_emitted as f64, "{stats:?}\n{text}");
-    assert!(
+    let events = world.ondorse.events();
+    let stored = |event_type: &str| {
         total(
             &all,
             "ondorse_bridge_webhooks_total",
             &[
-                ("event_type", "application.review_updated"),
-                ("result", "stored")
-            ]
-        ) >= ACCOUNTS as f64,
-        "{text}"
+                ("source", "ondorse"),
+                ("event_type", event_type),
+                ("result", "stored"),
+            ],
+        )
+    };
+    let emitted = |event_type: &str| {
+        events
+            .iter()
+            .filter(|event| event["type"] == event_type)
+            .count() as f64
+    };
+    assert_eq!(
+        total(
+            &all,
+            "ondorse_bridge_webhooks_total",
+            &[("source", "ondorse"), ("result", "stored")],
+        ),
+        stats.events_emitted as f64,
+        "{stats:?}\n{text}"
+    );
+    for event_type in ["application.submitted", "application.review_updated"] {
+        assert_eq!(
+            stored(event_type),
+            emitted(event_type),
+            "{event_type}\n{text}"
+        );
+    }
+    assert!(
+        emitted("application.review_updated") >= ACCOUNTS as f64,
+        "each application is reviewed: {events:?}"
     );
     let duplicates = stats
         .deliveries_succeeded
@@ -270,43 +306,71 @@ async fn metrics_tell_what_happened_with_bounded_labels() {
         duplicates > 0,
         "the sandbox delivered duplicates: {stats:?}"
     );
-    assert!(
+    assert_eq!(
         total(
             &all,
             "ondorse_bridge_webhooks_total",
             &[("result", "duplicate")]
-        ) >= duplicates as f64,
+        ),
+        duplicates as f64,
         "{text}"
     );
     for reason in ["wrong_secret", "malformed"] {
-        assert!(
+        assert_eq!(
             total(
                 &all,
                 "ondorse_bridge_webhooks_rejected_total",
                 &[("reason", reason)]
-            ) >= 1.0,
+            ),
+            1.0,
             "{reason}\n{text}"
         );
     }
+    assert_eq!(
+        total(&all, "ondorse_bridge_webhooks_rejected_total", &[]),
+        2.0,
+        "{text}"
+    );
 
-    let requests = |api, endpoint, status| {
+    // Each request counted is one the sandboxes received, by endpoint.
+    let requests = |api, endpoint| {
         total(
             &all,
             "ondorse_bridge_api_requests_total",
-            &[("api", api), ("endpoint", endpoint), ("status", status)],
+            &[("api", api), ("endpoint", endpoint)],
         )
     };
-    assert!(
-        requests("ondorse", "portal", "2xx") >= ACCOUNTS as f64,
-        "{text}"
+    assert_eq!(requests("ondorse", "portal"), ACCOUNTS as f64, "{text}");
+    assert_eq!(
+        requests("ondorse", "application"),
+        stats.application_gets as f64,
+        "{stats:?}\n{text}"
     );
-    assert!(
-        requests("ondorse", "application", "2xx") >= ACCOUNTS as f64,
-        "{text}"
+    let salesforce = world.salesforce.stats();
+    assert_eq!(
+        requests("salesforce", "token"),
+        salesforce.token_requests as f64,
+        "{salesforce:?}\n{text}"
     );
+    for endpoint in ["query", "query_more", "describe", "composite", "limits"] {
+        let received = salesforce.received.get(endpoint).copied().unwrap_or(0);
+        assert_eq!(
+            requests("salesforce", endpoint),
+            received as f64,
+            "{endpoint}: {salesforce:?}\n{text}"
+        );
+    }
     for endpoint in ["token", "limits", "query", "describe", "composite"] {
         assert!(
-            requests("salesforce", endpoint, "2xx") >= 1.0,
+            total(
+                &all,
+                "ondorse_bridge_api_requests_total",
+                &[
+                    ("api", "salesforce"),
+                    ("endpoint", endpoint),
+                    ("status", "2xx")
+                ],
+            ) >= 1.0,
             "{endpoint}\n{text}"
         );
     }

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::jwt::JWT_BEARER_GRANT;
 use super::{Authenticator, Flow};
+use crate::salesforce::client::Endpoint;
 use crate::salesforce::error::{SalesforceError, excerpt, transport_reason};
-use crate::telemetry::Api;
+use crate::telemetry::Metrics;
 
 /// What Salesforce adds to a standard token answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,11 +72,13 @@ impl Authenticator {
         // closure is not provably `Send`, and tokens are fetched from
         // spawned tasks.
         let owned_http = self.http.clone();
+        let owned_metrics = self.metrics.clone();
         let send = move |request: oauth2::HttpRequest| {
             let http = owned_http.clone();
+            let metrics = owned_metrics.clone();
             async move {
                 let request = reqwest::Request::try_from(request).map_err(transport_error)?;
-                send_token_request(&http, request).await
+                send_token_request(&http, &metrics, request).await
             }
         };
         let result = match &self.flow {
@@ -92,7 +95,8 @@ impl Authenticator {
                             self.token_url
                         ))
                     })?;
-                return self.read_jwt_answer(send_token_request(http, request).await);
+                return self
+                    .read_jwt_answer(send_token_request(http, &self.metrics, request).await);
             }
             Flow::ClientCredentials {
                 client_id,
@@ -245,20 +249,16 @@ impl Authenticator {
 /// follow one), a `5xx` or an HTML page becomes [`TokenTransportError::Unexpected`].
 async fn send_token_request(
     http: &reqwest::Client,
+    metrics: &Metrics,
     request: reqwest::Request,
 ) -> Result<oauth2::HttpResponse, TokenTransportError> {
     let started = std::time::Instant::now();
     let response = http.execute(request).await.map_err(|error| {
-        crate::telemetry::metrics().api_request(Api::Salesforce, "token", None, started.elapsed());
+        metrics.api_request(Endpoint::Token, None, started.elapsed());
         transport_error(error)
     })?;
     let status = response.status();
-    crate::telemetry::metrics().api_request(
-        Api::Salesforce,
-        "token",
-        Some(status.as_u16()),
-        started.elapsed(),
-    );
+    metrics.api_request(Endpoint::Token, Some(status.as_u16()), started.elapsed());
     let headers = response.headers().clone();
     let body = response.bytes().await.map_err(transport_error)?;
     let is_json = headers

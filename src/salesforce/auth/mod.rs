@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{SalesforceAuth, SalesforceConfig};
 use crate::salesforce::error::SalesforceError;
+use crate::telemetry::Metrics;
 use jwt::JwtBearer;
 
 /// Path of the token endpoint under `login_url`.
@@ -81,6 +82,8 @@ struct RefreshState {
 /// Gets and renews access tokens; shared by every clone of the client.
 pub(crate) struct Authenticator {
     http: reqwest::Client,
+    /// Token requests count in the client's registry.
+    metrics: Metrics,
     token_url: String,
     flow: Flow,
     /// Held for the whole token request, so renewals happen one at a time.
@@ -139,6 +142,7 @@ impl Authenticator {
     pub(crate) fn new(
         http: reqwest::Client,
         config: &SalesforceConfig,
+        metrics: Metrics,
     ) -> Result<Authenticator, SalesforceError> {
         let (flow, refresh_token) = match &config.auth {
             SalesforceAuth::JwtBearer {
@@ -185,6 +189,7 @@ impl Authenticator {
         };
         Ok(Authenticator {
             http,
+            metrics,
             token_url: format!("{}{TOKEN_PATH}", config.login_url.trim_end_matches('/')),
             flow,
             renewal: tokio::sync::Mutex::new(RefreshState {

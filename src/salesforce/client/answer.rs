@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::salesforce::Id;
 use crate::salesforce::error::{RecordError, SalesforceError, codes, excerpt, transport_reason};
 use crate::salesforce::model::RecordUpdate;
 
@@ -155,24 +156,20 @@ pub(super) fn read_results(
 /// Whether two Ids name one record: an 18-character Id is the 15-character
 /// one plus a case checksum.
 fn same_record(left: &str, right: &str) -> bool {
-    let stem = |id: &str| {
-        id.get(..15)
-            .map(str::to_owned)
-            .unwrap_or_else(|| id.to_owned())
-    };
-    stem(left) == stem(right)
+    match (Id::parse(left), Id::parse(right)) {
+        (Ok(left), Ok(right)) => left == right,
+        _ => left == right,
+    }
 }
 
 /// Record Ids go into paths: 15 or 18 letters and digits.
 pub(super) fn check_record_id(id: &str) -> Result<(), SalesforceError> {
-    if matches!(id.len(), 15 | 18) && id.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
-        Ok(())
-    } else {
-        Err(SalesforceError::InvalidArgument {
+    Id::parse(id)
+        .map(drop)
+        .map_err(|_| SalesforceError::InvalidArgument {
             what: "record id",
             value: id.to_owned(),
         })
-    }
 }
 
 /// SObject API names go into paths: letters, digits and underscores only.

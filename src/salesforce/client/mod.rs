@@ -23,7 +23,7 @@ use crate::config::SalesforceConfig;
 use crate::salesforce::auth::Authenticator;
 use crate::salesforce::error::{RecordError, SalesforceError, excerpt, transport_reason};
 use crate::salesforce::model::{ApiUsage, RecordOutcome, RecordUpdate, SObjectDescribe};
-use crate::telemetry::Api;
+use crate::telemetry::{Api, ApiEndpoint, Metrics};
 
 mod answer;
 mod pages;
@@ -81,6 +81,8 @@ pub struct SalesforceClient {
 struct Inner {
     http: reqwest::Client,
     auth: Authenticator,
+    /// The daemon's registry: requests by endpoint, the org's usage.
+    metrics: Metrics,
     /// Without the `v`: `62.0`.
     api_version: String,
     /// The last `Sforce-Limit-Info` seen, whatever the call and its outcome.
@@ -121,15 +123,19 @@ impl std::fmt::Debug for SalesforceClient {
 }
 
 impl SalesforceClient {
-    /// A client with the default timeouts. Sends nothing yet; a JWT key is
-    /// checked now.
-    pub fn new(config: &SalesforceConfig) -> Result<SalesforceClient, SalesforceError> {
-        SalesforceClient::with_settings(config, ClientSettings::default())
+    /// A client with the default timeouts, counting its requests in
+    /// `metrics`. Sends nothing yet; a JWT key is checked now.
+    pub fn new(
+        config: &SalesforceConfig,
+        metrics: Metrics,
+    ) -> Result<SalesforceClient, SalesforceError> {
+        SalesforceClient::with_settings(config, ClientSettings::default(), metrics)
     }
 
     pub fn with_settings(
         config: &SalesforceConfig,
         settings: ClientSettings,
+        metrics: Metrics,
     ) -> Result<SalesforceClient, SalesforceError> {
         let http = reqwest::Client::builder()
             // The token endpoint must not be followed anywhere (the contract),
@@ -145,11 +151,12 @@ impl SalesforceClient {
                     transport_reason(error)
                 ))
             })?;
-        let auth = Authenticator::new(http.clone(), config)?;
+        let auth = Authenticator::new(http.clone(), config, metrics.clone())?;
         Ok(SalesforceClient {
             inner: Arc::new(Inner {
                 http,
                 auth,
+                metrics,
                 api_version: config.api_version.trim_start_matches('v').to_owned(),
                 api_usage: SyncMutex::new(None),
                 limit_refusals: AtomicU64::new(0),
@@ -189,7 +196,7 @@ impl SalesforceClient {
         let path = format!("{}/sobjects/{sobject}/describe", self.data_path());
         let endpoint = format!("GET {path}");
         let body = self
-            .execute(Operation::Describe, &endpoint, |instance_url| {
+            .execute(Endpoint::Describe, &endpoint, |instance_url| {
                 self.inner.http.get(format!("{instance_url}{path}"))
             })
             .await?;
@@ -229,7 +236,7 @@ impl SalesforceClient {
         let path = format!("{}/composite/sobjects", self.data_path());
         let endpoint = format!("PATCH {path}");
         let (status, answer) = self
-            .send(Operation::Update, &endpoint, |instance_url| {
+            .send(Endpoint::Composite, &endpoint, |instance_url| {
                 self.inner
                     .http
                     .patch(format!("{instance_url}{path}"))
@@ -283,7 +290,7 @@ impl SalesforceClient {
         let path = format!("{}/sobjects/{sobject}/{}", self.data_path(), record.id);
         let endpoint = format!("PATCH {path}");
         let answer = self
-            .execute(Operation::UpdateOne, &endpoint, |instance_url| {
+            .execute(Endpoint::Record, &endpoint, |instance_url| {
                 self.inner
                     .http
                     .patch(format!("{instance_url}{path}"))
@@ -316,7 +323,7 @@ impl SalesforceClient {
         let path = format!("{}/limits", self.data_path());
         let endpoint = format!("GET {path}");
         let body = self
-            .execute(Operation::Limits, &endpoint, |instance_url| {
+            .execute(Endpoint::Limits, &endpoint, |instance_url| {
                 self.inner.http.get(format!("{instance_url}{path}"))
             })
             .await?;
@@ -327,7 +334,7 @@ impl SalesforceClient {
             max: daily.max,
         };
         *self.lock_api_usage() = Some(usage);
-        crate::telemetry::metrics().salesforce_usage(usage);
+        self.inner.metrics.salesforce_usage(usage);
         Ok(usage)
     }
 
@@ -394,11 +401,14 @@ impl SalesforceClient {
             .get(format!("{instance_url}{VERSIONS_PATH}"))
             .send()
             .await
-            .map_err(|error| transport(&endpoint, error))?;
+            .map_err(|error| {
+                let metrics = &self.inner.metrics;
+                metrics.api_request(Endpoint::Versions, None, started.elapsed());
+                transport(&endpoint, error)
+            })?;
         let status = response.status();
-        crate::telemetry::metrics().api_request(
-            Api::Salesforce,
-            &endpoint,
+        self.inner.metrics.api_request(
+            Endpoint::Versions,
             Some(status.as_u16()),
             started.elapsed(),
         );
@@ -455,20 +465,22 @@ impl SalesforceClient {
     /// [`SalesforceClient::send`] for callers that need only the body.
     async fn execute(
         &self,
-        operation: Operation,
+        called: Endpoint,
         endpoint: &str,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<Bytes, SalesforceError> {
-        let (_status, body) = self.send(operation, endpoint, build).await?;
+        let (_status, body) = self.send(called, endpoint, build).await?;
         Ok(body)
     }
 
     /// Sends the request `build` makes for the current `instance_url`,
     /// renewing the token and replaying once on `401`, and returns the
-    /// status and body of a 2xx answer or the classified error.
+    /// status and body of a 2xx answer or the classified error. `called`
+    /// names the endpoint in logs and metrics; `endpoint` is the request
+    /// line errors quote.
     async fn send(
         &self,
-        operation: Operation,
+        called: Endpoint,
         endpoint: &str,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<(http::StatusCode, Bytes), SalesforceError> {
@@ -482,21 +494,13 @@ impl SalesforceClient {
                 .send()
                 .await
                 .map_err(|error| {
-                    crate::telemetry::metrics().api_request(
-                        Api::Salesforce,
-                        endpoint,
-                        None,
-                        started.elapsed(),
-                    );
+                    let metrics = &self.inner.metrics;
+                    metrics.api_request(called, None, started.elapsed());
                     transport(endpoint, error)
                 })?;
             let status = response.status();
-            crate::telemetry::metrics().api_request(
-                Api::Salesforce,
-                endpoint,
-                Some(status.as_u16()),
-                started.elapsed(),
-            );
+            let metrics = &self.inner.metrics;
+            metrics.api_request(called, Some(status.as_u16()), started.elapsed());
             if let Some(usage) = response
                 .headers()
                 .get(LIMIT_INFO_HEADER)
@@ -504,7 +508,7 @@ impl SalesforceClient {
                 .and_then(ApiUsage::from_limit_info)
             {
                 *self.lock_api_usage() = Some(usage);
-                crate::telemetry::metrics().salesforce_usage(usage);
+                metrics.salesforce_usage(usage);
             }
             let location = response
                 .headers()
@@ -516,7 +520,7 @@ impl SalesforceClient {
                 .await
                 .map_err(|error| transport(endpoint, error))?;
             tracing::debug!(
-                operation = operation.name(),
+                operation = called.label(),
                 endpoint,
                 status = status.as_u16(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -549,27 +553,42 @@ fn version_order(version: &str) -> (u32, u32) {
     (major.parse().unwrap_or(0), minor.parse().unwrap_or(0))
 }
 
-/// What a call does, as a bounded name for logs and metrics (an endpoint
-/// path holds query locators and cannot be a metric label).
+/// A Salesforce endpoint we call, named for logs and the `endpoint`
+/// metric label: the path holds query locators and record Ids, so it never
+/// is one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Operation {
+pub enum Endpoint {
+    /// `POST /services/oauth2/token` on the login host.
+    Token,
+    /// `GET /services/data/`, the versions the org serves.
+    Versions,
+    /// The first page of `query` or `queryAll`.
     Query,
+    /// A `nextRecordsUrl` page.
     QueryMore,
     Describe,
-    Update,
-    UpdateOne,
+    /// `PATCH /composite/sobjects`.
+    Composite,
+    /// `PATCH /sobjects/{sobject}/{id}`, the writer's single-record fallback.
+    Record,
     Limits,
 }
 
-impl Operation {
-    fn name(self) -> &'static str {
+impl ApiEndpoint for Endpoint {
+    const API: Api = Api::Salesforce;
+
+    fn label(self) -> &'static str {
         match self {
-            Operation::Query => "query",
-            Operation::QueryMore => "query_more",
-            Operation::Describe => "describe",
-            Operation::Update => "composite_update",
-            Operation::UpdateOne => "record_update",
-            Operation::Limits => "limits",
+            Endpoint::Token => "token",
+            // Asked once per process; it counts among the calls that are
+            // not part of the sync (`other` in the metric list).
+            Endpoint::Versions => "other",
+            Endpoint::Query => "query",
+            Endpoint::QueryMore => "query_more",
+            Endpoint::Describe => "describe",
+            Endpoint::Composite => "composite",
+            Endpoint::Record => "record",
+            Endpoint::Limits => "limits",
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::salesforce::error::SalesforceError;
 use crate::salesforce::model::{QueryAnswer, Record};
 
 use super::answer::decode;
-use super::{MAX_SOQL_LENGTH, Operation, QUERY_BATCH_HINT, QUERY_OPTIONS_HEADER, SalesforceClient};
+use super::{Endpoint, MAX_SOQL_LENGTH, QUERY_BATCH_HINT, QUERY_OPTIONS_HEADER, SalesforceClient};
 
 /// A query being read page by page; nothing is sent before the first
 /// [`QueryPages::next_page`].
@@ -77,7 +77,7 @@ impl QueryPages {
                 let path = format!("{}/{resource}", client.data_path());
                 let endpoint = format!("GET {path}");
                 let body = client
-                    .execute(Operation::Query, &endpoint, |instance_url| {
+                    .execute(Endpoint::Query, &endpoint, |instance_url| {
                         http.get(format!("{instance_url}{path}"))
                             .query(&[("q", soql)])
                             .header(QUERY_OPTIONS_HEADER, QUERY_BATCH_HINT)
@@ -88,7 +88,7 @@ impl QueryPages {
             NextPage::Locator(path) => {
                 let endpoint = format!("GET {path}");
                 let body = client
-                    .execute(Operation::QueryMore, &endpoint, |instance_url| {
+                    .execute(Endpoint::QueryMore, &endpoint, |instance_url| {
                         http.get(format!("{instance_url}{path}"))
                             .header(QUERY_OPTIONS_HEADER, QUERY_BATCH_HINT)
                     })

@@ -1,11 +1,11 @@
-//! `explain`: one Account's story, and the Account Ids people give.
+//! `explain`: one Account's story.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::OperationError;
 use super::status::{ParkedStatus, parked_intent, parked_items};
-use crate::salesforce::soql;
+use crate::salesforce::Id;
 use crate::store::{DeadLetter, JournalEntry, PendingWrite, Store};
 use crate::sync::now;
 
@@ -39,66 +39,9 @@ pub struct LinkSummary {
     pub closed: Option<String>,
 }
 
-/// Key prefixes (an Id's first three characters name its object) people
-/// paste by mistake where an Account Id belongs.
-const OTHER_OBJECT_PREFIXES: &[(&str, &str)] = &[
-    ("003", "Contact"),
-    ("00Q", "Lead"),
-    ("005", "User"),
-    ("006", "Opportunity"),
-    ("500", "Case"),
-];
-
-/// Account Ids start with this key prefix (Person Accounts too).
-const ACCOUNT_PREFIX: &str = "001";
-
-/// [`canonical_id`] of an Id that must be an Account's: a Contact's or a
-/// Lead's is refused with the reason.
-pub fn account_id(id: &str) -> Result<String, OperationError> {
-    let id = canonical_id(id)?;
-    let prefix = &id[..ACCOUNT_PREFIX.len()];
-    if prefix == ACCOUNT_PREFIX {
-        return Ok(id);
-    }
-    let reason = match OTHER_OBJECT_PREFIXES
-        .iter()
-        .find(|(known, _)| *known == prefix)
-    {
-        Some((_, object)) => format!(
-            "it starts with {prefix}, so it is a {object} Id; give the Id of the Account (it starts with {ACCOUNT_PREFIX})"
-        ),
-        None => format!("it starts with {prefix}, and Account Ids start with {ACCOUNT_PREFIX}"),
-    };
-    Err(OperationError::NotAnAccount { id, reason })
-}
-
-/// Checks the shape of a Salesforce Id and answers its 18-character form,
-/// the one the API returns and the store keys on (people often copy the
-/// 15-character form from a Salesforce Classic URL).
-pub fn canonical_id(id: &str) -> Result<String, OperationError> {
-    if !soql::is_valid_id(id) {
-        return Err(OperationError::MalformedId { id: id.to_owned() });
-    }
-    if id.len() == 18 {
-        return Ok(id.to_owned());
-    }
-    // The suffix encodes, five characters at a time, which are upper case.
-    const SUFFIX_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
-    let mut full = id.to_owned();
-    for chunk in id.as_bytes().chunks(5) {
-        let bits = chunk
-            .iter()
-            .enumerate()
-            .filter(|(_, byte)| byte.is_ascii_uppercase())
-            .fold(0usize, |bits, (position, _)| bits | 1 << position);
-        full.push(char::from(SUFFIX_ALPHABET[bits]));
-    }
-    Ok(full)
-}
-
 /// Everything recorded about one Account.
 pub fn explain(store: &Store, account_id: &str) -> Result<Explanation, OperationError> {
-    let account_id = self::account_id(account_id)?;
+    let account_id = Id::parse_account(account_id)?;
     let account_id = account_id.as_str();
     let links = store.links_of_account(account_id)?;
     let journal = store.journal_of(account_id)?;
@@ -142,45 +85,4 @@ pub fn explain(store: &Store, account_id: &str) -> Result<Explanation, Operation
             .collect(),
         journal,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_contact_or_lead_id_is_refused_where_an_account_id_belongs() {
-        let refused = |id: &str| account_id(id).unwrap_err().to_string();
-        assert_eq!(
-            refused("003A0000006Vm9r"),
-            "003A0000006Vm9rIAC is not an Account Id: it starts with 003, so it is a Contact Id; give the Id of the Account (it starts with 001)"
-        );
-        assert!(
-            refused("00QA0000006Vm9rIAC").contains("so it is a Lead Id"),
-            "{}",
-            refused("00QA0000006Vm9rIAC")
-        );
-        assert!(refused("a01A0000006Vm9rIAC").contains("Account Ids start with 001"));
-        assert_eq!(account_id("001A0000006Vm9r").unwrap(), "001A0000006Vm9rIAC");
-    }
-
-    #[test]
-    fn fifteen_character_ids_get_their_checksum_suffix() {
-        assert_eq!(
-            canonical_id("001A0000006Vm9r").unwrap(),
-            "001A0000006Vm9rIAC"
-        );
-        assert_eq!(
-            canonical_id("001A0000006Vm9rIAC").unwrap(),
-            "001A0000006Vm9rIAC"
-        );
-        assert_eq!(
-            canonical_id("001000000000000").unwrap(),
-            "001000000000000AAA"
-        );
-        assert!(matches!(
-            canonical_id("001A0000006Vm9"),
-            Err(OperationError::MalformedId { .. })
-        ));
-    }
 }

@@ -15,7 +15,7 @@ mod resync;
 mod status;
 
 pub use dead_letters::{RetryReport, retry_dead_letters};
-pub use explain::{Explanation, LinkSummary, account_id, canonical_id, explain};
+pub use explain::{Explanation, LinkSummary, explain};
 pub use requests::{ResyncRequest, ResyncScope, RetrySelection, SINCE_FORMS, parse_since};
 pub use resync::{FieldChange, NewPortal, ResyncGate, ResyncProgress, ResyncReport, ResyncTicket};
 pub use status::{
@@ -26,17 +26,15 @@ pub use status::{
 use chrono::{DateTime, Utc};
 
 use super::SyncError;
+use crate::salesforce::IdError;
 use crate::store::StoreError;
 
 /// Why an operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OperationError {
-    #[error(
-        "{id:?} is not a Salesforce Id: an Id has 15 or 18 letters and digits, e.g. 001000000000001AAA"
-    )]
-    MalformedId { id: String },
-    #[error("{id} is not an Account Id: {reason}")]
-    NotAnAccount { id: String, reason: String },
+    /// A malformed Id, or one that is not an Account's.
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
     #[error(
         "no Account with Id {} exists in Salesforce (or the integration user cannot see it); nothing was changed",
         .ids.join(", ")
@@ -68,8 +66,7 @@ impl OperationError {
     pub fn is_bad_request(&self) -> bool {
         matches!(
             self,
-            OperationError::MalformedId { .. }
-                | OperationError::NotAnAccount { .. }
+            OperationError::InvalidId(_)
                 | OperationError::UnknownAccounts { .. }
                 | OperationError::NothingRecorded { .. }
                 | OperationError::UnknownDeadLetters { .. }

@@ -4,7 +4,8 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{OperationError, account_id};
+use super::OperationError;
+use crate::salesforce::Id;
 
 /// Which dead letters to retry (`{"ids":[..]}` or `{"all":true}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,7 +41,7 @@ pub struct ResyncRequest {
 /// What a resync covers, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResyncScope {
-    Accounts(Vec<String>),
+    Accounts(Vec<Id>),
     Since(DateTime<Utc>),
 }
 
@@ -92,8 +93,8 @@ impl ResyncRequest {
         let mut ids = self
             .accounts
             .iter()
-            .map(|id| account_id(id))
-            .collect::<Result<Vec<String>, OperationError>>()?;
+            .map(|id| Id::parse_account(id))
+            .collect::<Result<Vec<Id>, _>>()?;
         ids.sort();
         ids.dedup();
         Ok(ResyncScope::Accounts(ids))
@@ -105,6 +106,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::salesforce::IdError;
 
     #[test]
     fn since_accepts_the_documented_forms_and_names_them_otherwise() {
@@ -144,11 +146,11 @@ mod tests {
         );
         assert!(matches!(
             request(json!({"accounts": ["001-bad"]})),
-            Err(OperationError::MalformedId { .. })
+            Err(OperationError::InvalidId(IdError::Malformed { .. }))
         ));
         assert_eq!(
             request(json!({"accounts": ["001000000000001AAA"]})).unwrap(),
-            ResyncScope::Accounts(vec!["001000000000001AAA".to_owned()])
+            ResyncScope::Accounts(vec![Id::parse("001000000000001AAA").unwrap()])
         );
         assert!(serde_json::from_value::<ResyncRequest>(json!({"everything": true})).is_err());
     }

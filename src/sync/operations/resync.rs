@@ -9,17 +9,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{OperationError, ResyncRequest, ResyncScope};
-use crate::mapping::{Mapping, Moment, WritebackContext};
+use crate::mapping::{Mapping, WritebackContext};
 use crate::ondorse::OndorseError;
+use crate::salesforce::Id;
 use crate::salesforce::model::Record;
-use crate::store::{Fields, Link, PortalRequest};
+use crate::store::{Link, PortalRequest};
 use crate::sync::budget::Work;
 use crate::sync::locks::link_key;
 use crate::sync::plan::{self, record_fields};
 use crate::sync::{Engine, SyncError, now};
-
-/// Ids per `Id IN (...)` query: far below SOQL's 100,000-character limit.
-const IDS_PER_QUERY: usize = 500;
 
 /// One field a resync writes (or, in a dry run, would write).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,7 +209,7 @@ impl Engine {
     async fn resync_accounts(
         &self,
         mappings: &[std::sync::Arc<Mapping>],
-        ids: &[String],
+        ids: &[Id],
         request: &ResyncRequest,
         report: &mut ResyncReport,
         progress: &(dyn Fn(ResyncProgress) + Send + Sync),
@@ -221,10 +219,8 @@ impl Engine {
         // before anything changes.
         let mut records: BTreeMap<String, Vec<(std::sync::Arc<Mapping>, Record)>> = BTreeMap::new();
         for mapping in mappings {
-            for chunk in ids.chunks(IDS_PER_QUERY) {
-                let mut pages = self
-                    .salesforce
-                    .query(Work::Intake, by_id_query(mapping, chunk));
+            for soql in plan::by_id_queries(mapping, ids) {
+                let mut pages = self.salesforce.query(Work::Intake, soql);
                 while let Some(page) = pages.next_page().await? {
                     for record in page {
                         if let Some(id) = record_id(&record) {
@@ -239,8 +235,8 @@ impl Engine {
         }
         let unknown: Vec<String> = ids
             .iter()
-            .filter(|id| !records.contains_key(*id))
-            .cloned()
+            .filter(|id| !records.contains_key(id.as_str()))
+            .map(Id::to_string)
             .collect();
         if !unknown.is_empty() && !mappings.is_empty() {
             return Err(OperationError::UnknownAccounts { ids: unknown });
@@ -296,37 +292,15 @@ impl Engine {
                     collect: None,
                     now: now(),
                 };
-                // Later moments win: a decision overrides "portal sent".
-                let mut moments = Vec::new();
-                if link.portal.is_some() {
-                    moments.push(Moment::PortalCreated);
-                }
-                if application.is_some() {
-                    moments.push(Moment::Application);
-                }
-                let mut changed = Fields::new();
-                let mut refused = Vec::new();
-                for moment in moments {
-                    if !mapping.writes_at(moment) {
-                        continue;
-                    }
-                    let planned = match plan::plan_writeback(
-                        &mapping, moment, &context, &describe, &known,
-                    ) {
-                        Ok(planned) => planned,
-                        Err(error) => {
-                            return Err(OperationError::InvalidRequest(format!(
-                                "mapping `{}` cannot render {moment} for Account {account_id}: {error}",
-                                mapping.name
-                            )));
-                        }
-                    };
-                    for field in &planned.unchanged {
-                        changed.remove(field);
-                    }
-                    changed.extend(planned.changed);
-                    refused.extend(planned.refused);
-                }
+                let moments = plan::moments_reached(link.portal.is_some(), application.is_some());
+                let planned = plan::plan_moments(&mapping, &moments, &context, &describe, &known)
+                    .map_err(|(moment, error)| {
+                    OperationError::InvalidRequest(format!(
+                        "mapping `{}` cannot render {moment} for Account {account_id}: {error}",
+                        mapping.name
+                    ))
+                })?;
+                let (changed, refused) = (planned.changed, planned.refused);
                 for (field, to) in &changed {
                     report.changes.push(FieldChange {
                         account_id: account_id.clone(),
@@ -425,10 +399,13 @@ impl Engine {
         // mapping's `select` and records durable intents.
         if dry_run {
             let hinted: Vec<String> = without_portal.iter().map(|(_, id)| id.clone()).collect();
-            for mapping in mappings {
-                let mut pages = self
-                    .salesforce
-                    .query(Work::Intake, plan::accounts_query(mapping, &hinted));
+            for soql in mappings.iter().flat_map(|mapping| {
+                plan::accounts_queries(mapping, &hinted)
+                    .into_iter()
+                    .map(move |soql| (mapping, soql))
+            }) {
+                let (mapping, soql) = soql;
+                let mut pages = self.salesforce.query(Work::Intake, soql);
                 while let Some(page) = pages.next_page().await? {
                     for record in page {
                         if let Some(account_id) = record_id(&record)
@@ -489,13 +466,6 @@ impl Engine {
         tracing::info!(account_id = %link.account_id, mapping = %mapping.name, "intent renewed by hand");
         Ok(())
     }
-}
-
-/// Reads chosen Accounts with every field a mapping reads and writes,
-/// whatever its `select` says (a resynced Account may no longer match it).
-fn by_id_query(mapping: &Mapping, ids: &[String]) -> String {
-    let fields = plan::query_fields(mapping);
-    plan::fields_query(&mapping.object, fields.iter().map(String::as_str), ids)
 }
 
 fn record_id(record: &Record) -> Option<String> {

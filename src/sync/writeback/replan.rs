@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::mapping::Moment;
 use crate::store::Fields;
-use crate::sync::{Engine, SyncError};
+use crate::sync::{Engine, SyncError, plan};
 
 impl Engine {
     /// Plans again, from the current link and the application's current
@@ -35,12 +35,8 @@ impl Engine {
                         .await?;
                     if link.application_id.is_some() {
                         // The application's fields come from its current
-                        // state below; "portal sent" must not undo them.
-                        for written in mapping.written_fields() {
-                            if written.moment != Moment::PortalCreated {
-                                fields.retain(|name, _| !name.eq_ignore_ascii_case(&written.field));
-                            }
-                        }
+                        // state below.
+                        plan::leave_to_later_moments(mapping, Moment::PortalCreated, &mut fields);
                     }
                     self.commit_link(&link, Moment::PortalCreated, fields)?;
                 }

@@ -12,7 +12,7 @@ use crate::store::{Fields, PendingWrite, WriteSettlement};
 use crate::sync::budget::Work;
 use crate::sync::gone::Fate;
 use crate::sync::{ACCOUNT, Engine, SyncError, now, plan};
-use crate::telemetry::{self, WritebackResult};
+use crate::telemetry::WritebackResult;
 
 impl Engine {
     /// Settles one record by what Salesforce answered for it.
@@ -70,25 +70,24 @@ impl Engine {
             .iter()
             .map(|pending| pending.account_id.clone())
             .collect();
-        let mut pages = self.salesforce.query(
-            Work::WriteBack,
-            plan::fields_query(ACCOUNT, fields.iter().copied(), &ids),
-        );
         let mut held = std::collections::BTreeMap::new();
-        loop {
-            match pages.next_page().await {
-                Ok(Some(records)) => {
-                    for record in records {
-                        let fields = plan::record_fields(&record);
-                        if let Some(id) = fields.get("Id").and_then(|id| id.as_str()) {
-                            held.insert(id.to_owned(), fields.clone());
+        for soql in plan::fields_queries(ACCOUNT, fields.iter().copied(), &ids) {
+            let mut pages = self.salesforce.query(Work::WriteBack, soql);
+            loop {
+                match pages.next_page().await {
+                    Ok(Some(records)) => {
+                        for record in records {
+                            let fields = plan::record_fields(&record);
+                            if let Some(id) = fields.get("Id").and_then(|id| id.as_str()) {
+                                held.insert(id.to_owned(), fields.clone());
+                            }
                         }
                     }
-                }
-                Ok(None) => break,
-                Err(reread) => {
-                    tracing::warn!(%error, %reread, "cannot read back an unknown write-back outcome; the records stay queued");
-                    return Ok(());
+                    Ok(None) => break,
+                    Err(reread) => {
+                        tracing::warn!(%error, %reread, "cannot read back an unknown write-back outcome; the records stay queued");
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -128,7 +127,7 @@ impl Engine {
             json!({ "fields": pending.fields }),
         )?;
         report.written += 1;
-        telemetry::metrics().writeback(
+        self.metrics.writeback(
             pending.mappings.iter().map(String::as_str),
             WritebackResult::Written,
         );
@@ -217,7 +216,7 @@ impl Engine {
         )?;
         tracing::info!(account_id = %pending.account_id, %code, attempt, "write-back will be retried");
         report.retried += 1;
-        telemetry::metrics().writeback(
+        self.metrics.writeback(
             pending.mappings.iter().map(String::as_str),
             WritebackResult::Retried,
         );
@@ -243,7 +242,7 @@ impl Engine {
         )?;
         tracing::warn!(account_id = %pending.account_id, %code, %message, dead_letter = id, "write-back dead-lettered");
         report.dead_lettered += 1;
-        telemetry::metrics().writeback(
+        self.metrics.writeback(
             pending.mappings.iter().map(String::as_str),
             WritebackResult::DeadLettered,
         );

@@ -6,11 +6,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{BATCH_SIZE, Batch, WriteReport};
+use crate::shutdown::Shutdown;
 use crate::sync::{Engine, SyncError, now};
 
 /// The shortest sleep of the writer loop, so a clock that says "due now"
@@ -56,7 +56,7 @@ impl InFlight {
 }
 
 impl Engine {
-    pub(in crate::sync) async fn writer_loop(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+    pub(in crate::sync) async fn writer_loop(self: Arc<Self>, shutdown: Shutdown) {
         let slots = self.settings.write_calls.max(1);
         let mut in_flight = InFlight::default();
         let mut paused_until: Option<Instant> = None;
@@ -123,7 +123,7 @@ impl Engine {
                 _ = self.links_queued.notified(), if paused_until.is_none() => {
                     look = self.store.pending_write_count() >= BATCH_SIZE + in_flight.busy.len();
                 }
-                _ = stopped.changed() => {
+                () = shutdown.stopping() => {
                     while in_flight.calls.join_next().await.is_some() {}
                     // Last chance for what is already due.
                     if let Err(error) = self.flush_writes().await {

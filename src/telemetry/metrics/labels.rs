@@ -20,41 +20,16 @@ impl Api {
             Api::Ondorse => "ondorse",
         }
     }
+}
 
-    /// The bounded `endpoint` label of a request: for Salesforce, from the
-    /// request line (`GET /services/data/v62.0/query`) or `token`; for
-    /// Ondorse, from the client's name of the answer (`portal`).
-    pub(super) fn endpoint(self, request: &str) -> &'static str {
-        match self {
-            Api::Salesforce => {
-                let path = request.split_whitespace().last().unwrap_or_default();
-                let path = path.split('?').next().unwrap_or_default();
-                if request == "token" || path.ends_with("/oauth2/token") {
-                    "token"
-                } else if path.contains("/query/") || path.contains("/queryAll/") {
-                    "query_more"
-                } else if path.ends_with("/query") || path.ends_with("/queryAll") {
-                    "query"
-                } else if path.ends_with("/describe") {
-                    "describe"
-                } else if path.contains("/composite/") {
-                    "composite"
-                } else if path.ends_with("/limits") {
-                    "limits"
-                } else if request.starts_with("PATCH ") && path.contains("/sobjects/") {
-                    // The writer's single-record fallback; the Id stays out.
-                    "record"
-                } else {
-                    "other"
-                }
-            }
-            Api::Ondorse => match request {
-                "portal" => "portal",
-                "application" => "application",
-                _ => "other",
-            },
-        }
-    }
+/// An endpoint of an API we call, named by the client that calls it (the
+/// way `salesforce::Endpoint` and `ondorse::Endpoint` do): the metrics never
+/// parse a path, so a query locator or an Id can never become a label.
+pub trait ApiEndpoint: Copy {
+    /// The API the endpoint belongs to.
+    const API: Api;
+    /// The bounded `endpoint` label.
+    fn label(self) -> &'static str;
 }
 
 /// How a portal creation ended.
@@ -65,6 +40,15 @@ pub enum PortalResult {
     Failed,
 }
 
+impl PortalResult {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            PortalResult::Created => "created",
+            PortalResult::Failed => "failed",
+        }
+    }
+}
+
 /// How a write-back was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WritebackResult {
@@ -73,6 +57,17 @@ pub enum WritebackResult {
     DeadLettered,
     /// Refused before sending (a value the field cannot take): a dead letter.
     Refused,
+}
+
+impl WritebackResult {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            WritebackResult::Written => "written",
+            WritebackResult::Retried => "retried",
+            WritebackResult::DeadLettered => "dead_lettered",
+            WritebackResult::Refused => "refused",
+        }
+    }
 }
 
 /// The public endpoint a delivery came to.
@@ -150,47 +145,3 @@ pub(super) struct QueueLabels {
 
 /// A gauge holding a fraction or a timestamp.
 pub(super) type FloatGauge = Gauge<f64, AtomicU64>;
-
-/// The reasons of `ondorse_bridge_salesforce_paused`, all always present.
-pub(crate) const PAUSE_REASONS: [&str; 3] = ["over_budget", "near_limit", "limit_exceeded"];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn salesforce_endpoints_are_named_from_the_request_line() {
-        let cases = [
-            ("token", "token"),
-            (
-                "POST https://login.salesforce.com/services/oauth2/token",
-                "token",
-            ),
-            ("GET /services/data/v62.0/query", "query"),
-            ("GET /services/data/v62.0/queryAll", "query"),
-            (
-                "GET /services/data/v62.0/query/01gD0000002HU6KIAW-2000",
-                "query_more",
-            ),
-            (
-                "GET /services/data/v62.0/sobjects/Account/describe",
-                "describe",
-            ),
-            ("PATCH /services/data/v62.0/composite/sobjects", "composite"),
-            ("GET /services/data/v62.0/limits", "limits"),
-            (
-                "PATCH /services/data/v62.0/sobjects/Account/001xx000003DGb2AAG",
-                "record",
-            ),
-            (
-                "GET /services/data/v62.0/sobjects/Account/001xx000003DGb2AAG",
-                "other",
-            ),
-        ];
-        for (request, expected) in cases {
-            assert_eq!(Api::Salesforce.endpoint(request), expected, "{request}");
-        }
-        assert_eq!(Api::Ondorse.endpoint("portal"), "portal");
-        assert_eq!(Api::Ondorse.endpoint("application \"app_1\""), "other");
-    }
-}

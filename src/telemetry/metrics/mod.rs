@@ -1,15 +1,17 @@
-//! The process-wide Prometheus registry and typed recorders; the list of
-//! metrics is in the [module documentation](crate::telemetry).
+//! [`Metrics`]: one Prometheus registry per daemon, with typed recorders;
+//! the list of metrics is in the [module documentation](crate::telemetry).
 //!
-//! Labels are built here from fixed sets: callers hand in enums or the
-//! strings they already have (a request path, an event type), and anything
-//! outside the known set becomes `other`.
+//! Labels come from fixed sets, and each is spelt by the module that owns
+//! the thing it names (vector's `internal_events` do the same): an
+//! endpoint by its client ([`ApiEndpoint`]), an event type by
+//! [`EventType::label`](crate::ondorse::webhook::EventType::label), a pause
+//! by `sync::PauseReason`. Nothing here parses a path or re-spells a wire name.
 //!
 //! - `labels`: the enums callers hand in and the label set of each family.
 //! - `record`: the typed recorders.
 
 use std::collections::BTreeMap;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
@@ -21,13 +23,13 @@ use prometheus_client::registry::{Registry, Unit};
 mod labels;
 mod record;
 
-pub use labels::{Api, PortalResult, WebhookSource, WritebackResult};
+pub use labels::{Api, ApiEndpoint, PortalResult, WebhookSource, WritebackResult};
 use labels::{
-    EndpointLabels, FloatGauge, MappingLabels, MappingResultLabels, PAUSE_REASONS, QueueLabels,
-    ReasonLabels, RejectionLabels, RequestLabels, ScheduleLabels, WebhookLabels, WorkLabels,
+    EndpointLabels, FloatGauge, MappingLabels, MappingResultLabels, QueueLabels, ReasonLabels,
+    RejectionLabels, RequestLabels, ScheduleLabels, WebhookLabels, WorkLabels,
 };
 
-/// The `Content-Type` of [`render_metrics`]: Prometheus text format 0.0.4.
+/// The `Content-Type` of [`Metrics::render`]: Prometheus text format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Every metric name starts with this.
@@ -40,8 +42,17 @@ const DURATION_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Every metric of the process. Obtain it with [`metrics`].
+/// Every metric of one daemon: the daemon's composition makes one (with
+/// `sync::Prepared`) and hands it to the clients, the engine and the
+/// listeners, so two daemons in one process (tests) count apart. Cheap to
+/// clone: clones share the registry.
+#[derive(Clone)]
 pub struct Metrics {
+    families: Arc<Families>,
+}
+
+/// The registry and the families it renders.
+struct Families {
     registry: Registry,
     accounts_seen: Family<MappingLabels, Counter>,
     portals: Family<MappingResultLabels, Counter>,
@@ -71,23 +82,55 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::register);
-
-/// The process's metrics.
-pub fn metrics() -> &'static Metrics {
-    &METRICS
-}
-
-/// Every metric in the Prometheus text exposition format
-/// ([`METRICS_CONTENT_TYPE`]), for `GET /metrics`.
-pub fn render_metrics() -> String {
-    metrics().render()
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
-    fn register() -> Metrics {
+    /// A registry with every metric registered and no sample recorded.
+    pub fn new() -> Metrics {
+        Metrics {
+            families: Arc::new(Families::register()),
+        }
+    }
+
+    /// Every metric in the Prometheus text exposition format
+    /// ([`METRICS_CONTENT_TYPE`]), for `GET /metrics`.
+    pub fn render(&self) -> String {
+        let families = &self.families;
+        let now = Utc::now();
+        for (mapping, cursor) in families
+            .cursors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let lag = (now - *cursor).num_milliseconds() as f64 / 1000.0;
+            families
+                .cursor_lag
+                .get_or_create(&MappingLabels {
+                    mapping: mapping.clone(),
+                })
+                .set(lag.max(0.0));
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail; an encoder error would be a
+        // bug in a label, and half a page is better than none for a scrape.
+        if let Err(error) =
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &families.registry)
+        {
+            tracing::error!(%error, "metrics could not be fully rendered");
+        }
+        text
+    }
+}
+
+impl Families {
+    fn register() -> Families {
         let mut registry = Registry::with_prefix(PREFIX);
-        let metrics = Metrics {
+        let metrics = Families {
             accounts_seen: Family::default(),
             portals: Family::default(),
             writebacks: Family::default(),
@@ -196,42 +239,10 @@ impl Metrics {
             "1 while the schedule fires on time, 0 once a slot passed without firing",
             metrics.schedule_alive.clone(),
         );
-        for reason in PAUSE_REASONS {
-            metrics
-                .paused
-                .get_or_create(&ReasonLabels { reason })
-                .set(0);
-        }
-        Metrics {
+        Families {
             registry,
             ..metrics
         }
-    }
-
-    fn render(&self) -> String {
-        let now = Utc::now();
-        for (mapping, cursor) in self
-            .cursors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            let lag = (now - *cursor).num_milliseconds() as f64 / 1000.0;
-            self.cursor_lag
-                .get_or_create(&MappingLabels {
-                    mapping: mapping.clone(),
-                })
-                .set(lag.max(0.0));
-        }
-        let mut text = String::new();
-        // Writing into a String cannot fail; an encoder error would be a
-        // bug in a label, and half a page is better than none for a scrape.
-        if let Err(error) =
-            prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
-        {
-            tracing::error!(%error, "metrics could not be fully rendered");
-        }
-        text
     }
 }
 
@@ -242,21 +253,27 @@ mod tests {
     use super::*;
     use crate::ondorse::webhook::EventType;
 
+    #[derive(Clone, Copy)]
+    struct Application;
+
+    impl ApiEndpoint for Application {
+        const API: Api = Api::Ondorse;
+        fn label(self) -> &'static str {
+            "application"
+        }
+    }
+
     #[test]
     fn rendering_shows_prefixed_names_and_bounded_labels() {
-        let metrics = metrics();
-        metrics.api_request(
-            Api::Ondorse,
-            "application",
-            Some(503),
-            Duration::from_millis(3),
-        );
+        let metrics = Metrics::new();
+        metrics.api_request(Application, Some(503), Duration::from_millis(3));
         metrics.webhook(
             WebhookSource::Ondorse,
             Some(&EventType::parse("x.custom_event_1234")),
             false,
         );
-        let text = render_metrics();
+        metrics.salesforce_paused(&[("limit_exceeded", false)]);
+        let text = metrics.render();
         assert!(
             text.contains(r#"ondorse_bridge_api_requests_total{api="ondorse",endpoint="application",status="5xx"}"#),
             "{text}"

@@ -10,15 +10,16 @@ use crate::salesforce::model::ApiUsage;
 
 use super::Metrics;
 use super::labels::{
-    Api, EndpointLabels, MappingLabels, MappingResultLabels, PAUSE_REASONS, PortalResult,
-    QueueLabels, ReasonLabels, RejectionLabels, RequestLabels, ScheduleLabels, WebhookLabels,
-    WebhookSource, WorkLabels, WritebackResult,
+    ApiEndpoint, EndpointLabels, MappingLabels, MappingResultLabels, PortalResult, QueueLabels,
+    ReasonLabels, RejectionLabels, RequestLabels, ScheduleLabels, WebhookLabels, WebhookSource,
+    WorkLabels, WritebackResult,
 };
 
 impl Metrics {
     /// Accounts read by one intake page.
     pub fn accounts_seen(&self, mapping: &str, count: usize) {
-        self.accounts_seen
+        self.families
+            .accounts_seen
             .get_or_create(&MappingLabels {
                 mapping: mapping.to_owned(),
             })
@@ -26,14 +27,11 @@ impl Metrics {
     }
 
     pub fn portal(&self, mapping: &str, result: PortalResult) {
-        let result = match result {
-            PortalResult::Created => "created",
-            PortalResult::Failed => "failed",
-        };
-        self.portals
+        self.families
+            .portals
             .get_or_create(&MappingResultLabels {
                 mapping: mapping.to_owned(),
-                result,
+                result: result.label(),
             })
             .inc();
     }
@@ -45,14 +43,10 @@ impl Metrics {
         mappings: impl IntoIterator<Item = &'a str>,
         result: WritebackResult,
     ) {
-        let result = match result {
-            WritebackResult::Written => "written",
-            WritebackResult::Retried => "retried",
-            WritebackResult::DeadLettered => "dead_lettered",
-            WritebackResult::Refused => "refused",
-        };
+        let result = result.label();
         for mapping in mappings {
-            self.writebacks
+            self.families
+                .writebacks
                 .get_or_create(&MappingResultLabels {
                     mapping: mapping.to_owned(),
                     result,
@@ -64,20 +58,10 @@ impl Metrics {
     /// A delivery stored (`duplicate` false) or recognised as a duplicate.
     /// `event_type` is `None` for a Salesforce push hint.
     pub fn webhook(&self, source: WebhookSource, event_type: Option<&EventType>, duplicate: bool) {
-        let event_type = match event_type {
-            None => "hint",
-            Some(EventType::ApplicationCreated) => "application.created",
-            Some(EventType::ApplicationUpdated) => "application.updated",
-            Some(EventType::ApplicationSubmitted) => "application.submitted",
-            Some(EventType::ApplicationReviewUpdated) => "application.review_updated",
-            Some(EventType::ApplicationStatusUpdated) => "application.status_updated",
-            Some(EventType::CollectOpened) => "collect.opened",
-            Some(EventType::CollectClosed) => "collect.closed",
-            Some(EventType::WebhooksTest) => "webhooks.test",
-            Some(EventType::Other(_)) => "other",
-        };
+        let event_type = event_type.map_or("hint", EventType::label);
         let result = if duplicate { "duplicate" } else { "stored" };
-        self.webhooks
+        self.families
+            .webhooks
             .get_or_create(&WebhookLabels {
                 source: source.as_str(),
                 event_type,
@@ -86,19 +70,11 @@ impl Metrics {
             .inc();
     }
 
-    /// A delivery refused with `status` (the public listener's answers).
-    pub fn webhook_rejected(&self, source: WebhookSource, status: u16) {
-        let reason = match status {
-            413 => "too_large",
-            404 => "wrong_secret",
-            403 => "forbidden_source",
-            401 => "bad_signature",
-            400 => "malformed",
-            408 => "timeout",
-            503 => "store_unavailable",
-            _ => "other",
-        };
-        self.webhooks_rejected
+    /// A delivery refused, with the `reason` label the public listener
+    /// gives its answer.
+    pub fn webhook_rejected(&self, source: WebhookSource, reason: &'static str) {
+        self.families
+            .webhooks_rejected
             .get_or_create(&RejectionLabels {
                 source: source.as_str(),
                 reason,
@@ -106,9 +82,10 @@ impl Metrics {
             .inc();
     }
 
-    /// One HTTP request: `status` is `None` when no answer came.
-    pub fn api_request(&self, api: Api, request: &str, status: Option<u16>, elapsed: Duration) {
-        let endpoint = api.endpoint(request);
+    /// One HTTP request to `endpoint`: `status` is `None` when no answer came.
+    pub fn api_request<E: ApiEndpoint>(&self, endpoint: E, status: Option<u16>, elapsed: Duration) {
+        let api = E::API;
+        let endpoint = endpoint.label();
         let status = match status {
             Some(200..=299) => "2xx",
             Some(300..=399) => "3xx",
@@ -116,14 +93,16 @@ impl Metrics {
             Some(500..=599) => "5xx",
             Some(_) | None => "error",
         };
-        self.api_requests
+        self.families
+            .api_requests
             .get_or_create(&RequestLabels {
                 api: api.as_str(),
                 endpoint,
                 status,
             })
             .inc();
-        self.api_request_duration
+        self.families
+            .api_request_duration
             .get_or_create(&EndpointLabels {
                 api: api.as_str(),
                 endpoint,
@@ -133,68 +112,69 @@ impl Metrics {
 
     /// The org's usage, as the last answer reported it.
     pub fn salesforce_usage(&self, usage: ApiUsage) {
-        self.api_usage_ratio.set(usage.ratio());
+        self.families.api_usage_ratio.set(usage.ratio());
     }
 
     pub fn salesforce_budget(&self, budget_percent: u8) {
-        self.api_budget_ratio.set(f64::from(budget_percent) / 100.0);
+        self.families
+            .api_budget_ratio
+            .set(f64::from(budget_percent) / 100.0);
     }
 
-    /// Which pauses are in force (`reason` from [`PAUSE_REASONS`]).
-    pub(crate) fn salesforce_paused(&self, in_force: &[&'static str]) {
-        for reason in PAUSE_REASONS {
-            self.paused
+    /// Whether each pause (by its `reason` label) is in force; the governor
+    /// names every reason each time, so all are present from its start.
+    pub fn salesforce_paused(&self, reasons: &[(&'static str, bool)]) {
+        for &(reason, in_force) in reasons {
+            self.families
+                .paused
                 .get_or_create(&ReasonLabels { reason })
-                .set(i64::from(in_force.contains(&reason)));
+                .set(i64::from(in_force));
         }
     }
 
-    /// A step the budget governor turned away (`work` is a bounded name).
-    pub(crate) fn salesforce_deferred(&self, work: &'static str) {
-        self.deferred.get_or_create(&WorkLabels { work }).inc();
+    /// A step the budget governor turned away (`work`: the work's label).
+    pub fn salesforce_deferred(&self, work: &'static str) {
+        self.families
+            .deferred
+            .get_or_create(&WorkLabels { work })
+            .inc();
     }
 
     /// Items parked after failing, per queue (`webhooks`, `hints`, `intents`).
-    pub fn parked(&self, queue: &str, count: usize) {
-        let queue = match queue {
-            "webhooks" => "webhooks",
-            "hints" => "hints",
-            "intents" => "intents",
-            _ => "other",
-        };
-        self.parked
+    pub fn parked(&self, queue: &'static str, count: usize) {
+        self.families
+            .parked
             .get_or_create(&QueueLabels { queue })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn queue_depths(&self, inbox: u64, pending_writes: u64, dead_letters: u64) {
         let depth = |count: u64| i64::try_from(count).unwrap_or(i64::MAX);
-        self.queue_depth
+        self.families
+            .queue_depth
             .get_or_create(&QueueLabels { queue: "inbox" })
             .set(depth(inbox));
-        self.queue_depth
+        self.families
+            .queue_depth
             .get_or_create(&QueueLabels {
                 queue: "pending_writes",
             })
             .set(depth(pending_writes));
-        self.dead_letters.set(depth(dead_letters));
+        self.families.dead_letters.set(depth(dead_letters));
     }
 
     /// Whether a schedule (`poll`, `reconcile`) fires on time.
-    pub fn schedule_alive(&self, schedule: &str, alive: bool) {
-        let schedule = match schedule {
-            "poll" => "poll",
-            "reconcile" => "reconcile",
-            _ => "other",
-        };
-        self.schedule_alive
+    pub fn schedule_alive(&self, schedule: &'static str, alive: bool) {
+        self.families
+            .schedule_alive
             .get_or_create(&ScheduleLabels { schedule })
             .set(i64::from(alive));
     }
 
     /// Where a mapping's cursor stands.
     pub fn cursor(&self, mapping: &str, system_modstamp: DateTime<Utc>) {
-        self.cursors
+        self.families
+            .cursors
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(mapping.to_owned(), system_modstamp);
@@ -202,7 +182,8 @@ impl Metrics {
 
     /// A mapping's poll finished without error at `at`.
     pub fn poll_succeeded(&self, mapping: &str, at: DateTime<Utc>) {
-        self.last_poll
+        self.families
+            .last_poll
             .get_or_create(&MappingLabels {
                 mapping: mapping.to_owned(),
             })

@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, post};
 use ondorse_bridge::config::OndorseConfig;
 use ondorse_bridge::ondorse::OndorseClient;
+use ondorse_bridge::telemetry::Metrics;
 use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
 use secrecy::SecretString;
 use serde_json::Value;
@@ -42,7 +43,7 @@ pub fn ondorse_config(sandbox: &OndorseSandbox) -> OndorseConfig {
 }
 
 pub fn client_for(sandbox: &OndorseSandbox) -> OndorseClient {
-    OndorseClient::new(&ondorse_config(sandbox)).expect("client for the sandbox")
+    OndorseClient::new(&ondorse_config(sandbox), Metrics::new()).expect("client for the sandbox")
 }
 
 /// One webhook as the receiver got it.
@@ -207,13 +208,17 @@ pub async fn serve_canned(status: u16, content_type: &'static str, body: &str) -
 
 /// A client for `base_url` with the given key, header and scheme.
 pub fn client_with(base_url: &str, key: &str, header: &str, scheme: &str) -> OndorseClient {
-    OndorseClient::new(&OndorseConfig {
-        base_url: base_url.to_owned(),
-        api_key: SecretString::from(key.to_owned()),
-        auth_header: header.to_owned(),
-        auth_scheme: scheme.to_owned(),
-        portal_base_url: "https://collect.ondorse.co".to_owned(),
-        max_concurrent_requests: ondorse_bridge::config::DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
-    })
+    OndorseClient::new(
+        &OndorseConfig {
+            base_url: base_url.to_owned(),
+            api_key: SecretString::from(key.to_owned()),
+            auth_header: header.to_owned(),
+            auth_scheme: scheme.to_owned(),
+            portal_base_url: "https://collect.ondorse.co".to_owned(),
+            max_concurrent_requests:
+                ondorse_bridge::config::DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
+        },
+        Metrics::new(),
+    )
     .expect("client builds")
 }

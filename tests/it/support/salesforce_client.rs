@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ondorse_bridge::config::{SalesforceAuth, SalesforceConfig};
 use ondorse_bridge::salesforce::{ClientSettings, SalesforceClient};
+use ondorse_bridge::telemetry::Metrics;
 use ondorse_sandbox::salesforce::{
     JwtKeyPair, SalesforceSandbox, SalesforceSandboxOptions, generate_jwt_key_pair,
 };
@@ -100,7 +101,7 @@ fn config(login_url: String, api_version: String, auth: SalesforceAuth) -> Sales
 
 /// Our client for `config`, with [`TEST_CLIENT_SETTINGS`].
 pub fn client(config: &SalesforceConfig) -> SalesforceClient {
-    SalesforceClient::with_settings(config, TEST_CLIENT_SETTINGS)
+    SalesforceClient::with_settings(config, TEST_CLIENT_SETTINGS, Metrics::new())
         .expect("a test salesforce configuration builds a client")
 }
 

@@ -1,6 +1,18 @@
 //! The pure half of the engine: a record, a mapping and what the store
 //! knows in; what to send out. `preview` and `resync --dry-run` run exactly
 //! this, and most sync unit tests exercise it without any I/O.
+//!
+//! - [`queries`]: every SOQL string the engine (and the online check) sends.
+//! - `tests`: the table of (record, application, describe) in, fields out.
+
+mod queries;
+#[cfg(test)]
+mod tests;
+
+pub use queries::{
+    IDS_PER_QUERY, accounts_queries, by_id_queries, fields_queries, intake_query, overlap_query,
+    query_fields, select_check_query,
+};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -88,70 +100,78 @@ pub fn plan_writeback(
     Ok(plan)
 }
 
-/// The SOQL of one intake poll: the mapping's fields (read by templates,
-/// and written, so changes are detected against Salesforce's own values),
-/// its `select`, from `since`, in cursor order.
-pub fn intake_query(mapping: &Mapping, since: DateTime<Utc>) -> String {
-    format!(
-        "SELECT {} FROM {} WHERE ({}) AND SystemModstamp >= {} ORDER BY SystemModstamp, Id",
-        query_fields(mapping).join(", "),
-        mapping.object,
-        mapping.select,
-        crate::salesforce::soql::datetime_literal(since),
-    )
+impl WritePlan {
+    /// This plan with a later moment's over it: a field both write takes
+    /// the later value (or stays unsent when Salesforce already holds it).
+    fn then(mut self, later: WritePlan) -> WritePlan {
+        for field in later.unchanged {
+            self.changed.remove(&field);
+            if !self.unchanged.contains(&field) {
+                self.unchanged.push(field);
+            }
+        }
+        for (field, value) in later.changed {
+            self.unchanged.retain(|unchanged| *unchanged != field);
+            self.changed.insert(field, value);
+        }
+        self.refused.extend(later.refused);
+        self
+    }
 }
 
-/// The SOQL reading chosen Accounts of a mapping (push hints, resync).
-pub fn accounts_query(mapping: &Mapping, ids: &[String]) -> String {
-    format!(
-        "SELECT {} FROM {} WHERE ({}) AND Id IN ({}) ORDER BY SystemModstamp, Id",
-        query_fields(mapping).join(", "),
-        mapping.object,
-        mapping.select,
-        id_list(ids),
-    )
+/// The write-back moments a link has reached, in order: "portal sent" once
+/// its portal exists, then the application once one is linked. A collect
+/// is an event, not a state a link keeps, so it is never reached again.
+pub fn moments_reached(has_portal: bool, has_application: bool) -> Vec<Moment> {
+    let mut moments = Vec::new();
+    if has_portal {
+        moments.push(Moment::PortalCreated);
+    }
+    if has_application {
+        moments.push(Moment::Application);
+    }
+    moments
 }
 
-/// The SOQL reading `fields` of chosen records, whatever any `select` says
-/// (the writer reading back what landed).
-pub fn fields_query<'a>(
-    object: &str,
-    fields: impl IntoIterator<Item = &'a str>,
-    ids: &[String],
-) -> String {
-    let mut names = vec!["Id"];
-    names.extend(
-        fields
-            .into_iter()
-            .filter(|field| !field.eq_ignore_ascii_case("Id")),
-    );
-    format!(
-        "SELECT {} FROM {object} WHERE Id IN ({}) ORDER BY Id",
-        names.join(", "),
-        id_list(ids),
-    )
+/// What a link writes at every moment of `moments` (resync): each moment
+/// planned against the same `known`, a later moment winning the fields it
+/// also writes, so a decision overrides "portal sent". A moment the mapping
+/// writes nothing at adds nothing; the error names the moment that failed.
+pub fn plan_moments(
+    mapping: &Mapping,
+    moments: &[Moment],
+    context: &WritebackContext,
+    describe: &SObjectDescribe,
+    known: &Fields,
+) -> Result<WritePlan, (Moment, RenderError)> {
+    let mut plan = WritePlan::default();
+    for &moment in moments {
+        if !mapping.writes_at(moment) {
+            continue;
+        }
+        let later = plan_writeback(mapping, moment, context, describe, known)
+            .map_err(|error| (moment, error))?;
+        plan = plan.then(later);
+    }
+    Ok(plan)
 }
 
-/// `'001…', '001…'`: Ids as SOQL literals for `Id IN (...)`.
-pub fn id_list(ids: &[String]) -> String {
-    ids.iter()
-        .map(|id| crate::salesforce::soql::quote(id))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Fields to query: what templates read plus what the mapping writes.
-pub fn query_fields(mapping: &Mapping) -> Vec<String> {
-    let mut fields = mapping.query_fields();
+/// Drops from `fields`, planned at `moment`, those a later moment of the
+/// mapping also writes: a link that reached that later moment has them
+/// planned from its current state, which an earlier value ("portal sent")
+/// must not undo.
+pub fn leave_to_later_moments(mapping: &Mapping, moment: Moment, fields: &mut Fields) {
     for written in mapping.written_fields() {
-        if !fields
-            .iter()
-            .any(|field| field.eq_ignore_ascii_case(&written.field))
-        {
-            fields.push(written.field);
+        if written.moment > moment {
+            fields.retain(|name, _| !name.eq_ignore_ascii_case(&written.field));
         }
     }
-    fields
+}
+
+/// Whether a `collect.opened` event writes its moment: not once the
+/// decision is final, which a late collect must not overwrite.
+pub fn collect_writes(decision_final: bool) -> bool {
+    !decision_final
 }
 
 /// The top-level scalar fields of a record (what Salesforce holds), without

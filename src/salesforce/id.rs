@@ -1,0 +1,192 @@
+//! Salesforce record Ids, the one place the product reads them: the shape
+//! (15 or 18 letters and digits), the 15 → 18 character checksum, and the
+//! key prefix that names the object (an Account's is `001`).
+//!
+//! The CLI, the push-hint endpoint, resync, explain, the client's record
+//! paths and the `id`/`reference` field conversion all go through [`Id`].
+
+use std::fmt;
+
+/// Lengths of a Salesforce record Id: case-sensitive 15, or the
+/// case-insensitive 18 the API returns (15 plus a 3-character checksum).
+const ID_LENGTHS: [usize; 2] = [15, 18];
+
+/// Characters of the checksum suffix: each encodes which of five
+/// characters are upper case.
+const SUFFIX_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+
+/// Account Ids start with this key prefix (Person Accounts too).
+const ACCOUNT_PREFIX: &str = "001";
+
+/// Key prefixes (an Id's first three characters name its object) people
+/// paste by mistake where an Account Id belongs.
+const OTHER_OBJECT_PREFIXES: &[(&str, &str)] = &[
+    ("003", "Contact"),
+    ("00Q", "Lead"),
+    ("005", "User"),
+    ("006", "Opportunity"),
+    ("500", "Case"),
+];
+
+/// A well-formed Salesforce record Id in its 18-character form, the one the
+/// API returns and the store keys on (people often copy the 15-character
+/// form from a Salesforce Classic URL).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Id(String);
+
+/// Why a text is not the Id it should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error(
+        "{id:?} is not a Salesforce Id: an Id has 15 or 18 letters and digits, e.g. 001000000000001AAA"
+    )]
+    Malformed { id: String },
+    #[error("{id} is not an Account Id: {reason}")]
+    NotAnAccount { id: String, reason: String },
+}
+
+impl Id {
+    /// Checks the shape and answers the 18-character form.
+    pub fn parse(text: &str) -> Result<Id, IdError> {
+        let well_formed = ID_LENGTHS.contains(&text.len())
+            && text.bytes().all(|byte| byte.is_ascii_alphanumeric());
+        if !well_formed {
+            return Err(IdError::Malformed {
+                id: text.to_owned(),
+            });
+        }
+        let mut full = text.to_owned();
+        if text.len() == 15 {
+            for chunk in text.as_bytes().chunks(5) {
+                let bits = chunk
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, byte)| byte.is_ascii_uppercase())
+                    .fold(0usize, |bits, (position, _)| bits | 1 << position);
+                full.push(char::from(SUFFIX_ALPHABET[bits]));
+            }
+        }
+        Ok(Id(full))
+    }
+
+    /// [`Id::parse`] of an Id that must be an Account's: a Contact's or a
+    /// Lead's is refused with the reason.
+    pub fn parse_account(text: &str) -> Result<Id, IdError> {
+        let id = Id::parse(text)?;
+        let prefix = id.key_prefix();
+        if prefix == ACCOUNT_PREFIX {
+            return Ok(id);
+        }
+        let reason = match OTHER_OBJECT_PREFIXES
+            .iter()
+            .find(|(known, _)| *known == prefix)
+        {
+            Some((_, object)) => format!(
+                "it starts with {prefix}, so it is a {object} Id; give the Id of the Account (it starts with {ACCOUNT_PREFIX})"
+            ),
+            None => format!("it starts with {prefix}, and Account Ids start with {ACCOUNT_PREFIX}"),
+        };
+        Err(IdError::NotAnAccount { id: id.0, reason })
+    }
+
+    /// The first three characters, which name the record's object.
+    pub fn key_prefix(&self) -> &str {
+        &self.0[..ACCOUNT_PREFIX.len()]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Id {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Id> for String {
+    fn from(id: Id) -> String {
+        id.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One row: what is given, and the 18-character Id or the message.
+    fn check(parse: fn(&str) -> Result<Id, IdError>, cases: &[(&str, Result<&str, &str>)]) {
+        for (given, expected) in cases {
+            let answer = parse(given)
+                .map(String::from)
+                .map_err(|error| error.to_string());
+            match expected {
+                Ok(id) => assert_eq!(answer.as_deref(), Ok(*id), "{given}"),
+                Err(says) => {
+                    let message = answer.expect_err(given);
+                    assert!(message.contains(says), "{given}: {message}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_id_is_read_in_its_18_character_form() {
+        check(
+            Id::parse,
+            &[
+                ("001A0000006Vm9r", Ok("001A0000006Vm9rIAC")),
+                ("001A0000006Vm9rIAC", Ok("001A0000006Vm9rIAC")),
+                ("001000000000000", Ok("001000000000000AAA")),
+                ("001xx000003DGb2", Ok("001xx000003DGb2AAG")),
+                ("ABCDEABCDEABCDE", Ok("ABCDEABCDEABCDE555")),
+                // Any object: the shape says nothing about the prefix.
+                ("003A0000006Vm9r", Ok("003A0000006Vm9rIAC")),
+                ("", Err("\"\" is not a Salesforce Id: an Id has 15 or 18")),
+                (
+                    "001A0000006Vm9",
+                    Err("\"001A0000006Vm9\" is not a Salesforce Id"),
+                ),
+                ("001xx000003DGb2AA", Err("is not a Salesforce Id")),
+                ("001xx000003DGb2AAGX", Err("is not a Salesforce Id")),
+                ("001xx000003DG'2AAG", Err("\"001xx000003DG'2AAG\" is not")),
+                ("001xx000003DGé2AA", Err("is not a Salesforce Id")),
+                ("001-bad", Err("is not a Salesforce Id")),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_contact_or_lead_id_is_refused_where_an_account_id_belongs() {
+        check(
+            Id::parse_account,
+            &[
+                ("001A0000006Vm9r", Ok("001A0000006Vm9rIAC")),
+                (
+                    "003A0000006Vm9r",
+                    Err(
+                        "003A0000006Vm9rIAC is not an Account Id: it starts with 003, so it is a Contact Id; give the Id of the Account (it starts with 001)",
+                    ),
+                ),
+                ("00QA0000006Vm9rIAC", Err("so it is a Lead Id")),
+                ("005A0000006Vm9rIAC", Err("so it is a User Id")),
+                (
+                    "a01A0000006Vm9rIAC",
+                    Err("it starts with a01, and Account Ids start with 001"),
+                ),
+                ("not-an-id", Err("\"not-an-id\" is not a Salesforce Id")),
+            ],
+        );
+        assert_eq!(
+            Id::parse_account("001A0000006Vm9r").unwrap().key_prefix(),
+            "001"
+        );
+    }
+}
