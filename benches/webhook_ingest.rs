@@ -23,6 +23,7 @@ use futures::StreamExt;
 use ondorse_bridge::config::{ListenerLimits, WebhooksConfig};
 use ondorse_bridge::ondorse::webhook::{SIGNATURE_HEADER, signature_header};
 use ondorse_bridge::server::public::{self, PublicState};
+use ondorse_bridge::shutdown::Shutdown;
 use ondorse_bridge::store::Store;
 use ondorse_bridge::telemetry::Metrics;
 use secrecy::SecretString;
@@ -125,11 +126,8 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
         "http://{}/webhooks/ondorse/{PATH_SECRET}",
         listener.local_addr()?
     );
-    let stop = Arc::new(Notify::new());
-    let stopped = Arc::clone(&stop);
-    let server = tokio::spawn(public::serve(listener, state, async move {
-        stopped.notified().await
-    }));
+    let shutdown = Shutdown::new();
+    let server = tokio::spawn(public::serve(listener, state, shutdown.clone()));
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(settings.concurrency)
@@ -171,7 +169,7 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let mut latencies = latencies.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
 
-    stop.notify_one();
+    shutdown.stop();
     server.await??;
     let stored = store.inbox_depth()?;
     ensure!(

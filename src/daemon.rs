@@ -11,10 +11,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::server::admin::{self, AdminState};
 use crate::server::public::{self, PublicState};
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::sync::operations::ResyncGate;
 use crate::sync::reload::{WATCH_INTERVAL, directory_fingerprint};
@@ -64,16 +66,19 @@ pub struct Daemon {
     webhook_address: SocketAddr,
     admin_address: SocketAddr,
     running: RunningEngine,
-    public_stop: Arc<Notify>,
-    public_server: JoinHandle<std::io::Result<()>>,
     /// Where the mappings are reloaded from (SIGHUP, file changes).
     mappings_dir: PathBuf,
-    /// Reloads the mappings when a file in `mappings_dir` changes.
-    mappings_watch: JoinHandle<()>,
-    /// Kept to flag a stop (`/readyz` answers 503 from then on).
-    admin_state: Arc<AdminState>,
-    admin_stop: Arc<Notify>,
-    admin_server: JoinHandle<std::io::Result<()>>,
+    /// The stop of the engine, the webhook listener and the mapping watch
+    /// (`/readyz` answers 503 once it begins), with the one cut-off of the
+    /// whole stop path.
+    shutdown: Shutdown,
+    /// The admin listener's own stop, same cut-off: it answers until the
+    /// rest has stopped.
+    admin_shutdown: Shutdown,
+    /// Both listeners and the mapping watch.
+    tasks: TaskTracker,
+    public_server: JoinHandle<Option<std::io::Result<()>>>,
+    admin_server: JoinHandle<Option<std::io::Result<()>>>,
 }
 
 impl Daemon {
@@ -118,17 +123,26 @@ impl Daemon {
             inbox_wake: inbox_wake.clone(),
             metrics: engine.metrics().clone(),
         };
-        let public_stop = Arc::new(Notify::new());
-        let stopped = public_stop.clone();
-        let public_server = tokio::spawn(public::serve(listener, state, async move {
-            stopped.notified().await
-        }));
+        let shutdown = Shutdown::new();
+        let admin_shutdown = shutdown.with_own_stop();
+        let tasks = TaskTracker::new();
+        let public_server =
+            shutdown.spawn(&tasks, public::serve(listener, state, shutdown.clone()));
         tracing::info!(address = %webhook_address, store = %config.store.path.display(), mappings = engine.mappings().len(), "listening for webhooks");
 
-        let running = engine.clone().start(&config.schedule).await?;
+        let running = engine
+            .clone()
+            .start(&config.schedule, shutdown.clone())
+            .await?;
         engine.mappings().log_warnings();
-        let mappings_watch =
-            tokio::spawn(watch_mappings(engine.clone(), config.mappings.dir.clone()));
+        shutdown.spawn(
+            &tasks,
+            watch_mappings(
+                engine.clone(),
+                config.mappings.dir.clone(),
+                shutdown.clone(),
+            ),
+        );
         let admin_state = Arc::new(AdminState {
             store: store.clone(),
             engine: engine.clone(),
@@ -136,31 +150,27 @@ impl Daemon {
             token: config.admin.token.clone(),
             listen: admin_listen,
             resync_gate: ResyncGate::default(),
-            stopping: Default::default(),
+            shutdown: shutdown.clone(),
             mappings_dir: config.mappings.dir.clone(),
             api_version: config.salesforce.api_version.clone(),
             failure_grace: config.admin.failure_grace,
         });
-        let admin_stop = Arc::new(Notify::new());
-        let stopped = admin_stop.clone();
-        let admin_server = tokio::spawn(admin::serve(
-            admin_listener,
-            admin_state.clone(),
-            async move { stopped.notified().await },
-        ));
+        let admin_server = admin_shutdown.spawn(
+            &tasks,
+            admin::serve(admin_listener, admin_state, admin_shutdown.clone()),
+        );
         tracing::info!(address = %admin_address, "admin API listening");
         Ok(Daemon {
             mappings_dir: config.mappings.dir.clone(),
-            mappings_watch,
             engine,
             store,
             webhook_address,
             admin_address,
             running,
-            public_stop,
+            shutdown,
+            admin_shutdown,
+            tasks,
             public_server,
-            admin_state,
-            admin_stop,
             admin_server,
         })
     }
@@ -193,8 +203,8 @@ impl Daemon {
             outcome = &mut self.admin_server => ("admin", outcome),
         };
         match outcome {
-            Ok(Ok(())) => anyhow::anyhow!("the {name} listener stopped unexpectedly"),
-            Ok(Err(error)) => {
+            Ok(Some(Ok(())) | None) => anyhow::anyhow!("the {name} listener stopped unexpectedly"),
+            Ok(Some(Err(error))) => {
                 anyhow::Error::from(error).context(format!("the {name} listener failed"))
             }
             Err(error) => {
@@ -203,35 +213,31 @@ impl Daemon {
         }
     }
 
+    /// The daemon's stop: begins with [`Daemon::stop`] (the systemd
+    /// watchdog stops pinging then too).
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
     /// Stops taking work, lets work in flight finish within one
-    /// [`SHUTDOWN_GRACE`] for everything, then flushes.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// [`SHUTDOWN_GRACE`] for everything (past it, whatever still runs is
+    /// cut off), then flushes.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        self.admin_state
-            .stopping
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        // `notify_one` keeps a permit: the stop is not lost if the server
-        // has not polled its shutdown future yet.
-        self.public_stop.notify_one();
-        self.mappings_watch.abort();
-        // The scheduler's own shutdown is bounded too: dropping the stop
-        // future at the deadline aborts the engine's tasks.
-        let engine_stopped = tokio::time::timeout_at(
-            deadline,
-            self.running
-                .stop(deadline.saturating_duration_since(tokio::time::Instant::now())),
-        )
-        .await;
-        if engine_stopped.is_err() {
+        let shutdown = self.shutdown.clone();
+        shutdown.stop();
+        if within_grace(deadline, &shutdown, self.running.stop()).await {
             tracing::warn!(
                 grace_seconds = SHUTDOWN_GRACE.as_secs(),
                 "the engine did not stop within the grace period; its tasks were cut off"
             );
         }
-        finish_listener("webhook", self.public_server, deadline).await?;
+        finish_listener("webhook", self.public_server, deadline, &shutdown).await?;
         // The admin API answers (503 on /readyz) until the work is done.
-        self.admin_stop.notify_one();
-        finish_listener("admin", self.admin_server, deadline).await?;
+        self.admin_shutdown.stop();
+        finish_listener("admin", self.admin_server, deadline, &shutdown).await?;
+        self.tasks.close();
+        within_grace(deadline, &shutdown, self.tasks.wait()).await;
         self.store
             .flush()
             .await
@@ -241,25 +247,48 @@ impl Daemon {
     }
 }
 
+/// Waits for `work` until `deadline`; past it, cuts everything off, which
+/// ends `work` at once. True when it had to cut off.
+async fn within_grace(
+    deadline: tokio::time::Instant,
+    shutdown: &Shutdown,
+    work: impl std::future::Future<Output = ()>,
+) -> bool {
+    let mut work = std::pin::pin!(work);
+    if tokio::time::timeout_at(deadline, &mut work).await.is_ok() {
+        return false;
+    }
+    shutdown.cut_off();
+    work.await;
+    true
+}
+
 /// Waits for a stopping listener until `deadline`, then cuts off what is
 /// still in flight.
 async fn finish_listener(
     name: &str,
-    mut server: JoinHandle<std::io::Result<()>>,
+    mut server: JoinHandle<Option<std::io::Result<()>>>,
     deadline: tokio::time::Instant,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
-    match tokio::time::timeout_at(deadline, &mut server).await {
-        Ok(outcome) => outcome
-            .with_context(|| format!("the {name} listener task panicked"))?
-            .with_context(|| format!("the {name} listener failed")),
-        Err(_) => {
-            server.abort();
-            tracing::warn!(
-                listener = name,
-                grace_seconds = SHUTDOWN_GRACE.as_secs(),
-                "requests still in flight after the grace period were cut off"
-            );
-            Ok(())
+    let mut outcome = None;
+    let cut_off = within_grace(deadline, shutdown, async {
+        outcome = Some((&mut server).await);
+    })
+    .await;
+    if cut_off {
+        tracing::warn!(
+            listener = name,
+            grace_seconds = SHUTDOWN_GRACE.as_secs(),
+            "requests still in flight after the grace period were cut off"
+        );
+    }
+    match outcome.with_context(|| format!("the {name} listener did not end"))? {
+        Ok(Some(result)) => result.with_context(|| format!("the {name} listener failed")),
+        // Cut off: what it served until then was answered or dropped.
+        Ok(None) => Ok(()),
+        Err(error) => {
+            Err(anyhow::Error::from(error).context(format!("the {name} listener task panicked")))
         }
     }
 }
@@ -325,11 +354,14 @@ async fn listen(
 /// Reloads the mappings when the directory changes: a change is acted on
 /// once the directory has stayed the same for one [`WATCH_INTERVAL`], so an
 /// editor's save in several steps makes one reload, not several.
-async fn watch_mappings(engine: Arc<Engine>, dir: PathBuf) {
+async fn watch_mappings(engine: Arc<Engine>, dir: PathBuf, shutdown: Shutdown) {
     let mut in_force = directory_fingerprint(&dir);
     let mut seen = in_force.clone();
     loop {
-        tokio::time::sleep(WATCH_INTERVAL).await;
+        tokio::select! {
+            () = tokio::time::sleep(WATCH_INTERVAL) => {}
+            () = shutdown.stopping() => return,
+        }
         let now = directory_fingerprint(&dir);
         if now != seen {
             seen = now;

@@ -18,6 +18,7 @@
 //!   `ondorse-sandbox` crate (`crates/sandbox`) wired to the daemon, for the
 //!   `demo` command, tests and benchmarks.
 //! - [`daemon`]: the composition `run` starts (store, listeners, engine).
+//! - [`shutdown`]: the one stop signal every task watches, with its cut-off.
 //! - [`systemd`]: readiness, watchdog and stopping notifications.
 //! - [`cli`]: one module per command; `main.rs` only dispatches.
 //! - [`telemetry`]: logs and metrics.
@@ -33,6 +34,7 @@ pub mod mapping;
 pub mod ondorse;
 pub mod salesforce;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod sync;
 pub mod systemd;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use tokio::task::JoinHandle;
 
+use crate::shutdown::Shutdown;
 use crate::sync::Schedules;
 
 /// Tells systemd the daemon is ready: call once the store is open, the
@@ -31,18 +31,25 @@ pub fn notify_stopping() {
 /// alive; a stalled schedule stops the pings and systemd restarts us.
 /// Only the process's own health counts: a refused login or failing polls
 /// make `/readyz` 503, never a restart loop that cannot fix the other side.
-/// `None` when no watchdog is configured.
-pub fn spawn_watchdog(schedules: Arc<Schedules>) -> Option<JoinHandle<()>> {
-    let interval = sd_notify::watchdog_enabled()? / 2;
+/// The pings end once `shutdown` is stopping (systemd was told STOPPING).
+/// Nothing is spawned when no watchdog is configured.
+pub fn spawn_watchdog(schedules: Arc<Schedules>, shutdown: Shutdown) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let interval = interval / 2;
     tracing::info!(
         interval_ms = interval.as_millis() as u64,
         "systemd watchdog enabled"
     );
-    Some(tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
         let mut stalled = false;
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = shutdown.stopping() => return,
+            }
             let alive = schedules.alive(chrono::Utc::now());
             if alive {
                 send(&[NotifyState::Watchdog]);
@@ -53,7 +60,7 @@ pub fn spawn_watchdog(schedules: Arc<Schedules>) -> Option<JoinHandle<()>> {
             }
             stalled = !alive;
         }
-    }))
+    });
 }
 
 fn send(states: &[NotifyState<'_>]) {

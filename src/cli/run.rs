@@ -16,7 +16,7 @@ pub async fn run(config: Config) -> Result<(), Failure> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut daemon = Daemon::start(&config, EngineSettings::default()).await?;
     systemd::notify_ready();
-    let watchdog = systemd::spawn_watchdog(daemon.schedules().clone());
+    systemd::spawn_watchdog(daemon.schedules().clone(), daemon.shutdown().clone());
     let signal_name = loop {
         tokio::select! {
             name = signals.recv() => break name,
@@ -29,9 +29,6 @@ pub async fn run(config: Config) -> Result<(), Failure> {
     };
     tracing::info!(signal = signal_name, "stopping: finishing work in flight");
     systemd::notify_stopping();
-    if let Some(watchdog) = watchdog {
-        watchdog.abort();
-    }
     daemon.stop().await?;
     Ok(())
 }

@@ -2,20 +2,19 @@
 //! `ONDORSE_BRIDGE__SECTION__KEY` environment overrides, read by typed
 //! readers that record every problem with its position.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::store::{DEFAULT_RETENTION_DAYS, Retention};
-
 use super::positions::{Origins, Positions};
 use super::{
     CREDENTIALS_DIRECTORY_ENV, Config, ConfigErrors, DEFAULT_MAPPINGS_DIR, DEFAULT_STORE_PATH,
     ENV_PREFIX, ENV_SEPARATOR, MAX_RETENTION_DAYS, MappingsConfig, StoreConfig, parse_schedule,
 };
+use crate::store::{DEFAULT_RETENTION_DAYS, Retention};
 use crate::text::did_you_mean;
 
 /// What `config` writes as the origin of values that came from the environment.
@@ -71,43 +70,10 @@ impl Config {
         let secrets_base = credentials_directory
             .map(Path::to_path_buf)
             .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
-        let mut loader = Loader {
-            origins: Origins {
-                file: path.to_path_buf(),
-                positions,
-                from_environment: HashSet::new(),
-            },
-            sections: BTreeMap::new(),
-            known: BTreeMap::new(),
-            refused: HashSet::new(),
-            secrets_base,
-            credentials_directory: credentials_directory.is_some(),
-            problems: Vec::new(),
-        };
+        let mut loader = Loader::new(path, positions, secrets_base);
+        loader.credentials_directory = credentials_directory.is_some();
         loader.split_sections(merged);
-        let config = Config {
-            source: path.to_path_buf(),
-            origins: loader.origins.clone(),
-            salesforce: loader.salesforce(),
-            ondorse: loader.ondorse(),
-            webhooks: loader.webhooks(),
-            admin: loader.admin(),
-            store: StoreConfig {
-                path: PathBuf::from(loader.string_or("store", "path", DEFAULT_STORE_PATH)),
-                retention: Retention::from_days(loader.unsigned(
-                    "store",
-                    "retention_days",
-                    DEFAULT_RETENTION_DAYS,
-                    MAX_RETENTION_DAYS,
-                )),
-            },
-            mappings: MappingsConfig {
-                dir: PathBuf::from(loader.string_or("mappings", "dir", DEFAULT_MAPPINGS_DIR)),
-            },
-            schedule: loader.schedule(),
-            retry: loader.retry(),
-        };
-        loader.check_listeners(config.webhooks.listen, config.admin.listen);
+        let config = loader.read(path);
         loader.report_unknown_keys();
         if loader.problems.is_empty() {
             Ok(config)
@@ -117,6 +83,36 @@ impl Config {
             })
         }
     }
+}
+
+/// A key a configuration may hold, as the reader that takes it declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownKey {
+    pub section: String,
+    pub key: String,
+    /// The value taken when the key is absent, as TOML would write it
+    /// (`"62.0"`, `50`); `None` when it has none or depends on other keys.
+    pub default: Option<String>,
+}
+
+/// Every key the readers take (sections in the order they are read, keys
+/// alphabetically), with its default: derived from the readers themselves,
+/// run over an empty configuration, so that documentation and tests are
+/// checked against the code rather than against a list kept beside it.
+pub fn known_keys() -> Vec<KnownKey> {
+    let mut loader = Loader::new(Path::new(""), Positions::default(), PathBuf::new());
+    loader.read(Path::new(""));
+    loader
+        .order
+        .iter()
+        .flat_map(|section| {
+            loader.known[section].iter().map(|(key, default)| KnownKey {
+                section: section.clone(),
+                key: key.clone(),
+                default: default.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The type a key's value must have. In the file the TOML type must match
@@ -234,8 +230,11 @@ impl Typed {
 pub(super) struct Loader {
     pub(super) origins: Origins,
     pub(super) sections: BTreeMap<String, config::Map<String, config::Value>>,
-    /// Every key a reader asked for, per section: the known keys.
-    pub(super) known: BTreeMap<String, BTreeSet<String>>,
+    /// Every key a reader asked for, per section: the known keys, each with
+    /// its default as TOML writes it.
+    pub(super) known: BTreeMap<String, BTreeMap<String, Option<String>>>,
+    /// The sections in the order the readers take them.
+    order: Vec<String>,
     /// Keys whose value had the wrong type (already reported).
     pub(super) refused: HashSet<(String, String)>,
     pub(super) secrets_base: PathBuf,
@@ -244,6 +243,51 @@ pub(super) struct Loader {
 }
 
 impl Loader {
+    fn new(file: &Path, positions: Positions, secrets_base: PathBuf) -> Loader {
+        Loader {
+            origins: Origins {
+                file: file.to_path_buf(),
+                positions,
+                from_environment: HashSet::new(),
+            },
+            sections: BTreeMap::new(),
+            known: BTreeMap::new(),
+            order: Vec::new(),
+            refused: HashSet::new(),
+            secrets_base,
+            credentials_directory: false,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Runs every section's reader: the one place that names the sections.
+    fn read(&mut self, source: &Path) -> Config {
+        let config = Config {
+            source: source.to_path_buf(),
+            origins: self.origins.clone(),
+            salesforce: self.salesforce(),
+            ondorse: self.ondorse(),
+            webhooks: self.webhooks(),
+            admin: self.admin(),
+            store: StoreConfig {
+                path: PathBuf::from(self.string_or("store", "path", DEFAULT_STORE_PATH)),
+                retention: Retention::from_days(self.unsigned(
+                    "store",
+                    "retention_days",
+                    DEFAULT_RETENTION_DAYS,
+                    MAX_RETENTION_DAYS,
+                )),
+            },
+            mappings: MappingsConfig {
+                dir: PathBuf::from(self.string_or("mappings", "dir", DEFAULT_MAPPINGS_DIR)),
+            },
+            schedule: self.schedule(),
+            retry: self.retry(),
+        };
+        self.check_listeners(config.webhooks.listen, config.admin.listen);
+        config
+    }
+
     fn split_sections(&mut self, merged: config::Config) {
         let names = match merged
             .clone()
@@ -302,10 +346,14 @@ impl Loader {
 
     /// Marks a key known and takes its value, untyped.
     fn take(&mut self, section: &str, key: &str) -> Option<config::Value> {
+        if !self.known.contains_key(section) {
+            self.order.push(section.to_owned());
+        }
         self.known
             .entry(section.to_owned())
             .or_default()
-            .insert(key.to_owned());
+            .entry(key.to_owned())
+            .or_default();
         self.sections.get_mut(section)?.remove(key)
     }
 
@@ -345,8 +393,20 @@ impl Loader {
     }
 
     pub(super) fn string_or(&mut self, section: &str, key: &str, default: &str) -> String {
-        self.string(section, key)
-            .unwrap_or_else(|| default.to_owned())
+        let text = self.string(section, key);
+        self.default_is(section, key, format!("{default:?}"));
+        text.unwrap_or_else(|| default.to_owned())
+    }
+
+    /// Records the default of a key a reader took, for [`known_keys`].
+    fn default_is(&mut self, section: &str, key: &str, shown: String) {
+        if let Some(default) = self
+            .known
+            .get_mut(section)
+            .and_then(|keys| keys.get_mut(key))
+        {
+            *default = Some(shown);
+        }
     }
 
     pub(super) fn required_string(
@@ -371,8 +431,9 @@ impl Loader {
     /// A whole number in `0..=maximum`, or `default` when absent or wrong
     /// (recorded).
     pub(super) fn unsigned(&mut self, section: &str, key: &str, default: u64, maximum: u64) -> u64 {
-        let Some(Typed::WholeNumber(number)) = self.typed(section, key, Expected::WholeNumber)
-        else {
+        let typed = self.typed(section, key, Expected::WholeNumber);
+        self.default_is(section, key, default.to_string());
+        let Some(Typed::WholeNumber(number)) = typed else {
             return default;
         };
         match u64::try_from(number) {
@@ -454,7 +515,9 @@ impl Loader {
         default: Duration,
         maximum: f64,
     ) -> Duration {
-        let Some(Typed::Number(seconds)) = self.typed(section, key, Expected::Number) else {
+        let typed = self.typed(section, key, Expected::Number);
+        self.default_is(section, key, default.as_secs_f64().to_string());
+        let Some(Typed::Number(seconds)) = typed else {
             return default;
         };
         if seconds > 0.0 && seconds <= maximum {
@@ -512,7 +575,7 @@ impl Loader {
                 ));
                 continue;
             };
-            let key_names: Vec<&str> = known.iter().map(String::as_str).collect();
+            let key_names: Vec<&str> = known.keys().map(String::as_str).collect();
             for key in table.keys() {
                 problems.push(format!(
                     "{}: unknown key [{section}] {key}{}",

@@ -14,6 +14,7 @@ mod types;
 
 use std::path::Path;
 
+pub use load::{KnownKey, known_keys};
 pub use positions::Origins;
 pub use types::*;
 

@@ -8,7 +8,7 @@ use super::{ConfigErrors, ENV_PREFIX, ENV_SEPARATOR};
 use crate::text::Position;
 
 /// Line and column (1-based) of every key in the file, for messages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Positions {
     pub(super) keys: HashMap<(String, String), Position>,
     pub(super) sections: HashMap<String, Position>,

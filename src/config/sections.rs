@@ -9,6 +9,18 @@ use super::load::Loader;
 use super::*;
 use crate::sync::retry::RetrySettings;
 
+/// Above this, concurrency is a mistake rather than a choice.
+const MAX_CONCURRENT_REQUESTS: u64 = 1_000;
+/// A link waiting longer than this is a mistake: reconcile runs meanwhile.
+const MAX_LINK_BATCH_WAIT_SECONDS: u64 = 3_600;
+/// The OAuth flows `[salesforce] auth` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    JwtBearer,
+    ClientCredentials,
+    RefreshToken,
+}
+
 impl Loader {
     pub(super) fn salesforce(&mut self) -> SalesforceConfig {
         const SECTION: &str = "salesforce";
@@ -35,85 +47,69 @@ impl Loader {
         let username = self.string(SECTION, "username");
         let audience = self.string(SECTION, "audience");
         let audience = self.url(SECTION, "audience", audience);
-        let auth = match flow.as_str() {
-            "jwt_bearer" => {
-                if username.is_none() {
-                    self.missing(
-                        SECTION,
-                        "username",
-                        "the integration user, subject of the JWT",
-                    );
-                }
-                let private_key = self.required_secret_file_checked(
-                    SECTION,
-                    "private_key_file",
-                    "the connected app's RSA key in PEM",
-                    |pem| crate::salesforce::rsa_private_key(pem).map(drop),
-                );
-                self.ignore(SECTION, &["client_secret_file", "refresh_token_file"]);
-                SalesforceAuth::JwtBearer {
-                    client_id: client_id.unwrap_or_default(),
-                    username: username.unwrap_or_default(),
-                    audience: if audience.is_empty() {
-                        login_url.clone()
-                    } else {
-                        audience
-                    },
-                    private_key: private_key.unwrap_or_else(|| SecretString::from(String::new())),
-                }
-            }
-            "client_credentials" => {
-                let client_secret = self.required_secret_file(
-                    SECTION,
-                    "client_secret_file",
-                    "the connected app's consumer secret",
-                );
-                self.ignore(SECTION, &["private_key_file", "refresh_token_file"]);
-                SalesforceAuth::ClientCredentials {
-                    client_id: client_id.unwrap_or_default(),
-                    client_secret: client_secret
-                        .unwrap_or_else(|| SecretString::from(String::new())),
-                }
-            }
-            "refresh_token" => {
-                let client_secret = self.required_secret_file(
-                    SECTION,
-                    "client_secret_file",
-                    "the connected app's consumer secret",
-                );
-                let refresh_token = self.required_secret_file(
-                    SECTION,
-                    "refresh_token_file",
-                    "the refresh token of the integration user",
-                );
-                self.ignore(SECTION, &["private_key_file"]);
-                SalesforceAuth::RefreshToken {
-                    client_id: client_id.unwrap_or_default(),
-                    client_secret: client_secret
-                        .unwrap_or_else(|| SecretString::from(String::new())),
-                    refresh_token: refresh_token
-                        .unwrap_or_else(|| SecretString::from(String::new())),
-                }
-            }
+        let flow = match flow.as_str() {
+            "jwt_bearer" => Some(Flow::JwtBearer),
+            "client_credentials" => Some(Flow::ClientCredentials),
+            "refresh_token" => Some(Flow::RefreshToken),
             other => {
                 self.problem(
                     SECTION,
                     "auth",
                     format!("unknown flow {other:?}; expected jwt_bearer, client_credentials or refresh_token"),
                 );
-                self.ignore(
-                    SECTION,
-                    &[
-                        "private_key_file",
-                        "client_secret_file",
-                        "refresh_token_file",
-                    ],
-                );
-                SalesforceAuth::ClientCredentials {
-                    client_id: client_id.unwrap_or_default(),
-                    client_secret: SecretString::from(String::new()),
-                }
+                None
             }
+        };
+        if flow == Some(Flow::JwtBearer) && username.is_none() {
+            self.missing(
+                SECTION,
+                "username",
+                "the integration user, subject of the JWT",
+            );
+        }
+        // Each secret is read when the flow uses it; another flow's key is
+        // accepted as text and left unused.
+        let private_key = self.flow_secret_file(
+            SECTION,
+            "private_key_file",
+            (flow == Some(Flow::JwtBearer)).then_some("the connected app's RSA key in PEM"),
+            |pem| crate::salesforce::rsa_private_key(pem).map(drop),
+        );
+        let client_secret = self.flow_secret_file(
+            SECTION,
+            "client_secret_file",
+            matches!(flow, Some(Flow::ClientCredentials | Flow::RefreshToken))
+                .then_some("the connected app's consumer secret"),
+            |_| Ok(()),
+        );
+        let refresh_token = self.flow_secret_file(
+            SECTION,
+            "refresh_token_file",
+            (flow == Some(Flow::RefreshToken))
+                .then_some("the refresh token of the integration user"),
+            |_| Ok(()),
+        );
+        let client_id = client_id.unwrap_or_default();
+        let auth = match flow {
+            Some(Flow::JwtBearer) => SalesforceAuth::JwtBearer {
+                client_id,
+                username: username.unwrap_or_default(),
+                audience: if audience.is_empty() {
+                    login_url.clone()
+                } else {
+                    audience
+                },
+                private_key,
+            },
+            Some(Flow::RefreshToken) => SalesforceAuth::RefreshToken {
+                client_id,
+                client_secret,
+                refresh_token,
+            },
+            Some(Flow::ClientCredentials) | None => SalesforceAuth::ClientCredentials {
+                client_id,
+                client_secret,
+            },
         };
         let api_budget_percent = self.unsigned(
             SECTION,
@@ -121,20 +117,52 @@ impl Loader {
             u64::from(DEFAULT_API_BUDGET_PERCENT),
             100,
         ) as u8;
+        let max_concurrent_requests =
+            self.concurrency(SECTION, DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS);
+        let link_batch_wait = Duration::from_secs(self.unsigned(
+            SECTION,
+            "link_batch_wait_seconds",
+            DEFAULT_LINK_BATCH_WAIT_SECONDS,
+            MAX_LINK_BATCH_WAIT_SECONDS,
+        ));
         SalesforceConfig {
             login_url,
             api_version,
             auth,
             api_budget_percent,
+            max_concurrent_requests,
+            link_batch_wait,
         }
     }
 
-    /// Keys that belong to another auth flow: accepted if they are text,
-    /// unused.
-    fn ignore(&mut self, section: &str, keys: &[&str]) {
-        for key in keys {
-            self.string(section, key);
+    /// `max_concurrent_requests` of `section`: at least 1.
+    fn concurrency(&mut self, section: &str, default: usize) -> usize {
+        const KEY: &str = "max_concurrent_requests";
+        let requests = self.unsigned(section, KEY, default as u64, MAX_CONCURRENT_REQUESTS);
+        if requests == 0 {
+            self.problem(section, KEY, "must be at least 1 request");
         }
+        requests.max(1) as usize
+    }
+
+    /// A secret the auth flow needs (`why` says what for), read and
+    /// required; a secret of another flow (`why` is `None`) is accepted as
+    /// text, unused, and empty.
+    fn flow_secret_file(
+        &mut self,
+        section: &str,
+        key: &str,
+        why: Option<&str>,
+        check: fn(&SecretString) -> Result<(), String>,
+    ) -> SecretString {
+        let secret = match why {
+            Some(why) => self.required_secret_file_checked(section, key, why, check),
+            None => {
+                self.string(section, key);
+                None
+            }
+        };
+        secret.unwrap_or_else(|| SecretString::from(String::new()))
     }
 
     pub(super) fn ondorse(&mut self) -> OndorseConfig {
@@ -161,12 +189,15 @@ impl Loader {
         let auth_scheme = self.string_or(SECTION, "auth_scheme", DEFAULT_AUTH_SCHEME);
         let portal_base_url = self.string_or(SECTION, "portal_base_url", DEFAULT_PORTAL_BASE_URL);
         let portal_base_url = self.url(SECTION, "portal_base_url", Some(portal_base_url));
+        let max_concurrent_requests =
+            self.concurrency(SECTION, DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS);
         OndorseConfig {
             base_url,
             api_key: api_key.unwrap_or_else(|| SecretString::from(String::new())),
             auth_header,
             auth_scheme,
             portal_base_url,
+            max_concurrent_requests,
         }
     }
 

@@ -49,6 +49,9 @@ pub struct OndorseClient {
     request_timeout: Duration,
     /// The daemon's registry: requests by endpoint.
     metrics: Metrics,
+    /// One permit per request in flight (`[ondorse] max_concurrent_requests`),
+    /// shared by every clone: every call waits for one in `send_once`.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// An Ondorse endpoint we call, named for the `endpoint` metric label and
@@ -158,6 +161,9 @@ impl OndorseClient {
             auth_value: Arc::new(SecretString::from(auth_value)),
             request_timeout: REQUEST_TIMEOUT,
             metrics,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_requests.max(1),
+            )),
         })
     }
 
@@ -238,6 +244,8 @@ impl OndorseClient {
             source,
         })?;
         let url = request.url().to_string();
+        // Never closed: the client owns the semaphore.
+        let _permit = self.in_flight.acquire().await.ok();
         let transport = |source: reqwest::Error| {
             if source.is_timeout() {
                 OndorseError::Timeout {
@@ -352,6 +360,7 @@ mod tests {
 
     fn config(base_url: &str, header: &str) -> OndorseConfig {
         OndorseConfig {
+            max_concurrent_requests: crate::config::DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
             base_url: base_url.to_owned(),
             api_key: SecretString::from("s3cr3t"),
             auth_header: header.to_owned(),

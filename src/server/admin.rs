@@ -9,11 +9,9 @@
 //! need it too, only `/healthz` stays open. Refusals say nothing about the
 //! daemon's state.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
@@ -27,6 +25,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::sync::online_check;
 use crate::sync::operations::{
@@ -45,8 +44,8 @@ pub struct AdminState {
     pub listen: SocketAddr,
     /// One resync at a time.
     pub resync_gate: ResyncGate,
-    /// Set when a stop begins, so `/readyz` answers 503 at once.
-    pub stopping: AtomicBool,
+    /// The daemon's stop: once it begins, `/readyz` answers 503 at once.
+    pub shutdown: Shutdown,
     /// Where `check --online` reads the mapping files, and the version it
     /// expects the org to serve.
     pub mappings_dir: std::path::PathBuf,
@@ -62,7 +61,7 @@ impl AdminState {
     /// `failure_grace`. The systemd watchdog looks at the schedules only: an
     /// outage on the other side must not make systemd restart the daemon.
     pub fn not_ready_reason(&self) -> Option<String> {
-        if self.stopping.load(Ordering::Relaxed) {
+        if self.shutdown.is_stopping() {
             return Some("the daemon is stopping".to_owned());
         }
         let at = chrono::Utc::now();
@@ -159,11 +158,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin API on `listener` until `shutdown` resolves.
+/// Serves the admin API on `listener` until `shutdown` is stopping.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AdminState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> io::Result<()> {
     super::serve_with_peers(
         listener,

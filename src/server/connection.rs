@@ -26,11 +26,12 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use super::ListenerLimits;
+use crate::shutdown::Shutdown;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the
 /// loop does not spin while the condition lasts.
@@ -41,13 +42,13 @@ pub(super) struct Connection {
     pub(super) router: axum::Router,
     pub(super) peer: SocketAddr,
     pub(super) limits: ListenerLimits,
-    /// Turns true when the listener stops: idle connections close at once,
-    /// busy ones after their answer.
-    pub(super) stopping: watch::Receiver<bool>,
+    /// The listener's: once stopping, idle connections close at once, busy
+    /// ones after their answer.
+    pub(super) shutdown: Shutdown,
 }
 
 impl Connection {
-    pub(super) async fn serve(mut self, stream: TcpStream) {
+    pub(super) async fn serve(self, stream: TcpStream) {
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Tracked {
             inner: stream,
@@ -77,7 +78,7 @@ impl Connection {
         builder.header_read_timeout(None);
         let connection = builder.serve_connection(io, service);
         let mut connection = std::pin::pin!(connection);
-        let mut asked_to_stop = *self.stopping.borrow();
+        let mut asked_to_stop = self.shutdown.is_stopping();
         if asked_to_stop {
             connection.as_mut().graceful_shutdown();
         }
@@ -93,11 +94,9 @@ impl Connection {
                     tracing::debug!(peer = %self.peer, reason, "connection closed");
                     return;
                 }
-                changed = self.stopping.changed(), if !asked_to_stop => {
+                () = self.shutdown.stopping(), if !asked_to_stop => {
                     asked_to_stop = true;
-                    if changed.is_err() || *self.stopping.borrow() {
-                        connection.as_mut().graceful_shutdown();
-                    }
+                    connection.as_mut().graceful_shutdown();
                 }
             }
         }

@@ -13,18 +13,21 @@ pub mod admin;
 mod connection;
 pub mod public;
 
-use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::shutdown::Shutdown;
 
 pub use crate::config::ListenerLimits;
 pub use connection::BodyTimedOut;
 
 /// Serves `router` on `listener`, with each request's peer address (both
-/// listeners check it), until `shutdown` resolves; then closes idle
-/// connections and waits for the requests in flight.
+/// listeners check it), until `shutdown` is stopping; then closes idle
+/// connections and waits for the requests in flight (until the cut-off,
+/// which drops them).
 ///
 /// At `max_connections` the listener stops accepting: new clients wait in
 /// the kernel's backlog until a connection ends, and idle or slow ones end
@@ -32,17 +35,15 @@ pub use connection::BodyTimedOut;
 async fn serve_with_peers(
     listener: tokio::net::TcpListener,
     router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
     limits: ListenerLimits,
 ) -> io::Result<()> {
-    let capacity = limits.max_connections.max(1);
-    let slots = Arc::new(Semaphore::new(capacity));
-    let (stop, stopping) = watch::channel(false);
-    let mut shutdown = std::pin::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let connections = TaskTracker::new();
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("the connection slots are never closed"),
-            () = &mut shutdown => break,
+            () = shutdown.stopping() => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -55,23 +56,23 @@ async fn serve_with_peers(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = shutdown.stopping() => break,
         };
         let connection = connection::Connection {
             router: router.clone(),
             peer,
             limits: limits.clone(),
-            stopping: stopping.clone(),
+            shutdown: shutdown.clone(),
         };
-        tokio::spawn(async move {
+        // A connection holds its slot until it ends, or is dropped at the
+        // cut-off.
+        shutdown.spawn(&connections, async move {
             connection.serve(stream).await;
             drop(slot);
         });
     }
     drop(listener);
-    let _ = stop.send(true);
-    // Every connection holds a slot until it ends: all slots back means
-    // every request in flight was answered.
-    let _all = slots.acquire_many(capacity as u32).await;
+    connections.close();
+    connections.wait().await;
     Ok(())
 }

@@ -7,7 +7,6 @@
 //! answered 200 once the store has flushed it to disk; a store failure is a
 //! 503 so that the sender retries.
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -32,6 +31,7 @@ use crate::ondorse::webhook::{
     verify_signature,
 };
 use crate::salesforce::Id;
+use crate::shutdown::Shutdown;
 use crate::store::{Accepted, Store, StoreError};
 use crate::telemetry::{Metrics, WebhookSource};
 
@@ -65,12 +65,12 @@ pub fn router(state: PublicState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` resolves, then waits for
+/// Serves [`router`] on `listener` until `shutdown` is stopping, then waits for
 /// the requests in flight.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: PublicState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> io::Result<()> {
     let limits = state.config.limits.clone();
     super::serve_with_peers(listener, router(state), shutdown, limits).await

@@ -17,7 +17,7 @@ use sled::transaction::ConflictableTransactionError;
 
 use super::codec;
 use super::link_index::replace_link;
-use super::writebacks::{Fields, merge_write, transaction_error};
+use super::writebacks::{Fields, Urgency, merge_write, transaction_error};
 use super::{Store, StoreError};
 use crate::salesforce::model::Record;
 
@@ -150,7 +150,7 @@ impl Store {
     /// Writes a link and, when it has one, its application index entry, in
     /// one transaction; durable at the next [`Store::flush`].
     pub fn put_link(&self, link: &Link) -> Result<(), StoreError> {
-        self.put_link_and_queue(link, None, Utc::now())
+        self.put_link_and_queue(link, None, Urgency::Now, Utc::now())
     }
 
     /// Writes a link together with the write-back its new state calls for,
@@ -161,6 +161,7 @@ impl Store {
         &self,
         link: &Link,
         write: Option<&Fields>,
+        urgency: Urgency,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let key = link_key(&link.account_id, &link.mapping);
@@ -179,7 +180,14 @@ impl Store {
                 }
                 // Nothing is written to an Account whose link is closed.
                 if let Some(fields) = write.filter(|fields| !fields.is_empty() && link.is_open()) {
-                    merge_write(writes, &link.account_id, &link.mapping, fields, now)?;
+                    merge_write(
+                        writes,
+                        &link.account_id,
+                        &link.mapping,
+                        fields,
+                        urgency,
+                        now,
+                    )?;
                 }
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })

@@ -46,7 +46,7 @@ pub use journal::JournalEntry;
 pub use link_index::{LinkCounts, LinkState};
 pub use links::{Link, LinkClosure, PortalRecord, PortalRequest};
 pub use retention::{DEFAULT_RETENTION_DAYS, NOISE_RETENTION, NOISE_STEPS, PruneReport, Retention};
-pub use writebacks::{Fields, PendingWrite, WriteSettlement};
+pub use writebacks::{Fields, PendingWrite, Urgency, WriteSettlement};
 
 /// sled's page cache. Its default (1 GiB) lets a long-running daemon grow
 /// far past what its working set needs: cursors, pending work and the links

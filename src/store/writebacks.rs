@@ -34,6 +34,31 @@ pub struct PendingWrite {
     pub not_before: DateTime<Utc>,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Whether the writer may hold it back to fill a batch (only portal
+    /// links may wait; a write stored before this existed goes at once).
+    #[serde(default)]
+    pub urgency: Urgency,
+}
+
+/// How soon a queued write must go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Urgency {
+    /// A decision, a resync: written as soon as the writer has a free call.
+    #[default]
+    Now,
+    /// A portal link: may wait a little for company, to fill a call.
+    MayWait,
+}
+
+impl Urgency {
+    /// Both together: a write that must go now takes whatever waits with it.
+    fn and(self, other: Urgency) -> Urgency {
+        match (self, other) {
+            (Urgency::MayWait, Urgency::MayWait) => Urgency::MayWait,
+            _ => Urgency::Now,
+        }
+    }
 }
 
 /// What became of an attempted write, for [`Store::settle_write`].
@@ -54,6 +79,7 @@ pub(super) fn merge_write(
     account_id: &str,
     mapping: &str,
     fields: &Fields,
+    urgency: Urgency,
     now: DateTime<Utc>,
 ) -> ConflictableTransactionResult<(), StoreError> {
     let key = account_id.as_bytes();
@@ -68,8 +94,10 @@ pub(super) fn merge_write(
             attempts: 0,
             not_before: now,
             last_error: None,
+            urgency,
         },
     };
+    pending.urgency = pending.urgency.and(urgency);
     for (name, value) in fields {
         pending.fields.insert(name.clone(), value.clone());
     }
@@ -173,6 +201,7 @@ impl Store {
         account_id: &str,
         mapping: &str,
         fields: &Fields,
+        urgency: Urgency,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         if fields.is_empty() {
@@ -180,7 +209,7 @@ impl Store {
         }
         self.inner
             .writes
-            .transaction(|writes| merge_write(writes, account_id, mapping, fields, now))
+            .transaction(|writes| merge_write(writes, account_id, mapping, fields, urgency, now))
             .map_err(transaction_error("queue a write"))
     }
 
@@ -190,11 +219,22 @@ impl Store {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<PendingWrite>, StoreError> {
+        self.due_writes_where(now, limit, |_| true)
+    }
+
+    /// Like [`Store::due_writes`], only the writes `wanted` keeps (the
+    /// writer skips the Accounts it has in flight).
+    pub fn due_writes_where(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        wanted: impl Fn(&PendingWrite) -> bool,
+    ) -> Result<Vec<PendingWrite>, StoreError> {
         let mut due = Vec::new();
         for entry in self.inner.writes.iter() {
             let (key, value) = entry.map_err(StoreError::database("read pending writes"))?;
             let pending: PendingWrite = codec::decode_value(WRITES_TREE, &key, &value)?;
-            if pending.not_before <= now {
+            if pending.not_before <= now && wanted(&pending) {
                 due.push(pending);
                 if due.len() == limit {
                     break;

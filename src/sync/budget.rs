@@ -515,6 +515,10 @@ mod tests {
                     client_secret: "secret".to_owned().into(),
                 },
                 api_budget_percent: budget_percent,
+                max_concurrent_requests: crate::config::DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS,
+                link_batch_wait: std::time::Duration::from_secs(
+                    crate::config::DEFAULT_LINK_BATCH_WAIT_SECONDS,
+                ),
             },
             Metrics::new(),
         )

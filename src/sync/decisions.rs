@@ -128,12 +128,17 @@ impl Engine {
                 }
                 .boxed()
             })
-            .buffer_unordered(self.settings.fetch_concurrency.max(1));
+            .buffer_unordered(self.settings.ondorse_concurrency.max(1));
         while let Some((application_id, pending, outcome)) = fetches.next().await {
             match outcome {
                 Ok(refreshed) => {
                     report.applications_fetched += 1;
-                    if refreshed != Refreshed::Applied {
+                    if refreshed == Refreshed::Applied {
+                        // The decision goes to the writer now, not when the
+                        // pass's slowest fetch is back (a crash before the
+                        // pass's flush fetches it again: same fields).
+                        self.writes_queued.notify_one();
+                    } else {
                         report.unmatched += 1;
                     }
                     for sequence in pending.sequences {

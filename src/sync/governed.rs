@@ -5,9 +5,13 @@
 //! The raw [`SalesforceClient`] is a private field of [`GovernedSalesforce`]:
 //! the rest of the engine cannot reach it, so no step can forget to ask.
 //! The governor's own `GET /limits` and the client's token calls are the
-//! only Salesforce calls made outside this wrapper.
+//! only Salesforce calls made outside this wrapper. Every call here also
+//! holds one of `[salesforce] max_concurrent_requests` permits while it is
+//! in flight, so the engine's calls in flight never exceed it.
 
 use std::sync::Arc;
+
+use tokio::sync::SemaphorePermit;
 
 use super::SyncError;
 use super::budget::{BudgetSettings, BudgetState, Governor, Paused, Work};
@@ -23,6 +27,8 @@ pub struct GovernedSalesforce {
     client: SalesforceClient,
     governor: Governor,
     breakers: Arc<Breakers>,
+    /// One permit per call in flight.
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for GovernedSalesforce {
@@ -41,12 +47,19 @@ impl GovernedSalesforce {
         budget: BudgetSettings,
         breakers: Arc<Breakers>,
         metrics: Metrics,
+        max_concurrent_requests: usize,
     ) -> GovernedSalesforce {
         GovernedSalesforce {
             governor: Governor::new(client.clone(), budget, Clock::system(), metrics),
             client,
             breakers,
+            in_flight: tokio::sync::Semaphore::new(max_concurrent_requests.max(1)),
         }
+    }
+
+    /// Calls that may start now without waiting for one in flight to end.
+    pub fn free_call_slots(&self) -> usize {
+        self.in_flight.available_permits()
     }
 
     /// Asks the governor whether `work` may call Salesforce now, before a
@@ -84,7 +97,7 @@ impl GovernedSalesforce {
 
     /// The describe of `sobject`, as `work`.
     pub async fn describe(&self, work: Work, sobject: &str) -> Result<SObjectDescribe, SyncError> {
-        let breaker = self.admit(work, Endpoint::SalesforceQueries).await?;
+        let (breaker, _permit) = self.admit(work, Endpoint::SalesforceQueries).await?;
         settle(breaker, self.client.describe(sobject).await)
     }
 
@@ -115,7 +128,7 @@ impl GovernedSalesforce {
         sobject: &str,
         records: &[RecordUpdate],
     ) -> Result<Vec<RecordOutcome>, SyncError> {
-        let breaker = self
+        let (breaker, _permit) = self
             .admit(Work::WriteBack, Endpoint::SalesforceWrites)
             .await?;
         settle_write(breaker, self.client.update_records(sobject, records).await)
@@ -128,7 +141,7 @@ impl GovernedSalesforce {
         sobject: &str,
         record: &RecordUpdate,
     ) -> Result<RecordOutcome, SyncError> {
-        let breaker = self
+        let (breaker, _permit) = self
             .admit(Work::WriteBack, Endpoint::SalesforceWrites)
             .await?;
         settle_write(breaker, self.client.update_record(sobject, record).await)
@@ -139,11 +152,21 @@ impl GovernedSalesforce {
         GovernedReader { owner: self }
     }
 
-    async fn admit(&self, work: Work, endpoint: Endpoint) -> Result<&Breaker, SyncError> {
+    /// The governor's leave, a call slot (held until the permit is
+    /// dropped), then the breaker's leave: a call that waited for its slot
+    /// behind failures is asked after its wait, and takes the probe only
+    /// when it really goes.
+    async fn admit(
+        &self,
+        work: Work,
+        endpoint: Endpoint,
+    ) -> Result<(&Breaker, Option<SemaphorePermit<'_>>), SyncError> {
         self.governor.admit(work).await?;
+        // Never closed: this wrapper owns the semaphore.
+        let permit = self.in_flight.acquire().await.ok();
         let breaker = self.breakers.get(endpoint);
         breaker.admit()?;
-        Ok(breaker)
+        Ok((breaker, permit))
     }
 }
 
@@ -211,7 +234,7 @@ impl GovernedPages<'_> {
         if self.pages.is_done() {
             return Ok(None);
         }
-        let breaker = self
+        let (breaker, _permit) = self
             .owner
             .admit(self.work, Endpoint::SalesforceQueries)
             .await?;

@@ -7,12 +7,17 @@
 //! the page instead of skipping it. A mapping's polls take its cursor lock;
 //! each Account's link is touched under the link's lock.
 
+use std::collections::VecDeque;
+
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde_json::json;
 
 use super::budget::Work;
 use super::locks::link_key;
 use super::plan::{self, record_fields};
+use super::portals::{Attempt, PortalsReport};
 use super::{Engine, SyncError, now};
 use crate::mapping::Mapping;
 use crate::salesforce::model::Record;
@@ -87,6 +92,12 @@ impl Engine {
 
     /// Reads every matching Account modified since `since`. With
     /// `move_cursor`, the cursor follows the pages (never backwards).
+    ///
+    /// Pipelined: while the portals of one page are created, the next page
+    /// is read and its intents recorded, and portal POSTs flow from one
+    /// page into the next without waiting for a page's slowest call. A
+    /// page's cursor moves once every portal of it, and of the pages
+    /// before it, was attempted.
     pub async fn intake_since(
         &self,
         mapping_name: &str,
@@ -101,21 +112,90 @@ impl Engine {
         let mut pages = self
             .salesforce
             .query(Work::Intake, plan::intake_query(&mapping, since));
-        let mut report = IntakeReport::default();
-        while let Some(records) = pages.next_page().await? {
-            report.pages += 1;
-            let last = records.last().and_then(cursor_of);
-            report.add(self.intake_records(&mapping, records).await?);
-            if move_cursor && let Some(last) = last {
-                let current = self.store.cursor(&mapping.name)?;
-                if current.as_ref().is_none_or(|current| {
-                    (current.system_modstamp, &current.id) < (last.system_modstamp, &last.id)
-                }) {
-                    self.store.set_cursor(&mapping.name, &last)?;
-                    self.store.flush().await?;
+        // One page recorded ahead of the portals being created.
+        let (ready, mut recorded) = tokio::sync::mpsc::channel::<RecordedPage>(1);
+        let read = async {
+            let mut report = IntakeReport::default();
+            while let Some(records) = pages.next_page().await? {
+                let last = records.last().and_then(cursor_of);
+                let (page, intents) = self.record_page(&mapping, records).await?;
+                report.add(page);
+                if ready.send(RecordedPage { intents, last }).await.is_err() {
+                    break;
                 }
             }
-        }
+            drop(ready);
+            Ok::<_, SyncError>(report)
+        };
+        let create = async {
+            let concurrency = self.settings.ondorse_concurrency.max(1);
+            let mut portals = PortalsReport::default();
+            let mut first_error = None;
+            // Pages in order: the portals each still has to attempt, and
+            // where the cursor goes once none are left.
+            let mut waiting: VecDeque<(u64, usize, Option<Cursor>)> = VecDeque::new();
+            let mut queue: VecDeque<(u64, String)> = VecDeque::new();
+            let mut attempts = FuturesUnordered::new();
+            let mut next_page = 0u64;
+            let mut reading = true;
+            loop {
+                while attempts.len() < concurrency
+                    && let Some((page, account_id)) = queue.pop_front()
+                {
+                    let mapping = &mapping;
+                    attempts.push(
+                        async move { (page, self.create_portal(mapping, &account_id).await) },
+                    );
+                }
+                while let Some((page, 0, last)) = waiting.front().cloned() {
+                    waiting.pop_front();
+                    if move_cursor
+                        && first_error.is_none()
+                        && let Some(last) = last
+                    {
+                        // Its flush makes the portals recorded so far durable.
+                        self.advance_cursor(&mapping.name, &last).await?;
+                    }
+                    tracing::trace!(page, "page's portals attempted");
+                }
+                if !reading && queue.is_empty() && attempts.is_empty() {
+                    break;
+                }
+                tokio::select! {
+                    page = recorded.recv(), if reading && queue.len() < concurrency => match page {
+                        Some(RecordedPage { intents, last }) => {
+                            waiting.push_back((next_page, intents.len(), last));
+                            queue.extend(intents.into_iter().map(|id| (next_page, id)));
+                            next_page += 1;
+                        }
+                        None => reading = false,
+                    },
+                    Some((page, outcome)) = attempts.next(), if !attempts.is_empty() => {
+                        // Its link's write-back flows while portals are created.
+                        if matches!(outcome, Ok(Attempt::Created)) {
+                            self.links_queued.notify_one();
+                        }
+                        if let Err(error) = portals.count(&mapping, outcome) {
+                            first_error.get_or_insert(error);
+                        }
+                        if let Some(entry) = waiting.iter_mut().find(|(at, _, _)| *at == page) {
+                            entry.1 -= 1;
+                        }
+                    }
+                }
+            }
+            self.portals_attempted(&portals).await?;
+            match first_error {
+                Some(error) => Err(error),
+                None => Ok(portals),
+            }
+        };
+        let (read, created) = tokio::join!(read, create);
+        self.intake_finished.notify_one();
+        let mut report = read?;
+        let created = created?;
+        report.portals_created = created.created;
+        report.portals_failed = created.failed;
         if move_cursor {
             self.metrics.poll_succeeded(&mapping.name, now());
         }
@@ -130,6 +210,20 @@ impl Engine {
         Ok(report)
     }
 
+    /// Moves a mapping's cursor to `last` unless it is already past it,
+    /// durably (the flush also makes every portal recorded before it
+    /// durable).
+    async fn advance_cursor(&self, mapping: &str, last: &Cursor) -> Result<(), SyncError> {
+        let current = self.store.cursor(mapping)?;
+        if current.as_ref().is_none_or(|current| {
+            (current.system_modstamp, &current.id) < (last.system_modstamp, &last.id)
+        }) {
+            self.store.set_cursor(mapping, last)?;
+        }
+        self.store.flush().await?;
+        Ok(())
+    }
+
     /// Reads chosen Accounts now (push hints, `resync --account`), in every
     /// mapping whose `select` they match; no cursor moves.
     pub async fn intake_accounts(&self, ids: &[String]) -> Result<IntakeReport, SyncError> {
@@ -142,7 +236,6 @@ impl Engine {
             for soql in plan::accounts_queries(mapping, &ids) {
                 let mut pages = self.salesforce.query(Work::Intake, soql);
                 while let Some(records) = pages.next_page().await? {
-                    report.pages += 1;
                     report.add(self.intake_records(mapping, records).await?);
                 }
             }
@@ -157,9 +250,25 @@ impl Engine {
         mapping: &Mapping,
         records: Vec<Record>,
     ) -> Result<IntakeReport, SyncError> {
+        let (mut report, intents) = self.record_page(mapping, records).await?;
+        let created = self.create_portals(mapping, intents).await?;
+        report.portals_created = created.created;
+        report.portals_failed = created.failed;
+        Ok(report)
+    }
+
+    /// Remembers what Salesforce holds for a page's Accounts and records
+    /// intents for the new ones, flushed: the Accounts whose portals are to
+    /// be created.
+    async fn record_page(
+        &self,
+        mapping: &Mapping,
+        records: Vec<Record>,
+    ) -> Result<(IntakeReport, Vec<String>), SyncError> {
         self.metrics.accounts_seen(&mapping.name, records.len());
         let mut report = IntakeReport {
             accounts_seen: records.len(),
+            pages: 1,
             ..IntakeReport::default()
         };
         let mut intents = Vec::new();
@@ -179,10 +288,7 @@ impl Engine {
         report.intents = intents.len();
         // The intents must survive a crash before any POST goes out.
         self.store.flush().await?;
-        let created = self.create_portals(mapping, intents).await?;
-        report.portals_created = created.created;
-        report.portals_failed = created.failed;
-        Ok(report)
+        Ok((report, intents))
     }
 
     /// Remembers what Salesforce holds for one Account and records its
@@ -251,6 +357,13 @@ impl Engine {
             .cloned()
             .ok_or_else(|| SyncError::UnknownMapping(name.to_owned()))
     }
+}
+
+/// A page whose intents are recorded: the portals to create, and where
+/// its cursor goes once they were attempted.
+struct RecordedPage {
+    intents: Vec<String>,
+    last: Option<Cursor>,
 }
 
 /// The cursor position of a record: its `SystemModstamp` and `Id`.

@@ -58,14 +58,15 @@ pub const ACCOUNT: &str = "Account";
 pub struct EngineSettings {
     /// How far behind its cursor each poll re-reads (late commits).
     pub overlap: Duration,
-    /// Portal POSTs in flight at once: Ondorse publishes no rate limit, so
-    /// stay gentle.
-    pub portal_concurrency: usize,
-    /// Application GETs in flight at once.
-    pub fetch_concurrency: usize,
-    /// A batch of fewer than 200 write-backs waits at most this long for
-    /// company, so a backfill uses full sObject Collections calls.
-    pub write_linger: Duration,
+    /// Ondorse requests in flight at once (`[ondorse]
+    /// max_concurrent_requests`; set from the configuration).
+    pub ondorse_concurrency: usize,
+    /// Write-back calls the writer keeps in flight (`[salesforce]
+    /// max_concurrent_requests`; set from the configuration).
+    pub write_calls: usize,
+    /// How long portal links alone wait to fill a write-back call
+    /// (`[salesforce] link_batch_wait_seconds`; set from the configuration).
+    pub link_batch_wait: Duration,
     /// How often the inbox is looked at without a wake-up (a safety net).
     pub inbox_interval: Duration,
     /// While the writer sends one update per record because sObject
@@ -82,9 +83,9 @@ impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             overlap: Duration::from_secs(crate::config::DEFAULT_OVERLAP_SECONDS),
-            portal_concurrency: 16,
-            fetch_concurrency: 16,
-            write_linger: Duration::from_millis(500),
+            ondorse_concurrency: crate::config::DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
+            write_calls: crate::config::DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS,
+            link_batch_wait: Duration::from_secs(crate::config::DEFAULT_LINK_BATCH_WAIT_SECONDS),
             inbox_interval: Duration::from_secs(1),
             collection_probe: writeback::DEFAULT_COLLECTION_PROBE,
             budget: BudgetSettings::default(),
@@ -159,6 +160,12 @@ pub struct Engine {
     settings: EngineSettings,
     /// Woken when write-backs are queued.
     writes_queued: Notify,
+    /// Woken when portal links are queued: the writer looks again only once
+    /// enough are pending to fill a call (links may wait).
+    links_queued: Notify,
+    /// Woken when an intake run ends: links lingering for company go now,
+    /// since no more are coming from it.
+    intake_finished: Notify,
     /// Woken by the public listener when the inbox has something.
     inbox_wake: Arc<Notify>,
     /// One worker per (mapping, Account) link at a time: every path that
@@ -275,6 +282,9 @@ impl Engine {
         salesforce.keep_refresh_tokens_in(Arc::new(parts.store.clone()));
         let settings = EngineSettings {
             overlap: config.schedule.overlap,
+            ondorse_concurrency: config.ondorse.max_concurrent_requests,
+            write_calls: config.salesforce.max_concurrent_requests,
+            link_batch_wait: config.salesforce.link_batch_wait,
             retention: config.store.retention,
             budget: BudgetSettings {
                 budget_percent: config.salesforce.api_budget_percent,
@@ -292,6 +302,7 @@ impl Engine {
                 settings.budget.clone(),
                 breakers.clone(),
                 metrics.clone(),
+                config.salesforce.max_concurrent_requests,
             ),
             breakers,
             ondorse,
@@ -301,6 +312,8 @@ impl Engine {
             portal_base_url: config.ondorse.portal_base_url.clone(),
             settings,
             writes_queued: Notify::new(),
+            links_queued: Notify::new(),
+            intake_finished: Notify::new(),
             inbox_wake: parts.inbox_wake,
             link_locks: locks::KeyedLocks::default(),
             cursor_locks: locks::KeyedLocks::default(),

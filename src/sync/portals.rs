@@ -18,7 +18,7 @@ use super::retry::Endpoint;
 use super::{Engine, SyncError, now};
 use crate::mapping::{Mapping, Moment, WritebackContext};
 use crate::ondorse::{OndorseError, Portal};
-use crate::store::{Fields, Link, PortalRecord, PortalRequest};
+use crate::store::{Fields, Link, PortalRecord, PortalRequest, Urgency};
 use crate::telemetry::{PortalResult, WritebackResult};
 
 /// What a batch of portal creations did.
@@ -31,9 +31,34 @@ pub(super) struct PortalsReport {
     pub deferred_until: Option<DateTime<Utc>>,
 }
 
+impl PortalsReport {
+    /// Counts one attempt's outcome; a store error is logged and handed
+    /// back for the caller to return once every intent was tried.
+    pub(super) fn count(
+        &mut self,
+        mapping: &Mapping,
+        outcome: Result<Attempt, SyncError>,
+    ) -> Result<(), SyncError> {
+        match outcome {
+            Ok(Attempt::Created) => self.created += 1,
+            Ok(Attempt::Failed) => self.failed += 1,
+            Ok(Attempt::Deferred(until)) => {
+                self.deferred_until =
+                    Some(self.deferred_until.map_or(until, |known| known.min(until)));
+            }
+            Ok(Attempt::Skipped) => {}
+            Err(error) => {
+                tracing::error!(mapping = %mapping.name, %error, "portal creation could not be recorded");
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What became of one intent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Attempt {
+pub(super) enum Attempt {
     Created,
     Failed,
     /// The endpoint's breaker held it back until then.
@@ -56,40 +81,34 @@ impl Engine {
         let mut first_error = None;
         let mut outcomes = futures::stream::iter(account_ids)
             .map(|account_id| async move { self.create_portal(mapping, &account_id).await }.boxed())
-            .buffer_unordered(self.settings.portal_concurrency.max(1));
+            .buffer_unordered(self.settings.ondorse_concurrency.max(1));
         while let Some(outcome) = outcomes.next().await {
-            match outcome {
-                Ok(Attempt::Created) => report.created += 1,
-                Ok(Attempt::Failed) => report.failed += 1,
-                Ok(Attempt::Deferred(until)) => {
-                    report.deferred_until = Some(
-                        report
-                            .deferred_until
-                            .map_or(until, |known| known.min(until)),
-                    );
-                }
-                Ok(Attempt::Skipped) => {}
-                Err(error) => {
-                    tracing::error!(mapping = %mapping.name, %error, "portal creation could not be recorded");
-                    first_error.get_or_insert(error);
-                }
+            if let Err(error) = report.count(mapping, outcome) {
+                first_error.get_or_insert(error);
             }
         }
-        if report.created > 0 {
-            self.store.flush().await?;
-            self.writes_queued.notify_one();
-        }
-        if report.failed > 0 || report.deferred_until.is_some() {
-            self.intents_deferred.notify_one();
-        }
+        self.portals_attempted(&report).await?;
         match first_error {
             Some(error) => Err(error),
             None => Ok(report),
         }
     }
 
+    /// After a run of attempts: the portals created are made durable and
+    /// the writer told; the deferred-intent loop looks at failures.
+    pub(super) async fn portals_attempted(&self, report: &PortalsReport) -> Result<(), SyncError> {
+        if report.created > 0 {
+            self.store.flush().await?;
+            self.links_queued.notify_one();
+        }
+        if report.failed > 0 || report.deferred_until.is_some() {
+            self.intents_deferred.notify_one();
+        }
+        Ok(())
+    }
+
     /// One intent, under its link's lock.
-    async fn create_portal(
+    pub(super) async fn create_portal(
         &self,
         mapping: &Mapping,
         account_id: &str,
@@ -357,7 +376,13 @@ impl Engine {
         moment: Moment,
         fields: Fields,
     ) -> Result<(), SyncError> {
-        self.store.put_link_and_queue(link, Some(&fields), now())?;
+        // Only a portal link may wait to fill a call; a decision goes now.
+        let urgency = match moment {
+            Moment::PortalCreated => Urgency::MayWait,
+            _ => Urgency::Now,
+        };
+        self.store
+            .put_link_and_queue(link, Some(&fields), urgency, now())?;
         if !fields.is_empty() {
             self.journal(
                 &link.account_id,

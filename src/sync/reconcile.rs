@@ -70,7 +70,7 @@ impl Engine {
                 }
                 .boxed()
             })
-            .buffer_unordered(self.settings.fetch_concurrency.max(1));
+            .buffer_unordered(self.settings.ondorse_concurrency.max(1));
         while let Some(checked) = checks.next().await {
             let (outcome, application_id, account_id) = checked?;
             match outcome {

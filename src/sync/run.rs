@@ -9,13 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
+use tokio::sync::Notify;
 use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::task::TaskTracker;
 
 use super::schedules::{PollFailures, ScheduleHealth, Schedules};
 use super::{Engine, SyncError, now};
 use crate::config::ScheduleConfig;
+use crate::shutdown::Shutdown;
 use crate::store::{InboxKind, InboxQueue};
 
 /// How often the store's gauges are refreshed: counting costs a scan of the
@@ -29,29 +30,28 @@ const INTENTS_IDLE: Duration = Duration::from_secs(60);
 pub struct RunningEngine {
     pub schedules: Arc<Schedules>,
     scheduler: JobScheduler,
-    tasks: JoinSet<()>,
-    stop: watch::Sender<bool>,
+    /// The loops, each spawned with the engine's [`Shutdown`]: they end
+    /// after their current step once it is stopping, or at its cut-off.
+    tasks: TaskTracker,
+    shutdown: Shutdown,
 }
 
 impl RunningEngine {
-    /// Stops taking work, lets each task finish its current step (up to
-    /// `grace`), and returns.
-    pub async fn stop(mut self, grace: Duration) {
-        let _ = self.stop.send(true);
+    /// Stops taking work and waits for each task to finish its current
+    /// step. Unbounded on its own: the caller bounds it and, past its
+    /// deadline, cuts the shutdown off, which ends [`RunningEngine::finished`].
+    pub async fn stop(&mut self) {
+        self.shutdown.stop();
         if let Err(error) = self.scheduler.shutdown().await {
             tracing::warn!(%error, "the scheduler did not shut down cleanly");
         }
-        let drained = tokio::time::timeout(grace, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                grace_seconds = grace.as_secs(),
-                "sync tasks still busy at shutdown; stopping them"
-            );
-            self.tasks.abort_all();
-        }
+        self.finished().await;
+    }
+
+    /// Resolves once every task has ended (after a stop or the cut-off).
+    pub async fn finished(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 
@@ -61,13 +61,13 @@ impl Engine {
     pub async fn start(
         self: Arc<Self>,
         schedule: &ScheduleConfig,
+        shutdown: Shutdown,
     ) -> anyhow::Result<RunningEngine> {
         let schedules = Arc::new(Schedules {
             poll: ScheduleHealth::new("poll", &schedule.poll, now())?,
             reconcile: ScheduleHealth::new("reconcile", &schedule.reconcile, now())?,
             poll_failures: PollFailures::default(),
         });
-        let (stop, stopped) = watch::channel(false);
         let poll_due = Arc::new(Notify::new());
         let reconcile_due = Arc::new(Notify::new());
         let scheduler = JobScheduler::new().await?;
@@ -98,74 +98,83 @@ impl Engine {
         poll_due.notify_one();
         reconcile_due.notify_one();
 
-        let mut tasks = JoinSet::new();
+        let tasks = TaskTracker::new();
         let engine = self.clone();
         let health = schedules.clone();
-        tasks.spawn(on_signal(poll_due, stopped.clone(), move || {
-            let engine = engine.clone();
-            let health = health.clone();
-            async move {
-                let results = engine.poll_all().await;
-                health.poll_failures.record(&results, now());
-                let error = results.into_iter().find_map(|(mapping, result)| {
-                    result.err().map(|error| format!("{mapping}: {error}"))
-                });
-                health.poll.finished(now(), error);
-            }
-        }));
-        let engine = self.clone();
-        let health = schedules.clone();
-        tasks.spawn(on_signal(reconcile_due, stopped.clone(), move || {
-            let engine = engine.clone();
-            let health = health.clone();
-            async move {
-                let result = engine.reconcile().await;
-                // A pause was logged once by the governor when it began.
-                if let Err(error) = &result
-                    && !matches!(error, SyncError::Paused(_))
-                {
-                    tracing::warn!(%error, "reconcile failed");
+        shutdown.spawn(
+            &tasks,
+            on_signal(poll_due, shutdown.clone(), move || {
+                let engine = engine.clone();
+                let health = health.clone();
+                async move {
+                    let results = engine.poll_all().await;
+                    health.poll_failures.record(&results, now());
+                    let error = results.into_iter().find_map(|(mapping, result)| {
+                        result.err().map(|error| format!("{mapping}: {error}"))
+                    });
+                    health.poll.finished(now(), error);
                 }
-                let error = result.err().map(|error| error.to_string());
-                health.reconcile.finished(now(), error);
-            }
-        }));
+            }),
+        );
+        let engine = self.clone();
+        let health = schedules.clone();
+        shutdown.spawn(
+            &tasks,
+            on_signal(reconcile_due, shutdown.clone(), move || {
+                let engine = engine.clone();
+                let health = health.clone();
+                async move {
+                    let result = engine.reconcile().await;
+                    // A pause was logged once by the governor when it began.
+                    if let Err(error) = &result
+                        && !matches!(error, SyncError::Paused(_))
+                    {
+                        tracing::warn!(%error, "reconcile failed");
+                    }
+                    let error = result.err().map(|error| error.to_string());
+                    health.reconcile.finished(now(), error);
+                }
+            }),
+        );
         // The listener rings one bell; each queue has its own loop (and
         // head), so each gets its own wake-up.
         let webhooks_wake = Arc::new(Notify::new());
         let hints_wake = Arc::new(Notify::new());
-        tasks.spawn(relay_wake(
-            self.inbox_wake.clone(),
-            [webhooks_wake.clone(), hints_wake.clone()],
-            stopped.clone(),
-        ));
-        tasks.spawn(
-            self.clone()
-                .inbox_loop(InboxQueue::Webhooks, webhooks_wake, stopped.clone()),
+        shutdown.spawn(
+            &tasks,
+            relay_wake(
+                self.inbox_wake.clone(),
+                [webhooks_wake.clone(), hints_wake.clone()],
+                shutdown.clone(),
+            ),
         );
-        tasks.spawn(
+        shutdown.spawn(
+            &tasks,
             self.clone()
-                .inbox_loop(InboxQueue::Hints, hints_wake, stopped.clone()),
+                .inbox_loop(InboxQueue::Webhooks, webhooks_wake, shutdown.clone()),
         );
-        tasks.spawn(self.clone().intents_loop(stopped.clone()));
-        tasks.spawn(self.clone().gauge_loop(schedules.clone(), stopped.clone()));
-        tasks.spawn(self.clone().writer_loop(stopped));
+        shutdown.spawn(
+            &tasks,
+            self.clone()
+                .inbox_loop(InboxQueue::Hints, hints_wake, shutdown.clone()),
+        );
+        shutdown.spawn(&tasks, self.clone().intents_loop(shutdown.clone()));
+        shutdown.spawn(
+            &tasks,
+            self.clone().gauge_loop(schedules.clone(), shutdown.clone()),
+        );
+        shutdown.spawn(&tasks, self.clone().writer_loop(shutdown.clone()));
         Ok(RunningEngine {
             schedules,
             scheduler,
             tasks,
-            stop,
+            shutdown,
         })
     }
 
     /// Works off one inbox queue. Parked items wait for their retry time
     /// (skipped by each pass meanwhile), so a poison item never spins.
-    async fn inbox_loop(
-        self: Arc<Self>,
-        queue: InboxQueue,
-        wake: Arc<Notify>,
-        mut stopped: watch::Receiver<bool>,
-    ) {
+    async fn inbox_loop(self: Arc<Self>, queue: InboxQueue, wake: Arc<Notify>, shutdown: Shutdown) {
         loop {
             match self.process_queue(queue).await {
                 // Progress: look again at once.
@@ -173,7 +182,7 @@ impl Engine {
                 Ok(_) => {}
                 Err(error) => tracing::error!(?queue, %error, "inbox processing failed"),
             }
-            if wait_or_stop(&mut stopped, self.settings.inbox_interval, Some(&wake)).await {
+            if wait_or_stop(&shutdown, self.settings.inbox_interval, Some(&wake)).await {
                 return;
             }
         }
@@ -182,7 +191,7 @@ impl Engine {
     /// Retries parked intents when their time comes (or when an attempt
     /// failed), so portal creation resumes soon after Ondorse does,
     /// without waiting for reconcile.
-    async fn intents_loop(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+    async fn intents_loop(self: Arc<Self>, shutdown: Shutdown) {
         loop {
             let wait = match self.retry_intents().await {
                 Ok(report) => report.next_retry.map_or(INTENTS_IDLE, |at| {
@@ -194,7 +203,7 @@ impl Engine {
                 }
             };
             if wait_or_stop(
-                &mut stopped,
+                &shutdown,
                 wait.max(Duration::from_millis(10)),
                 Some(&self.intents_deferred),
             )
@@ -207,11 +216,7 @@ impl Engine {
 
     /// Refreshes the gauges that describe the store (queue depths, dead
     /// letters, cursors) and the schedules every [`GAUGE_INTERVAL`].
-    async fn gauge_loop(
-        self: Arc<Self>,
-        schedules: Arc<Schedules>,
-        mut stopped: watch::Receiver<bool>,
-    ) {
+    async fn gauge_loop(self: Arc<Self>, schedules: Arc<Schedules>, shutdown: Shutdown) {
         loop {
             let at = now();
             self.metrics.schedule_alive(
@@ -223,7 +228,7 @@ impl Engine {
                 schedules.reconcile.missed_slot(at).is_none(),
             );
             self.record_gauges();
-            if wait_or_stop(&mut stopped, GAUGE_INTERVAL, None).await {
+            if wait_or_stop(&shutdown, GAUGE_INTERVAL, None).await {
                 return;
             }
         }
@@ -259,87 +264,24 @@ impl Engine {
             Err(error) => tracing::warn!(%error, "cannot read the cursors for metrics"),
         }
     }
-
-    async fn writer_loop(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
-        loop {
-            let paused = match self.write_pass(false).await {
-                Ok(report) => report.paused,
-                Err(error) => {
-                    tracing::error!(%error, "write-back pass failed");
-                    false
-                }
-            };
-            // Sleep until the next write is due (a lingering partial batch or
-            // a backoff), until the pause ends, or until new writes are queued.
-            let wait = if paused {
-                self.writer_pause_left()
-            } else {
-                self.next_write_wait()
-            };
-            if wait_or_stop(
-                &mut stopped,
-                wait.max(Duration::from_millis(10)),
-                // New writes do not end a pause.
-                (!paused).then_some(&self.writes_queued),
-            )
-            .await
-            {
-                // Last chance for what is already due.
-                if let Err(error) = self.flush_writes().await {
-                    tracing::warn!(%error, "final write-back pass failed");
-                }
-                return;
-            }
-        }
-    }
-
-    /// How long the writer's pause lasts: its breaker's wait, or the budget
-    /// governor's next look at the org's usage.
-    fn writer_pause_left(&self) -> Duration {
-        let writer = self.writer_state();
-        let until = writer
-            .until
-            .filter(|_| writer.open)
-            .or(self.budget_state().until);
-        until
-            .and_then(|until| (until - now()).to_std().ok())
-            .unwrap_or(self.breakers.policy().settings().initial_delay)
-    }
-
-    /// How long until the next pending write is due (lingering included).
-    fn next_write_wait(&self) -> Duration {
-        match self.store.next_write_due() {
-            Ok(Some(due)) => {
-                let linger =
-                    chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
-                let due = due.max(now() - linger) + linger;
-                (due - now()).to_std().unwrap_or(Duration::from_millis(10))
-            }
-            Ok(None) => self.settings.inbox_interval,
-            Err(error) => {
-                tracing::error!(%error, "cannot read pending writes");
-                self.breakers.policy().settings().initial_delay
-            }
-        }
-    }
 }
 
 /// Passes each ring of `bell` on to every one of `wakes`, until stopped.
 async fn relay_wake<const N: usize>(
     bell: Arc<Notify>,
     wakes: [Arc<Notify>; N],
-    mut stopped: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     loop {
         tokio::select! {
             _ = bell.notified() => wakes.iter().for_each(|wake| wake.notify_one()),
-            _ = stopped.changed() => return,
+            () = shutdown.stopping() => return,
         }
     }
 }
 
 /// Runs `step` each time `due` is notified, until stopped.
-async fn on_signal<F, Fut>(due: Arc<Notify>, mut stopped: watch::Receiver<bool>, step: F)
+async fn on_signal<F, Fut>(due: Arc<Notify>, shutdown: Shutdown, step: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -347,21 +289,17 @@ where
     loop {
         tokio::select! {
             _ = due.notified() => step().await,
-            _ = stopped.changed() => return,
+            () = shutdown.stopping() => return,
         }
-        if *stopped.borrow() {
+        if shutdown.is_stopping() {
             return;
         }
     }
 }
 
 /// Waits `timeout` (or a wake-up); true when the engine is stopping.
-async fn wait_or_stop(
-    stopped: &mut watch::Receiver<bool>,
-    timeout: Duration,
-    wake: Option<&Notify>,
-) -> bool {
-    if *stopped.borrow() {
+async fn wait_or_stop(shutdown: &Shutdown, timeout: Duration, wake: Option<&Notify>) -> bool {
+    if shutdown.is_stopping() {
         return true;
     }
     let woken = async {
@@ -373,6 +311,6 @@ async fn wait_or_stop(
     tokio::select! {
         _ = tokio::time::sleep(timeout) => false,
         _ = woken => false,
-        _ = stopped.changed() => true,
+        () = shutdown.stopping() => true,
     }
 }

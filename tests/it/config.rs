@@ -268,6 +268,55 @@ fn the_shipped_example_loads_with_every_key_known_and_of_its_type() {
 }
 
 #[test]
+fn the_shipped_example_shows_every_key_the_readers_take_with_its_default() {
+    let example: toml::Table =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml"))
+            .unwrap()
+            .parse()
+            .expect("the example is TOML");
+    let known = ondorse_bridge::config::known_keys();
+    let described: Vec<String> = known
+        .iter()
+        .map(|known| format!("[{}] {} = {:?}", known.section, known.key, known.default))
+        .collect();
+    for expected in [
+        r#"[salesforce] api_budget_percent = Some("50")"#,
+        r#"[salesforce] refresh_token_file = None"#,
+        r#"[webhooks] listen = Some("\"127.0.0.1:8700\"")"#,
+        r#"[retry] initial_delay_seconds = Some("1")"#,
+    ] {
+        assert!(
+            described.iter().any(|line| line == expected),
+            "the readers declare {expected}; they declare:\n{}",
+            described.join("\n")
+        );
+    }
+    let mut absent = Vec::new();
+    let mut other_values = Vec::new();
+    for key in &known {
+        let Some(value) = example
+            .get(&key.section)
+            .and_then(|section| section.get(&key.key))
+        else {
+            absent.push(format!("[{}] {}", key.section, key.key));
+            continue;
+        };
+        if let Some(default) = &key.default
+            && value.to_string() != *default
+        {
+            other_values.push(format!(
+                "[{}] {} = {value} (the default is {default})",
+                key.section, key.key
+            ));
+        }
+    }
+    assert!(
+        absent.is_empty() && other_values.is_empty(),
+        "config/example.toml is to show every key with its default; absent: {absent:?}; not the default: {other_values:?}"
+    );
+}
+
+#[test]
 fn the_retry_policy_has_defaults_takes_fractions_and_names_bad_values() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();

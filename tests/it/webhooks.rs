@@ -11,11 +11,12 @@ use futures::StreamExt;
 use ondorse_bridge::config::{ListenerLimits, WebhooksConfig};
 use ondorse_bridge::ondorse::webhook::{EventType, SIGNATURE_HEADER, signature_header};
 use ondorse_bridge::server::public::{self, PublicState};
+use ondorse_bridge::shutdown::Shutdown;
 use ondorse_bridge::store::{InboxItem, InboxKind, Store};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 use crate::support::config::PATH_SECRET;
 use crate::support::daemon::{Daemon, run_command, write_daemon_config};
@@ -28,8 +29,15 @@ struct Receiver {
     store: Store,
     inbox_wake: Arc<Notify>,
     client: reqwest::Client,
-    _stop: oneshot::Sender<()>,
+    /// Stops the listener when the receiver is dropped.
+    shutdown: Shutdown,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.shutdown.stop();
+    }
 }
 
 fn webhooks_config() -> WebhooksConfig {
@@ -60,16 +68,14 @@ impl Receiver {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(public::serve(listener, state, async move {
-            let _ = stopped.await;
-        }));
+        let shutdown = Shutdown::new();
+        tokio::spawn(public::serve(listener, state, shutdown.clone()));
         Receiver {
             address,
             store,
             inbox_wake,
             client: reqwest::Client::new(),
-            _stop: stop,
+            shutdown,
             _dir: dir,
         }
     }

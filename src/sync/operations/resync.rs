@@ -343,8 +343,12 @@ impl Engine {
                     self.dead_letter_refused(&account_id, &mapping.name, field)?;
                 }
                 // The link and its fields land together, as in the daemon.
-                self.store
-                    .put_link_and_queue(&current, Some(&changed), now())?;
+                self.store.put_link_and_queue(
+                    &current,
+                    Some(&changed),
+                    crate::store::Urgency::Now,
+                    now(),
+                )?;
                 self.journal(
                     &account_id,
                     Some(&mapping.name),

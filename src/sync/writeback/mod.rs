@@ -1,11 +1,17 @@
 //! Write-back as a sink: a batcher, a request builder and a retrying
 //! service (vector's shape).
 //!
-//! - The batcher takes the due pending writes, already coalesced per Account
-//!   by the store, at most [`BATCH_SIZE`] a call, lingering a little for
-//!   company so a backfill sends full calls.
+//! - The writer loop (`writer`) keeps up to `[salesforce]
+//!   max_concurrent_requests` calls in flight, never two for one Account.
+//!   Whenever it has a free call it asks the batcher for the due pending
+//!   writes, already coalesced per Account by the store, at most
+//!   [`BATCH_SIZE`] a call. A decision goes at once (records pile up into
+//!   one call only while every call is busy); portal links alone wait up to
+//!   `[salesforce] link_batch_wait_seconds` for company, so a backfill
+//!   sends full calls. There is no fixed wait.
 //! - The request builder turns them into one sObject Collections update
-//!   (`PATCH /composite/sobjects`, `allOrNone: false`).
+//!   (`PATCH /composite/sobjects`, `allOrNone: false`), or for a lone
+//!   record one `PATCH /sobjects/Account/{id}`: one call either way.
 //! - The service sends it through the governed client. A failure of the call
 //!   itself (a refused login, a 401 after the token replay, a 403
 //!   `API_DISABLED_FOR_ORG`, an HTML 503, an answer that cannot be read)
@@ -29,7 +35,9 @@
 mod collection;
 mod replan;
 mod settle;
+mod writer;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
@@ -37,7 +45,7 @@ use serde_json::json;
 use super::retry::Endpoint;
 use super::{ACCOUNT, Engine, SyncError, now};
 use crate::salesforce::{RecordUpdate, SalesforceError};
-use crate::store::PendingWrite;
+use crate::store::{PendingWrite, Urgency};
 
 pub(super) use collection::CollectionHealth;
 
@@ -47,6 +55,16 @@ pub const BATCH_SIZE: usize = 200;
 /// again: rarely enough that a broken endpoint costs little, often enough
 /// that a recovered one is back to 200 records a call within minutes.
 pub const DEFAULT_COLLECTION_PROBE: Duration = Duration::from_secs(300);
+
+/// What the batcher found.
+pub(super) enum Batch {
+    /// Send these now, in one call.
+    Send(Vec<PendingWrite>),
+    /// Only links are due: they wait this long for company.
+    Linger(Duration),
+    /// Nothing is due.
+    Idle,
+}
 
 /// What one write pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,12 +99,13 @@ impl Engine {
         self.collection.falling_back()
     }
 
-    /// One pass of the writer. Without `force`, a partial batch is sent only
-    /// once its oldest entry has waited `write_linger`.
+    /// One pass of the writer over everything due, one call at a time:
+    /// what [`Engine::flush_writes`] runs (the running engine's writer loop
+    /// sends calls side by side, see `writer`).
     pub(super) async fn write_pass(&self, force: bool) -> Result<WriteReport, SyncError> {
         let mut report = WriteReport::default();
         loop {
-            let Some(batch) = self.next_batch(force)? else {
+            let Batch::Send(batch) = self.next_batch(force, &HashSet::new())? else {
                 break;
             };
             let full = batch.len() == BATCH_SIZE;
@@ -101,33 +120,53 @@ impl Engine {
         Ok(report)
     }
 
-    /// The batcher: up to [`BATCH_SIZE`] due writes, one per Account, or
-    /// `None` when nothing is due or a partial batch should linger.
-    fn next_batch(&self, force: bool) -> Result<Option<Vec<PendingWrite>>, SyncError> {
-        let due = self.store.due_writes(now(), BATCH_SIZE)?;
-        if due.is_empty() {
-            return Ok(None);
+    /// The batcher: up to [`BATCH_SIZE`] due writes, one per Account, none
+    /// of `in_flight`. Writes that must go now (decisions) go at once, on
+    /// their own, so a decision never waits for links nor pays for a long
+    /// call. Links alone go once a call is full or the oldest has waited
+    /// `[salesforce] link_batch_wait_seconds`; with `force`, everything
+    /// due goes.
+    pub(super) fn next_batch(
+        &self,
+        force: bool,
+        in_flight: &HashSet<String>,
+    ) -> Result<Batch, SyncError> {
+        let free = |pending: &PendingWrite| !in_flight.contains(&pending.account_id);
+        if force {
+            let due = self.store.due_writes_where(now(), BATCH_SIZE, free)?;
+            return Ok(if due.is_empty() {
+                Batch::Idle
+            } else {
+                Batch::Send(due)
+            });
         }
-        let linger = chrono::Duration::from_std(self.settings.write_linger).unwrap_or_default();
-        let oldest = due
-            .iter()
-            .map(|pending| pending.queued_at)
-            .min()
-            .unwrap_or_else(now);
-        if due.len() < BATCH_SIZE && !force && now() - oldest < linger {
-            return Ok(None);
+        let urgent = self.store.due_writes_where(now(), BATCH_SIZE, |pending| {
+            pending.urgency == Urgency::Now && free(pending)
+        })?;
+        if !urgent.is_empty() {
+            return Ok(Batch::Send(urgent));
         }
-        Ok(Some(due))
+        let links = self.store.due_writes_where(now(), BATCH_SIZE, free)?;
+        let Some(oldest) = links.iter().map(|pending| pending.queued_at).min() else {
+            return Ok(Batch::Idle);
+        };
+        let waited = (now() - oldest).to_std().unwrap_or_default();
+        match self.settings.link_batch_wait.checked_sub(waited) {
+            Some(left) if !left.is_zero() && links.len() < BATCH_SIZE => Ok(Batch::Linger(left)),
+            _ => Ok(Batch::Send(links)),
+        }
     }
 
     /// Sends one batch and settles it; false when the writer must pause
     /// (nothing of the batch was settled unless Salesforce was re-read).
-    async fn write_batch(
+    pub(super) async fn write_batch(
         &self,
         batch: Vec<PendingWrite>,
         report: &mut WriteReport,
     ) -> Result<bool, SyncError> {
-        if !self.collection.use_collection() {
+        // A lone record goes as one single-record update: one call either
+        // way, and its latency spreads less than a collection call's.
+        if batch.len() == 1 || !self.collection.use_collection() {
             return self.write_singly(&batch, report).await;
         }
         let updates = build_request(&batch);

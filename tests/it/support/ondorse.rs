@@ -38,6 +38,7 @@ pub fn ondorse_config(sandbox: &OndorseSandbox) -> OndorseConfig {
         auth_header: options.auth_header.clone(),
         auth_scheme: options.auth_scheme.clone(),
         portal_base_url: options.portal_base_url.clone(),
+        max_concurrent_requests: ondorse_bridge::config::DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
     }
 }
 
@@ -214,6 +215,8 @@ pub fn client_with(base_url: &str, key: &str, header: &str, scheme: &str) -> Ond
             auth_header: header.to_owned(),
             auth_scheme: scheme.to_owned(),
             portal_base_url: "https://collect.ondorse.co".to_owned(),
+            max_concurrent_requests:
+                ondorse_bridge::config::DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
         },
         Metrics::new(),
     )

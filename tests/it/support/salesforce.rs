@@ -84,6 +84,10 @@ pub fn client_credentials_config(sandbox: &SalesforceSandbox) -> SalesforceConfi
             client_secret: SecretString::from(options.client_secret),
         },
         api_budget_percent: API_BUDGET_PERCENT,
+        max_concurrent_requests: ondorse_bridge::config::DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS,
+        link_batch_wait: std::time::Duration::from_secs(
+            ondorse_bridge::config::DEFAULT_LINK_BATCH_WAIT_SECONDS,
+        ),
     }
 }
 
@@ -101,5 +105,9 @@ pub fn jwt_config(sandbox: &SalesforceSandbox, keys: &JwtKeyPair) -> SalesforceC
             private_key: SecretString::from(keys.private_key_pem.clone()),
         },
         api_budget_percent: API_BUDGET_PERCENT,
+        max_concurrent_requests: ondorse_bridge::config::DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS,
+        link_batch_wait: std::time::Duration::from_secs(
+            ondorse_bridge::config::DEFAULT_LINK_BATCH_WAIT_SECONDS,
+        ),
     }
 }

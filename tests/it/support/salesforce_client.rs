@@ -92,6 +92,10 @@ fn config(login_url: String, api_version: String, auth: SalesforceAuth) -> Sales
         api_version,
         auth,
         api_budget_percent: API_BUDGET_PERCENT,
+        max_concurrent_requests: ondorse_bridge::config::DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS,
+        link_batch_wait: std::time::Duration::from_secs(
+            ondorse_bridge::config::DEFAULT_LINK_BATCH_WAIT_SECONDS,
+        ),
     }
 }
 

@@ -38,10 +38,14 @@ pub fn copy_mappings(dir: &Path) {
     }
 }
 
+/// How long links alone wait for company in tests.
+pub const QUICK_LINK_BATCH_WAIT: Duration = Duration::from_millis(200);
+/// Ondorse requests in flight in tests.
+pub const TEST_ONDORSE_CONCURRENCY: usize = 16;
+
 /// Engine settings with production logic and test-sized delays.
 pub fn quick_settings() -> EngineSettings {
     EngineSettings {
-        write_linger: Duration::from_millis(50),
         inbox_interval: Duration::from_millis(100),
         budget: BudgetSettings {
             recheck_interval: Duration::from_millis(100),
@@ -107,6 +111,12 @@ impl World {
             Config::load_with(&files.path, None).expect("the test configuration is valid");
         // Test-sized waits, as `[retry]` in the file would set them.
         config.retry = quick_retry();
+        // Links linger a test-sized while, as `[salesforce]
+        // link_batch_wait_seconds` would (in whole seconds).
+        config.salesforce.link_batch_wait = QUICK_LINK_BATCH_WAIT;
+        // A first burst of 16 portal POSTs at most, as `[ondorse]
+        // max_concurrent_requests = 16` would: the fault tests count it.
+        config.ondorse.max_concurrent_requests = TEST_ONDORSE_CONCURRENCY;
         World {
             salesforce,
             ondorse,

@@ -90,6 +90,9 @@ struct PortalKeys {
     /// Keys that had a POST arrive while another with the same key was in
     /// flight.
     overlapping: HashSet<String>,
+    /// POSTs in flight now, whatever their key, and the most ever at once.
+    all_in_flight: u32,
+    most_in_flight: u32,
 }
 
 impl Shared {
@@ -102,6 +105,8 @@ impl Shared {
         if *in_flight > 1 {
             keys.overlapping.insert(key.clone());
         }
+        keys.all_in_flight += 1;
+        keys.most_in_flight = keys.most_in_flight.max(keys.all_in_flight);
         PortalPostGuard {
             shared: self.clone(),
             key,
@@ -125,6 +130,7 @@ impl Drop for PortalPostGuard {
         if let Some(in_flight) = keys.in_flight.get_mut(&self.key) {
             *in_flight = in_flight.saturating_sub(1);
         }
+        keys.all_in_flight = keys.all_in_flight.saturating_sub(1);
     }
 }
 
@@ -449,6 +455,16 @@ impl OndorseSandbox {
             .expect("portal keys poisoned")
             .posts
             .clone()
+    }
+
+    /// The most `POST /api/portals` ever in flight at once, any keys,
+    /// from arrival to answer.
+    pub fn most_portal_posts_in_flight(&self) -> u32 {
+        self.shared
+            .portal_keys
+            .lock()
+            .expect("portal keys poisoned")
+            .most_in_flight
     }
 
     /// The keys that had two `POST /api/portals` in flight at once.

@@ -148,6 +148,10 @@ pub struct SalesforceSandboxStats {
     pub single_updates: u64,
     /// Record writes that succeeded (single and collection).
     pub records_updated: u64,
+    /// REST requests in flight now (arrival to answer, latency included),
+    /// and the most ever at once.
+    pub in_flight: u64,
+    pub most_in_flight: u64,
 }
 
 /// The state both listeners share.

@@ -47,6 +47,7 @@ fn record_error_response(status: StatusCode, error: &RecordError) -> Response {
 /// Runs before every REST call: latency, injected 5xx, session, allowance
 /// and version; then stamps `Sforce-Limit-Info` on the answer.
 pub(crate) async fn gate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let _in_flight = InFlight::start(&shared);
     shared.delay().await;
     let admitted = {
         let mut org = shared.lock();
@@ -62,6 +63,25 @@ pub(crate) async fn gate(State(shared): State<Shared>, request: Request, next: N
             tracing::debug!(path = %request.uri().path(), ?refusal, "sandbox salesforce refused a request");
             refusal.into_response()
         }
+    }
+}
+
+/// A REST request in flight, counted from arrival to answer.
+struct InFlight(Shared);
+
+impl InFlight {
+    fn start(shared: &Shared) -> InFlight {
+        let mut org = shared.lock();
+        org.stats.in_flight += 1;
+        org.stats.most_in_flight = org.stats.most_in_flight.max(org.stats.in_flight);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut org = self.0.lock();
+        org.stats.in_flight = org.stats.in_flight.saturating_sub(1);
     }
 }
 
