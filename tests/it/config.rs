@@ -365,3 +365,34 @@ fn the_retry_policy_has_defaults_takes_fractions_and_names_bad_values() {
         );
     }
 }
+
+#[test]
+fn the_store_path_check_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(dir.path(), "").unwrap();
+    let entries = |path: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    // Not created yet: its parent is probed.
+    let parent = config.store.path.parent().unwrap().to_owned();
+    let before = entries(&parent);
+    config
+        .check_store_path()
+        .expect("a store the user can create");
+    assert_eq!(entries(&parent), before, "the probe is removed");
+    // Existing: the store directory itself is probed.
+    std::fs::create_dir_all(&config.store.path).unwrap();
+    config
+        .check_store_path()
+        .expect("a store the user can write");
+    assert_eq!(
+        entries(&config.store.path),
+        Vec::<String>::new(),
+        "the probe is removed"
+    );
+}
