@@ -27,12 +27,17 @@ fn demo(args: &[&str]) -> Command {
     command
 }
 
-/// Runs `ondorse-bridge demo ARGS` to its end; it must succeed. Answers its stdout.
-async fn successful_demo(args: &[&str]) -> String {
-    let output = tokio::process::Command::from(demo(args))
+/// Runs a demo `command` to its end; answers its output.
+async fn finished_demo(command: Command) -> std::process::Output {
+    tokio::process::Command::from(command)
         .output()
         .await
-        .expect("run ondorse-bridge demo");
+        .expect("run ondorse-bridge demo")
+}
+
+/// Runs `ondorse-bridge demo ARGS` to its end; it must succeed. Answers its stdout.
+async fn successful_demo(args: &[&str]) -> String {
+    let output = finished_demo(demo(args)).await;
     let stdout = text(&output.stdout);
     assert!(
         output.status.success(),
@@ -223,13 +228,14 @@ async fn a_closed_stdout_ends_every_command_quietly() {
         // `ondorse-bridge ... | head -n 0`: nobody reads, from the start.
         let (reader, writer) = std::io::pipe().expect("a pipe");
         drop(reader);
-        let output = Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
             .args(args)
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(writer)
             .output()
+            .await
             .expect("run ondorse-bridge");
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
@@ -240,9 +246,13 @@ async fn a_closed_stdout_ends_every_command_quietly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_refuses_a_missing_or_broken_mappings_directory_with_the_place() {
-    let output = demo(&["--accounts", "0", "--mappings", "/nonexistent/mappings"])
-        .output()
-        .expect("run ondorse-bridge demo");
+    let output = finished_demo(demo(&[
+        "--accounts",
+        "0",
+        "--mappings",
+        "/nonexistent/mappings",
+    ]))
+    .await;
     assert_eq!(output.status.code(), Some(2));
     assert!(
         text(&output.stderr).contains("--mappings /nonexistent/mappings: no such directory"),
@@ -259,10 +269,9 @@ async fn demo_refuses_a_missing_or_broken_mappings_directory_with_the_place() {
         shipped.replacen("{{ portal.url }}", "{{ portal.ulr }}", 1),
     )
     .unwrap();
-    let output = demo(&["--accounts", "0", "--mappings"])
-        .arg(scratch.path())
-        .output()
-        .expect("run ondorse-bridge demo");
+    let mut command = demo(&["--accounts", "0", "--mappings"]);
+    command.arg(scratch.path());
+    let output = finished_demo(command).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     let place = position(&file.canonicalize().unwrap(), "portal.ulr");
@@ -293,9 +302,7 @@ async fn demo_runs_with_realistic_latency_and_refuses_an_unknown_profile() {
         "{stdout}"
     );
 
-    let output = demo(&["--accounts", "0", "--latency", "bogus"])
-        .output()
-        .expect("run ondorse-bridge demo");
+    let output = finished_demo(demo(&["--accounts", "0", "--latency", "bogus"])).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(

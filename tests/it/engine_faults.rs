@@ -700,6 +700,20 @@ async fn a_collect_opened_without_a_link_keeps_the_collect_url_in_salesforce() {
         .ondorse
         .submit_portal(&world.portal_of(&id))
         .expect("the portal is submitted");
+    // The submission's events are delivered and applied first: one still
+    // being redelivered (a slow answer on a loaded machine) would be applied
+    // after the collect below and write the application's status over it.
+    eventually(
+        "the submission is delivered and applied",
+        E2E_DEADLINE,
+        || {
+            let stats = world.ondorse.stats();
+            stats.deliveries_succeeded + stats.deliveries_abandoned + stats.events_undelivered
+                >= stats.events_emitted
+                && world.field(&id, "KYC_Status__c") == json!("In review")
+        },
+    )
+    .await;
 
     // Ondorse says a collect was opened, but the application holds no link.
     world.ondorse.send_event("collect.opened", &application);

@@ -26,156 +26,41 @@
 //! - under a latency profile ([`OndorseSandboxOptions::latency`]), a route
 //!   waits its draw before doing anything, after the fault guard.
 //!
-//! Layout: `api` (routes and the fault guard), `state` (the records),
+//! Layout: `options` (what it starts with, what it counts), `api` (routes
+//! and the fault guard), `faults` (the switches), `state` (the records),
 //! `delivery` (the clock: scheduled submissions, reviews, webhook
-//! deliveries with retries), `connection` (dropping a connection without
-//! answering).
+//! deliveries with retries), `signature` (webhook signing),
+//! `connection` (dropping a connection without answering).
 
 mod api;
 mod connection;
 mod delivery;
+mod faults;
+mod options;
 mod signature;
 mod state;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
+pub use self::options::{
+    DEFAULT_APPROVE_RATIO, DEFAULT_DELIVERY_CONCURRENCY, DEFAULT_DELIVERY_TIMEOUT,
+    DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, DEFAULT_SEED, ONDORSE_MAX_RETRIES, ONDORSE_RETRY_BASE,
+    ONDORSE_RETRY_CAP, OndorseSandboxOptions, OndorseSandboxStats, REORDER_WINDOW,
+};
+
 use self::connection::{ConnectionHandle, KillableListener};
 use self::delivery::{Delivery, Job, Timers};
+use self::faults::Faults;
 use self::state::{PortalOutcome, State};
-use super::latency::{Latency, LatencyProfile};
-
-/// The real Ondorse's first retry delay; tests use milliseconds instead.
-pub const ONDORSE_RETRY_BASE: Duration = Duration::from_secs(10);
-/// The real Ondorse's longest retry delay.
-pub const ONDORSE_RETRY_CAP: Duration = Duration::from_secs(4 * 3600);
-/// The real Ondorse's number of retries (about 27 h with the delays above).
-pub const ONDORSE_MAX_RETRIES: u32 = 15;
-/// Default first retry delay: fast enough for tests to see several retries.
-pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(20);
-/// Default retry cap: keeps a test's worst case within seconds.
-pub const DEFAULT_RETRY_CAP: Duration = Duration::from_secs(1);
-/// Default time a receiver has to answer one delivery.
-pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default parallel deliveries: enough for the benchmark, gentle on a
-/// 2-core machine.
-pub const DEFAULT_DELIVERY_CONCURRENCY: usize = 16;
-/// Default share of automatic reviews that approve.
-pub const DEFAULT_APPROVE_RATIO: f64 = 0.8;
-/// Default seed: any fixed value makes runs repeatable.
-pub const DEFAULT_SEED: u64 = 42;
-/// Longest extra delay given to a first delivery when `reorder` is on:
-/// long enough to overtake neighbours, short enough for tests.
-pub const REORDER_WINDOW: Duration = Duration::from_millis(50);
-
-/// How the sandbox behaves. `Default` is a well-behaved, fast Ondorse.
-#[derive(Debug, Clone)]
-pub struct OndorseSandboxOptions {
-    /// The key clients must present.
-    pub api_key: String,
-    /// Header carrying the key (`Authorization`).
-    pub auth_header: String,
-    /// Prefix before the key (`Bearer`); empty expects the bare key.
-    pub auth_scheme: String,
-    /// Portal URLs are `{portal_base_url}/portals/{link}`.
-    pub portal_base_url: String,
-    /// Where events are delivered (can be set later).
-    pub webhook_url: Option<String>,
-    /// Signs deliveries with `Ondorse-Signature` when set.
-    pub signing_secret: Option<String>,
-    /// A portal is submitted by its client this long after creation
-    /// (`None`: only when a test calls `submit_portal`).
-    pub submit_after: Option<Duration>,
-    /// A submitted application is reviewed this long after submission
-    /// (`None`: only when a test calls `review`).
-    pub review_after: Option<Duration>,
-    /// Share of automatic reviews that approve (the rest reject).
-    pub approve_ratio: f64,
-    /// Seeds ids, decisions, risk levels, scores, duplicates and reordering.
-    pub seed: u64,
-    /// First delivery retry delay; doubles each time up to `retry_cap`.
-    pub retry_base: Duration,
-    pub retry_cap: Duration,
-    /// Retries after the first attempt before a delivery is abandoned.
-    pub max_retries: u32,
-    /// A delivery not answered within this is a failure, retried.
-    pub delivery_timeout: Duration,
-    /// Share of events delivered twice (same `event_id`).
-    pub duplicate_ratio: f64,
-    /// Delays each first delivery by a random time up to
-    /// [`REORDER_WINDOW`], so events overtake each other.
-    pub reorder: bool,
-    /// Honour `Idempotency-Key` on `POST /api/portals`.
-    pub honour_idempotency_key: bool,
-    /// Deliveries in flight at once.
-    pub delivery_concurrency: usize,
-    /// How long portal POSTs and application GETs take (drawn from `seed`).
-    pub latency: LatencyProfile,
-}
-
-impl Default for OndorseSandboxOptions {
-    fn default() -> OndorseSandboxOptions {
-        OndorseSandboxOptions {
-            api_key: "sandbox-ondorse-api-key".to_owned(),
-            auth_header: "Authorization".to_owned(),
-            auth_scheme: "Bearer".to_owned(),
-            portal_base_url: "https://collect.ondorse.co".to_owned(),
-            webhook_url: None,
-            signing_secret: None,
-            submit_after: None,
-            review_after: None,
-            approve_ratio: DEFAULT_APPROVE_RATIO,
-            seed: DEFAULT_SEED,
-            retry_base: DEFAULT_RETRY_BASE,
-            retry_cap: DEFAULT_RETRY_CAP,
-            max_retries: ONDORSE_MAX_RETRIES,
-            delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
-            duplicate_ratio: 0.0,
-            reorder: false,
-            honour_idempotency_key: true,
-            delivery_concurrency: DEFAULT_DELIVERY_CONCURRENCY,
-            latency: LatencyProfile::Loopback,
-        }
-    }
-}
-
-/// What the sandbox has seen and done, for assertions and the demo.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct OndorseSandboxStats {
-    /// Every API request, faults included.
-    pub requests: u64,
-    /// `POST /api/portals` that passed the faults and the key check.
-    pub portal_posts: u64,
-    pub portals_created: u64,
-    /// Portal posts answered from an earlier `Idempotency-Key`.
-    pub idempotent_replays: u64,
-    pub application_gets: u64,
-    /// Injected 5xx answers.
-    pub failed_requests: u64,
-    /// Injected 429 answers.
-    pub rate_limited: u64,
-    /// Requests refused for a missing or wrong key.
-    pub unauthorized: u64,
-    /// Portal answers dropped on purpose after the portal was written.
-    pub dropped_responses: u64,
-    pub events_emitted: u64,
-    /// Events recorded but never delivered (suppressed, or no webhook URL).
-    pub events_undelivered: u64,
-    pub deliveries_attempted: u64,
-    pub deliveries_succeeded: u64,
-    /// Deliveries given up after `max_retries`.
-    pub deliveries_abandoned: u64,
-    /// Deliveries queued or waiting for a retry.
-    pub deliveries_pending: u64,
-}
+use super::latency::Latency;
 
 #[derive(Default)]
 struct Counters {
@@ -194,83 +79,6 @@ struct Counters {
     deliveries_succeeded: AtomicU64,
     deliveries_abandoned: AtomicU64,
     deliveries_pending: AtomicU64,
-}
-
-/// Fault switches, flipped by tests, read by the API guard.
-#[derive(Default)]
-struct Faults {
-    failures_left: AtomicUsize,
-    failure_status: AtomicU16,
-    rate_limits_left: AtomicUsize,
-    rate_limit_retry_after: Mutex<Option<Duration>>,
-    latency_micros: AtomicU64,
-    dropped_portal_responses_left: AtomicUsize,
-    suppress_webhooks: AtomicBool,
-    /// Every API request answers 503 while on (Ondorse down).
-    down: AtomicBool,
-    /// `POST /api/portals` answers 429 with this `Retry-After` while set.
-    portal_throttle: Mutex<Option<Duration>>,
-    /// `GET /api/applications/{id}` answers this status for these ids.
-    refused_applications: Mutex<HashMap<String, u16>>,
-    /// `POST /api/portals` whose `default_custom_fields` hold one of these
-    /// (key, value) pairs answers 422: data Ondorse refuses for good.
-    refused_portal_values: Mutex<Vec<(String, Value)>>,
-}
-
-/// Takes one from a countdown; `false` when it is already zero.
-fn take_one(countdown: &AtomicUsize) -> bool {
-    countdown
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-            left.checked_sub(1)
-        })
-        .is_ok()
-}
-
-impl Faults {
-    fn take_failure(&self) -> Option<u16> {
-        take_one(&self.failures_left).then(|| self.failure_status.load(Ordering::Acquire))
-    }
-
-    /// `Some(retry_after)` when this request must be answered 429.
-    fn take_rate_limit(&self) -> Option<Option<Duration>> {
-        take_one(&self.rate_limits_left).then(|| {
-            *self
-                .rate_limit_retry_after
-                .lock()
-                .expect("fault switch poisoned")
-        })
-    }
-
-    fn take_dropped_portal_response(&self) -> bool {
-        take_one(&self.dropped_portal_responses_left)
-    }
-
-    fn latency(&self) -> Duration {
-        Duration::from_micros(self.latency_micros.load(Ordering::Relaxed))
-    }
-
-    fn portal_throttle(&self) -> Option<Duration> {
-        *self.portal_throttle.lock().expect("fault switch poisoned")
-    }
-
-    /// The first refused (key, value) the portal body's custom fields hold.
-    fn refused_portal_value(&self, body: &Map<String, Value>) -> Option<String> {
-        let fields = body.get("default_custom_fields")?.as_object()?;
-        self.refused_portal_values
-            .lock()
-            .expect("fault switch poisoned")
-            .iter()
-            .find(|(key, value)| fields.get(key) == Some(value))
-            .map(|(key, _)| key.clone())
-    }
-
-    fn refused_application(&self, id: &str) -> Option<u16> {
-        self.refused_applications
-            .lock()
-            .expect("fault switch poisoned")
-            .get(id)
-            .copied()
-    }
 }
 
 /// `POST /api/portals` per `Idempotency-Key`: how many arrived, how many
@@ -638,68 +446,6 @@ impl OndorseSandbox {
         self.shared.send_event(event_type, application_id)
     }
 
-    /// The next `count` API requests answer `status` (a 5xx).
-    pub fn fail_next_requests(&self, count: usize, status: u16) {
-        let faults = &self.shared.faults;
-        faults.failure_status.store(status, Ordering::Release);
-        faults.failures_left.store(count, Ordering::Release);
-    }
-
-    /// The next `count` API requests answer 429, with `Retry-After` in
-    /// whole seconds (rounded up) when given.
-    pub fn rate_limit_next_requests(&self, count: usize, retry_after: Option<Duration>) {
-        let faults = &self.shared.faults;
-        *faults
-            .rate_limit_retry_after
-            .lock()
-            .expect("fault switch poisoned") = retry_after;
-        faults.rate_limits_left.store(count, Ordering::Release);
-    }
-
-    /// While on, every API request answers 503 with an empty body, as a
-    /// gateway in front of a stopped service would.
-    pub fn set_down(&self, down: bool) {
-        self.shared.faults.down.store(down, Ordering::Release);
-    }
-
-    /// While `Some`, `POST /api/portals` answers 429 with this
-    /// `Retry-After` (whole seconds, rounded up); applications are served.
-    pub fn throttle_portals(&self, retry_after: Option<Duration>) {
-        *self
-            .shared
-            .faults
-            .portal_throttle
-            .lock()
-            .expect("fault switch poisoned") = retry_after;
-    }
-
-    /// `GET /api/applications/{id}` answers `status` (a 4xx with a
-    /// `detail`) for this id from now on; `None` serves it again.
-    pub fn refuse_application(&self, id: &str, status: Option<u16>) {
-        let mut refused = self
-            .shared
-            .faults
-            .refused_applications
-            .lock()
-            .expect("fault switch poisoned");
-        match status {
-            Some(status) => refused.insert(id.to_owned(), status),
-            None => refused.remove(id),
-        };
-    }
-
-    /// From now on, `POST /api/portals` whose `default_custom_fields[key]`
-    /// is `value` answers 422 at that field (Ondorse refuses the data) and
-    /// creates nothing.
-    pub fn refuse_portals_with(&self, key: &str, value: Value) {
-        self.shared
-            .faults
-            .refused_portal_values
-            .lock()
-            .expect("fault switch poisoned")
-            .push((key.to_owned(), value));
-    }
-
     /// How many `POST /api/portals` arrived per `Idempotency-Key` (faults
     /// included).
     pub fn portal_posts_by_key(&self) -> HashMap<String, u64> {
@@ -729,32 +475,6 @@ impl OndorseSandbox {
             .expect("portal keys poisoned")
             .overlapping
             .clone()
-    }
-
-    /// Every API request waits this long before being handled.
-    pub fn set_latency(&self, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.shared
-            .faults
-            .latency_micros
-            .store(micros, Ordering::Relaxed);
-    }
-
-    /// The next `count` `POST /api/portals` do their write, then drop the
-    /// connection without answering.
-    pub fn drop_next_portal_responses(&self, count: usize) {
-        self.shared
-            .faults
-            .dropped_portal_responses_left
-            .store(count, Ordering::Release);
-    }
-
-    /// While on, events are recorded as never delivered (not queued).
-    pub fn suppress_webhooks(&self, suppress: bool) {
-        self.shared
-            .faults
-            .suppress_webhooks
-            .store(suppress, Ordering::Release);
     }
 
     pub fn stats(&self) -> OndorseSandboxStats {

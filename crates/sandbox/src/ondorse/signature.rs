@@ -19,3 +19,19 @@ pub fn signature_header(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let digest = mac.finalize().into_bytes();
     format!("t={timestamp},v1={}", hex::encode(digest))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_is_the_contract_format_with_an_independently_computed_hmac() {
+        // Expected value computed outside Rust (Python's hmac module) from
+        // the contract's recipe: HMAC-SHA256 of "<t>.<raw body>", hex.
+        let body = br#"{"event_id":"evt_01","type":"application.review_updated"}"#;
+        assert_eq!(
+            signature_header(b"sandbox-signing-secret", 1_764_400_000, body),
+            "t=1764400000,v1=0822594bbf4f433f579d40a8ae5d55ba7f496490fa3892d31124336ed4425152"
+        );
+    }
+}
