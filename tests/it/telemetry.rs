@@ -352,8 +352,15 @@ async fn metrics_tell_what_happened_with_bounded_labels() {
         salesforce.token_requests as f64,
         "{salesforce:?}\n{text}"
     );
-    for endpoint in ["query", "query_more", "describe", "composite", "limits"] {
-        let received = salesforce.received.get(endpoint).copied().unwrap_or(0);
+    for (endpoint, received) in [
+        ("query", "query"),
+        ("query_more", "query_more"),
+        ("describe", "describe"),
+        ("composite", "composite"),
+        ("record", "update_one"),
+        ("limits", "limits"),
+    ] {
+        let received = salesforce.received.get(received).copied().unwrap_or(0);
         assert_eq!(
             requests("salesforce", endpoint),
             received as f64,
