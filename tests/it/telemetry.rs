@@ -126,6 +126,7 @@ fn allowed_values(label: &str) -> &'static [&'static str] {
             "query_more",
             "describe",
             "composite",
+            "record",
             "limits",
             "portal",
             "application",
