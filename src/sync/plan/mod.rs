@@ -2,7 +2,7 @@
 //! knows in; what to send out. `preview` and `resync --dry-run` run exactly
 //! this, and most sync unit tests exercise it without any I/O.
 //!
-//! - [`queries`]: every SOQL string the engine (and the online check) sends.
+//! - `queries`: every SOQL string the engine (and the online check) sends.
 //! - `tests`: the table of (record, application, describe) in, fields out.
 
 mod queries;
