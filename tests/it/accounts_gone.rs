@@ -97,9 +97,11 @@ async fn a_loser_whose_master_has_its_own_portal_is_closed_and_the_master_keeps_
         Some(expected.as_str())
     );
     // The master's journal entry follows the close: wait for it, not assume it.
-    eventually("the master's journal records the merge", E2E_DEADLINE, || {
-        journal_steps(store, &master).contains(&"merged_in".to_owned())
-    })
+    eventually(
+        "the master's journal records the merge",
+        E2E_DEADLINE,
+        || journal_steps(store, &master).contains(&"merged_in".to_owned()),
+    )
     .await;
     // Nothing is rendered for the closed link again: it keeps no personal data.
     let closed = store.link(BUSINESS, &loser).expect("read").expect("closed");

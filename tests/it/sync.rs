@@ -4,11 +4,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use ondorse_bridge::sync::Endpoint;
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Value, json};
 
 use crate::support::daemon::Daemon as ChildDaemon;
-use crate::support::world::{E2E_DEADLINE, World, eventually};
+use crate::support::world::{E2E_DEADLINE, TEST_ONDORSE_CONCURRENCY, World, eventually};
 
 const BUSINESS: &str = "business-onboarding";
 const PORTAL_PREFIX: &str = "https://collect.ondorse.co/portals/";
@@ -343,10 +344,23 @@ async fn while_ondorse_is_down_intents_wait_and_resume_without_duplicates() {
         .expect("the poll itself succeeds");
     assert_eq!((report.intents, report.portals_created), (30, 0));
     assert!(report.portals_failed >= 1, "{report:?}");
-    // The first failures open portal creation's breaker: the other intents
-    // wait as a whole instead of each hammering Ondorse.
+    // The first failure opens portal creation's breaker: the other intents
+    // wait as a whole instead of each hammering Ondorse. Beyond the first
+    // burst (the POSTs already in flight), a POST goes only as the probe at
+    // the end of a wait, and each wait that ends counts one more failure
+    // (on a loaded machine the burst's answers can outlast the first wait).
     let posts: u64 = world.ondorse.portal_posts_by_key().values().sum();
-    assert!(posts <= 16, "{posts} POSTs for 30 intents");
+    let failures = u64::from(
+        engine
+            .breakers()
+            .get(Endpoint::PortalCreation)
+            .state()
+            .failures,
+    );
+    assert!(
+        posts < 30 && posts < TEST_ONDORSE_CONCURRENCY as u64 + failures,
+        "{posts} POSTs for 30 intents after {failures} failures in a row"
+    );
     assert!(world.ondorse.portals().is_empty());
     assert!(
         engine.store().cursor(BUSINESS).unwrap().is_some(),
