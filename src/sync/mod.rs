@@ -27,6 +27,7 @@ pub mod clock;
 mod decisions;
 mod gone;
 pub mod governed;
+mod inbox;
 mod intake;
 mod locks;
 pub mod online_check;

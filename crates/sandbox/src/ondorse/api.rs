@@ -242,6 +242,9 @@ async fn get_application(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
         .latency
         .wait(Endpoint::OndorseApplicationGet, 0)
         .await;
+    // Read before it is counted: whoever sees the count knows what a slow
+    // answer (below) will show.
+    let application = shared.application(&id);
     shared
         .counters
         .application_gets
@@ -250,7 +253,10 @@ async fn get_application(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
         return detail(status, "You are not allowed to read this application");
     }
-    match shared.application(&id) {
+    if let Some(delay) = shared.faults.slow_application(&id) {
+        tokio::time::sleep(delay).await;
+    }
+    match application {
         Some(application) => axum::Json(application).into_response(),
         None => detail(StatusCode::NOT_FOUND, "Not found"),
     }
