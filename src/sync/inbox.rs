@@ -1,7 +1,7 @@
 //! The webhooks' streaming worker: each stored webhook is picked up as soon
 //! as the listener rings, and its application is fetched as soon as one of
-//! `[ondorse] max_concurrent_requests` fetches is free, never behind a
-//! pass's slowest fetch. It runs the step's own unit of work
+//! the `[ondorse] max_concurrent_requests` application reads is free, never
+//! behind a pass's slowest fetch. It runs the step's own unit of work
 //! ([`Engine::work_off`]), so what one fetch does is the same as in
 //! [`Engine::process_inbox`].
 //!
@@ -109,7 +109,9 @@ impl Engine {
     /// The webhooks' streaming worker (see the module docs), until stopped;
     /// then it lets the fetches in flight finish and flushes.
     pub(super) async fn webhook_worker(self: Arc<Self>, wake: Arc<Notify>, shutdown: Shutdown) {
-        let slots = self.settings.ondorse_concurrency.max(1);
+        // Twice the read slots: a fetch whose answer is back may still wait
+        // for its flush, and the client's read slots bound the GETs anyway.
+        let slots = 2 * self.settings.ondorse_concurrency.max(1);
         let mut claims = Claims::default();
         // The first look covers what a previous run left in the queue.
         let mut look = true;
@@ -121,8 +123,9 @@ impl Engine {
             }
             if look || sweep {
                 look = match self.claim_due(&mut claims).await {
-                    // The room was filled: more may be due.
-                    Ok(filled) => filled,
+                    // No room for all: more may be due, looked for again
+                    // after the next fetch ends.
+                    Ok(cut_short) => cut_short,
                     Err(error) => {
                         tracing::error!(%error, "reading the webhook inbox failed");
                         false
@@ -159,11 +162,12 @@ impl Engine {
     }
 
     /// Claims the due webhooks not yet claimed, up to the room left; true
-    /// when the room was filled. Ignored events are completed here.
+    /// when the room was too small to see them all. Ignored events are
+    /// completed here.
     async fn claim_due(&self, claims: &mut Claims) -> Result<bool, SyncError> {
         let room = INBOX_BATCH.saturating_sub(claims.items.len());
         if room == 0 {
-            return Ok(false);
+            return Ok(true);
         }
         let items =
             self.store

@@ -59,8 +59,9 @@ pub const ACCOUNT: &str = "Account";
 pub struct EngineSettings {
     /// How far behind its cursor each poll re-reads (late commits).
     pub overlap: Duration,
-    /// Ondorse requests in flight at once (`[ondorse]
-    /// max_concurrent_requests`; set from the configuration).
+    /// Ondorse requests in flight at once, portal POSTs and application
+    /// reads each (`[ondorse] max_concurrent_requests`; set from the
+    /// configuration).
     pub ondorse_concurrency: usize,
     /// Write-back calls the writer keeps in flight (`[salesforce]
     /// max_concurrent_requests`; set from the configuration).

@@ -3,11 +3,11 @@
 //! slow fetch; events stored before a fetch begins share it; an event
 //! stored while its application's fetch is in flight gets a fetch of its
 //! own, so a stale answer never has the last word. Nothing here is timed:
-//! the sandboxes count the fetches and hold what was written.
+//! the sandboxes count the fetches and hold what was written. Application
+//! reads have their own Ondorse slots, beside the portal POSTs'.
 
 use std::time::Duration;
 
-use ondorse_bridge::ondorse::webhook::parse_envelope;
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::json;
 
@@ -138,19 +138,12 @@ async fn events_about_one_application_stored_before_its_fetch_share_that_fetch()
     engine.poll(BUSINESS).await.expect("poll");
     engine.flush_writes().await.expect("write-back");
     let account = &ids[0];
-    // No webhook URL: the events are recorded, and stored here as the
-    // listener would store them.
     world.decide(account, "approved", 3, Some(99.0));
-    let events = world.ondorse.events();
-    assert_eq!(events.len(), 3, "created, submitted, reviewed: {events:?}");
-    for event in &events {
-        let envelope = parse_envelope(event.to_string().as_bytes()).expect("an envelope");
-        engine
-            .store()
-            .accept_webhook(&envelope, chrono::Utc::now())
-            .await
-            .expect("stored");
-    }
+    assert_eq!(
+        world.store_raised_events(&engine).await,
+        3,
+        "created, submitted, reviewed"
+    );
     let before = world.ondorse.stats().application_gets;
 
     let report = engine
@@ -173,4 +166,36 @@ async fn events_about_one_application_stored_before_its_fetch_share_that_fetch()
         world.field(account, "KYC_Risk_Level__c"),
         json!("Forbidden")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_during_a_backfill_is_read_beside_its_portal_posts_not_behind_them() {
+    const BACKFILL: usize = 40;
+    let mut world = World::start(OndorseSandboxOptions::default()).await;
+    // One portal POST at a time, each slow, back to back: a read sharing
+    // their one slot could never be in flight beside one of them.
+    world.config.ondorse.max_concurrent_requests = 1;
+    world.ondorse.set_latency(Duration::from_millis(300));
+    let early = world.seed(1, "Customer", 144).remove(0);
+    let backfill = world.seed(BACKFILL, "Customer", 145);
+    let daemon = world.daemon().await;
+    eventually("the first portal exists", E2E_DEADLINE, || {
+        world.portals_by_account().contains_key(&early)
+    })
+    .await;
+
+    world.decide(&early, "approved", 1, Some(20.0));
+    eventually("the decision is in Salesforce", E2E_DEADLINE, || {
+        world.field(&early, "KYC_Status__c") == json!("Approved")
+    })
+    .await;
+    assert_eq!(world.ondorse.most_portal_posts_in_flight(), 1);
+    assert_eq!(
+        world.ondorse.most_requests_in_flight(),
+        2,
+        "an application read went beside a portal POST, in its own slot"
+    );
+    world.ondorse.set_latency(Duration::ZERO);
+    links_written(&world, &backfill).await;
+    daemon.stop().await.expect("clean stop");
 }

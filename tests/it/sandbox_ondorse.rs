@@ -664,7 +664,9 @@ async fn a_slow_application_answers_as_it_was_read_when_the_request_arrived() {
     let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;
     let slow = submitted_application(&sandbox, "001T").await;
     let other = submitted_application(&sandbox, "001U").await;
-    sandbox.slow_application(&slow, Some(Duration::from_secs(2)));
+    // Long enough for a quick request to be answered meanwhile, even on a
+    // loaded machine.
+    sandbox.slow_application(&slow, Some(Duration::from_secs(5)));
 
     let answer = tokio::spawn({
         let sandbox_url = sandbox.base_url();
@@ -690,6 +692,11 @@ async fn a_slow_application_answers_as_it_was_read_when_the_request_arrived() {
     sandbox.review(&slow, "approved", 1, Some(12.0));
     let (status, served) = get_application(&sandbox, &other).await;
     assert_eq!((status, served["id"].clone()), (200, json!(other)));
+    assert_eq!(
+        sandbox.most_requests_in_flight(),
+        2,
+        "requests of every kind in flight are counted together"
+    );
     let stale = answer.await.expect("the slow answer");
     assert_eq!(stale["id"], json!(slow));
     assert_eq!(

@@ -55,6 +55,7 @@ fn problem(location: &[&str], message: &str, kind: &str) -> Value {
 async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let counters = &shared.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
+    let _request = shared.request_started();
     let is_portal_post =
         request.method() == http::Method::POST && request.uri().path() == "/api/portals";
     // Counted from arrival to answer, latency included, so overlapping
