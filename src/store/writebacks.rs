@@ -262,16 +262,6 @@ impl Store {
         self.inner.writes.len()
     }
 
-    /// Drops an Account's pending write (the Account is gone from
-    /// Salesforce); durable at the next flush.
-    pub fn forget_write(&self, account_id: &str) -> Result<(), StoreError> {
-        self.inner
-            .writes
-            .remove(account_id.as_bytes())
-            .map_err(StoreError::database("drop a pending write"))?;
-        Ok(())
-    }
-
     /// Settles an attempted write. Fields queued again meanwhile with other
     /// values stay pending; the rest leave the queue (or wait, on retry).
     pub fn settle_write(
