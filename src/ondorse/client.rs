@@ -49,33 +49,6 @@ pub struct OndorseClient {
     request_timeout: Duration,
     /// The daemon's registry: requests by endpoint.
     metrics: Metrics,
-    /// One permit per request in flight, shared by every clone: every call
-    /// waits for one of its endpoint's in `send_once`.
-    slots: Arc<Slots>,
-}
-
-/// `[ondorse] max_concurrent_requests` permits for each kind of request:
-/// application reads have their own, so a decision's read never waits
-/// behind a backfill's portal POSTs (nor a backfill behind decisions).
-struct Slots {
-    portals: tokio::sync::Semaphore,
-    applications: tokio::sync::Semaphore,
-}
-
-impl Slots {
-    fn new(each: usize) -> Slots {
-        Slots {
-            portals: tokio::sync::Semaphore::new(each.max(1)),
-            applications: tokio::sync::Semaphore::new(each.max(1)),
-        }
-    }
-
-    fn of(&self, endpoint: Endpoint) -> &tokio::sync::Semaphore {
-        match endpoint {
-            Endpoint::Portal => &self.portals,
-            Endpoint::Application => &self.applications,
-        }
-    }
 }
 
 /// An Ondorse endpoint we call, named for the `endpoint` metric label and
@@ -185,7 +158,6 @@ impl OndorseClient {
             auth_value: Arc::new(SecretString::from(auth_value)),
             request_timeout: REQUEST_TIMEOUT,
             metrics,
-            slots: Arc::new(Slots::new(config.max_concurrent_requests)),
         })
     }
 
@@ -266,8 +238,6 @@ impl OndorseClient {
             source,
         })?;
         let url = request.url().to_string();
-        // Never closed: the client owns the semaphores.
-        let _permit = self.slots.of(endpoint).acquire().await.ok();
         let transport = |source: reqwest::Error| {
             if source.is_timeout() {
                 OndorseError::Timeout {

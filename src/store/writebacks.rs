@@ -194,25 +194,6 @@ impl Store {
             .transpose()
     }
 
-    /// Adds fields to the Account's pending write (later values win; the
-    /// write becomes due at once). Durable at the next [`Store::flush`].
-    pub fn queue_write(
-        &self,
-        account_id: &str,
-        mapping: &str,
-        fields: &Fields,
-        urgency: Urgency,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        if fields.is_empty() {
-            return Ok(());
-        }
-        self.inner
-            .writes
-            .transaction(|writes| merge_write(writes, account_id, mapping, fields, urgency, now))
-            .map_err(transaction_error("queue a write"))
-    }
-
     /// Up to `limit` pending writes due at `now`, in Account Id order.
     pub fn due_writes(
         &self,
