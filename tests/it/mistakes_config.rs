@@ -952,7 +952,7 @@ async fn a_contact_or_lead_id_where_an_account_id_belongs_is_refused_with_the_re
     let setup = Setup::new(&world);
     drop(Store::open(&setup.path("store")).expect("create the store"));
     let contact = "003A0000006Vm9rIAC";
-    let lead = "00QA0000006Vm9rIAC";
+    let lead = "00QA0000006Vm9rMAC";
     for (args, says) in [
         (
             vec!["explain", "--account", contact],
@@ -960,11 +960,16 @@ async fn a_contact_or_lead_id_where_an_account_id_belongs_is_refused_with_the_re
         ),
         (
             vec!["resync", "--account", lead, "--dry-run"],
-            "00QA0000006Vm9rIAC is not an Account Id: it starts with 00Q, so it is a Lead Id",
+            "00QA0000006Vm9rMAC is not an Account Id: it starts with 00Q, so it is a Lead Id",
         ),
         (
             vec!["preview", "--mapping", BUSINESS, "--account", contact],
             "is not an Account Id: it starts with 003, so it is a Contact Id",
+        ),
+        // An 18-character Id whose checksum does not match (a typo).
+        (
+            vec!["explain", "--account", "001A0000006Vm9rAAC"],
+            "001A0000006Vm9rAAC is not a Salesforce Id: its last three characters AAC do not match its first fifteen, which give IAC",
         ),
     ] {
         let output = setup.run(&args, START_DEADLINE).await.expect("it ends");

@@ -119,6 +119,38 @@ async fn portal_answer_and_stored_portal_follow_the_contract() {
 }
 
 #[tokio::test]
+async fn portal_answers_can_leave_out_the_url_and_link_while_the_portal_keeps_them() {
+    let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;
+    sandbox.omit_from_portal_answers(&["url", "link"]);
+    let body = json!({
+        "type": "business",
+        "default_custom_fields": {"salesforce_account_id": "001A"}
+    });
+    let (status, _, portal) =
+        post_portal(&sandbox, Some(&bearer(&sandbox)), None, &body.to_string()).await;
+    assert_eq!(status, 201);
+    let keys: Vec<&str> = portal
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["id", "created_at"]);
+    let stored = sandbox
+        .portal(portal["id"].as_str().expect("id"))
+        .expect("stored");
+    assert!(
+        stored["url"].is_string() && stored["link"].is_string(),
+        "{stored}"
+    );
+
+    sandbox.omit_from_portal_answers(&[]);
+    let (_, _, portal) =
+        post_portal(&sandbox, Some(&bearer(&sandbox)), None, &body.to_string()).await;
+    assert!(portal["url"].is_string(), "{portal}");
+}
+
+#[tokio::test]
 async fn invalid_portal_bodies_get_422_with_locations() {
     let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;
     let auth = bearer(&sandbox);
