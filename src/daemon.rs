@@ -151,6 +151,7 @@ impl Daemon {
             listen: admin_listen,
             resync_gate: ResyncGate::default(),
             shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
             mappings_dir: config.mappings.dir.clone(),
             api_version: config.salesforce.api_version.clone(),
             failure_grace: config.admin.failure_grace,
