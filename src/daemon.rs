@@ -100,7 +100,9 @@ impl Daemon {
         for warning in exposure_warnings(config) {
             tracing::warn!("{warning}");
         }
-        let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
+        let store = Store::open(&config.store.path)
+            .await
+            .map_err(anyhow::Error::from)?;
         let inbox_wake = Arc::new(Notify::new());
         let engine = Arc::new(Engine::from_prepared(
             config,

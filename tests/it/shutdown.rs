@@ -40,7 +40,9 @@ async fn a_stop_with_portals_in_flight_records_them_and_a_restart_creates_no_sec
     let created = world.ondorse.portals();
     assert!(!created.is_empty(), "the request in flight finished");
     {
-        let store = Store::open_existing(&world.config.store.path).expect("the store reopens");
+        let store = Store::open_existing(&world.config.store.path)
+            .await
+            .expect("the store reopens");
         for portal in &created {
             let account = portal["default_custom_fields"]["salesforce_account_id"]
                 .as_str()
@@ -115,7 +117,9 @@ async fn a_stop_during_a_resync_waits_for_it_even_once_its_client_hung_up() {
 
     // The stop waited for the resync: the store is free, and every
     // Account's journal says it was resynced.
-    let store = Store::open_existing(&world.config.store.path).expect("the store is released");
+    let store = Store::open_existing(&world.config.store.path)
+        .await
+        .expect("the store is released");
     for id in &ids {
         let steps: Vec<String> = store
             .journal_of(id)

@@ -60,7 +60,7 @@ fn networks(list: &[&str]) -> Vec<ipnet::IpNet> {
 impl Receiver {
     async fn start(config: WebhooksConfig) -> Receiver {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(&dir.path().join("store")).await.unwrap();
         let inbox_wake = Arc::new(Notify::new());
         let state = PublicState {
             store: store.clone(),
@@ -548,8 +548,9 @@ async fn an_acknowledged_event_survives_sigkill_and_stays_a_duplicate_after_rest
     daemon.kill();
 
     {
-        let store =
-            Store::open(&dir.path().join("store")).expect("the killed daemon released the store");
+        let store = Store::open(&dir.path().join("store"))
+            .await
+            .expect("the killed daemon released the store");
         let pending = store.inbox_pending(10).unwrap();
         assert_eq!(pending.len(), 1, "{pending:?}");
         assert!(
