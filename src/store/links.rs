@@ -17,6 +17,7 @@ use sled::transaction::ConflictableTransactionError;
 
 use super::codec;
 use super::link_index::replace_link;
+use super::queue_counts::Changes;
 use super::writebacks::{Fields, Urgency, merge_write, transaction_error};
 use super::{Store, StoreError};
 use crate::salesforce::model::Record;
@@ -166,7 +167,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = link_key(&link.account_id, &link.mapping);
         let inner = &self.inner;
-        (
+        let changes = (
             &inner.links,
             &inner.link_states,
             &inner.link_counts,
@@ -179,19 +180,21 @@ impl Store {
                     applications.insert(application_id.as_bytes(), key.as_slice())?;
                 }
                 // Nothing is written to an Account whose link is closed.
-                if let Some(fields) = write.filter(|fields| !fields.is_empty() && link.is_open()) {
-                    merge_write(
+                match write.filter(|fields| !fields.is_empty() && link.is_open()) {
+                    Some(fields) => merge_write(
                         writes,
                         &link.account_id,
                         &link.mapping,
                         fields,
                         urgency,
                         now,
-                    )?;
+                    ),
+                    None => Ok::<_, ConflictableTransactionError<StoreError>>(Changes::none()),
                 }
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
-            .map_err(transaction_error("write a link"))
+            .map_err(transaction_error("write a link"))?;
+        inner.queues.apply(changes);
+        Ok(())
     }
 
     /// Moves a merged-away Account's link to the surviving `master`, in one

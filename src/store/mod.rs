@@ -35,6 +35,7 @@ mod inbox;
 mod journal;
 mod link_index;
 mod links;
+mod queue_counts;
 mod release;
 mod retention;
 mod writebacks;
@@ -121,6 +122,8 @@ struct Inner {
     group_commit: flush::GroupCommit,
     /// Links decoded since the store opened ([`Store::links_read`]).
     links_read: std::sync::atomic::AtomicU64,
+    /// How deep each queue is, so nobody counts entries to know.
+    queues: queue_counts::QueueCounts,
 }
 
 impl Drop for Inner {
@@ -296,9 +299,14 @@ impl Store {
                 replans,
                 journal,
                 links_read: std::sync::atomic::AtomicU64::new(0),
+                queues: queue_counts::QueueCounts::default(),
             }),
         };
         store.build_link_index()?;
+        store
+            .inner
+            .queues
+            .apply(queue_counts::QueueCounts::count(&store.inner)?);
         Ok(store)
     }
 

@@ -14,6 +14,7 @@ use sled::transaction::{
 
 use super::codec;
 use super::dead_letters::forget_refusals;
+use super::queue_counts::{Changes, Queue};
 use super::{KNOWN_FIELDS_TREE, Store, StoreError, WRITES_TREE};
 
 /// Field API name → value, as sent to Salesforce.
@@ -73,7 +74,8 @@ pub enum WriteSettlement {
     },
 }
 
-/// Merges `fields` into an Account's pending write, inside a transaction.
+/// Merges `fields` into an Account's pending write, inside a transaction;
+/// the changes count a write the Account did not have.
 pub(super) fn merge_write(
     writes: &TransactionalTree,
     account_id: &str,
@@ -81,9 +83,11 @@ pub(super) fn merge_write(
     fields: &Fields,
     urgency: Urgency,
     now: DateTime<Utc>,
-) -> ConflictableTransactionResult<(), StoreError> {
+) -> ConflictableTransactionResult<Changes, StoreError> {
     let key = account_id.as_bytes();
-    let mut pending = match writes.get(key)? {
+    let existing = writes.get(key)?;
+    let added = Changes::added_if(Queue::PendingWrites, existing.is_none());
+    let mut pending = match existing {
         Some(bytes) => codec::decode_value(WRITES_TREE, key, &bytes)
             .map_err(ConflictableTransactionError::Abort)?,
         None => PendingWrite {
@@ -106,7 +110,25 @@ pub(super) fn merge_write(
     let value =
         codec::encode_value(WRITES_TREE, &pending).map_err(ConflictableTransactionError::Abort)?;
     writes.insert(key, value)?;
-    Ok(())
+    Ok(added)
+}
+
+/// Stores what is left of an Account's pending write after some of its
+/// fields were settled, inside a transaction: nothing left removes it, and
+/// the changes count that.
+pub(super) fn keep_or_remove_write(
+    writes: &TransactionalTree,
+    key: &[u8],
+    pending: &PendingWrite,
+) -> ConflictableTransactionResult<Changes, StoreError> {
+    if pending.fields.is_empty() {
+        let removed = writes.remove(key)?;
+        return Ok(Changes::removed_if(Queue::PendingWrites, removed.is_some()));
+    }
+    let value =
+        codec::encode_value(WRITES_TREE, pending).map_err(ConflictableTransactionError::Abort)?;
+    writes.insert(key, value)?;
+    Ok(Changes::none())
 }
 
 pub(super) fn transaction_error(
@@ -207,10 +229,13 @@ impl Store {
         if fields.is_empty() {
             return Ok(());
         }
-        self.inner
+        let changes = self
+            .inner
             .writes
             .transaction(|writes| merge_write(writes, account_id, mapping, fields, urgency, now))
-            .map_err(transaction_error("queue a write"))
+            .map_err(transaction_error("queue a write"))?;
+        self.inner.queues.apply(changes);
+        Ok(())
     }
 
     /// Up to `limit` pending writes due at `now`, in Account Id order.
@@ -257,18 +282,22 @@ impl Store {
         Ok(earliest)
     }
 
-    /// How many Accounts have a write pending.
+    /// How many Accounts have a write pending; read from a counter.
     pub fn pending_write_count(&self) -> usize {
-        self.inner.writes.len()
+        usize::try_from(self.inner.queues.get(Queue::PendingWrites)).unwrap_or(usize::MAX)
     }
 
     /// Drops an Account's pending write (the Account is gone from
     /// Salesforce); durable at the next flush.
     pub fn forget_write(&self, account_id: &str) -> Result<(), StoreError> {
-        self.inner
+        let removed = self
+            .inner
             .writes
             .remove(account_id.as_bytes())
             .map_err(StoreError::database("drop a pending write"))?;
+        self.inner
+            .queues
+            .apply(Changes::removed_if(Queue::PendingWrites, removed.is_some()));
         Ok(())
     }
 
@@ -280,7 +309,7 @@ impl Store {
         settlement: &WriteSettlement,
     ) -> Result<(), StoreError> {
         let key = attempted.account_id.as_bytes();
-        (
+        let changes = (
             &self.inner.writes,
             &self.inner.known_fields,
             &self.inner.refused_fields,
@@ -288,7 +317,7 @@ impl Store {
             .transaction(|(writes, known_fields, refused_fields)| {
                 let abort = ConflictableTransactionError::Abort;
                 let Some(bytes) = writes.get(key)? else {
-                    return Ok(());
+                    return Ok(Changes::none());
                 };
                 let mut pending: PendingWrite =
                     codec::decode_value(WRITES_TREE, key, &bytes).map_err(abort)?;
@@ -320,14 +349,10 @@ impl Store {
                     known_fields.insert(key, value)?;
                     forget_refusals(refused_fields, key, attempted.fields.keys())?;
                 }
-                if pending.fields.is_empty() {
-                    writes.remove(key)?;
-                } else {
-                    let value = codec::encode_value(WRITES_TREE, &pending).map_err(abort)?;
-                    writes.insert(key, value)?;
-                }
-                Ok(())
+                keep_or_remove_write(writes, key, &pending)
             })
-            .map_err(transaction_error("settle a write"))
+            .map_err(transaction_error("settle a write"))?;
+        self.inner.queues.apply(changes);
+        Ok(())
     }
 }

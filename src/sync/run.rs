@@ -17,10 +17,10 @@ use super::schedules::{PollFailures, ScheduleHealth, Schedules};
 use super::{Engine, SyncError, now};
 use crate::config::ScheduleConfig;
 use crate::shutdown::Shutdown;
-use crate::store::{InboxKind, InboxQueue};
+use crate::store::InboxQueue;
 
-/// How often the store's gauges are refreshed: counting costs a scan of the
-/// inbox and the pending writes, and Prometheus scrapes every 15 s or more.
+/// How often the store's gauges are refreshed: the queues' depths are
+/// counters, so this costs the same whatever their depth.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the deferred-intent loop sleeps when no intent is parked: a
 /// failed attempt wakes it sooner, and reconcile is the safety net.
@@ -236,24 +236,17 @@ impl Engine {
 
     fn record_gauges(&self) {
         let metrics = &self.metrics;
-        match self.store.inbox_depth() {
-            Ok(inbox) => metrics.queue_depths(
-                inbox,
-                self.store.pending_write_count() as u64,
-                self.store.dead_letter_count() as u64,
-            ),
-            Err(error) => tracing::warn!(%error, "cannot count the inbox for metrics"),
-        }
-        match self.store.parked_inbox_items() {
-            Ok(items) => {
-                let hints = items
-                    .iter()
-                    .filter(|item| matches!(item.kind, InboxKind::SalesforceHint { .. }))
-                    .count();
-                metrics.parked("webhooks", items.len() - hints);
-                metrics.parked("hints", hints);
-            }
-            Err(error) => tracing::warn!(%error, "cannot count parked inbox items for metrics"),
+        let store = &self.store;
+        metrics.queue_depths(
+            store.inbox_depth(),
+            store.pending_write_count() as u64,
+            store.dead_letter_count() as u64,
+        );
+        for (label, queue) in [
+            ("webhooks", InboxQueue::Webhooks),
+            ("hints", InboxQueue::Hints),
+        ] {
+            metrics.parked(label, store.parked_inbox_count(queue));
         }
         match self.store.cursors() {
             Ok(cursors) => {
