@@ -100,7 +100,8 @@ impl Daemon {
         for warning in exposure_warnings(config) {
             tracing::warn!("{warning}");
         }
-        let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
+        let store = Store::open_with_page_cache(&config.store.path, config.store.page_cache_mib)
+            .map_err(anyhow::Error::from)?;
         let inbox_wake = Arc::new(Notify::new());
         let engine = Arc::new(Engine::from_prepared(
             config,

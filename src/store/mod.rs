@@ -49,10 +49,11 @@ pub use links::{Link, LinkClosure, PortalRecord, PortalRequest};
 pub use retention::{DEFAULT_RETENTION_DAYS, NOISE_RETENTION, NOISE_STEPS, PruneReport, Retention};
 pub use writebacks::{Fields, PendingWrite, Urgency, WriteSettlement};
 
-/// sled's page cache. Its default (1 GiB) lets a long-running daemon grow
-/// far past what its working set needs: cursors, pending work and the links
+/// sled's page cache, in MiB, unless `[store] page_cache_mib` says
+/// otherwise. Its own default (1 GiB) lets a long-running daemon grow far
+/// past what its working set needs: cursors, pending work and the links
 /// being touched. Cold reads (an old journal) go to disk, which is fine.
-const CACHE_CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
+pub const DEFAULT_PAGE_CACHE_MIB: u64 = 32;
 
 /// Keyspace: pending inbox items (webhooks), by sequence.
 const INBOX_TREE: &str = "inbox";
@@ -231,15 +232,22 @@ impl Store {
         Store::open(path)
     }
 
-    /// Opens (creating if needed) the store in the directory `path`.
+    /// Opens (creating if needed) the store in the directory `path`, with
+    /// the default page cache.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_page_cache(path, DEFAULT_PAGE_CACHE_MIB)
+    }
+
+    /// [`Store::open`] with a page cache of `page_cache_mib` MiB (what the
+    /// daemon opens with `[store] page_cache_mib`).
+    pub fn open_with_page_cache(path: &Path, page_cache_mib: u64) -> Result<Store, StoreError> {
         let db = release::open_after_release(
             path,
             |error| matches!(error, StoreError::InUse { .. }),
             || {
                 sled::Config::new()
                     .path(path)
-                    .cache_capacity(CACHE_CAPACITY_BYTES)
+                    .cache_capacity(page_cache_mib.saturating_mul(1024 * 1024))
                     .open()
                     .map_err(|source| {
                         // sled reports a held lock as a bare I/O error; recognise it so
