@@ -49,9 +49,6 @@ pub struct OndorseClient {
     request_timeout: Duration,
     /// The daemon's registry: requests by endpoint.
     metrics: Metrics,
-    /// One permit per request in flight (`[ondorse] max_concurrent_requests`),
-    /// shared by every clone: every call waits for one in `send_once`.
-    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// An Ondorse endpoint we call, named for the `endpoint` metric label and
@@ -161,9 +158,6 @@ impl OndorseClient {
             auth_value: Arc::new(SecretString::from(auth_value)),
             request_timeout: REQUEST_TIMEOUT,
             metrics,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(
-                config.max_concurrent_requests.max(1),
-            )),
         })
     }
 
@@ -244,8 +238,6 @@ impl OndorseClient {
             source,
         })?;
         let url = request.url().to_string();
-        // Never closed: the client owns the semaphore.
-        let _permit = self.in_flight.acquire().await.ok();
         let transport = |source: reqwest::Error| {
             if source.is_timeout() {
                 OndorseError::Timeout {

@@ -18,7 +18,7 @@ use sled::transaction::ConflictableTransactionError;
 use super::codec;
 use super::link_index::replace_link;
 use super::queue_counts::Changes;
-use super::writebacks::{Fields, Urgency, merge_write, transaction_error};
+use super::writebacks::{Fields, Urgency, merge_write, remove_write, transaction_error};
 use super::{Store, StoreError};
 use crate::salesforce::model::Record;
 
@@ -119,6 +119,18 @@ impl PortalRequest {
     }
 }
 
+/// What becomes of one link of an Account Salesforce says is gone
+/// ([`Store::settle_gone_account`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum GoneLink {
+    /// The link, closed (its `closed` set): the Account was deleted, or
+    /// merged into one that has its own link for that mapping.
+    Close(Link),
+    /// The link, moved to the master Account it was merged into (its
+    /// `account_id` is the master's, which had no link for that mapping).
+    Move(Link),
+}
+
 /// The portal Ondorse answered, as templates see it (`portal.*`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortalRecord {
@@ -197,41 +209,80 @@ impl Store {
         Ok(())
     }
 
-    /// Moves a merged-away Account's link to the surviving `master`, in one
-    /// transaction: the link under the master's key (the application index
-    /// follows), and the master marked for re-planning so the link's fields
-    /// are planned on it. Returns the moved link. The caller holds both
-    /// links' locks and has seen that the master has no link of its own.
-    pub fn move_link(&self, link: &Link, master_id: &str) -> Result<Link, StoreError> {
-        let old_key = link_key(&link.account_id, &link.mapping);
-        let moved = Link {
-            account_id: master_id.to_owned(),
-            ..link.clone()
-        };
-        let new_key = link_key(master_id, &moved.mapping);
+    /// Settles an Account Salesforce says is gone, in one transaction: each
+    /// of its links is closed or moved to the master it was merged into (the
+    /// application index follows, and the master is marked for re-planning
+    /// so the link's fields are planned on it), and the Account's pending
+    /// write is dropped. So a closed link is never seen with a write still
+    /// queued for its Account. The caller holds the locks of every link
+    /// involved (the loser's and the master's), taken in key order.
+    pub fn settle_gone_account(
+        &self,
+        account_id: &str,
+        changes: &[GoneLink],
+    ) -> Result<(), StoreError> {
         let inner = &self.inner;
-        (
+        let dropped = (
             &inner.links,
             &inner.link_states,
             &inner.link_counts,
             &inner.applications,
             &inner.replans,
+            &inner.writes,
         )
-            .transaction(|(links, states, counts, applications, replans)| {
-                replace_link(links, states, counts, &old_key, None)?;
-                replace_link(links, states, counts, &new_key, Some(&moved))?;
-                if let Some(application_id) = &moved.application_id {
-                    applications.insert(application_id.as_bytes(), new_key.as_slice())?;
+            .transaction(|(links, states, counts, applications, replans, writes)| {
+                for change in changes {
+                    match change {
+                        GoneLink::Close(link) => {
+                            let key = link_key(&link.account_id, &link.mapping);
+                            replace_link(links, states, counts, &key, Some(link))?;
+                        }
+                        GoneLink::Move(moved) => {
+                            let old_key = link_key(account_id, &moved.mapping);
+                            let new_key = link_key(&moved.account_id, &moved.mapping);
+                            replace_link(links, states, counts, &old_key, None)?;
+                            replace_link(links, states, counts, &new_key, Some(moved))?;
+                            if let Some(application_id) = &moved.application_id {
+                                applications
+                                    .insert(application_id.as_bytes(), new_key.as_slice())?;
+                            }
+                            super::dead_letters::mark_replan(
+                                replans,
+                                &moved.account_id,
+                                std::slice::from_ref(&moved.mapping),
+                            )?;
+                        }
+                    }
                 }
+                remove_write(writes, account_id.as_bytes())
+            })
+            .map_err(transaction_error("settle a gone Account"))?;
+        inner.queues.apply(dropped);
+        Ok(())
+    }
+
+    /// Writes a link reopened because its Account is back from the recycle
+    /// bin, and marks the Account for re-planning, in one transaction: an
+    /// open link is never left without the planning that fills its fields.
+    pub fn put_reopened_link(&self, link: &Link) -> Result<(), StoreError> {
+        let key = link_key(&link.account_id, &link.mapping);
+        let inner = &self.inner;
+        (
+            &inner.links,
+            &inner.link_states,
+            &inner.link_counts,
+            &inner.replans,
+        )
+            .transaction(|(links, states, counts, replans)| {
+                replace_link(links, states, counts, &key, Some(link))?;
                 super::dead_letters::mark_replan(
                     replans,
-                    master_id,
-                    std::slice::from_ref(&moved.mapping),
+                    &link.account_id,
+                    std::slice::from_ref(&link.mapping),
                 )?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
-            .map_err(transaction_error("move a link"))?;
-        Ok(moved)
+            .map_err(transaction_error("reopen a link"))
     }
 
     /// The link an application belongs to, through the application index.

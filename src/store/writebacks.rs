@@ -113,6 +113,16 @@ pub(super) fn merge_write(
     Ok(added)
 }
 
+/// Drops an Account's pending write, if any, inside a transaction; the
+/// changes count it. The one way a pending write is removed.
+pub(super) fn remove_write(
+    writes: &TransactionalTree,
+    key: &[u8],
+) -> ConflictableTransactionResult<Changes, StoreError> {
+    let removed = writes.remove(key)?;
+    Ok(Changes::removed_if(Queue::PendingWrites, removed.is_some()))
+}
+
 /// Stores what is left of an Account's pending write after some of its
 /// fields were settled, inside a transaction: nothing left removes it, and
 /// the changes count that.
@@ -122,8 +132,7 @@ pub(super) fn keep_or_remove_write(
     pending: &PendingWrite,
 ) -> ConflictableTransactionResult<Changes, StoreError> {
     if pending.fields.is_empty() {
-        let removed = writes.remove(key)?;
-        return Ok(Changes::removed_if(Queue::PendingWrites, removed.is_some()));
+        return remove_write(writes, key);
     }
     let value =
         codec::encode_value(WRITES_TREE, pending).map_err(ConflictableTransactionError::Abort)?;
@@ -216,28 +225,6 @@ impl Store {
             .transpose()
     }
 
-    /// Adds fields to the Account's pending write (later values win; the
-    /// write becomes due at once). Durable at the next [`Store::flush`].
-    pub fn queue_write(
-        &self,
-        account_id: &str,
-        mapping: &str,
-        fields: &Fields,
-        urgency: Urgency,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        if fields.is_empty() {
-            return Ok(());
-        }
-        let changes = self
-            .inner
-            .writes
-            .transaction(|writes| merge_write(writes, account_id, mapping, fields, urgency, now))
-            .map_err(transaction_error("queue a write"))?;
-        self.inner.queues.apply(changes);
-        Ok(())
-    }
-
     /// Up to `limit` pending writes due at `now`, in Account Id order.
     pub fn due_writes(
         &self,
@@ -285,20 +272,6 @@ impl Store {
     /// How many Accounts have a write pending; read from a counter.
     pub fn pending_write_count(&self) -> usize {
         usize::try_from(self.inner.queues.get(Queue::PendingWrites)).unwrap_or(usize::MAX)
-    }
-
-    /// Drops an Account's pending write (the Account is gone from
-    /// Salesforce); durable at the next flush.
-    pub fn forget_write(&self, account_id: &str) -> Result<(), StoreError> {
-        let removed = self
-            .inner
-            .writes
-            .remove(account_id.as_bytes())
-            .map_err(StoreError::database("drop a pending write"))?;
-        self.inner
-            .queues
-            .apply(Changes::removed_if(Queue::PendingWrites, removed.is_some()));
-        Ok(())
     }
 
     /// Settles an attempted write. Fields queued again meanwhile with other

@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use super::locks::link_key;
 use super::plan;
-use super::retry::Endpoint;
 use super::{Engine, SyncError, now};
 use crate::mapping::Moment;
 use crate::ondorse::webhook::EventType;
@@ -220,19 +219,10 @@ impl Engine {
         Ok(parked)
     }
 
-    /// `GET /api/applications/{id}` through the endpoint's breaker: the one
-    /// way the engine reads an application.
+    /// `GET /api/applications/{id}` in a call slot, through the endpoint's
+    /// breaker: the one way the engine reads an application.
     pub(super) async fn fetch_application(&self, id: &str) -> Result<Application, SyncError> {
-        let breaker = self.breakers.get(Endpoint::ApplicationFetch);
-        breaker.admit()?;
-        let fetched = self.ondorse.get_application(id).await;
-        match &fetched {
-            Err(error) if error.is_retriable() => {
-                breaker.record_failure(&error.to_string(), error.retry_after());
-            }
-            _ => breaker.record_success(),
-        }
-        Ok(fetched?)
+        self.ondorse.get_application(id).await
     }
 
     /// Fetches an application and plans the write-backs of its Account.

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::budget::Work;
 use super::locks::link_key;
 use super::{ACCOUNT, Engine, SyncError, now, plan};
-use crate::store::{Link, LinkClosure, LinkState};
+use crate::store::{GoneLink, Link, LinkClosure, LinkState};
 
 /// What `queryAll` says became of an Account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,9 @@ pub(super) enum Fate {
 
 impl Engine {
     /// Settles an Account Salesforce says is gone (`answer` is what it
-    /// said): moves or closes its links and drops its pending write.
+    /// said): moves or closes its links and drops its pending write, in one
+    /// store transaction under the locks of every link involved (taken in
+    /// key order), so a closed link is never seen with a write queued.
     /// `Fate::Alive` changes nothing.
     pub(super) async fn account_gone(
         &self,
@@ -44,28 +46,67 @@ impl Engine {
         answer: &str,
     ) -> Result<Fate, SyncError> {
         let fate = self.fate_of(account_id).await?;
-        if fate == Fate::Alive {
-            return Ok(fate);
+        let master = match &fate {
+            Fate::Alive => return Ok(fate),
+            Fate::Merged(master) => Some(master.as_str()),
+            Fate::Deleted | Fate::Missing => None,
+        };
+        let mappings: Vec<String> = self
+            .store
+            .links_of_account(account_id)?
+            .into_iter()
+            .map(|link| link.mapping)
+            .collect();
+        let mut keys: Vec<String> = mappings
+            .iter()
+            .flat_map(|mapping| {
+                std::iter::once(link_key(mapping, account_id))
+                    .chain(master.map(|master| link_key(mapping, master)))
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let mut _link_locks = Vec::with_capacity(keys.len());
+        for key in &keys {
+            _link_locks.push(self.link_locks.lock(key).await);
         }
-        self.store.forget_write(account_id)?;
-        for link in self.store.links_of_account(account_id)? {
-            match &fate {
-                Fate::Merged(master) => {
-                    self.move_to_master(&link.mapping, account_id, master, answer)
-                        .await?;
-                }
-                Fate::Deleted | Fate::Missing => {
-                    self.close_deleted(&link.mapping, account_id, &fate, answer)
-                        .await?;
-                }
-                Fate::Alive => {}
-            }
+        // Read again under the locks: only these links are changed.
+        let mut changes = Vec::new();
+        for mapping in &mappings {
+            let Some(link) = self.store.link(mapping, account_id)?.filter(Link::is_open) else {
+                continue;
+            };
+            changes.push(match master {
+                Some(master) if self.store.link(mapping, master)?.is_some() => GoneLink::Close(
+                    closed(link, format!("merged into {master}, which has its own portal"), false),
+                ),
+                Some(master) => GoneLink::Move(Link {
+                    account_id: master.to_owned(),
+                    ..link
+                }),
+                None if fate == Fate::Missing => GoneLink::Close(closed(
+                    link,
+                    "the Account no longer exists in Salesforce, not even in the recycle bin"
+                        .to_owned(),
+                    true,
+                )),
+                None => GoneLink::Close(closed(
+                    link,
+                    "the Account was deleted in Salesforce; restoring it from the recycle bin reopens the link".to_owned(),
+                    true,
+                )),
+            });
+        }
+        self.store.settle_gone_account(account_id, &changes)?;
+        drop(_link_locks);
+        for change in &changes {
+            self.journal_gone(account_id, master, change, answer)?;
         }
         self.store.flush().await?;
-        if let Fate::Merged(master) = &fate {
+        if let Some(master) = master {
             // The master's mark is durable: a failure here is retried by reconcile.
             if let Err(error) = self.replan_marked().await {
-                tracing::warn!(account_id, master = %master, %error, "the merged Account's write-back is not planned on its master yet; reconcile plans it");
+                tracing::warn!(account_id, master, %error, "the merged Account's write-back is not planned on its master yet; reconcile plans it");
             }
         }
         Ok(fate)
@@ -99,7 +140,6 @@ impl Engine {
                         if let Some(mut link) = self.store.link(&link.mapping, account_id)?
                             && self.reopen(&mut link)?
                         {
-                            self.store.put_link(&link)?;
                             reopened += 1;
                         }
                     }
@@ -114,14 +154,14 @@ impl Engine {
     }
 
     /// Reopens a link closed because its Account was deleted, now that the
-    /// Account is seen again, and marks it for planning; the caller holds
-    /// the link's lock and stores the link. False when it was not closed
-    /// that way.
+    /// Account is seen again: the link is stored open and its Account marked
+    /// for planning in one transaction. The caller holds the link's lock.
+    /// False (nothing stored) when it was not closed that way.
     pub(super) fn reopen(&self, link: &mut Link) -> Result<bool, SyncError> {
         if link.closed.take_if(|closed| closed.deleted).is_none() {
             return Ok(false);
         }
-        self.store.mark_replan(&link.account_id, &link.mapping)?;
+        self.store.put_reopened_link(link)?;
         self.journal(
             &link.account_id,
             Some(&link.mapping),
@@ -159,115 +199,82 @@ impl Engine {
         )
     }
 
-    /// Moves one link of a merged-away Account to its master, or closes it
-    /// when the master has its own link for that mapping.
-    async fn move_to_master(
+    /// Journals what became of one link of a gone Account, on it and on
+    /// the master it was merged into.
+    fn journal_gone(
         &self,
-        mapping: &str,
         loser: &str,
-        master: &str,
+        master: Option<&str>,
+        change: &GoneLink,
         answer: &str,
     ) -> Result<(), SyncError> {
-        let mut keys = [link_key(mapping, loser), link_key(mapping, master)];
-        keys.sort();
-        let _first = self.link_locks.lock(&keys[0]).await;
-        let _second = if keys[0] == keys[1] {
-            None
-        } else {
-            Some(self.link_locks.lock(&keys[1]).await)
-        };
-        let Some(link) = self.store.link(mapping, loser)?.filter(Link::is_open) else {
-            return Ok(());
-        };
-        if self.store.link(mapping, master)?.is_some() {
-            self.close(
-                link,
-                format!("merged into {master}, which has its own portal"),
-                false,
-                answer,
-            )?;
-            self.journal(
-                master,
-                Some(mapping),
-                "merged_in",
-                format!("Account {loser} was merged into this one, which keeps its own portal; {loser}'s link was closed"),
-                json!({ "loser": loser }),
-            )?;
-            return Ok(());
+        match change {
+            GoneLink::Close(link) => {
+                let reason = link
+                    .closed
+                    .as_ref()
+                    .map_or("", |closed| closed.reason.as_str());
+                tracing::warn!(account_id = loser, mapping = %link.mapping, %reason, "link closed");
+                self.journal(
+                    loser,
+                    Some(&link.mapping),
+                    "link_closed",
+                    format!("link closed: {reason}"),
+                    json!({ "answer": answer }),
+                )?;
+                if let Some(master) = master {
+                    self.journal(
+                        master,
+                        Some(&link.mapping),
+                        "merged_in",
+                        format!("Account {loser} was merged into this one, which keeps its own portal; {loser}'s link was closed"),
+                        json!({ "loser": loser }),
+                    )?;
+                }
+            }
+            GoneLink::Move(moved) => {
+                let master = moved.account_id.as_str();
+                let portal = moved.portal.as_ref().map(|portal| portal.id.clone());
+                self.journal(
+                    loser,
+                    Some(&moved.mapping),
+                    "merged",
+                    format!(
+                        "merged into {master} (Salesforce answered {answer}): the link moved there"
+                    ),
+                    json!({ "master": master, "portal": portal }),
+                )?;
+                self.journal(
+                    master,
+                    Some(&moved.mapping),
+                    "link_moved_here",
+                    format!("Account {loser} was merged into this one: its link moved here and its write-back is planned here"),
+                    json!({ "loser": loser, "portal": portal }),
+                )?;
+                tracing::warn!(
+                    account_id = loser,
+                    master,
+                    mapping = %moved.mapping,
+                    "merged Account: its link moved to the master"
+                );
+            }
         }
-        let moved = self.store.move_link(&link, master)?;
-        let portal = moved.portal.as_ref().map(|portal| portal.id.clone());
-        self.journal(
-            loser,
-            Some(mapping),
-            "merged",
-            format!("merged into {master} (Salesforce answered {answer}): the link moved there"),
-            json!({ "master": master, "portal": portal }),
-        )?;
-        self.journal(
-            master,
-            Some(mapping),
-            "link_moved_here",
-            format!("Account {loser} was merged into this one: its link moved here and its write-back is planned here"),
-            json!({ "loser": loser, "portal": portal }),
-        )?;
-        tracing::warn!(
-            account_id = loser,
-            master,
-            mapping,
-            "merged Account: its link moved to the master"
-        );
         Ok(())
     }
+}
 
-    /// Closes one link of a deleted Account.
-    async fn close_deleted(
-        &self,
-        mapping: &str,
-        account_id: &str,
-        fate: &Fate,
-        answer: &str,
-    ) -> Result<(), SyncError> {
-        let _link_lock = self.link_locks.lock(&link_key(mapping, account_id)).await;
-        let Some(link) = self.store.link(mapping, account_id)?.filter(Link::is_open) else {
-            return Ok(());
-        };
-        let reason = if *fate == Fate::Missing {
-            "the Account no longer exists in Salesforce, not even in the recycle bin"
-        } else {
-            "the Account was deleted in Salesforce; restoring it from the recycle bin reopens the link"
-        };
-        self.close(link, reason.to_owned(), true, answer)
+/// The link closed for `reason`. A link merged away (not `deleted`) keeps
+/// no personal data: nothing is rendered for it again (the journal keeps
+/// the evidence).
+fn closed(mut link: Link, reason: String, deleted: bool) -> Link {
+    link.closed = Some(LinkClosure {
+        reason,
+        at: now(),
+        deleted,
+    });
+    if !deleted {
+        link.account.clear();
+        link.request = None;
     }
-
-    fn close(
-        &self,
-        mut link: Link,
-        reason: String,
-        deleted: bool,
-        answer: &str,
-    ) -> Result<(), SyncError> {
-        tracing::warn!(account_id = %link.account_id, mapping = %link.mapping, %reason, "link closed");
-        self.journal(
-            &link.account_id,
-            Some(&link.mapping),
-            "link_closed",
-            format!("link closed: {reason}"),
-            json!({ "answer": answer }),
-        )?;
-        link.closed = Some(LinkClosure {
-            reason,
-            at: now(),
-            deleted,
-        });
-        if !deleted {
-            // Merged away: nothing is rendered for this link again, so the
-            // Account's personal data it held goes (the journal keeps the
-            // evidence).
-            link.account.clear();
-            link.request = None;
-        }
-        self.store.put_link(&link)?;
-        Ok(())
-    }
+    link
 }

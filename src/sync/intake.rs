@@ -311,8 +311,9 @@ impl Engine {
             link.account = record;
             // Seen again after a delete: restored from the recycle bin (the
             // next reconcile plans its fields again).
-            self.reopen(&mut link)?;
-            self.store.put_link(&link)?;
+            if !self.reopen(&mut link)? {
+                self.store.put_link(&link)?;
+            }
             return Ok(false);
         }
         let intent_at = now();

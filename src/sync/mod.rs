@@ -27,6 +27,7 @@ pub mod clock;
 mod decisions;
 mod gone;
 pub mod governed;
+mod governed_ondorse;
 mod intake;
 mod locks;
 pub mod online_check;
@@ -146,7 +147,8 @@ impl SyncError {
 pub struct Engine {
     /// The only way to Salesforce: every call asks the budget governor.
     salesforce: governed::GovernedSalesforce,
-    ondorse: OndorseClient,
+    /// The only way to Ondorse: a call slot, then the breaker, every call.
+    ondorse: governed_ondorse::GovernedOndorse,
     store: Store,
     /// The retry policy and a breaker per endpoint: work on a failing
     /// endpoint waits as a whole.
@@ -304,8 +306,12 @@ impl Engine {
                 metrics.clone(),
                 config.salesforce.max_concurrent_requests,
             ),
+            ondorse: governed_ondorse::GovernedOndorse::new(
+                ondorse,
+                breakers.clone(),
+                config.ondorse.max_concurrent_requests,
+            ),
             breakers,
-            ondorse,
             store: parts.store,
             mappings: RwLock::new(Arc::new(mappings)),
             describe: tokio::sync::RwLock::new(None),

@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 
 use super::locks::link_key;
 use super::plan;
-use super::retry::Endpoint;
 use super::{Engine, SyncError, now};
 use crate::mapping::{Mapping, Moment, WritebackContext};
 use crate::ondorse::{OndorseError, Portal};
@@ -144,23 +143,14 @@ impl Engine {
                 }
             },
         };
-        let breaker = self.breakers.get(Endpoint::PortalCreation);
-        if let Err(open) = breaker.admit() {
-            return Ok(Attempt::Deferred(open.until));
-        }
         let answer = self
             .ondorse
             .create_portal(request.bytes(), &link.idempotency_key)
             .await;
-        match &answer {
-            Err(error) if error.is_retriable() => {
-                breaker.record_failure(&error.to_string(), error.retry_after());
-            }
-            _ => breaker.record_success(),
-        }
         let portal = match answer {
             Ok(portal) => portal,
-            Err(error) => {
+            Err(SyncError::Backoff(open)) => return Ok(Attempt::Deferred(open.until)),
+            Err(SyncError::Ondorse(error)) => {
                 tracing::warn!(account_id, mapping = %mapping.name, %error, "portal creation failed");
                 let retry_at = error
                     .is_retriable()
@@ -175,6 +165,7 @@ impl Engine {
                 self.portal_failed(&mut link, reason, retry_at, error.http_status())?;
                 return Ok(Attempt::Failed);
             }
+            Err(error) => return Err(error),
         };
         let record = self.portal_record(&portal);
         // Recorded before anything that can fail, and on disk before

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ondorse_bridge::ondorse::webhook::{WebhookEnvelope, parse_envelope};
 use ondorse_bridge::store::{
-    Accepted, Fields, InboxKind, InboxQueue, SEEN_EVENT_RETENTION, Store, StoreError, Urgency,
-    WriteSettlement,
+    Accepted, Fields, GoneLink, InboxKind, InboxQueue, Link, LinkClosure, LinkState, PortalRecord,
+    SEEN_EVENT_RETENTION, Store, StoreError, Urgency, WriteSettlement,
 };
 use serde_json::json;
 
@@ -261,19 +261,28 @@ async fn queue_depths_come_from_counters_that_stay_exact_across_adds_removals_an
     check(&store, [3, 1, 0, 0, 0], "after completions");
 
     // Pending writes, coalesced per Account, and dead letters.
-    let queue = |account: &str, value: serde_json::Value| {
-        store
-            .queue_write(account, "kyb", &fields(value), Urgency::Now, received)
-            .unwrap();
-    };
-    queue("001A", json!({ "KYC_Status__c": "In review" }));
-    queue("001A", json!({ "KYC_Risk__c": "low" }));
-    queue("001B", json!({ "KYC_Status__c": "Approved" }));
-    queue("001C", json!({ "KYC_Status__c": "Rejected" }));
-    queue("001D", json!({ "KYC_Status__c": "Approved" }));
+    let mapping = "business-onboarding";
+    let (first, second, gone, fourth) = (
+        "001000000000001AAA",
+        "001000000000002AAA",
+        "001000000000003AAA",
+        "001000000000004AAA",
+    );
+    let first_link = linked_with_write(&store, mapping, first);
+    store
+        .put_link_and_queue(
+            &first_link,
+            Some(&fields(json!({ "KYC_Risk__c": "low" }))),
+            Urgency::Now,
+            received,
+        )
+        .unwrap();
+    linked_with_write(&store, mapping, second);
+    let mut gone_link = linked_with_write(&store, mapping, gone);
+    linked_with_write(&store, mapping, fourth);
     check(&store, [3, 1, 0, 4, 0], "after queued writes");
     let pending = |account: &str| store.pending_write(account).unwrap().unwrap();
-    let retried = pending("001A");
+    let retried = pending(first);
     store
         .settle_write(
             &retried,
@@ -292,7 +301,7 @@ async fn queue_depths_come_from_counters_that_stay_exact_across_adds_removals_an
         .unwrap();
     store
         .dead_letter_write(
-            &pending("001B"),
+            &pending(second),
             "FIELD_CUSTOM_VALIDATION_EXCEPTION",
             "no",
             received,
@@ -300,16 +309,24 @@ async fn queue_depths_come_from_counters_that_stay_exact_across_adds_removals_an
         .unwrap();
     store
         .add_dead_letter(
-            "001E",
-            vec!["kyb".to_owned()],
+            "001000000000005AAA",
+            vec![mapping.to_owned()],
             fields(json!({ "KYC_Risk__c": 12 })),
             "INVALID_TYPE",
             "not a picklist value",
             received,
         )
         .unwrap();
-    store.forget_write("001C").unwrap();
-    store.forget_write("001C").unwrap();
+    gone_link.closed = Some(LinkClosure {
+        reason: "the Account was deleted".to_owned(),
+        at: received,
+        deleted: true,
+    });
+    for _ in 0..2 {
+        store
+            .settle_gone_account(gone, &[GoneLink::Close(gone_link.clone())])
+            .unwrap();
+    }
     check(&store, [3, 1, 0, 1, 2], "after settlements");
     let letters = store.dead_letters().unwrap();
     store.retry_dead_letters(&letters[..1]).unwrap();
@@ -487,4 +504,104 @@ fn a_store_that_cannot_be_created_names_its_path() {
             .starts_with(&format!("cannot open the store at {}: ", path.display())),
         "{error}"
     );
+}
+
+/// An open link with a portal and its portal write-back queued.
+fn linked_with_write(store: &Store, mapping: &str, account_id: &str) -> Link {
+    let now = Utc::now();
+    let link = Link {
+        mapping: mapping.to_owned(),
+        account_id: account_id.to_owned(),
+        idempotency_key: format!("key-{account_id}"),
+        intent_at: now,
+        portal: Some(PortalRecord {
+            id: format!("portal-{account_id}"),
+            url: Some(format!("https://collect.example.com/p/{account_id}")),
+            created_at: now,
+            answer: json!({ "id": format!("portal-{account_id}") }),
+        }),
+        application_id: Some(format!("app-{account_id}")),
+        decision_final: false,
+        account: serde_json::Map::new(),
+        portal_attempts: 0,
+        last_error: None,
+        request: None,
+        retry_at: None,
+        refused: false,
+        portal_writeback_due: false,
+        closed: None,
+    };
+    let mut fields = Fields::new();
+    fields.insert("KYC_Status__c".to_owned(), json!("Approved"));
+    store
+        .put_link_and_queue(&link, Some(&fields), Urgency::Now, now)
+        .unwrap();
+    assert!(store.pending_write(account_id).unwrap().is_some());
+    link
+}
+
+#[test]
+fn closing_a_gone_accounts_links_drops_its_queued_write_in_the_same_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let deleted = "001000000000001AAA";
+    let mut link = linked_with_write(&store, "business-onboarding", deleted);
+    link.closed = Some(LinkClosure {
+        reason: "the Account was deleted".to_owned(),
+        at: Utc::now(),
+        deleted: true,
+    });
+
+    store
+        .settle_gone_account(deleted, &[GoneLink::Close(link)])
+        .unwrap();
+
+    // One store operation: the closed link and the dropped write are seen together.
+    assert_eq!(store.pending_write(deleted).unwrap(), None);
+    let closed: Vec<Link> = store
+        .links_in(LinkState::Closed)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].account_id, deleted);
+    // A write queued for a closed link afterwards is refused by the store.
+    let mut fields = Fields::new();
+    fields.insert("KYC_Status__c".to_owned(), json!("Rejected"));
+    store
+        .put_link_and_queue(&closed[0], Some(&fields), Urgency::Now, Utc::now())
+        .unwrap();
+    assert_eq!(store.pending_write_count(), 0);
+}
+
+#[test]
+fn a_link_moved_to_the_master_drops_the_losers_write_and_marks_the_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (loser, master) = ("001000000000002AAA", "001000000000003AAA");
+    let link = linked_with_write(&store, "business-onboarding", loser);
+    let moved = Link {
+        account_id: master.to_owned(),
+        ..link
+    };
+
+    store
+        .settle_gone_account(loser, &[GoneLink::Move(moved.clone())])
+        .unwrap();
+
+    assert_eq!(store.pending_write(loser).unwrap(), None);
+    assert_eq!(store.link("business-onboarding", loser).unwrap(), None);
+    assert_eq!(
+        store.link("business-onboarding", master).unwrap(),
+        Some(moved)
+    );
+    assert_eq!(
+        store
+            .link_by_application(&format!("app-{loser}"))
+            .unwrap()
+            .map(|link| link.account_id),
+        Some(master.to_owned())
+    );
+    let replans = store.replans().unwrap();
+    assert_eq!(replans.len(), 1);
+    assert_eq!(replans[0].account_id, master);
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ondorse_bridge::sync::Endpoint;
+use ondorse_bridge::sync::{Endpoint, RetrySettings};
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Value, json};
 
@@ -12,6 +12,7 @@ use crate::support::daemon::Daemon as ChildDaemon;
 use crate::support::world::{E2E_DEADLINE, TEST_ONDORSE_CONCURRENCY, World, eventually};
 
 const BUSINESS: &str = "business-onboarding";
+const PERSON: &str = "person-onboarding";
 const PORTAL_PREFIX: &str = "https://collect.ondorse.co/portals/";
 
 /// The picklist label the shipped business mapping writes for a risk level.
@@ -398,6 +399,51 @@ async fn while_ondorse_is_down_intents_wait_and_resume_without_duplicates() {
         failed, posts,
         "each refused POST is in its Account's journal"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_waiting_for_an_ondorse_slot_do_not_go_out_once_its_breaker_opens() {
+    let mut world = World::start(OndorseSandboxOptions::default()).await;
+    // One call slot, and a breaker wait longer than the test: once open,
+    // the breaker lets no probe through while the polls run.
+    world.config.ondorse.max_concurrent_requests = 1;
+    world.config.retry = RetrySettings {
+        initial_delay: Duration::from_secs(600),
+        max_delay: Duration::from_secs(600),
+        retry_after_cap: Duration::from_secs(1),
+    };
+    world.seed(3, "Customer", 93);
+    world.seed(3, "Other", 94);
+    let engine = world.engine();
+    // Ondorse is down and slow to say so: while the first POST waits for
+    // its 503, the other mapping's first POST waits for the one slot.
+    world.ondorse.set_latency(Duration::from_millis(300));
+    world.ondorse.set_down(true);
+
+    let (business, person) = tokio::join!(engine.poll(BUSINESS), engine.poll(PERSON));
+    let (business, person) = (business.expect("poll"), person.expect("poll"));
+
+    assert_eq!(business.portals_created + person.portals_created, 0);
+    let breaker = engine.breakers().get(Endpoint::PortalCreation).state();
+    assert!(breaker.open, "{breaker:?}");
+    // Every POST Ondorse received is a failure the breaker counted, and
+    // only the call that held the slot when Ondorse failed went out: the
+    // call that waited for the slot asked the breaker once it had it.
+    let posts: u64 = world.ondorse.portal_posts_by_key().values().sum();
+    assert_eq!(
+        (posts, breaker.failures),
+        (1, 1),
+        "{posts} POSTs with one call slot, breaker {breaker:?}"
+    );
+    // The intents are kept for when Ondorse is back.
+    let pending = engine
+        .store()
+        .link_counts()
+        .expect("counts")
+        .values()
+        .map(|counts| counts.pending_portals)
+        .sum::<u64>();
+    assert_eq!(pending, 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

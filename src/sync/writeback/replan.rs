@@ -3,7 +3,8 @@
 use serde_json::json;
 
 use crate::mapping::Moment;
-use crate::store::Fields;
+use crate::store::{Fields, Link};
+use crate::sync::locks::link_key;
 use crate::sync::{Engine, SyncError, plan};
 
 impl Engine {
@@ -19,28 +20,47 @@ impl Engine {
         for replan in &replans {
             let account_id = &replan.account_id;
             for mapping in self.mappings().iter() {
-                let Some(link) = self.store.link(&mapping.name, account_id)? else {
-                    continue;
-                };
-                if link.portal.is_some() {
-                    let mut fields = self
-                        .plan_moment(
-                            mapping,
-                            &link,
-                            Moment::PortalCreated,
-                            None,
-                            None,
-                            &Fields::new(),
-                        )
-                        .await?;
-                    if link.application_id.is_some() {
-                        // The application's fields come from its current
-                        // state below.
-                        plan::leave_to_later_moments(mapping, Moment::PortalCreated, &mut fields);
+                let application_id = {
+                    // Read and rewritten under the link's lock: a decision,
+                    // a merge or a close meanwhile is never overwritten with
+                    // a stale copy, and a closed link is not planned.
+                    let _link_lock = self
+                        .link_locks
+                        .lock(&link_key(&mapping.name, account_id))
+                        .await;
+                    let Some(link) = self
+                        .store
+                        .link(&mapping.name, account_id)?
+                        .filter(Link::is_open)
+                    else {
+                        continue;
+                    };
+                    if link.portal.is_some() {
+                        let mut fields = self
+                            .plan_moment(
+                                mapping,
+                                &link,
+                                Moment::PortalCreated,
+                                None,
+                                None,
+                                &Fields::new(),
+                            )
+                            .await?;
+                        if link.application_id.is_some() {
+                            // The application's fields come from its current
+                            // state below.
+                            plan::leave_to_later_moments(
+                                mapping,
+                                Moment::PortalCreated,
+                                &mut fields,
+                            );
+                        }
+                        self.commit_link(&link, Moment::PortalCreated, fields)?;
                     }
-                    self.commit_link(&link, Moment::PortalCreated, fields)?;
-                }
-                if let Some(application_id) = &link.application_id {
+                    link.application_id
+                };
+                // Takes the link's lock itself.
+                if let Some(application_id) = &application_id {
                     self.refresh_application(application_id, false).await?;
                 }
             }
