@@ -53,9 +53,10 @@ pub use writebacks::{Fields, PendingWrite, Urgency, WriteSettlement};
 /// otherwise. Its own default (1 GiB) lets a long-running daemon grow far
 /// past what its working set needs: cursors, pending work and the links
 /// being touched. Cold reads (an old journal) go to the disk, mostly to the
-/// system's file cache. Each MiB here costs about 0.8 MiB of resident
-/// memory; 32, 8 and 4 MiB made no measurable difference to the
-/// benchmark's throughput at 20,000 Accounts.
+/// system's file cache. Each MiB here costs about 1 MiB of resident
+/// memory; 32, 8 and 4 MiB showed no consistent difference in the
+/// benchmark's throughput at 20,000 Accounts (single runs on a loaded
+/// machine).
 pub const DEFAULT_PAGE_CACHE_MIB: u64 = 8;
 
 /// Keyspace: pending inbox items (webhooks), by sequence.
