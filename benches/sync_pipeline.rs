@@ -306,8 +306,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::time::sleep(IDLE_AFTER).await;
     let idle_rss = daemon.rss_mib()?;
     let store_bytes = disk_usage(&world.config.store.path)?;
+    // The file-backed part is mostly the binary's code, the same at any size.
     eprintln!(
-        "idle: {idle_rss:.1} MiB resident, store {:.1} MiB on disk",
+        "idle: {idle_rss:.1} MiB resident ({:.1} MiB heap and stacks, {:.1} MiB mapped files), store {:.1} MiB on disk",
+        daemon.memory_mib("RssAnon")?,
+        daemon.memory_mib("RssFile")?,
         store_bytes as f64 / MIB
     );
     drop(daemon);

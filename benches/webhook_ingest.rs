@@ -171,7 +171,7 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
 
     shutdown.stop();
     server.await??;
-    let stored = store.inbox_depth()?;
+    let stored = store.inbox_depth();
     ensure!(
         stored == settings.events as u64,
         "{} events were answered but {stored} are in the inbox",

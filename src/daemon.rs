@@ -100,7 +100,7 @@ impl Daemon {
         for warning in exposure_warnings(config) {
             tracing::warn!("{warning}");
         }
-        let store = Store::open(&config.store.path)
+        let store = Store::open_with_page_cache(&config.store.path, config.store.page_cache_mib)
             .await
             .map_err(anyhow::Error::from)?;
         let inbox_wake = Arc::new(Notify::new());

@@ -19,6 +19,7 @@
 //!   `demo` command, tests and benchmarks.
 //! - [`daemon`]: the composition `run` starts (store, listeners, engine).
 //! - [`shutdown`]: the one stop signal every task watches, with its cut-off.
+//! - [`memory`]: how the C allocator keeps freed memory (arenas, trimming).
 //! - [`systemd`]: readiness, watchdog and stopping notifications.
 //! - [`cli`]: one module per command; `main.rs` only dispatches.
 //! - [`telemetry`]: logs and metrics.
@@ -31,6 +32,7 @@ pub mod daemon;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod mapping;
+pub mod memory;
 pub mod ondorse;
 pub mod salesforce;
 pub mod server;

@@ -2,10 +2,12 @@
 
 use std::process::ExitCode;
 
-use ondorse_bridge::cli;
 use ondorse_bridge::telemetry;
+use ondorse_bridge::{cli, memory};
 
 fn main() -> ExitCode {
+    // Before any thread exists, as the C allocator asks.
+    memory::limit_arenas();
     cli::exit_quietly_when_output_closes();
     let cli = match cli::parse() {
         Ok(cli) => cli,

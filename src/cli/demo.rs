@@ -260,7 +260,7 @@ async fn watch_progress(daemon: &Daemon, salesforce: &SalesforceSandbox) -> bool
             matched
         );
         let first_poll_done = daemon.schedules().poll.state().last_finished.is_some();
-        let inbox_empty = store.inbox_depth().unwrap_or(1) == 0;
+        let inbox_empty = store.inbox_depth() == 0;
         if first_poll_done
             && decided == matched
             && written as u64 >= decided

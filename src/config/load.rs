@@ -277,6 +277,7 @@ impl Loader {
                     DEFAULT_RETENTION_DAYS,
                     MAX_RETENTION_DAYS,
                 )),
+                page_cache_mib: self.page_cache_mib(),
             },
             mappings: MappingsConfig {
                 dir: PathBuf::from(self.string_or("mappings", "dir", DEFAULT_MAPPINGS_DIR)),

@@ -7,6 +7,7 @@ use secrecy::SecretString;
 
 use super::load::Loader;
 use super::*;
+use crate::store::DEFAULT_PAGE_CACHE_MIB;
 use crate::sync::retry::RetrySettings;
 
 /// Above this, concurrency is a mistake rather than a choice.
@@ -133,6 +134,16 @@ impl Loader {
             max_concurrent_requests,
             link_batch_wait,
         }
+    }
+
+    /// `[store] page_cache_mib`: at least 1 MiB.
+    pub(super) fn page_cache_mib(&mut self) -> u64 {
+        const KEY: &str = "page_cache_mib";
+        let mib = self.unsigned("store", KEY, DEFAULT_PAGE_CACHE_MIB, MAX_PAGE_CACHE_MIB);
+        if mib == 0 {
+            self.problem("store", KEY, "must be at least 1 MiB");
+        }
+        mib.max(1)
     }
 
     /// `max_concurrent_requests` of `section`: at least 1.

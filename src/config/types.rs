@@ -149,6 +149,8 @@ pub struct StoreConfig {
     /// `retention_days`: how long journal entries that record what was
     /// sent, decided and written are kept (default five years).
     pub retention: Retention,
+    /// `page_cache_mib`: the bound on sled's page cache, in MiB.
+    pub page_cache_mib: u64,
 }
 
 /// `[mappings]`: the directory of YAML mapping files.
@@ -191,6 +193,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8701";
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/ondorse-bridge";
 /// The longest `[store] retention_days` short of forever (`0`): a century.
 pub const MAX_RETENTION_DAYS: u64 = 100 * 366;
+/// The largest `[store] page_cache_mib`: 64 GiB, more than any org's store.
+pub const MAX_PAGE_CACHE_MIB: u64 = 64 * 1024;
 pub const DEFAULT_MAPPINGS_DIR: &str = "/etc/ondorse-bridge/mappings";
 pub const DEFAULT_POLL_SCHEDULE: &str = "*/30 * * * * *";
 pub const DEFAULT_RECONCILE_SCHEDULE: &str = "0 */10 * * * *";

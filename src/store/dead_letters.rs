@@ -17,7 +17,10 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::codec;
-use super::writebacks::{Fields, PendingWrite, account_fields, transaction_error};
+use super::queue_counts::{Changes, Queue};
+use super::writebacks::{
+    Fields, PendingWrite, account_fields, keep_or_remove_write, transaction_error,
+};
 use super::{
     DEAD_LETTERS_TREE, KNOWN_FIELDS_TREE, REFUSED_FIELDS_TREE, REPLANS_TREE, Store, StoreError,
     WRITES_TREE,
@@ -169,7 +172,7 @@ impl Store {
         let id = self.next_sequence()?;
         let key = account_id.as_bytes();
         let inner = &self.inner;
-        (
+        let changes = (
             &inner.dead_letters,
             &inner.known_fields,
             &inner.refused_fields,
@@ -196,33 +199,29 @@ impl Store {
                 };
                 let value =
                     codec::encode_value(DEAD_LETTERS_TREE, &letter).map_err(Abort::Abort)?;
-                dead_letters.insert(&codec::sequence_key(id), value)?;
+                let replaced = dead_letters.insert(&codec::sequence_key(id), value)?;
+                let added = Changes::added_if(Queue::DeadLetters, replaced.is_none());
                 let mut refused = read_fields(refused_fields, REFUSED_FIELDS_TREE, key)?;
                 refused.extend(fields.clone());
                 write_fields(refused_fields, REFUSED_FIELDS_TREE, key, &refused)?;
-                if let Some(attempted) = attempted {
-                    let Some(bytes) = writes.get(key)? else {
-                        return Ok(());
-                    };
-                    let mut pending: PendingWrite =
-                        codec::decode_value(WRITES_TREE, key, &bytes).map_err(Abort::Abort)?;
-                    // Values queued again meanwhile stay pending.
-                    pending
-                        .fields
-                        .retain(|name, value| attempted.fields.get(name) != Some(value));
-                    pending.attempts = 0;
-                    pending.last_error = None;
-                    if pending.fields.is_empty() {
-                        writes.remove(key)?;
-                    } else {
-                        let value =
-                            codec::encode_value(WRITES_TREE, &pending).map_err(Abort::Abort)?;
-                        writes.insert(key, value)?;
-                    }
-                }
-                Ok(())
+                let Some(attempted) = attempted else {
+                    return Ok(added);
+                };
+                let Some(bytes) = writes.get(key)? else {
+                    return Ok(added);
+                };
+                let mut pending: PendingWrite =
+                    codec::decode_value(WRITES_TREE, key, &bytes).map_err(Abort::Abort)?;
+                // Values queued again meanwhile stay pending.
+                pending
+                    .fields
+                    .retain(|name, value| attempted.fields.get(name) != Some(value));
+                pending.attempts = 0;
+                pending.last_error = None;
+                Ok(added.with(keep_or_remove_write(writes, key, &pending)?))
             })
             .map_err(transaction_error("record a dead letter"))?;
+        inner.queues.apply(changes);
         Ok(id)
     }
 
@@ -248,17 +247,22 @@ impl Store {
     /// from its current state. Durable at the next flush.
     pub fn retry_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), StoreError> {
         let inner = &self.inner;
-        (&inner.dead_letters, &inner.refused_fields, &inner.replans)
+        let changes = (&inner.dead_letters, &inner.refused_fields, &inner.replans)
             .transaction(|(dead_letters, refused_fields, replans)| {
+                let mut changes = Changes::none();
                 for letter in letters {
                     let key = letter.account_id.as_bytes();
-                    dead_letters.remove(&codec::sequence_key(letter.id))?;
+                    let removed = dead_letters.remove(&codec::sequence_key(letter.id))?;
+                    changes =
+                        changes.with(Changes::removed_if(Queue::DeadLetters, removed.is_some()));
                     forget_refusals(refused_fields, key, letter.fields.keys())?;
                     mark_replan(replans, &letter.account_id, &letter.mappings)?;
                 }
-                Ok(())
+                Ok(changes)
             })
-            .map_err(transaction_error("retry dead letters"))
+            .map_err(transaction_error("retry dead letters"))?;
+        inner.queues.apply(changes);
+        Ok(())
     }
 
     /// Marks an Account to be planned again from its current links (an
@@ -291,7 +295,8 @@ impl Store {
         Ok(())
     }
 
+    /// How many dead letters wait for a human; read from a counter.
     pub fn dead_letter_count(&self) -> usize {
-        self.inner.dead_letters.len()
+        usize::try_from(self.inner.queues.get(Queue::DeadLetters)).unwrap_or(usize::MAX)
     }
 }

@@ -21,6 +21,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::codec;
+use super::queue_counts::{Changes, Queue, is_parked};
 use super::{HINTS_TREE, INBOX_TREE, SEEN_EVENTS_TREE, Store, StoreError};
 use crate::ondorse::webhook::WebhookEnvelope;
 
@@ -124,6 +125,10 @@ impl Store {
                 source,
             },
         })?;
+        self.inner.queues.apply(Changes::added_if(
+            Queue::Webhooks,
+            matches!(accepted, Accepted::Stored { .. }),
+        ));
         // A duplicate is flushed too: the first delivery may have been
         // answered with an error before its own flush finished, and this
         // answer promises the event is on disk.
@@ -146,10 +151,14 @@ impl Store {
             },
         )?;
         let sequence = self.next_sequence()?;
-        self.inner
+        let replaced = self
+            .inner
             .hints
             .insert(codec::sequence_key(sequence), value)
             .map_err(StoreError::database("store a salesforce hint"))?;
+        self.inner
+            .queues
+            .apply(Changes::added_if(Queue::Hints, replaced.is_none()));
         self.flush().await?;
         Ok(sequence)
     }
@@ -256,9 +265,19 @@ impl Store {
         }
         self.flush().await?;
         for sequence in sequences {
-            for tree in [&self.inner.inbox, &self.inner.hints] {
-                tree.remove(codec::sequence_key(*sequence))
+            for (tree, queue, parked) in [
+                (&self.inner.inbox, Queue::Webhooks, Queue::ParkedWebhooks),
+                (&self.inner.hints, Queue::Hints, Queue::ParkedHints),
+            ] {
+                let removed = tree
+                    .remove(codec::sequence_key(*sequence))
                     .map_err(StoreError::database("complete an inbox item"))?;
+                if let Some(value) = removed {
+                    self.inner.queues.apply(
+                        Changes::removed_if(queue, true)
+                            .with(Changes::removed_if(parked, is_parked(&value))),
+                    );
+                }
             }
         }
         Ok(())
@@ -275,9 +294,9 @@ impl Store {
         retry_at: impl FnOnce(u32) -> DateTime<Utc>,
     ) -> Result<u32, StoreError> {
         let key = codec::sequence_key(sequence);
-        for (tree, keyspace) in [
-            (&self.inner.inbox, INBOX_TREE),
-            (&self.inner.hints, HINTS_TREE),
+        for (tree, keyspace, parked) in [
+            (&self.inner.inbox, INBOX_TREE, Queue::ParkedWebhooks),
+            (&self.inner.hints, HINTS_TREE, Queue::ParkedHints),
         ] {
             let Some(value) = tree
                 .get(key)
@@ -286,6 +305,7 @@ impl Store {
                 continue;
             };
             let mut stored: StoredItem = codec::decode_value(keyspace, &key, &value)?;
+            let newly_parked = stored.parked.is_none();
             let attempts = stored.parked.as_ref().map_or(0, |parked| parked.attempts) + 1;
             stored.parked = Some(ParkedItem {
                 attempts,
@@ -298,22 +318,30 @@ impl Store {
             let swapped = tree
                 .compare_and_swap(key, Some(value), Some(updated))
                 .map_err(StoreError::database("park an inbox item"))?;
-            return Ok(if swapped.is_ok() { attempts } else { 0 });
+            if swapped.is_err() {
+                return Ok(0);
+            }
+            self.inner
+                .queues
+                .apply(Changes::added_if(parked, newly_parked));
+            return Ok(attempts);
         }
         Ok(0)
     }
 
-    /// How many items are pending in both queues. Counts the entries, so it
-    /// costs as much as the inbox is deep; fine for a gauge, not for a hot loop.
-    pub fn inbox_depth(&self) -> Result<u64, StoreError> {
-        let mut depth = 0;
-        for tree in [&self.inner.inbox, &self.inner.hints] {
-            for entry in tree.iter().keys() {
-                entry.map_err(StoreError::database("count the inbox"))?;
-                depth += 1;
-            }
-        }
-        Ok(depth)
+    /// How many items are pending in both queues, parked ones included;
+    /// read from counters, not by counting the entries.
+    pub fn inbox_depth(&self) -> u64 {
+        self.inner.queues.get(Queue::Webhooks) + self.inner.queues.get(Queue::Hints)
+    }
+
+    /// How many items of one queue are parked; read from a counter.
+    pub fn parked_inbox_count(&self, queue: InboxQueue) -> usize {
+        let count = self.inner.queues.get(match queue {
+            InboxQueue::Webhooks => Queue::ParkedWebhooks,
+            InboxQueue::Hints => Queue::ParkedHints,
+        });
+        usize::try_from(count).unwrap_or(usize::MAX)
     }
 
     /// Forgets event ids accepted more than [`SEEN_EVENT_RETENTION`] before

@@ -5,13 +5,22 @@
 //! One entry per distinct event: an entry identical to the Account's last
 //! one (same step, mapping, summary and detail: an unchanged re-fetch, the
 //! same failure again) bumps that entry's `count` and `last_at` instead of
-//! growing the journal.
+//! growing the journal. A failure or a retry (a noise step, see
+//! [`super::NOISE_STEPS`]) is also looked for among the noise entries since
+//! the last piece of evidence: a retry cycle journals several steps in turn
+//! (a failed fetch, then the item parked, then the same again), and each of
+//! them keeps one entry with its count, however long the cycle lasts.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::codec;
+use super::retention::is_noise;
 use super::{JOURNAL_TREE, Store, StoreError};
+
+/// How many noise entries back a repeated failure is looked for: more than
+/// the steps one retry cycle journals, few enough to cost a handful of reads.
+const NOISE_LOOKBACK: usize = 8;
 
 /// One step in an Account's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,14 +85,14 @@ impl Store {
     pub fn journal(&self, account_id: &str, entry: &JournalEntry) -> Result<(), StoreError> {
         let mut prefix = account_id.as_bytes().to_vec();
         prefix.push(codec::KEY_SEPARATOR);
-        let last = self
+        let recent = self
             .inner
             .journal
             .scan_prefix(&prefix)
-            .next_back()
-            .transpose()
-            .map_err(StoreError::database("read the journal"))?;
-        if let Some((key, value)) = last {
+            .rev()
+            .take(NOISE_LOOKBACK);
+        for stored in recent {
+            let (key, value) = stored.map_err(StoreError::database("read the journal"))?;
             let mut previous: JournalEntry = codec::decode_value(JOURNAL_TREE, &key, &value)?;
             if previous.same_event(entry) {
                 previous.count += entry.count;
@@ -97,6 +106,12 @@ impl Store {
                 if swapped.is_ok() {
                     return Ok(());
                 }
+                break;
+            }
+            // Evidence is counted only on the last entry, and noise is not
+            // looked for beyond the last evidence: the journal keeps its order.
+            if !(is_noise(&entry.step) && is_noise(&previous.step)) {
+                break;
             }
         }
         let sequence = self.next_sequence()?;

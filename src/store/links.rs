@@ -17,7 +17,8 @@ use sled::transaction::ConflictableTransactionError;
 
 use super::codec;
 use super::link_index::replace_link;
-use super::writebacks::{Fields, Urgency, merge_write, transaction_error};
+use super::queue_counts::Changes;
+use super::writebacks::{Fields, Urgency, merge_write, remove_write, transaction_error};
 use super::{Store, StoreError};
 use crate::salesforce::model::Record;
 
@@ -178,7 +179,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = link_key(&link.account_id, &link.mapping);
         let inner = &self.inner;
-        (
+        let changes = (
             &inner.links,
             &inner.link_states,
             &inner.link_counts,
@@ -191,19 +192,21 @@ impl Store {
                     applications.insert(application_id.as_bytes(), key.as_slice())?;
                 }
                 // Nothing is written to an Account whose link is closed.
-                if let Some(fields) = write.filter(|fields| !fields.is_empty() && link.is_open()) {
-                    merge_write(
+                match write.filter(|fields| !fields.is_empty() && link.is_open()) {
+                    Some(fields) => merge_write(
                         writes,
                         &link.account_id,
                         &link.mapping,
                         fields,
                         urgency,
                         now,
-                    )?;
+                    ),
+                    None => Ok::<_, ConflictableTransactionError<StoreError>>(Changes::none()),
                 }
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
-            .map_err(transaction_error("write a link"))
+            .map_err(transaction_error("write a link"))?;
+        inner.queues.apply(changes);
+        Ok(())
     }
 
     /// Settles an Account Salesforce says is gone, in one transaction: each
@@ -219,7 +222,7 @@ impl Store {
         changes: &[GoneLink],
     ) -> Result<(), StoreError> {
         let inner = &self.inner;
-        (
+        let dropped = (
             &inner.links,
             &inner.link_states,
             &inner.link_counts,
@@ -251,10 +254,11 @@ impl Store {
                         }
                     }
                 }
-                writes.remove(account_id.as_bytes())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
+                remove_write(writes, account_id.as_bytes())
             })
-            .map_err(transaction_error("settle a gone Account"))
+            .map_err(transaction_error("settle a gone Account"))?;
+        inner.queues.apply(dropped);
+        Ok(())
     }
 
     /// Writes a link reopened because its Account is back from the recycle

@@ -26,17 +26,25 @@ pub const DEFAULT_RETENTION_DAYS: u64 = 5 * 365;
 pub const NOISE_RETENTION: chrono::Duration = chrono::Duration::days(30);
 
 /// The journal steps that are noise: failed attempts and retries, whose
-/// outcome (written, dead-lettered, decided) is recorded by its own entry.
-/// Any other step is evidence.
-pub const NOISE_STEPS: [&str; 7] = [
+/// outcome (created, written, dead-lettered, decided) is recorded by its own
+/// entry. Any other step is evidence (a portal Ondorse refused for good is:
+/// it waits for a human).
+pub const NOISE_STEPS: [&str; 9] = [
     "application_fetch_failed",
     "application_refresh_failed",
     "inbox_parked",
-    "render_failed",
     "mapping_missing",
+    "portal_failed",
+    "render_failed",
     "write_call_failed",
     "write_retry",
+    "write_unknown",
 ];
+
+/// Whether entries of `step` are noise (see [`NOISE_STEPS`]).
+pub(super) fn is_noise(step: &str) -> bool {
+    NOISE_STEPS.contains(&step)
+}
 
 /// The step whose `fields` hold the Account as read when the intent was
 /// recorded, and the step after which nothing needs them.
@@ -152,7 +160,7 @@ impl Store {
             .collect();
         for Stored { key, value, entry } in entries {
             let last = entry.last_at.unwrap_or(entry.at);
-            let noise = NOISE_STEPS.contains(&entry.step.as_str());
+            let noise = is_noise(&entry.step);
             let (replacement, dropped) = if noise && last < noise_cutoff {
                 (None, &mut report.noise)
             } else if !noise && evidence_cutoff.is_some_and(|cutoff| last < cutoff) {

@@ -14,6 +14,7 @@ use sled::transaction::{
 
 use super::codec;
 use super::dead_letters::forget_refusals;
+use super::queue_counts::{Changes, Queue};
 use super::{KNOWN_FIELDS_TREE, Store, StoreError, WRITES_TREE};
 
 /// Field API name → value, as sent to Salesforce.
@@ -73,7 +74,8 @@ pub enum WriteSettlement {
     },
 }
 
-/// Merges `fields` into an Account's pending write, inside a transaction.
+/// Merges `fields` into an Account's pending write, inside a transaction;
+/// the changes count a write the Account did not have.
 pub(super) fn merge_write(
     writes: &TransactionalTree,
     account_id: &str,
@@ -81,9 +83,11 @@ pub(super) fn merge_write(
     fields: &Fields,
     urgency: Urgency,
     now: DateTime<Utc>,
-) -> ConflictableTransactionResult<(), StoreError> {
+) -> ConflictableTransactionResult<Changes, StoreError> {
     let key = account_id.as_bytes();
-    let mut pending = match writes.get(key)? {
+    let existing = writes.get(key)?;
+    let added = Changes::added_if(Queue::PendingWrites, existing.is_none());
+    let mut pending = match existing {
         Some(bytes) => codec::decode_value(WRITES_TREE, key, &bytes)
             .map_err(ConflictableTransactionError::Abort)?,
         None => PendingWrite {
@@ -106,7 +110,34 @@ pub(super) fn merge_write(
     let value =
         codec::encode_value(WRITES_TREE, &pending).map_err(ConflictableTransactionError::Abort)?;
     writes.insert(key, value)?;
-    Ok(())
+    Ok(added)
+}
+
+/// Drops an Account's pending write, if any, inside a transaction; the
+/// changes count it. The one way a pending write is removed.
+pub(super) fn remove_write(
+    writes: &TransactionalTree,
+    key: &[u8],
+) -> ConflictableTransactionResult<Changes, StoreError> {
+    let removed = writes.remove(key)?;
+    Ok(Changes::removed_if(Queue::PendingWrites, removed.is_some()))
+}
+
+/// Stores what is left of an Account's pending write after some of its
+/// fields were settled, inside a transaction: nothing left removes it, and
+/// the changes count that.
+pub(super) fn keep_or_remove_write(
+    writes: &TransactionalTree,
+    key: &[u8],
+    pending: &PendingWrite,
+) -> ConflictableTransactionResult<Changes, StoreError> {
+    if pending.fields.is_empty() {
+        return remove_write(writes, key);
+    }
+    let value =
+        codec::encode_value(WRITES_TREE, pending).map_err(ConflictableTransactionError::Abort)?;
+    writes.insert(key, value)?;
+    Ok(Changes::none())
 }
 
 pub(super) fn transaction_error(
@@ -238,9 +269,9 @@ impl Store {
         Ok(earliest)
     }
 
-    /// How many Accounts have a write pending.
+    /// How many Accounts have a write pending; read from a counter.
     pub fn pending_write_count(&self) -> usize {
-        self.inner.writes.len()
+        usize::try_from(self.inner.queues.get(Queue::PendingWrites)).unwrap_or(usize::MAX)
     }
 
     /// Settles an attempted write. Fields queued again meanwhile with other
@@ -251,7 +282,7 @@ impl Store {
         settlement: &WriteSettlement,
     ) -> Result<(), StoreError> {
         let key = attempted.account_id.as_bytes();
-        (
+        let changes = (
             &self.inner.writes,
             &self.inner.known_fields,
             &self.inner.refused_fields,
@@ -259,7 +290,7 @@ impl Store {
             .transaction(|(writes, known_fields, refused_fields)| {
                 let abort = ConflictableTransactionError::Abort;
                 let Some(bytes) = writes.get(key)? else {
-                    return Ok(());
+                    return Ok(Changes::none());
                 };
                 let mut pending: PendingWrite =
                     codec::decode_value(WRITES_TREE, key, &bytes).map_err(abort)?;
@@ -291,14 +322,10 @@ impl Store {
                     known_fields.insert(key, value)?;
                     forget_refusals(refused_fields, key, attempted.fields.keys())?;
                 }
-                if pending.fields.is_empty() {
-                    writes.remove(key)?;
-                } else {
-                    let value = codec::encode_value(WRITES_TREE, &pending).map_err(abort)?;
-                    writes.insert(key, value)?;
-                }
-                Ok(())
+                keep_or_remove_write(writes, key, &pending)
             })
-            .map_err(transaction_error("settle a write"))
+            .map_err(transaction_error("settle a write"))?;
+        self.inner.queues.apply(changes);
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@
 //! the scheduler.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_cron_scheduler::{Job, JobScheduler};
@@ -16,12 +16,17 @@ use tokio_util::task::TaskTracker;
 use super::schedules::{PollFailures, ScheduleHealth, Schedules};
 use super::{Engine, SyncError, now};
 use crate::config::ScheduleConfig;
+use crate::memory;
 use crate::shutdown::Shutdown;
-use crate::store::{InboxKind, InboxQueue};
+use crate::store::InboxQueue;
 
-/// How often the store's gauges are refreshed: counting costs a scan of the
-/// inbox and the pending writes, and Prometheus scrapes every 15 s or more.
+/// How often the store's gauges are refreshed: the queues' depths are
+/// counters, so this costs the same whatever their depth.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often freed memory goes back to the system while work goes on: a
+/// trim walks the allocator's free lists (milliseconds), and a backfill frees
+/// tens of MiB a minute.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long the deferred-intent loop sleeps when no intent is parked: a
 /// failed attempt wakes it sooner, and reconcile is the safety net.
 const INTENTS_IDLE: Duration = Duration::from_secs(60);
@@ -217,6 +222,8 @@ impl Engine {
     /// Refreshes the gauges that describe the store (queue depths, dead
     /// letters, cursors) and the schedules every [`GAUGE_INTERVAL`].
     async fn gauge_loop(self: Arc<Self>, schedules: Arc<Schedules>, shutdown: Shutdown) {
+        let mut worked = false;
+        let mut released = Instant::now();
         loop {
             let at = now();
             self.metrics.schedule_alive(
@@ -228,6 +235,16 @@ impl Engine {
                 schedules.reconcile.missed_slot(at).is_none(),
             );
             self.record_gauges();
+            // What work freed goes back to the system instead of staying
+            // resident in the allocator: when a burst is over, and every
+            // RELEASE_INTERVAL while one lasts. An idle daemon does not trim.
+            let busy = self.store.inbox_depth() > 0 || self.store.pending_write_count() > 0;
+            worked |= busy;
+            if worked && (!busy || released.elapsed() >= RELEASE_INTERVAL) {
+                memory::release_freed();
+                released = Instant::now();
+                worked = busy;
+            }
             if wait_or_stop(&shutdown, GAUGE_INTERVAL, None).await {
                 return;
             }
@@ -236,24 +253,17 @@ impl Engine {
 
     fn record_gauges(&self) {
         let metrics = &self.metrics;
-        match self.store.inbox_depth() {
-            Ok(inbox) => metrics.queue_depths(
-                inbox,
-                self.store.pending_write_count() as u64,
-                self.store.dead_letter_count() as u64,
-            ),
-            Err(error) => tracing::warn!(%error, "cannot count the inbox for metrics"),
-        }
-        match self.store.parked_inbox_items() {
-            Ok(items) => {
-                let hints = items
-                    .iter()
-                    .filter(|item| matches!(item.kind, InboxKind::SalesforceHint { .. }))
-                    .count();
-                metrics.parked("webhooks", items.len() - hints);
-                metrics.parked("hints", hints);
-            }
-            Err(error) => tracing::warn!(%error, "cannot count parked inbox items for metrics"),
+        let store = &self.store;
+        metrics.queue_depths(
+            store.inbox_depth(),
+            store.pending_write_count() as u64,
+            store.dead_letter_count() as u64,
+        );
+        for (label, queue) in [
+            ("webhooks", InboxQueue::Webhooks),
+            ("hints", InboxQueue::Hints),
+        ] {
+            metrics.parked(label, store.parked_inbox_count(queue));
         }
         match self.store.cursors() {
             Ok(cursors) => {

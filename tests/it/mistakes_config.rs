@@ -437,6 +437,13 @@ async fn values_of_the_wrong_type_are_refused_with_the_key_the_type_and_the_posi
             warns: &[],
         },
         Mistake {
+            what: "a page cache of nothing",
+            make: |setup| setup.insert("store", "page_cache_mib = 0"),
+            outcomes: REFUSED,
+            says: &["{config:page_cache_mib}: [store] page_cache_mib: must be at least 1 MiB"],
+            warns: &[],
+        },
+        Mistake {
             what: "a retry delay override that is not a number",
             make: |setup| setup.set_env("ONDORSE_BRIDGE__RETRY__MAX_DELAY_SECONDS", "5min"),
             outcomes: REFUSED,

@@ -222,8 +222,150 @@ fn a_short_retention_drops_evidence_older_than_it_and_every_noisy_step_is_named(
         "application_fetched",
         "written",
         "portal_created",
+        "portal_refused",
         "dead_lettered",
     ] {
         assert!(!NOISE_STEPS.contains(&step), "{step} is evidence");
     }
+}
+
+/// What `explain` shows of an Account: each entry's step and count.
+fn steps_and_counts(store: &Store, account: &str) -> Vec<(String, u64)> {
+    operations::explain(store, account)
+        .expect("explain")
+        .journal
+        .into_iter()
+        .map(|entry| (entry.step, entry.count))
+        .collect()
+}
+
+#[test]
+fn a_retry_cycle_keeps_one_entry_per_step_with_its_count_and_pruning_keeps_the_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_blocking(&dir.path().join("store")).unwrap();
+    let now = now();
+    let account = "001000000000003AAA";
+    let journal = |at, step, summary, detail| {
+        store
+            .journal(account, &entry(at, step, summary, detail))
+            .unwrap();
+    };
+    let in_review = json!({ "status_review": "in_review" });
+    let approved = json!({ "status_review": "approved" });
+    let written = json!({ "fields": { "KYC_Status__c": "In review" } });
+    let fetch_failed = |at| {
+        journal(
+            at,
+            "application_fetch_failed",
+            "fetching application a1 failed: 503",
+            json!({ "http_status": 503 }),
+        );
+    };
+    journal(
+        now - Duration::days(50),
+        "application_fetched",
+        "application a1 is in review",
+        in_review,
+    );
+    journal(
+        now - Duration::days(50),
+        "written",
+        "Salesforce accepted 1 field(s)",
+        written,
+    );
+    // Forty days ago Ondorse failed for two hours: each attempt journals a
+    // failed fetch, then the webhook parked, in turn.
+    for attempt in 0..60 {
+        let at = now - Duration::days(40) + Duration::minutes(2 * attempt);
+        fetch_failed(at);
+        journal(
+            at,
+            "inbox_parked",
+            "application a1: http 503; parked, retried later with a growing delay",
+            serde_json::Value::Null,
+        );
+    }
+    journal(
+        now - Duration::days(39),
+        "application_fetched",
+        "application a1 is approved",
+        approved,
+    );
+    journal(
+        now - Duration::days(39),
+        "written",
+        "Salesforce accepted 1 field(s)",
+        json!({ "fields": { "KYC_Status__c": "Approved" } }),
+    );
+    // Yesterday the write-back of a later change kept failing, and a
+    // reconcile's fetch failed too: a failure after the decision is a new
+    // entry, not a count on the one before it.
+    for attempt in 0..30 {
+        let at = now - Duration::days(1) + Duration::minutes(attempt);
+        journal(
+            at,
+            "write_call_failed",
+            "the write-back call failed: http 503; kept queued while the writer pauses",
+            json!({ "fields": { "KYC_Risk__c": "low" }, "http_status": 503 }),
+        );
+        journal(
+            at,
+            "write_retry",
+            "Salesforce answered UNABLE_TO_LOCK_ROW; retried with a growing delay",
+            json!({ "code": "UNABLE_TO_LOCK_ROW" }),
+        );
+        fetch_failed(at);
+    }
+
+    let owned = |pairs: &[(&str, u64)]| {
+        pairs
+            .iter()
+            .map(|(step, count)| ((*step).to_owned(), *count))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        steps_and_counts(&store, account),
+        owned(&[
+            ("application_fetched", 1),
+            ("written", 1),
+            ("application_fetch_failed", 60),
+            ("inbox_parked", 60),
+            ("application_fetched", 1),
+            ("written", 1),
+            ("write_call_failed", 30),
+            ("write_retry", 30),
+            ("application_fetch_failed", 30),
+        ])
+    );
+
+    let report = store.prune_journal(now, Retention::default()).unwrap();
+
+    assert_eq!(
+        report,
+        PruneReport {
+            evidence: 0,
+            noise: 2,
+            snapshots: 0,
+        }
+    );
+    // The outage of forty days ago is gone; both decisions and what was
+    // written stay, and so does yesterday's failure, with its count.
+    assert_eq!(
+        steps_and_counts(&store, account),
+        owned(&[
+            ("application_fetched", 1),
+            ("written", 1),
+            ("application_fetched", 1),
+            ("written", 1),
+            ("write_call_failed", 30),
+            ("write_retry", 30),
+            ("application_fetch_failed", 30),
+        ])
+    );
+    let journal = operations::explain(&store, account).unwrap().journal;
+    assert_eq!(journal[2].detail["status_review"], json!("approved"));
+    assert_eq!(
+        journal[6].last_at,
+        Some(now - Duration::days(1) + Duration::minutes(29))
+    );
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use ondorse_bridge::ondorse::webhook::{WebhookEnvelope, parse_envelope};
 use ondorse_bridge::store::{
     Accepted, Fields, GoneLink, InboxKind, InboxQueue, Link, LinkClosure, LinkState, PortalRecord,
-    SEEN_EVENT_RETENTION, Store, StoreError, Urgency,
+    SEEN_EVENT_RETENTION, Store, StoreError, Urgency, WriteSettlement,
 };
 use serde_json::json;
 
@@ -146,7 +146,7 @@ async fn inbox_order_and_sequences_survive_a_reopen() {
         event_ids(&store),
         ["evt_0", "evt_2", "evt_3", "evt_4", "001xx000003DGb2AAG"]
     );
-    assert_eq!(store.inbox_depth().unwrap(), 5);
+    assert_eq!(store.inbox_depth(), 5);
     let pending = store.inbox_pending(2).unwrap();
     assert_eq!(
         pending.iter().map(|item| item.sequence).collect::<Vec<_>>(),
@@ -182,6 +182,164 @@ async fn inbox_order_and_sequences_survive_a_reopen() {
             .unwrap(),
         Accepted::Duplicate
     );
+}
+
+/// The queue depths the gauges, `status` and the writer read, from the
+/// store's counters: webhooks waiting, parked webhooks, parked hints,
+/// Accounts with a write pending, dead letters.
+fn depths(store: &Store) -> [usize; 5] {
+    [
+        usize::try_from(store.inbox_depth()).unwrap(),
+        store.parked_inbox_count(InboxQueue::Webhooks),
+        store.parked_inbox_count(InboxQueue::Hints),
+        store.pending_write_count(),
+        store.dead_letter_count(),
+    ]
+}
+
+/// The same depths, counted entry by entry.
+fn counted(store: &Store) -> [usize; 5] {
+    let parked = store.parked_inbox_items().unwrap();
+    let parked_hints = parked
+        .iter()
+        .filter(|item| matches!(item.kind, InboxKind::SalesforceHint { .. }))
+        .count();
+    let far_future = at("2100-01-01T00:00:00Z");
+    [
+        store.inbox_pending(usize::MAX).unwrap().len(),
+        parked.len() - parked_hints,
+        parked_hints,
+        store.due_writes(far_future, usize::MAX).unwrap().len(),
+        store.dead_letters().unwrap().len(),
+    ]
+}
+
+fn fields(value: serde_json::Value) -> Fields {
+    value.as_object().unwrap().clone()
+}
+
+#[tokio::test]
+async fn queue_depths_come_from_counters_that_stay_exact_across_adds_removals_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let received = at("2026-11-26T09:00:00Z");
+    let retry_at = at("2026-11-26T10:00:00Z");
+    let store = Store::open(&path).await.unwrap();
+    let check = |store: &Store, expected: [usize; 5], when: &str| {
+        assert_eq!(depths(store), expected, "counters {when}");
+        assert_eq!(counted(store), expected, "entries {when}");
+    };
+    check(&store, [0; 5], "on a new store");
+
+    // The inbox: webhooks (a replay stores nothing), hints, parked items
+    // (parked twice counts once), completed items (completed twice too).
+    let events = accept_events(&store, 4, received).await;
+    assert_eq!(
+        store
+            .accept_webhook(&envelope("evt_0"), received)
+            .await
+            .unwrap(),
+        Accepted::Duplicate
+    );
+    let hint = store
+        .accept_salesforce_hint(vec!["001xx000003DGb2AAG".to_owned()], received)
+        .await
+        .unwrap();
+    store
+        .accept_salesforce_hint(vec!["001xx000003DGb3AAG".to_owned()], received)
+        .await
+        .unwrap();
+    for sequence in [events[0], events[0], events[1], hint] {
+        store
+            .park_inbox_item(sequence, "http 503", None, |_| retry_at)
+            .unwrap();
+    }
+    check(&store, [6, 2, 1, 0, 0], "after adds and parks");
+    for sequence in [events[0], events[0], events[2], hint] {
+        store.complete_inbox_items(&[sequence]).await.unwrap();
+    }
+    check(&store, [3, 1, 0, 0, 0], "after completions");
+
+    // Pending writes, coalesced per Account, and dead letters.
+    let mapping = "business-onboarding";
+    let (first, second, gone, fourth) = (
+        "001000000000001AAA",
+        "001000000000002AAA",
+        "001000000000003AAA",
+        "001000000000004AAA",
+    );
+    let first_link = linked_with_write(&store, mapping, first);
+    store
+        .put_link_and_queue(
+            &first_link,
+            Some(&fields(json!({ "KYC_Risk__c": "low" }))),
+            Urgency::Now,
+            received,
+        )
+        .unwrap();
+    linked_with_write(&store, mapping, second);
+    let mut gone_link = linked_with_write(&store, mapping, gone);
+    linked_with_write(&store, mapping, fourth);
+    check(&store, [3, 1, 0, 4, 0], "after queued writes");
+    let pending = |account: &str| store.pending_write(account).unwrap().unwrap();
+    let retried = pending(first);
+    store
+        .settle_write(
+            &retried,
+            &WriteSettlement::Retry {
+                not_before: retry_at,
+                error: "http 503".to_owned(),
+            },
+        )
+        .unwrap();
+    check(&store, [3, 1, 0, 4, 0], "after a retry");
+    store
+        .settle_write(&retried, &WriteSettlement::Written)
+        .unwrap();
+    store
+        .settle_write(&retried, &WriteSettlement::Written)
+        .unwrap();
+    store
+        .dead_letter_write(
+            &pending(second),
+            "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+            "no",
+            received,
+        )
+        .unwrap();
+    store
+        .add_dead_letter(
+            "001000000000005AAA",
+            vec![mapping.to_owned()],
+            fields(json!({ "KYC_Risk__c": 12 })),
+            "INVALID_TYPE",
+            "not a picklist value",
+            received,
+        )
+        .unwrap();
+    gone_link.closed = Some(LinkClosure {
+        reason: "the Account was deleted".to_owned(),
+        at: received,
+        deleted: true,
+    });
+    for _ in 0..2 {
+        store
+            .settle_gone_account(gone, &[GoneLink::Close(gone_link.clone())])
+            .unwrap();
+    }
+    check(&store, [3, 1, 0, 1, 2], "after settlements");
+    let letters = store.dead_letters().unwrap();
+    store.retry_dead_letters(&letters[..1]).unwrap();
+    store.retry_dead_letters(&letters[..1]).unwrap();
+    check(&store, [3, 1, 0, 1, 1], "after a retried dead letter");
+
+    // The counters are counted again on open: they match what is on disk.
+    store.flush().await.unwrap();
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    check(&store, [3, 1, 0, 1, 1], "after a reopen");
+    store.complete_inbox_items(&[events[1]]).await.unwrap();
+    check(&store, [2, 0, 0, 1, 1], "after a completion once reopened");
 }
 
 #[tokio::test]

@@ -300,7 +300,7 @@ pub fn status(
         daemon,
         mappings,
         queues: Queues {
-            inbox: store.inbox_depth()?,
+            inbox: store.inbox_depth(),
             pending_writes: store.pending_write_count(),
             pending_portals: counts.values().map(|counts| counts.pending_portals).sum(),
         },
