@@ -601,6 +601,85 @@ async fn a_portal_created_while_salesforce_fails_is_recorded_first_and_its_link_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_write_back_planned_after_the_decision_writes_the_link_and_keeps_the_decision() {
+    use ondorse_bridge::ondorse::webhook::parse_envelope;
+
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = world.seed(1, "Customer", 83).remove(0);
+    let engine = world.engine();
+    // The portal is created while Salesforce fails: its write-back is left due.
+    world.ondorse.set_latency(Duration::from_millis(300));
+    let polling = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.poll(BUSINESS).await }
+    });
+    eventually("the portal POST is out", E2E_DEADLINE, || {
+        !world.ondorse.portal_posts_by_key().is_empty()
+    })
+    .await;
+    world.salesforce.fail_next_requests(1_000);
+    let report = polling
+        .await
+        .expect("poll task")
+        .expect("the poll succeeds");
+    assert_eq!(report.portals_created, 1, "{report:?}");
+    let link = engine.store().link(BUSINESS, &id).unwrap().expect("a link");
+    assert!(
+        link.portal_writeback_due,
+        "the write-back is left due: {link:?}"
+    );
+    world.salesforce.fail_next_requests(0);
+    world.ondorse.set_latency(Duration::ZERO);
+
+    // The decision lands first, received as the webhook listener would.
+    world.decide(&id, "approved", 1, Some(42.0));
+    for event in world.ondorse.events() {
+        let envelope = parse_envelope(event.to_string().as_bytes()).expect("an envelope");
+        engine
+            .store()
+            .accept_webhook(&envelope, chrono::Utc::now())
+            .await
+            .expect("stored");
+    }
+    let until = tokio::time::Instant::now() + E2E_DEADLINE;
+    while world.field(&id, "KYC_Status__c") != json!("Approved") {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for the decision"
+        );
+        // An item parked while Salesforce recovers is due again shortly.
+        let _ = engine.process_inbox().await;
+        let _ = engine.flush_writes().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Then reconcile plans the portal's write-back it still owes.
+    reconcile_until(&engine, "the portal write-back is planned", || {
+        !engine
+            .store()
+            .link(BUSINESS, &id)
+            .unwrap()
+            .expect("a link")
+            .portal_writeback_due
+    })
+    .await;
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(
+        world.field(&id, "Ondorse_Portal_Url__c"),
+        world
+            .ondorse
+            .portal(&world.portal_of(&id))
+            .expect("the portal")["url"],
+        "the portal link is written"
+    );
+    assert_eq!(
+        world.field(&id, "KYC_Status__c"),
+        json!("Approved"),
+        "the late portal moment does not put \"Portal sent\" over the decision"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_intent_stored_before_requests_were_frozen_is_frozen_at_its_next_attempt() {
     let world = World::start(OndorseSandboxOptions::default()).await;
     let id = world.seed(1, "Customer", 91).remove(0);
