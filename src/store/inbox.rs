@@ -157,9 +157,9 @@ impl Store {
     /// Up to `limit` items not yet completed, oldest first, parked ones
     /// included, webhooks then hints.
     pub fn inbox_pending(&self, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
-        let mut items = self.queue_items(InboxQueue::Webhooks, limit, |_| true)?;
+        let mut items = self.queue_items(InboxQueue::Webhooks, limit, |_| true, |_| true)?;
         let left = limit.saturating_sub(items.len());
-        items.extend(self.queue_items(InboxQueue::Hints, left, |_| true)?);
+        items.extend(self.queue_items(InboxQueue::Hints, left, |_| true, |_| true)?);
         Ok(items)
     }
 
@@ -171,7 +171,20 @@ impl Store {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<InboxItem>, StoreError> {
-        self.queue_items(queue, limit, |item| {
+        self.due_inbox_items_where(queue, now, limit, |_| true)
+    }
+
+    /// Like [`Store::due_inbox_items`], only the items whose sequence
+    /// `wanted` keeps (a worker skips those it already works on, before
+    /// they are decoded); `limit` counts the items kept.
+    pub fn due_inbox_items_where(
+        &self,
+        queue: InboxQueue,
+        now: DateTime<Utc>,
+        limit: usize,
+        wanted: impl Fn(u64) -> bool,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        self.queue_items(queue, limit, wanted, |item| {
             item.parked
                 .as_ref()
                 .is_none_or(|parked| parked.retry_at <= now)
@@ -180,11 +193,9 @@ impl Store {
 
     /// Every parked item of both queues, oldest first.
     pub fn parked_inbox_items(&self) -> Result<Vec<InboxItem>, StoreError> {
-        let mut items = self.queue_items(InboxQueue::Webhooks, usize::MAX, |item| {
-            item.parked.is_some()
-        })?;
-        items
-            .extend(self.queue_items(InboxQueue::Hints, usize::MAX, |item| item.parked.is_some())?);
+        let parked = |item: &InboxItem| item.parked.is_some();
+        let mut items = self.queue_items(InboxQueue::Webhooks, usize::MAX, |_| true, parked)?;
+        items.extend(self.queue_items(InboxQueue::Hints, usize::MAX, |_| true, parked)?);
         Ok(items)
     }
 
@@ -195,11 +206,14 @@ impl Store {
         }
     }
 
+    /// Up to `limit` items of a queue, oldest first: those whose sequence
+    /// `wanted` keeps (checked before decoding) and `keep` keeps.
     fn queue_items(
         &self,
         queue: InboxQueue,
         limit: usize,
-        mut keep: impl FnMut(&InboxItem) -> bool,
+        wanted: impl Fn(u64) -> bool,
+        keep: impl Fn(&InboxItem) -> bool,
     ) -> Result<Vec<InboxItem>, StoreError> {
         let keyspace = match queue {
             InboxQueue::Webhooks => INBOX_TREE,
@@ -212,6 +226,9 @@ impl Store {
             }
             let (key, value) = entry.map_err(StoreError::database("read the inbox"))?;
             let sequence = codec::decode_sequence_key(keyspace, &key)?;
+            if !wanted(sequence) {
+                continue;
+            }
             let stored: StoredItem = codec::decode_value(keyspace, &key, &value)?;
             let item = InboxItem {
                 sequence,
@@ -226,13 +243,23 @@ impl Store {
         Ok(items)
     }
 
-    /// Marks an item done (it leaves the inbox). Durable at the next
-    /// [`Store::flush`]; until then a crash hands it out again, which the
-    /// engine tolerates because processing an item is idempotent.
-    pub fn complete_inbox_item(&self, sequence: u64) -> Result<(), StoreError> {
-        for tree in [&self.inner.inbox, &self.inner.hints] {
-            tree.remove(codec::sequence_key(sequence))
-                .map_err(StoreError::database("complete an inbox item"))?;
+    /// Marks items done (they leave the inbox), once everything written
+    /// before the call (what working them off caused: a link, its queued
+    /// fields, a journal entry) is on disk: the one way to complete an item,
+    /// so a crash never loses what an item caused. Concurrent callers share
+    /// one fsync. The removal itself is durable at the next
+    /// [`Store::flush`]; until then a crash hands the items out again, which
+    /// the engine tolerates because working off an item is idempotent.
+    pub async fn complete_inbox_items(&self, sequences: &[u64]) -> Result<(), StoreError> {
+        if sequences.is_empty() {
+            return Ok(());
+        }
+        self.flush().await?;
+        for sequence in sequences {
+            for tree in [&self.inner.inbox, &self.inner.hints] {
+                tree.remove(codec::sequence_key(*sequence))
+                    .map_err(StoreError::database("complete an inbox item"))?;
+            }
         }
         Ok(())
     }

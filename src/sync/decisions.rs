@@ -14,19 +14,80 @@ use super::{Engine, SyncError, now};
 use crate::mapping::Moment;
 use crate::ondorse::webhook::EventType;
 use crate::ondorse::{Application, OndorseError};
-use crate::store::{Fields, InboxKind, InboxQueue, Link};
+use crate::store::{Fields, InboxItem, InboxKind, InboxQueue, Link};
 
-/// The inbox items about one application, fetched once per pass.
+/// The inbox items about one application that one fetch covers: all were
+/// stored before the fetch began, so its answer is at least as new as each.
 #[derive(Default)]
-struct Pending {
-    sequences: Vec<u64>,
+pub(super) struct Pending {
+    pub(super) sequences: Vec<u64>,
     collect_opened: bool,
     /// The first webhook's `data.object`, to find the Account if it fails.
     object: Value,
 }
 
-/// Inbox items taken per pass and queue.
-const INBOX_BATCH: usize = 500;
+impl Pending {
+    /// Adds the items of `other` (stored later) to this fetch.
+    pub(super) fn merge(&mut self, other: Pending) {
+        self.sequences.extend(other.sequences);
+        self.collect_opened |= other.collect_opened;
+        if self.object.is_null() {
+            self.object = other.object;
+        }
+    }
+}
+
+/// Inbox items sorted by what working them off takes.
+#[derive(Default)]
+pub(super) struct Sorted {
+    /// One fetch per application, whatever the number of events about it;
+    /// an event of any of them about a collect makes it write the collect.
+    pub(super) applications: BTreeMap<String, Pending>,
+    /// Events the bridge has no use for: completed as they are.
+    pub(super) ignored: Vec<u64>,
+    /// Push hints: their Accounts are read together.
+    pub(super) hinted_ids: Vec<String>,
+    pub(super) hint_sequences: Vec<u64>,
+}
+
+impl Sorted {
+    pub(super) fn of(items: Vec<InboxItem>) -> Sorted {
+        let mut sorted = Sorted::default();
+        for item in items {
+            match item.kind {
+                InboxKind::Webhook(envelope) => {
+                    let kind = envelope.kind();
+                    match (envelope.application_id, kind.is_ignorable()) {
+                        (Some(application_id), false) => {
+                            sorted
+                                .applications
+                                .entry(application_id)
+                                .or_default()
+                                .merge(Pending {
+                                    sequences: vec![item.sequence],
+                                    collect_opened: kind == EventType::CollectOpened,
+                                    object: envelope.object,
+                                });
+                        }
+                        _ => {
+                            tracing::debug!(event_id = %envelope.event_id, event_type = %envelope.event_type, "webhook ignored");
+                            sorted.ignored.push(item.sequence);
+                        }
+                    }
+                }
+                InboxKind::SalesforceHint { ids } => {
+                    sorted.hinted_ids.extend(ids);
+                    sorted.hint_sequences.push(item.sequence);
+                }
+            }
+        }
+        sorted
+    }
+}
+
+/// Inbox items taken per pass and queue (and at most worked on at once by
+/// the webhooks' streaming worker).
+pub(super) const INBOX_BATCH: usize = 500;
 
 /// What one inbox pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,6 +113,12 @@ impl InboxReport {
         self.deferred += other.deferred;
         self.parked += other.parked;
     }
+
+    /// Whether some item left the queue or was parked: looking again at
+    /// once may find more.
+    pub(super) fn progressed(&self) -> bool {
+        self.items > self.deferred + self.parked
+    }
 }
 
 /// What refreshing one application found.
@@ -66,7 +133,9 @@ pub(super) enum Refreshed {
 }
 
 impl Engine {
-    /// Works off the due items of both inbox queues once, side by side.
+    /// Works off the due items of both inbox queues once, side by side: the
+    /// step the running engine's workers are built on, callable without
+    /// them. Everything it did is on disk when it returns.
     pub async fn process_inbox(&self) -> Result<InboxReport, SyncError> {
         let (webhooks, hints) = tokio::join!(
             self.process_queue(InboxQueue::Webhooks),
@@ -77,109 +146,106 @@ impl Engine {
         Ok(report)
     }
 
-    /// Works off the due items of one queue. An item that fails is parked
-    /// with its reason and a growing delay; the items behind it go on.
+    /// Works off the due items of one queue once. An item that fails is
+    /// parked with its reason and a growing delay; the items behind it go on.
     pub(super) async fn process_queue(&self, queue: InboxQueue) -> Result<InboxReport, SyncError> {
-        let mut report = InboxReport::default();
         let items = self.store.due_inbox_items(queue, now(), INBOX_BATCH)?;
+        let mut report = InboxReport {
+            items: items.len(),
+            ..InboxReport::default()
+        };
         if items.is_empty() {
             return Ok(report);
         }
-        report.items = items.len();
-        // One fetch per application, whatever the number of events about it;
-        // the latest event type decides whether a collect was opened.
-        let mut applications: BTreeMap<String, Pending> = BTreeMap::new();
-        let mut hinted_ids = Vec::new();
-        let mut hint_sequences = Vec::new();
-        for item in &items {
-            match &item.kind {
-                InboxKind::Webhook(envelope) => {
-                    let kind = envelope.kind();
-                    match (&envelope.application_id, kind.is_ignorable()) {
-                        (Some(application_id), false) => {
-                            let entry = applications.entry(application_id.clone()).or_default();
-                            entry.sequences.push(item.sequence);
-                            entry.collect_opened |= kind == EventType::CollectOpened;
-                            if entry.object.is_null() {
-                                entry.object = envelope.object.clone();
-                            }
-                        }
-                        _ => {
-                            tracing::debug!(event_id = %envelope.event_id, event_type = %envelope.event_type, "webhook ignored");
-                            report.ignored += 1;
-                            self.store.complete_inbox_item(item.sequence)?;
-                        }
-                    }
-                }
-                InboxKind::SalesforceHint { ids } => {
-                    hinted_ids.extend(ids.iter().cloned());
-                    hint_sequences.push(item.sequence);
-                }
-            }
-        }
-        let mut fetches = futures::stream::iter(applications)
+        let sorted = Sorted::of(items);
+        report.ignored = sorted.ignored.len();
+        self.store.complete_inbox_items(&sorted.ignored).await?;
+        let mut fetches = futures::stream::iter(sorted.applications)
             .map(|(application_id, pending)| {
-                async move {
-                    let outcome = self
-                        .refresh_application(&application_id, pending.collect_opened)
-                        .await;
-                    (application_id, pending, outcome)
-                }
-                .boxed()
+                async move { self.work_off(&application_id, &pending).await }.boxed()
             })
             .buffer_unordered(self.settings.ondorse_concurrency.max(1));
-        while let Some((application_id, pending, outcome)) = fetches.next().await {
-            match outcome {
-                Ok(refreshed) => {
-                    report.applications_fetched += 1;
-                    if refreshed == Refreshed::Applied {
-                        // The decision goes to the writer now, not when the
-                        // pass's slowest fetch is back (a crash before the
-                        // pass's flush fetches it again: same fields).
-                        self.writes_queued.notify_one();
-                    } else {
-                        report.unmatched += 1;
-                    }
-                    for sequence in pending.sequences {
-                        self.store.complete_inbox_item(sequence)?;
-                    }
-                }
-                // The governor logged the pause once when it began; the
-                // breaker logged the backoff.
-                Err(SyncError::Paused(_) | SyncError::Backoff(_)) => {
-                    report.deferred += pending.sequences.len()
-                }
-                Err(error) if error.is_store() => return Err(error),
-                Err(error) => {
-                    let account_id = self.account_of(&application_id, &pending.object)?;
-                    let subject = format!("application {application_id}");
-                    report.parked += self.park_items(
-                        &pending.sequences,
-                        &subject,
-                        account_id.as_deref(),
-                        &error,
-                    )?;
-                }
-            }
+        while let Some(worked) = fetches.next().await {
+            let worked = worked?;
+            report.add(InboxReport { items: 0, ..worked });
         }
-        if !hinted_ids.is_empty() {
-            match self.intake_accounts(&hinted_ids).await {
-                Ok(_) => {
-                    for sequence in hint_sequences {
-                        self.store.complete_inbox_item(sequence)?;
-                    }
-                }
-                Err(SyncError::Paused(_) | SyncError::Backoff(_)) => {
-                    report.deferred += hint_sequences.len()
-                }
-                Err(error) if error.is_store() => return Err(error),
-                Err(error) => {
-                    report.parked += self.park_items(&hint_sequences, "push hint", None, &error)?;
-                }
-            }
-        }
+        let hints = self
+            .work_off_hints(&sorted.hinted_ids, &sorted.hint_sequences)
+            .await?;
+        report.add(InboxReport { items: 0, ..hints });
+        // Parked items are on disk too.
         self.store.flush().await?;
         self.writes_queued.notify_one();
+        Ok(report)
+    }
+
+    /// Reads the hinted Accounts together and settles the hints: completed
+    /// once what intake did is on disk, parked when it failed, left in the
+    /// queue when the governor or a breaker turned it away.
+    pub(super) async fn work_off_hints(
+        &self,
+        ids: &[String],
+        sequences: &[u64],
+    ) -> Result<InboxReport, SyncError> {
+        let mut report = InboxReport {
+            items: sequences.len(),
+            ..InboxReport::default()
+        };
+        if sequences.is_empty() {
+            return Ok(report);
+        }
+        let intake = match ids {
+            [] => Ok(()),
+            ids => self.intake_accounts(ids).await.map(drop),
+        };
+        match intake {
+            Ok(()) => self.store.complete_inbox_items(sequences).await?,
+            Err(SyncError::Paused(_) | SyncError::Backoff(_)) => report.deferred = sequences.len(),
+            Err(error) if error.is_store() => return Err(error),
+            Err(error) => report.parked = self.park_items(sequences, "push hint", None, &error)?,
+        }
+        Ok(report)
+    }
+
+    /// Fetches one application and settles the items it covers: completed
+    /// once what the fetch caused is on disk (the write-back goes to the
+    /// writer before that: a crash meanwhile fetches again, same fields),
+    /// parked when it failed, left in the queue when the governor or a
+    /// breaker turned it away.
+    pub(super) async fn work_off(
+        &self,
+        application_id: &str,
+        pending: &Pending,
+    ) -> Result<InboxReport, SyncError> {
+        let items = pending.sequences.len();
+        let mut report = InboxReport {
+            items,
+            ..InboxReport::default()
+        };
+        match self
+            .refresh_application(application_id, pending.collect_opened)
+            .await
+        {
+            Ok(refreshed) => {
+                report.applications_fetched = 1;
+                if refreshed == Refreshed::Applied {
+                    self.writes_queued.notify_one();
+                } else {
+                    report.unmatched = 1;
+                }
+                self.store.complete_inbox_items(&pending.sequences).await?;
+            }
+            // The governor logged the pause once when it began; the
+            // breaker logged the backoff.
+            Err(SyncError::Paused(_) | SyncError::Backoff(_)) => report.deferred = items,
+            Err(error) if error.is_store() => return Err(error),
+            Err(error) => {
+                let account_id = self.account_of(application_id, &pending.object)?;
+                let subject = format!("application {application_id}");
+                report.parked =
+                    self.park_items(&pending.sequences, &subject, account_id.as_deref(), &error)?;
+            }
+        }
         Ok(report)
     }
 

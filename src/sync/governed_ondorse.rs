@@ -1,6 +1,9 @@
 //! The engine's only way to Ondorse: every call takes one of `[ondorse]
-//! max_concurrent_requests` call slots, then asks its endpoint's breaker,
-//! then goes out, then tells the breaker how the endpoint answered.
+//! max_concurrent_requests` call slots of its endpoint, then asks its
+//! endpoint's breaker, then goes out, then tells the breaker how the
+//! endpoint answered. Portal POSTs and application reads each have that
+//! many slots, so a decision's read never waits behind a backfill's POSTs
+//! (nor a backfill behind decisions).
 //!
 //! The order is the point: a call that waited for its slot while the calls
 //! before it failed asks the breaker after its wait, so once the breaker
@@ -23,8 +26,10 @@ use crate::ondorse::{OndorseClient, OndorseError};
 pub struct GovernedOndorse {
     client: OndorseClient,
     breakers: Arc<Breakers>,
-    /// One permit per call in flight.
-    in_flight: Semaphore,
+    /// One permit per portal POST in flight.
+    portal_slots: Semaphore,
+    /// One permit per application read in flight.
+    read_slots: Semaphore,
 }
 
 impl std::fmt::Debug for GovernedOndorse {
@@ -32,7 +37,8 @@ impl std::fmt::Debug for GovernedOndorse {
         formatter
             .debug_struct("GovernedOndorse")
             .field("client", &self.client)
-            .field("free_slots", &self.in_flight.available_permits())
+            .field("free_portal_slots", &self.portal_slots.available_permits())
+            .field("free_read_slots", &self.read_slots.available_permits())
             .finish_non_exhaustive()
     }
 }
@@ -46,7 +52,8 @@ impl GovernedOndorse {
         GovernedOndorse {
             client,
             breakers,
-            in_flight: Semaphore::new(max_concurrent_requests.max(1)),
+            portal_slots: Semaphore::new(max_concurrent_requests.max(1)),
+            read_slots: Semaphore::new(max_concurrent_requests.max(1)),
         }
     }
 
@@ -71,16 +78,21 @@ impl GovernedOndorse {
         settle(breaker, self.client.get_application(id).await)
     }
 
-    /// A call slot (held until the permit is dropped), then the breaker's
-    /// leave: asked after the wait for the slot, so a call that waited
-    /// behind failures does not go out once the breaker is open, and takes
-    /// the probe only when it really goes.
+    /// A call slot of the endpoint (held until the permit is dropped), then
+    /// the breaker's leave: asked after the wait for the slot, so a call
+    /// that waited behind failures does not go out once the breaker is open,
+    /// and takes the probe only when it really goes.
     async fn admit(
         &self,
         endpoint: Endpoint,
     ) -> Result<(&Breaker, Option<SemaphorePermit<'_>>), SyncError> {
-        // Never closed: this wrapper owns the semaphore.
-        let slot = self.in_flight.acquire().await.ok();
+        let slots = match endpoint {
+            Endpoint::ApplicationFetch => &self.read_slots,
+            // Only the two Ondorse endpoints come through here.
+            _ => &self.portal_slots,
+        };
+        // Never closed: this wrapper owns the semaphores.
+        let slot = slots.acquire().await.ok();
         let breaker = self.breakers.get(endpoint);
         breaker.admit()?;
         Ok((breaker, slot))

@@ -28,6 +28,7 @@ mod decisions;
 mod gone;
 pub mod governed;
 mod governed_ondorse;
+mod inbox;
 mod intake;
 mod locks;
 pub mod online_check;
@@ -59,8 +60,9 @@ pub const ACCOUNT: &str = "Account";
 pub struct EngineSettings {
     /// How far behind its cursor each poll re-reads (late commits).
     pub overlap: Duration,
-    /// Ondorse requests in flight at once (`[ondorse]
-    /// max_concurrent_requests`; set from the configuration).
+    /// Ondorse requests in flight at once, portal POSTs and application
+    /// reads each (`[ondorse] max_concurrent_requests`; set from the
+    /// configuration).
     pub ondorse_concurrency: usize,
     /// Write-back calls the writer keeps in flight (`[salesforce]
     /// max_concurrent_requests`; set from the configuration).

@@ -150,13 +150,11 @@ impl Engine {
         );
         shutdown.spawn(
             &tasks,
-            self.clone()
-                .inbox_loop(InboxQueue::Webhooks, webhooks_wake, shutdown.clone()),
+            self.clone().webhook_worker(webhooks_wake, shutdown.clone()),
         );
         shutdown.spawn(
             &tasks,
-            self.clone()
-                .inbox_loop(InboxQueue::Hints, hints_wake, shutdown.clone()),
+            self.clone().hints_loop(hints_wake, shutdown.clone()),
         );
         shutdown.spawn(&tasks, self.clone().intents_loop(shutdown.clone()));
         shutdown.spawn(
@@ -172,15 +170,17 @@ impl Engine {
         })
     }
 
-    /// Works off one inbox queue. Parked items wait for their retry time
-    /// (skipped by each pass meanwhile), so a poison item never spins.
-    async fn inbox_loop(self: Arc<Self>, queue: InboxQueue, wake: Arc<Notify>, shutdown: Shutdown) {
+    /// Works off the push hints in passes: the Accounts hinted meanwhile
+    /// are read together, in one query per 500. Parked items wait for their
+    /// retry time (skipped by each pass meanwhile), so a poison item never
+    /// spins. (Webhooks stream: [`Engine::webhook_worker`].)
+    async fn hints_loop(self: Arc<Self>, wake: Arc<Notify>, shutdown: Shutdown) {
         loop {
-            match self.process_queue(queue).await {
+            match self.process_queue(InboxQueue::Hints).await {
                 // Progress: look again at once.
-                Ok(report) if report.items > report.deferred + report.parked => continue,
+                Ok(report) if report.progressed() => continue,
                 Ok(_) => {}
-                Err(error) => tracing::error!(?queue, %error, "inbox processing failed"),
+                Err(error) => tracing::error!(%error, "push hint processing failed"),
             }
             if wait_or_stop(&shutdown, self.settings.inbox_interval, Some(&wake)).await {
                 return;

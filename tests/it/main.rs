@@ -9,6 +9,7 @@ mod demo;
 mod deploy;
 mod edges;
 mod engine_faults;
+mod inbox;
 mod large_store;
 mod mappings;
 mod mistakes_config;

@@ -1023,8 +1023,6 @@ async fn explain_shows_the_http_status_of_every_failed_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_http_status_of_a_failed_application_fetch() {
-    use ondorse_bridge::ondorse::webhook::parse_envelope;
-
     let world = World::start(OndorseSandboxOptions::default()).await;
     let id = world.seed(1, "Customer", 41).remove(0);
     {
@@ -1037,16 +1035,7 @@ async fn explain_shows_the_http_status_of_a_failed_application_fetch() {
             .ondorse
             .submit_portal(&world.portal_of(&id))
             .expect("the applicant submits");
-        // The events Ondorse raised (no webhook URL is set: none was sent),
-        // received as the webhook listener would.
-        for event in world.ondorse.events() {
-            let envelope = parse_envelope(event.to_string().as_bytes()).expect("an envelope");
-            engine
-                .store()
-                .accept_webhook(&envelope, chrono::Utc::now())
-                .await
-                .expect("stored");
-        }
+        world.store_raised_events(&engine).await;
         engine
             .process_inbox()
             .await

@@ -659,6 +659,60 @@ async fn a_refused_application_answers_its_status_with_a_detail_until_cleared() 
     assert_eq!(served["id"], json!(refused));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_application_answers_as_it_was_read_when_the_request_arrived() {
+    let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;
+    let slow = submitted_application(&sandbox, "001T").await;
+    let other = submitted_application(&sandbox, "001U").await;
+    // Long enough for a quick request to be answered meanwhile, even on a
+    // loaded machine.
+    sandbox.slow_application(&slow, Some(Duration::from_secs(5)));
+
+    let answer = tokio::spawn({
+        let sandbox_url = sandbox.base_url();
+        let key = sandbox.options().api_key.clone();
+        let slow = slow.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!("{sandbox_url}/api/applications/{slow}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .expect("sandbox answers")
+                .json::<Value>()
+                .await
+                .expect("json answer")
+        }
+    });
+    // Counted once read: a review from now on is newer than its answer.
+    eventually("the slow application is read", DEADLINE, || {
+        sandbox.stats().application_gets == 1
+    })
+    .await;
+    sandbox.review(&slow, "approved", 1, Some(12.0));
+    let (status, served) = get_application(&sandbox, &other).await;
+    assert_eq!((status, served["id"].clone()), (200, json!(other)));
+    assert_eq!(
+        sandbox.most_requests_in_flight(),
+        2,
+        "requests of every kind in flight are counted together"
+    );
+    let stale = answer.await.expect("the slow answer");
+    assert_eq!(stale["id"], json!(slow));
+    assert_eq!(
+        stale["status_review"],
+        Value::Null,
+        "as it was read: {stale}"
+    );
+
+    sandbox.slow_application(&slow, None);
+    let (status, fresh) = get_application(&sandbox, &slow).await;
+    assert_eq!(
+        (status, fresh["status_review"].clone()),
+        (200, json!("approved"))
+    );
+}
+
 #[tokio::test]
 async fn portals_holding_a_refused_value_get_422_at_that_field_and_create_nothing() {
     let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;

@@ -107,7 +107,7 @@ async fn a_parked_item_waits_for_its_time_and_never_blocks_the_items_behind_it()
         (state.attempts, state.account_id.as_deref(), state.retry_at),
         (2, Some("001A"), retry_at + chrono::Duration::minutes(2))
     );
-    store.complete_inbox_item(sequences[0]).unwrap();
+    store.complete_inbox_items(&sequences[..1]).await.unwrap();
     assert!(store.parked_inbox_items().unwrap().is_empty());
     assert_eq!(
         store
@@ -133,7 +133,7 @@ async fn inbox_order_and_sequences_survive_a_reopen() {
                 .await
                 .unwrap(),
         );
-        store.complete_inbox_item(sequences[1]).unwrap();
+        store.complete_inbox_items(&sequences[1..2]).await.unwrap();
         store.flush().await.unwrap();
         assert!(
             sequences.windows(2).all(|pair| pair[0] < pair[1]),

@@ -116,7 +116,13 @@ async fn a_call_level_fault_pauses_the_writer(
     assert_eq!(engine.store().dead_letter_count(), 0);
     let writer = engine.writer_state();
     assert_eq!(writer.endpoint, Endpoint::SalesforceWrites);
-    assert!(writer.open && writer.failures >= 1, "{writer:?}");
+    // The pause itself is a time window (the first one lasts tens of
+    // milliseconds, over before a loaded machine gets here): what must hold
+    // is that the failure was counted and a next attempt scheduled.
+    assert!(
+        writer.failures >= 1 && writer.since.is_some() && writer.until.is_some(),
+        "{writer:?}"
+    );
     let last_error = writer.last_error.clone().unwrap_or_default();
     assert!(last_error.contains(error_mentions), "{last_error}");
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ondorse_bridge::config::Config;
 use ondorse_bridge::daemon::Daemon;
+use ondorse_bridge::ondorse::webhook::parse_envelope;
 use ondorse_bridge::sync::{BudgetSettings, Engine, EngineParts, EngineSettings, RetrySettings};
 use ondorse_sandbox::ondorse::{OndorseSandbox, OndorseSandboxOptions};
 use ondorse_sandbox::salesforce::{
@@ -221,6 +222,22 @@ impl World {
         self.ondorse
             .review(&application, decision, risk_level, risk_score);
         application
+    }
+
+    /// Stores every event Ondorse raised so far in the engine's inbox, as
+    /// the webhook listener would (for an engine driven without a daemon:
+    /// no webhook URL is set, so none was sent); how many.
+    pub async fn store_raised_events(&self, engine: &Engine) -> usize {
+        let events = self.ondorse.events();
+        for event in &events {
+            let envelope = parse_envelope(event.to_string().as_bytes()).expect("an envelope");
+            engine
+                .store()
+                .accept_webhook(&envelope, chrono::Utc::now())
+                .await
+                .expect("stored");
+        }
+        events.len()
     }
 
     /// Portals per Salesforce Account Id, as Ondorse holds them.

@@ -55,6 +55,7 @@ fn problem(location: &[&str], message: &str, kind: &str) -> Value {
 async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let counters = &shared.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
+    let _request = shared.request_started();
     let is_portal_post =
         request.method() == http::Method::POST && request.uri().path() == "/api/portals";
     // Counted from arrival to answer, latency included, so overlapping
@@ -242,6 +243,9 @@ async fn get_application(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
         .latency
         .wait(Endpoint::OndorseApplicationGet, 0)
         .await;
+    // Read before it is counted: whoever sees the count knows what a slow
+    // answer (below) will show.
+    let application = shared.application(&id);
     shared
         .counters
         .application_gets
@@ -250,7 +254,10 @@ async fn get_application(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
         return detail(status, "You are not allowed to read this application");
     }
-    match shared.application(&id) {
+    if let Some(delay) = shared.faults.slow_application(&id) {
+        tokio::time::sleep(delay).await;
+    }
+    match application {
         Some(application) => axum::Json(application).into_response(),
         None => detail(StatusCode::NOT_FOUND, "Not found"),
     }

@@ -25,6 +25,9 @@ pub(super) struct Faults {
     pub(super) portal_throttle: Mutex<Option<Duration>>,
     /// `GET /api/applications/{id}` answers this status for these ids.
     pub(super) refused_applications: Mutex<HashMap<String, u16>>,
+    /// `GET /api/applications/{id}` for these ids reads the application,
+    /// then waits this long before answering.
+    pub(super) slow_applications: Mutex<HashMap<String, Duration>>,
     /// `POST /api/portals` whose `default_custom_fields` hold one of these
     /// (key, value) pairs answers 422: data Ondorse refuses for good.
     pub(super) refused_portal_values: Mutex<Vec<(String, Value)>>,
@@ -75,6 +78,14 @@ impl Faults {
             .iter()
             .find(|(key, value)| fields.get(key) == Some(value))
             .map(|(key, _)| key.clone())
+    }
+
+    pub(super) fn slow_application(&self, id: &str) -> Option<Duration> {
+        self.slow_applications
+            .lock()
+            .expect("fault switch poisoned")
+            .get(id)
+            .copied()
     }
 
     pub(super) fn refused_application(&self, id: &str) -> Option<u16> {
@@ -134,6 +145,24 @@ impl OndorseSandbox {
         match status {
             Some(status) => refused.insert(id.to_owned(), status),
             None => refused.remove(id),
+        };
+    }
+
+    /// `GET /api/applications/{id}` for this id reads the application when
+    /// the request arrives, then waits `delay` before answering, so the
+    /// answer shows the application as it was when read (a slow server or
+    /// network); the other applications answer at their usual pace. `None`
+    /// makes it quick again.
+    pub fn slow_application(&self, id: &str, delay: Option<Duration>) {
+        let mut slow = self
+            .shared
+            .faults
+            .slow_applications
+            .lock()
+            .expect("fault switch poisoned");
+        match delay {
+            Some(delay) => slow.insert(id.to_owned(), delay),
+            None => slow.remove(id),
         };
     }
 

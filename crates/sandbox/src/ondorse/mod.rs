@@ -95,6 +95,39 @@ struct PortalKeys {
     most_in_flight: u32,
 }
 
+/// API requests of any kind in flight now, and the most ever at once.
+#[derive(Default)]
+struct RequestsInFlight {
+    now: AtomicU64,
+    most: AtomicU64,
+}
+
+impl Shared {
+    /// Marks an API request in flight until the guard drops.
+    fn request_started(self: &Arc<Self>) -> RequestGuard {
+        let requests = &self.requests_in_flight;
+        let now = requests.now.fetch_add(1, Ordering::AcqRel) + 1;
+        requests.most.fetch_max(now, Ordering::AcqRel);
+        RequestGuard {
+            shared: self.clone(),
+        }
+    }
+}
+
+/// An API request in flight; done when dropped (answered or cut off).
+struct RequestGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.shared
+            .requests_in_flight
+            .now
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Shared {
     /// Marks a portal POST with `key` in flight until the guard drops.
     fn portal_post_started(self: &Arc<Self>, key: String) -> PortalPostGuard {
@@ -146,6 +179,7 @@ struct Shared {
     latency: Latency,
     counters: Counters,
     portal_keys: Mutex<PortalKeys>,
+    requests_in_flight: RequestsInFlight,
     timers: Timers,
     /// Client for webhook deliveries (its own pool).
     http: reqwest::Client,
@@ -340,6 +374,7 @@ impl OndorseSandbox {
             latency: Latency::new(options.latency, options.seed),
             counters: Counters::default(),
             portal_keys: Mutex::new(PortalKeys::default()),
+            requests_in_flight: RequestsInFlight::default(),
             timers: Timers::default(),
             http,
             delivery_slots: Arc::new(Semaphore::new(options.delivery_concurrency.max(1))),
@@ -465,6 +500,12 @@ impl OndorseSandbox {
             .lock()
             .expect("portal keys poisoned")
             .most_in_flight
+    }
+
+    /// The most API requests (portal POSTs and application GETs alike)
+    /// ever in flight at once, from arrival to answer.
+    pub fn most_requests_in_flight(&self) -> u64 {
+        self.shared.requests_in_flight.most.load(Ordering::Acquire)
     }
 
     /// The keys that had two `POST /api/portals` in flight at once.
