@@ -679,6 +679,72 @@ async fn a_portal_write_back_planned_after_the_decision_writes_the_link_and_keep
     );
 }
 
+/// Applies every event Ondorse raised so far (no webhook URL is set), as
+/// the webhook listener would store them, then writes back what they planned.
+async fn apply_events(world: &World, engine: &ondorse_bridge::sync::Engine) {
+    use ondorse_bridge::ondorse::webhook::parse_envelope;
+
+    for event in world.ondorse.events() {
+        let envelope = parse_envelope(event.to_string().as_bytes()).expect("an envelope");
+        engine
+            .store()
+            .accept_webhook(&envelope, chrono::Utc::now())
+            .await
+            .expect("stored");
+    }
+    engine
+        .process_inbox()
+        .await
+        .expect("the inbox is worked off");
+    engine.flush_writes().await.expect("write-back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_after_documents_were_requested_keeps_the_status_until_the_decision() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = world.seed(1, "Customer", 85).remove(0);
+    let engine = world.engine();
+    engine
+        .poll(BUSINESS)
+        .await
+        .expect("poll creates the portal");
+    let application = world
+        .ondorse
+        .submit_portal(&world.portal_of(&id))
+        .expect("the portal is submitted");
+    apply_events(&world, &engine).await;
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("In review"));
+    world
+        .ondorse
+        .open_collect(&application)
+        .expect("the application exists");
+    apply_events(&world, &engine).await;
+    assert_eq!(
+        world.field(&id, "KYC_Status__c"),
+        json!("Documents requested")
+    );
+
+    // The undecided application is read again, by reconcile and by a late
+    // review event: its other fields are written, its status is not.
+    world.ondorse.review(&application, "pending", 2, Some(55.0));
+    engine.reconcile().await.expect("reconcile");
+    engine.flush_writes().await.expect("write-back");
+    apply_events(&world, &engine).await;
+    assert_eq!(world.field(&id, "KYC_Risk_Score__c"), json!(55.0));
+    assert_eq!(
+        world.field(&id, "KYC_Status__c"),
+        json!("Documents requested"),
+        "a refresh does not put the review status over the collect"
+    );
+
+    // The final decision overrides "documents requested".
+    world
+        .ondorse
+        .review(&application, "approved", 1, Some(42.0));
+    apply_events(&world, &engine).await;
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_intent_stored_before_requests_were_frozen_is_frozen_at_its_next_attempt() {
     let world = World::start(OndorseSandboxOptions::default()).await;
