@@ -538,28 +538,33 @@ async fn an_unchanged_refetch_counts_on_the_last_journal_entry() {
     daemon.stop().await.expect("clean stop");
 }
 
+/// Polls while Salesforce fails: Ondorse answers slowly and, while the
+/// portal POSTs are out, Salesforce starts failing (and stays so), so the
+/// describe that planning the write-back needs fails. Returns how many
+/// portals were created.
+async fn poll_while_salesforce_fails(
+    world: &World,
+    engine: &ondorse_bridge::sync::Engine,
+) -> usize {
+    world.ondorse.set_latency(Duration::from_millis(300));
+    let report = tokio::join!(engine.poll(BUSINESS), async {
+        eventually("the portal POSTs are out", E2E_DEADLINE, || {
+            !world.ondorse.portal_posts_by_key().is_empty()
+        })
+        .await;
+        world.salesforce.fail_next_requests(1_000);
+    })
+    .0
+    .expect("the poll succeeds");
+    report.portals_created
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_created_while_salesforce_fails_is_recorded_first_and_its_link_written_later() {
     let world = World::start(OndorseSandboxOptions::default()).await;
     let ids = world.seed(3, "Customer", 81);
     let engine = world.engine();
-    // Ondorse answers slowly; while the POSTs are out, Salesforce starts
-    // failing, so the describe that planning the write-back needs fails.
-    world.ondorse.set_latency(Duration::from_millis(300));
-    let polling = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.poll(BUSINESS).await }
-    });
-    eventually("the portal POSTs are out", E2E_DEADLINE, || {
-        !world.ondorse.portal_posts_by_key().is_empty()
-    })
-    .await;
-    world.salesforce.fail_next_requests(1_000);
-    let report = polling
-        .await
-        .expect("poll task")
-        .expect("the poll succeeds");
-    assert_eq!(report.portals_created, 3, "{report:?}");
+    assert_eq!(poll_while_salesforce_fails(&world, &engine).await, 3);
     for id in &ids {
         let link = engine
             .store()
@@ -602,27 +607,11 @@ async fn a_portal_created_while_salesforce_fails_is_recorded_first_and_its_link_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_write_back_planned_after_the_decision_writes_the_link_and_keeps_the_decision() {
-    use ondorse_bridge::ondorse::webhook::parse_envelope;
-
     let world = World::start(OndorseSandboxOptions::default()).await;
     let id = world.seed(1, "Customer", 83).remove(0);
     let engine = world.engine();
     // The portal is created while Salesforce fails: its write-back is left due.
-    world.ondorse.set_latency(Duration::from_millis(300));
-    let polling = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.poll(BUSINESS).await }
-    });
-    eventually("the portal POST is out", E2E_DEADLINE, || {
-        !world.ondorse.portal_posts_by_key().is_empty()
-    })
-    .await;
-    world.salesforce.fail_next_requests(1_000);
-    let report = polling
-        .await
-        .expect("poll task")
-        .expect("the poll succeeds");
-    assert_eq!(report.portals_created, 1, "{report:?}");
+    assert_eq!(poll_while_salesforce_fails(&world, &engine).await, 1);
     let link = engine.store().link(BUSINESS, &id).unwrap().expect("a link");
     assert!(
         link.portal_writeback_due,
@@ -633,14 +622,7 @@ async fn a_portal_write_back_planned_after_the_decision_writes_the_link_and_keep
 
     // The decision lands first, received as the webhook listener would.
     world.decide(&id, "approved", 1, Some(42.0));
-    for event in world.ondorse.events() {
-        let envelope = parse_envelope(event.to_string().as_bytes()).expect("an envelope");
-        engine
-            .store()
-            .accept_webhook(&envelope, chrono::Utc::now())
-            .await
-            .expect("stored");
-    }
+    world.store_raised_events(&engine).await;
     let until = tokio::time::Instant::now() + E2E_DEADLINE;
     while world.field(&id, "KYC_Status__c") != json!("Approved") {
         assert!(
@@ -682,16 +664,7 @@ async fn a_portal_write_back_planned_after_the_decision_writes_the_link_and_keep
 /// Applies every event Ondorse raised so far (no webhook URL is set), as
 /// the webhook listener would store them, then writes back what they planned.
 async fn apply_events(world: &World, engine: &ondorse_bridge::sync::Engine) {
-    use ondorse_bridge::ondorse::webhook::parse_envelope;
-
-    for event in world.ondorse.events() {
-        let envelope = parse_envelope(event.to_string().as_bytes()).expect("an envelope");
-        engine
-            .store()
-            .accept_webhook(&envelope, chrono::Utc::now())
-            .await
-            .expect("stored");
-    }
+    world.store_raised_events(engine).await;
     engine
         .process_inbox()
         .await
