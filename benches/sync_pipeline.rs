@@ -25,7 +25,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +36,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use ondorse_bridge::demo::{API_KEY, SandboxWorld, SandboxWorldOptions, webhook_url};
 use ondorse_bridge::sync::EngineSettings;
+use ondorse_bridge::telemetry::LOG_FORMAT_ENV;
 use ondorse_sandbox::latency::{Endpoint, LatencyProfile};
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use ondorse_sandbox::salesforce::{
@@ -180,11 +181,12 @@ fn milliseconds(duration: Duration) -> f64 {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let latency = settings.latency;
     let engine = EngineSettings::default();
-    let address = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let world = SandboxWorld::start(SandboxWorldOptions {
         // One intake pass for the backfill; reconcile out of the way.
         schedule: Some(("0 0 * * * *".to_owned(), "0 0 * * * *".to_owned())),
-        webhooks_listen: Some(address),
+        // The daemon binds a free port itself and logs it (no port is
+        // bound here, dropped and bound again by the child).
+        webhooks_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         ondorse: OndorseSandboxOptions {
             latency,
             ..OndorseSandboxOptions::default()
@@ -196,7 +198,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ..SandboxWorldOptions::default()
     })
     .await?;
-    world.ondorse.set_webhook_url(Some(webhook_url(address)));
     let accounts: Vec<_> = SalesforceSandbox::generate_accounts(settings.accounts, 7)
         .into_iter()
         .map(|mut account| {
@@ -217,7 +218,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 
     // Phase 1: backfill.
     let started = Instant::now();
-    let daemon = spawn_daemon(&world, address)?;
+    let (daemon, address) = spawn_daemon(&world)?;
+    world.ondorse.set_webhook_url(Some(webhook_url(address)));
     wait_for("the backfill", || {
         world.salesforce.stats().records_updated >= ids.len() as u64
     })
@@ -782,14 +784,17 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// Starts `ondorse-bridge run` on the world's configuration and waits for
-/// its webhook port.
-fn spawn_daemon(world: &SandboxWorld, address: SocketAddr) -> anyhow::Result<ChildDaemon> {
-    let log = std::fs::File::create(world.scratch().join("daemon.log"))?;
+/// Starts `ondorse-bridge run` on the world's configuration (webhooks on
+/// port 0) and answers the address its webhook listener bound, read from
+/// its JSON log line "listening for webhooks".
+fn spawn_daemon(world: &SandboxWorld) -> anyhow::Result<(ChildDaemon, SocketAddr)> {
+    let log_path = world.scratch().join("daemon.log");
+    let log = std::fs::File::create(&log_path)?;
     let child = Command::new(env!("CARGO_BIN_EXE_ondorse-bridge"))
         .args(["run", "--config"])
         .arg(&world.config_path)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,ondorse_bridge::daemon=info")
+        .env(LOG_FORMAT_ENV, "json")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -797,20 +802,31 @@ fn spawn_daemon(world: &SandboxWorld, address: SocketAddr) -> anyhow::Result<Chi
         .context("cannot start the daemon")?;
     let mut daemon = ChildDaemon(child);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect_timeout(&address, Duration::from_millis(50)).is_err() {
+    loop {
+        if let Some(address) = logged_webhook_address(&std::fs::read_to_string(&log_path)?) {
+            return Ok((daemon, address));
+        }
         if let Some(status) = daemon.0.try_wait()? {
             bail!(
                 "the daemon exited with {status}; see {}",
-                world.scratch().join("daemon.log").display()
+                log_path.display()
             );
         }
         ensure!(
             Instant::now() < deadline,
-            "the daemon did not listen on {address}"
+            "the daemon did not say where it listens for webhooks; see {}",
+            log_path.display()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(daemon)
+}
+
+/// The `address` of the daemon's "listening for webhooks" JSON log line.
+fn logged_webhook_address(log: &str) -> Option<SocketAddr> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == json!("listening for webhooks"))
+        .and_then(|line| line["address"].as_str()?.parse().ok())
 }
 
 /// Reviews an application: four in five approved, risk levels and scores spread.

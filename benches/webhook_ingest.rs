@@ -106,7 +106,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn bench(settings: Settings) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join("store"))?;
+    let store = Store::open(&dir.path().join("store")).await?;
     let config = WebhooksConfig {
         listen: "127.0.0.1:0".parse()?,
         path_secret: SecretString::from(PATH_SECRET),

@@ -100,7 +100,9 @@ impl Daemon {
         for warning in exposure_warnings(config) {
             tracing::warn!("{warning}");
         }
-        let store = Store::open(&config.store.path).map_err(anyhow::Error::from)?;
+        let store = Store::open(&config.store.path)
+            .await
+            .map_err(anyhow::Error::from)?;
         let inbox_wake = Arc::new(Notify::new());
         let engine = Arc::new(Engine::from_prepared(
             config,
@@ -151,6 +153,7 @@ impl Daemon {
             listen: admin_listen,
             resync_gate: ResyncGate::default(),
             shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
             mappings_dir: config.mappings.dir.clone(),
             api_version: config.salesforce.api_version.clone(),
             failure_grace: config.admin.failure_grace,

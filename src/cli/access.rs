@@ -34,8 +34,8 @@ impl Access {
     /// The daemon's admin API when it holds the store, else the store
     /// itself; a store that does not exist is not created but refused,
     /// naming `[store] path` (the wrong `--config`, most often).
-    pub fn open(config: &Config) -> Result<Access, Failure> {
-        match Store::open_existing(&config.store.path) {
+    pub async fn open(config: &Config) -> Result<Access, Failure> {
+        match Store::open_existing(&config.store.path).await {
             Ok(store) => Ok(Access::Store(store)),
             Err(StoreError::InUse { .. }) => Ok(Access::Daemon(AdminClient::new(&config.admin)?)),
             Err(error @ StoreError::Missing { .. }) => Err(Failure::Invalid(format!(

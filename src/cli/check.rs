@@ -43,7 +43,7 @@ pub async fn check(cli: &Cli, online: bool) -> Result<(), Failure> {
     if !online {
         return Ok(());
     }
-    let report: OnlineReport = match open_store(&config)? {
+    let report: OnlineReport = match open_store(&config).await? {
         StoreAccess::Daemon => {
             println!("the daemon runs: it runs the online checks with its own session");
             AdminClient::new(&config.admin)?
@@ -78,11 +78,11 @@ enum StoreAccess {
     Here(Option<Store>),
 }
 
-fn open_store(config: &Config) -> Result<StoreAccess, Failure> {
+async fn open_store(config: &Config) -> Result<StoreAccess, Failure> {
     if !matches!(config.salesforce.auth, SalesforceAuth::RefreshToken { .. }) {
         return Ok(StoreAccess::Here(None));
     }
-    match Store::open(&config.store.path) {
+    match Store::open(&config.store.path).await {
         Ok(store) => Ok(StoreAccess::Here(Some(store))),
         Err(StoreError::InUse { .. }) => Ok(StoreAccess::Daemon),
         Err(error) => Err(Failure::Runtime(error.into())),

@@ -13,7 +13,7 @@ use crate::store::DeadLetter;
 use crate::sync::operations::{self, RetryReport, RetrySelection};
 
 pub async fn list(config: &Config, json: bool) -> Result<(), Failure> {
-    let letters = match Access::open(config)? {
+    let letters = match Access::open(config).await? {
         Access::Daemon(client) => client.get::<Vec<DeadLetter>>("dead-letters").await?,
         Access::Store(store) => store.dead_letters().map_err(anyhow::Error::from)?,
     };
@@ -25,7 +25,7 @@ pub async fn list(config: &Config, json: bool) -> Result<(), Failure> {
 }
 
 pub async fn retry(config: &Config, selection: RetrySelection, json: bool) -> Result<(), Failure> {
-    let (report, daemon) = match Access::open(config)? {
+    let (report, daemon) = match Access::open(config).await? {
         Access::Daemon(client) => (
             client
                 .post::<_, RetryReport>(

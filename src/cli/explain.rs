@@ -19,7 +19,7 @@ pub async fn explain(config: &Config, account_id: &str, json: bool) -> Result<()
     let account_id =
         Id::parse_account(account_id).map_err(|error| operation_failure(error.into()))?;
     let account_id = account_id.as_str();
-    let explanation = match Access::open(config)? {
+    let explanation = match Access::open(config).await? {
         Access::Daemon(client) => {
             client
                 .get::<Explanation>(&format!("explain/{account_id}"))

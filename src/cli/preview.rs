@@ -50,7 +50,7 @@ pub async fn preview(cli: &Cli, mapping_name: &str, account_id: &str) -> Result<
         .await
         .map_err(anyhow::Error::from)?;
     let (account, matches) = read_account(&salesforce, &mapping, account_id).await?;
-    let stored = StoredLink::read(&config, &mapping.name, account_id);
+    let stored = StoredLink::read(&config, &mapping.name, account_id).await;
     let output = render(&config, &mapping, &account, matches, &stored, &describe).await?;
     // The preview runs the file as written; what looks like a typo is said.
     for warning in mapping.warnings.iter() {
@@ -107,8 +107,8 @@ enum StoredLink {
 impl StoredLink {
     /// Opens the store only if it exists (a preview creates nothing) and
     /// the daemon does not hold it.
-    fn read(config: &Config, mapping: &str, account_id: &str) -> StoredLink {
-        let store = match Store::open_existing(&config.store.path) {
+    async fn read(config: &Config, mapping: &str, account_id: &str) -> StoredLink {
+        let store = match Store::open_existing(&config.store.path).await {
             Ok(store) => store,
             Err(StoreError::Missing { .. }) => return StoredLink::None,
             Err(StoreError::InUse { .. }) => {

@@ -27,7 +27,7 @@ pub async fn resync(config: &Config, request: ResyncRequest, json: bool) -> Resu
     // Bad input is refused before anything is opened or sent.
     request.scope().map_err(operation_failure)?;
     let terminal = std::io::stderr().is_terminal();
-    let (report, sent) = match Access::open(config)? {
+    let (report, sent) = match Access::open(config).await? {
         Access::Daemon(client) => {
             let spinner = terminal.then(|| {
                 let spinner = ProgressBar::new_spinner().with_message("the daemon is resyncing…");

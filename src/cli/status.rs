@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::sync::operations::{self, ParkedStatus, Status};
 
 pub async fn status(config: &Config, json: bool) -> Result<(), Failure> {
-    let status = match Access::open(config)? {
+    let status = match Access::open(config).await? {
         Access::Daemon(client) => client.get::<Status>("status").await?,
         Access::Store(store) => operations::status(&store, None).map_err(operation_failure)?,
     };

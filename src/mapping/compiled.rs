@@ -328,7 +328,7 @@ impl Mapping {
                     .map(|(key, source)| (key.as_str(), source)),
             );
         for (key, source) in sources {
-            self.reads_missing_values(account, &[], key, source);
+            self.reads_missing_values(account, &[], key, source, false);
         }
         let mut body = Map::new();
         body.insert(
@@ -371,7 +371,13 @@ impl Mapping {
         let template_context = self.context(context.account, extra, context.now);
         let mut fields = Map::new();
         for rule in self.writeback.get(&moment).into_iter().flatten() {
-            if self.reads_missing_values(context.account, &extra, &rule.field, &rule.value) {
+            if self.reads_missing_values(
+                context.account,
+                &extra,
+                &rule.field,
+                &rule.value,
+                rule.default.is_some(),
+            ) {
                 continue;
             }
             let value = rule
@@ -451,54 +457,64 @@ impl Mapping {
     /// Account field that Salesforce's answer does not hold at all (not even
     /// as null), as a name the org spells otherwise (templates are
     /// case-sensitive, Salesforce is not) or a field the query did not
-    /// return; or a `named` value this moment does not have (a `collect`
-    /// whose application has no collect link). Each is a logged warning, so
-    /// the value is never a silent null; a write-back of such a value is
-    /// skipped, so it cannot clear the field.
+    /// return; a `named` value this moment does not have (a `collect`
+    /// whose application has no collect link); or, unless the rule says what
+    /// to write then (`has_default`), a value Ondorse's answer does not hold
+    /// at all (a portal answered without `url` or `link`; an explicit null,
+    /// such as an application's `risk_score` before it is scored, is a value
+    /// and is written). Each is logged, so the value is never a silent null;
+    /// a write-back of such a value is skipped, so it cannot clear the field.
     fn reads_missing_values(
         &self,
         account: &Record,
         named: &[(&str, Option<&Value>)],
         key: &str,
         source: &Source,
+        has_default: bool,
     ) -> bool {
         let Source::Template(template) = source else {
             return false;
         };
-        let is_absent = |root: &str| named.contains(&(root, None));
-        let missing: Vec<&(String, Position)> = template
-            .variables()
-            .iter()
-            .filter(|(path, _)| {
-                let root = path.split('.').next().unwrap_or_default();
-                if CONTEXT_ROOTS.contains(&root) {
-                    is_absent(root)
-                } else {
-                    !holds_path(account, path)
+        let mut moment_lacks = Vec::new();
+        let mut answer_lacks = Vec::new();
+        let mut account_lacks = Vec::new();
+        for (path, position) in template.variables() {
+            let (root, inner) = path.split_once('.').unwrap_or((path, ""));
+            if !CONTEXT_ROOTS.contains(&root) {
+                if !holds_path(account, path) {
+                    account_lacks.push((path.as_str(), *position));
                 }
-            })
-            .collect();
-        let Some((_, position)) = missing.first() else {
-            return false;
+                continue;
+            }
+            match named.iter().find(|(name, _)| *name == root) {
+                Some((_, None)) => moment_lacks.push((path.as_str(), *position)),
+                Some((_, Some(Value::Object(answer))))
+                    if !has_default && !inner.is_empty() && !holds_path(answer, inner) =>
+                {
+                    answer_lacks.push((path.as_str(), *position));
+                }
+                _ => {}
+            }
+        }
+        let position = |missing: &[(&str, Position)]| {
+            let (_, position) = missing.first()?;
+            let names: Vec<&str> = missing.iter().map(|(path, _)| *path).collect();
+            Some((
+                names.join(", "),
+                format!("{}:{position}", self.file.display()),
+            ))
         };
-        let names: Vec<&str> = missing.iter().map(|(path, _)| path.as_str()).collect();
         let account_id = account.get("Id").and_then(Value::as_str).unwrap_or("?");
-        let reason = if missing
-            .iter()
-            .any(|(path, _)| is_absent(path.split('.').next().unwrap_or_default()))
-        {
-            "this moment has no such value (ondorse did not give it, e.g. a collect without a link)"
+        let mapping = &self.name;
+        if let Some((missing, position)) = position(&account_lacks) {
+            tracing::warn!(account_id, %mapping, key, %missing, %position, "salesforce's answer has no such field (templates are case-sensitive: check the spelling against the org with `check --online`); a field written from it is left as it is");
+        } else if let Some((missing, position)) = position(&moment_lacks) {
+            tracing::warn!(account_id, %mapping, key, %missing, %position, "this moment has no such value (ondorse did not give it, e.g. a collect without a link); a field written from it is left as it is");
+        } else if let Some((missing, position)) = position(&answer_lacks) {
+            tracing::warn!(account_id, %mapping, key, %missing, %position, "ondorse's answer does not hold this value and the rule has no `default`; the field is left as it is");
         } else {
-            "salesforce's answer has no such field (templates are case-sensitive: check the spelling against the org with `check --online`)"
-        };
-        tracing::warn!(
-            account_id,
-            mapping = %self.name,
-            key,
-            missing = %names.join(", "),
-            position = %format!("{}:{position}", self.file.display()),
-            "{reason}; a field written from it is left as it is"
-        );
+            return false;
+        }
         true
     }
 

@@ -41,12 +41,22 @@ pub enum IdError {
         "{id:?} is not a Salesforce Id: an Id has 15 or 18 letters and digits, e.g. 001000000000001AAA"
     )]
     Malformed { id: String },
+    #[error(
+        "{id} is not a Salesforce Id: its last three characters {suffix} do not match its first fifteen, which give {expected} (a typo, or a change of letter case: the 15 characters are case-sensitive)"
+    )]
+    Checksum {
+        id: String,
+        suffix: String,
+        expected: String,
+    },
     #[error("{id} is not an Account Id: {reason}")]
     NotAnAccount { id: String, reason: String },
 }
 
 impl Id {
-    /// Checks the shape and answers the 18-character form.
+    /// Checks the shape and, for an 18-character Id, that its last three
+    /// characters are the checksum of its first fifteen; answers the
+    /// 18-character form.
     pub fn parse(text: &str) -> Result<Id, IdError> {
         let well_formed = ID_LENGTHS.contains(&text.len())
             && text.bytes().all(|byte| byte.is_ascii_alphanumeric());
@@ -55,18 +65,16 @@ impl Id {
                 id: text.to_owned(),
             });
         }
-        let mut full = text.to_owned();
-        if text.len() == 15 {
-            for chunk in text.as_bytes().chunks(5) {
-                let bits = chunk
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, byte)| byte.is_ascii_uppercase())
-                    .fold(0usize, |bits, (position, _)| bits | 1 << position);
-                full.push(char::from(SUFFIX_ALPHABET[bits]));
-            }
+        let (case_sensitive, suffix) = text.split_at(15);
+        let expected = checksum(case_sensitive);
+        if !suffix.is_empty() && !suffix.eq_ignore_ascii_case(&expected) {
+            return Err(IdError::Checksum {
+                id: text.to_owned(),
+                suffix: suffix.to_owned(),
+                expected,
+            });
         }
-        Ok(Id(full))
+        Ok(Id(format!("{case_sensitive}{expected}")))
     }
 
     /// [`Id::parse`] of an Id that must be an Account's: a Contact's or a
@@ -97,6 +105,23 @@ impl Id {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The three characters that make a 15-character Id an 18-character one:
+/// each says which of five characters are upper case.
+fn checksum(case_sensitive: &str) -> String {
+    case_sensitive
+        .as_bytes()
+        .chunks(5)
+        .map(|chunk| {
+            let bits = chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, byte)| byte.is_ascii_uppercase())
+                .fold(0usize, |bits, (position, _)| bits | 1 << position);
+            char::from(SUFFIX_ALPHABET[bits])
+        })
+        .collect()
 }
 
 impl fmt::Display for Id {
@@ -155,6 +180,20 @@ mod tests {
                     Err("\"001A0000006Vm9\" is not a Salesforce Id"),
                 ),
                 ("001xx000003DGb2AA", Err("is not a Salesforce Id")),
+                // A lower-case checksum is the same checksum.
+                ("001xx000003DGb2aag", Ok("001xx000003DGb2AAG")),
+                (
+                    "001xx000003DGb2AAA",
+                    Err(
+                        "001xx000003DGb2AAA is not a Salesforce Id: its last three characters AAA do not match its first fifteen, which give AAG",
+                    ),
+                ),
+                // The letter case of the first fifteen changed (copied
+                // through something that upper-cased it).
+                (
+                    "001XX000003DGB2AAG",
+                    Err("do not match its first fifteen, which give"),
+                ),
                 ("001xx000003DGb2AAGX", Err("is not a Salesforce Id")),
                 ("001xx000003DG'2AAG", Err("\"001xx000003DG'2AAG\" is not")),
                 ("001xx000003DGé2AA", Err("is not a Salesforce Id")),
@@ -175,7 +214,7 @@ mod tests {
                         "003A0000006Vm9rIAC is not an Account Id: it starts with 003, so it is a Contact Id; give the Id of the Account (it starts with 001)",
                     ),
                 ),
-                ("00QA0000006Vm9rIAC", Err("so it is a Lead Id")),
+                ("00QA0000006Vm9rMAC", Err("so it is a Lead Id")),
                 ("005A0000006Vm9rIAC", Err("so it is a User Id")),
                 (
                     "a01A0000006Vm9rIAC",

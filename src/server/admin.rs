@@ -24,6 +24,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio_util::task::TaskTracker;
 
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -46,6 +47,9 @@ pub struct AdminState {
     pub resync_gate: ResyncGate,
     /// The daemon's stop: once it begins, `/readyz` answers 503 at once.
     pub shutdown: Shutdown,
+    /// The daemon's tasks: a resync runs on it, so a stop waits for it
+    /// within the grace period.
+    pub tasks: TaskTracker,
     /// Where `check --online` reads the mapping files, and the version it
     /// expects the org to serve.
     pub mappings_dir: std::path::PathBuf,
@@ -341,17 +345,26 @@ async fn resync(
         Err(rejection) => return bad_body(rejection),
     };
     tracing::info!(request = %serde_json::to_string(&request).unwrap_or_default(), "resync asked through the admin API");
-    // A task of its own: a client that hangs up does not cut a resync
-    // short halfway through its Accounts.
-    let work = tokio::spawn(async move {
-        let ticket = state.resync_gate.enter()?;
-        let progress = |progress: operations::ResyncProgress| {
-            tracing::info!(done = progress.done, total = progress.total, item = %progress.item, "resync progress");
-        };
-        state.engine.resync(&ticket, &request, &progress).await
+    // A task of its own, on the daemon's tracker: a client that hangs up
+    // does not cut a resync short halfway through its Accounts, and a stop
+    // waits for it within the grace period (past it, the journal says which
+    // Accounts were resynced).
+    let work = state.shutdown.spawn(&state.tasks, {
+        let state = state.clone();
+        async move {
+            let ticket = state.resync_gate.enter()?;
+            let progress = |progress: operations::ResyncProgress| {
+                tracing::info!(done = progress.done, total = progress.total, item = %progress.item, "resync progress");
+            };
+            state.engine.resync(&ticket, &request, &progress).await
+        }
     });
     match work.await {
-        Ok(outcome) => answer(outcome),
+        Ok(Some(outcome)) => answer(outcome),
+        Ok(None) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon stopped before the resync ended; each Account's journal says whether it was resynced",
+        ),
         Err(error) => {
             tracing::error!(%error, "the resync task failed");
             error_response(

@@ -164,6 +164,8 @@ pub enum StoreError {
     Flush(#[source] sled::Error),
     #[error("the store's flush task stopped: {0}")]
     FlushTask(String),
+    #[error("the task opening the store stopped: {0}")]
+    OpenTask(String),
     #[error("cannot encode a value for the store keyspace {keyspace}: {source}")]
     Encode {
         keyspace: &'static str,
@@ -186,7 +188,7 @@ impl StoreError {
             StoreError::Database { source, .. } | StoreError::Flush(source) => {
                 matches!(source, sled::Error::Io(_))
             }
-            StoreError::FlushTask(_) => true,
+            StoreError::FlushTask(_) | StoreError::OpenTask(_) => true,
             StoreError::InUse { .. }
             | StoreError::Missing { .. }
             | StoreError::Inaccessible { .. }
@@ -208,7 +210,7 @@ const STORE_FILES: [&str; 2] = ["conf", "db"];
 impl Store {
     /// Opens the store in `path` only if one is there: the state commands
     /// read a store, they never create an empty one to read from.
-    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+    pub async fn open_existing(path: &Path) -> Result<Store, StoreError> {
         for name in STORE_FILES {
             match std::fs::metadata(path.join(name)) {
                 Ok(metadata) if metadata.is_file() => {}
@@ -225,11 +227,23 @@ impl Store {
                 }
             }
         }
-        Store::open(path)
+        Store::open(path).await
     }
 
-    /// Opens (creating if needed) the store in the directory `path`.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    /// Opens (creating if needed) the store in the directory `path`, on
+    /// the runtime's blocking threads: sled's open reads files, and a store
+    /// this process just closed is waited for until sled lets go of it
+    /// (`release`), neither of which may hold up a runtime thread.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Store::open_blocking(&path))
+            .await
+            .map_err(|error| StoreError::OpenTask(error.to_string()))?
+    }
+
+    /// [`Store::open`] for code that runs outside an async runtime: it
+    /// blocks the calling thread while it waits.
+    pub fn open_blocking(path: &Path) -> Result<Store, StoreError> {
         let db = release::open_after_release(
             path,
             |error| matches!(error, StoreError::InUse { .. }),

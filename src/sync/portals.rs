@@ -267,8 +267,13 @@ impl Engine {
     fn portal_record(&self, portal: &Portal) -> PortalRecord {
         let url = portal.resolved_url(&self.portal_base_url);
         let mut answer = serde_json::to_value(portal).unwrap_or(Value::Null);
-        if let (Some(url), Some(object)) = (&url, answer.as_object_mut()) {
-            object.insert("url".to_owned(), Value::String(url.clone()));
+        if let Some(object) = answer.as_object_mut() {
+            if let Some(url) = &url {
+                object.insert("url".to_owned(), Value::String(url.clone()));
+            }
+            // What Ondorse did not give (absent, or null: a portal without
+            // `url` nor `link`) is absent to templates, so it clears nothing.
+            object.retain(|_, value| !value.is_null());
         }
         PortalRecord {
             id: portal.id.clone(),

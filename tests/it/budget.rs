@@ -291,7 +291,11 @@ async fn offline_resync_honours_api_budget_percent() {
     world.salesforce.set_api_usage(300);
     // The daemon ran before and is stopped now: its store exists (offline
     // commands never create one).
-    drop(ondorse_bridge::store::Store::open(&world.config.store.path).expect("create the store"));
+    drop(
+        ondorse_bridge::store::Store::open(&world.config.store.path)
+            .await
+            .expect("create the store"),
+    );
 
     let output = crate::support::daemon::cli(&world.config_path, &["resync", "--all"]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -853,3 +853,24 @@ async fn a_collect_opened_without_a_link_keeps_the_collect_url_in_salesforce() {
     .await;
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_answered_without_a_url_leaves_the_url_field_as_it_is() {
+    const KEPT: &str = "https://collect.ondorse.co/portals/kept000002";
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = world.seed(1, "Customer", 95).remove(0);
+    world
+        .salesforce
+        .edit_account(&id, fields(json!({"Ondorse_Portal_Url__c": KEPT})));
+    // Ondorse answers the portal without `url` and without `link`, from
+    // which the url would be built: the portal has no url to write.
+    world.ondorse.omit_from_portal_answers(&["url", "link"]);
+    let engine = world.engine();
+    let report = engine.poll(BUSINESS).await.expect("poll");
+    assert_eq!(report.portals_created, 1, "{report:?}");
+    engine.flush_writes().await.expect("write-back");
+
+    // The rest of the moment is written; the missing url clears nothing.
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Portal sent"));
+    assert_eq!(world.field(&id, "Ondorse_Portal_Url__c"), json!(KEPT));
+}

@@ -78,7 +78,7 @@ async fn status_of_a_store_with_100000_links_comes_from_counters_and_reads_only_
  {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let store = Store::open(&path).unwrap();
+    let store = Store::open(&path).await.unwrap();
     seed(&store);
 
     let before = store.links_read();
@@ -113,7 +113,7 @@ async fn status_of_a_store_with_100000_links_comes_from_counters_and_reads_only_
     }
     legacy.flush().unwrap();
     drop(legacy);
-    let reopened = Store::open(&path).unwrap();
+    let reopened = Store::open(&path).await.unwrap();
     let rebuilt = operations::status(&reopened, None).expect("status after the rebuild");
     assert_eq!(rebuilt.mappings, status.mappings);
     assert_eq!(rebuilt.closed, status.closed);

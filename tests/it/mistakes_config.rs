@@ -781,7 +781,7 @@ async fn transient_failures_are_exit_1_and_no_concern_of_check() {
         Mistake {
             what: "the store held by another process",
             make: |setup| {
-                let store = Store::open(&setup.path("store")).expect("open the store");
+                let store = Store::open_blocking(&setup.path("store")).expect("open the store");
                 setup.held_stores.lock().unwrap().push(store);
             },
             outcomes: [Exits(0), Exits(0), Exits(1)],
@@ -850,7 +850,7 @@ async fn a_store_the_user_cannot_look_into_is_said_as_such() {
     let world = World::start(OndorseSandboxOptions::default()).await;
     let setup = Setup::new(&world);
     let store = setup.path("store");
-    drop(Store::open(&store).expect("create the store"));
+    drop(Store::open(&store).await.expect("create the store"));
     setup.run_unprivileged(&store, 0o000);
     let output = setup
         .run(&["status"], START_DEADLINE)
@@ -896,7 +896,11 @@ async fn with_json_every_state_command_answers_json_even_when_it_fails() {
     }
 
     // A store that exists: the answers themselves are JSON.
-    drop(Store::open(&setup.path("store")).expect("create the store"));
+    drop(
+        Store::open(&setup.path("store"))
+            .await
+            .expect("create the store"),
+    );
     for (args, check) in [
         (
             &["status", "--json"][..],
@@ -950,9 +954,13 @@ async fn with_json_every_state_command_answers_json_even_when_it_fails() {
 async fn a_contact_or_lead_id_where_an_account_id_belongs_is_refused_with_the_reason() {
     let world = World::start(OndorseSandboxOptions::default()).await;
     let setup = Setup::new(&world);
-    drop(Store::open(&setup.path("store")).expect("create the store"));
+    drop(
+        Store::open(&setup.path("store"))
+            .await
+            .expect("create the store"),
+    );
     let contact = "003A0000006Vm9rIAC";
-    let lead = "00QA0000006Vm9rIAC";
+    let lead = "00QA0000006Vm9rMAC";
     for (args, says) in [
         (
             vec!["explain", "--account", contact],
@@ -960,11 +968,16 @@ async fn a_contact_or_lead_id_where_an_account_id_belongs_is_refused_with_the_re
         ),
         (
             vec!["resync", "--account", lead, "--dry-run"],
-            "00QA0000006Vm9rIAC is not an Account Id: it starts with 00Q, so it is a Lead Id",
+            "00QA0000006Vm9rMAC is not an Account Id: it starts with 00Q, so it is a Lead Id",
         ),
         (
             vec!["preview", "--mapping", BUSINESS, "--account", contact],
             "is not an Account Id: it starts with 003, so it is a Contact Id",
+        ),
+        // An 18-character Id whose checksum does not match (a typo).
+        (
+            vec!["explain", "--account", "001A0000006Vm9rAAC"],
+            "001A0000006Vm9rAAC is not a Salesforce Id: its last three characters AAC do not match its first fifteen, which give IAC",
         ),
     ] {
         let output = setup.run(&args, START_DEADLINE).await.expect("it ends");

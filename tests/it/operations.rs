@@ -186,7 +186,9 @@ async fn resync_since_creates_only_missing_portals_and_never_moves_the_cursor_ba
     assert!(!output.contains("portal(s) created"), "{output}");
     assert_eq!(world.ondorse.portals().len(), first.len() + 1);
 
-    let store = Store::open(&world.config.store.path).expect("the store is free again");
+    let store = Store::open(&world.config.store.path)
+        .await
+        .expect("the store is free again");
     assert_eq!(
         store.cursor(BUSINESS).expect("cursor"),
         Some(cursor),
@@ -239,7 +241,7 @@ async fn a_dry_run_lists_the_changes_and_writes_nothing() {
     );
     let newcomer = world.seed(1, "Customer", 25).remove(0);
     let journal_before = {
-        let store = Store::open(&world.config.store.path).expect("store");
+        let store = Store::open(&world.config.store.path).await.expect("store");
         store.journal_of(target).expect("journal").len()
     };
     let salesforce_before = world.salesforce.stats();
@@ -286,7 +288,7 @@ async fn a_dry_run_lists_the_changes_and_writes_nothing() {
         world.field(target, "Ondorse_Portal_Url__c"),
         json!("https://example.com/stale")
     );
-    let store = Store::open(&world.config.store.path).expect("store");
+    let store = Store::open(&world.config.store.path).await.expect("store");
     assert_eq!(store.pending_write_count(), 0);
     assert_eq!(
         store.journal_of(target).expect("journal").len(),

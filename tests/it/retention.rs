@@ -30,7 +30,7 @@ fn entry(at: DateTime<Utc>, step: &str, summary: &str, detail: serde_json::Value
 /// Two Accounts' journals over six years: one decided, one whose portal
 /// was never created.
 fn seeded(dir: &std::path::Path) -> Store {
-    let store = Store::open(&dir.join("store")).unwrap();
+    let store = Store::open_blocking(&dir.join("store")).unwrap();
     let now = now();
     let years = |count: i64| now - Duration::days(365 * count);
     let snapshot = json!({ "idempotency_key": "k1", "fields": { "Name": "Dupont SAS", "BillingCountryCode": "FR" } });

@@ -68,6 +68,16 @@ fn is_ondorse_timestamp(value: &Value) -> bool {
         && chrono::DateTime::parse_from_rfc3339(text).is_ok()
 }
 
+/// The keys of a JSON object answer, in the order they came.
+fn keys_of(answer: &Value) -> Vec<&str> {
+    answer
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 fn is_hex_id(value: &Value, prefix: &str) -> bool {
     value.as_str().is_some_and(|id| {
         id.strip_prefix(prefix)
@@ -87,13 +97,7 @@ async fn portal_answer_and_stored_portal_follow_the_contract() {
     let (status, _, portal) =
         post_portal(&sandbox, Some(&bearer(&sandbox)), None, &body.to_string()).await;
     assert_eq!(status, 201);
-    let keys: Vec<&str> = portal
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(keys, ["id", "link", "url", "created_at"]);
+    assert_eq!(keys_of(&portal), ["id", "link", "url", "created_at"]);
     assert!(is_hex_id(&portal["id"], "prt_"), "{portal}");
     let link = portal["link"].as_str().expect("link");
     assert_eq!(link.len(), 10);
@@ -116,6 +120,32 @@ async fn portal_answer_and_stored_portal_follow_the_contract() {
     assert_eq!(stored["redirect_url"], body["redirect_url"]);
     assert_eq!(sandbox.portals(), vec![stored]);
     assert_eq!(sandbox.stats().portals_created, 1);
+}
+
+#[tokio::test]
+async fn portal_answers_can_leave_out_the_url_and_link_while_the_portal_keeps_them() {
+    let sandbox = start_ondorse(OndorseSandboxOptions::default()).await;
+    sandbox.omit_from_portal_answers(&["url", "link"]);
+    let body = json!({
+        "type": "business",
+        "default_custom_fields": {"salesforce_account_id": "001A"}
+    });
+    let (status, _, portal) =
+        post_portal(&sandbox, Some(&bearer(&sandbox)), None, &body.to_string()).await;
+    assert_eq!(status, 201);
+    assert_eq!(keys_of(&portal), ["id", "created_at"]);
+    let stored = sandbox
+        .portal(portal["id"].as_str().expect("id"))
+        .expect("stored");
+    assert!(
+        stored["url"].is_string() && stored["link"].is_string(),
+        "{stored}"
+    );
+
+    sandbox.omit_from_portal_answers(&[]);
+    let (_, _, portal) =
+        post_portal(&sandbox, Some(&bearer(&sandbox)), None, &body.to_string()).await;
+    assert!(portal["url"].is_string(), "{portal}");
 }
 
 #[tokio::test]

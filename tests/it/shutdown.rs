@@ -7,8 +7,9 @@ use std::time::Duration;
 use ondorse_bridge::daemon::SHUTDOWN_GRACE;
 use ondorse_bridge::store::Store;
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::support::config::ADMIN_TOKEN;
 use crate::support::world::{E2E_DEADLINE, World, eventually};
 
 const MAPPING: &str = "business-onboarding";
@@ -39,7 +40,9 @@ async fn a_stop_with_portals_in_flight_records_them_and_a_restart_creates_no_sec
     let created = world.ondorse.portals();
     assert!(!created.is_empty(), "the request in flight finished");
     {
-        let store = Store::open_existing(&world.config.store.path).expect("the store reopens");
+        let store = Store::open_existing(&world.config.store.path)
+            .await
+            .expect("the store reopens");
         for portal in &created {
             let account = portal["default_custom_fields"]["salesforce_account_id"]
                 .as_str()
@@ -73,4 +76,57 @@ async fn a_stop_with_portals_in_flight_records_them_and_a_restart_creates_no_sec
     daemon.stop().await.expect("a clean stop");
     assert_eq!(world.ondorse.portals().len(), ACCOUNTS);
     assert_eq!(world.ondorse.stats().portals_created, ACCOUNTS as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_resync_waits_for_it_even_once_its_client_hung_up() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(3, "Customer", 98);
+    let daemon = world.daemon().await;
+    eventually("portal links are written", E2E_DEADLINE, || {
+        ids.iter()
+            .all(|id| world.field(id, "KYC_Status__c") == json!("Portal sent"))
+    })
+    .await;
+    for id in &ids {
+        world.decide(id, "approved", 1, Some(10.0));
+    }
+    eventually("the decisions are written", E2E_DEADLINE, || {
+        ids.iter()
+            .all(|id| world.field(id, "KYC_Status__c") == json!("Approved"))
+    })
+    .await;
+
+    // A slow Ondorse: the resync fetches each application, one by one.
+    world.ondorse.set_latency(Duration::from_millis(700));
+    let queries = world.salesforce.stats().query_requests;
+    let request = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!("http://{}/admin/resync", daemon.admin_address()))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "accounts": ids }))
+            .send(),
+    );
+    eventually("the resync reads the Accounts", E2E_DEADLINE, || {
+        world.salesforce.stats().query_requests > queries
+    })
+    .await;
+    // The client hangs up; then the daemon is told to stop.
+    request.abort();
+    daemon.stop().await.expect("clean stop");
+
+    // The stop waited for the resync: the store is free, and every
+    // Account's journal says it was resynced.
+    let store = Store::open_existing(&world.config.store.path)
+        .await
+        .expect("the store is released");
+    for id in &ids {
+        let steps: Vec<String> = store
+            .journal_of(id)
+            .expect("journal")
+            .into_iter()
+            .map(|entry| entry.step)
+            .collect();
+        assert!(steps.contains(&"resynced".to_owned()), "{id}: {steps:?}");
+    }
 }

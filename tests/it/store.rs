@@ -54,7 +54,7 @@ async fn accept_events(store: &Store, count: usize, received: DateTime<Utc>) -> 
 #[tokio::test]
 async fn a_parked_item_waits_for_its_time_and_never_blocks_the_items_behind_it() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("store")).unwrap();
+    let store = Store::open(&dir.path().join("store")).await.unwrap();
     let received = at("2026-11-26T09:00:00Z");
     let sequences = accept_events(&store, 3, received).await;
     let hint = store
@@ -125,7 +125,7 @@ async fn inbox_order_and_sequences_survive_a_reopen() {
     let received = at("2026-11-26T09:00:00Z");
     let mut sequences;
     {
-        let store = Store::open(&path).unwrap();
+        let store = Store::open(&path).await.unwrap();
         sequences = accept_events(&store, 5, received).await;
         sequences.push(
             store
@@ -141,7 +141,7 @@ async fn inbox_order_and_sequences_survive_a_reopen() {
         );
     }
 
-    let store = Store::open(&path).unwrap();
+    let store = Store::open(&path).await.unwrap();
     assert_eq!(
         event_ids(&store),
         ["evt_0", "evt_2", "evt_3", "evt_4", "001xx000003DGb2AAG"]
@@ -187,7 +187,7 @@ async fn inbox_order_and_sequences_survive_a_reopen() {
 #[tokio::test]
 async fn seen_event_ids_are_forgotten_only_after_the_retention_window() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("store")).unwrap();
+    let store = Store::open(&dir.path().join("store")).await.unwrap();
     let first = at("2026-11-26T09:00:00Z");
     let retention = chrono::Duration::from_std(SEEN_EVENT_RETENTION).unwrap();
     assert!(
@@ -239,7 +239,7 @@ async fn concurrent_writers_are_all_released_with_their_writes_durable() {
     const WRITERS: usize = 300;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let store = Store::open(&path).unwrap();
+    let store = Store::open(&path).await.unwrap();
     let received = Utc::now();
     let writers: Vec<_> = (0..WRITERS)
         .map(|index| {
@@ -259,7 +259,7 @@ async fn concurrent_writers_are_all_released_with_their_writes_durable() {
         assert!(matches!(result.unwrap().unwrap(), Accepted::Stored { .. }));
     }
     drop(store);
-    let store = Store::open(&path).unwrap();
+    let store = Store::open(&path).await.unwrap();
     let mut ids = event_ids(&store);
     ids.sort();
     assert_eq!(
@@ -273,7 +273,7 @@ async fn concurrent_writers_are_all_released_with_their_writes_durable() {
 #[tokio::test]
 async fn concurrent_deliveries_of_one_event_store_it_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+    let store = Arc::new(Store::open(&dir.path().join("store")).await.unwrap());
     let deliveries: Vec<_> = (0..50)
         .map(|_| {
             let store = Arc::clone(&store);
@@ -298,8 +298,8 @@ async fn concurrent_deliveries_of_one_event_store_it_once() {
 fn a_store_in_use_says_so_and_names_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let _held = Store::open(&path).unwrap();
-    let error = Store::open(&path).unwrap_err();
+    let _held = Store::open_blocking(&path).unwrap();
+    let error = Store::open_blocking(&path).unwrap_err();
     assert!(matches!(error, StoreError::InUse { .. }), "{error:?}");
     assert_eq!(
         error.to_string(),
@@ -321,14 +321,15 @@ async fn a_store_closed_in_this_process_reopens_at_once() {
     for round in 0..ROUNDS {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
-        let store = Store::open(&path).unwrap();
+        let store = Store::open(&path).await.unwrap();
         accept_events(&store, 1, received).await;
         drop(store);
         let store = Store::open(&path)
+            .await
             .unwrap_or_else(|error| panic!("round {round}: the closed store reopens: {error}"));
         assert_eq!(event_ids(&store), ["evt_0"], "round {round}");
         // A live handle in this process still holds it.
-        let error = Store::open(&path).unwrap_err();
+        let error = Store::open(&path).await.unwrap_err();
         assert!(matches!(error, StoreError::InUse { .. }), "{error:?}");
     }
 }
@@ -339,7 +340,7 @@ fn a_store_that_cannot_be_created_names_its_path() {
     let blocker = dir.path().join("a-file");
     std::fs::write(&blocker, "not a directory").unwrap();
     let path = blocker.join("store");
-    let error = Store::open(&path).unwrap_err();
+    let error = Store::open_blocking(&path).unwrap_err();
     assert!(
         error
             .to_string()
@@ -386,7 +387,7 @@ fn linked_with_write(store: &Store, mapping: &str, account_id: &str) -> Link {
 #[test]
 fn closing_a_gone_accounts_links_drops_its_queued_write_in_the_same_step() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_blocking(dir.path()).unwrap();
     let deleted = "001000000000001AAA";
     let mut link = linked_with_write(&store, "business-onboarding", deleted);
     link.closed = Some(LinkClosure {
@@ -419,7 +420,7 @@ fn closing_a_gone_accounts_links_drops_its_queued_write_in_the_same_step() {
 #[test]
 fn a_link_moved_to_the_master_drops_the_losers_write_and_marks_the_master() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_blocking(dir.path()).unwrap();
     let (loser, master) = ("001000000000002AAA", "001000000000003AAA");
     let link = linked_with_write(&store, "business-onboarding", loser);
     let moved = Link {

@@ -60,7 +60,7 @@ fn networks(list: &[&str]) -> Vec<ipnet::IpNet> {
 impl Receiver {
     async fn start(config: WebhooksConfig) -> Receiver {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(&dir.path().join("store")).await.unwrap();
         let inbox_wake = Arc::new(Notify::new());
         let state = PublicState {
             store: store.clone(),
@@ -478,6 +478,25 @@ async fn salesforce_hints_are_stored_and_bad_ids_refused() {
             json!({"ids": ["001xx000003DGb2AA"]}).to_string(),
             "001xx000003DGb2AA",
         ),
+        // A Contact's or a Lead's Id: the answer names it and says why.
+        (
+            json!({"ids": ["001xx000003DGb2AAG", "003xx000004TmiQ"]}).to_string(),
+            "003xx000004TmiQAAS is not an Account Id: it starts with 003, so it is a Contact Id",
+        ),
+        (
+            json!({"ids": ["00Qxx000001ABCDEA4"]}).to_string(),
+            "00Qxx000001ABCDEA4 is not an Account Id: it starts with 00Q, so it is a Lead Id",
+        ),
+        // An 18-character Id whose checksum does not match its first fifteen
+        // (a typo, or its letter case changed on the way).
+        (
+            json!({"ids": ["001xx000003DGb2AAA"]}).to_string(),
+            "001xx000003DGb2AAA is not a Salesforce Id: its last three characters AAA do not match its first fifteen, which give AAG",
+        ),
+        (
+            json!({"ids": ["001XX000003DGB2AAG"]}).to_string(),
+            "001XX000003DGB2AAG is not a Salesforce Id: its last three characters AAG do not match",
+        ),
         (json!({"ids": too_many}).to_string(), "at most 200"),
         (json!({"ids": []}).to_string(), "empty"),
         (
@@ -529,8 +548,9 @@ async fn an_acknowledged_event_survives_sigkill_and_stays_a_duplicate_after_rest
     daemon.kill();
 
     {
-        let store =
-            Store::open(&dir.path().join("store")).expect("the killed daemon released the store");
+        let store = Store::open(&dir.path().join("store"))
+            .await
+            .expect("the killed daemon released the store");
         let pending = store.inbox_pending(10).unwrap();
         assert_eq!(pending.len(), 1, "{pending:?}");
         assert!(

@@ -158,7 +158,7 @@ impl World {
     /// [`World::engine`] with other settings.
     pub fn engine_with(&self, settings: EngineSettings) -> Arc<Engine> {
         use ondorse_bridge::store::Store;
-        let store = Store::open(&self.config.store.path).expect("open the store");
+        let store = Store::open_blocking(&self.config.store.path).expect("open the store");
         Arc::new(
             Engine::from_config(
                 &self.config,

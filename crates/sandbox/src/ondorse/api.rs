@@ -174,9 +174,17 @@ async fn create_portal(
         connection.kill();
     }
     match outcome {
-        PortalOutcome::Created(portal) => (StatusCode::CREATED, axum::Json(portal)).into_response(),
+        PortalOutcome::Created(portal) => (
+            StatusCode::CREATED,
+            axum::Json(shared.faults.portal_answer(portal)),
+        )
+            .into_response(),
         PortalOutcome::Replayed(portal) => {
-            let mut response = (StatusCode::CREATED, axum::Json(portal)).into_response();
+            let mut response = (
+                StatusCode::CREATED,
+                axum::Json(shared.faults.portal_answer(portal)),
+            )
+                .into_response();
             response
                 .headers_mut()
                 .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));

@@ -31,6 +31,9 @@ pub(super) struct Faults {
     /// `POST /api/portals` whose `default_custom_fields` hold one of these
     /// (key, value) pairs answers 422: data Ondorse refuses for good.
     pub(super) refused_portal_values: Mutex<Vec<(String, Value)>>,
+    /// Top-level keys left out of `POST /api/portals` answers (the portal
+    /// keeps them): an answer the contract allows without `url`.
+    pub(super) portal_answer_omits: Mutex<Vec<String>>,
 }
 
 /// Takes one from a countdown; `false` when it is already zero.
@@ -55,6 +58,21 @@ impl Faults {
                 .lock()
                 .expect("fault switch poisoned")
         })
+    }
+
+    /// `answer` without the keys portal answers leave out now.
+    pub(super) fn portal_answer(&self, mut answer: Value) -> Value {
+        if let Value::Object(members) = &mut answer {
+            for key in self
+                .portal_answer_omits
+                .lock()
+                .expect("fault switch poisoned")
+                .iter()
+            {
+                members.remove(key);
+            }
+        }
+        answer
     }
 
     pub(super) fn take_dropped_portal_response(&self) -> bool {
@@ -176,6 +194,18 @@ impl OndorseSandbox {
             .lock()
             .expect("fault switch poisoned")
             .push((key.to_owned(), value));
+    }
+
+    /// From now on, `POST /api/portals` answers leave out these top-level
+    /// keys (say `url` and `link`); the portal is created and stored whole.
+    /// An empty list answers in full again.
+    pub fn omit_from_portal_answers(&self, keys: &[&str]) {
+        *self
+            .shared
+            .faults
+            .portal_answer_omits
+            .lock()
+            .expect("fault switch poisoned") = keys.iter().map(|key| (*key).to_owned()).collect();
     }
 
     /// Every API request waits this long before being handled.
