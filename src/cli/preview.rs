@@ -204,7 +204,7 @@ async fn render(
             now,
         };
         let _ = writeln!(out, "\n{moment} (with {with}):");
-        match plan::plan_writeback(mapping, moment, &context, describe, &known) {
+        match plan::plan_writeback(mapping, moment, Some(moment), &context, describe, &known) {
             Ok(planned) => {
                 for (field, value) in &planned.changed {
                     let _ = writeln!(out, "  set {field} = {value}");

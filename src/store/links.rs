@@ -38,6 +38,11 @@ pub struct Link {
     /// reconcile stops re-fetching it.
     #[serde(default)]
     pub decision_final: bool,
+    /// `collect.opened` wrote its moment ("documents requested") and the
+    /// decision is not final yet: a refresh of the application, however
+    /// late, leaves the fields that moment wrote ([`crate::sync::plan::reached`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub collect_opened: bool,
     /// The Account as last read from Salesforce (the mapping's query fields),
     /// for templates rendered later (decisions) and for change detection.
     pub account: Record,

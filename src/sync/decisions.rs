@@ -377,6 +377,7 @@ impl Engine {
         )?;
         link.application_id = Some(application.id.clone());
         link.decision_final = application.is_final();
+        link.collect_opened |= collect_opened;
         let mut fields = self
             .plan_moment(
                 &mapping,

@@ -331,6 +331,7 @@ impl Engine {
             portal: None,
             application_id: None,
             decision_final: false,
+            collect_opened: false,
             account: record,
             portal_attempts: 0,
             last_error: None,

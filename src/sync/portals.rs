@@ -312,7 +312,10 @@ impl Engine {
             collect,
             now: now(),
         };
-        let planned = match plan::plan_writeback(mapping, moment, &context, &describe, &known) {
+        let reached = plan::reached(link);
+        let planned = match plan::plan_writeback(
+            mapping, moment, reached, &context, &describe, &known,
+        ) {
             Ok(planned) => planned,
             Err(error) => {
                 self.journal(

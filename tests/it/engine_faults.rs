@@ -538,28 +538,33 @@ async fn an_unchanged_refetch_counts_on_the_last_journal_entry() {
     daemon.stop().await.expect("clean stop");
 }
 
+/// Polls while Salesforce fails: Ondorse answers slowly and, while the
+/// portal POSTs are out, Salesforce starts failing (and stays so), so the
+/// describe that planning the write-back needs fails. Returns how many
+/// portals were created.
+async fn poll_while_salesforce_fails(
+    world: &World,
+    engine: &ondorse_bridge::sync::Engine,
+) -> usize {
+    world.ondorse.set_latency(Duration::from_millis(300));
+    let report = tokio::join!(engine.poll(BUSINESS), async {
+        eventually("the portal POSTs are out", E2E_DEADLINE, || {
+            !world.ondorse.portal_posts_by_key().is_empty()
+        })
+        .await;
+        world.salesforce.fail_next_requests(1_000);
+    })
+    .0
+    .expect("the poll succeeds");
+    report.portals_created
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_created_while_salesforce_fails_is_recorded_first_and_its_link_written_later() {
     let world = World::start(OndorseSandboxOptions::default()).await;
     let ids = world.seed(3, "Customer", 81);
     let engine = world.engine();
-    // Ondorse answers slowly; while the POSTs are out, Salesforce starts
-    // failing, so the describe that planning the write-back needs fails.
-    world.ondorse.set_latency(Duration::from_millis(300));
-    let polling = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.poll(BUSINESS).await }
-    });
-    eventually("the portal POSTs are out", E2E_DEADLINE, || {
-        !world.ondorse.portal_posts_by_key().is_empty()
-    })
-    .await;
-    world.salesforce.fail_next_requests(1_000);
-    let report = polling
-        .await
-        .expect("poll task")
-        .expect("the poll succeeds");
-    assert_eq!(report.portals_created, 3, "{report:?}");
+    assert_eq!(poll_while_salesforce_fails(&world, &engine).await, 3);
     for id in &ids {
         let link = engine
             .store()
@@ -598,6 +603,119 @@ async fn a_portal_created_while_salesforce_fails_is_recorded_first_and_its_link_
             "{id}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_write_back_planned_after_the_decision_writes_the_link_and_keeps_the_decision() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = world.seed(1, "Customer", 83).remove(0);
+    let engine = world.engine();
+    // The portal is created while Salesforce fails: its write-back is left due.
+    assert_eq!(poll_while_salesforce_fails(&world, &engine).await, 1);
+    let link = engine.store().link(BUSINESS, &id).unwrap().expect("a link");
+    assert!(
+        link.portal_writeback_due,
+        "the write-back is left due: {link:?}"
+    );
+    world.salesforce.fail_next_requests(0);
+    world.ondorse.set_latency(Duration::ZERO);
+
+    // The decision lands first, received as the webhook listener would.
+    world.decide(&id, "approved", 1, Some(42.0));
+    world.store_raised_events(&engine).await;
+    let until = tokio::time::Instant::now() + E2E_DEADLINE;
+    while world.field(&id, "KYC_Status__c") != json!("Approved") {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for the decision"
+        );
+        // An item parked while Salesforce recovers is due again shortly.
+        let _ = engine.process_inbox().await;
+        let _ = engine.flush_writes().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Then reconcile plans the portal's write-back it still owes.
+    reconcile_until(&engine, "the portal write-back is planned", || {
+        !engine
+            .store()
+            .link(BUSINESS, &id)
+            .unwrap()
+            .expect("a link")
+            .portal_writeback_due
+    })
+    .await;
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(
+        world.field(&id, "Ondorse_Portal_Url__c"),
+        world
+            .ondorse
+            .portal(&world.portal_of(&id))
+            .expect("the portal")["url"],
+        "the portal link is written"
+    );
+    assert_eq!(
+        world.field(&id, "KYC_Status__c"),
+        json!("Approved"),
+        "the late portal moment does not put \"Portal sent\" over the decision"
+    );
+}
+
+/// Applies every event Ondorse raised so far (no webhook URL is set), as
+/// the webhook listener would store them, then writes back what they planned.
+async fn apply_events(world: &World, engine: &ondorse_bridge::sync::Engine) {
+    world.store_raised_events(engine).await;
+    engine
+        .process_inbox()
+        .await
+        .expect("the inbox is worked off");
+    engine.flush_writes().await.expect("write-back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_after_documents_were_requested_keeps_the_status_until_the_decision() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = world.seed(1, "Customer", 85).remove(0);
+    let engine = world.engine();
+    engine
+        .poll(BUSINESS)
+        .await
+        .expect("poll creates the portal");
+    let application = world
+        .ondorse
+        .submit_portal(&world.portal_of(&id))
+        .expect("the portal is submitted");
+    apply_events(&world, &engine).await;
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("In review"));
+    world
+        .ondorse
+        .open_collect(&application)
+        .expect("the application exists");
+    apply_events(&world, &engine).await;
+    assert_eq!(
+        world.field(&id, "KYC_Status__c"),
+        json!("Documents requested")
+    );
+
+    // The undecided application is read again, by reconcile and by a late
+    // review event: its other fields are written, its status is not.
+    world.ondorse.review(&application, "pending", 2, Some(55.0));
+    engine.reconcile().await.expect("reconcile");
+    engine.flush_writes().await.expect("write-back");
+    apply_events(&world, &engine).await;
+    assert_eq!(world.field(&id, "KYC_Risk_Score__c"), json!(55.0));
+    assert_eq!(
+        world.field(&id, "KYC_Status__c"),
+        json!("Documents requested"),
+        "a refresh does not put the review status over the collect"
+    );
+
+    // The final decision overrides "documents requested".
+    world
+        .ondorse
+        .review(&application, "approved", 1, Some(42.0));
+    apply_events(&world, &engine).await;
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

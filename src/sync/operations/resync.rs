@@ -293,8 +293,15 @@ impl Engine {
                     now: now(),
                 };
                 let moments = plan::moments_reached(link.portal.is_some(), application.is_some());
-                let planned = plan::plan_moments(&mapping, &moments, &context, &describe, &known)
-                    .map_err(|(moment, error)| {
+                let planned = plan::plan_moments(
+                    &mapping,
+                    &moments,
+                    plan::reached(&link),
+                    &context,
+                    &describe,
+                    &known,
+                )
+                .map_err(|(moment, error)| {
                     OperationError::InvalidRequest(format!(
                         "mapping `{}` cannot render {moment} for Account {account_id}: {error}",
                         mapping.name

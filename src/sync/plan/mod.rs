@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::mapping::{Mapping, Moment, RenderError, WritebackContext, convert_value};
 use crate::salesforce::model::{Record, SObjectDescribe};
-use crate::store::Fields;
+use crate::store::{Fields, Link};
 
 /// Our code for a value that cannot become the field's type; Salesforce's
 /// own codes are used for everything Salesforce refuses.
@@ -51,16 +51,34 @@ pub struct RefusedField {
 /// Renders one moment of `mapping`, converts every value to its field's
 /// type, and keeps only what differs from `known` (what Salesforce holds,
 /// as last read or written).
+///
+/// The moments are ordered (portal created, then application, then collect
+/// opened), and `reached` is the latest one the link has reached: a moment
+/// planned late (reconcile planning a portal's write-back after the
+/// decision landed, a refresh after `collect.opened`) leaves alone every
+/// field a later reached moment writes, so it never undoes that moment.
 pub fn plan_writeback(
     mapping: &Mapping,
     moment: Moment,
+    reached: Option<Moment>,
     context: &WritebackContext,
     describe: &SObjectDescribe,
     known: &Fields,
 ) -> Result<WritePlan, RenderError> {
+    let later: Vec<String> = mapping
+        .written_fields()
+        .into_iter()
+        .filter(|written| {
+            written.moment > moment && reached.is_some_and(|reached| written.moment <= reached)
+        })
+        .map(|written| written.field)
+        .collect();
     let rendered = mapping.writeback(moment, context)?;
     let mut plan = WritePlan::default();
     for (name, value) in rendered {
+        if later.iter().any(|field| field.eq_ignore_ascii_case(&name)) {
+            continue;
+        }
         // A value refused before (a dead letter) waits for the inputs to change.
         if known.get(&name) == Some(&value) {
             plan.unchanged.push(name);
@@ -121,7 +139,8 @@ impl WritePlan {
 
 /// The write-back moments a link has reached, in order: "portal sent" once
 /// its portal exists, then the application once one is linked. A collect
-/// is an event, not a state a link keeps, so it is never reached again.
+/// is an event, not a state a link keeps, so it is never planned again
+/// (its fields are kept by [`reached`]).
 pub fn moments_reached(has_portal: bool, has_application: bool) -> Vec<Moment> {
     let mut moments = Vec::new();
     if has_portal {
@@ -133,13 +152,32 @@ pub fn moments_reached(has_portal: bool, has_application: bool) -> Vec<Moment> {
     moments
 }
 
-/// What a link writes at every moment of `moments` (resync): each moment
-/// planned against the same `known`, a later moment winning the fields it
-/// also writes, so a decision overrides "portal sent". A moment the mapping
-/// writes nothing at adds nothing; the error names the moment that failed.
+/// The latest write-back moment `link` has reached, which every plan for
+/// it is given ([`plan_writeback`]): the collect while documents are
+/// requested and the decision is not final (a final decision overrides
+/// "documents requested"), else the application once one is linked, else
+/// the portal once it exists.
+pub fn reached(link: &Link) -> Option<Moment> {
+    if link.collect_opened && !link.decision_final {
+        Some(Moment::CollectOpened)
+    } else if link.application_id.is_some() {
+        Some(Moment::Application)
+    } else if link.portal.is_some() {
+        Some(Moment::PortalCreated)
+    } else {
+        None
+    }
+}
+
+/// What a link that has reached `reached` writes at every moment of
+/// `moments` (resync): each moment planned against the same `known`, a
+/// later moment winning the fields it also writes, so a decision overrides
+/// "portal sent". A moment the mapping writes nothing at adds nothing; the
+/// error names the moment that failed.
 pub fn plan_moments(
     mapping: &Mapping,
     moments: &[Moment],
+    reached: Option<Moment>,
     context: &WritebackContext,
     describe: &SObjectDescribe,
     known: &Fields,
@@ -149,23 +187,11 @@ pub fn plan_moments(
         if !mapping.writes_at(moment) {
             continue;
         }
-        let later = plan_writeback(mapping, moment, context, describe, known)
+        let later = plan_writeback(mapping, moment, reached, context, describe, known)
             .map_err(|error| (moment, error))?;
         plan = plan.then(later);
     }
     Ok(plan)
-}
-
-/// Drops from `fields`, planned at `moment`, those a later moment of the
-/// mapping also writes: a link that reached that later moment has them
-/// planned from its current state, which an earlier value ("portal sent")
-/// must not undo.
-pub fn leave_to_later_moments(mapping: &Mapping, moment: Moment, fields: &mut Fields) {
-    for written in mapping.written_fields() {
-        if written.moment > moment {
-            fields.retain(|name, _| !name.eq_ignore_ascii_case(&written.field));
-        }
-    }
 }
 
 /// Whether a `collect.opened` event writes its moment: not once the

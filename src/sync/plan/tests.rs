@@ -73,6 +73,8 @@ fn describe() -> SObjectDescribe {
 struct Case {
     name: &'static str,
     moments: &'static [Moment],
+    /// The latest moment the link has reached.
+    reached: Option<Moment>,
     /// The Account as Salesforce answered it.
     account: Value,
     portal: Option<Value>,
@@ -99,8 +101,15 @@ fn check(case: &Case) {
         now: Utc.with_ymd_and_hms(2026, 11, 25, 8, 0, 0).unwrap(),
     };
     let known: Fields = object(&case.known).into_iter().collect();
-    let plan = plan_moments(&mapping(), case.moments, &context, &describe(), &known)
-        .unwrap_or_else(|(moment, error)| panic!("{}: {moment}: {error}", case.name));
+    let plan = plan_moments(
+        &mapping(),
+        case.moments,
+        case.reached,
+        &context,
+        &describe(),
+        &known,
+    )
+    .unwrap_or_else(|(moment, error)| panic!("{}: {moment}: {error}", case.name));
     let mut unchanged = plan.unchanged.clone();
     unchanged.sort();
     let refused: Map<String, Value> = plan
@@ -152,6 +161,7 @@ fn a_plan_sends_only_what_differs_from_what_salesforce_holds() {
         Case {
             name: "portal sent to an Account that holds nothing",
             moments: &[Moment::PortalCreated],
+            reached: Some(Moment::PortalCreated),
             account: account(),
             portal: portal(),
             application: None,
@@ -166,6 +176,7 @@ fn a_plan_sends_only_what_differs_from_what_salesforce_holds() {
         Case {
             name: "unchanged values are not sent again",
             moments: &[Moment::PortalCreated],
+            reached: Some(Moment::PortalCreated),
             account: account(),
             portal: portal(),
             application: None,
@@ -180,6 +191,7 @@ fn a_plan_sends_only_what_differs_from_what_salesforce_holds() {
         Case {
             name: "values are converted to each field's type before they are compared",
             moments: &[Moment::Application],
+            reached: Some(Moment::Application),
             account: account(),
             portal: portal(),
             application: application("approved"),
@@ -196,6 +208,7 @@ fn a_plan_sends_only_what_differs_from_what_salesforce_holds() {
         Case {
             name: "values their fields cannot take (too long, not an Id, outside a restricted picklist) are refused, the others still go",
             moments: &[Moment::Application],
+            reached: Some(Moment::Application),
             account: json!({ "Id": "001000000000001AAA", "Reviewer_Source__c": "Annabelle Smith", "Parent_Source__c": "not an id" }),
             portal: portal(),
             application: application("rejected"),
@@ -215,6 +228,7 @@ fn a_plan_sends_only_what_differs_from_what_salesforce_holds() {
         Case {
             name: "a value Salesforce refused before is not sent again",
             moments: &[Moment::Application],
+            reached: Some(Moment::Application),
             account: json!({ "Id": "001000000000001AAA", "Reviewer_Source__c": "Annabelle Smith", "Parent_Source__c": "001000000000002" }),
             portal: portal(),
             application: application("approved"),
@@ -235,6 +249,7 @@ fn a_plan_sends_only_what_differs_from_what_salesforce_holds() {
         Case {
             name: "an Account field Salesforce did not answer is skipped, never cleared",
             moments: &[Moment::Application],
+            reached: Some(Moment::Application),
             account: json!({ "Id": "001000000000001AAA" }),
             portal: portal(),
             application: application("approved"),
@@ -249,6 +264,7 @@ fn a_plan_sends_only_what_differs_from_what_salesforce_holds() {
         Case {
             name: "an undecided application falls back on the default",
             moments: &[Moment::Application],
+            reached: Some(Moment::Application),
             account: account(),
             portal: portal(),
             application: Some(
@@ -271,6 +287,7 @@ fn a_plan_sends_only_what_differs_from_what_salesforce_holds() {
         Case {
             name: "a collect opened with its link writes it",
             moments: &[Moment::CollectOpened],
+            reached: Some(Moment::CollectOpened),
             account: account(),
             portal: portal(),
             application: application("pending"),
@@ -285,6 +302,7 @@ fn a_plan_sends_only_what_differs_from_what_salesforce_holds() {
         Case {
             name: "a collect opened without a link writes no link and never clears one",
             moments: &[Moment::CollectOpened],
+            reached: Some(Moment::CollectOpened),
             account: account(),
             portal: portal(),
             application: application("pending"),
@@ -299,6 +317,7 @@ fn a_plan_sends_only_what_differs_from_what_salesforce_holds() {
         Case {
             name: "a later moment wins a field both write: the decision overrides portal sent",
             moments: &[Moment::PortalCreated, Moment::Application],
+            reached: Some(Moment::Application),
             account: account(),
             portal: portal(),
             application: application("approved"),
@@ -318,6 +337,7 @@ fn a_plan_sends_only_what_differs_from_what_salesforce_holds() {
         Case {
             name: "a later moment that finds a field unchanged keeps the earlier value from being sent",
             moments: &[Moment::PortalCreated, Moment::Application],
+            reached: Some(Moment::Application),
             account: account(),
             portal: portal(),
             application: application("approved"),
@@ -334,8 +354,96 @@ fn a_plan_sends_only_what_differs_from_what_salesforce_holds() {
             }),
         },
         Case {
+            name: "an application linked to a fresh portal writes every field it has",
+            moments: &[Moment::Application],
+            reached: Some(Moment::PortalCreated),
+            account: account(),
+            portal: portal(),
+            application: application("approved"),
+            collect: None,
+            known: json!({ "Status__c": "Portal sent" }),
+            expect: json!({
+                "changed": approved_fields(),
+                "unchanged": [],
+                "refused": { "Gone__c": MISSING_FIELD_CODE },
+            }),
+        },
+        Case {
+            name: "a portal write-back planned after the decision leaves the decision's fields: the link still goes",
+            moments: &[Moment::PortalCreated],
+            reached: Some(Moment::Application),
+            account: account(),
+            portal: portal(),
+            application: None,
+            collect: None,
+            known: json!({ "Status__c": "Approved" }),
+            expect: json!({
+                "changed": { "Portal_Url__c": "https://ondorse.example/p/1" },
+                "unchanged": [],
+                "refused": {},
+            }),
+        },
+        Case {
+            name: "a portal write-back planned after documents were requested leaves the status",
+            moments: &[Moment::PortalCreated],
+            reached: Some(Moment::CollectOpened),
+            account: account(),
+            portal: portal(),
+            application: None,
+            collect: None,
+            known: json!({ "Status__c": "Documents requested" }),
+            expect: json!({
+                "changed": { "Portal_Url__c": "https://ondorse.example/p/1" },
+                "unchanged": [],
+                "refused": {},
+            }),
+        },
+        Case {
+            name: "a refresh after documents were requested leaves the status and writes the rest",
+            moments: &[Moment::Application],
+            reached: Some(Moment::CollectOpened),
+            account: account(),
+            portal: portal(),
+            application: application("pending"),
+            collect: None,
+            known: json!({ "Status__c": "Documents requested", "Collect_Url__c": "https://ondorse.example/c/1" }),
+            expect: json!({
+                "changed": {
+                    "Risk_Score__c": 12.35,
+                    "Decided_On__c": "2026-11-24",
+                    "Reviewer__c": "Ann",
+                    "Parent_Ref__c": "001000000000002AAA",
+                },
+                "unchanged": [],
+                "refused": { "Gone__c": MISSING_FIELD_CODE },
+            }),
+        },
+        Case {
+            name: "a resync after documents were requested plans the portal and the application, leaving the status",
+            moments: &[Moment::PortalCreated, Moment::Application],
+            reached: Some(Moment::CollectOpened),
+            account: account(),
+            portal: portal(),
+            application: application("pending"),
+            collect: None,
+            known: object(&approved_fields())
+                .into_iter()
+                .chain([
+                    ("Gone__c".to_owned(), json!("app_1")),
+                    ("Status__c".to_owned(), json!("Documents requested")),
+                ])
+                .collect::<Map<_, _>>()
+                .into(),
+            expect: json!({
+                "changed": { "Portal_Url__c": "https://ondorse.example/p/1" },
+                "unchanged": ["Decided_On__c", "Gone__c", "Parent_Ref__c", "Reviewer__c", "Risk_Score__c"],
+                "refused": {},
+            }),
+        },
+        Case {
             name: "no moment reached, nothing planned",
             moments: &[],
+            reached: None,
             account: account(),
             portal: None,
             application: None,
@@ -366,28 +474,40 @@ fn the_moments_a_link_reached_are_planned_in_order() {
 }
 
 #[test]
-fn an_earlier_moment_leaves_the_fields_a_later_one_writes() {
-    let written = |fields: Value| -> Fields { object(&fields).into_iter().collect() };
-    for (moment, fields, kept) in [
-        (
-            Moment::PortalCreated,
-            json!({ "Portal_Url__c": "u", "Status__c": "Portal sent" }),
-            json!({ "Portal_Url__c": "u" }),
-        ),
-        (
-            Moment::Application,
-            json!({ "Status__c": "Approved", "Reviewer__c": "Ann" }),
-            json!({ "Reviewer__c": "Ann" }),
-        ),
-        (
-            Moment::CollectOpened,
-            json!({ "Collect_Url__c": "c", "Status__c": "Documents requested" }),
-            json!({ "Collect_Url__c": "c", "Status__c": "Documents requested" }),
-        ),
+fn a_link_reaches_the_portal_then_the_application_then_documents_requested_until_the_decision() {
+    let link =
+        |portal: bool, application: bool, collect_opened: bool, decision_final: bool| -> Link {
+            serde_json::from_value(json!({
+                "mapping": "table",
+                "account_id": "001000000000001AAA",
+                "idempotency_key": "key",
+                "intent_at": "2026-11-25T08:00:00Z",
+                "portal": portal.then(|| json!({
+                    "id": "ptl_1",
+                    "url": "https://ondorse.example/p/1",
+                    "created_at": "2026-11-25T08:00:00Z",
+                    "answer": { "id": "ptl_1" },
+                })),
+                "application_id": application.then_some("app_1"),
+                "decision_final": decision_final,
+                "collect_opened": collect_opened,
+                "account": account(),
+            }))
+            .expect("a link")
+        };
+    for (portal, application, collect_opened, decision_final, expected) in [
+        (false, false, false, false, None),
+        (true, false, false, false, Some(Moment::PortalCreated)),
+        (true, true, false, false, Some(Moment::Application)),
+        (true, true, false, true, Some(Moment::Application)),
+        (true, true, true, false, Some(Moment::CollectOpened)),
+        (true, true, true, true, Some(Moment::Application)),
     ] {
-        let mut fields = written(fields);
-        leave_to_later_moments(&mapping(), moment, &mut fields);
-        assert_eq!(fields, written(kept), "{moment}");
+        assert_eq!(
+            reached(&link(portal, application, collect_opened, decision_final)),
+            expected,
+            "portal {portal}, application {application}, collect {collect_opened}, final {decision_final}"
+        );
     }
     assert!(collect_writes(false));
     assert!(

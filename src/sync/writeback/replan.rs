@@ -5,7 +5,7 @@ use serde_json::json;
 use crate::mapping::Moment;
 use crate::store::{Fields, Link};
 use crate::sync::locks::link_key;
-use crate::sync::{Engine, SyncError, plan};
+use crate::sync::{Engine, SyncError};
 
 impl Engine {
     /// Plans again, from the current link and the application's current
@@ -36,7 +36,9 @@ impl Engine {
                         continue;
                     };
                     if link.portal.is_some() {
-                        let mut fields = self
+                        // The application's fields (once one is linked)
+                        // come from its current state below.
+                        let fields = self
                             .plan_moment(
                                 mapping,
                                 &link,
@@ -46,15 +48,6 @@ impl Engine {
                                 &Fields::new(),
                             )
                             .await?;
-                        if link.application_id.is_some() {
-                            // The application's fields come from its current
-                            // state below.
-                            plan::leave_to_later_moments(
-                                mapping,
-                                Moment::PortalCreated,
-                                &mut fields,
-                            );
-                        }
                         self.commit_link(&link, Moment::PortalCreated, fields)?;
                     }
                     link.application_id
