@@ -10,8 +10,25 @@
 //!
 //! - [`limit_arenas`], before the runtime's threads exist: [`ARENAS`] arenas.
 //! - [`release_freed`] after a burst: freed pages go back to the system.
-//!
-//! Elsewhere (another C library, another OS) both do nothing.
+//!   Elsewhere (another C library, another OS) both do nothing.
+//! - [`IDLE_CONNECTION_TIMEOUT`]: the HTTP clients close a connection left
+//!   unused that long, and with it its buffers; [`SETTLED_AFTER`] a burst,
+//!   what they held is released too.
+
+use std::time::Duration;
+
+/// How long a connection to Salesforce or Ondorse stays open unused before
+/// the client closes it (reqwest's default is 90 s). Under load a connection
+/// is reused within milliseconds, so this only ends the connections a burst
+/// left behind, each holding its read and write buffers; the next poll or
+/// webhook opens one again (a TLS handshake). The pool looks for expired
+/// connections every timeout, so one goes within twice this.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// When, after a burst of work, the connections it used are closed
+/// ([`IDLE_CONNECTION_TIMEOUT`] twice, and a second) and freed memory is
+/// released once more.
+pub const SETTLED_AFTER: Duration = Duration::from_secs(IDLE_CONNECTION_TIMEOUT.as_secs() * 2 + 1);
 
 /// How many malloc arenas the daemon's threads share. Its work waits on the
 /// network and the disk, so threads rarely meet on a locked arena; two keep

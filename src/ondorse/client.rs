@@ -131,6 +131,7 @@ impl OndorseClient {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            .pool_idle_timeout(crate::memory::IDLE_CONNECTION_TIMEOUT)
             // reqwest drops `Authorization` on a cross-host redirect but not
             // a custom `ondorse.auth_header` (`X-API-KEY`): the key must
             // never follow a redirect to another host.

@@ -53,11 +53,14 @@ pub use writebacks::{Fields, PendingWrite, Urgency, WriteSettlement};
 /// otherwise. Its own default (1 GiB) lets a long-running daemon grow far
 /// past what its working set needs: cursors, pending work and the links
 /// being touched. Cold reads (an old journal) go to the disk, mostly to the
-/// system's file cache. Each MiB here costs about 1 MiB of resident
-/// memory; 32, 8 and 4 MiB showed no consistent difference in the
-/// benchmark's throughput at 20,000 Accounts (single runs on a loaded
-/// machine).
-pub const DEFAULT_PAGE_CACHE_MIB: u64 = 8;
+/// system's file cache. sled counts a page by its size on disk; decoded in
+/// memory it takes about half as much again, so each MiB here costs about
+/// 1.5 MiB of resident memory (the daemon at idle under `valgrind
+/// --tool=massif`: 12 MB of decoded nodes with 8 MiB). It is the largest
+/// part of an idle daemon's heap; 32, 8 and 4 MiB showed no consistent
+/// difference in the benchmark's throughput at 20,000 Accounts (single runs
+/// on a loaded machine).
+pub const DEFAULT_PAGE_CACHE_MIB: u64 = 4;
 
 /// Keyspace: pending inbox items (webhooks), by sequence.
 const INBOX_TREE: &str = "inbox";

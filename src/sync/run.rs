@@ -224,6 +224,8 @@ impl Engine {
     async fn gauge_loop(self: Arc<Self>, schedules: Arc<Schedules>, shutdown: Shutdown) {
         let mut worked = false;
         let mut released = Instant::now();
+        // When the connections the last burst used have closed.
+        let mut settled_at = None;
         loop {
             let at = now();
             self.metrics.schedule_alive(
@@ -236,14 +238,21 @@ impl Engine {
             );
             self.record_gauges();
             // What work freed goes back to the system instead of staying
-            // resident in the allocator: when a burst is over, and every
-            // RELEASE_INTERVAL while one lasts. An idle daemon does not trim.
+            // resident in the allocator: when a burst is over, every
+            // RELEASE_INTERVAL while one lasts, and once more when the
+            // connections it used have closed. An idle daemon does not trim.
             let busy = self.store.inbox_depth() > 0 || self.store.pending_write_count() > 0;
             worked |= busy;
             if worked && (!busy || released.elapsed() >= RELEASE_INTERVAL) {
                 memory::release_freed();
                 released = Instant::now();
                 worked = busy;
+                if !busy {
+                    settled_at = Some(released + memory::SETTLED_AFTER);
+                }
+            } else if !busy && settled_at.is_some_and(|at| Instant::now() >= at) {
+                memory::release_freed();
+                settled_at = None;
             }
             if wait_or_stop(&shutdown, GAUGE_INTERVAL, None).await {
                 return;

@@ -143,6 +143,7 @@ impl SalesforceClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
+            .pool_idle_timeout(crate::memory::IDLE_CONNECTION_TIMEOUT)
             .user_agent(USER_AGENT)
             .build()
             .map_err(|error| {
