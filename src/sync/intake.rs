@@ -332,6 +332,7 @@ impl Engine {
             application_id: None,
             decision_final: false,
             collect_opened: false,
+            collect_changed_at: None,
             account: record,
             portal_attempts: 0,
             last_error: None,

@@ -1,7 +1,7 @@
 //! The engine under Ondorse's production faults, over real HTTP: lost
 //! answers, Stripe-style key conflicts, throttling, outages, an application
 //! it refuses to serve, a portal it refuses for good, a collect opened
-//! without a link, and every path working on the same intents at once. The
+//! without a link, a collect closed and its events out of order, and every path working on the same intents at once. The
 //! sandbox reproduces each fault and counts what reached it.
 
 use std::collections::BTreeSet;
@@ -664,7 +664,21 @@ async fn a_portal_write_back_planned_after_the_decision_writes_the_link_and_keep
 /// Applies every event Ondorse raised so far (no webhook URL is set), as
 /// the webhook listener would store them, then writes back what they planned.
 async fn apply_events(world: &World, engine: &ondorse_bridge::sync::Engine) {
-    world.store_raised_events(engine).await;
+    apply_events_of_type(world, engine, None).await;
+}
+
+/// [`apply_events`] for the events of one type only (delivered in the order
+/// the test chooses), or of all types.
+async fn apply_events_of_type(
+    world: &World,
+    engine: &ondorse_bridge::sync::Engine,
+    event_type: Option<&str>,
+) {
+    world
+        .store_raised_events_where(engine, |event| {
+            event_type.is_none_or(|event_type| event["type"] == json!(event_type))
+        })
+        .await;
     engine
         .process_inbox()
         .await
@@ -672,11 +686,15 @@ async fn apply_events(world: &World, engine: &ondorse_bridge::sync::Engine) {
     engine.flush_writes().await.expect("write-back");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refresh_after_documents_were_requested_keeps_the_status_until_the_decision() {
-    let world = World::start(OndorseSandboxOptions::default()).await;
-    let id = world.seed(1, "Customer", 85).remove(0);
-    let engine = world.engine();
+/// Seeds one Customer Account, gives it its portal, submits it and opens a
+/// collect on its application, each step written back; returns the
+/// Account Id and the application id.
+async fn documents_requested(
+    world: &World,
+    engine: &ondorse_bridge::sync::Engine,
+    seed: u64,
+) -> (String, String) {
+    let id = world.seed(1, "Customer", seed).remove(0);
     engine
         .poll(BUSINESS)
         .await
@@ -685,17 +703,25 @@ async fn a_refresh_after_documents_were_requested_keeps_the_status_until_the_dec
         .ondorse
         .submit_portal(&world.portal_of(&id))
         .expect("the portal is submitted");
-    apply_events(&world, &engine).await;
+    apply_events(world, engine).await;
     assert_eq!(world.field(&id, "KYC_Status__c"), json!("In review"));
     world
         .ondorse
         .open_collect(&application)
         .expect("the application exists");
-    apply_events(&world, &engine).await;
+    apply_events(world, engine).await;
     assert_eq!(
         world.field(&id, "KYC_Status__c"),
         json!("Documents requested")
     );
+    (id, application)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_after_documents_were_requested_keeps_the_status_until_the_decision() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let engine = world.engine();
+    let (id, application) = documents_requested(&world, &engine, 85).await;
 
     // The undecided application is read again, by reconcile and by a late
     // review event: its other fields are written, its status is not.
@@ -711,6 +737,49 @@ async fn a_refresh_after_documents_were_requested_keeps_the_status_until_the_dec
     );
 
     // The final decision overrides "documents requested".
+    world
+        .ondorse
+        .review(&application, "approved", 1, Some(42.0));
+    apply_events(&world, &engine).await;
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubmission_after_documents_were_requested_puts_the_status_back_in_review_for_good() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let engine = world.engine();
+    let (id, application) = documents_requested(&world, &engine, 86).await;
+
+    // The applicant sends the documents: the case is back in review.
+    assert!(world.ondorse.close_collect(&application));
+    apply_events(&world, &engine).await;
+    assert_eq!(
+        world.field(&id, "KYC_Status__c"),
+        json!("In review"),
+        "the status follows the closed collect"
+    );
+
+    // A second collect, opened then closed, whose events arrive in the
+    // other order: the late `collect.opened` was raised before the close,
+    // so it brings back neither the status nor the collect.
+    world
+        .ondorse
+        .open_collect(&application)
+        .expect("the application exists");
+    assert!(world.ondorse.close_collect(&application));
+    apply_events_of_type(&world, &engine, Some("collect.closed")).await;
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("In review"));
+    apply_events_of_type(&world, &engine, Some("collect.opened")).await;
+    assert_eq!(
+        world.field(&id, "KYC_Status__c"),
+        json!("In review"),
+        "a collect.opened raised before the close changes nothing"
+    );
+    // A refresh carrying no collect event keeps it too.
+    engine.reconcile().await.expect("reconcile");
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("In review"));
+
     world
         .ondorse
         .review(&application, "approved", 1, Some(42.0));

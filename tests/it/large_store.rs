@@ -50,6 +50,7 @@ fn link(index: usize, at: DateTime<Utc>) -> Link {
         application_id: application.then(|| format!("app_missing_{index}")),
         decision_final: application && index >= UNDECIDED,
         collect_opened: false,
+        collect_changed_at: None,
         account: account.clone(),
         portal_attempts: u32::from(parked),
         last_error: parked.then(|| "ondorse refused the portal: invalid country".to_owned()),

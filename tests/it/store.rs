@@ -524,6 +524,7 @@ fn linked_with_write(store: &Store, mapping: &str, account_id: &str) -> Link {
         application_id: Some(format!("app-{account_id}")),
         decision_final: false,
         collect_opened: false,
+        collect_changed_at: None,
         account: serde_json::Map::new(),
         portal_attempts: 0,
         last_error: None,
