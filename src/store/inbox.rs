@@ -24,6 +24,7 @@ use super::codec;
 use super::queue_counts::{Changes, Queue, is_parked};
 use super::{HINTS_TREE, INBOX_TREE, SEEN_EVENTS_TREE, Store, StoreError};
 use crate::ondorse::webhook::WebhookEnvelope;
+use crate::salesforce::Id;
 
 /// How long an accepted event id is remembered. Ondorse retries a delivery
 /// for about 27 h (15 retries, backoff capped at 4 h); 48 h covers that with
@@ -79,8 +80,9 @@ pub enum InboxKind {
     /// [`crate::ondorse::webhook::EventType::is_ignorable`]) are kept too,
     /// for the record, and skipped by the engine.
     Webhook(WebhookEnvelope),
-    /// A Salesforce Flow asking for these Accounts to be read now.
-    SalesforceHint { ids: Vec<String> },
+    /// A Salesforce Flow asking for these Accounts to be read now (hints
+    /// stored with a 15-character Id read back in the 18-character form).
+    SalesforceHint { ids: Vec<Id> },
 }
 
 /// The stored form of an inbox entry (the sequence is the key).
@@ -139,7 +141,7 @@ impl Store {
     /// Stores a Salesforce push hint and returns its sequence once on disk.
     pub async fn accept_salesforce_hint(
         &self,
-        ids: Vec<String>,
+        ids: Vec<Id>,
         received_at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let value = codec::encode_value(

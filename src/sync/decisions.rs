@@ -13,6 +13,7 @@ use super::plan;
 use super::{Engine, SyncError, now};
 use crate::mapping::Moment;
 use crate::ondorse::{Application, OndorseError};
+use crate::salesforce::Id;
 use crate::store::{CollectChange, Fields, InboxItem, InboxKind, InboxQueue, Link};
 
 /// The inbox items about one application that one fetch covers: all were
@@ -46,7 +47,7 @@ pub(super) struct Sorted {
     /// Events the bridge has no use for: completed as they are.
     pub(super) ignored: Vec<u64>,
     /// Push hints: their Accounts are read together.
-    pub(super) hinted_ids: Vec<String>,
+    pub(super) hinted_ids: Vec<Id>,
     pub(super) hint_sequences: Vec<u64>,
 }
 
@@ -85,6 +86,9 @@ impl Sorted {
                 }
             }
         }
+        // One read per Account, however many hints named it.
+        sorted.hinted_ids.sort();
+        sorted.hinted_ids.dedup();
         sorted
     }
 }
@@ -188,7 +192,7 @@ impl Engine {
     /// queue when the governor or a breaker turned it away.
     pub(super) async fn work_off_hints(
         &self,
-        ids: &[String],
+        ids: &[Id],
         sequences: &[u64],
     ) -> Result<InboxReport, SyncError> {
         let mut report = InboxReport {
@@ -446,10 +450,15 @@ impl Engine {
             let Some(key) = mapping.account_id_custom_field() else {
                 continue;
             };
-            let Some(account_id) = custom_fields.get(key).and_then(Value::as_str) else {
+            // Put there by the mapping, or by hand in either form.
+            let Some(Ok(account_id)) = custom_fields
+                .get(key)
+                .and_then(Value::as_str)
+                .map(Id::parse)
+            else {
                 continue;
             };
-            if let Some(link) = self.store.link(&mapping.name, account_id)?
+            if let Some(link) = self.store.link(&mapping.name, account_id.as_str())?
                 && link
                     .application_id
                     .as_deref()

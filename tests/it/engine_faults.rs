@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use ondorse_bridge::salesforce::Id;
 use ondorse_bridge::sync::operations::{self, ResyncGate, ResyncRequest};
 use ondorse_bridge::sync::{Endpoint, RetrySettings};
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
@@ -871,6 +872,45 @@ async fn a_failing_push_hint_is_parked_and_never_holds_up_webhooks() {
     world.salesforce.fail_next_requests(0);
     approved_and_hinted_portal(&world, &early, &hinted).await;
     daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hint_with_a_15_character_id_meets_its_account_which_is_read_once() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = world.seed(1, "Customer", 87).remove(0);
+    let engine = world.engine();
+    // One Flow sends the Id as a Classic URL shows it, another as the API does.
+    for given in [&id[..15], id.as_str()] {
+        let hinted = Id::parse_account(given).expect("an Account Id");
+        assert_eq!(
+            hinted.as_str(),
+            id,
+            "{given} is read in its 18-character form"
+        );
+        engine
+            .store()
+            .accept_salesforce_hint(vec![hinted], chrono::Utc::now())
+            .await
+            .expect("stored");
+    }
+    let report = engine
+        .process_inbox()
+        .await
+        .expect("the hints are worked off");
+    assert_eq!(report.items, 2);
+    engine.flush_writes().await.expect("write-back");
+
+    assert_eq!(world.portals_by_account().get(&id), Some(&1));
+    assert!(engine.store().link(BUSINESS, &id).unwrap().is_some());
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Portal sent"));
+    // Every mapping reads it once: one row seen in all.
+    let metrics = engine.metrics().render();
+    let seen: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("ondorse_bridge_accounts_seen_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(seen, 1.0, "both hints are one read of one Account");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

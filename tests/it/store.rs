@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ondorse_bridge::ondorse::webhook::{WebhookEnvelope, parse_envelope};
+use ondorse_bridge::salesforce::Id;
 use ondorse_bridge::store::{
     Accepted, Fields, GoneLink, InboxKind, InboxQueue, Link, LinkClosure, LinkState, PortalRecord,
     SEEN_EVENT_RETENTION, Store, StoreError, Urgency, WriteSettlement,
@@ -30,7 +31,9 @@ fn event_ids(store: &Store) -> Vec<String> {
         .into_iter()
         .map(|item| match item.kind {
             InboxKind::Webhook(envelope) => envelope.event_id,
-            InboxKind::SalesforceHint { ids } => ids.join("+"),
+            InboxKind::SalesforceHint { ids } => {
+                ids.iter().map(Id::as_str).collect::<Vec<_>>().join("+")
+            }
         })
         .collect()
 }
@@ -58,7 +61,7 @@ async fn a_parked_item_waits_for_its_time_and_never_blocks_the_items_behind_it()
     let received = at("2026-11-26T09:00:00Z");
     let sequences = accept_events(&store, 3, received).await;
     let hint = store
-        .accept_salesforce_hint(vec!["001xx000003DGb2AAG".to_owned()], received)
+        .accept_salesforce_hint(vec![Id::parse("001xx000003DGb2AAG").unwrap()], received)
         .await
         .unwrap();
     let now = at("2026-11-26T10:00:00Z");
@@ -129,7 +132,7 @@ async fn inbox_order_and_sequences_survive_a_reopen() {
         sequences = accept_events(&store, 5, received).await;
         sequences.push(
             store
-                .accept_salesforce_hint(vec!["001xx000003DGb2AAG".to_owned()], received)
+                .accept_salesforce_hint(vec![Id::parse("001xx000003DGb2AAG").unwrap()], received)
                 .await
                 .unwrap(),
         );
@@ -242,11 +245,11 @@ async fn queue_depths_come_from_counters_that_stay_exact_across_adds_removals_an
         Accepted::Duplicate
     );
     let hint = store
-        .accept_salesforce_hint(vec!["001xx000003DGb2AAG".to_owned()], received)
+        .accept_salesforce_hint(vec![Id::parse("001xx000003DGb2AAG").unwrap()], received)
         .await
         .unwrap();
     store
-        .accept_salesforce_hint(vec!["001xx000003DGb3AAG".to_owned()], received)
+        .accept_salesforce_hint(vec![Id::parse("001xx000003DGb3AAG").unwrap()], received)
         .await
         .unwrap();
     for sequence in [events[0], events[0], events[1], hint] {

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::OperationError;
+use crate::salesforce::Id;
 use crate::store::{InboxKind, Link, LinkState, Store};
 use crate::sync::budget::BudgetState;
 use crate::sync::{Engine, Schedules, now};
@@ -68,9 +69,13 @@ pub(super) fn parked_items(
                     None => envelope.event_type.clone(),
                 },
             ),
-            InboxKind::SalesforceHint { ids } => {
-                ("hints", format!("push hint for {}", ids.join(", ")))
-            }
+            InboxKind::SalesforceHint { ids } => (
+                "hints",
+                format!(
+                    "push hint for {}",
+                    ids.iter().map(Id::as_str).collect::<Vec<_>>().join(", ")
+                ),
+            ),
         };
         parked.push(ParkedStatus {
             queue: queue.to_owned(),
