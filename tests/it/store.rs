@@ -103,7 +103,7 @@ async fn a_parked_item_waits_for_its_time_and_never_blocks_the_items_behind_it()
         )
         .unwrap();
     assert_eq!(attempts, 2);
-    let parked = store.parked_inbox_items().unwrap();
+    let parked = store.parked_inbox_items(usize::MAX).unwrap();
     assert_eq!(parked.len(), 1);
     let state = parked[0].parked.clone().unwrap();
     assert_eq!(
@@ -111,7 +111,7 @@ async fn a_parked_item_waits_for_its_time_and_never_blocks_the_items_behind_it()
         (2, Some("001A"), retry_at + chrono::Duration::minutes(2))
     );
     store.complete_inbox_items(&sequences[..1]).await.unwrap();
-    assert!(store.parked_inbox_items().unwrap().is_empty());
+    assert!(store.parked_inbox_items(usize::MAX).unwrap().is_empty());
     assert_eq!(
         store
             .park_inbox_item(sequences[0], "gone", None, |_| retry_at)
@@ -202,7 +202,7 @@ fn depths(store: &Store) -> [usize; 5] {
 
 /// The same depths, counted entry by entry.
 fn counted(store: &Store) -> [usize; 5] {
-    let parked = store.parked_inbox_items().unwrap();
+    let parked = store.parked_inbox_items(usize::MAX).unwrap();
     let parked_hints = parked
         .iter()
         .filter(|item| matches!(item.kind, InboxKind::SalesforceHint { .. }))
