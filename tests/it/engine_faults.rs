@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ondorse_bridge::salesforce::Id;
-use ondorse_bridge::sync::operations::{self, ResyncGate, ResyncRequest};
+use ondorse_bridge::sync::operations::{self, ResyncGate, ResyncRequest, RetrySelection};
 use ondorse_bridge::sync::{Endpoint, RetrySettings};
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Map, Value, json};
@@ -80,6 +80,25 @@ async fn reconcile_until(
     what: &str,
     condition: impl Fn() -> bool,
 ) {
+    rounds_until(engine, what, false, condition).await;
+}
+
+/// [`reconcile_until`], writing back what each round queued (and what was
+/// queued before the first).
+async fn reconcile_and_write_until(
+    engine: &ondorse_bridge::sync::Engine,
+    what: &str,
+    condition: impl Fn() -> bool,
+) {
+    rounds_until(engine, what, true, condition).await;
+}
+
+async fn rounds_until(
+    engine: &ondorse_bridge::sync::Engine,
+    what: &str,
+    write_back: bool,
+    condition: impl Fn() -> bool,
+) {
     let until = tokio::time::Instant::now() + E2E_DEADLINE;
     while !condition() {
         assert!(
@@ -87,9 +106,30 @@ async fn reconcile_until(
             "timed out waiting until {what}"
         );
         // A step turned away by an open breaker is retried next round.
+        if write_back {
+            let _ = engine.flush_writes().await;
+        }
         let _ = engine.reconcile().await;
+        if write_back {
+            let _ = engine.flush_writes().await;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `resync --account ID`, with the engine's own gate.
+async fn resync_account(engine: &ondorse_bridge::sync::Engine, id: &str) {
+    engine
+        .resync(
+            &ResyncGate::default().enter().expect("gate"),
+            &ResyncRequest {
+                accounts: vec![id.to_owned()],
+                ..ResyncRequest::default()
+            },
+            &|_| {},
+        )
+        .await
+        .expect("resync");
 }
 
 /// Waits until every Account shows its portal link was written back.
@@ -442,18 +482,7 @@ async fn a_portal_refused_for_good_is_parked_until_an_operator_starts_a_fresh_in
 
     // Neither reconcile nor a plain resync sends the refused request again.
     engine.reconcile().await.expect("reconcile");
-    let gate = ResyncGate::default();
-    engine
-        .resync(
-            &gate.enter().expect("gate"),
-            &ResyncRequest {
-                accounts: vec![id.clone()],
-                ..ResyncRequest::default()
-            },
-            &|_| {},
-        )
-        .await
-        .expect("resync");
+    resync_account(&engine, &id).await;
     let posts: u64 = world.ondorse.portal_posts_by_key().values().sum();
     assert_eq!(posts, 1, "the refused intent was not sent again");
 
@@ -461,6 +490,7 @@ async fn a_portal_refused_for_good_is_parked_until_an_operator_starts_a_fresh_in
     world
         .salesforce
         .edit_account(&id, fields(json!({ "Name": "Accepted Name SAS" })));
+    let gate = ResyncGate::default();
     let report = engine
         .resync(
             &gate.enter().expect("gate"),
@@ -660,6 +690,157 @@ async fn a_portal_write_back_planned_after_the_decision_writes_the_link_and_keep
         json!("Approved"),
         "the late portal moment does not put \"Portal sent\" over the decision"
     );
+}
+
+/// The approval is still in Salesforce after `what` was planned late.
+fn assert_decision_kept(world: &World, id: &str, what: &str) {
+    assert_eq!(
+        world.field(id, "KYC_Status__c"),
+        json!("Approved"),
+        "the {what} does not put \"Portal sent\" over the decision"
+    );
+}
+
+/// One Customer Account with its portal link written and its approval
+/// written back over it, by an engine driven step by step.
+async fn decided_account(
+    world: &World,
+    engine: &ondorse_bridge::sync::Engine,
+    seed: u64,
+) -> String {
+    let id = world.seed(1, "Customer", seed).remove(0);
+    engine
+        .poll(BUSINESS)
+        .await
+        .expect("poll creates the portal");
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Portal sent"));
+    world.decide(&id, "approved", 1, Some(42.0));
+    apply_events(world, engine).await;
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_after_the_decision_rewrites_the_portal_link_and_keeps_the_decision() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let engine = world.engine();
+    let id = decided_account(&world, &engine, 88).await;
+    let portal_url = world.field(&id, "Ondorse_Portal_Url__c");
+    // Someone clears the portal link by hand, and Ondorse no longer serves
+    // the application: a resync re-plans the portal moment alone.
+    world
+        .salesforce
+        .edit_account(&id, fields(json!({ "Ondorse_Portal_Url__c": null })));
+    let application = engine
+        .store()
+        .link(BUSINESS, &id)
+        .unwrap()
+        .and_then(|link| link.application_id)
+        .expect("the application is linked");
+    world.ondorse.refuse_application(&application, Some(404));
+    resync_account(&engine, &id).await;
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(world.field(&id, "Ondorse_Portal_Url__c"), portal_url);
+    assert_decision_kept(&world, &id, "re-planned portal moment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_after_the_decision_re_plans_the_master_and_keeps_the_decision() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let engine = world.engine();
+    let loser = decided_account(&world, &engine, 89).await;
+    let portal_url = world.field(&loser, "Ondorse_Portal_Url__c");
+    // The master does not match the mapping: it has no link of its own. The
+    // admin merging keeps the loser's KYC values on it.
+    let master = world.seed(1, "Prospect", 90).remove(0);
+    let kept: Map<String, Value> = ["KYC_Status__c", "KYC_Risk_Level__c", "KYC_Risk_Score__c"]
+        .into_iter()
+        .map(|field| (field.to_owned(), world.field(&loser, field)))
+        .collect();
+    world.salesforce.edit_account(&master, kept);
+    world.salesforce.merge_accounts(&master, &[&loser]);
+
+    // The risk is revised: its write finds the loser merged away, the link
+    // moves to the master, which is planned again from every moment. While
+    // Ondorse refuses to serve the application, only the portal moment is
+    // planned: it writes the link alone, not "Portal sent".
+    let application = world.decide(&loser, "approved", 2, Some(60.0));
+    world.store_raised_events(&engine).await;
+    engine
+        .process_inbox()
+        .await
+        .expect("the inbox is worked off");
+    world.ondorse.refuse_application(&application, Some(503));
+    // The write finds the merge; re-planning the master runs in reconcile
+    // (its application read fails).
+    reconcile_and_write_until(&engine, "the master has the portal link", || {
+        world.field(&master, "Ondorse_Portal_Url__c") == portal_url
+    })
+    .await;
+    assert!(engine.store().link(BUSINESS, &master).unwrap().is_some());
+    assert_decision_kept(&world, &master, "master's re-planned portal moment");
+
+    // Ondorse serves it again: the revised risk lands, the decision stays.
+    world.ondorse.refuse_application(&application, None);
+    reconcile_and_write_until(&engine, "the revised risk is on the master", || {
+        world.field(&master, "KYC_Risk_Score__c") == json!(60.0)
+    })
+    .await;
+    assert_eq!(world.field(&master, "KYC_Status__c"), json!("Approved"));
+    assert_eq!(engine.store().dead_letter_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_retried_after_the_decision_writes_the_link_and_keeps_the_decision() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = world.seed(1, "Customer", 91).remove(0);
+    let engine = world.engine();
+    // The portal link is refused: a dead letter.
+    world
+        .salesforce
+        .add_validation_rule(&[id.as_str()], "Portal links need a review date");
+    engine
+        .poll(BUSINESS)
+        .await
+        .expect("poll creates the portal");
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(engine.store().dead_letter_count(), 1);
+    world.salesforce.clear_validation_rules();
+    let application = world.decide(&id, "approved", 1, Some(42.0));
+    apply_events(&world, &engine).await;
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
+    assert!(world.field(&id, "Ondorse_Portal_Url__c").is_null());
+
+    // Retried while Ondorse refuses to serve the application: only the
+    // portal moment is planned again, and it writes the link alone.
+    world.ondorse.refuse_application(&application, Some(503));
+    let retried = engine
+        .retry_dead_letters(&RetrySelection {
+            ids: Vec::new(),
+            all: true,
+        })
+        .await;
+    assert!(retried.is_err(), "the application read fails: {retried:?}");
+    assert_eq!(engine.store().dead_letter_count(), 0);
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(
+        world.field(&id, "Ondorse_Portal_Url__c"),
+        world
+            .ondorse
+            .portal(&world.portal_of(&id))
+            .expect("the portal")["url"]
+    );
+    assert_decision_kept(&world, &id, "retried portal moment");
+
+    // Ondorse serves it again: reconcile finishes the re-planning.
+    world.ondorse.refuse_application(&application, None);
+    reconcile_until(&engine, "the Account is planned again", || {
+        engine.store().replans().expect("replans").is_empty()
+    })
+    .await;
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
 }
 
 /// Applies every event Ondorse raised so far (no webhook URL is set), as
