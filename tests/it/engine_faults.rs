@@ -1095,6 +1095,44 @@ async fn a_hint_with_a_15_character_id_meets_its_account_which_is_read_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_started_by_hand_with_a_15_character_account_id_meets_its_account() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = linked_account(&world, 92).await;
+    let engine = world.engine();
+    // Ondorse staff start a portal by hand, pasting the Id as a Salesforce
+    // Classic URL shows it.
+    let options = world.ondorse.options();
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/api/portals", world.ondorse.base_url()))
+        .header(
+            options.auth_header.as_str(),
+            format!("{} {}", options.auth_scheme, options.api_key),
+        )
+        .json(&json!({
+            "type": "business",
+            "default_custom_fields": { "salesforce_account_id": &id[..15] },
+        }))
+        .send()
+        .await
+        .expect("the portal is posted")
+        .json()
+        .await
+        .expect("a portal");
+    let application = world
+        .ondorse
+        .submit_portal(answer["id"].as_str().expect("a portal id"))
+        .expect("the portal is submitted");
+    world
+        .ondorse
+        .review(&application, "approved", 1, Some(42.0));
+    apply_events(&world, &engine).await;
+
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
+    let link = engine.store().link(BUSINESS, &id).unwrap().expect("a link");
+    assert_eq!(link.application_id.as_deref(), Some(application.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collect_opened_without_a_link_keeps_the_collect_url_in_salesforce() {
     const KEPT: &str = "https://collect.ondorse.co/portals/kept000001";
     let world = World::start(OndorseSandboxOptions::default()).await;
