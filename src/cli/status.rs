@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::cli::access::{Access, operation_failure};
 use crate::cli::{Failure, print_json};
 use crate::config::Config;
-use crate::sync::operations::{self, ParkedStatus, Status};
+use crate::sync::operations::{self, PARKED_LISTED, ParkedStatus, Status};
 
 pub async fn status(config: &Config, json: bool) -> Result<(), Failure> {
     let status = match Access::open(config).await? {
@@ -107,17 +107,20 @@ pub fn render(status: &Status, store_path: &str) -> String {
         ""
     };
     let _ = writeln!(text, "  dead letters  {}{hint}", status.dead_letters);
-    if !status.parked.is_empty() {
+    let parked = status.parked_total();
+    if parked > 0 {
         let _ = writeln!(
             text,
-            "  parked        {} item(s) keep failing and wait for a retry:",
-            status.parked.len()
+            "  parked        {parked} item(s) keep failing and wait for a retry:"
         );
         for item in status.parked.iter().take(PARKED_SHOWN) {
             let _ = writeln!(text, "    {}", parked_line(item));
         }
-        if status.parked.len() > PARKED_SHOWN {
-            let _ = writeln!(text, "    ... (`status --json` lists them all)");
+        if parked > PARKED_SHOWN as u64 {
+            let _ = writeln!(
+                text,
+                "    ... (`status --json` lists the first {PARKED_LISTED} of the inbox and every intent)"
+            );
         }
     }
     if !status.closed.is_empty() {
@@ -224,7 +227,7 @@ pub fn render(status: &Status, store_path: &str) -> String {
 }
 
 /// Parked items (and closed links) shown in the text form; `--json` has
-/// them all.
+/// more.
 const PARKED_SHOWN: usize = 10;
 
 /// One parked item on one line: what, whose, why, and what happens next.
@@ -327,9 +330,19 @@ mod tests {
                 inbox: 2,
                 pending_writes: 3,
                 pending_portals: 1,
+                parked_webhooks: 250,
+                parked_hints: 0,
             },
             dead_letters: 0,
-            parked: Vec::new(),
+            // The first of the 250 (status lists a bounded number).
+            parked: vec![ParkedStatus {
+                queue: "webhooks".to_owned(),
+                subject: "application.review_updated about application app_1".to_owned(),
+                account_id: Some("001Sb0000000004IAA".to_owned()),
+                reason: "ondorse answered 503".to_owned(),
+                attempts: 4,
+                retry_at: Some(at(10, 10)),
+            }],
             closed: vec![ClosedStatus {
                 mapping: "business-onboarding".to_owned(),
                 account_id: "001Sb0000000002IAA".to_owned(),
@@ -352,6 +365,9 @@ Queues
   write-backs   3 Account(s) waiting for Salesforce
   portals       1 Account(s) waiting for a portal
   dead letters  0
+  parked        250 item(s) keep failing and wait for a retry:
+    [webhooks] application.review_updated about application app_1 (Account 001Sb0000000004IAA): ondorse answered 503 (failed 4 time(s); next try 2026-11-25 10:10:00 UTC)
+    ... (`status --json` lists the first 100 of the inbox and every intent)
   closed        1 link(s) whose Account is gone from Salesforce:
     [business-onboarding] Account 001Sb0000000002IAA: merged into 001Sb0000000003IAA, which has its own portal (since 2026-11-25 09:45:00 UTC)
 

@@ -2,10 +2,18 @@
 //! (15 or 18 letters and digits), the 15 → 18 character checksum, and the
 //! key prefix that names the object (an Account's is `001`).
 //!
-//! The CLI, the push-hint endpoint, resync, explain, the client's record
-//! paths and the `id`/`reference` field conversion all go through [`Id`].
+//! Every Id that enters the bridge goes through [`Id`], and so is kept and
+//! compared in one form: the CLI and admin `--account`, the push-hint
+//! endpoint (and hints stored before, read back), resync, explain, query
+//! rows (`Id`, in the client's page reader), a merge's `MasterRecordId`,
+//! the Account Id in an application's custom fields, the client's record
+//! paths and the `id`/`reference` field conversion.
 
 use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::model::Record;
 
 /// Lengths of a Salesforce record Id: case-sensitive 15, or the
 /// case-insensitive 18 the API returns (15 plus a 3-character checksum).
@@ -30,8 +38,10 @@ const OTHER_OBJECT_PREFIXES: &[(&str, &str)] = &[
 
 /// A well-formed Salesforce record Id in its 18-character form, the one the
 /// API returns and the store keys on (people often copy the 15-character
-/// form from a Salesforce Classic URL).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// form from a Salesforce Classic URL). Read from JSON through
+/// [`Id::parse`], so a stored or received 15-character Id becomes this form.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Id(String);
 
 /// Why a text is not the Id it should be.
@@ -97,6 +107,17 @@ impl Id {
         Err(IdError::NotAnAccount { id: id.0, reason })
     }
 
+    /// Puts a query row's `Id` in its 18-character form (the API answers
+    /// that form; this keeps a row that does not from meeting the store
+    /// under another key). A value that is no Id is left as it is.
+    pub fn normalise_record(record: &mut Record) {
+        if let Some(serde_json::Value::String(text)) = record.get_mut("Id")
+            && let Ok(id) = Id::parse(text)
+        {
+            *text = id.0;
+        }
+    }
+
     /// The first three characters, which name the record's object.
     pub fn key_prefix(&self) -> &str {
         &self.0[..ACCOUNT_PREFIX.len()]
@@ -133,6 +154,14 @@ impl fmt::Display for Id {
 impl AsRef<str> for Id {
     fn as_ref(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for Id {
+    type Error = IdError;
+
+    fn try_from(text: String) -> Result<Id, IdError> {
+        Id::parse(&text)
     }
 }
 
@@ -200,6 +229,51 @@ mod tests {
                 ("001-bad", Err("is not a Salesforce Id")),
             ],
         );
+    }
+
+    #[test]
+    fn ids_read_from_json_and_query_rows_take_their_18_character_form() {
+        // A hint stored as sent (before Ids were normalised) reads back
+        // in the form the links are keyed on.
+        let stored: Vec<Id> =
+            serde_json::from_str(r#"["001A0000006Vm9r", "001A0000006Vm9rIAC"]"#).unwrap();
+        assert_eq!(stored, vec![Id::parse("001A0000006Vm9rIAC").unwrap(); 2]);
+        assert_eq!(
+            serde_json::to_string(&stored[0]).unwrap(),
+            r#""001A0000006Vm9rIAC""#
+        );
+        let refused = serde_json::from_str::<Id>(r#""001-bad""#).unwrap_err();
+        assert!(
+            refused.to_string().contains("is not a Salesforce Id"),
+            "{refused}"
+        );
+
+        for (row, expected) in [
+            (
+                serde_json::json!({"Id": "001A0000006Vm9r", "Name": "001A0000006Vm9r"}),
+                serde_json::json!({"Id": "001A0000006Vm9rIAC", "Name": "001A0000006Vm9r"}),
+            ),
+            (
+                serde_json::json!({"Id": "001A0000006Vm9rIAC"}),
+                serde_json::json!({"Id": "001A0000006Vm9rIAC"}),
+            ),
+            (
+                serde_json::json!({"Id": "not an id"}),
+                serde_json::json!({"Id": "not an id"}),
+            ),
+            (
+                serde_json::json!({"Id": null}),
+                serde_json::json!({"Id": null}),
+            ),
+            (
+                serde_json::json!({"Name": "x"}),
+                serde_json::json!({"Name": "x"}),
+            ),
+        ] {
+            let mut record = row.as_object().unwrap().clone();
+            Id::normalise_record(&mut record);
+            assert_eq!(serde_json::Value::Object(record), expected, "{row}");
+        }
     }
 
     #[test]

@@ -413,8 +413,9 @@ fn client_address(
     )
 }
 
-/// Deduplicated ids, in order, or a reason naming the first bad one.
-fn validate_hint_ids(ids: Vec<String>) -> Result<Vec<String>, String> {
+/// Deduplicated ids in their 18-character form, in order, or a reason
+/// naming the first bad one.
+fn validate_hint_ids(ids: Vec<String>) -> Result<Vec<Id>, String> {
     if ids.is_empty() {
         return Err("ids is empty; send at least one Account Id".to_owned());
     }
@@ -426,8 +427,7 @@ fn validate_hint_ids(ids: Vec<String>) -> Result<Vec<String>, String> {
     }
     let mut unique = Vec::with_capacity(ids.len());
     for id in ids {
-        // Stored as sent: intake's `Id IN (...)` reads either form.
-        Id::parse_account(&id).map_err(|error| error.to_string())?;
+        let id = Id::parse_account(&id).map_err(|error| error.to_string())?;
         if !unique.contains(&id) {
             unique.push(id);
         }
@@ -505,13 +505,17 @@ mod tests {
     #[test]
     fn hint_ids_are_checked_and_deduplicated() {
         let ids = |list: &[&str]| list.iter().map(|id| id.to_string()).collect::<Vec<_>>();
+        // Both forms of one Id are one Account, kept in its 18-character form.
+        let parsed = |list: &[&str]| list.iter().map(|id| Id::parse(id).unwrap()).collect();
         assert_eq!(
             validate_hint_ids(ids(&[
                 "001xx000003DGb2AAG",
                 "001xx000003DGb2",
-                "001xx000003DGb2AAG"
+                "001A0000006Vm9r",
+                "001xx000003DGb2AAG",
+                "001A0000006Vm9rIAC",
             ])),
-            Ok(ids(&["001xx000003DGb2AAG", "001xx000003DGb2"]))
+            Ok(parsed(&["001xx000003DGb2AAG", "001A0000006Vm9rIAC"]))
         );
         let refusal = validate_hint_ids(ids(&["001xx000003DGb2AAG", "001'; DROP"])).unwrap_err();
         assert!(refusal.contains("\"001'; DROP\""), "{refusal}");

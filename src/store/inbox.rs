@@ -24,6 +24,7 @@ use super::codec;
 use super::queue_counts::{Changes, Queue, is_parked};
 use super::{HINTS_TREE, INBOX_TREE, SEEN_EVENTS_TREE, Store, StoreError};
 use crate::ondorse::webhook::WebhookEnvelope;
+use crate::salesforce::Id;
 
 /// How long an accepted event id is remembered. Ondorse retries a delivery
 /// for about 27 h (15 retries, backoff capped at 4 h); 48 h covers that with
@@ -79,8 +80,9 @@ pub enum InboxKind {
     /// [`crate::ondorse::webhook::EventType::is_ignorable`]) are kept too,
     /// for the record, and skipped by the engine.
     Webhook(WebhookEnvelope),
-    /// A Salesforce Flow asking for these Accounts to be read now.
-    SalesforceHint { ids: Vec<String> },
+    /// A Salesforce Flow asking for these Accounts to be read now (hints
+    /// stored with a 15-character Id read back in the 18-character form).
+    SalesforceHint { ids: Vec<Id> },
 }
 
 /// The stored form of an inbox entry (the sequence is the key).
@@ -139,7 +141,7 @@ impl Store {
     /// Stores a Salesforce push hint and returns its sequence once on disk.
     pub async fn accept_salesforce_hint(
         &self,
-        ids: Vec<String>,
+        ids: Vec<Id>,
         received_at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let value = codec::encode_value(
@@ -166,9 +168,10 @@ impl Store {
     /// Up to `limit` items not yet completed, oldest first, parked ones
     /// included, webhooks then hints.
     pub fn inbox_pending(&self, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
-        let mut items = self.queue_items(InboxQueue::Webhooks, limit, |_| true, |_| true)?;
+        let all = |_: u64, _: &[u8]| true;
+        let mut items = self.queue_items(InboxQueue::Webhooks, limit, all, |_| true)?;
         let left = limit.saturating_sub(items.len());
-        items.extend(self.queue_items(InboxQueue::Hints, left, |_| true, |_| true)?);
+        items.extend(self.queue_items(InboxQueue::Hints, left, all, |_| true)?);
         Ok(items)
     }
 
@@ -193,18 +196,35 @@ impl Store {
         limit: usize,
         wanted: impl Fn(u64) -> bool,
     ) -> Result<Vec<InboxItem>, StoreError> {
-        self.queue_items(queue, limit, wanted, |item| {
-            item.parked
-                .as_ref()
-                .is_none_or(|parked| parked.retry_at <= now)
-        })
+        self.queue_items(
+            queue,
+            limit,
+            |sequence, _| wanted(sequence),
+            |item| {
+                item.parked
+                    .as_ref()
+                    .is_none_or(|parked| parked.retry_at <= now)
+            },
+        )
     }
 
-    /// Every parked item of both queues, oldest first.
-    pub fn parked_inbox_items(&self) -> Result<Vec<InboxItem>, StoreError> {
-        let parked = |item: &InboxItem| item.parked.is_some();
-        let mut items = self.queue_items(InboxQueue::Webhooks, usize::MAX, |_| true, parked)?;
-        items.extend(self.queue_items(InboxQueue::Hints, usize::MAX, |_| true, parked)?);
+    /// Up to `limit` parked items, webhooks then hints, oldest first
+    /// ([`Store::parked_inbox_count`] has how many there are). Only parked
+    /// items are decoded, and a queue is read no further than its last
+    /// parked item the counters know of.
+    pub fn parked_inbox_items(&self, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
+        let mut items = Vec::new();
+        for queue in [InboxQueue::Webhooks, InboxQueue::Hints] {
+            let wanted = limit
+                .saturating_sub(items.len())
+                .min(self.parked_inbox_count(queue));
+            items.extend(self.queue_items(
+                queue,
+                wanted,
+                |_, value| is_parked(value),
+                |item| item.parked.is_some(),
+            )?);
+        }
         Ok(items)
     }
 
@@ -216,12 +236,13 @@ impl Store {
     }
 
     /// Up to `limit` items of a queue, oldest first: those whose sequence
-    /// `wanted` keeps (checked before decoding) and `keep` keeps.
+    /// and stored bytes `wanted` keeps (checked before decoding) and `keep`
+    /// keeps.
     fn queue_items(
         &self,
         queue: InboxQueue,
         limit: usize,
-        wanted: impl Fn(u64) -> bool,
+        wanted: impl Fn(u64, &[u8]) -> bool,
         keep: impl Fn(&InboxItem) -> bool,
     ) -> Result<Vec<InboxItem>, StoreError> {
         let keyspace = match queue {
@@ -235,7 +256,7 @@ impl Store {
             }
             let (key, value) = entry.map_err(StoreError::database("read the inbox"))?;
             let sequence = codec::decode_sequence_key(keyspace, &key)?;
-            if !wanted(sequence) {
+            if !wanted(sequence, &value) {
                 continue;
             }
             let stored: StoredItem = codec::decode_value(keyspace, &key, &value)?;

@@ -38,11 +38,18 @@ pub struct Link {
     /// reconcile stops re-fetching it.
     #[serde(default)]
     pub decision_final: bool,
-    /// `collect.opened` wrote its moment ("documents requested") and the
-    /// decision is not final yet: a refresh of the application, however
-    /// late, leaves the fields that moment wrote ([`crate::sync::plan::reached`]).
+    /// A collect (documents requested) is open: the latest collect event
+    /// was `collect.opened`. While it is and the decision is not final, a
+    /// refresh of the application, however late, leaves the fields that
+    /// moment wrote ([`crate::sync::plan::reached`]). Changed only through
+    /// [`Link::apply_collect`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub collect_opened: bool,
+    /// When Ondorse raised the collect event `collect_opened` follows:
+    /// an event raised earlier (delivered late, out of order) changes
+    /// nothing. `None` for links stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect_changed_at: Option<DateTime<Utc>>,
     /// The Account as last read from Salesforce (the mapping's query fields),
     /// for templates rendered later (decisions) and for change detection.
     pub account: Record,
@@ -88,7 +95,41 @@ pub struct LinkClosure {
     pub deleted: bool,
 }
 
+/// What an Ondorse event says about the application's collect: opened
+/// (documents requested) or closed (the applicant sent them, or submitted
+/// again, and the case is back in review), and when Ondorse raised it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollectChange {
+    pub open: bool,
+    pub at: DateTime<Utc>,
+}
+
+impl CollectChange {
+    /// The later of two changes (the second on a tie: it was stored later).
+    pub fn latest(
+        first: Option<CollectChange>,
+        second: Option<CollectChange>,
+    ) -> Option<CollectChange> {
+        match (first, second) {
+            (Some(first), Some(second)) if first.at > second.at => Some(first),
+            (first, None) => first,
+            (_, second) => second,
+        }
+    }
+}
+
 impl Link {
+    /// Follows `change` unless the link already follows a collect event
+    /// raised later; whether it did.
+    pub fn apply_collect(&mut self, change: CollectChange) -> bool {
+        if self.collect_changed_at.is_some_and(|at| at > change.at) {
+            return false;
+        }
+        self.collect_opened = change.open;
+        self.collect_changed_at = Some(change.at);
+        true
+    }
+
     /// Whether work is still done on this link (it is not closed).
     pub fn is_open(&self) -> bool {
         self.closed.is_none()

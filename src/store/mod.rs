@@ -45,7 +45,7 @@ pub use dead_letters::DeadLetter;
 pub use inbox::{Accepted, InboxItem, InboxKind, InboxQueue, ParkedItem, SEEN_EVENT_RETENTION};
 pub use journal::JournalEntry;
 pub use link_index::{LinkCounts, LinkState};
-pub use links::{GoneLink, Link, LinkClosure, PortalRecord, PortalRequest};
+pub use links::{CollectChange, GoneLink, Link, LinkClosure, PortalRecord, PortalRequest};
 pub use retention::{DEFAULT_RETENTION_DAYS, NOISE_RETENTION, NOISE_STEPS, PruneReport, Retention};
 pub use writebacks::{Fields, PendingWrite, Urgency, WriteSettlement};
 

@@ -12,16 +12,17 @@ use super::locks::link_key;
 use super::plan;
 use super::{Engine, SyncError, now};
 use crate::mapping::Moment;
-use crate::ondorse::webhook::EventType;
 use crate::ondorse::{Application, OndorseError};
-use crate::store::{Fields, InboxItem, InboxKind, InboxQueue, Link};
+use crate::salesforce::Id;
+use crate::store::{CollectChange, Fields, InboxItem, InboxKind, InboxQueue, Link};
 
 /// The inbox items about one application that one fetch covers: all were
 /// stored before the fetch began, so its answer is at least as new as each.
 #[derive(Default)]
 pub(super) struct Pending {
     pub(super) sequences: Vec<u64>,
-    collect_opened: bool,
+    /// The latest thing these events say about the collect.
+    collect: Option<CollectChange>,
     /// The first webhook's `data.object`, to find the Account if it fails.
     object: Value,
 }
@@ -30,7 +31,7 @@ impl Pending {
     /// Adds the items of `other` (stored later) to this fetch.
     pub(super) fn merge(&mut self, other: Pending) {
         self.sequences.extend(other.sequences);
-        self.collect_opened |= other.collect_opened;
+        self.collect = CollectChange::latest(self.collect, other.collect);
         if self.object.is_null() {
             self.object = other.object;
         }
@@ -41,12 +42,12 @@ impl Pending {
 #[derive(Default)]
 pub(super) struct Sorted {
     /// One fetch per application, whatever the number of events about it;
-    /// an event of any of them about a collect makes it write the collect.
+    /// the latest of their collect events decides the collect.
     pub(super) applications: BTreeMap<String, Pending>,
     /// Events the bridge has no use for: completed as they are.
     pub(super) ignored: Vec<u64>,
     /// Push hints: their Accounts are read together.
-    pub(super) hinted_ids: Vec<String>,
+    pub(super) hinted_ids: Vec<Id>,
     pub(super) hint_sequences: Vec<u64>,
 }
 
@@ -65,7 +66,11 @@ impl Sorted {
                                 .or_default()
                                 .merge(Pending {
                                     sequences: vec![item.sequence],
-                                    collect_opened: kind == EventType::CollectOpened,
+                                    collect: plan::collect_change(
+                                        &kind,
+                                        envelope.created_at.as_deref(),
+                                        item.received_at,
+                                    ),
                                     object: envelope.object,
                                 });
                         }
@@ -81,6 +86,9 @@ impl Sorted {
                 }
             }
         }
+        // One read per Account, however many hints named it.
+        sorted.hinted_ids.sort();
+        sorted.hinted_ids.dedup();
         sorted
     }
 }
@@ -184,7 +192,7 @@ impl Engine {
     /// queue when the governor or a breaker turned it away.
     pub(super) async fn work_off_hints(
         &self,
-        ids: &[String],
+        ids: &[Id],
         sequences: &[u64],
     ) -> Result<InboxReport, SyncError> {
         let mut report = InboxReport {
@@ -223,7 +231,7 @@ impl Engine {
             ..InboxReport::default()
         };
         match self
-            .refresh_application(application_id, pending.collect_opened)
+            .refresh_application(application_id, pending.collect)
             .await
         {
             Ok(refreshed) => {
@@ -295,7 +303,7 @@ impl Engine {
     pub(super) async fn refresh_application(
         &self,
         application_id: &str,
-        collect_opened: bool,
+        collect: Option<CollectChange>,
     ) -> Result<Refreshed, SyncError> {
         let application = match self.fetch_application(application_id).await {
             Ok(application) => application,
@@ -377,7 +385,10 @@ impl Engine {
         )?;
         link.application_id = Some(application.id.clone());
         link.decision_final = application.is_final();
-        link.collect_opened |= collect_opened;
+        // A collect event raised before the one the link follows (delivered
+        // late) changes nothing; a refresh without one keeps the collect.
+        let collect_opened =
+            collect.is_some_and(|change| link.apply_collect(change)) && link.collect_opened;
         let mut fields = self
             .plan_moment(
                 &mapping,
@@ -439,10 +450,15 @@ impl Engine {
             let Some(key) = mapping.account_id_custom_field() else {
                 continue;
             };
-            let Some(account_id) = custom_fields.get(key).and_then(Value::as_str) else {
+            // Put there by the mapping, or by hand in either form.
+            let Some(Ok(account_id)) = custom_fields
+                .get(key)
+                .and_then(Value::as_str)
+                .map(Id::parse)
+            else {
                 continue;
             };
-            if let Some(link) = self.store.link(&mapping.name, account_id)?
+            if let Some(link) = self.store.link(&mapping.name, account_id.as_str())?
                 && link
                     .application_id
                     .as_deref()

@@ -19,6 +19,7 @@ use serde_json::json;
 use super::budget::Work;
 use super::locks::link_key;
 use super::{ACCOUNT, Engine, SyncError, now, plan};
+use crate::salesforce::Id;
 use crate::store::{GoneLink, Link, LinkClosure, LinkState};
 
 /// What `queryAll` says became of an Account.
@@ -188,12 +189,15 @@ impl Engine {
         if fields.get("IsDeleted") != Some(&json!(true)) {
             return Ok(Fate::Alive);
         }
+        // The master's Id in its 18-character form, the one links are
+        // keyed on; an empty or unreadable one merged into nothing we know.
         Ok(
             match fields
                 .get("MasterRecordId")
                 .and_then(|master| master.as_str())
+                .map(Id::parse)
             {
-                Some(master) if !master.is_empty() => Fate::Merged(master.to_owned()),
+                Some(Ok(master)) => Fate::Merged(master.into()),
                 _ => Fate::Deleted,
             },
         )

@@ -226,14 +226,13 @@ impl Engine {
 
     /// Reads chosen Accounts now (push hints, `resync --account`), in every
     /// mapping whose `select` they match; no cursor moves.
-    pub async fn intake_accounts(&self, ids: &[String]) -> Result<IntakeReport, SyncError> {
-        let ids: Vec<&String> = ids.iter().filter(|id| Id::parse(id).is_ok()).collect();
+    pub async fn intake_accounts(&self, ids: &[Id]) -> Result<IntakeReport, SyncError> {
         let mut report = IntakeReport::default();
         if ids.is_empty() {
             return Ok(report);
         }
         for mapping in self.mappings().iter() {
-            for soql in plan::accounts_queries(mapping, &ids) {
+            for soql in plan::accounts_queries(mapping, ids) {
                 let mut pages = self.salesforce.query(Work::Intake, soql);
                 while let Some(records) = pages.next_page().await? {
                     report.add(self.intake_records(mapping, records).await?);
@@ -332,6 +331,7 @@ impl Engine {
             application_id: None,
             decision_final: false,
             collect_opened: false,
+            collect_changed_at: None,
             account: record,
             portal_attempts: 0,
             last_error: None,

@@ -65,7 +65,7 @@ impl Engine {
             .map(|entry| {
                 async move {
                     let (application_id, account_id) = entry?;
-                    let outcome = self.refresh_application(&application_id, false).await;
+                    let outcome = self.refresh_application(&application_id, None).await;
                     Ok::<_, StoreError>((outcome, application_id, account_id))
                 }
                 .boxed()

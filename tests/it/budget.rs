@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use ondorse_bridge::salesforce::Id;
 use ondorse_bridge::sync::{
     BudgetSettings, Engine, EngineSettings, IntakeReport, PauseReason, SyncError,
 };
@@ -347,7 +348,15 @@ async fn while_the_limit_stop_holds_only_the_governors_own_look_reaches_salesfor
         PauseReason::LimitExceeded
     );
     assert_eq!(
-        paused(engine.intake_accounts(&ids).await),
+        paused(
+            engine
+                .intake_accounts(
+                    &ids.iter()
+                        .map(|id| Id::parse(id).unwrap())
+                        .collect::<Vec<_>>()
+                )
+                .await
+        ),
         PauseReason::LimitExceeded
     );
     assert_eq!(paused(engine.reconcile().await), PauseReason::LimitExceeded);

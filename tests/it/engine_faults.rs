@@ -1,13 +1,14 @@
 //! The engine under Ondorse's production faults, over real HTTP: lost
 //! answers, Stripe-style key conflicts, throttling, outages, an application
 //! it refuses to serve, a portal it refuses for good, a collect opened
-//! without a link, and every path working on the same intents at once. The
+//! without a link, a collect closed and its events out of order, and every path working on the same intents at once. The
 //! sandbox reproduces each fault and counts what reached it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ondorse_bridge::sync::operations::{self, ResyncGate, ResyncRequest};
+use ondorse_bridge::salesforce::Id;
+use ondorse_bridge::sync::operations::{self, ResyncGate, ResyncRequest, RetrySelection};
 use ondorse_bridge::sync::{Endpoint, RetrySettings};
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::{Map, Value, json};
@@ -79,6 +80,25 @@ async fn reconcile_until(
     what: &str,
     condition: impl Fn() -> bool,
 ) {
+    rounds_until(engine, what, false, condition).await;
+}
+
+/// [`reconcile_until`], writing back what each round queued (and what was
+/// queued before the first).
+async fn reconcile_and_write_until(
+    engine: &ondorse_bridge::sync::Engine,
+    what: &str,
+    condition: impl Fn() -> bool,
+) {
+    rounds_until(engine, what, true, condition).await;
+}
+
+async fn rounds_until(
+    engine: &ondorse_bridge::sync::Engine,
+    what: &str,
+    write_back: bool,
+    condition: impl Fn() -> bool,
+) {
     let until = tokio::time::Instant::now() + E2E_DEADLINE;
     while !condition() {
         assert!(
@@ -86,9 +106,30 @@ async fn reconcile_until(
             "timed out waiting until {what}"
         );
         // A step turned away by an open breaker is retried next round.
+        if write_back {
+            let _ = engine.flush_writes().await;
+        }
         let _ = engine.reconcile().await;
+        if write_back {
+            let _ = engine.flush_writes().await;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `resync --account ID`, with the engine's own gate.
+async fn resync_account(engine: &ondorse_bridge::sync::Engine, id: &str) {
+    engine
+        .resync(
+            &ResyncGate::default().enter().expect("gate"),
+            &ResyncRequest {
+                accounts: vec![id.to_owned()],
+                ..ResyncRequest::default()
+            },
+            &|_| {},
+        )
+        .await
+        .expect("resync");
 }
 
 /// Waits until every Account shows its portal link was written back.
@@ -441,18 +482,7 @@ async fn a_portal_refused_for_good_is_parked_until_an_operator_starts_a_fresh_in
 
     // Neither reconcile nor a plain resync sends the refused request again.
     engine.reconcile().await.expect("reconcile");
-    let gate = ResyncGate::default();
-    engine
-        .resync(
-            &gate.enter().expect("gate"),
-            &ResyncRequest {
-                accounts: vec![id.clone()],
-                ..ResyncRequest::default()
-            },
-            &|_| {},
-        )
-        .await
-        .expect("resync");
+    resync_account(&engine, &id).await;
     let posts: u64 = world.ondorse.portal_posts_by_key().values().sum();
     assert_eq!(posts, 1, "the refused intent was not sent again");
 
@@ -460,6 +490,7 @@ async fn a_portal_refused_for_good_is_parked_until_an_operator_starts_a_fresh_in
     world
         .salesforce
         .edit_account(&id, fields(json!({ "Name": "Accepted Name SAS" })));
+    let gate = ResyncGate::default();
     let report = engine
         .resync(
             &gate.enter().expect("gate"),
@@ -661,10 +692,175 @@ async fn a_portal_write_back_planned_after_the_decision_writes_the_link_and_keep
     );
 }
 
+/// The approval is still in Salesforce after `what` was planned late.
+fn assert_decision_kept(world: &World, id: &str, what: &str) {
+    assert_eq!(
+        world.field(id, "KYC_Status__c"),
+        json!("Approved"),
+        "the {what} does not put \"Portal sent\" over the decision"
+    );
+}
+
+/// One Customer Account with its portal link written and its approval
+/// written back over it, by an engine driven step by step.
+async fn decided_account(
+    world: &World,
+    engine: &ondorse_bridge::sync::Engine,
+    seed: u64,
+) -> String {
+    let id = world.seed(1, "Customer", seed).remove(0);
+    engine
+        .poll(BUSINESS)
+        .await
+        .expect("poll creates the portal");
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Portal sent"));
+    world.decide(&id, "approved", 1, Some(42.0));
+    apply_events(world, engine).await;
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_after_the_decision_rewrites_the_portal_link_and_keeps_the_decision() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let engine = world.engine();
+    let id = decided_account(&world, &engine, 88).await;
+    let portal_url = world.field(&id, "Ondorse_Portal_Url__c");
+    // Someone clears the portal link by hand, and Ondorse no longer serves
+    // the application: a resync re-plans the portal moment alone.
+    world
+        .salesforce
+        .edit_account(&id, fields(json!({ "Ondorse_Portal_Url__c": null })));
+    let application = engine
+        .store()
+        .link(BUSINESS, &id)
+        .unwrap()
+        .and_then(|link| link.application_id)
+        .expect("the application is linked");
+    world.ondorse.refuse_application(&application, Some(404));
+    resync_account(&engine, &id).await;
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(world.field(&id, "Ondorse_Portal_Url__c"), portal_url);
+    assert_decision_kept(&world, &id, "re-planned portal moment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_after_the_decision_re_plans_the_master_and_keeps_the_decision() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let engine = world.engine();
+    let loser = decided_account(&world, &engine, 89).await;
+    let portal_url = world.field(&loser, "Ondorse_Portal_Url__c");
+    // The master does not match the mapping: it has no link of its own. The
+    // admin merging keeps the loser's KYC values on it.
+    let master = world.seed(1, "Prospect", 90).remove(0);
+    let kept: Map<String, Value> = ["KYC_Status__c", "KYC_Risk_Level__c", "KYC_Risk_Score__c"]
+        .into_iter()
+        .map(|field| (field.to_owned(), world.field(&loser, field)))
+        .collect();
+    world.salesforce.edit_account(&master, kept);
+    world.salesforce.merge_accounts(&master, &[&loser]);
+
+    // The risk is revised: its write finds the loser merged away, the link
+    // moves to the master, which is planned again from every moment. While
+    // Ondorse refuses to serve the application, only the portal moment is
+    // planned: it writes the link alone, not "Portal sent".
+    let application = world.decide(&loser, "approved", 2, Some(60.0));
+    world.store_raised_events(&engine).await;
+    engine
+        .process_inbox()
+        .await
+        .expect("the inbox is worked off");
+    world.ondorse.refuse_application(&application, Some(503));
+    // The write finds the merge; re-planning the master runs in reconcile
+    // (its application read fails).
+    reconcile_and_write_until(&engine, "the master has the portal link", || {
+        world.field(&master, "Ondorse_Portal_Url__c") == portal_url
+    })
+    .await;
+    assert!(engine.store().link(BUSINESS, &master).unwrap().is_some());
+    assert_decision_kept(&world, &master, "master's re-planned portal moment");
+
+    // Ondorse serves it again: the revised risk lands, the decision stays.
+    world.ondorse.refuse_application(&application, None);
+    reconcile_and_write_until(&engine, "the revised risk is on the master", || {
+        world.field(&master, "KYC_Risk_Score__c") == json!(60.0)
+    })
+    .await;
+    assert_eq!(world.field(&master, "KYC_Status__c"), json!("Approved"));
+    assert_eq!(engine.store().dead_letter_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_retried_after_the_decision_writes_the_link_and_keeps_the_decision() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = world.seed(1, "Customer", 91).remove(0);
+    let engine = world.engine();
+    // The portal link is refused: a dead letter.
+    world
+        .salesforce
+        .add_validation_rule(&[id.as_str()], "Portal links need a review date");
+    engine
+        .poll(BUSINESS)
+        .await
+        .expect("poll creates the portal");
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(engine.store().dead_letter_count(), 1);
+    world.salesforce.clear_validation_rules();
+    let application = world.decide(&id, "approved", 1, Some(42.0));
+    apply_events(&world, &engine).await;
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
+    assert!(world.field(&id, "Ondorse_Portal_Url__c").is_null());
+
+    // Retried while Ondorse refuses to serve the application: only the
+    // portal moment is planned again, and it writes the link alone.
+    world.ondorse.refuse_application(&application, Some(503));
+    let retried = engine
+        .retry_dead_letters(&RetrySelection {
+            ids: Vec::new(),
+            all: true,
+        })
+        .await;
+    assert!(retried.is_err(), "the application read fails: {retried:?}");
+    assert_eq!(engine.store().dead_letter_count(), 0);
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(
+        world.field(&id, "Ondorse_Portal_Url__c"),
+        world
+            .ondorse
+            .portal(&world.portal_of(&id))
+            .expect("the portal")["url"]
+    );
+    assert_decision_kept(&world, &id, "retried portal moment");
+
+    // Ondorse serves it again: reconcile finishes the re-planning.
+    world.ondorse.refuse_application(&application, None);
+    reconcile_until(&engine, "the Account is planned again", || {
+        engine.store().replans().expect("replans").is_empty()
+    })
+    .await;
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
+}
+
 /// Applies every event Ondorse raised so far (no webhook URL is set), as
 /// the webhook listener would store them, then writes back what they planned.
 async fn apply_events(world: &World, engine: &ondorse_bridge::sync::Engine) {
-    world.store_raised_events(engine).await;
+    apply_events_of_type(world, engine, None).await;
+}
+
+/// [`apply_events`] for the events of one type only (delivered in the order
+/// the test chooses), or of all types.
+async fn apply_events_of_type(
+    world: &World,
+    engine: &ondorse_bridge::sync::Engine,
+    event_type: Option<&str>,
+) {
+    world
+        .store_raised_events_where(engine, |event| {
+            event_type.is_none_or(|event_type| event["type"] == json!(event_type))
+        })
+        .await;
     engine
         .process_inbox()
         .await
@@ -672,11 +868,15 @@ async fn apply_events(world: &World, engine: &ondorse_bridge::sync::Engine) {
     engine.flush_writes().await.expect("write-back");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refresh_after_documents_were_requested_keeps_the_status_until_the_decision() {
-    let world = World::start(OndorseSandboxOptions::default()).await;
-    let id = world.seed(1, "Customer", 85).remove(0);
-    let engine = world.engine();
+/// Seeds one Customer Account, gives it its portal, submits it and opens a
+/// collect on its application, each step written back; returns the
+/// Account Id and the application id.
+async fn documents_requested(
+    world: &World,
+    engine: &ondorse_bridge::sync::Engine,
+    seed: u64,
+) -> (String, String) {
+    let id = world.seed(1, "Customer", seed).remove(0);
     engine
         .poll(BUSINESS)
         .await
@@ -685,17 +885,25 @@ async fn a_refresh_after_documents_were_requested_keeps_the_status_until_the_dec
         .ondorse
         .submit_portal(&world.portal_of(&id))
         .expect("the portal is submitted");
-    apply_events(&world, &engine).await;
+    apply_events(world, engine).await;
     assert_eq!(world.field(&id, "KYC_Status__c"), json!("In review"));
     world
         .ondorse
         .open_collect(&application)
         .expect("the application exists");
-    apply_events(&world, &engine).await;
+    apply_events(world, engine).await;
     assert_eq!(
         world.field(&id, "KYC_Status__c"),
         json!("Documents requested")
     );
+    (id, application)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_after_documents_were_requested_keeps_the_status_until_the_decision() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let engine = world.engine();
+    let (id, application) = documents_requested(&world, &engine, 85).await;
 
     // The undecided application is read again, by reconcile and by a late
     // review event: its other fields are written, its status is not.
@@ -711,6 +919,49 @@ async fn a_refresh_after_documents_were_requested_keeps_the_status_until_the_dec
     );
 
     // The final decision overrides "documents requested".
+    world
+        .ondorse
+        .review(&application, "approved", 1, Some(42.0));
+    apply_events(&world, &engine).await;
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubmission_after_documents_were_requested_puts_the_status_back_in_review_for_good() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let engine = world.engine();
+    let (id, application) = documents_requested(&world, &engine, 86).await;
+
+    // The applicant sends the documents: the case is back in review.
+    assert!(world.ondorse.close_collect(&application));
+    apply_events(&world, &engine).await;
+    assert_eq!(
+        world.field(&id, "KYC_Status__c"),
+        json!("In review"),
+        "the status follows the closed collect"
+    );
+
+    // A second collect, opened then closed, whose events arrive in the
+    // other order: the late `collect.opened` was raised before the close,
+    // so it brings back neither the status nor the collect.
+    world
+        .ondorse
+        .open_collect(&application)
+        .expect("the application exists");
+    assert!(world.ondorse.close_collect(&application));
+    apply_events_of_type(&world, &engine, Some("collect.closed")).await;
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("In review"));
+    apply_events_of_type(&world, &engine, Some("collect.opened")).await;
+    assert_eq!(
+        world.field(&id, "KYC_Status__c"),
+        json!("In review"),
+        "a collect.opened raised before the close changes nothing"
+    );
+    // A refresh carrying no collect event keeps it too.
+    engine.reconcile().await.expect("reconcile");
+    engine.flush_writes().await.expect("write-back");
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("In review"));
+
     world
         .ondorse
         .review(&application, "approved", 1, Some(42.0));
@@ -802,6 +1053,83 @@ async fn a_failing_push_hint_is_parked_and_never_holds_up_webhooks() {
     world.salesforce.fail_next_requests(0);
     approved_and_hinted_portal(&world, &early, &hinted).await;
     daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hint_with_a_15_character_id_meets_its_account_which_is_read_once() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = world.seed(1, "Customer", 87).remove(0);
+    let engine = world.engine();
+    // One Flow sends the Id as a Classic URL shows it, another as the API does.
+    for given in [&id[..15], id.as_str()] {
+        let hinted = Id::parse_account(given).expect("an Account Id");
+        assert_eq!(
+            hinted.as_str(),
+            id,
+            "{given} is read in its 18-character form"
+        );
+        engine
+            .store()
+            .accept_salesforce_hint(vec![hinted], chrono::Utc::now())
+            .await
+            .expect("stored");
+    }
+    let report = engine
+        .process_inbox()
+        .await
+        .expect("the hints are worked off");
+    assert_eq!(report.items, 2);
+    engine.flush_writes().await.expect("write-back");
+
+    assert_eq!(world.portals_by_account().get(&id), Some(&1));
+    assert!(engine.store().link(BUSINESS, &id).unwrap().is_some());
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Portal sent"));
+    // Every mapping reads it once: one row seen in all.
+    let metrics = engine.metrics().render();
+    let seen: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("ondorse_bridge_accounts_seen_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(seen, 1.0, "both hints are one read of one Account");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_started_by_hand_with_a_15_character_account_id_meets_its_account() {
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let id = linked_account(&world, 92).await;
+    let engine = world.engine();
+    // Ondorse staff start a portal by hand, pasting the Id as a Salesforce
+    // Classic URL shows it.
+    let options = world.ondorse.options();
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/api/portals", world.ondorse.base_url()))
+        .header(
+            options.auth_header.as_str(),
+            format!("{} {}", options.auth_scheme, options.api_key),
+        )
+        .json(&json!({
+            "type": "business",
+            "default_custom_fields": { "salesforce_account_id": &id[..15] },
+        }))
+        .send()
+        .await
+        .expect("the portal is posted")
+        .json()
+        .await
+        .expect("a portal");
+    let application = world
+        .ondorse
+        .submit_portal(answer["id"].as_str().expect("a portal id"))
+        .expect("the portal is submitted");
+    world
+        .ondorse
+        .review(&application, "approved", 1, Some(42.0));
+    apply_events(&world, &engine).await;
+
+    assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
+    let link = engine.store().link(BUSINESS, &id).unwrap().expect("a link");
+    assert_eq!(link.application_id.as_deref(), Some(application.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

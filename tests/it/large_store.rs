@@ -4,7 +4,9 @@
 //! store (fast); the proof is the store's count of links it decoded.
 
 use chrono::{DateTime, Duration, Utc};
-use ondorse_bridge::store::{Link, LinkClosure, LinkState, PortalRecord, Store};
+use ondorse_bridge::ondorse::webhook::parse_envelope;
+use ondorse_bridge::salesforce::Id;
+use ondorse_bridge::store::{Accepted, Link, LinkClosure, LinkState, PortalRecord, Store};
 use ondorse_bridge::sync::operations;
 use ondorse_sandbox::ondorse::OndorseSandboxOptions;
 use serde_json::json;
@@ -50,6 +52,7 @@ fn link(index: usize, at: DateTime<Utc>) -> Link {
         application_id: application.then(|| format!("app_missing_{index}")),
         decision_final: application && index >= UNDECIDED,
         collect_opened: false,
+        collect_changed_at: None,
         account: account.clone(),
         portal_attempts: u32::from(parked),
         last_error: parked.then(|| "ondorse refused the portal: invalid country".to_owned()),
@@ -172,4 +175,87 @@ async fn raw_sled_after_release(path: &std::path::Path) -> sled::Db {
             Err(error) => panic!("open {} with sled: {error}", path.display()),
         }
     }
+}
+
+/// Webhooks and hints that Ondorse or Salesforce keep failing: `status`
+/// lists a bounded number of them and counts them all.
+#[tokio::test]
+async fn status_of_a_store_with_many_parked_inbox_items_lists_a_bounded_number_and_counts_them_all()
+{
+    const WEBHOOKS: usize = 180;
+    const HINTS: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path).await.unwrap();
+    let now = Utc::now();
+    let retry_at = now + Duration::hours(1);
+    let mut parked_sequences = Vec::new();
+    for index in 0..WEBHOOKS {
+        let body = json!({
+            "event_id": format!("evt_{index}"),
+            "type": "application.review_updated",
+            "data": { "object": { "id": format!("app_{index}") } },
+        });
+        let envelope = parse_envelope(body.to_string().as_bytes()).unwrap();
+        let Accepted::Stored { sequence } = store.accept_webhook(&envelope, now).await.unwrap()
+        else {
+            panic!("a new event");
+        };
+        // Every third one is still due: not parked, not listed.
+        if index % 3 != 0 {
+            parked_sequences.push(sequence);
+        }
+    }
+    for index in 0..HINTS {
+        let id = Id::parse(&account_id(index)[..15]).unwrap();
+        parked_sequences.push(store.accept_salesforce_hint(vec![id], now).await.unwrap());
+    }
+    for sequence in &parked_sequences {
+        let attempts = store
+            .park_inbox_item(*sequence, "ondorse answered 503", None, |_| retry_at)
+            .unwrap();
+        assert_eq!(attempts, 1);
+    }
+    let parked_webhooks = (WEBHOOKS - WEBHOOKS.div_ceil(3)) as u64;
+    assert!(parked_webhooks + HINTS as u64 > operations::PARKED_LISTED as u64);
+
+    check_parked(
+        &store,
+        parked_webhooks,
+        HINTS as u64,
+        (WEBHOOKS + HINTS) as u64,
+    );
+    // The counters are counted anew from what is on disk when it reopens.
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    check_parked(
+        &store,
+        parked_webhooks,
+        HINTS as u64,
+        (WEBHOOKS + HINTS) as u64,
+    );
+}
+
+/// `status` counts every parked webhook and hint and lists the oldest
+/// [`operations::PARKED_LISTED`], webhooks first.
+fn check_parked(store: &Store, parked_webhooks: u64, parked_hints: u64, inbox: u64) {
+    let status = operations::status(store, None).expect("status");
+    assert_eq!(status.queues.parked_webhooks, parked_webhooks);
+    assert_eq!(status.queues.parked_hints, parked_hints);
+    assert_eq!(status.parked_total(), parked_webhooks + parked_hints);
+    assert_eq!(status.parked.len(), operations::PARKED_LISTED);
+    assert!(
+        status
+            .parked
+            .iter()
+            .all(|item| item.queue == "webhooks" && item.attempts == 1),
+        "{:?}",
+        status.parked
+    );
+    // Every third webhook is still due: the first parked one is the second.
+    assert_eq!(
+        status.parked[0].subject,
+        "application.review_updated about application app_1"
+    );
+    assert_eq!(status.queues.inbox, inbox);
 }

@@ -318,7 +318,13 @@ async fn status_and_explain_tell_what_happened_from_the_store() {
     assert_eq!(status["dead_letters"], json!(1));
     assert_eq!(
         status["queues"],
-        json!({ "inbox": 0, "pending_writes": 0, "pending_portals": 0 })
+        json!({
+            "inbox": 0,
+            "pending_writes": 0,
+            "pending_portals": 0,
+            "parked_webhooks": 0,
+            "parked_hints": 0
+        })
     );
     let business = status["mappings"]
         .as_array()

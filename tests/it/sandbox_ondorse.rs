@@ -326,6 +326,16 @@ async fn applications_follow_the_contract_and_unknown_ids_are_404() {
         .expect("application exists");
     let (_, collecting) = get_application(&sandbox, &application_id).await;
     assert_eq!(collecting["portals"]["link"], json!(link));
+    assert!(sandbox.close_collect(&application_id));
+    let (_, resubmitted) = get_application(&sandbox, &application_id).await;
+    assert!(resubmitted.get("portals").is_none(), "{resubmitted}");
+    let last_event = sandbox.events().pop().expect("events were raised");
+    assert_eq!(last_event["type"], json!("collect.closed"));
+    assert!(
+        !sandbox.close_collect(&application_id),
+        "a closed collect closes once"
+    );
+    assert!(!sandbox.close_collect("app_unknown"));
 
     let person = json!({"type": "person", "default_custom_fields": {"first_name": "Ada", "last_name": "Lovelace"}});
     let (_, _, portal) = post_portal(&sandbox, Some(&auth), None, &person.to_string()).await;
@@ -336,7 +346,7 @@ async fn applications_follow_the_contract_and_unknown_ids_are_404() {
     assert_eq!(person_application["person"]["first_name"], json!("Ada"));
     assert_eq!(person_application["person"]["last_name"], json!("Lovelace"));
     assert!(person_application.get("business").is_none());
-    assert_eq!(sandbox.stats().application_gets, 5);
+    assert_eq!(sandbox.stats().application_gets, 6);
 }
 
 async fn sandbox_with_receiver(

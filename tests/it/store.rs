@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ondorse_bridge::ondorse::webhook::{WebhookEnvelope, parse_envelope};
+use ondorse_bridge::salesforce::Id;
 use ondorse_bridge::store::{
     Accepted, Fields, GoneLink, InboxKind, InboxQueue, Link, LinkClosure, LinkState, PortalRecord,
     SEEN_EVENT_RETENTION, Store, StoreError, Urgency, WriteSettlement,
@@ -30,7 +31,9 @@ fn event_ids(store: &Store) -> Vec<String> {
         .into_iter()
         .map(|item| match item.kind {
             InboxKind::Webhook(envelope) => envelope.event_id,
-            InboxKind::SalesforceHint { ids } => ids.join("+"),
+            InboxKind::SalesforceHint { ids } => {
+                ids.iter().map(Id::as_str).collect::<Vec<_>>().join("+")
+            }
         })
         .collect()
 }
@@ -58,7 +61,7 @@ async fn a_parked_item_waits_for_its_time_and_never_blocks_the_items_behind_it()
     let received = at("2026-11-26T09:00:00Z");
     let sequences = accept_events(&store, 3, received).await;
     let hint = store
-        .accept_salesforce_hint(vec!["001xx000003DGb2AAG".to_owned()], received)
+        .accept_salesforce_hint(vec![Id::parse("001xx000003DGb2AAG").unwrap()], received)
         .await
         .unwrap();
     let now = at("2026-11-26T10:00:00Z");
@@ -100,7 +103,7 @@ async fn a_parked_item_waits_for_its_time_and_never_blocks_the_items_behind_it()
         )
         .unwrap();
     assert_eq!(attempts, 2);
-    let parked = store.parked_inbox_items().unwrap();
+    let parked = store.parked_inbox_items(usize::MAX).unwrap();
     assert_eq!(parked.len(), 1);
     let state = parked[0].parked.clone().unwrap();
     assert_eq!(
@@ -108,7 +111,7 @@ async fn a_parked_item_waits_for_its_time_and_never_blocks_the_items_behind_it()
         (2, Some("001A"), retry_at + chrono::Duration::minutes(2))
     );
     store.complete_inbox_items(&sequences[..1]).await.unwrap();
-    assert!(store.parked_inbox_items().unwrap().is_empty());
+    assert!(store.parked_inbox_items(usize::MAX).unwrap().is_empty());
     assert_eq!(
         store
             .park_inbox_item(sequences[0], "gone", None, |_| retry_at)
@@ -129,7 +132,7 @@ async fn inbox_order_and_sequences_survive_a_reopen() {
         sequences = accept_events(&store, 5, received).await;
         sequences.push(
             store
-                .accept_salesforce_hint(vec!["001xx000003DGb2AAG".to_owned()], received)
+                .accept_salesforce_hint(vec![Id::parse("001xx000003DGb2AAG").unwrap()], received)
                 .await
                 .unwrap(),
         );
@@ -199,7 +202,7 @@ fn depths(store: &Store) -> [usize; 5] {
 
 /// The same depths, counted entry by entry.
 fn counted(store: &Store) -> [usize; 5] {
-    let parked = store.parked_inbox_items().unwrap();
+    let parked = store.parked_inbox_items(usize::MAX).unwrap();
     let parked_hints = parked
         .iter()
         .filter(|item| matches!(item.kind, InboxKind::SalesforceHint { .. }))
@@ -242,11 +245,11 @@ async fn queue_depths_come_from_counters_that_stay_exact_across_adds_removals_an
         Accepted::Duplicate
     );
     let hint = store
-        .accept_salesforce_hint(vec!["001xx000003DGb2AAG".to_owned()], received)
+        .accept_salesforce_hint(vec![Id::parse("001xx000003DGb2AAG").unwrap()], received)
         .await
         .unwrap();
     store
-        .accept_salesforce_hint(vec!["001xx000003DGb3AAG".to_owned()], received)
+        .accept_salesforce_hint(vec![Id::parse("001xx000003DGb3AAG").unwrap()], received)
         .await
         .unwrap();
     for sequence in [events[0], events[0], events[1], hint] {
@@ -524,6 +527,7 @@ fn linked_with_write(store: &Store, mapping: &str, account_id: &str) -> Link {
         application_id: Some(format!("app-{account_id}")),
         decision_final: false,
         collect_opened: false,
+        collect_changed_at: None,
         account: serde_json::Map::new(),
         portal_attempts: 0,
         last_error: None,

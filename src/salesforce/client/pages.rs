@@ -1,6 +1,7 @@
 //! [`QueryPages`]: a SOQL query read page by page, following
 //! `nextRecordsUrl` on the org's `instance_url`.
 
+use crate::salesforce::Id;
 use crate::salesforce::error::SalesforceError;
 use crate::salesforce::model::{QueryAnswer, Record};
 
@@ -96,7 +97,8 @@ impl QueryPages {
                 (endpoint, body)
             }
         };
-        let answer: QueryAnswer = decode(&endpoint, &body)?;
+        let mut answer: QueryAnswer = decode(&endpoint, &body)?;
+        answer.records.iter_mut().for_each(Id::normalise_record);
         self.next = match (answer.done, answer.next_records_url) {
             (true, _) => NextPage::Done,
             // A path on instance_url: an absolute URL would send our token

@@ -56,7 +56,8 @@ pub fn explain(store: &Store, account_id: &str) -> Result<Explanation, Operation
         .filter(|link| link.is_parked(at))
         .map(parked_intent)
         .collect();
-    let parked = parked_items(store, intents)?
+    // Every parked item, to find this Account's (only parked ones are decoded).
+    let parked = parked_items(store, usize::MAX, intents)?
         .into_iter()
         .filter(|item| item.account_id.as_deref() == Some(account_id))
         .collect();

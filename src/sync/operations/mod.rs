@@ -19,8 +19,8 @@ pub use explain::{Explanation, LinkSummary, explain};
 pub use requests::{ResyncRequest, ResyncScope, RetrySelection, SINCE_FORMS, parse_since};
 pub use resync::{FieldChange, NewPortal, ResyncGate, ResyncProgress, ResyncReport, ResyncTicket};
 pub use status::{
-    ClosedStatus, CursorStatus, DaemonStatus, MappingStatus, ParkedStatus, Queues, RunningDaemon,
-    SalesforceStatus, ScheduleStatus, Status, status,
+    ClosedStatus, CursorStatus, DaemonStatus, MappingStatus, PARKED_LISTED, ParkedStatus, Queues,
+    RunningDaemon, SalesforceStatus, ScheduleStatus, Status, status,
 };
 
 use chrono::{DateTime, Utc};

@@ -429,7 +429,11 @@ impl Engine {
                 }
             }
         } else {
-            let hinted: Vec<String> = without_portal.into_iter().map(|(_, id)| id).collect();
+            // Query rows carry their Id in the 18-character form.
+            let hinted: Vec<Id> = without_portal
+                .iter()
+                .filter_map(|(_, id)| Id::parse(id).ok())
+                .collect();
             let intake = self.intake_accounts(&hinted).await?;
             report.portals_created += intake.portals_created;
             report.portals_failed += intake.portals_failed;

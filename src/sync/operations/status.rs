@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::OperationError;
-use crate::store::{InboxKind, Link, LinkState, Store};
+use crate::salesforce::Id;
+use crate::store::{InboxKind, InboxQueue, Link, LinkState, Store};
 use crate::sync::budget::BudgetState;
 use crate::sync::{Engine, Schedules, now};
 
@@ -19,7 +20,9 @@ pub struct Status {
     pub mappings: Vec<MappingStatus>,
     pub queues: Queues,
     pub dead_letters: usize,
-    /// Items that keep failing, each with its reason and retry time.
+    /// Items that keep failing, each with its reason and retry time: the
+    /// first [`PARKED_LISTED`] parked inbox items (`queues` counts them
+    /// all), then the parked intents.
     #[serde(default)]
     pub parked: Vec<ParkedStatus>,
     /// Links closed because their Account is gone from Salesforce.
@@ -52,13 +55,19 @@ pub struct ParkedStatus {
     pub retry_at: Option<DateTime<Utc>>,
 }
 
-/// Every parked item, inbox items first, oldest first, then `intents`.
+/// Parked inbox items `status` lists at most: a store whose inbox keeps
+/// failing (Ondorse refusing every read) may park many thousands, and a
+/// status that decodes and sends them all is slow when it is needed most.
+pub const PARKED_LISTED: usize = 100;
+
+/// Up to `limit` parked inbox items, oldest first, then `intents`.
 pub(super) fn parked_items(
     store: &Store,
+    limit: usize,
     intents: Vec<ParkedStatus>,
 ) -> Result<Vec<ParkedStatus>, OperationError> {
     let mut parked = Vec::new();
-    for item in store.parked_inbox_items()? {
+    for item in store.parked_inbox_items(limit)? {
         let Some(state) = item.parked else { continue };
         let (queue, subject) = match &item.kind {
             InboxKind::Webhook(envelope) => (
@@ -68,9 +77,13 @@ pub(super) fn parked_items(
                     None => envelope.event_type.clone(),
                 },
             ),
-            InboxKind::SalesforceHint { ids } => {
-                ("hints", format!("push hint for {}", ids.join(", ")))
-            }
+            InboxKind::SalesforceHint { ids } => (
+                "hints",
+                format!(
+                    "push hint for {}",
+                    ids.iter().map(Id::as_str).collect::<Vec<_>>().join(", ")
+                ),
+            ),
         };
         parked.push(ParkedStatus {
             queue: queue.to_owned(),
@@ -106,6 +119,24 @@ pub struct Queues {
     pub pending_writes: usize,
     /// Accounts whose portal is not created yet.
     pub pending_portals: u64,
+    /// Webhooks and push hints that keep failing, all of them (from the
+    /// store's queue counters; `parked` lists the first ones).
+    #[serde(default)]
+    pub parked_webhooks: u64,
+    #[serde(default)]
+    pub parked_hints: u64,
+}
+
+impl Status {
+    /// Every parked item: the inbox's (counted) and the intents (listed).
+    pub fn parked_total(&self) -> u64 {
+        let intents = self
+            .parked
+            .iter()
+            .filter(|item| item.queue == "intents")
+            .count() as u64;
+        self.queues.parked_webhooks + self.queues.parked_hints + intents
+    }
 }
 
 /// One mapping's intake and links.
@@ -303,9 +334,11 @@ pub fn status(
             inbox: store.inbox_depth(),
             pending_writes: store.pending_write_count(),
             pending_portals: counts.values().map(|counts| counts.pending_portals).sum(),
+            parked_webhooks: store.parked_inbox_count(InboxQueue::Webhooks) as u64,
+            parked_hints: store.parked_inbox_count(InboxQueue::Hints) as u64,
         },
         dead_letters: store.dead_letter_count(),
-        parked: parked_items(store, intents)?,
+        parked: parked_items(store, PARKED_LISTED, intents)?,
         closed: closed_links(store)?,
     })
 }

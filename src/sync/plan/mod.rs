@@ -5,10 +5,12 @@
 //! - `queries`: every SOQL string the engine (and the online check) sends.
 //! - `tests`: the table of (record, application, describe) in, fields out.
 
+mod collect;
 mod queries;
 #[cfg(test)]
 mod tests;
 
+pub use collect::collect_change;
 pub use queries::{
     IDS_PER_QUERY, accounts_queries, by_id_queries, fields_queries, intake_query, overlap_query,
     query_fields, select_check_query,
@@ -154,7 +156,7 @@ pub fn moments_reached(has_portal: bool, has_application: bool) -> Vec<Moment> {
 
 /// The latest write-back moment `link` has reached, which every plan for
 /// it is given ([`plan_writeback`]): the collect while documents are
-/// requested and the decision is not final (a final decision overrides
+/// requested (the latest collect event opened one) and the decision is not final (a final decision overrides
 /// "documents requested"), else the application once one is linked, else
 /// the portal once it exists.
 pub fn reached(link: &Link) -> Option<Moment> {

@@ -54,7 +54,7 @@ impl Engine {
                 };
                 // Takes the link's lock itself.
                 if let Some(application_id) = &application_id {
-                    self.refresh_application(application_id, false).await?;
+                    self.refresh_application(application_id, None).await?;
                 }
             }
             self.journal(

@@ -228,7 +228,22 @@ impl World {
     /// the webhook listener would (for an engine driven without a daemon:
     /// no webhook URL is set, so none was sent); how many.
     pub async fn store_raised_events(&self, engine: &Engine) -> usize {
-        let events = self.ondorse.events();
+        self.store_raised_events_where(engine, |_| true).await
+    }
+
+    /// Stores the events Ondorse raised so far that `keep` picks (the
+    /// listener receiving those, in the order the test chooses); how many.
+    pub async fn store_raised_events_where(
+        &self,
+        engine: &Engine,
+        keep: impl Fn(&serde_json::Value) -> bool,
+    ) -> usize {
+        let events: Vec<_> = self
+            .ondorse
+            .events()
+            .into_iter()
+            .filter(|event| keep(event))
+            .collect();
         for event in &events {
             let envelope = parse_envelope(event.to_string().as_bytes()).expect("an envelope");
             engine

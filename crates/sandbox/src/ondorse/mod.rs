@@ -15,6 +15,8 @@
 //! - injected 500s carry `{"detail": ...}`, other injected 5xx an empty
 //!   body (as a gateway would answer);
 //! - a portal without `type` onboards a business;
+//! - closing a collect ([`OndorseSandbox::close_collect`]) takes `portals`
+//!   off the application and raises `collect.closed`;
 //! - events raised while no webhook URL is set, or while webhooks are
 //!   suppressed, are recorded (see [`OndorseSandbox::events`]) but never
 //!   delivered;
@@ -277,6 +279,16 @@ impl Shared {
         Some(link)
     }
 
+    fn close_collect(&self, application_id: &str) -> bool {
+        let mut state = self.lock();
+        if !state.close_collect(application_id) {
+            return false;
+        }
+        let event = state.event("collect.closed", application_id);
+        self.dispatch(&mut state, event);
+        true
+    }
+
     fn send_event(&self, event_type: &str, application_id: &str) -> String {
         let mut state = self.lock();
         let event = state.event(event_type, application_id);
@@ -473,6 +485,14 @@ impl OndorseSandbox {
     /// `collect.opened`; returns the link, `None` for an unknown id.
     pub fn open_collect(&self, application_id: &str) -> Option<String> {
         self.shared.open_collect(application_id)
+    }
+
+    /// The applicant sends the requested documents: the collect portal
+    /// closes (`portals` leaves the application) and `collect.closed` is
+    /// raised; the case is back in review. `false` (nothing raised) for an
+    /// unknown application or one with no open collect.
+    pub fn close_collect(&self, application_id: &str) -> bool {
+        self.shared.close_collect(application_id)
     }
 
     /// Raises any event type (unknown ones included) about an application;

@@ -275,6 +275,21 @@ impl State {
         Some(link)
     }
 
+    /// Closes the application's collect portal (the applicant sent the
+    /// documents): `portals` leaves it; `false` for an unknown application
+    /// or one with no open collect.
+    pub(super) fn close_collect(&mut self, application_id: &str) -> bool {
+        let Some(index) = self.application_position(application_id) else {
+            return false;
+        };
+        let application = &mut self.applications[index];
+        if application.remove("portals").is_none() {
+            return false;
+        }
+        application.insert("updated_at".to_owned(), Value::from(timestamp()));
+        true
+    }
+
     /// Builds and records the envelope of an event about `application_id`
     /// (its snapshot now, or just the id when unknown).
     pub(super) fn event(&mut self, event_type: &str, application_id: &str) -> Value {
