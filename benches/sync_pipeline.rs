@@ -47,6 +47,9 @@ use serde_json::{Value, json};
 const DEFAULT_ACCOUNTS: usize = 10_000;
 const DEFAULT_LATENCY_SAMPLES: usize = 1_000;
 const DEFAULT_RATE: f64 = 200.0;
+/// Webhook deliveries the sandbox Ondorse keeps in flight: more than the
+/// rate ever needs, so deliveries never queue in the sandbox.
+const WEBHOOK_DELIVERIES_IN_FLIGHT: usize = 256;
 /// Any phase slower than this is reported as a failure, not waited for.
 const PHASE_DEADLINE: Duration = Duration::from_secs(600);
 /// sObject Collections and query page sizes: what the minimum is made of.
@@ -189,6 +192,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         webhooks_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         ondorse: OndorseSandboxOptions {
             latency,
+            // Ondorse does not hold back one webhook while others are on
+            // their way: the sandbox's default cap (16 in flight) would
+            // queue deliveries behind the daemon's durable answers, a wait
+            // the per-record baseline (which answers at once) never pays.
+            delivery_concurrency: WEBHOOK_DELIVERIES_IN_FLIGHT,
             ..OndorseSandboxOptions::default()
         },
         salesforce: SalesforceSandboxOptions {
@@ -345,11 +353,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         decisions,
         gets_per_decision,
         decisions_bound: concurrency_bound(
-            engine.ondorse_concurrency,
+            engine.ondorse_reads,
             latency.mean(Endpoint::OndorseApplicationGet, 0),
         )
         .map(|gets| gets / gets_per_decision.max(1.0)),
-        fetch_concurrency: engine.ondorse_concurrency,
+        fetch_concurrency: engine.ondorse_reads,
         bridge,
         baseline,
         peak_rss,

@@ -118,8 +118,11 @@ impl Loader {
             u64::from(DEFAULT_API_BUDGET_PERCENT),
             100,
         ) as u8;
-        let max_concurrent_requests =
-            self.concurrency(SECTION, DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS);
+        let max_concurrent_requests = self.concurrency(
+            SECTION,
+            "max_concurrent_requests",
+            DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS,
+        );
         let link_batch_wait = Duration::from_secs(self.unsigned(
             SECTION,
             "link_batch_wait_seconds",
@@ -146,12 +149,12 @@ impl Loader {
         mib.max(1)
     }
 
-    /// `max_concurrent_requests` of `section`: at least 1.
-    fn concurrency(&mut self, section: &str, default: usize) -> usize {
-        const KEY: &str = "max_concurrent_requests";
-        let requests = self.unsigned(section, KEY, default as u64, MAX_CONCURRENT_REQUESTS);
+    /// A number of requests in flight at once (`key` of `section`): at
+    /// least 1.
+    fn concurrency(&mut self, section: &str, key: &str, default: usize) -> usize {
+        let requests = self.unsigned(section, key, default as u64, MAX_CONCURRENT_REQUESTS);
         if requests == 0 {
-            self.problem(section, KEY, "must be at least 1 request");
+            self.problem(section, key, "must be at least 1 request");
         }
         requests.max(1) as usize
     }
@@ -200,8 +203,16 @@ impl Loader {
         let auth_scheme = self.string_or(SECTION, "auth_scheme", DEFAULT_AUTH_SCHEME);
         let portal_base_url = self.string_or(SECTION, "portal_base_url", DEFAULT_PORTAL_BASE_URL);
         let portal_base_url = self.url(SECTION, "portal_base_url", Some(portal_base_url));
-        let max_concurrent_requests =
-            self.concurrency(SECTION, DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS);
+        let max_concurrent_requests = self.concurrency(
+            SECTION,
+            "max_concurrent_requests",
+            DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
+        );
+        let max_concurrent_reads = self.concurrency(
+            SECTION,
+            "max_concurrent_reads",
+            DEFAULT_ONDORSE_MAX_CONCURRENT_READS,
+        );
         OndorseConfig {
             base_url,
             api_key: api_key.unwrap_or_else(|| SecretString::from(String::new())),
@@ -209,6 +220,7 @@ impl Loader {
             auth_scheme,
             portal_base_url,
             max_concurrent_requests,
+            max_concurrent_reads,
         }
     }
 

@@ -85,9 +85,11 @@ pub struct OndorseConfig {
     pub auth_scheme: String,
     /// Host used to build a portal URL from its `link` when `url` is absent.
     pub portal_base_url: String,
-    /// Requests in flight at once (portal POSTs and application GETs
-    /// together).
+    /// Portal POSTs in flight at once.
     pub max_concurrent_requests: usize,
+    /// Application reads (`GET /api/applications/{id}`) in flight at once,
+    /// in slots of their own.
+    pub max_concurrent_reads: usize,
 }
 
 /// `[webhooks]`: the public listener that Ondorse and Salesforce Flows post to.
@@ -181,10 +183,20 @@ pub const DEFAULT_PORTAL_BASE_URL: &str = "https://collect.ondorse.co";
 /// backfill about 94 portals/s at its 340 ms mean POST latency, and a 429
 /// still backs portal creation off as a whole.
 pub const DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS: usize = 32;
-/// Salesforce allows 25 concurrent long-running (over 20 s) requests per
-/// org: staying at or below it cannot trip that limit even if every call ran
-/// long.
-pub const DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS: usize = 25;
+/// Application reads are how decisions arrive, one per webhook: at 200
+/// decisions/s and a 162 ms mean read, 32 are in flight on average
+/// (Little's law), and the count swings around that mean. 64 keep a read
+/// from waiting for a slot at that rate (about 390 reads/s before they
+/// queue); a read is a light GET, and a 429 still backs reads off.
+pub const DEFAULT_ONDORSE_MAX_CONCURRENT_READS: usize = 64;
+/// Salesforce limits concurrency only for long-running requests (25 per
+/// org running 20 s or more); short calls are limited by the daily API
+/// allowance, which the budget governor watches. A decision is written at
+/// once in its own call (about 270 ms): at 200 decisions/s that is 54 calls
+/// in flight on average, so 100 leave room for the swings around that mean
+/// instead of piling decisions into slower batched calls. An org whose
+/// calls run long (heavy triggers) lowers it to 25.
+pub const DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS: usize = 100;
 /// A link write-back waits at most this long for company (2 s fill a
 /// 200-record call at the realistic backfill's pace).
 pub const DEFAULT_LINK_BATCH_WAIT_SECONDS: u64 = 2;

@@ -354,6 +354,7 @@ mod tests {
     fn config(base_url: &str, header: &str) -> OndorseConfig {
         OndorseConfig {
             max_concurrent_requests: crate::config::DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
+            max_concurrent_reads: crate::config::DEFAULT_ONDORSE_MAX_CONCURRENT_READS,
             base_url: base_url.to_owned(),
             api_key: SecretString::from("s3cr3t"),
             auth_header: header.to_owned(),

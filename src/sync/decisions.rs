@@ -172,7 +172,7 @@ impl Engine {
             .map(|(application_id, pending)| {
                 async move { self.work_off(&application_id, &pending).await }.boxed()
             })
-            .buffer_unordered(self.settings.ondorse_concurrency.max(1));
+            .buffer_unordered(self.settings.ondorse_reads.max(1));
         while let Some(worked) = fetches.next().await {
             let worked = worked?;
             report.add(InboxReport { items: 0, ..worked });

@@ -1,9 +1,10 @@
-//! The engine's only way to Ondorse: every call takes one of `[ondorse]
-//! max_concurrent_requests` call slots of its endpoint, then asks its
+//! The engine's only way to Ondorse: every call takes one of its endpoint's
+//! call slots (`[ondorse] max_concurrent_requests` for portal POSTs,
+//! `[ondorse] max_concurrent_reads` for application reads), then asks its
 //! endpoint's breaker, then goes out, then tells the breaker how the
-//! endpoint answered. Portal POSTs and application reads each have that
-//! many slots, so a decision's read never waits behind a backfill's POSTs
-//! (nor a backfill behind decisions).
+//! endpoint answered. Reads and POSTs have separate slots, so a decision's
+//! read never waits behind a backfill's POSTs (nor a backfill behind
+//! decisions).
 //!
 //! The order is the point: a call that waited for its slot while the calls
 //! before it failed asks the breaker after its wait, so once the breaker
@@ -48,12 +49,13 @@ impl GovernedOndorse {
         client: OndorseClient,
         breakers: Arc<Breakers>,
         max_concurrent_requests: usize,
+        max_concurrent_reads: usize,
     ) -> GovernedOndorse {
         GovernedOndorse {
             client,
             breakers,
             portal_slots: Semaphore::new(max_concurrent_requests.max(1)),
-            read_slots: Semaphore::new(max_concurrent_requests.max(1)),
+            read_slots: Semaphore::new(max_concurrent_reads.max(1)),
         }
     }
 

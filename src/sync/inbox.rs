@@ -1,6 +1,6 @@
 //! The webhooks' streaming worker: each stored webhook is picked up as soon
 //! as the listener rings, and its application is fetched as soon as one of
-//! the `[ondorse] max_concurrent_requests` application reads is free, never
+//! the `[ondorse] max_concurrent_reads` application reads is free, never
 //! behind a pass's slowest fetch. It runs the step's own unit of work
 //! ([`Engine::work_off`]), so what one fetch does is the same as in
 //! [`Engine::process_inbox`].
@@ -111,7 +111,7 @@ impl Engine {
     pub(super) async fn webhook_worker(self: Arc<Self>, wake: Arc<Notify>, shutdown: Shutdown) {
         // Twice the read slots: a fetch whose answer is back may still wait
         // for its flush, and the client's read slots bound the GETs anyway.
-        let slots = 2 * self.settings.ondorse_concurrency.max(1);
+        let slots = 2 * self.settings.ondorse_reads.max(1);
         let mut claims = Claims::default();
         // The first look covers what a previous run left in the queue.
         let mut look = true;

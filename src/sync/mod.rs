@@ -60,10 +60,12 @@ pub const ACCOUNT: &str = "Account";
 pub struct EngineSettings {
     /// How far behind its cursor each poll re-reads (late commits).
     pub overlap: Duration,
-    /// Ondorse requests in flight at once, portal POSTs and application
-    /// reads each (`[ondorse] max_concurrent_requests`; set from the
-    /// configuration).
+    /// Portal POSTs in flight at once (`[ondorse] max_concurrent_requests`;
+    /// set from the configuration).
     pub ondorse_concurrency: usize,
+    /// Application reads in flight at once (`[ondorse]
+    /// max_concurrent_reads`; set from the configuration).
+    pub ondorse_reads: usize,
     /// Write-back calls the writer keeps in flight (`[salesforce]
     /// max_concurrent_requests`; set from the configuration).
     pub write_calls: usize,
@@ -87,6 +89,7 @@ impl Default for EngineSettings {
         EngineSettings {
             overlap: Duration::from_secs(crate::config::DEFAULT_OVERLAP_SECONDS),
             ondorse_concurrency: crate::config::DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
+            ondorse_reads: crate::config::DEFAULT_ONDORSE_MAX_CONCURRENT_READS,
             write_calls: crate::config::DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS,
             link_batch_wait: Duration::from_secs(crate::config::DEFAULT_LINK_BATCH_WAIT_SECONDS),
             inbox_interval: Duration::from_secs(1),
@@ -287,6 +290,7 @@ impl Engine {
         let settings = EngineSettings {
             overlap: config.schedule.overlap,
             ondorse_concurrency: config.ondorse.max_concurrent_requests,
+            ondorse_reads: config.ondorse.max_concurrent_reads,
             write_calls: config.salesforce.max_concurrent_requests,
             link_batch_wait: config.salesforce.link_batch_wait,
             retention: config.store.retention,
@@ -312,6 +316,7 @@ impl Engine {
                 ondorse,
                 breakers.clone(),
                 config.ondorse.max_concurrent_requests,
+                config.ondorse.max_concurrent_reads,
             ),
             breakers,
             store: parts.store,

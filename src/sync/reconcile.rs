@@ -70,7 +70,9 @@ impl Engine {
                 }
                 .boxed()
             })
-            .buffer_unordered(self.settings.ondorse_concurrency.max(1));
+            // Half the read slots: webhooks arriving meanwhile keep the
+            // other half, so a decision never waits behind a reconcile.
+            .buffer_unordered((self.settings.ondorse_reads / 2).max(1));
         while let Some(checked) = checks.next().await {
             let (outcome, application_id, account_id) = checked?;
             match outcome {

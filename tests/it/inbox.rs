@@ -199,3 +199,35 @@ async fn a_decision_during_a_backfill_is_read_beside_its_portal_posts_not_behind
     links_written(&world, &backfill).await;
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_reads_have_their_own_limit_above_the_portal_posts_one() {
+    const READS: usize = 3;
+    let mut world = World::start(OndorseSandboxOptions::default()).await;
+    // One portal POST at a time, three reads: decisions arriving together
+    // are read three at a time, never one by one behind each other, and
+    // never more than three.
+    world.config.ondorse.max_concurrent_requests = 1;
+    world.config.ondorse.max_concurrent_reads = READS;
+    let ids = world.seed(2 * READS, "Customer", 146);
+    let daemon = world.daemon().await;
+    links_written(&world, &ids).await;
+    assert_eq!(world.ondorse.most_requests_in_flight(), 1);
+
+    world.ondorse.set_latency(Duration::from_millis(500));
+    for (index, account) in ids.iter().enumerate() {
+        world.decide(account, "approved", (index % 4) as i64, Some(10.0));
+    }
+    eventually("every decision is in Salesforce", E2E_DEADLINE, || {
+        ids.iter()
+            .all(|id| world.field(id, "KYC_Status__c") == json!("Approved"))
+    })
+    .await;
+    assert_eq!(
+        world.ondorse.most_requests_in_flight(),
+        READS as u64,
+        "application reads went {READS} at a time, past the one POST slot"
+    );
+    world.ondorse.set_latency(Duration::ZERO);
+    daemon.stop().await.expect("clean stop");
+}

@@ -437,6 +437,33 @@ async fn values_of_the_wrong_type_are_refused_with_the_key_the_type_and_the_posi
             warns: &[],
         },
         Mistake {
+            what: "no application reads at all",
+            make: |setup| setup.insert("ondorse", "max_concurrent_reads = 0"),
+            outcomes: REFUSED,
+            says: &[
+                "{config:max_concurrent_reads}: [ondorse] max_concurrent_reads: must be at least 1 request",
+            ],
+            warns: &[],
+        },
+        Mistake {
+            what: "application reads as text",
+            make: |setup| setup.insert("ondorse", "max_concurrent_reads = \"many\""),
+            outcomes: REFUSED,
+            says: &[
+                "{config:max_concurrent_reads}: [ondorse] max_concurrent_reads: expected a whole number, found the text \"many\"",
+            ],
+            warns: &[],
+        },
+        Mistake {
+            what: "an application reads override out of range",
+            make: |setup| setup.set_env("ONDORSE_BRIDGE__ONDORSE__MAX_CONCURRENT_READS", "5000"),
+            outcomes: REFUSED,
+            says: &[
+                "environment ONDORSE_BRIDGE__ONDORSE__MAX_CONCURRENT_READS: [ondorse] max_concurrent_reads: 5000 is out of range 0..=1000",
+            ],
+            warns: &[],
+        },
+        Mistake {
             what: "a page cache of nothing",
             make: |setup| setup.insert("store", "page_cache_mib = 0"),
             outcomes: REFUSED,

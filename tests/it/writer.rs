@@ -486,3 +486,42 @@ async fn with_collections_answered_204_and_ignored_every_link_and_decision_lands
     assert!(world.salesforce.stats().single_updates >= 2 * ids.len() as u64);
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_waiting_together_while_calls_are_free_each_go_in_a_call_of_their_own() {
+    const DECISIONS: usize = 4;
+    let (world, engine, ids) = links_queued(DECISIONS, 71).await;
+    drain(&engine).await;
+    assert_links_written(&world, &ids);
+    for id in &ids {
+        world.decide(id, "approved", 1, Some(42.0));
+    }
+    world.store_raised_events(&engine).await;
+    let report = engine
+        .process_inbox()
+        .await
+        .expect("the inbox is worked off");
+    assert_eq!(report.applications_fetched, DECISIONS, "{report:?}");
+    assert_eq!(engine.store().pending_write_count(), DECISIONS);
+    drop(engine);
+    let before = world.salesforce.stats();
+
+    // The writer finds the four decisions waiting together, with calls to
+    // spare: none waits for a batched call, which takes longer.
+    let daemon = world.daemon().await;
+    eventually("every decision is in Salesforce", E2E_DEADLINE, || {
+        ids.iter()
+            .all(|id| world.field(id, "KYC_Status__c") == json!("Approved"))
+    })
+    .await;
+    let after = world.salesforce.stats();
+    assert_eq!(
+        (
+            after.single_updates - before.single_updates,
+            after.composite_requests - before.composite_requests
+        ),
+        (DECISIONS as u64, 0),
+        "{after:?}"
+    );
+    daemon.stop().await.expect("clean stop");
+}

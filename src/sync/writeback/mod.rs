@@ -5,8 +5,9 @@
 //!   max_concurrent_requests` calls in flight, never two for one Account.
 //!   Whenever it has a free call it asks the batcher for the due pending
 //!   writes, already coalesced per Account by the store, at most
-//!   [`BATCH_SIZE`] a call. A decision goes at once (records pile up into
-//!   one call only while every call is busy); portal links alone wait up to
+//!   [`BATCH_SIZE`] a call. A decision goes at once, decisions waiting
+//!   together spread over the free calls (records pile up into one call
+//!   only while every call is busy); portal links alone wait up to
 //!   `[salesforce] link_batch_wait_seconds` for company, so a backfill
 //!   sends full calls. There is no fixed wait.
 //! - The request builder turns them into one sObject Collections update
@@ -105,7 +106,7 @@ impl Engine {
     pub(super) async fn write_pass(&self, force: bool) -> Result<WriteReport, SyncError> {
         let mut report = WriteReport::default();
         loop {
-            let Batch::Send(batch) = self.next_batch(force, &HashSet::new())? else {
+            let Batch::Send(batch) = self.next_batch(force, &HashSet::new(), 1)? else {
                 break;
             };
             let full = batch.len() == BATCH_SIZE;
@@ -123,13 +124,17 @@ impl Engine {
     /// The batcher: up to [`BATCH_SIZE`] due writes, one per Account, none
     /// of `in_flight`. Writes that must go now (decisions) go at once, on
     /// their own, so a decision never waits for links nor pays for a long
-    /// call. Links alone go once a call is full or the oldest has waited
+    /// call; they are spread over the `free_calls` that can start now (each
+    /// alone while there are calls enough), since a batched call takes
+    /// longer and its latency spreads more than a single-record update's.
+    /// Links alone go once a call is full or the oldest has waited
     /// `[salesforce] link_batch_wait_seconds`; with `force`, everything
     /// due goes.
     pub(super) fn next_batch(
         &self,
         force: bool,
         in_flight: &HashSet<String>,
+        free_calls: usize,
     ) -> Result<Batch, SyncError> {
         let free = |pending: &PendingWrite| !in_flight.contains(&pending.account_id);
         if force {
@@ -140,10 +145,11 @@ impl Engine {
                 Batch::Send(due)
             });
         }
-        let urgent = self.store.due_writes_where(now(), BATCH_SIZE, |pending| {
+        let mut urgent = self.store.due_writes_where(now(), BATCH_SIZE, |pending| {
             pending.urgency == Urgency::Now && free(pending)
         })?;
         if !urgent.is_empty() {
+            urgent.truncate(urgent.len().div_ceil(free_calls.max(1)));
             return Ok(Batch::Send(urgent));
         }
         let links = self.store.due_writes_where(now(), BATCH_SIZE, free)?;

@@ -77,7 +77,8 @@ impl Engine {
                     paused_until = None;
                     linger_until = None;
                     while in_flight.calls.len() < slots {
-                        match self.next_batch(flush_links, &in_flight.busy) {
+                        let free_calls = slots - in_flight.calls.len();
+                        match self.next_batch(flush_links, &in_flight.busy, free_calls) {
                             Ok(Batch::Send(batch)) => in_flight.start(&self, batch),
                             Ok(Batch::Linger(left)) => {
                                 wait = left;

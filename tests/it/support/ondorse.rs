@@ -39,6 +39,7 @@ pub fn ondorse_config(sandbox: &OndorseSandbox) -> OndorseConfig {
         auth_scheme: options.auth_scheme.clone(),
         portal_base_url: options.portal_base_url.clone(),
         max_concurrent_requests: ondorse_bridge::config::DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
+        max_concurrent_reads: ondorse_bridge::config::DEFAULT_ONDORSE_MAX_CONCURRENT_READS,
     }
 }
 
@@ -217,6 +218,7 @@ pub fn client_with(base_url: &str, key: &str, header: &str, scheme: &str) -> Ond
             portal_base_url: "https://collect.ondorse.co".to_owned(),
             max_concurrent_requests:
                 ondorse_bridge::config::DEFAULT_ONDORSE_MAX_CONCURRENT_REQUESTS,
+            max_concurrent_reads: ondorse_bridge::config::DEFAULT_ONDORSE_MAX_CONCURRENT_READS,
         },
         Metrics::new(),
     )
