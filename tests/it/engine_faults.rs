@@ -849,6 +849,13 @@ async fn apply_events(world: &World, engine: &ondorse_bridge::sync::Engine) {
     apply_events_of_type(world, engine, None).await;
 }
 
+/// Ondorse approves `application` and its events are applied: the decision
+/// is written back.
+async fn approve(world: &World, engine: &ondorse_bridge::sync::Engine, application: &str) {
+    world.ondorse.review(application, "approved", 1, Some(42.0));
+    apply_events(world, engine).await;
+}
+
 /// [`apply_events`] for the events of one type only (delivered in the order
 /// the test chooses), or of all types.
 async fn apply_events_of_type(
@@ -919,10 +926,7 @@ async fn a_refresh_after_documents_were_requested_keeps_the_status_until_the_dec
     );
 
     // The final decision overrides "documents requested".
-    world
-        .ondorse
-        .review(&application, "approved", 1, Some(42.0));
-    apply_events(&world, &engine).await;
+    approve(&world, &engine, &application).await;
     assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
 }
 
@@ -962,10 +966,7 @@ async fn a_resubmission_after_documents_were_requested_puts_the_status_back_in_r
     engine.flush_writes().await.expect("write-back");
     assert_eq!(world.field(&id, "KYC_Status__c"), json!("In review"));
 
-    world
-        .ondorse
-        .review(&application, "approved", 1, Some(42.0));
-    apply_events(&world, &engine).await;
+    approve(&world, &engine, &application).await;
     assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
 }
 
@@ -1122,10 +1123,7 @@ async fn an_application_started_by_hand_with_a_15_character_account_id_meets_its
         .ondorse
         .submit_portal(answer["id"].as_str().expect("a portal id"))
         .expect("the portal is submitted");
-    world
-        .ondorse
-        .review(&application, "approved", 1, Some(42.0));
-    apply_events(&world, &engine).await;
+    approve(&world, &engine, &application).await;
 
     assert_eq!(world.field(&id, "KYC_Status__c"), json!("Approved"));
     let link = engine.store().link(BUSINESS, &id).unwrap().expect("a link");
