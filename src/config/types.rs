@@ -195,7 +195,9 @@ pub const DEFAULT_ONDORSE_MAX_CONCURRENT_READS: usize = 64;
 /// once in its own call (about 270 ms): at 200 decisions/s that is 54 calls
 /// in flight on average, so 100 leave room for the swings around that mean
 /// instead of piling decisions into slower batched calls. An org whose
-/// calls run long (heavy triggers) lowers it to 25.
+/// calls run long (heavy triggers) lowers it to 25; the engine falls back
+/// to 25 on its own once the org refuses a call for too many long-running
+/// requests ([`crate::salesforce::ORG_LONG_REQUESTS`]).
 pub const DEFAULT_SALESFORCE_MAX_CONCURRENT_REQUESTS: usize = 100;
 /// A link write-back waits at most this long for company (2 s fill a
 /// 200-record call at the realistic backfill's pace).

@@ -9,10 +9,16 @@
 pub mod codes {
     /// 401: the access token expired or was revoked.
     pub const INVALID_SESSION_ID: &str = "INVALID_SESSION_ID";
-    /// 403: the org's rolling 24-hour API allowance is used up.
+    /// 403: the org's rolling 24-hour API allowance is used up, or (with a
+    /// message naming [`LONG_REQUESTS_LIMIT`]) too many long-running
+    /// requests are in flight.
     pub const REQUEST_LIMIT_EXCEEDED: &str = "REQUEST_LIMIT_EXCEEDED";
     /// 400/404: a `nextRecordsUrl` locator expired or was never valid.
     pub const INVALID_QUERY_LOCATOR: &str = "INVALID_QUERY_LOCATOR";
+    /// The limit a `REQUEST_LIMIT_EXCEEDED` message names when the org has
+    /// too many requests of 20 s or more in flight (`ConcurrentPerOrgLongTxn
+    /// Limit exceeded.`), as opposed to the daily allowance (`TotalRequests`).
+    pub const LONG_REQUESTS_LIMIT: &str = "ConcurrentPerOrgLongTxn";
     /// A row lock held by another transaction; worth retrying.
     pub const UNABLE_TO_LOCK_ROW: &str = "UNABLE_TO_LOCK_ROW";
     /// The token endpoint throttles logins; worth retrying later.
@@ -98,6 +104,18 @@ pub enum SalesforceError {
     )]
     RequestLimitExceeded { message: String },
 
+    /// `403 REQUEST_LIMIT_EXCEEDED` naming [`codes::LONG_REQUESTS_LIMIT`]:
+    /// the org already runs as many requests of 20 s or more as it allows
+    /// at once (25 on a production org). Nothing about the daily allowance:
+    /// the call is retried with backoff once fewer are in flight, and the
+    /// engine keeps at most [`crate::salesforce::ORG_LONG_REQUESTS`] calls
+    /// in flight from then on.
+    #[error(
+        "salesforce refused the call: the org has too many long-running requests in flight ({message}); retried with backoff, at most {limit} calls in flight from now on (salesforce.max_concurrent_requests)",
+        limit = crate::salesforce::ORG_LONG_REQUESTS
+    )]
+    TooManyLongRequests { message: String },
+
     /// `INVALID_QUERY_LOCATOR`: a `nextRecordsUrl` expired. The query cannot
     /// continue; restart it from the caller's own cursor.
     #[error("salesforce query locator expired ({message}); restart the query from the last cursor")]
@@ -158,7 +176,8 @@ impl SalesforceError {
             | SalesforceError::Api { status, .. }
             | SalesforceError::Server { status, .. }
             | SalesforceError::UnexpectedAnswer { status, .. } => Some(*status),
-            SalesforceError::RequestLimitExceeded { .. } => Some(403),
+            SalesforceError::RequestLimitExceeded { .. }
+            | SalesforceError::TooManyLongRequests { .. } => Some(403),
             _ => None,
         }
     }
@@ -177,6 +196,7 @@ impl SalesforceError {
                 *status >= 500 || code == codes::UNABLE_TO_LOCK_ROW
             }
             SalesforceError::RequestLimitExceeded { .. }
+            | SalesforceError::TooManyLongRequests { .. }
             | SalesforceError::InvalidQueryLocator { .. }
             | SalesforceError::Server { .. }
             | SalesforceError::Transport { .. }
@@ -196,7 +216,8 @@ impl SalesforceError {
         match self {
             SalesforceError::Auth { error, .. } => Some(error),
             SalesforceError::Api { code, .. } => Some(code),
-            SalesforceError::RequestLimitExceeded { .. } => Some(codes::REQUEST_LIMIT_EXCEEDED),
+            SalesforceError::RequestLimitExceeded { .. }
+            | SalesforceError::TooManyLongRequests { .. } => Some(codes::REQUEST_LIMIT_EXCEEDED),
             SalesforceError::InvalidQueryLocator { .. } => Some(codes::INVALID_QUERY_LOCATOR),
             _ => None,
         }

@@ -15,6 +15,11 @@ pub mod id;
 pub mod model;
 pub mod soql;
 
+/// How many requests of 20 s or more a production org runs at once; the
+/// engine falls back to this many calls in flight once the org refuses one
+/// for having too many ([`SalesforceError::TooManyLongRequests`]).
+pub const ORG_LONG_REQUESTS: usize = 25;
+
 pub use auth::{KeptRefreshToken, LoginRefusal, RefreshTokenKeeper, rsa_private_key};
 pub use client::{ClientSettings, Endpoint, QueryPages, SalesforceClient};
 pub use error::{Disposition, RecordError, SalesforceError};

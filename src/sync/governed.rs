@@ -7,11 +7,15 @@
 //! The governor's own `GET /limits` and the client's token calls are the
 //! only Salesforce calls made outside this wrapper. Every call here also
 //! holds one of `[salesforce] max_concurrent_requests` permits while it is
-//! in flight, so the engine's calls in flight never exceed it.
+//! in flight, so the engine's calls in flight never exceed it. Once the org
+//! refuses a call for having too many long-running requests in flight
+//! ([`SalesforceError::TooManyLongRequests`]), the permits drop to
+//! [`ORG_LONG_REQUESTS`] for the rest of the run ([`CallSlots`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::SemaphorePermit;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::SyncError;
 use super::budget::{BudgetSettings, BudgetState, Governor, Paused, Work};
@@ -19,7 +23,7 @@ use super::clock::Clock;
 use super::retry::{Breaker, Breakers, Endpoint};
 use crate::mapping::online::{OrgReader, QueryRefusal};
 use crate::salesforce::model::{Record, RecordOutcome, RecordUpdate, SObjectDescribe};
-use crate::salesforce::{QueryPages, SalesforceClient, SalesforceError};
+use crate::salesforce::{ORG_LONG_REQUESTS, QueryPages, SalesforceClient, SalesforceError};
 use crate::telemetry::Metrics;
 
 /// The Salesforce client behind the budget governor and the breakers.
@@ -28,7 +32,7 @@ pub struct GovernedSalesforce {
     governor: Governor,
     breakers: Arc<Breakers>,
     /// One permit per call in flight.
-    in_flight: tokio::sync::Semaphore,
+    slots: CallSlots,
 }
 
 impl std::fmt::Debug for GovernedSalesforce {
@@ -53,13 +57,13 @@ impl GovernedSalesforce {
             governor: Governor::new(client.clone(), budget, Clock::system(), metrics),
             client,
             breakers,
-            in_flight: tokio::sync::Semaphore::new(max_concurrent_requests.max(1)),
+            slots: CallSlots::new(max_concurrent_requests),
         }
     }
 
     /// Calls that may start now without waiting for one in flight to end.
     pub fn free_call_slots(&self) -> usize {
-        self.in_flight.available_permits()
+        self.slots.free()
     }
 
     /// Asks the governor whether `work` may call Salesforce now, before a
@@ -98,7 +102,7 @@ impl GovernedSalesforce {
     /// The describe of `sobject`, as `work`.
     pub async fn describe(&self, work: Work, sobject: &str) -> Result<SObjectDescribe, SyncError> {
         let (breaker, _permit) = self.admit(work, Endpoint::SalesforceQueries).await?;
-        settle(breaker, self.client.describe(sobject).await)
+        self.settle(breaker, self.client.describe(sobject).await)
     }
 
     /// The rows matching `soql`, page by page; each page is a call and asks
@@ -131,7 +135,7 @@ impl GovernedSalesforce {
         let (breaker, _permit) = self
             .admit(Work::WriteBack, Endpoint::SalesforceWrites)
             .await?;
-        settle_write(breaker, self.client.update_records(sobject, records).await)
+        self.settle_write(breaker, self.client.update_records(sobject, records).await)
     }
 
     /// One single-record update (the writer's fallback when collection
@@ -144,7 +148,7 @@ impl GovernedSalesforce {
         let (breaker, _permit) = self
             .admit(Work::WriteBack, Endpoint::SalesforceWrites)
             .await?;
-        settle_write(breaker, self.client.update_record(sobject, record).await)
+        self.settle_write(breaker, self.client.update_record(sobject, record).await)
     }
 
     /// Reads for an online mapping check (reload), as [`Work::Check`].
@@ -160,41 +164,130 @@ impl GovernedSalesforce {
         &self,
         work: Work,
         endpoint: Endpoint,
-    ) -> Result<(&Breaker, Option<SemaphorePermit<'_>>), SyncError> {
+    ) -> Result<(&Breaker, SemaphorePermit<'_>), SyncError> {
         self.governor.admit(work).await?;
-        // Never closed: this wrapper owns the semaphore.
-        let permit = self.in_flight.acquire().await.ok();
+        let permit = self.slots.acquire().await;
         let breaker = self.breakers.get(endpoint);
         breaker.admit()?;
         Ok((breaker, permit))
     }
-}
 
-/// Reports a write's outcome to the write breaker: every failure of the
-/// call counts, except the daily limit (the governor stops every call on
-/// its own).
-fn settle_write<T>(breaker: &Breaker, answer: Result<T, SalesforceError>) -> Result<T, SyncError> {
-    match &answer {
-        Ok(_) => breaker.record_success(),
-        Err(SalesforceError::RequestLimitExceeded { .. }) => {}
-        Err(error) => {
-            breaker.record_failure(&error.to_string(), None);
+    /// Reports a write's outcome to the write breaker: every failure of the
+    /// call counts, except the daily limit (the governor stops every call on
+    /// its own).
+    fn settle_write<T>(
+        &self,
+        breaker: &Breaker,
+        answer: Result<T, SalesforceError>,
+    ) -> Result<T, SyncError> {
+        match &answer {
+            Ok(_) => breaker.record_success(),
+            Err(SalesforceError::RequestLimitExceeded { .. }) => {}
+            Err(error) => {
+                self.notice_long_requests(error);
+                breaker.record_failure(&error.to_string(), None);
+            }
+        }
+        Ok(answer?)
+    }
+
+    /// Reports a read's outcome to its breaker: only a failure of the
+    /// endpoint itself (not a refused query, not the daily limit) makes
+    /// reads wait.
+    fn settle<T>(
+        &self,
+        breaker: &Breaker,
+        answer: Result<T, SalesforceError>,
+    ) -> Result<T, SyncError> {
+        match &answer {
+            Ok(_) => breaker.record_success(),
+            Err(error) if endpoint_failing(error) => {
+                self.notice_long_requests(error);
+                breaker.record_failure(&error.to_string(), None);
+            }
+            Err(_) => {}
+        }
+        Ok(answer?)
+    }
+
+    /// The org refused a call for its long-running requests in flight: the
+    /// engine keeps at most [`ORG_LONG_REQUESTS`] calls in flight from now on.
+    fn notice_long_requests(&self, error: &SalesforceError) {
+        if let SalesforceError::TooManyLongRequests { .. } = error
+            && let Some(from) = self.slots.lower_to(ORG_LONG_REQUESTS)
+        {
+            tracing::warn!(
+                from,
+                to = ORG_LONG_REQUESTS,
+                %error,
+                "salesforce has too many long-running requests in flight for the org; the bridge now keeps at most {ORG_LONG_REQUESTS} calls in flight until it restarts; set salesforce.max_concurrent_requests = {ORG_LONG_REQUESTS} if the org's calls often run 20 s or more"
+            );
         }
     }
-    Ok(answer?)
 }
 
-/// Reports a read's outcome to its breaker: only a failure of the endpoint
-/// itself (not a refused query, not the daily limit) makes reads wait.
-fn settle<T>(breaker: &Breaker, answer: Result<T, SalesforceError>) -> Result<T, SyncError> {
-    match &answer {
-        Ok(_) => breaker.record_success(),
-        Err(error) if endpoint_failing(error) => {
-            breaker.record_failure(&error.to_string(), None);
+/// The calls that may be in flight at once: `[salesforce]
+/// max_concurrent_requests` permits, lowered for good when the org says it
+/// has too many long-running requests. Permits held when the limit drops
+/// are given back and forgotten one by one as their calls end, so the calls
+/// in flight never exceed the lowered limit for longer than those calls.
+struct CallSlots {
+    permits: Semaphore,
+    /// The current limit.
+    limit: AtomicUsize,
+    /// Permits still to forget as they come back, after a lowering.
+    owed: AtomicUsize,
+}
+
+impl CallSlots {
+    fn new(limit: usize) -> CallSlots {
+        let limit = limit.max(1);
+        CallSlots {
+            permits: Semaphore::new(limit),
+            limit: AtomicUsize::new(limit),
+            owed: AtomicUsize::new(0),
         }
-        Err(_) => {}
     }
-    Ok(answer?)
+
+    /// A call slot, waiting for one if all are taken.
+    async fn acquire(&self) -> SemaphorePermit<'_> {
+        loop {
+            let permit = self
+                .permits
+                .acquire()
+                .await
+                .expect("the call slots are never closed");
+            let owed = self
+                .owed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |owed| {
+                    owed.checked_sub(1)
+                });
+            if owed.is_err() {
+                return permit;
+            }
+            // One more slot of the old limit paid back.
+            permit.forget();
+        }
+    }
+
+    /// Calls that may start now.
+    fn free(&self) -> usize {
+        self.permits
+            .available_permits()
+            .saturating_sub(self.owed.load(Ordering::SeqCst))
+    }
+
+    /// Lowers the limit to `limit`: the limit it had, if it was higher.
+    fn lower_to(&self, limit: usize) -> Option<usize> {
+        let previous = self.limit.fetch_min(limit, Ordering::SeqCst);
+        if previous <= limit {
+            return None;
+        }
+        let excess = previous - limit;
+        let forgotten = self.permits.forget_permits(excess);
+        self.owed.fetch_add(excess - forgotten, Ordering::SeqCst);
+        Some(previous)
+    }
 }
 
 /// Whether `error` says the endpoint is unwell, rather than something about
@@ -211,6 +304,7 @@ fn endpoint_failing(error: &SalesforceError) -> bool {
         | SalesforceError::TooManyRecords { .. }
         | SalesforceError::InvalidArgument { .. } => false,
         SalesforceError::Auth { .. }
+        | SalesforceError::TooManyLongRequests { .. }
         | SalesforceError::TokenEndpoint { .. }
         | SalesforceError::Configuration(_)
         | SalesforceError::Server { .. }
@@ -238,7 +332,7 @@ impl GovernedPages<'_> {
             .owner
             .admit(self.work, Endpoint::SalesforceQueries)
             .await?;
-        settle(breaker, self.pages.next_page().await)
+        self.owner.settle(breaker, self.pages.next_page().await)
     }
 }
 

@@ -145,3 +145,45 @@ async fn a_backfill_fills_its_link_calls_and_keeps_each_api_within_its_concurren
     );
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_the_org_has_too_many_long_running_requests_at_most_25_calls_are_in_flight() {
+    const ACCOUNTS: usize = 60;
+    let world = World::start(OndorseSandboxOptions::default()).await;
+    let ids = world.seed(ACCOUNTS, "Customer", 171);
+    let daemon = world.daemon().await;
+    links_written(&world, &ids).await;
+
+    // The org refuses the next call (a decision's write or a poll) for its
+    // long-running requests in flight: not the daily allowance.
+    let limits_read = |world: &World| world.salesforce.stats().limits_requests;
+    let limits_before = limits_read(&world);
+    world.salesforce.refuse_long_requests(1);
+    decide_at_once(&world, &ids[..1]);
+    eventually("the first decision is in Salesforce", E2E_DEADLINE, || {
+        world.field(&ids[0], "KYC_Status__c") == json!("Approved")
+    })
+    .await;
+
+    // Slow calls, and more decisions at once than the org's 25: every free
+    // call would carry one.
+    world.salesforce.set_latency(Duration::from_millis(300));
+    decide_at_once(&world, &ids[1..]);
+    eventually("every decision is in Salesforce", E2E_DEADLINE, || {
+        ids.iter()
+            .all(|id| world.field(id, "KYC_Status__c") == json!("Approved"))
+    })
+    .await;
+
+    let stats = world.salesforce.stats();
+    assert!(
+        stats.most_in_flight <= 25,
+        "salesforce calls in flight after the refusal: {stats:?}"
+    );
+    assert_eq!(
+        limits_read(&world),
+        limits_before,
+        "the refusal was taken for the daily allowance (GET /limits): {stats:?}"
+    );
+    daemon.stop().await.expect("clean stop");
+}

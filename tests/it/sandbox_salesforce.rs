@@ -1542,7 +1542,7 @@ async fn collections_refuse_more_than_200_records_and_bad_bodies() {
 }
 
 #[tokio::test]
-async fn usage_is_reported_and_the_daily_limit_enforced() {
+async fn usage_is_reported_and_the_api_limits_enforced() {
     let sandbox = start_salesforce(SalesforceSandboxOptions {
         daily_api_limit: 100,
         ..SalesforceSandboxOptions::default()
@@ -1576,6 +1576,19 @@ async fn usage_is_reported_and_the_daily_limit_enforced() {
     assert_eq!(refused.limit_info(), Some("api-usage=100/100"));
     assert_eq!(sandbox.stats().api_requests, 3);
     sandbox.set_api_usage(0);
+    assert_eq!(api.get("/limits").await.status, StatusCode::OK);
+
+    // Too many long-running requests: the same code, another limit, and
+    // nothing counted against the day's allowance.
+    sandbox.refuse_long_requests(1);
+    let used = sandbox.stats().api_requests;
+    let busy = api.get("/limits").await;
+    assert_eq!(busy.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        busy.body,
+        json!([{"message": "ConcurrentPerOrgLongTxn Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
+    );
+    assert_eq!(sandbox.stats().api_requests, used);
     assert_eq!(api.get("/limits").await.status, StatusCode::OK);
 }
 

@@ -178,6 +178,16 @@ async fn an_api_disabled_for_the_org_pauses_the_writer_and_writes_off_nothing() 
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_long_running_requests_pause_the_writer_and_write_off_nothing() {
+    a_call_level_fault_pauses_the_writer(
+        |world| world.salesforce.refuse_long_requests(3),
+        "ConcurrentPerOrgLongTxn",
+        72,
+    )
+    .await;
+}
+
 /// A write call lands but its answer cannot be read (`lose` arms how): the
 /// writer reads the Accounts back and settles what landed, sending nothing
 /// twice.

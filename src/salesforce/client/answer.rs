@@ -67,6 +67,14 @@ pub(super) fn classify(
         Err(_) => None,
     };
     match first {
+        Some(error)
+            if error.error_code == codes::REQUEST_LIMIT_EXCEEDED
+                && error.message.contains(codes::LONG_REQUESTS_LIMIT) =>
+        {
+            SalesforceError::TooManyLongRequests {
+                message: error.message,
+            }
+        }
         Some(error) if error.error_code == codes::REQUEST_LIMIT_EXCEEDED => {
             SalesforceError::RequestLimitExceeded {
                 message: error.message,
@@ -206,6 +214,17 @@ mod tests {
             SalesforceError::RequestLimitExceeded { .. }
         ));
         assert!(limit.is_retriable());
+
+        // The same code about requests in flight is not the daily allowance.
+        let long = classify(
+            "PATCH /sobjects",
+            status(403),
+            None,
+            br#"[{"message":"ConcurrentPerOrgLongTxn Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#,
+        );
+        assert!(matches!(long, SalesforceError::TooManyLongRequests { .. }));
+        assert!(long.is_retriable());
+        assert_eq!(long.error_code(), Some("REQUEST_LIMIT_EXCEEDED"));
 
         let malformed = classify(
             "GET /q",

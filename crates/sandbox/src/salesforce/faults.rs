@@ -30,6 +30,10 @@ pub(crate) struct Faults {
     pub(crate) short_collection_answers: usize,
     /// REST requests still to refuse with 403 `API_DISABLED_FOR_ORG`.
     pub(crate) api_disabled_requests: usize,
+    /// REST requests still to refuse with 403 `REQUEST_LIMIT_EXCEEDED`
+    /// `ConcurrentPerOrgLongTxn Limit exceeded.`: the org already runs as
+    /// many requests of 20 s or more as it allows at once.
+    pub(crate) long_request_refusals: usize,
     /// While set, sObject Collections updates change nothing and answer
     /// `204` with no body (a Salesforce-compatible server that does not
     /// implement them); single-record updates still work.

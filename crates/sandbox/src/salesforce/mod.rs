@@ -426,6 +426,14 @@ impl SalesforceSandbox {
         self.org().faults.latency = latency;
     }
 
+    /// The next `requests` REST requests answer 403 `REQUEST_LIMIT_EXCEEDED`
+    /// `ConcurrentPerOrgLongTxn Limit exceeded.` (the org runs too many
+    /// requests of 20 s or more at once), counting nothing against the
+    /// daily allowance.
+    pub fn refuse_long_requests(&self, requests: usize) {
+        self.org().faults.long_request_refusals = requests;
+    }
+
     /// Sets today's API usage; at or above the limit every REST call answers
     /// 403 `REQUEST_LIMIT_EXCEEDED`.
     pub fn set_api_usage(&self, used: u64) {

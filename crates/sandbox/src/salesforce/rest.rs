@@ -133,6 +133,9 @@ enum Refusal {
     ApiDisabled,
     InvalidSession(Usage),
     LimitExceeded(Usage),
+    /// Too many long-running requests in flight for the org: refused before
+    /// it counts against the daily allowance.
+    TooManyLongRequests(Usage),
     UnknownVersion {
         usage: Usage,
         expected: String,
@@ -163,6 +166,11 @@ impl IntoResponse for Refusal {
                 StatusCode::FORBIDDEN,
                 "REQUEST_LIMIT_EXCEEDED",
                 "TotalRequests Limit exceeded.",
+            )),
+            Refusal::TooManyLongRequests(usage) => usage.stamp(api_error(
+                StatusCode::FORBIDDEN,
+                "REQUEST_LIMIT_EXCEEDED",
+                "ConcurrentPerOrgLongTxn Limit exceeded.",
             )),
             Refusal::UnknownVersion {
                 usage,
@@ -204,6 +212,9 @@ fn admit(org: &mut Org, request: &Request) -> Result<Usage, Refusal> {
         .map(str::trim);
     if !token.is_some_and(|token| org.session_is_valid(token)) {
         return Err(Refusal::InvalidSession(Usage::of(org)));
+    }
+    if Faults::take(&mut org.faults.long_request_refusals) {
+        return Err(Refusal::TooManyLongRequests(Usage::of(org)));
     }
     if org.api_usage >= org.options.daily_api_limit {
         return Err(Refusal::LimitExceeded(Usage::of(org)));
