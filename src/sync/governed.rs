@@ -102,7 +102,11 @@ impl GovernedSalesforce {
     /// The describe of `sobject`, as `work`.
     pub async fn describe(&self, work: Work, sobject: &str) -> Result<SObjectDescribe, SyncError> {
         let (breaker, _permit) = self.admit(work, Endpoint::SalesforceQueries).await?;
-        self.settle(breaker, self.client.describe(sobject).await)
+        self.settle(
+            breaker,
+            self.client.describe(sobject).await,
+            endpoint_failing,
+        )
     }
 
     /// The rows matching `soql`, page by page; each page is a call and asks
@@ -135,7 +139,11 @@ impl GovernedSalesforce {
         let (breaker, _permit) = self
             .admit(Work::WriteBack, Endpoint::SalesforceWrites)
             .await?;
-        self.settle_write(breaker, self.client.update_records(sobject, records).await)
+        self.settle(
+            breaker,
+            self.client.update_records(sobject, records).await,
+            write_failing,
+        )
     }
 
     /// One single-record update (the writer's fallback when collection
@@ -148,7 +156,11 @@ impl GovernedSalesforce {
         let (breaker, _permit) = self
             .admit(Work::WriteBack, Endpoint::SalesforceWrites)
             .await?;
-        self.settle_write(breaker, self.client.update_record(sobject, record).await)
+        self.settle(
+            breaker,
+            self.client.update_record(sobject, record).await,
+            write_failing,
+        )
     }
 
     /// Reads for an online mapping check (reload), as [`Work::Check`].
@@ -172,36 +184,18 @@ impl GovernedSalesforce {
         Ok((breaker, permit))
     }
 
-    /// Reports a write's outcome to the write breaker: every failure of the
-    /// call counts, except the daily limit (the governor stops every call on
-    /// its own).
-    fn settle_write<T>(
-        &self,
-        breaker: &Breaker,
-        answer: Result<T, SalesforceError>,
-    ) -> Result<T, SyncError> {
-        match &answer {
-            Ok(_) => breaker.record_success(),
-            Err(SalesforceError::RequestLimitExceeded { .. }) => {}
-            Err(error) => {
-                self.notice_long_requests(error);
-                breaker.record_failure(&error.to_string(), None);
-            }
-        }
-        Ok(answer?)
-    }
-
-    /// Reports a read's outcome to its breaker: only a failure of the
-    /// endpoint itself (not a refused query, not the daily limit) makes
-    /// reads wait.
+    /// Reports a call's outcome to its endpoint's breaker, when `counts`
+    /// says the failure is the endpoint's ([`write_failing`] for writes,
+    /// [`endpoint_failing`] for reads).
     fn settle<T>(
         &self,
         breaker: &Breaker,
         answer: Result<T, SalesforceError>,
+        counts: fn(&SalesforceError) -> bool,
     ) -> Result<T, SyncError> {
         match &answer {
             Ok(_) => breaker.record_success(),
-            Err(error) if endpoint_failing(error) => {
+            Err(error) if counts(error) => {
                 self.notice_long_requests(error);
                 breaker.record_failure(&error.to_string(), None);
             }
@@ -290,6 +284,12 @@ impl CallSlots {
     }
 }
 
+/// Whether a write's `error` makes the writer wait: every failure of the
+/// call, except the daily limit (the governor stops every call on its own).
+fn write_failing(error: &SalesforceError) -> bool {
+    !matches!(error, SalesforceError::RequestLimitExceeded { .. })
+}
+
 /// Whether `error` says the endpoint is unwell, rather than something about
 /// this one request (a query Salesforce refuses, an expired locator) or the
 /// daily allowance (the governor's business).
@@ -332,7 +332,8 @@ impl GovernedPages<'_> {
             .owner
             .admit(self.work, Endpoint::SalesforceQueries)
             .await?;
-        self.owner.settle(breaker, self.pages.next_page().await)
+        self.owner
+            .settle(breaker, self.pages.next_page().await, endpoint_failing)
     }
 }
 
