@@ -91,7 +91,7 @@ const REFUSED_FIELDS_TREE: &str = "refused_fields";
 /// Keyspace: Accounts whose retried dead letters wait to be planned again
 /// from their current state, with the mappings concerned.
 const REPLANS_TREE: &str = "replans";
-/// Keyspace: per-Account journal, `account \0 sequence`.
+/// Keyspace: per-Account journal in chunks of entries, `account \0 sequence`.
 const JOURNAL_TREE: &str = "journal";
 
 /// A handle on the ledger; cheap to clone, shared by every task.
