@@ -21,7 +21,7 @@
 //! their bytes. A chunk is JSON Lines, one entry per line, oldest first
 //! (compact JSON never holds a raw newline). An append adds a line to the
 //! Account's last chunk, or starts a new chunk once that one holds
-//! [`CHUNK_ENTRIES`] entries or would pass [`CHUNK_BYTES`]: a typical
+//! [`CHUNK_ENTRIES`] entries or would pass [`JOURNAL_CHUNK_BYTES`]: a typical
 //! Account's whole history is one chunk.
 //!
 //! A store written before chunks (one entry per value, under the same keys)
@@ -53,7 +53,7 @@ const CHUNK_ENTRIES: usize = 32;
 /// own): a typical Account's history fits, a sled page of 16 chunks stays
 /// well under the size sled moves out to a file of its own, and an append
 /// rewrites no more than this.
-const CHUNK_BYTES: usize = 4 * 1024;
+pub const JOURNAL_CHUNK_BYTES: usize = 4 * 1024;
 
 /// Between two entries of a chunk.
 const LINE_END: u8 = b'\n';
@@ -167,7 +167,7 @@ fn join<T: AsRef<[u8]>>(lines: &[T]) -> Vec<u8> {
 /// Whether an encoded entry may join a chunk holding `value` (`entries`
 /// entries).
 fn fits(value: &[u8], entries: usize, line: &[u8]) -> bool {
-    entries < CHUNK_ENTRIES && value.len() + 1 + line.len() <= CHUNK_BYTES
+    entries < CHUNK_ENTRIES && value.len() + 1 + line.len() <= JOURNAL_CHUNK_BYTES
 }
 
 /// `entries` packed in order into as few chunks as the limits allow, the

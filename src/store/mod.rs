@@ -43,7 +43,7 @@ mod writebacks;
 pub use cursors::Cursor;
 pub use dead_letters::DeadLetter;
 pub use inbox::{Accepted, InboxItem, InboxKind, InboxQueue, ParkedItem, SEEN_EVENT_RETENTION};
-pub use journal::JournalEntry;
+pub use journal::{JOURNAL_CHUNK_BYTES, JournalEntry};
 pub use link_index::{LinkCounts, LinkState};
 pub use links::{CollectChange, GoneLink, Link, LinkClosure, PortalRecord, PortalRequest};
 pub use retention::{DEFAULT_RETENTION_DAYS, NOISE_RETENTION, NOISE_STEPS, PruneReport, Retention};

@@ -10,6 +10,7 @@ mod deploy;
 mod edges;
 mod engine_faults;
 mod inbox;
+mod journal;
 mod large_store;
 mod mappings;
 mod mistakes_config;
