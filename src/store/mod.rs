@@ -38,6 +38,7 @@ mod links;
 mod queue_counts;
 mod release;
 mod retention;
+mod seen_events;
 mod writebacks;
 
 pub use cursors::Cursor;
@@ -66,8 +67,9 @@ pub const DEFAULT_PAGE_CACHE_MIB: u64 = 4;
 const INBOX_TREE: &str = "inbox";
 /// Keyspace: pending Salesforce push hints, by sequence (their own queue).
 const HINTS_TREE: &str = "hints";
-/// Keyspace: Ondorse event ids already accepted, with when they arrived.
-const SEEN_EVENTS_TREE: &str = "seen_events";
+/// Keyspace: Ondorse event ids already accepted, with when they arrived,
+/// in a bounded number of buckets.
+const SEEN_EVENTS_TREE: &str = "seen_event_buckets";
 /// Keyspace: intake cursor per mapping.
 const CURSORS_TREE: &str = "cursors";
 /// Keyspace: link per (Account, mapping): intent, portal, application.
@@ -314,6 +316,7 @@ impl Store {
         let refused_fields = open_tree(REFUSED_FIELDS_TREE)?;
         let replans = open_tree(REPLANS_TREE)?;
         let journal = open_tree(JOURNAL_TREE)?;
+        seen_events::adopt_legacy(&db, &seen_events)?;
         tracing::debug!(path = %path.display(), "store opened");
         let store = Store {
             inner: std::sync::Arc::new(Inner {

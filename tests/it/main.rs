@@ -23,6 +23,7 @@ mod salesforce_client;
 mod sandbox_latency;
 mod sandbox_ondorse;
 mod sandbox_salesforce;
+mod seen_events;
 mod shutdown;
 mod store;
 mod support;

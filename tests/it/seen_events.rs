@@ -1,0 +1,114 @@
+//! The Ondorse event ids already accepted are kept in a bounded number of
+//! stored values (buckets), not one value per id, and a store written one
+//! value per id by an earlier version keeps telling redeliveries apart.
+
+use chrono::{DateTime, Duration, Utc};
+use ondorse_bridge::ondorse::webhook::{WebhookEnvelope, parse_envelope};
+use ondorse_bridge::store::{Accepted, Store};
+
+use crate::support::raw_sled_after_release;
+
+/// At most this many values hold the seen event ids, however many there are.
+const MOST_VALUES: usize = 4096;
+
+fn envelope(event_id: &str) -> WebhookEnvelope {
+    parse_envelope(
+        format!(r#"{{"event_id":"{event_id}","type":"application.updated","data":{{"object":{{"id":"app_1"}}}}}}"#)
+            .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2031-06-01T12:00:00Z")
+        .unwrap()
+        .to_utc()
+}
+
+#[tokio::test]
+async fn seen_event_ids_stored_one_per_value_are_moved_into_buckets_and_stay_duplicates() {
+    const IDS: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    drop(Store::open(&path).await.unwrap());
+    // A store of the earlier version: one value per id, the instant it was
+    // accepted as big-endian milliseconds.
+    let recent = now() - Duration::hours(1);
+    let old = now() - Duration::days(3);
+    {
+        let db = raw_sled_after_release(&path).await;
+        let legacy = db.open_tree("seen_events").unwrap();
+        for index in 0..IDS {
+            legacy
+                .insert(
+                    format!("evt_{index:05}"),
+                    &recent.timestamp_millis().to_be_bytes(),
+                )
+                .unwrap();
+        }
+        legacy
+            .insert("evt_old", &old.timestamp_millis().to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    let store = Store::open(&path).await.unwrap();
+
+    // Every id is still known, and ids never seen are stored, though most
+    // share a bucket with ids seen before.
+    for index in (0..IDS).step_by(97) {
+        let event_id = format!("evt_{index:05}");
+        assert_eq!(
+            store
+                .accept_webhook(&envelope(&event_id), now())
+                .await
+                .unwrap(),
+            Accepted::Duplicate,
+            "{event_id}"
+        );
+    }
+    for index in 0..100 {
+        let event_id = format!("evt_new_{index}");
+        assert!(
+            matches!(
+                store
+                    .accept_webhook(&envelope(&event_id), now())
+                    .await
+                    .unwrap(),
+                Accepted::Stored { .. }
+            ),
+            "{event_id}"
+        );
+    }
+    // The retention still holds: only the id accepted three days ago goes.
+    assert_eq!(store.prune_seen_events(now()).unwrap(), 1);
+    assert!(matches!(
+        store
+            .accept_webhook(&envelope("evt_old"), now())
+            .await
+            .unwrap(),
+        Accepted::Stored { .. }
+    ));
+    assert_eq!(
+        store
+            .accept_webhook(&envelope("evt_new_7"), now())
+            .await
+            .unwrap(),
+        Accepted::Duplicate
+    );
+    drop(store);
+
+    let db = raw_sled_after_release(&path).await;
+    let names: Vec<String> = db
+        .tree_names()
+        .iter()
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .collect();
+    assert!(!names.contains(&"seen_events".to_owned()), "{names:?}");
+    let buckets = db.open_tree("seen_event_buckets").unwrap().len();
+    assert!(
+        (1..=MOST_VALUES).contains(&buckets),
+        "{} ids in {buckets} values",
+        IDS + 101
+    );
+}
