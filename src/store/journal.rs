@@ -116,6 +116,7 @@ impl JournalEntry {
 }
 
 /// One stored chunk of an Account's journal, as read.
+#[derive(Clone)]
 pub(super) struct Chunk {
     pub(super) key: sled::IVec,
     pub(super) value: sled::IVec,
@@ -243,33 +244,31 @@ impl Store {
         entry: &JournalEntry,
         line: &[u8],
     ) -> Result<Attempt, StoreError> {
-        let mut newest = self.inner.journal.scan_prefix(prefix).rev();
-        let Some(stored) = newest.next() else {
+        let mut chunks = self.inner.journal.scan_prefix(prefix).rev().map(|stored| {
+            let (key, value) = stored.map_err(StoreError::database("read the journal"))?;
+            Ok::<_, StoreError>(Chunk { key, value })
+        });
+        let Some(last) = chunks.next().transpose()? else {
             return self.start_chunk(prefix, line);
         };
-        let (key, value) = stored.map_err(StoreError::database("read the journal"))?;
-        let last = Chunk { key, value };
         let last_lines = last.lines().count();
         let mut looked = 0;
-        let mut chunk = Some(Chunk {
-            key: last.key.clone(),
-            value: last.value.clone(),
-        });
-        'chunks: while let Some(current) = chunk.take() {
-            let lines: Vec<&[u8]> = current.lines().collect();
+        'chunks: for chunk in std::iter::once(Ok(last.clone())).chain(chunks) {
+            let chunk = chunk?;
+            let lines: Vec<&[u8]> = chunk.lines().collect();
             for (index, stored_line) in lines.iter().enumerate().rev() {
                 if looked == NOISE_LOOKBACK {
                     break 'chunks;
                 }
                 looked += 1;
-                let mut previous = decode_line(&current.key, index, stored_line)?;
+                let mut previous = decode_line(&chunk.key, index, stored_line)?;
                 if previous.same_event(entry) {
                     previous.count += entry.count;
                     previous.last_at = Some(entry.last_at.unwrap_or(entry.at));
                     let counted = codec::encode_value(JOURNAL_TREE, &previous)?;
                     let mut updated = lines.clone();
                     updated[index] = &counted;
-                    return self.swap(&current, join(&updated), "count a journal entry");
+                    return self.swap(&chunk, join(&updated), "count a journal entry");
                 }
                 // Evidence is counted only on the last entry, and noise is not
                 // looked for beyond the last evidence: the journal keeps its order.
@@ -277,11 +276,6 @@ impl Store {
                     break 'chunks;
                 }
             }
-            chunk = newest
-                .next()
-                .transpose()
-                .map_err(StoreError::database("read the journal"))?
-                .map(|(key, value)| Chunk { key, value });
         }
         if fits(&last.value, last_lines, line) {
             self.swap(
