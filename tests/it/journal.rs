@@ -8,29 +8,12 @@ use ondorse_bridge::store::{JOURNAL_CHUNK_BYTES, JournalEntry, PruneReport, Rete
 use ondorse_bridge::sync::operations;
 use serde_json::json;
 
+use crate::retention::{entry, now};
 use crate::support::raw_sled_after_release;
-
-const MAPPING: &str = "business-onboarding";
-
-fn now() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2031-06-01T12:00:00Z")
-        .unwrap()
-        .to_utc()
-}
 
 /// The Salesforce id of test Account `number`.
 fn account(number: u32) -> String {
     format!("001{number:012}AAA")
-}
-
-fn entry(at: DateTime<Utc>, step: &str, summary: &str, detail: serde_json::Value) -> JournalEntry {
-    JournalEntry::new(
-        at,
-        Some(MAPPING.to_owned()),
-        step,
-        summary.to_owned(),
-        detail,
-    )
 }
 
 /// What a decided Account journals, in order: its intent with the Account

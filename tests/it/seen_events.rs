@@ -2,10 +2,11 @@
 //! stored values (buckets), not one value per id, and a store written one
 //! value per id by an earlier version keeps telling redeliveries apart.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use ondorse_bridge::ondorse::webhook::{WebhookEnvelope, parse_envelope};
 use ondorse_bridge::store::{Accepted, Store};
 
+use crate::retention::now;
 use crate::support::raw_sled_after_release;
 
 /// At most this many values hold the seen event ids, however many there are.
@@ -17,12 +18,6 @@ fn envelope(event_id: &str) -> WebhookEnvelope {
             .as_bytes(),
     )
     .unwrap()
-}
-
-fn now() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2031-06-01T12:00:00Z")
-        .unwrap()
-        .to_utc()
 }
 
 #[tokio::test]
