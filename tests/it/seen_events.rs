@@ -10,7 +10,7 @@ use crate::retention::now;
 use crate::support::raw_sled_after_release;
 
 /// At most this many values hold the seen event ids, however many there are.
-const MOST_VALUES: usize = 4096;
+const MOST_VALUES: usize = 16_384;
 
 fn envelope(event_id: &str) -> WebhookEnvelope {
     parse_envelope(
@@ -22,7 +22,7 @@ fn envelope(event_id: &str) -> WebhookEnvelope {
 
 #[tokio::test]
 async fn seen_event_ids_stored_one_per_value_are_moved_into_buckets_and_stay_duplicates() {
-    const IDS: usize = 10_000;
+    const IDS: usize = 40_000;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     drop(Store::open(&path).await.unwrap());
@@ -50,8 +50,8 @@ async fn seen_event_ids_stored_one_per_value_are_moved_into_buckets_and_stay_dup
     let store = Store::open(&path).await.unwrap();
 
     // Every id is still known, and ids never seen are stored, though most
-    // share a bucket with ids seen before.
-    for index in (0..IDS).step_by(97) {
+    // share a bucket with ids seen before (40,000 ids fill most buckets).
+    for index in (0..IDS).step_by(397) {
         let event_id = format!("evt_{index:05}");
         assert_eq!(
             store
