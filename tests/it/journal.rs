@@ -399,3 +399,29 @@ async fn pruning_an_account_spread_over_chunks_keeps_the_evidence_in_order_in_fe
     assert!(before >= 4, "the failures spread over {before} values");
     assert_eq!(after, 1, "12 small decisions fit one value");
 }
+
+#[tokio::test]
+async fn an_unreadable_entry_in_a_chunk_is_reported_with_its_place_in_the_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    drop(Store::open(&path).await.unwrap());
+    let id = account(12);
+    {
+        let db = raw_sled_after_release(&path).await;
+        let mut key = id.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&db.generate_id().unwrap().to_be_bytes());
+        let mut value = serde_json::to_vec(&typical_history(now(), &id)[0]).unwrap();
+        value.extend_from_slice(b"\n{\"at\":");
+        db.open_tree("journal").unwrap().insert(key, value).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(&path).await.unwrap();
+
+    let error = operations::explain(&store, &id)
+        .expect_err("a chunk with a broken entry")
+        .to_string();
+
+    assert!(error.contains("keyspace journal"), "{error}");
+    assert!(error.contains("(entry 2)"), "{error}");
+}
