@@ -26,6 +26,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod buckets;
 mod codec;
 mod credentials;
 mod cursors;
@@ -78,8 +79,8 @@ const LINKS_TREE: &str = "links";
 const LINK_COUNTS_TREE: &str = "link_counts";
 /// Keyspace: the links in each state some pass works off, `state \0 link key`.
 const LINK_STATES_TREE: &str = "link_states";
-/// Keyspace: application id → link key.
-const APPLICATIONS_TREE: &str = "applications";
+/// Keyspace: application id → link key, in a bounded number of buckets.
+const APPLICATIONS_TREE: &str = "application_buckets";
 /// Keyspace: pending write-back per Account.
 const WRITES_TREE: &str = "writes";
 /// Keyspace: field values we believe Salesforce holds, per Account.
@@ -316,7 +317,8 @@ impl Store {
         let refused_fields = open_tree(REFUSED_FIELDS_TREE)?;
         let replans = open_tree(REPLANS_TREE)?;
         let journal = open_tree(JOURNAL_TREE)?;
-        seen_events::adopt_legacy(&db, &seen_events)?;
+        seen_events::SEEN_EVENTS.adopt(&db, seen_events::LEGACY_SEEN_EVENTS_TREE, &seen_events)?;
+        links::APPLICATION_INDEX.adopt(&db, links::LEGACY_APPLICATIONS_TREE, &applications)?;
         tracing::debug!(path = %path.display(), "store opened");
         let store = Store {
             inner: std::sync::Arc::new(Inner {

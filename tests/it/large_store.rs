@@ -25,13 +25,13 @@ const PARKED_INTENTS: usize = 3;
 /// Closed links (Accounts merged away).
 const CLOSED: usize = 4;
 
-fn account_id(index: usize) -> String {
+pub(crate) fn account_id(index: usize) -> String {
     format!("001{index:015}")
 }
 
 /// One seeded link: a portal for all but the parked intents, an
 /// application for the first [`APPLICATIONS`], the last of those undecided.
-fn link(index: usize, at: DateTime<Utc>) -> Link {
+pub(crate) fn link(index: usize, at: DateTime<Utc>) -> Link {
     let account_id = account_id(index);
     let parked = index >= LINKS - PARKED_INTENTS;
     let closed = (LINKS - PARKED_INTENTS - CLOSED..LINKS - PARKED_INTENTS).contains(&index);

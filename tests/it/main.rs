@@ -3,6 +3,7 @@
 
 mod accounts_gone;
 mod admin_tools;
+mod bucketed_indexes;
 mod budget;
 mod config;
 mod demo;
@@ -23,7 +24,6 @@ mod salesforce_client;
 mod sandbox_latency;
 mod sandbox_ondorse;
 mod sandbox_salesforce;
-mod seen_events;
 mod shutdown;
 mod store;
 mod support;
