@@ -1,7 +1,8 @@
 //! How values and keys become bytes, for every keyspace of the store.
 //!
 //! - Values are JSON (`serde_json`): readable with any tool, tolerant of
-//!   added fields, and our records are small.
+//!   added fields, and our records are small. The journal joins several
+//!   values into one as JSON Lines (see `journal.rs`).
 //! - Ordered sequences use big-endian `u64` keys, so sled's byte order is
 //!   numeric order.
 //! - Composite keys join their parts with `\0`, which never occurs in

@@ -9,9 +9,10 @@
 //!
 //! Ondorse delivers at least once and retries for about 27 h, so each
 //! accepted `event_id` is remembered in a second keyspace for
-//! [`SEEN_EVENT_RETENTION`]; a replay inside that window is answered as a
-//! duplicate without being stored again. The check and the insert are one
-//! transaction, so two concurrent deliveries of one event store it once.
+//! [`SEEN_EVENT_RETENTION`] (`seen_events.rs`); a replay inside that window
+//! is answered as a duplicate without being stored again. The check and the
+//! insert are one transaction, so two concurrent deliveries of one event
+//! store it once.
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::codec;
 use super::queue_counts::{Changes, Queue, is_parked};
-use super::{HINTS_TREE, INBOX_TREE, SEEN_EVENTS_TREE, Store, StoreError};
+use super::{HINTS_TREE, INBOX_TREE, Store, StoreError, seen_events};
 use crate::ondorse::webhook::WebhookEnvelope;
 use crate::salesforce::Id;
 
@@ -109,13 +110,11 @@ impl Store {
             parked: None,
         };
         let value = codec::encode_value(INBOX_TREE, &item)?;
-        let seen_key = envelope.event_id.as_bytes();
-        let seen_value = codec::encode_instant(received_at);
+        let event_id = envelope.event_id.as_bytes();
         let outcome = (&self.inner.inbox, &self.inner.seen_events).transaction(|(inbox, seen)| {
-            if seen.get(seen_key)?.is_some() {
+            if seen_events::remember(seen, event_id, received_at)? {
                 return Ok(Accepted::Duplicate);
             }
-            seen.insert(seen_key, &seen_value[..])?;
             let sequence = inbox.generate_id()?;
             inbox.insert(&codec::sequence_key(sequence), value.as_slice())?;
             Ok::<_, ConflictableTransactionError<StoreError>>(Accepted::Stored { sequence })
@@ -363,34 +362,5 @@ impl Store {
             InboxQueue::Hints => Queue::ParkedHints,
         });
         usize::try_from(count).unwrap_or(usize::MAX)
-    }
-
-    /// Forgets event ids accepted more than [`SEEN_EVENT_RETENTION`] before
-    /// `now`; returns how many were dropped.
-    pub fn prune_seen_events(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let retention = chrono::Duration::from_std(SEEN_EVENT_RETENTION)
-            .expect("the retention is a few days, well inside chrono's range");
-        let cutoff = now - retention;
-        let mut dropped = 0;
-        for entry in self.inner.seen_events.iter() {
-            let (key, value) = entry.map_err(StoreError::database("read the seen event ids"))?;
-            let received_at = codec::decode_instant(SEEN_EVENTS_TREE, &key, &value)?;
-            if received_at >= cutoff {
-                continue;
-            }
-            // Only if unchanged: never drop an id that was just re-accepted.
-            let swapped = self
-                .inner
-                .seen_events
-                .compare_and_swap(&key, Some(&value), None::<&[u8]>)
-                .map_err(StoreError::database("prune the seen event ids"))?;
-            if swapped.is_ok() {
-                dropped += 1;
-            }
-        }
-        if dropped > 0 {
-            tracing::info!(dropped, "pruned seen webhook event ids");
-        }
-        Ok(dropped)
     }
 }

@@ -3,7 +3,8 @@
 //! last wrote back. A link whose `portal` is `None` is a pending intent.
 //!
 //! Keyed `account_id \0 mapping`, so everything about one Account is one
-//! prefix scan; a second keyspace maps application ids to link keys.
+//! prefix scan; a second keyspace maps application ids to link keys, in
+//! buckets ([`APPLICATION_INDEX`]).
 //!
 //! An intent carries its portal request, rendered once ([`PortalRequest`]):
 //! every attempt sends exactly those bytes, so a retry after a lost answer
@@ -15,11 +16,12 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
+use super::buckets::BucketMap;
 use super::codec;
 use super::link_index::replace_link;
 use super::queue_counts::Changes;
 use super::writebacks::{Fields, Urgency, merge_write, remove_write, transaction_error};
-use super::{Store, StoreError};
+use super::{APPLICATIONS_TREE, Store, StoreError};
 use crate::salesforce::model::Record;
 
 /// What the bridge knows about one Account in one mapping.
@@ -187,6 +189,19 @@ pub struct PortalRecord {
     pub answer: serde_json::Value,
 }
 
+/// The application index: application id → link key, one per link that
+/// has an application, bucketed (`buckets.rs`) so the index does not add a
+/// sled value per Account; 16,384 buckets keep a bucket to a few hundred
+/// bytes at 100,000 applications.
+pub(super) const APPLICATION_INDEX: BucketMap = BucketMap {
+    keyspace: APPLICATIONS_TREE,
+    buckets: 1 << 14,
+};
+
+/// The application index of a store written before buckets: one value per
+/// application id.
+pub(super) const LEGACY_APPLICATIONS_TREE: &str = "applications";
+
 fn link_key(account_id: &str, mapping: &str) -> Vec<u8> {
     codec::composite_key(&[account_id, mapping])
 }
@@ -235,7 +250,7 @@ impl Store {
             .transaction(|(links, states, counts, applications, writes)| {
                 replace_link(links, states, counts, &key, Some(link))?;
                 if let Some(application_id) = &link.application_id {
-                    applications.insert(application_id.as_bytes(), key.as_slice())?;
+                    APPLICATION_INDEX.insert_in(applications, application_id.as_bytes(), &key)?;
                 }
                 // Nothing is written to an Account whose link is closed.
                 match write.filter(|fields| !fields.is_empty() && link.is_open()) {
@@ -289,8 +304,11 @@ impl Store {
                             replace_link(links, states, counts, &old_key, None)?;
                             replace_link(links, states, counts, &new_key, Some(moved))?;
                             if let Some(application_id) = &moved.application_id {
-                                applications
-                                    .insert(application_id.as_bytes(), new_key.as_slice())?;
+                                APPLICATION_INDEX.insert_in(
+                                    applications,
+                                    application_id.as_bytes(),
+                                    &new_key,
+                                )?;
                             }
                             super::dead_letters::mark_replan(
                                 replans,
@@ -333,11 +351,8 @@ impl Store {
 
     /// The link an application belongs to, through the application index.
     pub fn link_by_application(&self, application_id: &str) -> Result<Option<Link>, StoreError> {
-        let Some(key) = self
-            .inner
-            .applications
-            .get(application_id.as_bytes())
-            .map_err(StoreError::database("read the application index"))?
+        let Some(key) =
+            APPLICATION_INDEX.get(&self.inner.applications, application_id.as_bytes())?
         else {
             return Ok(None);
         };

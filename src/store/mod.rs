@@ -26,6 +26,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod buckets;
 mod codec;
 mod credentials;
 mod cursors;
@@ -38,12 +39,13 @@ mod links;
 mod queue_counts;
 mod release;
 mod retention;
+mod seen_events;
 mod writebacks;
 
 pub use cursors::Cursor;
 pub use dead_letters::DeadLetter;
 pub use inbox::{Accepted, InboxItem, InboxKind, InboxQueue, ParkedItem, SEEN_EVENT_RETENTION};
-pub use journal::JournalEntry;
+pub use journal::{JOURNAL_CHUNK_BYTES, JournalEntry};
 pub use link_index::{LinkCounts, LinkState};
 pub use links::{CollectChange, GoneLink, Link, LinkClosure, PortalRecord, PortalRequest};
 pub use retention::{DEFAULT_RETENTION_DAYS, NOISE_RETENTION, NOISE_STEPS, PruneReport, Retention};
@@ -66,8 +68,9 @@ pub const DEFAULT_PAGE_CACHE_MIB: u64 = 4;
 const INBOX_TREE: &str = "inbox";
 /// Keyspace: pending Salesforce push hints, by sequence (their own queue).
 const HINTS_TREE: &str = "hints";
-/// Keyspace: Ondorse event ids already accepted, with when they arrived.
-const SEEN_EVENTS_TREE: &str = "seen_events";
+/// Keyspace: Ondorse event ids already accepted, with when they arrived,
+/// in a bounded number of buckets.
+const SEEN_EVENTS_TREE: &str = "seen_event_buckets";
 /// Keyspace: intake cursor per mapping.
 const CURSORS_TREE: &str = "cursors";
 /// Keyspace: link per (Account, mapping): intent, portal, application.
@@ -76,8 +79,8 @@ const LINKS_TREE: &str = "links";
 const LINK_COUNTS_TREE: &str = "link_counts";
 /// Keyspace: the links in each state some pass works off, `state \0 link key`.
 const LINK_STATES_TREE: &str = "link_states";
-/// Keyspace: application id → link key.
-const APPLICATIONS_TREE: &str = "applications";
+/// Keyspace: application id → link key, in a bounded number of buckets.
+const APPLICATIONS_TREE: &str = "application_buckets";
 /// Keyspace: pending write-back per Account.
 const WRITES_TREE: &str = "writes";
 /// Keyspace: field values we believe Salesforce holds, per Account.
@@ -91,7 +94,7 @@ const REFUSED_FIELDS_TREE: &str = "refused_fields";
 /// Keyspace: Accounts whose retried dead letters wait to be planned again
 /// from their current state, with the mappings concerned.
 const REPLANS_TREE: &str = "replans";
-/// Keyspace: per-Account journal, `account \0 sequence`.
+/// Keyspace: per-Account journal in chunks of entries, `account \0 sequence`.
 const JOURNAL_TREE: &str = "journal";
 
 /// A handle on the ledger; cheap to clone, shared by every task.
@@ -314,6 +317,8 @@ impl Store {
         let refused_fields = open_tree(REFUSED_FIELDS_TREE)?;
         let replans = open_tree(REPLANS_TREE)?;
         let journal = open_tree(JOURNAL_TREE)?;
+        seen_events::SEEN_EVENTS.adopt(&db, seen_events::LEGACY_SEEN_EVENTS_TREE, &seen_events)?;
+        links::APPLICATION_INDEX.adopt(&db, links::LEGACY_APPLICATIONS_TREE, &applications)?;
         tracing::debug!(path = %path.display(), "store opened");
         let store = Store {
             inner: std::sync::Arc::new(Inner {

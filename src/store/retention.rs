@@ -9,13 +9,15 @@
 //! intent was recorded with (personal data) go once the mapping's portal
 //! exists: its `portal_created` entry holds the request that was sent.
 //!
-//! Pruning streams over the journal one Account at a time; reconcile runs it.
+//! Pruning streams over the journal one Account at a time, and packs what
+//! it keeps of an Account into as few chunks as fit (a store written before
+//! chunks gets its Accounts packed by the first pass); reconcile runs it.
 
 use chrono::{DateTime, Utc};
 
 use super::codec;
-use super::journal::JournalEntry;
-use super::{JOURNAL_TREE, Store, StoreError};
+use super::journal::{self, Chunk, JournalEntry};
+use super::{Store, StoreError};
 
 /// Five years, in days: what anti-money-laundering rules commonly require.
 pub const DEFAULT_RETENTION_DAYS: u64 = 5 * 365;
@@ -104,13 +106,6 @@ pub struct PruneReport {
     pub snapshots: u64,
 }
 
-/// One stored journal entry of the Account being pruned.
-struct Stored {
-    key: sled::IVec,
-    value: sled::IVec,
-    entry: JournalEntry,
-}
-
 impl Store {
     /// Drops what the journal no longer needs as of `now` (see the module
     /// documentation). Durable at the next flush.
@@ -120,17 +115,16 @@ impl Store {
         retention: Retention,
     ) -> Result<PruneReport, StoreError> {
         let mut report = PruneReport::default();
-        let mut account: Vec<Stored> = Vec::new();
+        let mut account: Vec<Chunk> = Vec::new();
         for item in self.inner.journal.iter() {
             let (key, value) = item.map_err(StoreError::database("read the journal"))?;
-            let entry = codec::decode_value(JOURNAL_TREE, &key, &value)?;
             if account
                 .first()
                 .is_some_and(|first| account_of(&first.key) != account_of(&key))
             {
                 self.prune_account(std::mem::take(&mut account), now, retention, &mut report)?;
             }
-            account.push(Stored { key, value, entry });
+            account.push(Chunk { key, value });
         }
         self.prune_account(account, now, retention, &mut report)?;
         if report != PruneReport::default() {
@@ -144,51 +138,61 @@ impl Store {
         Ok(report)
     }
 
+    /// Prunes one Account's chunks and packs what is left into as few
+    /// chunks as fit, in one transaction that first checks no chunk changed
+    /// meanwhile: a repeat counted or an entry appended meanwhile keeps the
+    /// Account as it is until the next pass.
     fn prune_account(
         &self,
-        entries: Vec<Stored>,
+        chunks: Vec<Chunk>,
         now: DateTime<Utc>,
         retention: Retention,
         report: &mut PruneReport,
     ) -> Result<(), StoreError> {
         let evidence_cutoff = retention.cutoff(now);
         let noise_cutoff = now - NOISE_RETENTION;
-        let portals: Vec<Option<String>> = entries
+        let stored = chunks
             .iter()
-            .filter(|stored| stored.entry.step == PORTAL_STEP)
-            .map(|stored| stored.entry.mapping.clone())
+            .map(Chunk::entries)
+            .collect::<Result<Vec<_>, _>>()?;
+        let portals: Vec<Option<String>> = stored
+            .iter()
+            .flatten()
+            .filter(|entry| entry.step == PORTAL_STEP)
+            .map(|entry| entry.mapping.clone())
             .collect();
-        for Stored { key, value, entry } in entries {
-            let last = entry.last_at.unwrap_or(entry.at);
-            let noise = is_noise(&entry.step);
-            let (replacement, dropped) = if noise && last < noise_cutoff {
-                (None, &mut report.noise)
-            } else if !noise && evidence_cutoff.is_some_and(|cutoff| last < cutoff) {
-                (None, &mut report.evidence)
-            } else if entry.step == SNAPSHOT_STEP
-                && entry.detail.get(SNAPSHOT_FIELD).is_some()
-                && portals.contains(&entry.mapping)
-            {
-                let mut stripped = entry;
-                if let Some(detail) = stripped.detail.as_object_mut() {
-                    detail.remove(SNAPSHOT_FIELD);
+        let mut pruned = PruneReport::default();
+        let mut kept: Vec<Vec<JournalEntry>> = Vec::with_capacity(stored.len());
+        for entries in stored {
+            let mut chunk = Vec::with_capacity(entries.len());
+            for mut entry in entries {
+                let last = entry.last_at.unwrap_or(entry.at);
+                let noise = is_noise(&entry.step);
+                if noise && last < noise_cutoff {
+                    pruned.noise += 1;
+                    continue;
                 }
-                (
-                    Some(codec::encode_value(JOURNAL_TREE, &stripped)?),
-                    &mut report.snapshots,
-                )
-            } else {
-                continue;
-            };
-            // Only if unchanged: a repeat counted meanwhile keeps the entry.
-            let swapped = self
-                .inner
-                .journal
-                .compare_and_swap(&key, Some(&value), replacement)
-                .map_err(StoreError::database("prune the journal"))?;
-            if swapped.is_ok() {
-                *dropped += 1;
+                if !noise && evidence_cutoff.is_some_and(|cutoff| last < cutoff) {
+                    pruned.evidence += 1;
+                    continue;
+                }
+                if entry.step == SNAPSHOT_STEP
+                    && portals.contains(&entry.mapping)
+                    && let Some(detail) = entry.detail.as_object_mut()
+                    && detail.remove(SNAPSHOT_FIELD).is_some()
+                {
+                    pruned.snapshots += 1;
+                }
+                chunk.push(entry);
             }
+            kept.push(chunk);
+        }
+        let values = journal::repack(&kept)?;
+        let unchanged = pruned == PruneReport::default() && values.iter().all(Option::is_some);
+        if !unchanged && self.replace_chunks(&chunks, values)? {
+            report.evidence += pruned.evidence;
+            report.noise += pruned.noise;
+            report.snapshots += pruned.snapshots;
         }
         Ok(())
     }

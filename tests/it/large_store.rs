@@ -25,13 +25,13 @@ const PARKED_INTENTS: usize = 3;
 /// Closed links (Accounts merged away).
 const CLOSED: usize = 4;
 
-fn account_id(index: usize) -> String {
+pub(crate) fn account_id(index: usize) -> String {
     format!("001{index:015}")
 }
 
 /// One seeded link: a portal for all but the parked intents, an
 /// application for the first [`APPLICATIONS`], the last of those undecided.
-fn link(index: usize, at: DateTime<Utc>) -> Link {
+pub(crate) fn link(index: usize, at: DateTime<Utc>) -> Link {
     let account_id = account_id(index);
     let parked = index >= LINKS - PARKED_INTENTS;
     let closed = (LINKS - PARKED_INTENTS - CLOSED..LINKS - PARKED_INTENTS).contains(&index);
@@ -110,7 +110,7 @@ async fn status_of_a_store_with_100000_links_comes_from_counters_and_reads_only_
     // A store written before the counters existed gets them once, on open,
     // and status reads the same figures from them.
     drop(store);
-    let legacy = raw_sled_after_release(&path).await;
+    let legacy = crate::support::raw_sled_after_release(&path).await;
     for tree in ["link_counts", "link_states"] {
         legacy.open_tree(tree).unwrap().clear().unwrap();
     }
@@ -155,26 +155,6 @@ async fn reconcile_of_a_store_with_100000_links_re_fetches_only_the_undecided_ap
         undecided,
         (0..UNDECIDED).map(account_id).collect::<Vec<_>>()
     );
-}
-
-/// The store's sled database opened directly, as a store written by an
-/// older version. sled lets go of its directory lock from its own threads a
-/// moment after the last handle drops (`Store::open` waits for that; see
-/// `store/release.rs`), so this waits for it too.
-async fn raw_sled_after_release(path: &std::path::Path) -> sled::Db {
-    let deadline = tokio::time::Instant::now() + crate::support::world::E2E_DEADLINE;
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(sled::Error::Io(error))
-                if error.to_string().contains("could not acquire lock")
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            Err(error) => panic!("open {} with sled: {error}", path.display()),
-        }
-    }
 }
 
 /// Webhooks and hints that Ondorse or Salesforce keep failing: `status`

@@ -3,6 +3,7 @@
 
 mod accounts_gone;
 mod admin_tools;
+mod bucketed_indexes;
 mod budget;
 mod config;
 mod demo;
@@ -10,6 +11,7 @@ mod deploy;
 mod edges;
 mod engine_faults;
 mod inbox;
+mod journal;
 mod large_store;
 mod mappings;
 mod mistakes_config;

@@ -7,17 +7,23 @@ use ondorse_bridge::store::{JournalEntry, NOISE_STEPS, PruneReport, Retention, S
 use ondorse_bridge::sync::operations;
 use serde_json::json;
 
-const MAPPING: &str = "business-onboarding";
+pub(crate) const MAPPING: &str = "business-onboarding";
 const DECIDED: &str = "001000000000001AAA";
 const WAITING: &str = "001000000000002AAA";
 
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2031-06-01T12:00:00Z")
         .unwrap()
         .to_utc()
 }
 
-fn entry(at: DateTime<Utc>, step: &str, summary: &str, detail: serde_json::Value) -> JournalEntry {
+/// A journal entry of the mapping.
+pub(crate) fn entry(
+    at: DateTime<Utc>,
+    step: &str,
+    summary: &str,
+    detail: serde_json::Value,
+) -> JournalEntry {
     JournalEntry::new(
         at,
         Some(MAPPING.to_owned()),
