@@ -46,7 +46,7 @@ use serde_json::json;
 use super::retry::Endpoint;
 use super::{ACCOUNT, Engine, SyncError, now};
 use crate::salesforce::{RecordUpdate, SalesforceError};
-use crate::store::{PendingWrite, Urgency};
+use crate::store::{DueWrite, PendingWrite, Urgency};
 
 pub(super) use collection::CollectionHealth;
 
@@ -136,30 +136,33 @@ impl Engine {
         in_flight: &HashSet<String>,
         free_calls: usize,
     ) -> Result<Batch, SyncError> {
-        let free = |pending: &PendingWrite| !in_flight.contains(&pending.account_id);
-        if force {
-            let due = self.store.due_writes_where(now(), BATCH_SIZE, free)?;
-            return Ok(if due.is_empty() {
+        let free = |account_id: &str| !in_flight.contains(account_id);
+        let send = |chosen: &[DueWrite]| -> Result<Batch, SyncError> {
+            let batch = self.store.pending_writes(chosen)?;
+            Ok(if batch.is_empty() {
                 Batch::Idle
             } else {
-                Batch::Send(due)
-            });
+                Batch::Send(batch)
+            })
+        };
+        if force {
+            return send(&self.store.due_writes_where(now(), BATCH_SIZE, None, free));
         }
-        let mut urgent = self.store.due_writes_where(now(), BATCH_SIZE, |pending| {
-            pending.urgency == Urgency::Now && free(pending)
-        })?;
+        let mut urgent = self
+            .store
+            .due_writes_where(now(), BATCH_SIZE, Some(Urgency::Now), free);
         if !urgent.is_empty() {
             urgent.truncate(urgent.len().div_ceil(free_calls.max(1)));
-            return Ok(Batch::Send(urgent));
+            return send(&urgent);
         }
-        let links = self.store.due_writes_where(now(), BATCH_SIZE, free)?;
-        let Some(oldest) = links.iter().map(|pending| pending.queued_at).min() else {
+        let links = self.store.due_writes_where(now(), BATCH_SIZE, None, free);
+        let Some(oldest) = links.iter().map(|due| due.queued_at).min() else {
             return Ok(Batch::Idle);
         };
         let waited = (now() - oldest).to_std().unwrap_or_default();
         match self.settings.link_batch_wait.checked_sub(waited) {
             Some(left) if !left.is_zero() && links.len() < BATCH_SIZE => Ok(Batch::Linger(left)),
-            _ => Ok(Batch::Send(links)),
+            _ => send(&links),
         }
     }
 
