@@ -99,10 +99,18 @@ struct Schedule {
 #[derive(Default)]
 pub(super) struct PendingView(Mutex<Schedules>);
 
+/// Room for this many pending writes is kept once they are all written;
+/// more is given back.
+const SHRINK_ABOVE: usize = 1024;
+
 #[derive(Default)]
 struct Schedules {
+    /// Each Account's schedule, to find its place in an order when it moves.
     by_account: HashMap<String, Schedule>,
+    /// Decisions and resyncs by `(not_before, Account)`: the writer takes
+    /// them first, without walking past the links.
     now: BTreeSet<(DateTime<Utc>, String)>,
+    /// Portal links, likewise.
     may_wait: BTreeSet<(DateTime<Utc>, String)>,
 }
 
@@ -124,6 +132,10 @@ impl Schedules {
             self.order(schedule.urgency)
                 .insert((schedule.not_before, account_id.clone()));
             self.by_account.insert(account_id, schedule);
+        } else if self.by_account.is_empty() && self.by_account.capacity() > SHRINK_ABOVE {
+            // A backfill's thousands of links are written: an idle daemon
+            // does not keep their room.
+            self.by_account.shrink_to_fit();
         }
     }
 }
@@ -157,57 +169,6 @@ impl PendingView {
             .transpose()?;
         schedules.set(account_of(key), schedule);
         Ok(())
-    }
-
-    /// Up to `limit` writes due at `now` (of one urgency, or either), those
-    /// due first first; `wanted` says which Accounts may be chosen.
-    fn due(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-        urgency: Option<Urgency>,
-        wanted: impl Fn(&str) -> bool,
-    ) -> Vec<DueWrite> {
-        let schedules = self.schedules();
-        let orders = match urgency {
-            Some(Urgency::Now) => [Some(&schedules.now), None],
-            Some(Urgency::MayWait) => [Some(&schedules.may_wait), None],
-            None => [Some(&schedules.now), Some(&schedules.may_wait)],
-        };
-        let mut due: Vec<DueWrite> = Vec::new();
-        for order in orders.into_iter().flatten() {
-            due.extend(
-                order
-                    .iter()
-                    .take_while(|(not_before, _)| *not_before <= now)
-                    .filter(|(_, account_id)| wanted(account_id))
-                    .take(limit)
-                    .map(|(_, account_id)| {
-                        let schedule = schedules.by_account[account_id];
-                        DueWrite {
-                            account_id: account_id.clone(),
-                            urgency: schedule.urgency,
-                            queued_at: schedule.queued_at,
-                            not_before: schedule.not_before,
-                        }
-                    }),
-            );
-        }
-        due.sort_by(|left, right| {
-            (left.not_before, &left.account_id).cmp(&(right.not_before, &right.account_id))
-        });
-        due.truncate(limit);
-        due
-    }
-
-    /// The earliest instant a pending write is due.
-    fn earliest(&self) -> Option<DateTime<Utc>> {
-        let schedules = self.schedules();
-        [schedules.now.first(), schedules.may_wait.first()]
-            .into_iter()
-            .flatten()
-            .map(|(not_before, _)| *not_before)
-            .min()
     }
 }
 
@@ -437,7 +398,36 @@ impl Store {
         urgency: Option<Urgency>,
         wanted: impl Fn(&str) -> bool,
     ) -> Vec<DueWrite> {
-        self.inner.pending.due(now, limit, urgency, wanted)
+        let schedules = self.inner.pending.schedules();
+        let orders = match urgency {
+            Some(Urgency::Now) => [Some(&schedules.now), None],
+            Some(Urgency::MayWait) => [Some(&schedules.may_wait), None],
+            None => [Some(&schedules.now), Some(&schedules.may_wait)],
+        };
+        let mut due: Vec<DueWrite> = Vec::new();
+        for order in orders.into_iter().flatten() {
+            due.extend(
+                order
+                    .iter()
+                    .take_while(|(not_before, _)| *not_before <= now)
+                    .filter(|(_, account_id)| wanted(account_id))
+                    .take(limit)
+                    .map(|(_, account_id)| {
+                        let schedule = schedules.by_account[account_id];
+                        DueWrite {
+                            account_id: account_id.clone(),
+                            urgency: schedule.urgency,
+                            queued_at: schedule.queued_at,
+                            not_before: schedule.not_before,
+                        }
+                    }),
+            );
+        }
+        due.sort_by(|left, right| {
+            (left.not_before, &left.account_id).cmp(&(right.not_before, &right.account_id))
+        });
+        due.truncate(limit);
+        due
     }
 
     /// What the chosen writes carry, as stored now; a write settled or
@@ -460,7 +450,12 @@ impl Store {
 
     /// The earliest `not_before` among pending writes (from memory).
     pub fn next_write_due(&self) -> Option<DateTime<Utc>> {
-        self.inner.pending.earliest()
+        let schedules = self.inner.pending.schedules();
+        [schedules.now.first(), schedules.may_wait.first()]
+            .into_iter()
+            .flatten()
+            .map(|(not_before, _)| *not_before)
+            .min()
     }
 
     /// Applies what a committed transaction did to the pending writes: the
