@@ -7,8 +7,9 @@
 //!   writes, already coalesced per Account by the store, at most
 //!   [`BATCH_SIZE`] a call, those due first first. The batcher chooses from
 //!   the store's in-memory view of when each write is due and reads only
-//!   the chosen ones, so a free call costs no scan of the pending writes. A decision goes at once, decisions waiting
-//!   together spread over the free calls (records pile up into one call
+//!   the chosen ones, so a free call costs no scan of the pending writes.
+//!   A decision goes at once, decisions waiting together spread over the
+//!   free calls (records pile up into one call
 //!   only while every call is busy); portal links alone wait up to
 //!   `[salesforce] link_batch_wait_seconds` for company, so a backfill
 //!   sends full calls. There is no fixed wait.
