@@ -186,10 +186,7 @@ async fn ondorse_webhook(
                 accepted == Accepted::Duplicate,
             );
             let (outcome, sequence) = match accepted {
-                Accepted::Stored { sequence } => {
-                    state.inbox_wake.notify_one();
-                    ("stored", Some(sequence))
-                }
+                Accepted::Stored { sequence } => ("stored", Some(sequence)),
                 Accepted::Duplicate => ("duplicate", None),
             };
             tracing::info!(
@@ -234,11 +231,16 @@ async fn receive_ondorse_event(
     }
     let envelope = parse_envelope(&body)
         .map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, error.to_string()))?;
-    let accepted = state
+    let recorded = state
         .store
-        .accept_webhook(&envelope, Utc::now())
-        .await
+        .record_webhook(&envelope, Utc::now())
         .map_err(store_unavailable)?;
+    // The worker reads the application while the fsync runs; the sender
+    // is answered only once the event is on disk.
+    if matches!(recorded.outcome(), Accepted::Stored { .. }) {
+        state.inbox_wake.notify_one();
+    }
+    let accepted = recorded.durable().await.map_err(store_unavailable)?;
     Ok((envelope, accepted))
 }
 
@@ -258,7 +260,6 @@ async fn salesforce_hint(
     let source = client_address(peer.ip(), &headers, &state.config.trusted_proxies);
     match receive_salesforce_hint(&state, &secret, source, &headers, body).await {
         Ok((sequence, count)) => {
-            state.inbox_wake.notify_one();
             state
                 .metrics
                 .webhook(WebhookSource::Salesforce, None, false);
@@ -296,11 +297,13 @@ async fn receive_salesforce_hint(
     let ids = validate_hint_ids(hint.ids)
         .map_err(|reason| Refusal::new(StatusCode::BAD_REQUEST, reason))?;
     let count = ids.len();
-    let sequence = state
+    let recorded = state
         .store
-        .accept_salesforce_hint(ids, Utc::now())
-        .await
+        .record_salesforce_hint(ids, Utc::now())
         .map_err(store_unavailable)?;
+    // As for a webhook: read while the fsync runs, answered once on disk.
+    state.inbox_wake.notify_one();
+    let sequence = recorded.durable().await.map_err(store_unavailable)?;
     Ok((sequence, count))
 }
 

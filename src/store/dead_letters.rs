@@ -19,7 +19,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use super::codec;
 use super::queue_counts::{Changes, Queue};
 use super::writebacks::{
-    Fields, PendingWrite, account_fields, keep_or_remove_write, transaction_error,
+    Fields, PendingWrite, WriteChanges, account_fields, keep_or_remove_write, transaction_error,
 };
 use super::{
     DEAD_LETTERS_TREE, KNOWN_FIELDS_TREE, REFUSED_FIELDS_TREE, REPLANS_TREE, Store, StoreError,
@@ -205,10 +205,10 @@ impl Store {
                 refused.extend(fields.clone());
                 write_fields(refused_fields, REFUSED_FIELDS_TREE, key, &refused)?;
                 let Some(attempted) = attempted else {
-                    return Ok(added);
+                    return Ok(WriteChanges::from(added));
                 };
                 let Some(bytes) = writes.get(key)? else {
-                    return Ok(added);
+                    return Ok(WriteChanges::from(added));
                 };
                 let mut pending: PendingWrite =
                     codec::decode_value(WRITES_TREE, key, &bytes).map_err(Abort::Abort)?;
@@ -218,10 +218,10 @@ impl Store {
                     .retain(|name, value| attempted.fields.get(name) != Some(value));
                 pending.attempts = 0;
                 pending.last_error = None;
-                Ok(added.with(keep_or_remove_write(writes, key, &pending)?))
+                Ok(keep_or_remove_write(writes, key, &pending)?.with(added))
             })
             .map_err(transaction_error("record a dead letter"))?;
-        inner.queues.apply(changes);
+        self.apply_write_changes(changes)?;
         Ok(id)
     }
 

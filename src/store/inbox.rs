@@ -41,6 +41,28 @@ pub enum Accepted {
     Duplicate,
 }
 
+/// What was stored in the inbox, not yet on disk: [`Unflushed::durable`]
+/// is the only way to the outcome, so no sender is answered before the
+/// flush, while the inbox's worker may already start on the item.
+#[must_use = "an inbox item is acknowledged only once it is on disk"]
+pub struct Unflushed<'a, T> {
+    store: &'a Store,
+    outcome: T,
+}
+
+impl<T> Unflushed<'_, T> {
+    /// The outcome, before it is on disk (to wake the worker early).
+    pub fn outcome(&self) -> &T {
+        &self.outcome
+    }
+
+    /// The outcome, once on disk (concurrent callers share the fsync).
+    pub async fn durable(self) -> Result<T, StoreError> {
+        self.store.flush().await?;
+        Ok(self.outcome)
+    }
+}
+
 /// One unit of pending work.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxItem {
@@ -104,6 +126,19 @@ impl Store {
         envelope: &WebhookEnvelope,
         received_at: DateTime<Utc>,
     ) -> Result<Accepted, StoreError> {
+        self.record_webhook(envelope, received_at)?.durable().await
+    }
+
+    /// Stores an Ondorse event unless its id was seen; the outcome is on
+    /// disk once [`Unflushed::durable`] returns it. In between, the inbox
+    /// already holds the event, so its worker can start on it while the
+    /// fsync runs: completing an item flushes first, so nothing it caused
+    /// outlives a crash that loses the event.
+    pub fn record_webhook(
+        &self,
+        envelope: &WebhookEnvelope,
+        received_at: DateTime<Utc>,
+    ) -> Result<Unflushed<'_, Accepted>, StoreError> {
         let item = StoredItem {
             received_at,
             kind: InboxKind::Webhook(envelope.clone()),
@@ -133,8 +168,10 @@ impl Store {
         // A duplicate is flushed too: the first delivery may have been
         // answered with an error before its own flush finished, and this
         // answer promises the event is on disk.
-        self.flush().await?;
-        Ok(accepted)
+        Ok(Unflushed {
+            store: self,
+            outcome: accepted,
+        })
     }
 
     /// Stores a Salesforce push hint and returns its sequence once on disk.
@@ -143,6 +180,18 @@ impl Store {
         ids: Vec<Id>,
         received_at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
+        self.record_salesforce_hint(ids, received_at)?
+            .durable()
+            .await
+    }
+
+    /// Stores a Salesforce push hint; its sequence is on disk once
+    /// [`Unflushed::durable`] returns it (see [`Store::record_webhook`]).
+    pub fn record_salesforce_hint(
+        &self,
+        ids: Vec<Id>,
+        received_at: DateTime<Utc>,
+    ) -> Result<Unflushed<'_, u64>, StoreError> {
         let value = codec::encode_value(
             INBOX_TREE,
             &StoredItem {
@@ -160,8 +209,10 @@ impl Store {
         self.inner
             .queues
             .apply(Changes::added_if(Queue::Hints, replaced.is_none()));
-        self.flush().await?;
-        Ok(sequence)
+        Ok(Unflushed {
+            store: self,
+            outcome: sequence,
+        })
     }
 
     /// Up to `limit` items not yet completed, oldest first, parked ones

@@ -19,8 +19,9 @@ use sled::transaction::ConflictableTransactionError;
 use super::buckets::BucketMap;
 use super::codec;
 use super::link_index::replace_link;
-use super::queue_counts::Changes;
-use super::writebacks::{Fields, Urgency, merge_write, remove_write, transaction_error};
+use super::writebacks::{
+    Fields, Urgency, WriteChanges, merge_write, remove_write, transaction_error,
+};
 use super::{APPLICATIONS_TREE, Store, StoreError};
 use crate::salesforce::model::Record;
 
@@ -262,12 +263,13 @@ impl Store {
                         urgency,
                         now,
                     ),
-                    None => Ok::<_, ConflictableTransactionError<StoreError>>(Changes::none()),
+                    None => {
+                        Ok::<_, ConflictableTransactionError<StoreError>>(WriteChanges::default())
+                    }
                 }
             })
             .map_err(transaction_error("write a link"))?;
-        inner.queues.apply(changes);
-        Ok(())
+        self.apply_write_changes(changes)
     }
 
     /// Settles an Account Salesforce says is gone, in one transaction: each
@@ -321,8 +323,7 @@ impl Store {
                 remove_write(writes, account_id.as_bytes())
             })
             .map_err(transaction_error("settle a gone Account"))?;
-        inner.queues.apply(dropped);
-        Ok(())
+        self.apply_write_changes(dropped)
     }
 
     /// Writes a link reopened because its Account is back from the recycle

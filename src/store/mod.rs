@@ -44,12 +44,14 @@ mod writebacks;
 
 pub use cursors::Cursor;
 pub use dead_letters::DeadLetter;
-pub use inbox::{Accepted, InboxItem, InboxKind, InboxQueue, ParkedItem, SEEN_EVENT_RETENTION};
+pub use inbox::{
+    Accepted, InboxItem, InboxKind, InboxQueue, ParkedItem, SEEN_EVENT_RETENTION, Unflushed,
+};
 pub use journal::{JOURNAL_CHUNK_BYTES, JournalEntry};
 pub use link_index::{LinkCounts, LinkState};
 pub use links::{CollectChange, GoneLink, Link, LinkClosure, PortalRecord, PortalRequest};
 pub use retention::{DEFAULT_RETENTION_DAYS, NOISE_RETENTION, NOISE_STEPS, PruneReport, Retention};
-pub use writebacks::{Fields, PendingWrite, Urgency, WriteSettlement};
+pub use writebacks::{DueWrite, Fields, PendingWrite, Urgency, WriteSettlement};
 
 /// sled's page cache, in MiB, unless `[store] page_cache_mib` says
 /// otherwise. Its own default (1 GiB) lets a long-running daemon grow far
@@ -135,6 +137,8 @@ struct Inner {
     links_read: std::sync::atomic::AtomicU64,
     /// How deep each queue is, so nobody counts entries to know.
     queues: queue_counts::QueueCounts,
+    /// When each pending write is due, so the writer never scans `writes`.
+    pending: writebacks::PendingView,
 }
 
 impl Drop for Inner {
@@ -319,6 +323,7 @@ impl Store {
         let journal = open_tree(JOURNAL_TREE)?;
         seen_events::SEEN_EVENTS.adopt(&db, seen_events::LEGACY_SEEN_EVENTS_TREE, &seen_events)?;
         links::APPLICATION_INDEX.adopt(&db, links::LEGACY_APPLICATIONS_TREE, &applications)?;
+        let pending = writebacks::PendingView::build(&writes)?;
         tracing::debug!(path = %path.display(), "store opened");
         let store = Store {
             inner: std::sync::Arc::new(Inner {
@@ -341,6 +346,7 @@ impl Store {
                 journal,
                 links_read: std::sync::atomic::AtomicU64::new(0),
                 queues: queue_counts::QueueCounts::default(),
+                pending,
             }),
         };
         store.build_link_index()?;

@@ -513,7 +513,19 @@ fn a_store_that_cannot_be_created_names_its_path() {
 /// An open link with a portal and its portal write-back queued.
 fn linked_with_write(store: &Store, mapping: &str, account_id: &str) -> Link {
     let now = Utc::now();
-    let link = Link {
+    let link = link_with_portal(mapping, account_id, now);
+    let mut fields = Fields::new();
+    fields.insert("KYC_Status__c".to_owned(), json!("Approved"));
+    store
+        .put_link_and_queue(&link, Some(&fields), Urgency::Now, now)
+        .unwrap();
+    assert!(store.pending_write(account_id).unwrap().is_some());
+    link
+}
+
+/// A link whose portal Ondorse created at `now`.
+fn link_with_portal(mapping: &str, account_id: &str, now: DateTime<Utc>) -> Link {
+    Link {
         mapping: mapping.to_owned(),
         account_id: account_id.to_owned(),
         idempotency_key: format!("key-{account_id}"),
@@ -536,14 +548,102 @@ fn linked_with_write(store: &Store, mapping: &str, account_id: &str) -> Link {
         refused: false,
         portal_writeback_due: false,
         closed: None,
-    };
-    let mut fields = Fields::new();
-    fields.insert("KYC_Status__c".to_owned(), json!("Approved"));
+    }
+}
+
+/// The writes due at `now`, in the order the writer is offered them.
+fn due_at(store: &Store, now: DateTime<Utc>) -> Vec<(String, Urgency)> {
     store
-        .put_link_and_queue(&link, Some(&fields), Urgency::Now, now)
+        .due_writes(now, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|pending| (pending.account_id, pending.urgency))
+        .collect()
+}
+
+#[tokio::test]
+async fn pending_writes_come_due_oldest_first_and_a_reopen_keeps_when_each_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path).await.unwrap();
+    let mapping = "business-onboarding";
+    let start = at("2026-11-26T09:00:00Z");
+    let second = |seconds: i64| start + chrono::Duration::seconds(seconds);
+    // Queued in the reverse of their Id order; one row stays locked.
+    let (early, link, late, locked) = (
+        "001000000000004AAA",
+        "001000000000003AAA",
+        "001000000000002AAA",
+        "001000000000001AAA",
+    );
+    for (account_id, urgency, queued_at) in [
+        (early, Urgency::Now, second(0)),
+        (link, Urgency::MayWait, second(1)),
+        (late, Urgency::Now, second(2)),
+        (locked, Urgency::Now, second(3)),
+    ] {
+        store
+            .put_link_and_queue(
+                &link_with_portal(mapping, account_id, queued_at),
+                Some(&fields(json!({ "KYC_Status__c": "Approved" }))),
+                urgency,
+                queued_at,
+            )
+            .unwrap();
+    }
+    let attempted = store.pending_write(locked).unwrap().unwrap();
+    store
+        .settle_write(
+            &attempted,
+            &WriteSettlement::Retry {
+                not_before: second(60),
+                error: "UNABLE_TO_LOCK_ROW".to_owned(),
+            },
+        )
         .unwrap();
-    assert!(store.pending_write(account_id).unwrap().is_some());
-    link
+    let owned = |due: &[(&str, Urgency)]| -> Vec<(String, Urgency)> {
+        due.iter()
+            .map(|(account_id, urgency)| ((*account_id).to_owned(), *urgency))
+            .collect()
+    };
+    let waiting = owned(&[
+        (early, Urgency::Now),
+        (link, Urgency::MayWait),
+        (late, Urgency::Now),
+    ]);
+    let check = |store: &Store, when: &str| {
+        assert_eq!(store.next_write_due(), Some(second(0)), "{when}");
+        assert_eq!(
+            due_at(store, second(1)),
+            owned(&[(early, Urgency::Now), (link, Urgency::MayWait)]),
+            "{when}: a write is not due before it was queued"
+        );
+        assert_eq!(
+            due_at(store, second(59)),
+            waiting,
+            "{when}: the locked row waits for its retry"
+        );
+        let mut all = waiting.clone();
+        all.push((locked.to_owned(), Urgency::Now));
+        assert_eq!(due_at(store, second(60)), all, "{when}");
+    };
+    check(&store, "as queued");
+
+    store.flush().await.unwrap();
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    check(&store, "after a reopen");
+
+    // Written ones leave; the retried one is due when its backoff ends.
+    for account_id in [early, link, late] {
+        let attempted = store.pending_write(account_id).unwrap().unwrap();
+        store
+            .settle_write(&attempted, &WriteSettlement::Written)
+            .unwrap();
+    }
+    assert_eq!(store.next_write_due(), Some(second(60)));
+    assert_eq!(due_at(&store, second(59)), Vec::new());
+    assert_eq!(due_at(&store, second(60)), owned(&[(locked, Urgency::Now)]));
 }
 
 #[test]

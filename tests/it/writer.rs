@@ -257,6 +257,27 @@ async fn rows_locked_for_more_than_twenty_attempts_are_written_in_the_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waiting_out_a_row_lock_when_the_daemon_stops_is_written_by_the_next_one() {
+    let (world, engine, ids) = links_queued(6, 66).await;
+    let locked: Vec<&str> = ids[..2].iter().map(String::as_str).collect();
+    world.salesforce.lock_rows(&locked, 1);
+    let first = engine.flush_writes().await.expect("pass");
+    assert_eq!(first.retried, locked.len(), "{first:?}");
+    assert_eq!(engine.store().pending_write_count(), locked.len());
+    // Stopped while those wait out their backoff: nothing else will queue
+    // them again, the next daemon finds them in the store.
+    drop(engine);
+    let daemon = world.daemon().await;
+    eventually("the locked rows are written", E2E_DEADLINE, || {
+        daemon.engine.store().pending_write_count() == 0
+    })
+    .await;
+    assert_links_written(&world, &ids);
+    assert_eq!(daemon.engine.store().dead_letter_count(), 0);
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_decision_is_written_through_login_outages_503s_and_long_row_locks() {
     let world = World::start(OndorseSandboxOptions::default()).await;
     let ids = world.seed(10, "Customer", 65);

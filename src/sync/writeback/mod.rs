@@ -5,8 +5,11 @@
 //!   max_concurrent_requests` calls in flight, never two for one Account.
 //!   Whenever it has a free call it asks the batcher for the due pending
 //!   writes, already coalesced per Account by the store, at most
-//!   [`BATCH_SIZE`] a call. A decision goes at once, decisions waiting
-//!   together spread over the free calls (records pile up into one call
+//!   [`BATCH_SIZE`] a call, those due first first. The batcher chooses from
+//!   the store's in-memory view of when each write is due and reads only
+//!   the chosen ones, so a free call costs no scan of the pending writes.
+//!   A decision goes at once, decisions waiting together spread over the
+//!   free calls (records pile up into one call
 //!   only while every call is busy); portal links alone wait up to
 //!   `[salesforce] link_batch_wait_seconds` for company, so a backfill
 //!   sends full calls. There is no fixed wait.
@@ -46,7 +49,7 @@ use serde_json::json;
 use super::retry::Endpoint;
 use super::{ACCOUNT, Engine, SyncError, now};
 use crate::salesforce::{RecordUpdate, SalesforceError};
-use crate::store::{PendingWrite, Urgency};
+use crate::store::{DueWrite, PendingWrite, Urgency};
 
 pub(super) use collection::CollectionHealth;
 
@@ -136,30 +139,33 @@ impl Engine {
         in_flight: &HashSet<String>,
         free_calls: usize,
     ) -> Result<Batch, SyncError> {
-        let free = |pending: &PendingWrite| !in_flight.contains(&pending.account_id);
-        if force {
-            let due = self.store.due_writes_where(now(), BATCH_SIZE, free)?;
-            return Ok(if due.is_empty() {
+        let free = |account_id: &str| !in_flight.contains(account_id);
+        let send = |chosen: &[DueWrite]| -> Result<Batch, SyncError> {
+            let batch = self.store.pending_writes(chosen)?;
+            Ok(if batch.is_empty() {
                 Batch::Idle
             } else {
-                Batch::Send(due)
-            });
+                Batch::Send(batch)
+            })
+        };
+        if force {
+            return send(&self.store.due_writes_where(now(), BATCH_SIZE, None, free));
         }
-        let mut urgent = self.store.due_writes_where(now(), BATCH_SIZE, |pending| {
-            pending.urgency == Urgency::Now && free(pending)
-        })?;
+        let mut urgent = self
+            .store
+            .due_writes_where(now(), BATCH_SIZE, Some(Urgency::Now), free);
         if !urgent.is_empty() {
             urgent.truncate(urgent.len().div_ceil(free_calls.max(1)));
-            return Ok(Batch::Send(urgent));
+            return send(&urgent);
         }
-        let links = self.store.due_writes_where(now(), BATCH_SIZE, free)?;
-        let Some(oldest) = links.iter().map(|pending| pending.queued_at).min() else {
+        let links = self.store.due_writes_where(now(), BATCH_SIZE, None, free);
+        let Some(oldest) = links.iter().map(|due| due.queued_at).min() else {
             return Ok(Batch::Idle);
         };
         let waited = (now() - oldest).to_std().unwrap_or_default();
         match self.settings.link_batch_wait.checked_sub(waited) {
             Some(left) if !left.is_zero() && links.len() < BATCH_SIZE => Ok(Batch::Linger(left)),
-            _ => Ok(Batch::Send(links)),
+            _ => send(&links),
         }
     }
 

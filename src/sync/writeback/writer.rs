@@ -152,12 +152,8 @@ impl Engine {
     /// How long until the next pending write is due (a backoff).
     fn next_write_wait(&self) -> Duration {
         match self.store.next_write_due() {
-            Ok(Some(due)) => (due - now()).to_std().unwrap_or(MIN_WAIT),
-            Ok(None) => self.settings.inbox_interval,
-            Err(error) => {
-                tracing::error!(%error, "cannot read pending writes");
-                self.breakers.policy().settings().initial_delay
-            }
+            Some(due) => (due - now()).to_std().unwrap_or(MIN_WAIT),
+            None => self.settings.inbox_interval,
         }
     }
 }
